@@ -1,0 +1,163 @@
+"""Python records of the contract, one class per Avro record in ``schemas/<name>/vN.avsc``.
+
+The ``.avsc`` files are the source of truth; ``tests/unit/test_records.py`` checks that these
+classes have exactly the fields (names, order, optionality) of the newest schema version.
+Times are epoch milliseconds (UTC) as ``int``: the journey model does arithmetic on them, and
+integers are what the wire carries. Enums are their symbol strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True, frozen=True)
+class PageViewed:
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    session_id: str
+    page_type: str  # HOME, CATEGORY, PRODUCT, SEARCH, CART, CHECKOUT, OTHER
+    url: str
+    product_id: str | None = None
+    category: str | None = None
+    referrer: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class CartChanged:
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    cart_id: str
+    action: str  # PRODUCT_ADDED, PRODUCT_REMOVED, CHECKOUT_STARTED
+    product_id: str | None = None
+    category: str | None = None
+    quantity: int | None = None
+    unit_price_minor: int | None = None
+    currency: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class OrderItem:
+    product_id: str
+    quantity: int
+    unit_price_minor: int
+    category: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class OrderChanged:
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    order_id: str
+    status: str  # PLACED, CANCELLED, REFUNDED
+    total_minor: int
+    currency: str
+    items: list[OrderItem] = field(default_factory=list)
+    cart_id: str | None = None
+    coupon: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ShipmentChanged:
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    order_id: str
+    shipment_id: str
+    status: str  # SHIPPED, OUT_FOR_DELIVERY, DELIVERED, DELIVERY_FAILED, RETURNED
+    carrier: str | None = None
+    tracking_code: str | None = None
+    tracking_url: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class FeedbackGiven:
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    kind: str  # NPS, REVIEW
+    score: int  # NPS 0-10, review 1-5
+    order_id: str | None = None
+    product_id: str | None = None
+    comment: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class MessageEngagement:
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    action: str  # DELIVERED, OPENED, CLICKED, BOUNCED, COMPLAINED, UNSUBSCRIBED, RESUBSCRIBED
+    channel: str  # EMAIL, SMS, PUSH
+    trigger_id: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class CustomerChanged:
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    action: str  # UPDATED, ERASED
+    marketing_consent: bool | None = None
+    time_zone: str | None = None
+    locale: str | None = None
+    birthday: int | None = None  # Avro `date`: days since 1970-01-01
+
+
+InputEvent = (
+    PageViewed
+    | CartChanged
+    | OrderChanged
+    | ShipmentChanged
+    | FeedbackGiven
+    | MessageEngagement
+    | CustomerChanged
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Trigger:
+    trigger_id: str
+    trigger_type: str
+    category: str  # TRANSACTIONAL, MARKETING
+    customer_id: str
+    due_at: int
+    emitted_at: int
+    source_event_id: str
+    stage: str  # AWARENESS, CONSIDERATION, PURCHASE, SERVICE, ADVOCACY
+    order_id: str | None = None
+    cart_id: str | None = None
+    shipment_id: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    dead_letter_id: str  # "<topic>/<partition>/<offset>": unique per input message
+    topic: str
+    partition: int
+    offset: int
+    reason_code: str  # short machine-readable class: bad_key, too_large, bad_avro, ...
+    reason: str  # readable explanation of what was wrong
+    failed_at: int
+    key: bytes | None = None
+    value: bytes | None = None
+    record_type: str | None = None  # the record the topic expects
+
+
+# Input topic (short name, see streams.settings.INPUT_TOPICS) -> the record it carries.
+TOPIC_RECORDS: dict[str, type[InputEvent]] = {
+    "page_views": PageViewed,
+    "cart": CartChanged,
+    "orders": OrderChanged,
+    "shipments": ShipmentChanged,
+    "feedback": FeedbackGiven,
+    "engagement": MessageEngagement,
+    "customers": CustomerChanged,
+}
