@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     kafka_ssl_password: SecretStr | None = None
 
     app_id: str = "journey"
+    # Offsets of stored messages are committed this often, or after this many messages.
+    commit_interval: DurationMs = duration("2s")
+    commit_every: int = Field(default=10_000, ge=1)
     topic_prefix: str = ""
     partitions: int = Field(default=12, ge=1)
     replication_factor: int = Field(default=1, ge=1)
@@ -85,6 +88,8 @@ class Settings(BaseSettings):
     # --- Output topics ------------------------------------------------------------------------
     topic_triggers: str = "journey.triggers"
     topic_deadletter: str = "journey.deadletter"
+    # Events keyed by something other than their customer_id are re-keyed through this topic.
+    topic_repartition: str = "journey.repartition"
 
     # --- Bad input ------------------------------------------------------------------------------
     max_value_bytes: int = Field(default=1_048_576, ge=1024)
@@ -152,7 +157,16 @@ class Settings(BaseSettings):
         return {name: self.topic(name) for name in INPUT_TOPICS}
 
     def all_topics(self) -> list[str]:
-        return [*self.input_topics().values(), self.topic("triggers"), self.topic("deadletter")]
+        return [
+            *self.input_topics().values(),
+            self.topic("repartition"),
+            self.topic("triggers"),
+            self.topic("deadletter"),
+        ]
+
+    def copartitioned_topics(self) -> list[str]:
+        """Topics the journey agent reads together: they must have the same partition count."""
+        return [*self.input_topics().values(), self.topic("repartition")]
 
     def resolved_clickhouse_url(self) -> str:
         if self.clickhouse_url:

@@ -1,0 +1,146 @@
+"""Rows of the ClickHouse tables, built from the contract records.
+
+Column lists match the migrations; ``tests/integration`` inserts through them, so a mismatch
+fails there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.records import (
+    CartChanged,
+    CustomerChanged,
+    DeadLetter,
+    FeedbackGiven,
+    InputEvent,
+    MessageEngagement,
+    OrderChanged,
+    PageViewed,
+    ShipmentChanged,
+)
+
+EVENTS_TABLE = "events"
+EVENTS_COLUMNS = (
+    "event_id",
+    "event_type",
+    "customer_id",
+    "occurred_at",
+    "session_id",
+    "cart_id",
+    "order_id",
+    "shipment_id",
+    "product_id",
+    "category",
+    "amount_minor",
+    "currency",
+    "score",
+    "ingested_at",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+)
+
+DEADLETTERS_TABLE = "deadletters"
+DEADLETTERS_COLUMNS = (
+    "dead_letter_id",
+    "topic",
+    "partition",
+    "offset",
+    "reason_code",
+    "reason",
+    "record_type",
+    "key",
+    "value_size",
+    "value_head",
+    "failed_at",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+)
+
+
+def event_type(record: InputEvent) -> str:
+    """The analysts' name of an event: ``page_view``, ``order.placed``, ``feedback.nps``, ..."""
+    match record:
+        case PageViewed():
+            return "page_view"
+        case CartChanged(action=action):
+            return "cart." + action.lower()
+        case OrderChanged(status=status):
+            return "order." + status.lower()
+        case ShipmentChanged(status=status):
+            return "shipment." + status.lower()
+        case FeedbackGiven(kind=kind):
+            return "feedback." + kind.lower()
+        case MessageEngagement(action=action):
+            return "engagement." + action.lower()
+        case CustomerChanged(action=action):
+            return "customer." + action.lower()
+    raise TypeError(f"not an input record: {type(record).__name__}")
+
+
+def event_row(
+    record: InputEvent, ingested_at: int, topic: str, partition: int, offset: int
+) -> tuple[Any, ...]:
+    session_id = cart_id = order_id = shipment_id = product_id = category = None
+    amount: int | None = None
+    currency: str | None = None
+    score: int | None = None
+    match record:
+        case PageViewed():
+            session_id, product_id, category = record.session_id, record.product_id, record.category
+        case CartChanged():
+            cart_id, product_id, category = record.cart_id, record.product_id, record.category
+            if record.unit_price_minor is not None:
+                amount = record.unit_price_minor * (record.quantity or 1)
+            currency = record.currency
+        case OrderChanged():
+            cart_id, order_id = record.cart_id, record.order_id
+            amount, currency = record.total_minor, record.currency
+        case ShipmentChanged():
+            order_id, shipment_id = record.order_id, record.shipment_id
+        case FeedbackGiven():
+            order_id, product_id, score = record.order_id, record.product_id, record.score
+        case MessageEngagement() | CustomerChanged():
+            pass
+    return (
+        record.event_id,
+        event_type(record),
+        record.customer_id,
+        record.occurred_at,
+        session_id,
+        cart_id,
+        order_id,
+        shipment_id,
+        product_id,
+        category,
+        amount,
+        currency,
+        score,
+        ingested_at,
+        topic,
+        partition,
+        offset,
+    )
+
+
+def deadletter_row(letter: DeadLetter, partition: int, offset: int, topic: str) -> tuple[Any, ...]:
+    """``topic``/``partition``/``offset`` are where the sink read it from (the source message)."""
+    value = letter.value or b""
+    return (
+        letter.dead_letter_id,
+        letter.topic,
+        letter.partition,
+        letter.offset,
+        letter.reason_code,
+        letter.reason,
+        letter.record_type,
+        letter.key.decode("utf-8", "backslashreplace") if letter.key is not None else None,
+        len(value),
+        value[:256].decode("utf-8", "backslashreplace"),
+        letter.failed_at,
+        topic,
+        partition,
+        offset,
+    )

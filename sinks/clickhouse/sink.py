@@ -1,0 +1,246 @@
+"""The ClickHouse sink: buffer rows, insert them in batches, then let Kafka commit.
+
+Shape after quix-streams' sinks: ``__init__`` stores config, ``setup()`` connects, ``add()``
+buffers, ``flush()`` writes one batch per table; a failing insert is retried with backoff and
+holds the stream back (backpressure), it never crashes the worker.
+
+Delivery guarantees, and what provides each:
+
+* **Nothing lost.** A consumed message is acknowledged to Faust (so its offset may be committed)
+  only by ``flush()``, after every row it produced is in ClickHouse and every record it caused on
+  Kafka (dead letters, repartitioned events) is acknowledged by the broker. A crash before that
+  redelivers the message.
+* **Nothing doubled by a retry.** Each insert carries an ``insert_deduplication_token`` derived
+  from the table and the source topic, partition and offset range of its rows, and every table has
+  ``non_replicated_deduplication_window`` set, so ClickHouse drops a retried insert that had in fact
+  succeeded.
+* **Nothing doubled by a crash between insert and commit.** Every row records the source message
+  (``source_topic``, ``source_partition``, ``source_offset``). When partitions are assigned, the
+  sink reads the highest stored offset per source partition and table (its watermark) and drops
+  rows of redelivered messages at or below it. Inserts are single parts (tables have no PARTITION
+  BY), so a stored offset means every row of that insert is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sinks.clickhouse.client import ClickHouse
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Position = tuple[str, int]  # (topic, partition)
+
+
+@dataclass
+class _TableBuffer:
+    columns: Sequence[str]
+    rows: list[Sequence[Any]] = field(default_factory=list)
+    # Offset range per source partition, for the deduplication token.
+    ranges: dict[Position, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class FlushStats:
+    rows: int = 0
+    batches: int = 0
+    failures: int = 0
+    skipped_rows: int = 0
+    last_flush_seconds: float = 0.0
+    rows_per_table: dict[str, int] = field(default_factory=dict)
+
+
+class ClickHouseSink:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clickhouse: Callable[[Settings], ClickHouse] = ClickHouse.shared,
+        on_fatal: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_fatal = on_fatal
+        self._open = clickhouse
+        self._clickhouse: ClickHouse | None = None
+        self._tables: dict[str, _TableBuffer] = {}
+        self._watermarks: dict[tuple[str, str, int], int] = {}
+        self._acks: list[Callable[[], object]] = []
+        self._pending: list[Awaitable[Any]] = []
+        self._buffered = 0
+        self._flush_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: asyncio.Task[None] | None = None
+        self.stats = FlushStats()
+
+    # --- set-up ------------------------------------------------------------------------------
+    def register_table(self, table: str, columns: Sequence[str]) -> None:
+        self._tables[table] = _TableBuffer(columns=tuple(columns))
+
+    def setup(self) -> None:
+        self._clickhouse = self._open(self.settings)
+
+    @property
+    def clickhouse(self) -> ClickHouse:
+        if self._clickhouse is None:
+            raise RuntimeError("ClickHouseSink.setup() was not called")
+        return self._clickhouse
+
+    async def load_watermarks(self) -> None:
+        """Read what ClickHouse already holds, so redelivered messages are not written twice."""
+        ch = self.clickhouse
+        marks: dict[tuple[str, str, int], int] = {}
+        for table in self._tables:
+            rows = await ch.aquery_rows(
+                f"SELECT source_topic, source_partition, max(source_offset) "
+                f"FROM {ch.database}.{table} GROUP BY source_topic, source_partition"
+            )
+            for topic, partition, offset in rows:
+                marks[(table, str(topic), int(partition))] = int(offset)
+        self._watermarks = marks
+        log.info("sink watermarks loaded for %d source partitions", len(marks))
+
+    # --- the hot path ------------------------------------------------------------------------
+    def add(self, table: str, row: Sequence[Any], topic: str, partition: int, offset: int) -> None:
+        """Buffer one row produced by the message at ``topic``/``partition``/``offset``."""
+        if offset <= self._watermarks.get((table, topic, partition), -1):
+            self.stats.skipped_rows += 1
+            return
+        buffer = self._tables[table]
+        buffer.rows.append(row)
+        span = buffer.ranges.get((topic, partition))
+        if span is None:
+            buffer.ranges[(topic, partition)] = [offset, offset]
+        elif offset < span[0]:
+            span[0] = offset
+        elif offset > span[1]:
+            span[1] = offset
+        self._buffered += 1
+        if self._buffered >= self.settings.sink_batch_rows:
+            self._wake.set()
+            self._room.clear()
+
+    def after_flush(self, ack: Callable[[], object]) -> None:
+        """Call ``ack`` once everything buffered so far is stored (acks the Kafka message)."""
+        self._acks.append(ack)
+
+    def wait_for(self, delivery: Awaitable[Any]) -> None:
+        """A Kafka send that must be acknowledged before the messages behind it are acked."""
+        self._pending.append(delivery)
+
+    async def wait_for_room(self) -> None:
+        """Backpressure: wait while twice a batch is buffered (ClickHouse is slow or down)."""
+        if self._buffered >= 2 * self.settings.sink_batch_rows:
+            self._wake.set()
+            await self._room.wait()
+
+    # --- writing -----------------------------------------------------------------------------
+    async def flush(self) -> int:
+        """Write every buffered row, then run the acks. Returns the rows written."""
+        async with self._flush_lock:
+            batches = []
+            for table, buffer in self._tables.items():
+                if buffer.rows:
+                    batches.append((table, buffer.columns, buffer.rows, buffer.ranges))
+                    self._tables[table] = _TableBuffer(columns=buffer.columns)
+            acks, self._acks = self._acks, []
+            pending, self._pending = self._pending, []
+            self._buffered = 0
+            started = time.perf_counter()
+            written = 0
+            for table, columns, rows, ranges in batches:
+                await self._insert_with_retry(table, columns, rows, _token(table, ranges))
+                written += len(rows)
+                self.stats.rows_per_table[table] = self.stats.rows_per_table.get(table, 0) + len(
+                    rows
+                )
+            for delivery in pending:
+                try:
+                    await delivery
+                except Exception as exc:
+                    # The messages behind it stay unacknowledged and will be redelivered after a
+                    # restart; carrying on would stall their partitions silently.
+                    log.error("a Kafka send the sink waited for failed: %r", exc)
+                    if self._on_fatal is not None:
+                        self._on_fatal(exc)
+                    raise
+            for ack in acks:
+                ack()
+            if batches:
+                self.stats.rows += written
+                self.stats.batches += len(batches)
+                self.stats.last_flush_seconds = time.perf_counter() - started
+            self._room.set()
+            return written
+
+    async def _insert_with_retry(
+        self, table: str, columns: Sequence[str], rows: list[Sequence[Any]], token: str
+    ) -> None:
+        ch = self.clickhouse
+        backoff = self.settings.sink_retry_backoff / 1000
+        while True:
+            try:
+                await ch.run(
+                    ch.client.insert,
+                    f"{ch.database}.{table}",
+                    rows,
+                    column_names=list(columns),
+                    settings={"insert_deduplication_token": token},
+                )
+                return
+            except Exception as exc:
+                self.stats.failures += 1
+                log.warning(
+                    "insert of %d rows into %s failed (%s); retrying in %.1fs with the same token",
+                    len(rows),
+                    table,
+                    str(exc).splitlines()[0] if str(exc) else repr(exc),
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.sink_retry_backoff_max / 1000)
+
+    # --- background loop ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="clickhouse-sink")
+
+    async def _run(self) -> None:
+        interval = self.settings.sink_flush_interval / 1000
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # a bug must not stop the loop that acks every message
+                log.exception("sink flush failed")
+                await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        """Flush what is buffered and stop the loop."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+
+
+def _token(table: str, ranges: dict[Position, list[int]]) -> str:
+    spans: Iterable[str] = (
+        f"{topic}:{partition}:{lo}-{hi}" for (topic, partition), (lo, hi) in sorted(ranges.items())
+    )
+    return table + ":" + hashlib.sha1("|".join(spans).encode()).hexdigest()

@@ -1,0 +1,57 @@
+"""What a person sees in the terminal: progress lines and the live status of a running pipeline."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    """A one-line progress display: a bar when the total is known, a counter otherwise.
+
+    On a terminal the line is redrawn in place; elsewhere (CI logs, pipes) a line is printed at
+    most every ``log_every`` seconds so logs stay readable.
+    """
+
+    def __init__(
+        self, label: str, total: int | None = None, out: TextIO | None = None, log_every: float = 5.0
+    ) -> None:
+        self.label = label
+        self.total = total
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self.log_every = log_every
+        self.started = time.monotonic()
+        self._last = 0.0
+        self.done = 0
+        self.extra = ""
+
+    def update(self, done: int, extra: str = "", force: bool = False) -> None:
+        self.done, self.extra = done, extra
+        now = time.monotonic()
+        if not force and now - self._last < (0.2 if self.tty else self.log_every):
+            return
+        self._last = now
+        self._draw(end="" if self.tty else "\n")
+
+    def finish(self, extra: str = "") -> None:
+        self.extra = extra or self.extra
+        self._draw(end="\n")
+
+    def _draw(self, end: str) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / elapsed
+        if self.total:
+            fraction = min(self.done / self.total, 1.0)
+            filled = int(fraction * 30)
+            bar = "#" * filled + "-" * (30 - filled)
+            text = f"{self.label} [{bar}] {fraction:5.1%} {self.done:,}/{self.total:,}"
+        else:
+            text = f"{self.label} {self.done:,}"
+        text += f"  {rate:,.0f}/s  {elapsed:,.0f}s"
+        if self.extra:
+            text += f"  {self.extra}"
+        prefix = "\r\x1b[2K" if self.tty else ""
+        self.out.write(prefix + text + end)
+        self.out.flush()

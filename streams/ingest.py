@@ -1,0 +1,222 @@
+"""What happens to each consumed message before the journey sees it.
+
+Decode it against the record its topic carries; send what cannot be used to the dead-letter
+topic with the reason; re-key events that arrived under another key than their customer_id
+(through the repartition topic, so they reach the partition that owns the customer); and write
+every accepted event as a row of ``journey.events``. Nothing here knows about Faust: the agent
+passes the message's coordinates and an ``ack`` to call once everything it caused is stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from schemas.codec import Codec, DecodeError
+from schemas.records import (
+    CartChanged,
+    DeadLetter,
+    FeedbackGiven,
+    InputEvent,
+    OrderChanged,
+    TOPIC_RECORDS,
+)
+from sinks.clickhouse.rows import (
+    DEADLETTERS_COLUMNS,
+    DEADLETTERS_TABLE,
+    EVENTS_COLUMNS,
+    EVENTS_TABLE,
+    deadletter_row,
+    event_row,
+)
+from sinks.clickhouse.sink import ClickHouseSink
+from streams.settings import Settings
+
+# Header naming the input a repartitioned event came from (its record type follows from it).
+SOURCE_HEADER = "journey-source"
+
+DEADLETTER_VALUE_LIMIT = 512 * 1024
+
+Headers = Sequence[tuple[str, bytes]]
+# send(key, value, headers) -> awaitable broker acknowledgement
+Send = Callable[[bytes, bytes, Headers], Awaitable[Awaitable[Any]]]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def semantic_problem(record: InputEvent) -> str | None:
+    """What the Avro schema cannot say but the journey needs. ``None`` when the record is fine."""
+    if not record.event_id:
+        return "event_id is empty"
+    if not record.customer_id:
+        return "customer_id is empty"
+    if record.occurred_at <= 0:
+        return f"occurred_at {record.occurred_at} is not a time after 1970"
+    match record:
+        case FeedbackGiven(kind="NPS", score=score) if not 0 <= score <= 10:
+            return f"NPS score {score} is outside 0-10"
+        case FeedbackGiven(kind="REVIEW", score=score) if not 1 <= score <= 5:
+            return f"review score {score} is outside 1-5"
+        case OrderChanged(total_minor=total) if total < 0:
+            return f"total_minor {total} is negative"
+        case CartChanged(quantity=quantity) if quantity is not None and quantity < 0:
+            return f"quantity {quantity} is negative"
+    return None
+
+
+def _header(headers: Any, name: str) -> bytes | None:
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, dict) else headers
+    for key, value in items:
+        if key == name:
+            return value if isinstance(value, bytes) else str(value).encode()
+    return None
+
+
+class Ingest:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        sink: ClickHouseSink,
+        *,
+        send_deadletter: Send,
+        send_repartition: Send,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.codec = codec
+        self.sink = sink
+        self.send_deadletter = send_deadletter
+        self.send_repartition = send_repartition
+        self.clock = clock
+        self.short_names = {full: short for short, full in settings.input_topics().items()}
+        self.repartition_topic = settings.topic("repartition")
+        self.consumed: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.dead: Counter[str] = Counter()
+        self.repartitioned = 0
+        sink.register_table(EVENTS_TABLE, EVENTS_COLUMNS)
+        sink.register_table(DEADLETTERS_TABLE, DEADLETTERS_COLUMNS)
+
+    async def handle(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        ack: Callable[[], object],
+    ) -> InputEvent | None:
+        """Returns the accepted event, or ``None`` when it went elsewhere (dead letter, re-key)."""
+        self.consumed[topic] += 1
+        try:
+            record = await self._accept(topic, partition, offset, key, value, headers)
+        finally:
+            self.sink.after_flush(ack)
+        if record is not None:
+            self.accepted[topic] += 1
+            self.sink.add(
+                EVENTS_TABLE,
+                event_row(record, self.clock(), topic, partition, offset),
+                topic,
+                partition,
+                offset,
+            )
+        return record
+
+    async def _accept(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+    ) -> InputEvent | None:
+        short = self.short_names.get(topic)
+        if short is None and topic == self.repartition_topic:
+            source = _header(headers, SOURCE_HEADER)
+            short = source.decode("utf-8", "replace") if source else None
+        expected = TOPIC_RECORDS.get(short) if short else None
+        if expected is None:
+            await self._dead_letter(
+                topic, partition, offset, key, value, None, "unknown_source",
+                f"message on {topic} without a valid {SOURCE_HEADER} header ({short!r})",
+            )
+            return None
+        try:
+            record = self.codec.decode(value or b"", expected)
+        except DecodeError as exc:
+            await self._dead_letter(
+                topic, partition, offset, key, value, expected.__name__, exc.reason_code, exc.reason
+            )
+            return None
+        problem = semantic_problem(record)
+        if problem is not None:
+            await self._dead_letter(
+                topic, partition, offset, key, value, expected.__name__, "validation", problem
+            )
+            return None
+        customer_key = record.customer_id.encode()
+        if key != customer_key:
+            if key is not None:
+                try:
+                    self.codec.decode_key(key)
+                except DecodeError as exc:
+                    await self._dead_letter(
+                        topic, partition, offset, key, value, expected.__name__,
+                        exc.reason_code, exc.reason,
+                    )
+                    return None
+            # Keyed otherwise (or not at all): the event belongs to the partition that owns
+            # its customer. Re-key it there instead of dropping it.
+            delivery = await self.send_repartition(
+                customer_key, value or b"", [(SOURCE_HEADER, short.encode())]
+            )
+            self.sink.wait_for(delivery)
+            self.repartitioned += 1
+            return None
+        return record
+
+    async def _dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        record_type: str | None,
+        reason_code: str,
+        reason: str,
+    ) -> None:
+        if value is not None and len(value) > DEADLETTER_VALUE_LIMIT:
+            # Kafka's default message limit is 1 MiB: keep the start of an oversized value,
+            # enough to recognise it, and say so.
+            reason += f" (dead letter keeps the first {DEADLETTER_VALUE_LIMIT} of {len(value)} bytes)"
+            value = value[:DEADLETTER_VALUE_LIMIT]
+        letter = DeadLetter(
+            dead_letter_id=f"{topic}/{partition}/{offset}",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            reason_code=reason_code,
+            reason=reason,
+            failed_at=self.clock(),
+            key=key,
+            value=value,
+            record_type=record_type,
+        )
+        self.dead[reason_code] += 1
+        delivery = await self.send_deadletter(
+            key if key else letter.dead_letter_id.encode(), self.codec.encode(letter), []
+        )
+        self.sink.wait_for(delivery)
+        self.sink.add(
+            DEADLETTERS_TABLE, deadletter_row(letter, partition, offset, topic), topic, partition, offset
+        )

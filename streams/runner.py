@@ -1,0 +1,206 @@
+"""Starting the pipeline: check the ground, then run the Faust worker (optionally with the
+simulator and a live status display in the same process, which is what ``make run`` does).
+
+The embedded ClickHouse can be opened by one process only, so the worker process is the one
+that owns it; the status display queries it from inside that process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from sinks.clickhouse.client import ClickHouse
+from sinks.clickhouse.migrations import apply_migrations
+from streams.app import Pipeline, create_pipeline
+from streams.publish import Publisher
+from streams.settings import Settings
+from streams.topics import create_topics, verify_layout
+
+log = logging.getLogger(__name__)
+
+
+def prepare(settings: Settings, *, create_missing_topics: bool = True) -> int:
+    """Topics exist and are co-partitioned, ClickHouse is migrated. Returns the partition count."""
+
+    async def topics() -> int:
+        if create_missing_topics:
+            await create_topics(settings)
+        return await verify_layout(settings)
+
+    partitions = asyncio.run(topics())
+    applied = apply_migrations(ClickHouse.shared(settings))
+    for migration in applied:
+        log.info("applied migration %03d_%s", migration.version, migration.name)
+    return partitions
+
+
+@dataclass(frozen=True)
+class SimulationOptions:
+    seed: int = 42
+    customers: int = 2000
+    rate: float = 1000.0
+    speed: float = 3600.0
+    bad_event_rate: float = 0.002
+    max_events: int | None = None
+
+
+class StatusDisplay:
+    """Prints, every few seconds, what flows through the pipeline and what ClickHouse holds."""
+
+    def __init__(
+        self, pipeline: Pipeline, every: float, out: Any = None, json_lines: bool = False
+    ) -> None:
+        self.pipeline = pipeline
+        self.json = json_lines
+        self.every = every
+        self.out = out or sys.stdout
+        self.started = time.monotonic()
+        self._last_consumed = 0
+        self._last_time = self.started
+        self.simulated: str = ""
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The numbers shown, also printed as JSON lines with ``--status-format json``."""
+        ingest, sink = self.pipeline.ingest, self.pipeline.sink
+        consumed = sum(ingest.consumed.values())
+        now = time.monotonic()
+        rate = (consumed - self._last_consumed) / max(now - self._last_time, 1e-9)
+        self._last_consumed, self._last_time = consumed, now
+        ch = sink.clickhouse
+        snapshot: dict[str, Any] = {
+            "elapsed_s": round(now - self.started, 1),
+            "consumed": consumed,
+            "rate": round(rate, 1),
+            "accepted": sum(ingest.accepted.values()),
+            "per_topic": dict(ingest.consumed),
+            "dead_letters": dict(ingest.dead),
+            "repartitioned": ingest.repartitioned,
+            "sink_rows": sink.stats.rows,
+            "sink_batches": sink.stats.batches,
+            "sink_failures": sink.stats.failures,
+            "sink_skipped_rows": sink.stats.skipped_rows,
+        }
+        try:
+            ((events_rows, dead_rows),) = await ch.aquery_rows(
+                f"SELECT (SELECT count() FROM {ch.database}.events), "
+                f"(SELECT count() FROM {ch.database}.deadletters)"
+            )
+            snapshot["events_rows"], snapshot["deadletter_rows"] = events_rows, dead_rows
+        except Exception as exc:  # the display must never take the pipeline down
+            snapshot["clickhouse_error"] = f"{exc.__class__.__name__}: {exc}"
+        if self.simulated:
+            snapshot["simulator"] = self.simulated
+        return snapshot
+
+    async def show(self) -> None:
+        snap = await self.snapshot()
+        if self.json:
+            self.out.write(json.dumps(snap) + "\n")
+            self.out.flush()
+            return
+        elapsed = int(snap["elapsed_s"])
+        short = {full: name for name, full in self.pipeline.settings.input_topics().items()}
+        per_topic = "  ".join(
+            f"{short.get(topic, topic)}={count:,}" for topic, count in sorted(snap["per_topic"].items())
+        )
+        dead = ", ".join(
+            f"{reason} {n}" for reason, n in sorted(snap["dead_letters"].items(), key=lambda x: -x[1])
+        )
+        stored = (
+            f"journey.events {snap['events_rows']:,} rows, journey.deadletters "
+            f"{snap['deadletter_rows']:,} rows"
+            if "events_rows" in snap
+            else f"unavailable ({snap['clickhouse_error']})"
+        )
+        lines = [
+            f"[{elapsed // 60:02d}:{elapsed % 60:02d}] consumed {snap['consumed']:,}"
+            f" ({snap['rate']:,.0f}/s) | ClickHouse {stored}",
+            f"    per topic: {per_topic or '-'}",
+            f"    dead letters: {dead or 'none'}   re-keyed: {snap['repartitioned']:,}"
+            f"   sink: {snap['sink_batches']:,} batches, {snap['sink_failures']} failed inserts",
+        ]
+        if self.simulated:
+            lines.append(f"    simulator: {self.simulated}")
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    simulation: SimulationOptions | None = None,
+    status_every: float | None = None,
+    status_json: bool = False,
+    loglevel: str = "info",
+) -> None:
+    """Run until Ctrl-C / SIGTERM (or, in tests, until killed)."""
+    prepare(settings)
+    pipeline = create_pipeline(settings)
+    pipeline.sink.setup()
+    app = pipeline.app
+    display = (
+        StatusDisplay(pipeline, status_every, json_lines=status_json) if status_every else None
+    )
+
+    if display is not None:
+
+        @app.timer(interval=display.every)
+        async def _status() -> None:
+            await display.show()
+
+    if simulation is not None:
+
+        @app.task
+        async def _simulate() -> None:
+            await run_simulation(settings, simulation, display)
+
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+async def run_simulation(
+    settings: Settings, options: SimulationOptions, display: StatusDisplay | None = None
+) -> Any:
+    from streams import simulator
+
+    config = simulator.SimulationConfig(
+        seed=options.seed,
+        customers=options.customers,
+        start_ms=time.time_ns() // 1_000_000,
+        bad_event_rate=options.bad_event_rate,
+    )
+    publisher = Publisher(settings)
+    await publisher.start()
+
+    async def send(event: simulator.SimEvent) -> None:
+        if event.record is not None:
+            await publisher.send_record(event.topic, event.key, event.record)
+        else:
+            await publisher.send_raw(event.topic, event.key.encode(), event.raw or b"")
+
+    def progress(stats: simulator.SimStats) -> None:
+        if display is not None:
+            display.simulated = stats.progress_line()
+
+    try:
+        stats = await simulator.run(
+            config,
+            send,
+            rate=options.rate,
+            speed=options.speed,
+            max_events=options.max_events,
+            on_progress=progress,
+        )
+    finally:
+        await publisher.close()
+    if display is not None:
+        display.simulated = "finished. " + stats.progress_line()
+    return stats

@@ -1,0 +1,125 @@
+"""Creating the contract's topics and checking that the journey's inputs are co-partitioned."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Dead letters are kept long enough for someone to look at them and replay them.
+DEADLETTER_RETENTION_MS = 30 * 86_400_000
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+class TopicLayoutError(RuntimeError):
+    pass
+
+
+def unreachable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}). Start the local broker with "
+        "`make kafka-up`, or set JOURNEY_KAFKA_BOOTSTRAP (and the JOURNEY_KAFKA_SECURITY_* "
+        "options) to your cluster."
+    )
+
+
+async def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=f"{settings.app_id}-admin",
+        request_timeout_ms=15_000,
+        **settings.kafka_client_options(),
+    )
+    try:
+        await admin.start()
+    except (KafkaConnectionError, OSError) as exc:
+        await admin.close()
+        raise unreachable(settings, exc) from exc
+    return admin
+
+
+async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int | None]:
+    """Partition count of each topic, ``None`` where the topic does not exist."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=f"{settings.app_id}-metadata",
+        request_timeout_ms=15_000,
+        **settings.kafka_client_options(),
+    )
+    try:
+        await consumer.start()
+    except (KafkaConnectionError, OSError) as exc:
+        await consumer.stop()
+        raise unreachable(settings, exc) from exc
+    try:
+        existing = await consumer.topics()
+        counts: dict[str, int | None] = {}
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic) if topic in existing else None
+            counts[topic] = len(parts) if parts else None
+        return counts
+    finally:
+        await consumer.stop()
+
+
+async def create_topics(settings: Settings, partitions: int | None = None) -> dict[str, str]:
+    """Create every contract topic that is missing. Returns topic -> 'created' | 'exists'."""
+    partitions = partitions or settings.partitions
+    admin = await _admin(settings)
+    outcome: dict[str, str] = {}
+    try:
+        existing = set(await admin.list_topics())
+        for topic in settings.all_topics():
+            if topic in existing:
+                outcome[topic] = "exists"
+                continue
+            config = {}
+            if topic == settings.topic("deadletter"):
+                config["retention.ms"] = str(DEADLETTER_RETENTION_MS)
+            try:
+                await admin.create_topics(
+                    [NewTopic(topic, partitions, settings.replication_factor, topic_configs=config)]
+                )
+                outcome[topic] = "created"
+            except TopicAlreadyExistsError:
+                outcome[topic] = "exists"
+            except KafkaError as exc:
+                raise TopicLayoutError(f"could not create topic {topic}: {exc}") from exc
+    finally:
+        await admin.close()
+    return outcome
+
+
+def check_copartitioning(settings: Settings, counts: dict[str, int | None]) -> int:
+    """The journey agent keeps one state per customer: all its inputs must share a layout."""
+    missing = sorted(t for t, n in counts.items() if n is None)
+    if missing:
+        raise TopicLayoutError(
+            f"missing topic(s): {', '.join(missing)}. Create them with `journey topics create`."
+        )
+    distinct = {n for n in counts.values() if n is not None}
+    if len(distinct) > 1:
+        listing = ", ".join(f"{t}={n}" for t, n in sorted(counts.items()))
+        raise TopicLayoutError(
+            "the input topics are not co-partitioned: they must all have the same partition count "
+            f"so that every event of a customer reaches the same worker ({listing}). Give them the "
+            "same count (kafka-topics --alter --partitions N; see the runbook: adding partitions "
+            "moves customers between partitions) before starting the worker."
+        )
+    return distinct.pop()
+
+
+async def verify_layout(settings: Settings) -> int:
+    """Partition count of the journey's inputs, or a TopicLayoutError saying what to fix."""
+    counts = await partition_counts(settings, settings.copartitioned_topics())
+    return check_copartitioning(settings, counts)

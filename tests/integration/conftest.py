@@ -1,0 +1,203 @@
+"""Integration tests run against the real broker that `make test` starts, and the real chdb.
+
+A missing broker fails these tests; it never skips them. Every test gets its own topic prefix,
+consumer group and chdb data path. Workers run as subprocesses (`journey worker`): chdb lets a
+process open one data path only, and the crash tests need a process to kill. They report what
+they do as JSON status lines; the tests read ClickHouse afterwards with `journey sql`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from streams.publish import Publisher
+from streams.settings import Settings
+
+BOOTSTRAP = os.environ.get("JOURNEY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+JOURNEY = str(Path(sys.executable).parent / "journey")
+
+
+@dataclass
+class Env:
+    """One test's world: its settings, and the same as environment variables for subprocesses."""
+
+    vars: dict[str, str]
+    tmp: Path
+
+    def settings(self, **overrides: Any) -> Settings:
+        env = {k.removeprefix("JOURNEY_").lower(): v for k, v in self.vars.items()}
+        env.update(overrides)
+        return Settings(_env_file=None, **env)  # type: ignore[call-arg]
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
+        return {**base, **self.vars, **extra}
+
+    def journey(self, *args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [JOURNEY, *args],
+            env=self.environ(**extra),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=self.tmp,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"journey {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def sql(self, query: str) -> list[dict[str, Any]]:
+        rows = json.loads(self.journey("sql", "--format", "json", query).stdout)
+        assert isinstance(rows, list)
+        return rows
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    tag = uuid.uuid4().hex[:10]
+    return Env(
+        vars={
+            "JOURNEY_KAFKA_BOOTSTRAP": BOOTSTRAP,
+            "JOURNEY_TOPIC_PREFIX": f"it-{tag}.",
+            "JOURNEY_APP_ID": f"journey-it-{tag}",
+            "JOURNEY_PARTITIONS": "3",
+            "JOURNEY_DATA_DIR": str(tmp_path / "data"),
+            "JOURNEY_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}",
+            "JOURNEY_SINK_FLUSH_INTERVAL": "200ms",
+        },
+        tmp=tmp_path,
+    )
+
+
+@dataclass
+class Worker:
+    """A `journey worker` subprocess and the JSON status lines it prints."""
+
+    process: subprocess.Popen[str]
+    statuses: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
+    output: list[str] = field(default_factory=list)
+    last: dict[str, Any] = field(default_factory=dict)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            if line.startswith("{"):
+                try:
+                    self.statuses.put(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+
+    def wait_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None and self.statuses.empty():
+                raise AssertionError(
+                    f"worker exited with {self.process.returncode}:\n{''.join(self.output[-60:])}"
+                )
+            try:
+                self.last = self.statuses.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if predicate(self.last):
+                return self.last
+        raise AssertionError(
+            f"timed out; last status {self.last}\n{''.join(self.output[-60:])}"
+        )
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as an operator would: the worker shuts down cleanly."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError("worker did not stop within a minute of SIGTERM") from None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing gets to clean up."""
+        self.process.kill()
+        self.process.wait(30)
+
+
+@pytest.fixture
+def start_worker(env: Env) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def start(**extra: str) -> Worker:
+        process = subprocess.Popen(
+            [JOURNEY, "worker", "--loglevel", "warning", "--status-every", "0.3",
+             "--status-format", "json"],
+            env=env.environ(**extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=env.tmp,
+        )
+        worker = Worker(process)
+        threading.Thread(target=worker._read, daemon=True).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.kill()
+
+
+def publish(env: Env, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+    """Produce (short topic, key, value) messages as a shop would, and wait for the broker."""
+
+    async def go() -> None:
+        publisher = Publisher(env.settings())
+        await publisher.start()
+        try:
+            for topic, key, value in messages:
+                await publisher.send_raw(topic, key, value)
+        finally:
+            await publisher.close()
+
+    asyncio.run(go())
+
+
+def consume_all(env: Env, topic: str, expected: int, timeout: float = 60) -> list[Any]:
+    """Read `expected` records of a topic from the beginning."""
+
+    async def go() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=BOOTSTRAP,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        records: list[Any] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while len(records) < expected and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for messages in batch.values():
+                    records.extend(messages)
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(go())

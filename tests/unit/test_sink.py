@@ -1,0 +1,137 @@
+"""The sink's guarantees, against a stand-in ClickHouse that can fail on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sinks.clickhouse.sink import ClickHouseSink
+from streams.settings import Settings
+
+
+class FakeClient:
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.inserts: list[tuple[str, list[Any], str]] = []
+        self.attempts: list[str] = []
+
+    def insert(self, table: str, rows: list[Any], column_names: list[str], settings: dict[str, str]) -> None:
+        token = settings["insert_deduplication_token"]
+        self.attempts.append(token)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("ClickHouse is down")
+        self.inserts.append((table, list(rows), token))
+
+
+class FakeClickHouse:
+    database = "journey"
+
+    def __init__(self, client: FakeClient, watermarks: list[tuple[str, int, int]] | None = None) -> None:
+        self.client = client
+        self.watermarks = watermarks or []
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    async def aquery_rows(self, sql: str, parameters: Any = None) -> list[tuple[Any, ...]]:
+        return list(self.watermarks)
+
+
+def make_sink(client: FakeClient, watermarks: list[tuple[str, int, int]] | None = None) -> ClickHouseSink:
+    settings = Settings(_env_file=None, sink_retry_backoff="1ms", sink_batch_rows=3)  # type: ignore[call-arg]
+    sink = ClickHouseSink(settings, clickhouse=lambda s: FakeClickHouse(client, watermarks))  # type: ignore[arg-type,return-value]
+    sink.register_table("events", ("a",))
+    sink.setup()
+    return sink
+
+
+async def test_messages_are_acked_only_after_their_rows_are_stored() -> None:
+    client = FakeClient(failures=2)
+    sink = make_sink(client)
+    acked: list[int] = []
+    for offset in range(3):
+        sink.add("events", (offset,), "shop.orders", 0, offset)
+        sink.after_flush(lambda o=offset: acked.append(o))
+    assert acked == []
+    await sink.flush()
+    assert acked == [0, 1, 2]
+    # Two failed attempts, then success, all with one token: ClickHouse drops a retried
+    # insert that had in fact landed.
+    assert len(client.attempts) == 3 and len(set(client.attempts)) == 1
+    assert [rows for _, rows, _ in client.inserts] == [[(0,), (1,), (2,)]]
+
+
+async def test_token_depends_on_source_offsets() -> None:
+    client = FakeClient()
+    sink = make_sink(client)
+    sink.add("events", ("x",), "shop.orders", 0, 10)
+    sink.add("events", ("y",), "shop.orders", 0, 11)
+    await sink.flush()
+    sink.add("events", ("x",), "shop.orders", 0, 10)
+    sink.add("events", ("y",), "shop.orders", 0, 11)
+    await sink.flush()
+    sink.add("events", ("z",), "shop.orders", 0, 12)
+    await sink.flush()
+    tokens = [token for *_, token in client.inserts]
+    assert tokens[0] == tokens[1] != tokens[2]
+
+
+async def test_redelivered_messages_at_or_below_the_watermark_are_not_written_again() -> None:
+    client = FakeClient()
+    sink = make_sink(client, watermarks=[("shop.orders", 0, 41)])
+    await sink.load_watermarks()
+    for offset in (40, 41, 42):
+        sink.add("events", (offset,), "shop.orders", 0, offset)
+    sink.add("events", ("other",), "shop.orders", 1, 5)
+    await sink.flush()
+    assert client.inserts[0][1] == [(42,), ("other",)]
+    assert sink.stats.skipped_rows == 2
+
+
+async def test_kafka_sends_are_awaited_before_acks() -> None:
+    client = FakeClient()
+    sink = make_sink(client)
+    delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    acked: list[str] = []
+    sink.wait_for(delivery)
+    sink.after_flush(lambda: acked.append("dead letter source"))
+    flushing = asyncio.create_task(sink.flush())
+    await asyncio.sleep(0.01)
+    assert acked == []
+    delivery.set_result(None)
+    await flushing
+    assert acked == ["dead letter source"]
+
+
+async def test_failed_kafka_send_keeps_messages_unacked_and_reports() -> None:
+    client = FakeClient()
+    fatal: list[BaseException] = []
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    sink = ClickHouseSink(
+        settings, clickhouse=lambda s: FakeClickHouse(client), on_fatal=fatal.append  # type: ignore[arg-type,return-value]
+    )
+    sink.setup()
+    delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    delivery.set_exception(RuntimeError("broker gone"))
+    acked: list[int] = []
+    sink.wait_for(delivery)
+    sink.after_flush(lambda: acked.append(1))
+    with pytest.raises(RuntimeError):
+        await sink.flush()
+    assert acked == [] and len(fatal) == 1
+
+
+async def test_backpressure_waits_while_two_batches_are_buffered() -> None:
+    client = FakeClient()
+    sink = make_sink(client)  # batch of 3 rows
+    for offset in range(6):
+        sink.add("events", (offset,), "t", 0, offset)
+    waiting = asyncio.create_task(sink.wait_for_room())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    await sink.flush()
+    await asyncio.wait_for(waiting, 1)
