@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -20,6 +21,7 @@ import faust
 from sinks.clickhouse.client import ClickHouse
 from sinks.clickhouse.migrations import apply_migrations
 from streams.app import Pipeline, create_pipeline
+from streams.console import Progress
 from streams.publish import Publisher
 from streams.settings import Settings
 from streams.topics import create_topics, verify_layout
@@ -166,8 +168,23 @@ def run_worker(
     worker.execute_from_commandline()
 
 
+def simulation_line(stats: Any) -> str:
+    reached = (
+        datetime.fromtimestamp(stats.sim_reached_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        if stats.sim_reached_ms
+        else "-"
+    )
+    return (
+        f"{stats.events:,} events sent ({stats.bad:,} malformed), {stats.customers_started:,} "
+        f"customers, {stats.orders:,} orders; simulated time {reached} UTC"
+    )
+
+
 async def run_simulation(
-    settings: Settings, options: SimulationOptions, display: StatusDisplay | None = None
+    settings: Settings,
+    options: SimulationOptions,
+    display: StatusDisplay | None = None,
+    progress: Progress | None = None,
 ) -> Any:
     from streams import simulator
 
@@ -186,9 +203,11 @@ async def run_simulation(
         else:
             await publisher.send_raw(event.topic, event.key.encode(), event.raw or b"")
 
-    def progress(stats: simulator.SimStats) -> None:
+    def on_progress(stats: simulator.SimStats) -> None:
         if display is not None:
-            display.simulated = stats.progress_line()
+            display.simulated = simulation_line(stats)
+        if progress is not None:
+            progress.update(stats.events, simulation_line(stats))
 
     try:
         stats = await simulator.run(
@@ -197,10 +216,10 @@ async def run_simulation(
             rate=options.rate,
             speed=options.speed,
             max_events=options.max_events,
-            on_progress=progress,
+            on_progress=on_progress,
         )
     finally:
         await publisher.close()
     if display is not None:
-        display.simulated = "finished. " + stats.progress_line()
+        display.simulated = "finished: " + simulation_line(stats)
     return stats

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -50,26 +49,19 @@ async def _admin(settings: Settings) -> AIOKafkaAdminClient:
 
 async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int | None]:
     """Partition count of each topic, ``None`` where the topic does not exist."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id=f"{settings.app_id}-metadata",
-        request_timeout_ms=15_000,
-        **settings.kafka_client_options(),
-    )
+    wanted = list(topics)
+    admin = await _admin(settings)
     try:
-        await consumer.start()
-    except (KafkaConnectionError, OSError) as exc:
-        await consumer.stop()
-        raise unreachable(settings, exc) from exc
-    try:
-        existing = await consumer.topics()
-        counts: dict[str, int | None] = {}
-        for topic in topics:
-            parts = consumer.partitions_for_topic(topic) if topic in existing else None
-            counts[topic] = len(parts) if parts else None
-        return counts
+        existing = set(await admin.list_topics())
+        present = [t for t in wanted if t in existing]
+        described = await admin.describe_topics(present) if present else []
     finally:
-        await consumer.stop()
+        await admin.close()
+    counts: dict[str, int | None] = dict.fromkeys(wanted)
+    for topic in described:
+        if topic.get("error_code", 0) == 0:
+            counts[topic["topic"]] = len(topic["partitions"])
+    return counts
 
 
 async def create_topics(settings: Settings, partitions: int | None = None) -> dict[str, str]:
