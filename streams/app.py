@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types import StreamT
 
 from schemas.codec import Codec, register_faust_codecs
 from sinks.clickhouse.sink import ClickHouseSink
@@ -52,6 +51,7 @@ class Pipeline:
 def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
     codec = codec or Codec.load(max_value_bytes=settings.max_value_bytes)
     register_faust_codecs(codec)
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
@@ -97,7 +97,7 @@ def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
     )
 
     @app.agent(inputs, name="journey", concurrency=1)
-    async def journey(stream: StreamT[Any]) -> None:
+    async def journey(stream: Any) -> None:
         async for event in stream.noack().events():
             message = event.message
             await ingest.handle(
@@ -111,15 +111,15 @@ def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
             )
             await sink.wait_for_room()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _load_watermarks(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         await sink.load_watermarks()
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def _start_sink() -> None:
         sink.start()
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _flush_sink(app: faust.App, **kwargs: Any) -> None:
         await sink.stop()
 

@@ -18,7 +18,6 @@ from streams.settings import Settings, load_settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from sinks.clickhouse.client import ClickHouseUnavailable
     from sinks.clickhouse.migrations import MigrationError
@@ -155,7 +154,8 @@ def sql(ctx: click.Context, query: str, fmt: str) -> None:
     first = statement.split(None, 1)[0].upper() if statement else ""
     if first not in _READ_ONLY or ";" in statement:
         raise click.UsageError(
-            f"only one read-only statement is allowed ({', '.join(_READ_ONLY)}); got {first or 'nothing'}"
+            f"only one read-only statement is allowed ({', '.join(_READ_ONLY)}); "
+            f"got {first or 'nothing'}"
         )
     settings = _settings(ctx)
     ch = ClickHouse.shared(settings)
@@ -180,14 +180,30 @@ def _simulation_options(fn: F) -> F:
         [
             click.option("--seed", type=int, default=42, show_default=True),
             click.option("--customers", type=int, default=2000, show_default=True),
-            click.option("--rate", type=float, default=1000.0, show_default=True,
-                         help="At most this many events per second (0 = unlimited)."),
-            click.option("--speed", type=float, default=3600.0, show_default=True,
-                         help="Simulated time runs this many times faster than the clock."),
-            click.option("--bad-rate", type=float, default=0.002, show_default=True,
-                         help="Fraction of malformed payloads, to show dead-lettering."),
-            click.option("--max-events", type=int, default=None,
-                         help="Stop after this many events."),
+            click.option(
+                "--rate",
+                type=float,
+                default=1000.0,
+                show_default=True,
+                help="At most this many events per second (0 = unlimited).",
+            ),
+            click.option(
+                "--speed",
+                type=float,
+                default=3600.0,
+                show_default=True,
+                help="Simulated time runs this many times faster than the clock.",
+            ),
+            click.option(
+                "--bad-rate",
+                type=float,
+                default=0.002,
+                show_default=True,
+                help="Fraction of malformed payloads, to show dead-lettering.",
+            ),
+            click.option(
+                "--max-events", type=int, default=None, help="Stop after this many events."
+            ),
         ]
     ):
         fn = option(fn)

@@ -15,7 +15,11 @@ class Progress:
     """
 
     def __init__(
-        self, label: str, total: int | None = None, out: TextIO | None = None, log_every: float = 5.0
+        self,
+        label: str,
+        total: int | None = None,
+        out: TextIO | None = None,
+        log_every: float = 5.0,
     ) -> None:
         self.label = label
         self.total = total

@@ -16,12 +16,12 @@ from typing import Any
 
 from schemas.codec import Codec, DecodeError
 from schemas.records import (
+    TOPIC_RECORDS,
     CartChanged,
     DeadLetter,
     FeedbackGiven,
     InputEvent,
     OrderChanged,
-    TOPIC_RECORDS,
 )
 from sinks.clickhouse.rows import (
     DEADLETTERS_COLUMNS,
@@ -144,14 +144,20 @@ class Ingest:
             source = _header(headers, SOURCE_HEADER)
             short = source.decode("utf-8", "replace") if source else None
         expected = TOPIC_RECORDS.get(short) if short else None
-        if expected is None:
+        if short is None or expected is None:
             await self._dead_letter(
-                topic, partition, offset, key, value, None, "unknown_source",
+                topic,
+                partition,
+                offset,
+                key,
+                value,
+                None,
+                "unknown_source",
                 f"message on {topic} without a valid {SOURCE_HEADER} header ({short!r})",
             )
             return None
         try:
-            record = self.codec.decode(value or b"", expected)
+            record: InputEvent = self.codec.decode(value or b"", expected)
         except DecodeError as exc:
             await self._dead_letter(
                 topic, partition, offset, key, value, expected.__name__, exc.reason_code, exc.reason
@@ -170,8 +176,14 @@ class Ingest:
                     self.codec.decode_key(key)
                 except DecodeError as exc:
                     await self._dead_letter(
-                        topic, partition, offset, key, value, expected.__name__,
-                        exc.reason_code, exc.reason,
+                        topic,
+                        partition,
+                        offset,
+                        key,
+                        value,
+                        expected.__name__,
+                        exc.reason_code,
+                        exc.reason,
                     )
                     return None
             # Keyed otherwise (or not at all): the event belongs to the partition that owns
@@ -198,7 +210,9 @@ class Ingest:
         if value is not None and len(value) > DEADLETTER_VALUE_LIMIT:
             # Kafka's default message limit is 1 MiB: keep the start of an oversized value,
             # enough to recognise it, and say so.
-            reason += f" (dead letter keeps the first {DEADLETTER_VALUE_LIMIT} of {len(value)} bytes)"
+            reason += (
+                f" (dead letter keeps the first {DEADLETTER_VALUE_LIMIT} of {len(value)} bytes)"
+            )
             value = value[:DEADLETTER_VALUE_LIMIT]
         letter = DeadLetter(
             dead_letter_id=f"{topic}/{partition}/{offset}",
@@ -218,5 +232,9 @@ class Ingest:
         )
         self.sink.wait_for(delivery)
         self.sink.add(
-            DEADLETTERS_TABLE, deadletter_row(letter, partition, offset, topic), topic, partition, offset
+            DEADLETTERS_TABLE,
+            deadletter_row(letter, partition, offset, topic),
+            topic,
+            partition,
+            offset,
         )

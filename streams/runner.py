@@ -111,10 +111,12 @@ class StatusDisplay:
         elapsed = int(snap["elapsed_s"])
         short = {full: name for name, full in self.pipeline.settings.input_topics().items()}
         per_topic = "  ".join(
-            f"{short.get(topic, topic)}={count:,}" for topic, count in sorted(snap["per_topic"].items())
+            f"{short.get(topic, topic)}={count:,}"
+            for topic, count in sorted(snap["per_topic"].items())
         )
         dead = ", ".join(
-            f"{reason} {n}" for reason, n in sorted(snap["dead_letters"].items(), key=lambda x: -x[1])
+            f"{reason} {n}"
+            for reason, n in sorted(snap["dead_letters"].items(), key=lambda x: -x[1])
         )
         stored = (
             f"journey.events {snap['events_rows']:,} rows, journey.deadletters "
@@ -154,13 +156,13 @@ def run_worker(
 
     if display is not None:
 
-        @app.timer(interval=display.every)
+        @app.timer(interval=display.every)  # type: ignore[untyped-decorator]
         async def _status() -> None:
             await display.show()
 
     if simulation is not None:
 
-        @app.task
+        @app.task  # type: ignore[untyped-decorator]
         async def _simulate() -> None:
             await run_simulation(settings, simulation, display)
 

@@ -43,6 +43,7 @@ def duration(text: str) -> Any:
     """A duration default written as people say it (``"16h"``), validated like the environment."""
     return Field(default=text, validate_default=True)
 
+
 # The contract's input topics, by the short name used throughout the code.
 INPUT_TOPICS = ("page_views", "cart", "orders", "shipments", "feedback", "engagement", "customers")
 
@@ -58,9 +59,7 @@ class Settings(BaseSettings):
 
     # --- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT"
-    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"] = "PLAIN"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
@@ -192,9 +191,7 @@ class Settings(BaseSettings):
                 context.load_cert_chain(
                     str(self.kafka_ssl_certfile),
                     str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
-                    self.kafka_ssl_password.get_secret_value()
-                    if self.kafka_ssl_password
-                    else None,
+                    self.kafka_ssl_password.get_secret_value() if self.kafka_ssl_password else None,
                 )
             options["ssl_context"] = context
         return options

@@ -109,7 +109,9 @@ class ClickHouse:
         """Blocking call on the ClickHouse thread, for code outside the event loop."""
         return self._executor.submit(fn, *args, **kwargs).result()
 
-    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def query_rows(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         result = self.call(self.client.query, sql, parameters=parameters)
         return [tuple(row) for row in result.result_rows]
 

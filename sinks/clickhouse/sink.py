@@ -24,6 +24,7 @@ Delivery guarantees, and what provides each:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -216,10 +217,8 @@ class ClickHouseSink:
     async def _run(self) -> None:
         interval = self.settings.sink_flush_interval / 1000
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.flush()
@@ -231,10 +230,8 @@ class ClickHouseSink:
         """Flush what is buffered and stop the loop."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         await self.flush()
 

@@ -9,6 +9,7 @@ they do as JSON status lines; the tests read ClickHouse afterwards with `journey
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -49,7 +50,9 @@ class Env:
         base = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
         return {**base, **self.vars, **extra}
 
-    def journey(self, *args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
+    def journey(
+        self, *args: str, check: bool = True, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [JOURNEY, *args],
             env=self.environ(**extra),
@@ -99,12 +102,12 @@ class Worker:
         for line in self.process.stdout:
             self.output.append(line)
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     self.statuses.put(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
 
-    def wait_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 90) -> dict[str, Any]:
+    def wait_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 90
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None and self.statuses.empty():
@@ -117,9 +120,7 @@ class Worker:
                 continue
             if predicate(self.last):
                 return self.last
-        raise AssertionError(
-            f"timed out; last status {self.last}\n{''.join(self.output[-60:])}"
-        )
+        raise AssertionError(f"timed out; last status {self.last}\n{''.join(self.output[-60:])}")
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, as an operator would: the worker shuts down cleanly."""
@@ -143,8 +144,16 @@ def start_worker(env: Env) -> Iterator[Callable[..., Worker]]:
 
     def start(**extra: str) -> Worker:
         process = subprocess.Popen(
-            [JOURNEY, "worker", "--loglevel", "warning", "--status-every", "0.3",
-             "--status-format", "json"],
+            [
+                JOURNEY,
+                "worker",
+                "--loglevel",
+                "warning",
+                "--status-every",
+                "0.3",
+                "--status-format",
+                "json",
+            ],
             env=env.environ(**extra),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

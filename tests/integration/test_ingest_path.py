@@ -39,15 +39,46 @@ def journey_of(customer: str, start: int) -> list[InputEvent]:
     """One customer's events, one of each record type and more."""
     t = start
     return [
-        CustomerChanged(f"{customer}-e1", customer, t, "UPDATED", True, "Europe/Amsterdam", "nl-NL"),
-        PageViewed(f"{customer}-e2", customer, t + 1, "s1", "PRODUCT", "https://shop/p/1", "p-1", "shoes"),
-        CartChanged(f"{customer}-e3", customer, t + 2, "cart-1", "PRODUCT_ADDED", "p-1", "shoes", 2, 4_995, "EUR"),
-        OrderChanged(
-            f"{customer}-e4", customer, t + 3, f"o-{customer}", "PLACED", 9_990, "EUR",
-            [OrderItem("p-1", 2, 4_995, "shoes")], "cart-1",
+        CustomerChanged(
+            f"{customer}-e1", customer, t, "UPDATED", True, "Europe/Amsterdam", "nl-NL"
         ),
-        ShipmentChanged(f"{customer}-e5", customer, t + 4, f"o-{customer}", "sh-1", "SHIPPED",
-                        "PostNL", "3S123", "https://track.example/PostNL/3S123"),
+        PageViewed(
+            f"{customer}-e2", customer, t + 1, "s1", "PRODUCT", "https://shop/p/1", "p-1", "shoes"
+        ),
+        CartChanged(
+            f"{customer}-e3",
+            customer,
+            t + 2,
+            "cart-1",
+            "PRODUCT_ADDED",
+            "p-1",
+            "shoes",
+            2,
+            4_995,
+            "EUR",
+        ),
+        OrderChanged(
+            f"{customer}-e4",
+            customer,
+            t + 3,
+            f"o-{customer}",
+            "PLACED",
+            9_990,
+            "EUR",
+            [OrderItem("p-1", 2, 4_995, "shoes")],
+            "cart-1",
+        ),
+        ShipmentChanged(
+            f"{customer}-e5",
+            customer,
+            t + 4,
+            f"o-{customer}",
+            "sh-1",
+            "SHIPPED",
+            "PostNL",
+            "3S123",
+            "https://track.example/PostNL/3S123",
+        ),
         ShipmentChanged(f"{customer}-e6", customer, t + 5, f"o-{customer}", "sh-1", "DELIVERED"),
         FeedbackGiven(f"{customer}-e7", customer, t + 6, "NPS", 9, f"o-{customer}"),
         MessageEngagement(f"{customer}-e8", customer, t + 7, "OPENED", "EMAIL"),
@@ -81,7 +112,9 @@ def test_contract_events_arrive_as_rows(env: Env, start_worker) -> None:  # type
     worker.wait_until(lambda s: s.get("events_rows", 0) >= len(events))
     assert worker.stop() == 0
 
-    rows = env.sql("SELECT event_id, event_type, customer_id, amount_minor, score FROM journey.events")
+    rows = env.sql(
+        "SELECT event_id, event_type, customer_id, amount_minor, score FROM journey.events"
+    )
     assert sorted(r["event_id"] for r in rows) == sorted(e.event_id for e in events)
     by_id = {r["event_id"]: r for r in rows}
     assert by_id["c-0003-e4"]["event_type"] == "order.placed"
@@ -91,8 +124,14 @@ def test_contract_events_arrive_as_rows(env: Env, start_worker) -> None:  # type
     assert by_id["c-0003-e7"]["score"] == 9
     types = {r["event_type"] for r in rows}
     assert types == {
-        "customer.updated", "page_view", "cart.product_added", "order.placed",
-        "shipment.shipped", "shipment.delivered", "feedback.nps", "engagement.opened",
+        "customer.updated",
+        "page_view",
+        "cart.product_added",
+        "order.placed",
+        "shipment.shipped",
+        "shipment.delivered",
+        "feedback.nps",
+        "engagement.opened",
     }
 
 
@@ -107,10 +146,20 @@ def test_malformed_values_are_dead_lettered_and_valid_traffic_flows(env: Env, st
         ("orders", b"c-9", CODEC.encode(order)[:14], "bad_avro"),
         ("orders", b"c-9", b"\xc3\x01" + b"\x00" * 8 + b"\x02", "unknown_fingerprint"),
         ("orders", b"c-9", json.dumps({**order_json, "status": "SHIPPD"}).encode(), "validation"),
-        ("orders", b"c-9", json.dumps({k: v for k, v in order_json.items() if k != "order_id"}).encode(), "validation"),
+        (
+            "orders",
+            b"c-9",
+            json.dumps({k: v for k, v in order_json.items() if k != "order_id"}).encode(),
+            "validation",
+        ),
         ("orders", b"c-9", json.dumps({**order_json, "total_minor": "12"}).encode(), "validation"),
         ("orders", b"\xff\xfe", CODEC.encode(order), "bad_key"),
-        ("feedback", b"c-9", CODEC.encode(FeedbackGiven("fb-x", "c-9", 1, "NPS", 11)), "validation"),
+        (
+            "feedback",
+            b"c-9",
+            CODEC.encode(FeedbackGiven("fb-x", "c-9", 1, "NPS", 11)),
+            "validation",
+        ),
         ("page_views", b"c-9", CODEC.encode(order), "wrong_record"),
     ]
     # Keyed otherwise: re-keyed by customer_id, not dropped.
@@ -120,18 +169,24 @@ def test_malformed_values_are_dead_lettered_and_valid_traffic_flows(env: Env, st
     ]
     env.journey("topics", "create")
     messages = [*good[:40], *[(t, k, v) for t, k, v, _ in bad], *good[40:]]
-    messages += [("page_views", None, CODEC.encode(rekeyed[0])), ("page_views", b"other", CODEC.encode(rekeyed[1]))]
+    messages += [
+        ("page_views", None, CODEC.encode(rekeyed[0])),
+        ("page_views", b"other", CODEC.encode(rekeyed[1])),
+    ]
     publish(env, messages)
 
     worker = start_worker()
     expected_rows = len(events) + len(rekeyed)
     worker.wait_until(
-        lambda s: s.get("events_rows", 0) >= expected_rows and s.get("deadletter_rows", 0) >= len(bad)
+        lambda s: (
+            s.get("events_rows", 0) >= expected_rows and s.get("deadletter_rows", 0) >= len(bad)
+        )
     )
     assert worker.stop() == 0
 
     letters = [
-        CODEC.decode(m.value, DeadLetter) for m in consume_all(env, env.settings().topic("deadletter"), len(bad))
+        CODEC.decode(m.value, DeadLetter)
+        for m in consume_all(env, env.settings().topic("deadletter"), len(bad))
     ]
     assert sorted(dl.reason_code for dl in letters) == sorted(code for *_, code in bad)
     for letter in letters:
@@ -141,7 +196,9 @@ def test_malformed_values_are_dead_lettered_and_valid_traffic_flows(env: Env, st
     assert "SHIPPD" in reasons and "order_id" in reasons and "total_minor" in reasons
 
     stored = env.sql("SELECT event_id FROM journey.events")
-    assert sorted(r["event_id"] for r in stored) == sorted([e.event_id for e in events] + ["rk-1", "rk-2"])
+    assert sorted(r["event_id"] for r in stored) == sorted(
+        [e.event_id for e in events] + ["rk-1", "rk-2"]
+    )
     dead = env.sql("SELECT reason_code, reason, topic FROM journey.deadletters")
     assert sorted(r["reason_code"] for r in dead) == sorted(code for *_, code in bad)
 

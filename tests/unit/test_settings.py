@@ -12,8 +12,16 @@ def settings(**env: object) -> Settings:
 
 @pytest.mark.parametrize(
     ("text", "ms"),
-    [("250ms", 250), ("45s", 45_000), ("30m", 1_800_000), ("16h", 57_600_000), ("3d", 259_200_000),
-     ("1.5h", 5_400_000), (2, 2_000), ("7", 7_000)],
+    [
+        ("250ms", 250),
+        ("45s", 45_000),
+        ("30m", 1_800_000),
+        ("16h", 57_600_000),
+        ("3d", 259_200_000),
+        ("1.5h", 5_400_000),
+        (2, 2_000),
+        ("7", 7_000),
+    ],
 )
 def test_durations(text: object, ms: int) -> None:
     assert parse_duration_ms(text) == ms
@@ -56,8 +64,12 @@ def test_bad_configuration_is_rejected_with_the_field_named(bad: dict[str, objec
 
 
 def test_sasl_options_pass_through_to_aiokafka() -> None:
-    s = settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
-                 kafka_sasl_username="shop", kafka_sasl_password="s3cret")
+    s = settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="shop",
+        kafka_sasl_password="s3cret",
+    )
     options = s.kafka_client_options()
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
     assert options["sasl_plain_password"] == "s3cret"

@@ -18,7 +18,9 @@ class FakeClient:
         self.inserts: list[tuple[str, list[Any], str]] = []
         self.attempts: list[str] = []
 
-    def insert(self, table: str, rows: list[Any], column_names: list[str], settings: dict[str, str]) -> None:
+    def insert(
+        self, table: str, rows: list[Any], column_names: list[str], settings: dict[str, str]
+    ) -> None:
         token = settings["insert_deduplication_token"]
         self.attempts.append(token)
         if self.failures:
@@ -30,7 +32,9 @@ class FakeClient:
 class FakeClickHouse:
     database = "journey"
 
-    def __init__(self, client: FakeClient, watermarks: list[tuple[str, int, int]] | None = None) -> None:
+    def __init__(
+        self, client: FakeClient, watermarks: list[tuple[str, int, int]] | None = None
+    ) -> None:
         self.client = client
         self.watermarks = watermarks or []
 
@@ -41,7 +45,9 @@ class FakeClickHouse:
         return list(self.watermarks)
 
 
-def make_sink(client: FakeClient, watermarks: list[tuple[str, int, int]] | None = None) -> ClickHouseSink:
+def make_sink(
+    client: FakeClient, watermarks: list[tuple[str, int, int]] | None = None
+) -> ClickHouseSink:
     settings = Settings(_env_file=None, sink_retry_backoff="1ms", sink_batch_rows=3)  # type: ignore[call-arg]
     sink = ClickHouseSink(settings, clickhouse=lambda s: FakeClickHouse(client, watermarks))  # type: ignore[arg-type,return-value]
     sink.register_table("events", ("a",))
@@ -112,7 +118,9 @@ async def test_failed_kafka_send_keeps_messages_unacked_and_reports() -> None:
     fatal: list[BaseException] = []
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     sink = ClickHouseSink(
-        settings, clickhouse=lambda s: FakeClickHouse(client), on_fatal=fatal.append  # type: ignore[arg-type,return-value]
+        settings,
+        clickhouse=lambda s: FakeClickHouse(client),
+        on_fatal=fatal.append,  # type: ignore[arg-type,return-value]
     )
     sink.setup()
     delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
