@@ -65,6 +65,8 @@ def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
         producer_acks=-1,
         broker_commit_interval=settings.commit_interval / 1000,
         broker_commit_every=settings.commit_every,
+        broker_session_timeout=settings.consumer_session_timeout / 1000,
+        broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3000),
         web_enabled=False,
         autodiscover=False,
     )

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # Offsets of stored messages are committed this often, or after this many messages.
     commit_interval: DurationMs = duration("2s")
     commit_every: int = Field(default=10_000, ge=1)
+    # How long the group waits for a silent worker before giving its partitions to another.
+    consumer_session_timeout: DurationMs = duration("45s")
     topic_prefix: str = ""
     partitions: int = Field(default=12, ge=1)
     replication_factor: int = Field(default=1, ge=1)

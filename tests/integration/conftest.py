@@ -83,6 +83,8 @@ def env(tmp_path: Path) -> Env:
             "JOURNEY_DATA_DIR": str(tmp_path / "data"),
             "JOURNEY_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}",
             "JOURNEY_SINK_FLUSH_INTERVAL": "200ms",
+            # A killed worker's partitions move on after 6 s (the broker's minimum), not 45 s.
+            "JOURNEY_CONSUMER_SESSION_TIMEOUT": "6s",
         },
         tmp=tmp_path,
     )
