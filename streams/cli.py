@@ -204,6 +204,12 @@ def _simulation_options(fn: F) -> F:
             click.option(
                 "--max-events", type=int, default=None, help="Stop after this many events."
             ),
+            click.option(
+                "--run-id",
+                default=None,
+                help="Prefix of simulated ids (default: from the start time, so that runs "
+                "never reuse each other's customers).",
+            ),
         ]
     ):
         fn = option(fn)
@@ -224,6 +230,7 @@ def run(
     speed: float,
     bad_rate: float,
     max_events: int | None,
+    run_id: str | None,
     status_every: float,
     loglevel: str,
 ) -> None:
@@ -237,7 +244,7 @@ def run(
     )
     run_worker(
         settings,
-        simulation=SimulationOptions(seed, customers, rate, speed, bad_rate, max_events),
+        simulation=SimulationOptions(seed, customers, rate, speed, bad_rate, max_events, run_id),
         status_every=status_every,
         loglevel=loglevel,
     )
@@ -255,6 +262,7 @@ def simulate(
     speed: float,
     bad_rate: float,
     max_events: int | None,
+    run_id: str | None,
 ) -> None:
     """Publish simulated shop traffic to the input topics (needs the broker, not the worker)."""
     from streams.console import Progress
@@ -266,11 +274,11 @@ def simulate(
     stats = asyncio.run(
         run_simulation(
             settings,
-            SimulationOptions(seed, customers, rate, speed, bad_rate, max_events),
+            SimulationOptions(seed, customers, rate, speed, bad_rate, max_events, run_id),
             progress=progress,
         )
     )
-    progress.finish()
+    progress.finish(stats.events, "done")
     click.echo(stats.summary())
     click.echo(f"sent in {time.monotonic() - started:,.1f}s")
 

@@ -39,7 +39,9 @@ class Progress:
         self._last = now
         self._draw(end="" if self.tty else "\n")
 
-    def finish(self, extra: str = "") -> None:
+    def finish(self, done: int | None = None, extra: str = "") -> None:
+        if done is not None:
+            self.done = done
         self.extra = extra or self.extra
         self._draw(end="\n")
 

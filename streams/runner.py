@@ -52,6 +52,7 @@ class SimulationOptions:
     speed: float = 3600.0
     bad_event_rate: float = 0.002
     max_events: int | None = None
+    run_id: str | None = None  # None: derived from the start time, so runs never collide
 
 
 class StatusDisplay:
@@ -92,8 +93,8 @@ class StatusDisplay:
         }
         try:
             ((events_rows, dead_rows),) = await ch.aquery_rows(
-                f"SELECT (SELECT count() FROM {ch.database}.events), "
-                f"(SELECT count() FROM {ch.database}.deadletters)"
+                f"SELECT (SELECT count() FROM {ch.database}.events FINAL), "
+                f"(SELECT count() FROM {ch.database}.deadletters FINAL)"
             )
             snapshot["events_rows"], snapshot["deadletter_rows"] = events_rows, dead_rows
         except Exception as exc:  # the display must never take the pipeline down
@@ -170,6 +171,15 @@ def run_worker(
     worker.execute_from_commandline()
 
 
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while number:
+        number, digit = divmod(number, 36)
+        text = digits[digit] + text
+    return text or "0"
+
+
 def simulation_line(stats: Any) -> str:
     reached = (
         datetime.fromtimestamp(stats.sim_reached_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
@@ -190,11 +200,14 @@ async def run_simulation(
 ) -> Any:
     from streams import simulator
 
+    start_ms = time.time_ns() // 1_000_000
+    run_id = options.run_id if options.run_id is not None else _base36(start_ms // 1000)
     config = simulator.SimulationConfig(
         seed=options.seed,
         customers=options.customers,
-        start_ms=time.time_ns() // 1_000_000,
+        start_ms=start_ms,
         bad_event_rate=options.bad_event_rate,
+        run_id=run_id,
     )
     publisher = Publisher(settings)
     await publisher.start()

@@ -161,6 +161,9 @@ class SimulationConfig:
     arrival_window_ms: int = 14 * DAY  # customers' first visits spread over this window
     horizon_ms: int | None = None  # stop after start+horizon; None runs every life to the end
     bad_event_rate: float = 0.0  # extra malformed payloads per good event
+    # Prefix of every id (customers, carts, orders, events), so that runs do not collide with
+    # each other's customers in the same topics and tables. Empty: c-000001, ...
+    run_id: str = ""
     behaviour: Behaviour = field(default_factory=Behaviour)
 
     def __post_init__(self) -> None:
@@ -416,6 +419,7 @@ class _Model:
     def __init__(self, config: SimulationConfig) -> None:
         b = config.behaviour
         self.seed = config.seed
+        self.id_prefix = f"{config.run_id}-" if config.run_id else ""
         self.b = b
         self.zones = tuple(zone for zone, _ in b.time_zones)
         self.zone_cum = _cumulative([w for _, w in b.time_zones])
@@ -505,7 +509,7 @@ class _Customer:
         b = model.b
         self.m = model
         self.index = index
-        self.num = f"{index:06d}"
+        self.num = f"{model.id_prefix}{index:06d}"
         self.cid = f"c-{self.num}"
         self.arrival = arrival
         self.known = rng.random() < b.known_at_first_visit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -87,6 +88,13 @@ async def create_topics(settings: Settings, partitions: int | None = None) -> di
                 outcome[topic] = "exists"
             except KafkaError as exc:
                 raise TopicLayoutError(f"could not create topic {topic}: {exc}") from exc
+        # A new topic takes a moment to appear in every broker's metadata: wait for it, so
+        # that whatever runs next (the worker's layout check) sees the topics just created.
+        deadline = asyncio.get_running_loop().time() + 30
+        while not set(settings.all_topics()) <= set(await admin.list_topics()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TopicLayoutError("created topics did not appear in the metadata within 30 s")
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
     return outcome

@@ -3,11 +3,13 @@
 # the way out (Ctrl-C included) stop the broker so that nothing is left behind.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# If our output goes through a pipe that Ctrl-C closed (make run | tee), a write must not kill
+# this script before it has stopped the broker.
+trap '' PIPE
 stop() {
   trap - EXIT INT TERM
-  echo
-  echo "stopping the local Kafka broker..."
-  "$here/kafka.sh" down
+  { echo; echo "stopping the local Kafka broker..."; "$here/kafka.sh" down; } 2>&1 \
+    || "$here/kafka.sh" down >/dev/null 2>&1
 }
 trap stop EXIT
 # Ctrl-C reaches the pipeline too (same process group); it shuts down cleanly, then we stop Kafka.
