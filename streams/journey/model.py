@@ -1,0 +1,644 @@
+"""The journey model: ``step(state, event, now)`` and ``fire_due(state, now)``, with no I/O.
+
+``now`` is the pipeline's clock (epoch ms), ``event.occurred_at`` the shop's. Timers are set in
+shop time (an abandoned-cart reminder is due one hour after the last cart change) and fire when
+the clock reaches them. Both functions take ownership of the state they are given and return it
+updated, with the decisions taken:
+
+* every trigger is first a :class:`Timer` (immediate ones are due at their event's time), then
+  ``_evaluate`` decides: CANCELLED (an exit condition), EXPIRED (replay guard), SUPPRESSED
+  (consent, bounce or complaint, sunset, a once-per-window rule, the frequency cap beyond 72 h),
+  deferred (quiet hours, frequency cap), or EMITTED;
+* exit conditions are checked when a trigger is scheduled, after every event of the customer,
+  and when its timer fires.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from functools import lru_cache
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+from schemas.records import (
+    CartChanged,
+    CustomerChanged,
+    FeedbackGiven,
+    InputEvent,
+    MessageEngagement,
+    OrderChanged,
+    PageViewed,
+    ShipmentChanged,
+    Trigger,
+)
+from streams.journey import triggers as T
+from streams.journey.decisions import (
+    CANCELLED,
+    EXPIRED,
+    MARKETING,
+    SUPPRESSED,
+    Decision,
+    Drop,
+    Emit,
+    Erase,
+    JourneyConfig,
+    Schedule,
+    Unschedule,
+    trigger_id,
+)
+from streams.journey.state import Cart, JourneyState, Order, Timer
+
+_T = TypeVar("_T")
+
+STAGES = ("AWARENESS", "CONSIDERATION", "PURCHASE", "SERVICE", "ADVOCACY")
+SEGMENTS = ("PROSPECT", "NEW", "REPEAT", "LAPSED")
+
+
+def new_state(customer_id: str) -> JourneyState:
+    return JourneyState(customer_id=customer_id)
+
+
+# --- entry points ----------------------------------------------------------------------------
+def step(
+    state: JourneyState, event: InputEvent, now: int, config: JourneyConfig
+) -> tuple[JourneyState, list[Decision]]:
+    """Apply one event. A repeated ``event_id`` (within the recent ones kept) changes nothing."""
+    out: list[Decision] = []
+    if state.erased or event.event_id in state.seen:
+        return state, out
+    state.seen.append(event.event_id)
+    if len(state.seen) > config.seen_event_ids:
+        del state.seen[: len(state.seen) - config.seen_event_ids]
+    if state.first_seen_at is None or event.occurred_at < state.first_seen_at:
+        state.first_seen_at = event.occurred_at
+    state.updated_at = max(state.updated_at, event.occurred_at)
+    # Timers that were due before this event happened fire first: the customer had not
+    # acted by then (this matters when a backlog is processed late).
+    _fire(state, min(now, event.occurred_at), now, config, out)
+
+    match event:
+        case PageViewed():
+            _page_viewed(state, event, config, out)
+        case CartChanged():
+            _cart_changed(state, event, config, out)
+        case OrderChanged():
+            _order_changed(state, event, config, out)
+        case ShipmentChanged():
+            _shipment_changed(state, event, config, out)
+        case FeedbackGiven():
+            _feedback_given(state, event, config, out)
+        case MessageEngagement():
+            _engagement(state, event)
+        case CustomerChanged():
+            if event.action == "ERASED":
+                return _erase(state, out)
+            _customer_changed(state, event)
+
+    _cancel_exited(state, now, out)
+    # Triggers caused by this event itself (confirmations, follow-ups) are decided at once.
+    for key, timer in list(state.timers.items()):
+        if timer.source_event_id == event.event_id and timer.trigger_type in _IMMEDIATE:
+            _evaluate(state, key, timer, now, config, out)
+    return state, out
+
+
+def fire_due(
+    state: JourneyState, now: int, config: JourneyConfig
+) -> tuple[JourneyState, list[Decision]]:
+    """Evaluate every timer whose time has come (called by the worker's timer wheel)."""
+    out: list[Decision] = []
+    if not state.erased:
+        _fire(state, now, now, config, out)
+    return state, out
+
+
+def segment(state: JourneyState, now: int, config: JourneyConfig) -> str:
+    if state.orders_count == 0 or state.last_order_at is None:
+        return "PROSPECT"
+    if now - state.last_order_at >= config.win_back_delay:
+        return "LAPSED"
+    return "NEW" if state.orders_count == 1 else "REPEAT"
+
+
+# --- events ----------------------------------------------------------------------------------
+def _page_viewed(
+    state: JourneyState, event: PageViewed, config: JourneyConfig, out: list[Decision]
+) -> None:
+    if event.page_type in ("PRODUCT", "CART", "CHECKOUT") and state.stage == "AWARENESS":
+        state.stage = "CONSIDERATION"
+    if event.page_type != "PRODUCT" or not event.product_id:
+        return
+    state.last_product_view_at = max(state.last_product_view_at or 0, event.occurred_at)
+    attributes = {"product_id": event.product_id, "viewed_at": str(event.occurred_at)}
+    if event.category:
+        attributes["category"] = event.category
+    # One pending browse reminder per customer, about the latest product viewed.
+    _schedule(
+        state,
+        key=T.BROWSE_ABANDONMENT,
+        trigger_type=T.BROWSE_ABANDONMENT,
+        subject=event.product_id,
+        due_at=event.occurred_at + config.browse_abandonment_delay,
+        event=event,
+        out=out,
+        attributes=attributes,
+    )
+
+
+def _cart_changed(
+    state: JourneyState, event: CartChanged, config: JourneyConfig, out: list[Decision]
+) -> None:
+    cart = state.carts.get(event.cart_id)
+    if cart is None:
+        cart = state.carts[event.cart_id] = Cart(cart_id=event.cart_id)
+        _trim(state.carts, config.max_carts_kept)
+    if event.action == "PRODUCT_ADDED":
+        state.last_cart_add_at = max(state.last_cart_add_at or 0, event.occurred_at)
+    # A change older than the last order belongs to history: it does not reopen the cart.
+    stale = state.last_order_at is not None and event.occurred_at <= state.last_order_at
+    if event.product_id:
+        quantity = event.quantity if event.quantity is not None else 1
+        current = cart.lines.get(event.product_id, 0)
+        if event.action == "PRODUCT_ADDED":
+            cart.lines[event.product_id] = current + max(quantity, 1)
+            if event.category:
+                cart.categories[event.product_id] = event.category
+        elif event.action == "PRODUCT_REMOVED":
+            left = current - (quantity if event.quantity is not None else current)
+            if left > 0:
+                cart.lines[event.product_id] = left
+            else:
+                cart.lines.pop(event.product_id, None)
+                cart.categories.pop(event.product_id, None)
+        if event.unit_price_minor is not None:
+            sign = -1 if event.action == "PRODUCT_REMOVED" else 1
+            cart.value_minor = max(0, cart.value_minor + sign * event.unit_price_minor * quantity)
+            cart.currency = event.currency or cart.currency
+    if stale or cart.ordered:
+        return
+    if event.occurred_at >= cart.last_change_at:
+        cart.last_change_at = event.occurred_at
+        cart.last_change_event = event.event_id
+    if state.stage != "PURCHASE":
+        state.stage = "CONSIDERATION"
+    if not cart.lines:
+        return  # _cancel_exited records the pending reminders as CANCELLED (cart_emptied)
+    delays = (config.abandoned_cart_first_delay, config.abandoned_cart_second_delay)
+    for reminder, delay in enumerate(delays, start=1):
+        if reminder <= cart.reminders_emitted:
+            continue
+        _schedule(
+            state,
+            key=f"{T.ABANDONED_CART}:{cart.cart_id}:{reminder}",
+            trigger_type=T.ABANDONED_CART,
+            subject=f"{cart.cart_id}#{reminder}",
+            due_at=cart.last_change_at + delay,
+            event=event,
+            out=out,
+            cart_id=cart.cart_id,
+            attributes=_cart_attributes(cart, reminder),
+        )
+
+
+def _cart_attributes(cart: Cart, reminder: int) -> dict[str, str]:
+    attributes = {
+        "reminder": str(reminder),
+        "cart_lines": ",".join(f"{p}x{q}" for p, q in sorted(cart.lines.items())),
+        "items": str(sum(cart.lines.values())),
+    }
+    if cart.value_minor:
+        attributes["cart_value_minor"] = str(cart.value_minor)
+        attributes["currency"] = cart.currency
+    categories = sorted(set(cart.categories.values()))
+    if categories:
+        attributes["categories"] = ",".join(categories)
+    return attributes
+
+
+def _order_changed(
+    state: JourneyState, event: OrderChanged, config: JourneyConfig, out: list[Decision]
+) -> None:
+    order = state.orders.get(event.order_id)
+    if order is None:
+        order = state.orders[event.order_id] = Order(order_id=event.order_id)
+        _trim(state.orders, config.max_orders_kept)
+    counted_before, revenue_before = order.counts, _revenue(order)
+    if event.status == "PLACED":
+        if order.placed_at is None:
+            order.placed_at = event.occurred_at
+            order.total_minor = event.total_minor
+            order.currency = event.currency
+            order.cart_id = event.cart_id
+            order.categories = sorted({i.category for i in event.items if i.category})
+        if event.cart_id and event.cart_id in state.carts:
+            state.carts[event.cart_id].ordered = True
+        state.unengaged = 0  # ordering is engagement: it lifts a sunset
+        if state.last_order_at is None or event.occurred_at >= state.last_order_at:
+            state.stage = "PURCHASE"
+        if not order.cancelled and not order.confirmed:
+            order.confirmed = True
+            _confirm(state, order, event, first=state.orders_count == 0, out=out)
+    elif event.status == "CANCELLED":
+        order.cancelled = True
+    elif event.status == "REFUNDED":
+        order.refunded_minor += event.total_minor
+        if order.placed_at is None or order.refunded_minor >= order.total_minor:
+            order.refunded = True
+    # Cancelled and refunded orders are neither purchases nor revenue.
+    state.orders_count += int(order.counts) - int(counted_before)
+    state.revenue_minor += _revenue(order) - revenue_before
+    _follow_last_order(state, event, config, out)
+
+
+def _revenue(order: Order) -> int:
+    return order.total_minor - order.refunded_minor if order.counts else 0
+
+
+def _confirm(
+    state: JourneyState, order: Order, event: OrderChanged, *, first: bool, out: list[Decision]
+) -> None:
+    attributes = {
+        "first_order": "true" if first else "false",
+        "total_minor": str(event.total_minor),
+        "currency": event.currency,
+        "items": str(sum(i.quantity for i in event.items)),
+    }
+    if order.categories:
+        attributes["categories"] = ",".join(order.categories)
+    if event.coupon:
+        attributes["coupon"] = event.coupon
+    _schedule(
+        state,
+        key=f"{T.ORDER_CONFIRMATION}:{order.order_id}",
+        trigger_type=T.ORDER_CONFIRMATION,
+        subject=order.order_id,
+        due_at=event.occurred_at,
+        event=event,
+        out=out,
+        order_id=order.order_id,
+        cart_id=event.cart_id,
+        attributes=attributes,
+    )
+
+
+def _follow_last_order(
+    state: JourneyState, event: InputEvent, config: JourneyConfig, out: list[Decision]
+) -> None:
+    """The last order that counts, and the win-back timer of the lapse after it."""
+    counted = [o for o in state.orders.values() if o.counts]
+    if counted:
+        last = max(counted, key=lambda o: (o.placed_at or 0, o.order_id))
+        state.last_order_at, state.last_order_id = last.placed_at, last.order_id
+        first = min(o.placed_at or 0 for o in counted)
+        state.first_order_at = min(first, state.first_order_at or first)
+    else:
+        state.last_order_at = state.last_order_id = None
+    if state.last_order_id is None or state.last_order_at is None:
+        return
+    if state.win_back_order == state.last_order_id:
+        return  # once per lapse: this lapse has its win-back (pending or decided)
+    state.win_back_order = state.last_order_id
+    _schedule(
+        state,
+        key=f"{T.WIN_BACK}:{state.last_order_id}",
+        trigger_type=T.WIN_BACK,
+        subject=state.last_order_id,
+        due_at=state.last_order_at + config.win_back_delay,
+        event=event,
+        out=out,
+        order_id=state.last_order_id,
+        attributes={"last_order_at": str(state.last_order_at), "orders": str(state.orders_count)},
+    )
+
+
+def _shipment_changed(
+    state: JourneyState, event: ShipmentChanged, config: JourneyConfig, out: list[Decision]
+) -> None:
+    order = state.orders.get(event.order_id)
+    if order is None:
+        # A shipment of an order from before this customer's history: it still counts.
+        order = state.orders[event.order_id] = Order(order_id=event.order_id)
+        _trim(state.orders, config.max_orders_kept)
+    if (
+        event.status in ("SHIPPED", "OUT_FOR_DELIVERY", "DELIVERED", "DELIVERY_FAILED")
+        and state.last_order_id in (None, order.order_id)
+        and state.stage != "ADVOCACY"
+    ):
+        state.stage = "SERVICE"
+    if event.status == "SHIPPED" and event.shipment_id not in order.shipments_notified:
+        order.shipments_notified.append(event.shipment_id)
+        attributes = {}
+        for name in ("carrier", "tracking_code", "tracking_url"):
+            value = getattr(event, name)
+            if value:
+                attributes[name] = value
+        _schedule(
+            state,
+            key=f"{T.SHIPPING_CONFIRMATION}:{event.shipment_id}",
+            trigger_type=T.SHIPPING_CONFIRMATION,
+            subject=event.shipment_id,
+            due_at=event.occurred_at,
+            event=event,
+            out=out,
+            order_id=order.order_id,
+            shipment_id=event.shipment_id,
+            attributes=attributes,
+        )
+    elif event.status == "DELIVERED":
+        # Counts even when its SHIPPED has not arrived (yet).
+        if order.delivered_at is None or event.occurred_at < order.delivered_at:
+            order.delivered_at = event.occurred_at
+        if not order.post_delivery_scheduled:
+            order.post_delivery_scheduled = True
+            _schedule_post_delivery(state, order, event, config, out)
+    elif event.status == "RETURNED":
+        order.returned = True
+
+
+def _schedule_post_delivery(
+    state: JourneyState,
+    order: Order,
+    event: ShipmentChanged,
+    config: JourneyConfig,
+    out: list[Decision],
+) -> None:
+    delivered = event.occurred_at
+    attributes = {"delivered_at": str(delivered)}
+    if order.categories:
+        attributes["categories"] = ",".join(order.categories)
+    for trigger_type, delay in (
+        (T.DELIVERY_CHECK_IN, config.delivery_check_in_delay),
+        (T.NPS_SURVEY, config.nps_survey_delay),
+        (T.REVIEW_REQUEST, config.review_request_delay),
+        (T.CROSS_SELL, config.cross_sell_delay),
+    ):
+        _schedule(
+            state,
+            key=f"{trigger_type}:{order.order_id}",
+            trigger_type=trigger_type,
+            subject=order.order_id,
+            due_at=delivered + delay,
+            event=event,
+            out=out,
+            order_id=order.order_id,
+            shipment_id=event.shipment_id,
+            attributes=dict(attributes),
+        )
+
+
+def _feedback_given(
+    state: JourneyState, event: FeedbackGiven, config: JourneyConfig, out: list[Decision]
+) -> None:
+    if event.kind == "NPS":
+        state.last_nps = event.score
+        promoter, detractor = event.score >= 9, event.score <= 6
+    else:
+        if event.order_id and event.order_id in state.orders:
+            state.orders[event.order_id].reviewed = True
+        promoter, detractor = event.score == 5, event.score <= 2
+    attributes = {"kind": event.kind, "score": str(event.score)}
+    if event.product_id:
+        attributes["product_id"] = event.product_id
+    if promoter:
+        state.stage = "ADVOCACY"
+        trigger_type = T.REFERRAL_INVITE
+    elif detractor:
+        if state.stage == "ADVOCACY":
+            state.stage = "SERVICE"
+        trigger_type = T.DETRACTOR_FOLLOW_UP
+    else:
+        return
+    _schedule(
+        state,
+        key=f"{trigger_type}:{event.event_id}",
+        trigger_type=trigger_type,
+        subject=event.event_id,
+        due_at=event.occurred_at,
+        event=event,
+        out=out,
+        order_id=event.order_id,
+        attributes=attributes,
+    )
+
+
+def _engagement(state: JourneyState, event: MessageEngagement) -> None:
+    match event.action:
+        case "OPENED" | "CLICKED":
+            state.unengaged = 0
+        case "UNSUBSCRIBED":
+            state.consent = False
+        case "RESUBSCRIBED":
+            state.consent = True
+            state.blocked = None
+        case "BOUNCED":
+            state.blocked = "bounced"
+        case "COMPLAINED":
+            state.blocked = "complained"
+
+
+def _customer_changed(state: JourneyState, event: CustomerChanged) -> None:
+    if event.marketing_consent is not None:
+        state.consent = event.marketing_consent
+        if event.marketing_consent:
+            state.blocked = None if state.blocked == "bounced" else state.blocked
+    if event.time_zone:
+        state.time_zone = event.time_zone
+
+
+def _erase(state: JourneyState, out: list[Decision]) -> tuple[JourneyState, list[Decision]]:
+    # Only a tombstone stays, so that nothing is ever sent to this customer again.
+    out.append(Erase(state.customer_id))
+    tombstone = JourneyState(customer_id=state.customer_id, erased=True)
+    return tombstone, out
+
+
+# --- timers ----------------------------------------------------------------------------------
+def _schedule(
+    state: JourneyState,
+    *,
+    key: str,
+    trigger_type: str,
+    subject: str,
+    due_at: int,
+    event: InputEvent,
+    out: list[Decision],
+    order_id: str | None = None,
+    cart_id: str | None = None,
+    shipment_id: str | None = None,
+    attributes: dict[str, str] | None = None,
+) -> None:
+    """Set (or replace) the timer ``key``. Its id names the event that caused it."""
+    previous = state.timers.get(key)
+    timer = Timer(
+        trigger_id=trigger_id(state.customer_id, trigger_type, subject, event.event_id),
+        trigger_type=trigger_type,
+        due_at=due_at,
+        fire_at=due_at,
+        source_event_id=event.event_id,
+        order_id=order_id,
+        cart_id=cart_id,
+        shipment_id=shipment_id,
+        attributes=attributes or {},
+    )
+    if previous is not None:
+        if previous.trigger_id == timer.trigger_id:
+            return
+        out.append(Unschedule(key, previous.trigger_id))
+    state.timers[key] = timer
+    out.append(Schedule(key, timer.trigger_id, trigger_type, due_at))
+
+
+def _cancel_exited(state: JourneyState, now: int, out: list[Decision]) -> None:
+    for key, timer in list(state.timers.items()):
+        reason = T.exit_reason(state, timer)
+        if reason is not None:
+            del state.timers[key]
+            out.append(_drop(state, timer, CANCELLED, reason, now))
+
+
+_IMMEDIATE = frozenset(
+    {T.ORDER_CONFIRMATION, T.SHIPPING_CONFIRMATION, T.REFERRAL_INVITE, T.DETRACTOR_FOLLOW_UP}
+)
+
+
+def _fire(
+    state: JourneyState, until: int, now: int, config: JourneyConfig, out: list[Decision]
+) -> None:
+    """Evaluate timers with ``fire_at <= until``, earliest first. Each evaluation removes its
+    timer or defers it beyond ``now`` (>= ``until``), so this ends."""
+    while True:
+        due = [(t.fire_at, key) for key, t in state.timers.items() if t.fire_at <= until]
+        if not due:
+            return
+        _, key = min(due)
+        _evaluate(state, key, state.timers[key], now, config, out)
+
+
+def _evaluate(
+    state: JourneyState,
+    key: str,
+    timer: Timer,
+    now: int,
+    config: JourneyConfig,
+    out: list[Decision],
+) -> None:
+    category = T.CATEGORY[timer.trigger_type]
+
+    def finish(status: str, reason: str) -> None:
+        del state.timers[key]
+        out.append(_drop(state, timer, status, reason, now))
+
+    reason = T.exit_reason(state, timer)
+    if reason is not None:
+        return finish(CANCELLED, reason)
+    # The deferred time counts as the due time for the replay guard.
+    if now - timer.fire_at > config.replay_guard:
+        return finish(EXPIRED, "replay_guard")
+    if category == MARKETING:
+        consent = state.consent if state.consent is not None else config.marketing_consent_default
+        if not consent:
+            return finish(SUPPRESSED, "no_consent")
+        if state.blocked is not None:
+            return finish(SUPPRESSED, state.blocked)
+        if state.unengaged >= config.sunset_after:
+            return finish(SUPPRESSED, "unengaged")
+        reason = T.window_reason(state, timer, now, config)
+        if reason is not None:
+            return finish(SUPPRESSED, reason)
+        at = max(now, timer.fire_at)
+        last = state.last_marketing_at
+        capped = last is not None and at < last + config.frequency_cap
+        send_at = _allowed_time(state, at, config)
+        # The original due time decides the drop, however often the trigger was deferred.
+        if capped and send_at > timer.due_at + config.frequency_cap_drop_after:
+            return finish(SUPPRESSED, "frequency_cap")
+        if send_at > now:
+            if send_at != timer.fire_at:
+                timer.fire_at = send_at
+                out.append(Schedule(key, timer.trigger_id, timer.trigger_type, send_at))
+            return None
+    del state.timers[key]
+    out.append(Emit(_trigger(state, timer, now)))
+    if timer.trigger_type == T.ABANDONED_CART and timer.cart_id in state.carts:
+        cart = state.carts[timer.cart_id]
+        cart.reminders_emitted = max(cart.reminders_emitted, int(timer.attributes["reminder"]))
+    if category == MARKETING:
+        state.last_marketing_at = now
+        state.unengaged += 1
+        state.last_emitted[timer.trigger_type] = now
+    return None
+
+
+def _allowed_time(state: JourneyState, at: int, config: JourneyConfig) -> int:
+    """The first moment at or after ``at`` outside the frequency cap and quiet hours."""
+    for _ in range(4):
+        moved = at
+        last = state.last_marketing_at
+        if last is not None and moved < last + config.frequency_cap:
+            moved = last + config.frequency_cap
+        moved = _after_quiet_hours(moved, state.time_zone or config.default_time_zone, config)
+        if moved == at:
+            return at
+        at = moved
+    return at
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _after_quiet_hours(at: int, zone_name: str, config: JourneyConfig) -> int:
+    start, end = config.quiet_hours_start, config.quiet_hours_end
+    if start == end:
+        return at
+    zone = _zone(zone_name)
+    local = datetime.fromtimestamp(at / 1000, zone)
+    hour = local.hour
+    quiet = (hour >= start or hour < end) if start > end else (start <= hour < end)
+    if not quiet:
+        return at
+    day = local.date() + timedelta(days=1) if start > end and hour >= start else local.date()
+    morning = datetime.combine(day, time(end), zone)
+    return int(morning.timestamp() * 1000)
+
+
+def _drop(state: JourneyState, timer: Timer, status: str, reason: str, now: int) -> Drop:
+    return Drop(
+        trigger_id=timer.trigger_id,
+        trigger_type=timer.trigger_type,
+        category=T.CATEGORY[timer.trigger_type],
+        customer_id=state.customer_id,
+        status=status,
+        reason=reason,
+        due_at=timer.due_at,
+        decided_at=now,
+        order_id=timer.order_id,
+        cart_id=timer.cart_id,
+    )
+
+
+def _trigger(state: JourneyState, timer: Timer, now: int) -> Trigger:
+    return Trigger(
+        trigger_id=timer.trigger_id,
+        trigger_type=timer.trigger_type,
+        category=T.CATEGORY[timer.trigger_type],
+        customer_id=state.customer_id,
+        due_at=timer.fire_at,
+        emitted_at=now,
+        source_event_id=timer.source_event_id,
+        stage=state.stage,
+        order_id=timer.order_id,
+        cart_id=timer.cart_id,
+        shipment_id=timer.shipment_id,
+        attributes=timer.attributes,
+    )
+
+
+def _trim(items: dict[str, _T], limit: int) -> None:
+    """Bounded memory per customer: forget the orders or carts first seen longest ago."""
+    while len(items) > limit:
+        del items[next(iter(items))]

@@ -1,0 +1,177 @@
+"""A customer's journey: what the model remembers between events, and its compact encoding.
+
+Everything is plain data (times in epoch milliseconds) so that the state can be stored in a
+changelogged Faust table and moved with its partition. The encoding is a positional JSON array
+(orjson): small, fast, and versioned by its first element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+STATE_VERSION = 1
+
+
+@dataclass(slots=True)
+class Order:
+    order_id: str
+    placed_at: int | None = None
+    total_minor: int = 0
+    currency: str = ""
+    categories: list[str] = field(default_factory=list)
+    cart_id: str | None = None
+    cancelled: bool = False
+    refunded_minor: int = 0
+    refunded: bool = False  # fully refunded: no longer a purchase
+    returned: bool = False
+    delivered_at: int | None = None
+    reviewed: bool = False
+    confirmed: bool = False
+    post_delivery_scheduled: bool = False
+    shipments_notified: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> bool:
+        """A purchase: placed, not cancelled, not fully refunded."""
+        return self.placed_at is not None and not self.cancelled and not self.refunded
+
+
+@dataclass(slots=True)
+class Cart:
+    cart_id: str
+    lines: dict[str, int] = field(default_factory=dict)  # product_id -> quantity
+    categories: dict[str, str] = field(default_factory=dict)  # product_id -> category
+    value_minor: int = 0
+    currency: str = ""
+    last_change_at: int = 0
+    last_change_event: str = ""
+    reminders_emitted: int = 0
+    ordered: bool = False
+
+
+@dataclass(slots=True)
+class Timer:
+    """A trigger waiting for its time. ``fire_at`` moves when a rule defers it."""
+
+    trigger_id: str
+    trigger_type: str
+    due_at: int  # when it was meant to go out
+    fire_at: int  # when it is evaluated next (due_at, or the deferred time)
+    source_event_id: str
+    order_id: str | None = None
+    cart_id: str | None = None
+    shipment_id: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class JourneyState:
+    customer_id: str
+    stage: str = "AWARENESS"
+    erased: bool = False
+    first_seen_at: int | None = None
+    consent: bool | None = None  # None: never said; the setting decides
+    blocked: str | None = None  # "bounced" or "complained": marketing stops
+    time_zone: str | None = None
+    orders: dict[str, Order] = field(default_factory=dict)
+    carts: dict[str, Cart] = field(default_factory=dict)
+    first_order_at: int | None = None
+    last_order_at: int | None = None  # of orders that count
+    last_order_id: str | None = None
+    orders_count: int = 0
+    revenue_minor: int = 0
+    last_nps: int | None = None
+    last_product_view_at: int | None = None
+    last_cart_add_at: int | None = None
+    last_marketing_at: int | None = None
+    unengaged: int = 0  # marketing triggers emitted since the last open, click or order
+    last_emitted: dict[str, int] = field(default_factory=dict)  # trigger type -> time
+    win_back_order: str | None = None  # the lapse (after this order) that has its win-back
+    seen: list[str] = field(default_factory=list)  # recent event_ids, oldest first
+    timers: dict[str, Timer] = field(default_factory=dict)  # key -> timer
+    updated_at: int = 0
+
+    def next_fire_at(self) -> int | None:
+        if not self.timers:
+            return None
+        return min(timer.fire_at for timer in self.timers.values())
+
+
+# --- encoding -------------------------------------------------------------------------------
+def _order_row(o: Order) -> list[Any]:
+    return [
+        o.order_id, o.placed_at, o.total_minor, o.currency, o.categories, o.cart_id,
+        o.cancelled, o.refunded_minor, o.refunded, o.returned, o.delivered_at, o.reviewed,
+        o.confirmed, o.post_delivery_scheduled, o.shipments_notified,
+    ]  # fmt: skip
+
+
+def _cart_row(c: Cart) -> list[Any]:
+    return [
+        c.cart_id, c.lines, c.categories, c.value_minor, c.currency, c.last_change_at,
+        c.last_change_event, c.reminders_emitted, c.ordered,
+    ]  # fmt: skip
+
+
+def _timer_row(t: Timer) -> list[Any]:
+    return [
+        t.trigger_id, t.trigger_type, t.due_at, t.fire_at, t.source_event_id, t.order_id,
+        t.cart_id, t.shipment_id, t.attributes,
+    ]  # fmt: skip
+
+
+def encode_state(state: JourneyState) -> bytes:
+    s = state
+    row = [
+            STATE_VERSION, s.customer_id, s.stage, s.erased, s.first_seen_at, s.consent,
+            s.blocked, s.time_zone, [_order_row(o) for o in s.orders.values()],
+            [_cart_row(c) for c in s.carts.values()], s.first_order_at, s.last_order_at,
+            s.last_order_id, s.orders_count, s.revenue_minor, s.last_nps,
+            s.last_product_view_at, s.last_cart_add_at, s.last_marketing_at, s.unengaged,
+            s.last_emitted, s.win_back_order, s.seen, [_timer_row(t) for t in s.timers.values()],
+            s.updated_at, [*s.timers],
+    ]  # fmt: skip
+    return orjson.dumps(row)
+
+
+def decode_state(data: bytes) -> JourneyState:
+    row = orjson.loads(data)
+    if row[0] != STATE_VERSION:
+        raise ValueError(f"journey state version {row[0]} is not {STATE_VERSION}")
+    (
+        _, customer_id, stage, erased, first_seen_at, consent, blocked, time_zone, orders,
+        carts, first_order_at, last_order_at, last_order_id, orders_count, revenue_minor,
+        last_nps, last_product_view_at, last_cart_add_at, last_marketing_at, unengaged,
+        last_emitted, win_back_order, seen, timers, updated_at, timer_keys,
+    ) = row  # fmt: skip
+    order_objs = [Order(*o) for o in orders]
+    cart_objs = [Cart(*c) for c in carts]
+    return JourneyState(
+        customer_id=customer_id,
+        stage=stage,
+        erased=erased,
+        first_seen_at=first_seen_at,
+        consent=consent,
+        blocked=blocked,
+        time_zone=time_zone,
+        orders={o.order_id: o for o in order_objs},
+        carts={c.cart_id: c for c in cart_objs},
+        first_order_at=first_order_at,
+        last_order_at=last_order_at,
+        last_order_id=last_order_id,
+        orders_count=orders_count,
+        revenue_minor=revenue_minor,
+        last_nps=last_nps,
+        last_product_view_at=last_product_view_at,
+        last_cart_add_at=last_cart_add_at,
+        last_marketing_at=last_marketing_at,
+        unengaged=unengaged,
+        last_emitted=last_emitted,
+        win_back_order=win_back_order,
+        seen=seen,
+        timers={key: Timer(*t) for key, t in zip(timer_keys, timers, strict=True)},
+        updated_at=updated_at,
+    )
