@@ -1,10 +1,11 @@
-"""The Faust application: one agent reads every input topic of the contract.
+"""The Faust application: one agent reads every input topic of the contract, plus ticks.
 
 A single agent (concurrency 1: faust-streaming #606 commits past unprocessed messages above
 that) owns each customer's partition across all inputs, so the journey state of a customer has
-exactly one writer. The agent is thin: it hands each message to ``Ingest`` and never acks it
-itself; the ClickHouse sink acks messages once their rows are stored, and only acked offsets are
-committed.
+exactly one writer, and its timers fire in the same agent (on the ticks of its partition). The
+agent is thin: messages go to ``Ingest`` (decode, dead letters, re-keying) and accepted events to
+the ``JourneyEngine``. The agent never acks a message itself; the ClickHouse sink acks messages
+once everything they caused is stored, and only acked offsets are committed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import faust
 
 from schemas.codec import Codec, register_faust_codecs
 from sinks.clickhouse.sink import ClickHouseSink
+from streams.clock import Clock
+from streams.engine import JourneyEngine
 from streams.ingest import Headers, Ingest
+from streams.journey.decisions import JourneyConfig
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,9 +50,20 @@ class Pipeline:
     app: faust.App
     sink: ClickHouseSink
     ingest: Ingest
+    engine: JourneyEngine
+    clock: Clock
 
 
-def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
+def create_pipeline(
+    settings: Settings,
+    *,
+    partitions: int | None = None,
+    clock: Clock | None = None,
+    codec: Codec | None = None,
+) -> Pipeline:
+    """``partitions``: the count the input topics really have (from the layout check)."""
+    partitions = partitions or settings.partitions
+    clock = clock or Clock(settings.clock_speed)
     codec = codec or Codec.load(max_value_bytes=settings.max_value_bytes)
     register_faust_codecs(codec)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
@@ -56,9 +71,9 @@ def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
-        store="memory://",
+        store=settings.table_store,
         datadir=str(settings.data_dir / "faust"),
-        topic_partitions=settings.partitions,
+        topic_partitions=partitions,
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
@@ -71,12 +86,12 @@ def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
         autodiscover=False,
     )
     sink = ClickHouseSink(settings, on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)))
-    deadletters = app.topic(
-        settings.topic("deadletter"), key_serializer="raw", value_serializer="raw"
-    )
-    repartition = app.topic(
-        settings.topic("repartition"), key_serializer="raw", value_serializer="raw"
-    )
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
+
+    deadletters, repartition = raw_topic("deadletter"), raw_topic("repartition")
+    triggers, ticks = raw_topic("triggers"), raw_topic("ticks")
 
     async def send_deadletter(key: bytes, value: bytes, headers: Headers) -> Any:
         return await deadletters.send(key=key, value=value, headers=list(headers) or None)
@@ -84,25 +99,38 @@ def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
     async def send_repartition(key: bytes, value: bytes, headers: Headers) -> Any:
         return await repartition.send(key=key, value=value, headers=list(headers))
 
+    async def send_trigger(key: bytes, value: bytes) -> Any:
+        return await triggers.send(key=key, value=value)
+
     ingest = Ingest(
-        settings,
-        codec,
-        sink,
-        send_deadletter=send_deadletter,
-        send_repartition=send_repartition,
+        settings, codec, sink, send_deadletter=send_deadletter, send_repartition=send_repartition
     )
+    journeys = app.Table(
+        "journeys",
+        default=None,
+        schema=faust.Schema(key_serializer="raw", value_serializer="raw"),
+        partitions=partitions,
+    )
+    engine = JourneyEngine(
+        journeys, sink, codec, JourneyConfig.from_settings(settings), clock, send_trigger
+    )
+    ticks_topic = settings.topic("ticks")
     inputs = app.topic(
         *settings.copartitioned_topics(),
         key_serializer="raw",
         value_serializer="raw",
-        partitions=settings.partitions,
+        partitions=partitions,
     )
 
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
         async for event in stream.noack().events():
             message = event.message
-            await ingest.handle(
+            if message.topic == ticks_topic:
+                await engine.on_tick(message.partition, message.topic, message.offset)
+                sink.after_flush(event.ack)
+                continue
+            record = await ingest.handle(
                 message.topic,
                 message.partition,
                 message.offset,
@@ -111,11 +139,25 @@ def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
                 message.headers,
                 event.ack,
             )
+            if record is not None:
+                await engine.on_event(record, message.topic, message.partition, message.offset)
             await sink.wait_for_room()
+
+    @app.timer(interval=settings.timer_tick_interval / 1000)  # type: ignore[untyped-decorator]
+    async def _tick() -> None:
+        # Every worker ticks the partitions it owns; the tick is handled by the agent.
+        for tp in app.consumer.assignment():
+            if tp.topic == ticks_topic:
+                await ticks.send(value=b"", partition=tp.partition)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _load_watermarks(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         await sink.load_watermarks()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def _rebuild_timers(app: faust.App, **kwargs: Any) -> None:
+        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_topic}
+        engine.rebuild(journeys.items(), mine)
 
     @app.task  # type: ignore[untyped-decorator]
     async def _start_sink() -> None:
@@ -125,4 +167,6 @@ def create_pipeline(settings: Settings, codec: Codec | None = None) -> Pipeline:
     async def _flush_sink(app: faust.App, **kwargs: Any) -> None:
         await sink.stop()
 
-    return Pipeline(settings=settings, app=app, sink=sink, ingest=ingest)
+    return Pipeline(
+        settings=settings, app=app, sink=sink, ingest=ingest, engine=engine, clock=clock
+    )

@@ -6,6 +6,8 @@ import sys
 import time
 from typing import TextIO
 
+from schemas.records import Trigger
+
 
 class Progress:
     """A one-line progress display: a bar when the total is known, a counter otherwise.
@@ -61,3 +63,35 @@ class Progress:
         prefix = "\r\x1b[2K" if self.tty else ""
         self.out.write(prefix + text + end)
         self.out.flush()
+
+
+def _days(ms: int) -> str:
+    days = ms / 86_400_000
+    return f"{days:.0f} days" if days >= 1.5 else f"{ms / 3_600_000:.0f} h"
+
+
+def describe_trigger(trigger: Trigger) -> str:
+    """One line for a person: which message, to whom, and why now."""
+    a = trigger.attributes
+    order = trigger.order_id or "?"
+    since_delivery = (
+        _days(trigger.due_at - int(a["delivered_at"])) if "delivered_at" in a else "some days"
+    )
+    why = {
+        "ORDER_CONFIRMATION": f"order {order} placed"
+        + (" (first order: welcome)" if a.get("first_order") == "true" else ""),
+        "SHIPPING_CONFIRMATION": f"order {order} shipped with {a.get('carrier', '?')}, "
+        f"track & trace {a.get('tracking_code', '?')}",
+        "DELIVERY_CHECK_IN": f"{since_delivery} after delivery of {order}",
+        "REVIEW_REQUEST": f"{since_delivery} after delivery of {order}, not reviewed yet",
+        "NPS_SURVEY": f"{since_delivery} after delivery of {order}",
+        "ABANDONED_CART": f"reminder {a.get('reminder', '?')}: cart {trigger.cart_id} with "
+        f"{a.get('items', '?')} item(s) left without an order",
+        "BROWSE_ABANDONMENT": f"viewed {a.get('product_id', '?')} and added nothing to a cart",
+        "CROSS_SELL": f"{since_delivery} after delivery; bought {a.get('categories', '?')}",
+        "WIN_BACK": f"no order since {order} ({a.get('orders', '?')} order(s) in all)",
+        "REFERRAL_INVITE": f"happy customer: {a.get('kind', '?')} score {a.get('score', '?')}",
+        "DETRACTOR_FOLLOW_UP": f"unhappy customer: {a.get('kind', '?')} score "
+        f"{a.get('score', '?')}",
+    }.get(trigger.trigger_type, "")
+    return f"{trigger.trigger_type:<22} {trigger.customer_id:<18} {why}"

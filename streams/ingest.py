@@ -2,8 +2,9 @@
 
 Decode it against the record its topic carries; send what cannot be used to the dead-letter
 topic with the reason; re-key events that arrived under another key than their customer_id
-(through the repartition topic, so they reach the partition that owns the customer); and write
-every accepted event as a row of ``journey.events``. Nothing here knows about Faust: the agent
+(through the repartition topic, so they reach the partition that owns the customer); and hand
+every accepted event to the journey engine (which writes its ``journey.events`` row, unless the
+customer was erased). Nothing here knows about Faust: the agent
 passes the message's coordinates and an ``ack`` to call once everything it caused is stored.
 """
 
@@ -29,7 +30,6 @@ from sinks.clickhouse.rows import (
     EVENTS_COLUMNS,
     EVENTS_TABLE,
     deadletter_row,
-    event_row,
 )
 from sinks.clickhouse.sink import ClickHouseSink
 from streams.settings import Settings
@@ -121,13 +121,6 @@ class Ingest:
             self.sink.after_flush(ack)
         if record is not None:
             self.accepted[topic] += 1
-            self.sink.add(
-                EVENTS_TABLE,
-                event_row(record, self.clock(), topic, partition, offset),
-                topic,
-                partition,
-                offset,
-            )
         return record
 
     async def _accept(

@@ -21,7 +21,8 @@ import faust
 from sinks.clickhouse.client import ClickHouse
 from sinks.clickhouse.migrations import apply_migrations
 from streams.app import Pipeline, create_pipeline
-from streams.console import Progress
+from streams.clock import Clock
+from streams.console import Progress, describe_trigger
 from streams.publish import Publisher
 from streams.settings import Settings
 from streams.topics import create_topics, verify_layout
@@ -63,6 +64,7 @@ class StatusDisplay:
     ) -> None:
         self.pipeline = pipeline
         self.json = json_lines
+        self.max_triggers_shown = 12
         self.every = every
         self.out = out or sys.stdout
         self.started = time.monotonic()
@@ -72,7 +74,7 @@ class StatusDisplay:
 
     async def snapshot(self) -> dict[str, Any]:
         """The numbers shown, also printed as JSON lines with ``--status-format json``."""
-        ingest, sink = self.pipeline.ingest, self.pipeline.sink
+        ingest, sink, engine = self.pipeline.ingest, self.pipeline.sink, self.pipeline.engine
         consumed = sum(ingest.consumed.values())
         now = time.monotonic()
         rate = (consumed - self._last_consumed) / max(now - self._last_time, 1e-9)
@@ -90,13 +92,22 @@ class StatusDisplay:
             "sink_batches": sink.stats.batches,
             "sink_failures": sink.stats.failures,
             "sink_skipped_rows": sink.stats.skipped_rows,
+            "triggers": {f"{t}/{status}": n for (t, status), n in sorted(engine.decisions.items())},
+            "emitted": sum(n for (_, status), n in engine.decisions.items() if status == "EMITTED"),
+            "pending_timers": len(engine.index),
+            "clock": datetime.fromtimestamp(self.pipeline.clock.now_ms() / 1000, UTC).isoformat(
+                timespec="minutes"
+            ),
         }
         try:
-            ((events_rows, dead_rows),) = await ch.aquery_rows(
+            ((events_rows, dead_rows, trigger_rows, customer_rows),) = await ch.aquery_rows(
                 f"SELECT (SELECT count() FROM {ch.database}.events FINAL), "
-                f"(SELECT count() FROM {ch.database}.deadletters FINAL)"
+                f"(SELECT count() FROM {ch.database}.deadletters FINAL), "
+                f"(SELECT count() FROM {ch.database}.triggers FINAL), "
+                f"(SELECT count() FROM {ch.database}.customers FINAL)"
             )
             snapshot["events_rows"], snapshot["deadletter_rows"] = events_rows, dead_rows
+            snapshot["trigger_rows"], snapshot["customer_rows"] = trigger_rows, customer_rows
         except Exception as exc:  # the display must never take the pipeline down
             snapshot["clickhouse_error"] = f"{exc.__class__.__name__}: {exc}"
         if self.simulated:
@@ -105,6 +116,7 @@ class StatusDisplay:
 
     async def show(self) -> None:
         snap = await self.snapshot()
+        recent, self.pipeline.engine.recent = self.pipeline.engine.recent, []
         if self.json:
             self.out.write(json.dumps(snap) + "\n")
             self.out.flush()
@@ -120,17 +132,30 @@ class StatusDisplay:
             for reason, n in sorted(snap["dead_letters"].items(), key=lambda x: -x[1])
         )
         stored = (
-            f"journey.events {snap['events_rows']:,} rows, journey.deadletters "
-            f"{snap['deadletter_rows']:,} rows"
+            f"events {snap['events_rows']:,}, triggers {snap['trigger_rows']:,}, customers "
+            f"{snap['customer_rows']:,}, deadletters {snap['deadletter_rows']:,} rows"
             if "events_rows" in snap
             else f"unavailable ({snap['clickhouse_error']})"
         )
+        shown = recent[: self.max_triggers_shown]
+        for trigger in shown:
+            self.out.write(f"  -> {describe_trigger(trigger)}\n")
+        if len(recent) > len(shown):
+            self.out.write(f"  -> ... and {len(recent) - len(shown):,} more triggers\n")
+        emitted: dict[str, int] = {}
+        for key, n in snap["triggers"].items():
+            trigger_type, status = key.split("/")
+            if status == "EMITTED":
+                emitted[trigger_type] = n
         lines = [
             f"[{elapsed // 60:02d}:{elapsed % 60:02d}] consumed {snap['consumed']:,}"
             f" ({snap['rate']:,.0f}/s) | ClickHouse {stored}",
             f"    per topic: {per_topic or '-'}",
             f"    dead letters: {dead or 'none'}   re-keyed: {snap['repartitioned']:,}"
             f"   sink: {snap['sink_batches']:,} batches, {snap['sink_failures']} failed inserts",
+            f"    triggers emitted {snap['emitted']:,} ({len(emitted)}/11 types): "
+            + (", ".join(f"{t} {n:,}" for t, n in sorted(emitted.items())) or "-")
+            + f"   pending timers {snap['pending_timers']:,}   journey clock {snap['clock']}",
         ]
         if self.simulated:
             lines.append(f"    simulator: {self.simulated}")
@@ -147,8 +172,11 @@ def run_worker(
     loglevel: str = "info",
 ) -> None:
     """Run until Ctrl-C / SIGTERM (or, in tests, until killed)."""
-    prepare(settings)
-    pipeline = create_pipeline(settings)
+    partitions = prepare(settings)
+    # With the simulator in the same process, the journey clock runs at the simulator's speed
+    # from the same moment, so both agree on what time it is in the shop.
+    clock = Clock(simulation.speed if simulation is not None else settings.clock_speed)
+    pipeline = create_pipeline(settings, partitions=partitions, clock=clock)
     pipeline.sink.setup()
     app = pipeline.app
     display = (
@@ -165,7 +193,7 @@ def run_worker(
 
         @app.task  # type: ignore[untyped-decorator]
         async def _simulate() -> None:
-            await run_simulation(settings, simulation, display)
+            await run_simulation(settings, simulation, display, clock=clock)
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
@@ -197,10 +225,12 @@ async def run_simulation(
     options: SimulationOptions,
     display: StatusDisplay | None = None,
     progress: Progress | None = None,
+    clock: Clock | None = None,
 ) -> Any:
     from streams import simulator
 
-    start_ms = time.time_ns() // 1_000_000
+    # Shop time starts at the journey clock's "now" and runs at its speed: both agree.
+    start_ms = clock.now_ms() if clock is not None else time.time_ns() // 1_000_000
     run_id = options.run_id if options.run_id is not None else _base36(start_ms // 1000)
     config = simulator.SimulationConfig(
         seed=options.seed,

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     topic_deadletter: str = "journey.deadletter"
     # Events keyed by something other than their customer_id are re-keyed through this topic.
     topic_repartition: str = "journey.repartition"
+    # The worker's own clock ticks, one per partition, so timers fire inside the agent.
+    topic_ticks: str = "journey.ticks"
+    timer_tick_interval: DurationMs = duration("250ms")
 
     # --- Bad input ------------------------------------------------------------------------------
     max_value_bytes: int = Field(default=1_048_576, ge=1024)
@@ -161,13 +164,14 @@ class Settings(BaseSettings):
         return [
             *self.input_topics().values(),
             self.topic("repartition"),
+            self.topic("ticks"),
             self.topic("triggers"),
             self.topic("deadletter"),
         ]
 
     def copartitioned_topics(self) -> list[str]:
         """Topics the journey agent reads together: they must have the same partition count."""
-        return [*self.input_topics().values(), self.topic("repartition")]
+        return [*self.input_topics().values(), self.topic("repartition"), self.topic("ticks")]
 
     def resolved_clickhouse_url(self) -> str:
         if self.clickhouse_url:

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 # Dead letters are kept long enough for someone to look at them and replay them.
 DEADLETTER_RETENTION_MS = 30 * 86_400_000
+TICKS_RETENTION_MS = 3_600_000
 
 
 class BrokerUnavailable(RuntimeError):
@@ -79,6 +80,10 @@ async def create_topics(settings: Settings, partitions: int | None = None) -> di
             config = {}
             if topic == settings.topic("deadletter"):
                 config["retention.ms"] = str(DEADLETTER_RETENTION_MS)
+            elif topic == settings.topic("ticks"):
+                # Ticks only matter for a moment; keep the topic small.
+                config["retention.ms"] = str(TICKS_RETENTION_MS)
+                config["segment.ms"] = str(TICKS_RETENTION_MS)
             try:
                 await admin.create_topics(
                     [NewTopic(topic, partitions, settings.replication_factor, topic_configs=config)]

@@ -18,7 +18,10 @@ from schemas.records import (
     OrderChanged,
     PageViewed,
     ShipmentChanged,
+    Trigger,
 )
+from streams.journey.decisions import Drop
+from streams.journey.state import JourneyState
 
 EVENTS_TABLE = "events"
 EVENTS_COLUMNS = (
@@ -140,6 +143,119 @@ def deadletter_row(letter: DeadLetter, partition: int, offset: int, topic: str) 
         len(value),
         value[:256].decode("utf-8", "backslashreplace"),
         letter.failed_at,
+        topic,
+        partition,
+        offset,
+    )
+
+
+TRIGGERS_TABLE = "triggers"
+TRIGGERS_COLUMNS = (
+    "trigger_id",
+    "trigger_type",
+    "category",
+    "customer_id",
+    "status",
+    "reason",
+    "due_at",
+    "decided_at",
+    "order_id",
+    "cart_id",
+    "shipment_id",
+    "stage",
+    "source_event_id",
+    "attributes",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+)
+
+CUSTOMERS_TABLE = "customers"
+CUSTOMERS_COLUMNS = (
+    "customer_id",
+    "stage",
+    "segment",
+    "first_seen_at",
+    "first_order_at",
+    "last_order_at",
+    "orders_count",
+    "revenue_minor",
+    "last_nps",
+    "marketing_consent",
+    "time_zone",
+    "updated_at",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+)
+
+
+def emitted_row(trigger: Trigger, topic: str, partition: int, offset: int) -> tuple[Any, ...]:
+    return (
+        trigger.trigger_id,
+        trigger.trigger_type,
+        trigger.category,
+        trigger.customer_id,
+        "EMITTED",
+        "",
+        trigger.due_at,
+        trigger.emitted_at,
+        trigger.order_id,
+        trigger.cart_id,
+        trigger.shipment_id,
+        trigger.stage,
+        trigger.source_event_id,
+        trigger.attributes,
+        topic,
+        partition,
+        offset,
+    )
+
+
+def dropped_row(drop: Drop, stage: str, topic: str, partition: int, offset: int) -> tuple[Any, ...]:
+    return (
+        drop.trigger_id,
+        drop.trigger_type,
+        drop.category,
+        drop.customer_id,
+        drop.status,
+        drop.reason,
+        drop.due_at,
+        drop.decided_at,
+        drop.order_id,
+        drop.cart_id,
+        None,
+        stage,
+        "",
+        {},
+        topic,
+        partition,
+        offset,
+    )
+
+
+def customer_row(
+    state: JourneyState,
+    segment: str,
+    consent: bool,
+    now: int,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> tuple[Any, ...]:
+    return (
+        state.customer_id,
+        state.stage,
+        segment,
+        state.first_seen_at or now,
+        state.first_order_at,
+        state.last_order_at,
+        state.orders_count,
+        state.revenue_minor,
+        state.last_nps,
+        consent,
+        state.time_zone,
+        now,
         topic,
         partition,
         offset,

@@ -44,6 +44,8 @@ Position = tuple[str, int]  # (topic, partition)
 class _TableBuffer:
     columns: Sequence[str]
     rows: list[Sequence[Any]] = field(default_factory=list)
+    # Snapshot tables keep only the newest row per key between flushes.
+    latest: dict[str, Sequence[Any]] = field(default_factory=dict)
     # Offset range per source partition, for the deduplication token.
     ranges: dict[Position, list[int]] = field(default_factory=dict)
 
@@ -73,6 +75,7 @@ class ClickHouseSink:
         self._tables: dict[str, _TableBuffer] = {}
         self._watermarks: dict[tuple[str, str, int], int] = {}
         self._acks: list[Callable[[], object]] = []
+        self._erasures: dict[str, dict[str, set[str]]] = {}
         self._pending: list[Awaitable[Any]] = []
         self._buffered = 0
         self._flush_lock = asyncio.Lock()
@@ -117,6 +120,29 @@ class ClickHouseSink:
             return
         buffer = self._tables[table]
         buffer.rows.append(row)
+        self._track(buffer, topic, partition, offset)
+
+    def add_latest(
+        self, table: str, key: str, row: Sequence[Any], topic: str, partition: int, offset: int
+    ) -> None:
+        """Like ``add``, for snapshots: only the newest row per ``key`` is written per batch."""
+        if offset <= self._watermarks.get((table, topic, partition), -1):
+            self.stats.skipped_rows += 1
+            return
+        buffer = self._tables[table]
+        if key not in buffer.latest:
+            self._buffered += 1
+        buffer.latest[key] = row
+        self._track(buffer, topic, partition, offset, count=False)
+
+    def erase(self, column: str, value: str, tables: Sequence[str]) -> None:
+        """Delete rows where ``column = value`` from ``tables`` once the current batch is in."""
+        for table in tables:
+            self._erasures.setdefault(table, {}).setdefault(column, set()).add(value)
+
+    def _track(
+        self, buffer: _TableBuffer, topic: str, partition: int, offset: int, count: bool = True
+    ) -> None:
         span = buffer.ranges.get((topic, partition))
         if span is None:
             buffer.ranges[(topic, partition)] = [offset, offset]
@@ -124,7 +150,8 @@ class ClickHouseSink:
             span[0] = offset
         elif offset > span[1]:
             span[1] = offset
-        self._buffered += 1
+        if count:
+            self._buffered += 1
         if self._buffered >= self.settings.sink_batch_rows:
             self._wake.set()
             self._room.clear()
@@ -149,9 +176,11 @@ class ClickHouseSink:
         async with self._flush_lock:
             batches = []
             for table, buffer in self._tables.items():
-                if buffer.rows:
-                    batches.append((table, buffer.columns, buffer.rows, buffer.ranges))
+                if buffer.rows or buffer.latest:
+                    rows = buffer.rows + list(buffer.latest.values())
+                    batches.append((table, buffer.columns, rows, buffer.ranges))
                     self._tables[table] = _TableBuffer(columns=buffer.columns)
+            erasures, self._erasures = self._erasures, {}
             acks, self._acks = self._acks, []
             pending, self._pending = self._pending, []
             self._buffered = 0
@@ -163,6 +192,9 @@ class ClickHouseSink:
                 self.stats.rows_per_table[table] = self.stats.rows_per_table.get(table, 0) + len(
                     rows
                 )
+            for table, by_column in erasures.items():
+                for column, values in by_column.items():
+                    await self._delete_with_retry(table, column, sorted(values))
             for delivery in pending:
                 try:
                     await delivery
@@ -186,23 +218,39 @@ class ClickHouseSink:
         self, table: str, columns: Sequence[str], rows: list[Sequence[Any]], token: str
     ) -> None:
         ch = self.clickhouse
+        await self._with_retry(
+            f"insert of {len(rows)} rows into {table}",
+            ch.client.insert,
+            f"{ch.database}.{table}",
+            rows,
+            column_names=list(columns),
+            settings={"insert_deduplication_token": token},
+        )
+
+    async def _delete_with_retry(self, table: str, column: str, values: list[str]) -> None:
+        ch = self.clickhouse
+        await self._with_retry(
+            f"erasure of {len(values)} {column}s in {table}",
+            ch.client.command,
+            f"DELETE FROM {ch.database}.{table} WHERE {column} IN {{values:Array(String)}}",
+            parameters={"values": values},
+        )
+
+    async def _with_retry(
+        self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        """Retry until ClickHouse takes it: the stream waits meanwhile (backpressure). Inserts
+        are safe to retry thanks to their deduplication token, deletes by nature."""
         backoff = self.settings.sink_retry_backoff / 1000
         while True:
             try:
-                await ch.run(
-                    ch.client.insert,
-                    f"{ch.database}.{table}",
-                    rows,
-                    column_names=list(columns),
-                    settings={"insert_deduplication_token": token},
-                )
+                await self.clickhouse.run(fn, *args, **kwargs)
                 return
             except Exception as exc:
                 self.stats.failures += 1
                 log.warning(
-                    "insert of %d rows into %s failed (%s); retrying in %.1fs with the same token",
-                    len(rows),
-                    table,
+                    "%s failed (%s); retrying in %.1fs",
+                    what,
                     str(exc).splitlines()[0] if str(exc) else repr(exc),
                     backoff,
                 )

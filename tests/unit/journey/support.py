@@ -1,0 +1,377 @@
+"""Shared helpers of the journey model tests: a fake clock, event builders and a tiny worker.
+
+Times are epoch milliseconds. ``BASE`` is Tuesday 2024-06-04 10:00 Europe/Amsterdam (CEST), so
+the default delays (1 h, 2 h, 3 d, 7 d, 14 d, 21 d, 90 d) land outside quiet hours.
+
+Builders return records with an empty ``event_id``; :class:`Sim` numbers them ``e1``, ``e2``, ...
+in the order they are applied unless the builder was given an explicit ``event_id``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from schemas.records import (
+    CartChanged,
+    CustomerChanged,
+    FeedbackGiven,
+    InputEvent,
+    MessageEngagement,
+    OrderChanged,
+    OrderItem,
+    PageViewed,
+    ShipmentChanged,
+    Trigger,
+)
+from streams.journey.decisions import Decision, Drop, Emit, JourneyConfig, Schedule
+from streams.journey.model import fire_due, new_state, step
+from streams.journey.state import JourneyState
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+AMS = ZoneInfo("Europe/Amsterdam")
+NYC = ZoneInfo("America/New_York")
+
+
+def local(zone: ZoneInfo, *args: int) -> int:
+    """Epoch ms of a wall-clock time: ``local(AMS, 2024, 6, 4, 10)``."""
+    return int(datetime(*args, tzinfo=zone).timestamp() * 1000)  # type: ignore[misc]
+
+
+def hour_in(zone: ZoneInfo, at: int) -> float:
+    d = datetime.fromtimestamp(at / 1000, zone)
+    return d.hour + d.minute / 60
+
+
+BASE = local(AMS, 2024, 6, 4, 10)  # Tuesday 10:00 CEST
+assert BASE == 1_717_488_000_000
+
+# Consent granted by default, so that the trigger tests see marketing triggers go out; the
+# consent rules are tested with the contract's default (False) in test_rules.
+CONFIG = JourneyConfig(marketing_consent_default=True)
+CUSTOMER = "c1"
+
+
+# --- event builders ---------------------------------------------------------------------------
+def view(
+    at: int,
+    product: str | None = "p1",
+    *,
+    page_type: str = "PRODUCT",
+    category: str | None = "shoes",
+    event_id: str = "",
+    customer: str = CUSTOMER,
+) -> PageViewed:
+    return PageViewed(
+        event_id=event_id,
+        customer_id=customer,
+        occurred_at=at,
+        session_id="s",
+        page_type=page_type,
+        url=f"https://shop.example/{product or page_type.lower()}",
+        product_id=product if page_type == "PRODUCT" else None,
+        category=category if page_type == "PRODUCT" else None,
+    )
+
+
+def cart_add(
+    at: int,
+    product: str = "p1",
+    *,
+    cart: str = "k1",
+    qty: int = 1,
+    price: int = 1_000,
+    category: str | None = "shoes",
+    event_id: str = "",
+    customer: str = CUSTOMER,
+) -> CartChanged:
+    return CartChanged(
+        event_id=event_id,
+        customer_id=customer,
+        occurred_at=at,
+        cart_id=cart,
+        action="PRODUCT_ADDED",
+        product_id=product,
+        category=category,
+        quantity=qty,
+        unit_price_minor=price,
+        currency="EUR",
+    )
+
+
+def cart_remove(
+    at: int,
+    product: str = "p1",
+    *,
+    cart: str = "k1",
+    qty: int | None = None,
+    event_id: str = "",
+    customer: str = CUSTOMER,
+) -> CartChanged:
+    return CartChanged(
+        event_id=event_id,
+        customer_id=customer,
+        occurred_at=at,
+        cart_id=cart,
+        action="PRODUCT_REMOVED",
+        product_id=product,
+        quantity=qty,
+    )
+
+
+def placed(
+    at: int,
+    order: str = "o1",
+    *,
+    total: int = 5_000,
+    cart: str | None = None,
+    categories: tuple[str, ...] = ("shoes", "socks"),
+    coupon: str | None = None,
+    event_id: str = "",
+    customer: str = CUSTOMER,
+) -> OrderChanged:
+    items = [
+        OrderItem(product_id=f"p{i}", quantity=1, unit_price_minor=total // max(len(categories), 1),
+                  category=c)
+        for i, c in enumerate(categories, start=1)
+    ]  # fmt: skip
+    return OrderChanged(
+        event_id=event_id,
+        customer_id=customer,
+        occurred_at=at,
+        order_id=order,
+        status="PLACED",
+        total_minor=total,
+        currency="EUR",
+        items=items,
+        cart_id=cart,
+        coupon=coupon,
+    )
+
+
+def order_status(
+    at: int,
+    status: str,
+    order: str = "o1",
+    *,
+    amount: int = 5_000,
+    event_id: str = "",
+    customer: str = CUSTOMER,
+) -> OrderChanged:
+    return OrderChanged(
+        event_id=event_id,
+        customer_id=customer,
+        occurred_at=at,
+        order_id=order,
+        status=status,
+        total_minor=amount,
+        currency="EUR",
+    )
+
+
+def cancelled(at: int, order: str = "o1", **kw: str) -> OrderChanged:
+    return order_status(at, "CANCELLED", order, **kw)  # type: ignore[arg-type]
+
+
+def refunded(at: int, order: str = "o1", amount: int = 5_000, **kw: str) -> OrderChanged:
+    return order_status(at, "REFUNDED", order, amount=amount, **kw)  # type: ignore[arg-type]
+
+
+def shipment(
+    at: int,
+    status: str,
+    order: str = "o1",
+    *,
+    shipment_id: str | None = None,
+    carrier: str | None = "DHL",
+    tracking_code: str | None = "JD0001",
+    tracking_url: str | None = "https://track.example/JD0001",
+    event_id: str = "",
+    customer: str = CUSTOMER,
+) -> ShipmentChanged:
+    return ShipmentChanged(
+        event_id=event_id,
+        customer_id=customer,
+        occurred_at=at,
+        order_id=order,
+        shipment_id=shipment_id or f"s-{order}",
+        status=status,
+        carrier=carrier if status == "SHIPPED" else None,
+        tracking_code=tracking_code if status == "SHIPPED" else None,
+        tracking_url=tracking_url if status == "SHIPPED" else None,
+    )
+
+
+def shipped(at: int, order: str = "o1", **kw: str) -> ShipmentChanged:
+    return shipment(at, "SHIPPED", order, **kw)  # type: ignore[arg-type]
+
+
+def delivered(at: int, order: str = "o1", **kw: str) -> ShipmentChanged:
+    return shipment(at, "DELIVERED", order, **kw)  # type: ignore[arg-type]
+
+
+def returned(at: int, order: str = "o1", **kw: str) -> ShipmentChanged:
+    return shipment(at, "RETURNED", order, **kw)  # type: ignore[arg-type]
+
+
+def nps(at: int, score: int, *, event_id: str = "", customer: str = CUSTOMER) -> FeedbackGiven:
+    return FeedbackGiven(
+        event_id=event_id, customer_id=customer, occurred_at=at, kind="NPS", score=score
+    )
+
+
+def review(
+    at: int,
+    score: int,
+    order: str | None = "o1",
+    *,
+    event_id: str = "",
+    customer: str = CUSTOMER,
+) -> FeedbackGiven:
+    return FeedbackGiven(
+        event_id=event_id,
+        customer_id=customer,
+        occurred_at=at,
+        kind="REVIEW",
+        score=score,
+        order_id=order,
+        product_id="p1",
+    )
+
+
+def engaged(
+    at: int, action: str, *, event_id: str = "", customer: str = CUSTOMER
+) -> MessageEngagement:
+    return MessageEngagement(
+        event_id=event_id, customer_id=customer, occurred_at=at, action=action, channel="EMAIL"
+    )
+
+
+def customer(
+    at: int,
+    *,
+    consent: bool | None = None,
+    time_zone: str | None = None,
+    action: str = "UPDATED",
+    event_id: str = "",
+    customer: str = CUSTOMER,
+) -> CustomerChanged:
+    return CustomerChanged(
+        event_id=event_id,
+        customer_id=customer,
+        occurred_at=at,
+        action=action,
+        marketing_consent=consent,
+        time_zone=time_zone,
+    )
+
+
+def erased(at: int, **kw: str) -> CustomerChanged:
+    return customer(at, action="ERASED", **kw)  # type: ignore[arg-type]
+
+
+# --- the fake worker --------------------------------------------------------------------------
+def advance(
+    state: JourneyState, t: int, t2: int, config: JourneyConfig
+) -> tuple[JourneyState, list[tuple[int, Decision]]]:
+    """A worker's timer wheel from ``t`` to ``t2``: ``fire_due`` at each timer's fire time (so
+    deferrals are honoured), then once at ``t2``. Returns the decisions with their clock."""
+    out: list[tuple[int, Decision]] = []
+    now = t
+    while True:
+        nxt = state.next_fire_at()
+        if nxt is None or nxt > t2:
+            break
+        now = max(now, nxt)
+        state, decisions = fire_due(state, now, config)
+        out += [(now, d) for d in decisions]
+        following = state.next_fire_at()
+        assert following is None or following > now, "fire_due left a timer due behind"
+    state, decisions = fire_due(state, max(now, t2), config)
+    out += [(max(now, t2), d) for d in decisions]
+    return state, out
+
+
+class Sim:
+    """One customer's journey on a fake clock: events are delivered at ``now`` (by default their
+    own time) after the worker has fired the timers due until then."""
+
+    def __init__(
+        self,
+        config: JourneyConfig = CONFIG,
+        *,
+        start: int = BASE,
+        customer_id: str = CUSTOMER,
+    ) -> None:
+        self.config = config
+        self.now = start
+        self.state = new_state(customer_id)
+        self.log: list[tuple[int, Decision]] = []
+        self._n = 0
+
+    def _id(self, event: InputEvent) -> InputEvent:
+        self._n += 1
+        if event.event_id:
+            return event
+        return dataclasses.replace(event, event_id=f"e{self._n}")
+
+    def run(self, until: int) -> list[Decision]:
+        """Advance the clock to ``until`` firing timers on the way."""
+        until = max(until, self.now)
+        self.state, got = advance(self.state, self.now, until, self.config)
+        self.now = until
+        self.log += got
+        return [d for _, d in got]
+
+    def send(self, event: InputEvent, *, now: int | None = None) -> list[Decision]:
+        """Deliver ``event`` at ``now`` (default: its occurred_at, or the clock if that is later).
+        The worker first fires what was due until then."""
+        at = max(self.now, event.occurred_at) if now is None else now
+        if at > self.now:
+            self.run(at)
+        self.now = max(self.now, at)
+        self.state, decisions = step(self.state, self._id(event), self.now, self.config)
+        self.log += [(self.now, d) for d in decisions]
+        return decisions
+
+    def play(self, events: Iterable[InputEvent], until: int | None = None) -> Sim:
+        for event in events:
+            self.send(event)
+        if until is not None:
+            self.run(until)
+        return self
+
+    # views of the log
+    @property
+    def decisions(self) -> list[Decision]:
+        return [d for _, d in self.log]
+
+    def emitted(self, trigger_type: str | None = None) -> list[Trigger]:
+        return emits(self.decisions, trigger_type)
+
+    def dropped(self, trigger_type: str | None = None) -> list[Drop]:
+        return drops(self.decisions, trigger_type)
+
+    def schedules(self, trigger_type: str | None = None) -> list[Schedule]:
+        return [
+            d
+            for d in self.decisions
+            if isinstance(d, Schedule) and trigger_type in (None, d.trigger_type)
+        ]
+
+
+def emits(decisions: Iterable[Decision], trigger_type: str | None = None) -> list[Trigger]:
+    return [
+        d.trigger
+        for d in decisions
+        if isinstance(d, Emit) and trigger_type in (None, d.trigger.trigger_type)
+    ]
+
+
+def drops(decisions: Iterable[Decision], trigger_type: str | None = None) -> list[Drop]:
+    return [d for d in decisions if isinstance(d, Drop) and trigger_type in (None, d.trigger_type)]
