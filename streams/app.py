@@ -108,7 +108,8 @@ def create_pipeline(
     journeys = app.Table(
         "journeys",
         default=None,
-        schema=faust.Schema(key_serializer="raw", value_serializer="raw"),
+        key_type=bytes,  # bytes in and out: Faust then uses its "raw" serializer everywhere
+        value_type=bytes,
         partitions=partitions,
     )
     engine = JourneyEngine(

@@ -190,7 +190,7 @@ def _simulation_options(fn: F) -> F:
             click.option(
                 "--speed",
                 type=float,
-                default=3600.0,
+                default=20000.0,
                 show_default=True,
                 help="Simulated time runs this many times faster than the clock.",
             ),

@@ -50,7 +50,7 @@ class SimulationOptions:
     seed: int = 42
     customers: int = 2000
     rate: float = 1000.0
-    speed: float = 3600.0
+    speed: float = 20000.0
     bad_event_rate: float = 0.002
     max_events: int | None = None
     run_id: str | None = None  # None: derived from the start time, so runs never collide

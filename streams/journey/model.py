@@ -230,6 +230,8 @@ def _order_changed(
             order.currency = event.currency
             order.cart_id = event.cart_id
             order.categories = sorted({i.category for i in event.items if i.category})
+            if order.refunded_minor:  # a refund that arrived before its order: now comparable
+                order.refunded = order.refunded_minor >= order.total_minor
         if event.cart_id and event.cart_id in state.carts:
             state.carts[event.cart_id].ordered = True
         state.unengaged = 0  # ordering is engagement: it lifts a sunset
@@ -297,6 +299,9 @@ def _follow_last_order(
         return
     if state.win_back_order == state.last_order_id:
         return  # once per lapse: this lapse has its win-back (pending or decided)
+    sent = state.last_emitted.get(T.WIN_BACK)
+    if sent is not None and sent >= state.last_order_at:
+        return  # sent after this order already (a newer order was cancelled): same lapse
     state.win_back_order = state.last_order_id
     _schedule(
         state,
@@ -441,7 +446,7 @@ def _customer_changed(state: JourneyState, event: CustomerChanged) -> None:
         state.consent = event.marketing_consent
         if event.marketing_consent:
             state.blocked = None if state.blocked == "bounced" else state.blocked
-    if event.time_zone:
+    if event.time_zone and _zone(event.time_zone) is not None:  # an unknown zone is no zone
         state.time_zone = event.time_zone
 
 
@@ -571,12 +576,17 @@ def _evaluate(
 
 def _allowed_time(state: JourneyState, at: int, config: JourneyConfig) -> int:
     """The first moment at or after ``at`` outside the frequency cap and quiet hours."""
+    zone = (
+        (_zone(state.time_zone) if state.time_zone else None)
+        or _zone(config.default_time_zone)
+        or ZoneInfo("UTC")
+    )
     for _ in range(4):
         moved = at
         last = state.last_marketing_at
         if last is not None and moved < last + config.frequency_cap:
             moved = last + config.frequency_cap
-        moved = _after_quiet_hours(moved, state.time_zone or config.default_time_zone, config)
+        moved = _after_quiet_hours(moved, zone, config)
         if moved == at:
             return at
         at = moved
@@ -584,18 +594,17 @@ def _allowed_time(state: JourneyState, at: int, config: JourneyConfig) -> int:
 
 
 @lru_cache(maxsize=512)
-def _zone(name: str) -> ZoneInfo:
+def _zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
-    except (KeyError, ValueError):
-        return ZoneInfo("UTC")
+    except (KeyError, ValueError, OSError):  # OSError: "Europe" is a directory, too long, ...
+        return None
 
 
-def _after_quiet_hours(at: int, zone_name: str, config: JourneyConfig) -> int:
+def _after_quiet_hours(at: int, zone: ZoneInfo, config: JourneyConfig) -> int:
     start, end = config.quiet_hours_start, config.quiet_hours_end
     if start == end:
         return at
-    zone = _zone(zone_name)
     local = datetime.fromtimestamp(at / 1000, zone)
     hour = local.hour
     quiet = (hour >= start or hour < end) if start > end else (start <= hour < end)

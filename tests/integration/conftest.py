@@ -114,7 +114,7 @@ class Worker:
         while time.monotonic() < deadline:
             if self.process.poll() is not None and self.statuses.empty():
                 raise AssertionError(
-                    f"worker exited with {self.process.returncode}:\n{''.join(self.output[-60:])}"
+                    f"worker exited with {self.process.returncode}:\n{''.join(self.output[-40:])}"
                 )
             try:
                 self.last = self.statuses.get(timeout=0.5)
@@ -122,7 +122,7 @@ class Worker:
                 continue
             if predicate(self.last):
                 return self.last
-        raise AssertionError(f"timed out; last status {self.last}\n{''.join(self.output[-60:])}")
+        raise AssertionError(f"timed out; last status {self.last}\n{''.join(self.output[-8:])}")
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, as an operator would: the worker shuts down cleanly."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -174,12 +175,12 @@ def order_status(
     )
 
 
-def cancelled(at: int, order: str = "o1", **kw: str) -> OrderChanged:
-    return order_status(at, "CANCELLED", order, **kw)  # type: ignore[arg-type]
+def cancelled(at: int, order: str = "o1", **kw: Any) -> OrderChanged:
+    return order_status(at, "CANCELLED", order, **kw)
 
 
-def refunded(at: int, order: str = "o1", amount: int = 5_000, **kw: str) -> OrderChanged:
-    return order_status(at, "REFUNDED", order, amount=amount, **kw)  # type: ignore[arg-type]
+def refunded(at: int, order: str = "o1", amount: int = 5_000, **kw: Any) -> OrderChanged:
+    return order_status(at, "REFUNDED", order, amount=amount, **kw)
 
 
 def shipment(
@@ -207,16 +208,16 @@ def shipment(
     )
 
 
-def shipped(at: int, order: str = "o1", **kw: str) -> ShipmentChanged:
-    return shipment(at, "SHIPPED", order, **kw)  # type: ignore[arg-type]
+def shipped(at: int, order: str = "o1", **kw: Any) -> ShipmentChanged:
+    return shipment(at, "SHIPPED", order, **kw)
 
 
-def delivered(at: int, order: str = "o1", **kw: str) -> ShipmentChanged:
-    return shipment(at, "DELIVERED", order, **kw)  # type: ignore[arg-type]
+def delivered(at: int, order: str = "o1", **kw: Any) -> ShipmentChanged:
+    return shipment(at, "DELIVERED", order, **kw)
 
 
-def returned(at: int, order: str = "o1", **kw: str) -> ShipmentChanged:
-    return shipment(at, "RETURNED", order, **kw)  # type: ignore[arg-type]
+def returned(at: int, order: str = "o1", **kw: Any) -> ShipmentChanged:
+    return shipment(at, "RETURNED", order, **kw)
 
 
 def nps(at: int, score: int, *, event_id: str = "", customer: str = CUSTOMER) -> FeedbackGiven:
@@ -271,8 +272,8 @@ def customer(
     )
 
 
-def erased(at: int, **kw: str) -> CustomerChanged:
-    return customer(at, action="ERASED", **kw)  # type: ignore[arg-type]
+def erased(at: int, **kw: Any) -> CustomerChanged:
+    return customer(at, action="ERASED", **kw)
 
 
 # --- the fake worker --------------------------------------------------------------------------
@@ -328,11 +329,14 @@ class Sim:
         self.log += got
         return [d for _, d in got]
 
-    def send(self, event: InputEvent, *, now: int | None = None) -> list[Decision]:
+    def send(
+        self, event: InputEvent, *, now: int | None = None, worker: bool = True
+    ) -> list[Decision]:
         """Deliver ``event`` at ``now`` (default: its occurred_at, or the clock if that is later).
-        The worker first fires what was due until then."""
+        The worker first fires what was due until then, unless ``worker`` is False (it was down:
+        only ``step`` itself sees the timers due)."""
         at = max(self.now, event.occurred_at) if now is None else now
-        if at > self.now:
+        if worker and at > self.now:
             self.run(at)
         self.now = max(self.now, at)
         self.state, decisions = step(self.state, self._id(event), self.now, self.config)
@@ -375,3 +379,17 @@ def emits(decisions: Iterable[Decision], trigger_type: str | None = None) -> lis
 
 def drops(decisions: Iterable[Decision], trigger_type: str | None = None) -> list[Drop]:
     return [d for d in decisions if isinstance(d, Drop) and trigger_type in (None, d.trigger_type)]
+
+
+def fate(sim: Sim, key: str) -> tuple[str, int | str]:
+    """What became of the last trigger scheduled under timer ``key``: ("EMITTED", emitted_at),
+    (status, reason) for a Drop, or ("PENDING", "")."""
+    ids = [d.trigger_id for d in sim.decisions if isinstance(d, Schedule) and d.key == key]
+    assert ids, f"{key} was never scheduled"
+    wanted = ids[-1]
+    for d in sim.decisions:
+        if isinstance(d, Emit) and d.trigger.trigger_id == wanted:
+            return ("EMITTED", d.trigger.emitted_at)
+        if isinstance(d, Drop) and d.trigger_id == wanted:
+            return (d.status, d.reason)
+    return ("PENDING", "")

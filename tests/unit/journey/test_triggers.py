@@ -1,0 +1,356 @@
+"""Every row of the contract's trigger table: when it fires, and when it is cancelled/suppressed.
+
+Each case plays a customer's history on a fake clock (events delivered at their own time, a
+worker firing timers at their fire times in between) and checks every final decision of one
+trigger type: the Emits (time and attributes) and the Drops (status and reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from schemas.records import InputEvent
+from streams.journey import triggers as T
+from streams.journey.decisions import (
+    CANCELLED,
+    MARKETING,
+    SUPPRESSED,
+    TRANSACTIONAL,
+    JourneyConfig,
+)
+from tests.unit.journey.support import (
+    BASE,
+    CONFIG,
+    DAY,
+    HOUR,
+    MINUTE,
+    Sim,
+    cancelled,
+    cart_add,
+    cart_remove,
+    delivered,
+    nps,
+    placed,
+    refunded,
+    returned,
+    review,
+    shipped,
+    view,
+)
+
+B = BASE
+D = B + 2 * DAY  # delivery time of the standard purchase
+PURCHASE: tuple[InputEvent, ...] = (placed(B), shipped(B + DAY), delivered(D))
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    events: tuple[InputEvent, ...]
+    until: int
+    emitted: tuple[tuple[int, dict[str, str]], ...] = ()  # (emitted_at, attributes subset)
+    dropped: tuple[tuple[str, str], ...] = ()  # (status, reason), in decision order
+    config: JourneyConfig = field(default=CONFIG)
+
+
+def check(trigger_type: str, case: Case) -> Sim:
+    sim = Sim(case.config).play(case.events, until=case.until)
+    got = sim.emitted(trigger_type)
+    assert [t.emitted_at for t in got] == [at for at, _ in case.emitted], got
+    for trigger, (_, attributes) in zip(got, case.emitted, strict=True):
+        assert trigger.category == T.CATEGORY[trigger_type]
+        assert {k: trigger.attributes.get(k) for k in attributes} == attributes, trigger
+    assert [(d.status, d.reason) for d in sim.dropped(trigger_type)] == list(case.dropped)
+    return sim
+
+
+def cases(*rows: Case) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("case", rows, ids=[r.name for r in rows])
+
+
+# --- the table's categories ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("trigger_type", "category"),
+    [
+        (T.ORDER_CONFIRMATION, TRANSACTIONAL),
+        (T.SHIPPING_CONFIRMATION, TRANSACTIONAL),
+        (T.DELIVERY_CHECK_IN, MARKETING),
+        (T.REVIEW_REQUEST, MARKETING),
+        (T.NPS_SURVEY, MARKETING),
+        (T.ABANDONED_CART, MARKETING),
+        (T.BROWSE_ABANDONMENT, MARKETING),
+        (T.CROSS_SELL, MARKETING),
+        (T.WIN_BACK, MARKETING),
+        (T.REFERRAL_INVITE, MARKETING),
+        (T.DETRACTOR_FOLLOW_UP, TRANSACTIONAL),
+    ],
+)
+def test_category(trigger_type: str, category: str) -> None:
+    assert T.CATEGORY[trigger_type] == category
+    assert len(T.TRIGGER_TYPES) == 11
+
+
+# --- ORDER_CONFIRMATION ----------------------------------------------------------------------
+FIRST = {"first_order": "true", "total_minor": "5000", "currency": "EUR", "items": "2"}
+
+
+@cases(
+    Case("first_order", (placed(B),), B + HOUR, emitted=((B, FIRST | {"categories": "shoes,socks"}),)),
+    Case(
+        "second_order_not_first",
+        (placed(B, "o1"), placed(B + DAY, "o2", total=700)),
+        B + 2 * DAY,
+        emitted=((B, {"first_order": "true"}), (B + DAY, {"first_order": "false", "total_minor": "700"})),
+    ),
+    Case("coupon", (placed(B, coupon="WELCOME10"),), B + HOUR, emitted=((B, {"coupon": "WELCOME10"}),)),
+    Case(
+        "same_order_placed_twice_confirmed_once",
+        (placed(B), placed(B + 5 * MINUTE)),
+        B + DAY,
+        emitted=((B, FIRST),),
+    ),
+    Case(
+        "first_order_after_a_cancelled_one",  # cancelled orders are not purchases
+        (placed(B, "o1"), cancelled(B + HOUR, "o1"), placed(B + DAY, "o2")),
+        B + 2 * DAY,
+        emitted=((B, {"first_order": "true"}), (B + DAY, {"first_order": "true"})),
+    ),
+)  # fmt: skip
+def test_order_confirmation(case: Case) -> None:
+    sim = check(T.ORDER_CONFIRMATION, case)
+    assert all(t.order_id is not None for t in sim.emitted(T.ORDER_CONFIRMATION))
+
+
+# --- SHIPPING_CONFIRMATION -------------------------------------------------------------------
+TRACKING = {
+    "carrier": "DHL",
+    "tracking_code": "JD0001",
+    "tracking_url": "https://track.example/JD0001",
+}
+
+
+@cases(
+    Case("shipped", (placed(B), shipped(B + DAY)), B + 2 * DAY, emitted=((B + DAY, TRACKING),)),
+    Case(
+        "order_cancelled",
+        (placed(B), cancelled(B + HOUR), shipped(B + DAY)),
+        B + 2 * DAY,
+        dropped=((CANCELLED, "order_cancelled"),),
+    ),
+    Case(
+        "same_shipment_twice_once",
+        (placed(B), shipped(B + DAY), shipped(B + DAY + HOUR)),
+        B + 2 * DAY,
+        emitted=((B + DAY, TRACKING),),
+    ),
+    Case(
+        "split_shipment_twice",
+        (placed(B), shipped(B + DAY, shipment_id="s1"), shipped(B + DAY + HOUR, shipment_id="s2")),
+        B + 2 * DAY,
+        emitted=((B + DAY, TRACKING), (B + DAY + HOUR, TRACKING)),
+    ),
+)  # fmt: skip
+def test_shipping_confirmation(case: Case) -> None:
+    sim = check(T.SHIPPING_CONFIRMATION, case)
+    for trigger in sim.emitted(T.SHIPPING_CONFIRMATION):
+        assert trigger.order_id == "o1"
+        assert trigger.shipment_id in ("s-o1", "s1", "s2")
+
+
+# --- DELIVERY_CHECK_IN -----------------------------------------------------------------------
+@cases(
+    Case("three_days_after_delivery", PURCHASE, D + 4 * DAY,
+         emitted=((D + 3 * DAY, {"delivered_at": str(D), "categories": "shoes,socks"}),)),
+    Case("order_cancelled", (*PURCHASE, cancelled(D + DAY)), D + 4 * DAY,
+         dropped=((CANCELLED, "order_cancelled"),)),
+    Case("order_refunded", (*PURCHASE, refunded(D + DAY)), D + 4 * DAY,
+         dropped=((CANCELLED, "order_refunded"),)),
+    Case("partially_refunded", (*PURCHASE, refunded(D + DAY, amount=1_000)), D + 4 * DAY,
+         dropped=((CANCELLED, "order_refunded"),)),
+    Case("order_returned", (*PURCHASE, returned(D + DAY)), D + 4 * DAY,
+         dropped=((CANCELLED, "order_returned"),)),
+)  # fmt: skip
+def test_delivery_check_in(case: Case) -> None:
+    check(T.DELIVERY_CHECK_IN, case)
+
+
+# --- REVIEW_REQUEST --------------------------------------------------------------------------
+@cases(
+    Case("fourteen_days_after_delivery", PURCHASE, D + 15 * DAY, emitted=((D + 14 * DAY, {}),)),
+    Case("reviewed_that_order", (*PURCHASE, review(D + 5 * DAY, 3, "o1")), D + 15 * DAY,
+         dropped=((CANCELLED, "already_reviewed"),)),
+    Case("review_of_another_order_does_not_cancel", (*PURCHASE, review(D + 5 * DAY, 3, "o9")),
+         D + 15 * DAY, emitted=((D + 14 * DAY, {}),)),
+    Case("order_returned", (*PURCHASE, returned(D + 5 * DAY)), D + 15 * DAY,
+         dropped=((CANCELLED, "order_returned"),)),
+    Case("order_refunded", (*PURCHASE, refunded(D + 5 * DAY)), D + 15 * DAY,
+         dropped=((CANCELLED, "order_refunded"),)),
+)  # fmt: skip
+def test_review_request(case: Case) -> None:
+    check(T.REVIEW_REQUEST, case)
+
+
+# --- NPS_SURVEY ------------------------------------------------------------------------------
+SECOND_PURCHASE = (placed(B + 3 * DAY, "o2"), delivered(B + 5 * DAY, "o2"))
+LATER_PURCHASE = (placed(B + 98 * DAY, "o2"), delivered(B + 100 * DAY, "o2"))
+
+
+@cases(
+    Case("seven_days_after_delivery", PURCHASE, D + 8 * DAY, emitted=((D + 7 * DAY, {}),)),
+    Case("order_refunded", (*PURCHASE, refunded(D + DAY)), D + 8 * DAY,
+         dropped=((CANCELLED, "order_refunded"),)),
+    Case("order_returned", (*PURCHASE, returned(D + DAY)), D + 8 * DAY,
+         dropped=((CANCELLED, "order_returned"),)),
+    Case("once_per_90_days", (*PURCHASE, *SECOND_PURCHASE), B + 20 * DAY,
+         emitted=((D + 7 * DAY, {}),), dropped=((SUPPRESSED, "nps_survey_window"),)),
+    Case("again_after_90_days", (*PURCHASE, *LATER_PURCHASE), B + 110 * DAY,
+         emitted=((D + 7 * DAY, {}), (B + 107 * DAY, {}))),
+)  # fmt: skip
+def test_nps_survey(case: Case) -> None:
+    check(T.NPS_SURVEY, case)
+
+
+# --- ABANDONED_CART --------------------------------------------------------------------------
+CART_1 = {
+    "reminder": "1", "cart_lines": "p1x1", "items": "1", "cart_value_minor": "1000",
+    "currency": "EUR", "categories": "shoes",
+}  # fmt: skip
+CART_2 = CART_1 | {"reminder": "2"}
+TWO_LINES = {"cart_lines": "p1x1,p2x2", "items": "3", "cart_value_minor": "3000"}
+BOTH_CANCELLED_BY_ORDER = ((CANCELLED, "order_placed"), (CANCELLED, "order_placed"))
+
+
+@cases(
+    Case("reminders_at_1h_and_24h", (cart_add(B),), B + 2 * DAY,
+         emitted=((B + HOUR, CART_1), (B + DAY, CART_2))),
+    Case("timed_from_the_last_change",
+         (cart_add(B), cart_add(B + 30 * MINUTE, "p2", qty=2, category="socks")), B + 2 * DAY,
+         emitted=((B + 90 * MINUTE, TWO_LINES | {"reminder": "1", "categories": "shoes,socks"}),
+                  (B + DAY + 30 * MINUTE, TWO_LINES | {"reminder": "2"}))),
+    Case("order_of_that_cart", (cart_add(B), placed(B + 30 * MINUTE, cart="k1")), B + 2 * DAY,
+         dropped=BOTH_CANCELLED_BY_ORDER),
+    Case("order_without_cart_id", (cart_add(B), placed(B + 30 * MINUTE)), B + 2 * DAY,
+         dropped=BOTH_CANCELLED_BY_ORDER),
+    Case("order_between_reminders", (cart_add(B), placed(B + 2 * HOUR, cart="k1")), B + 2 * DAY,
+         emitted=((B + HOUR, CART_1),), dropped=((CANCELLED, "order_placed"),)),
+    Case("cart_emptied", (cart_add(B), cart_remove(B + 30 * MINUTE)), B + 2 * DAY,
+         dropped=((CANCELLED, "cart_emptied"), (CANCELLED, "cart_emptied"))),
+    Case("partly_emptied_still_fires",
+         (cart_add(B, qty=2), cart_remove(B + 30 * MINUTE, qty=1)), B + 2 * DAY,
+         emitted=((B + 90 * MINUTE, {"reminder": "1", "cart_lines": "p1x1"}),
+                  (B + DAY + 30 * MINUTE, {"reminder": "2"}))),
+)  # fmt: skip
+def test_abandoned_cart(case: Case) -> None:
+    sim = check(T.ABANDONED_CART, case)
+    assert all(t.cart_id == "k1" for t in sim.emitted(T.ABANDONED_CART))
+
+
+# --- BROWSE_ABANDONMENT ----------------------------------------------------------------------
+BROWSED = {"product_id": "p1", "category": "shoes", "viewed_at": str(B)}
+
+
+@cases(
+    Case("two_hours_after_a_product_view", (view(B),), B + DAY, emitted=((B + 2 * HOUR, BROWSED),)),
+    Case("cart_add_since", (view(B), cart_add(B + HOUR)), B + DAY,
+         dropped=((CANCELLED, "cart_add"),)),
+    Case("order_since", (view(B), placed(B + HOUR)), B + DAY, dropped=((CANCELLED, "order_placed"),)),
+    Case("not_a_product_page", (view(B, None, page_type="HOME"), view(B, None, page_type="CART")),
+         B + DAY),
+    Case("about_the_latest_view", (view(B), view(B + HOUR, "p2", category="bags")), B + DAY,
+         emitted=((B + 3 * HOUR, {"product_id": "p2", "category": "bags"}),)),
+    Case("older_cart_add_does_not_cancel",
+         (cart_add(B - HOUR), cart_remove(B - 30 * MINUTE), view(B)), B + DAY,
+         emitted=((B + 2 * HOUR, BROWSED),)),
+    Case("once_per_7_days", (view(B), view(B + 3 * DAY), view(B + 8 * DAY)), B + 9 * DAY,
+         emitted=((B + 2 * HOUR, {}), (B + 8 * DAY + 2 * HOUR, {})),
+         dropped=((SUPPRESSED, "browse_abandonment_window"),)),
+)  # fmt: skip
+def test_browse_abandonment(case: Case) -> None:
+    check(T.BROWSE_ABANDONMENT, case)
+
+
+# --- CROSS_SELL ------------------------------------------------------------------------------
+@cases(
+    Case("21_days_after_delivery_with_categories", PURCHASE, D + 22 * DAY,
+         emitted=((D + 21 * DAY, {"categories": "shoes,socks", "delivered_at": str(D)}),)),
+    Case("newer_order", (*PURCHASE, placed(D + 10 * DAY, "o2")), D + 22 * DAY,
+         dropped=((CANCELLED, "newer_order"),)),
+    Case("newer_order_after_it_was_scheduled_but_cancelled_itself",
+         (*PURCHASE, placed(D + 10 * DAY, "o2"), cancelled(D + 10 * DAY + HOUR, "o2")),
+         D + 22 * DAY, dropped=((CANCELLED, "newer_order"),)),
+)  # fmt: skip
+def test_cross_sell(case: Case) -> None:
+    check(T.CROSS_SELL, case)
+
+
+# --- WIN_BACK --------------------------------------------------------------------------------
+@cases(
+    Case("90_days_after_the_last_order", (placed(B),), B + 91 * DAY,
+         emitted=((B + 90 * DAY, {"last_order_at": str(B), "orders": "1"}),)),
+    Case("new_order_cancels_and_restarts_the_lapse", (placed(B), placed(B + 30 * DAY, "o2")),
+         B + 130 * DAY, emitted=((B + 120 * DAY, {"last_order_at": str(B + 30 * DAY)}),),
+         dropped=((CANCELLED, "new_order"),)),
+    Case("once_per_lapse", (placed(B),), B + 300 * DAY, emitted=((B + 90 * DAY, {}),)),
+    Case("next_lapse_after_a_new_order", (placed(B), placed(B + 100 * DAY, "o2")), B + 300 * DAY,
+         emitted=((B + 90 * DAY, {}), (B + 190 * DAY, {"orders": "2"}))),
+    Case("cancelled_order_is_no_purchase", (placed(B), cancelled(B + HOUR)), B + 100 * DAY,
+         dropped=((CANCELLED, "new_order"),)),
+    Case("cancelled_newer_order_keeps_the_lapse",
+         (placed(B), placed(B + 30 * DAY, "o2"), cancelled(B + 31 * DAY, "o2")), B + 200 * DAY,
+         emitted=((B + 90 * DAY, {"last_order_at": str(B)}),),
+         dropped=((CANCELLED, "new_order"), (CANCELLED, "new_order"))),
+    Case("no_second_win_back_when_the_newer_order_is_cancelled",
+         (placed(B), placed(B + 90 * DAY + HOUR, "o2"), cancelled(B + 90 * DAY + 2 * HOUR, "o2")),
+         B + 200 * DAY, emitted=((B + 90 * DAY, {}),), dropped=((CANCELLED, "new_order"),)),
+)  # fmt: skip
+def test_win_back(case: Case) -> None:
+    check(T.WIN_BACK, case)
+
+
+# --- REFERRAL_INVITE -------------------------------------------------------------------------
+@cases(
+    Case("nps_9", (nps(B, 9),), B + HOUR, emitted=((B, {"kind": "NPS", "score": "9"}),)),
+    Case("nps_10", (nps(B, 10),), B + HOUR, emitted=((B, {"kind": "NPS", "score": "10"}),)),
+    Case("review_5", (review(B, 5),), B + HOUR,
+         emitted=((B, {"kind": "REVIEW", "score": "5", "product_id": "p1"}),)),
+    Case("nps_8_passive", (nps(B, 8),), B + HOUR),
+    Case("review_4", (review(B, 4),), B + HOUR),
+    Case("once_per_180_days", (nps(B, 10), review(B + 30 * DAY, 5), nps(B + 181 * DAY, 9)),
+         B + 182 * DAY, emitted=((B, {}), (B + 181 * DAY, {"score": "9"})),
+         dropped=((SUPPRESSED, "referral_invite_window"),)),
+)  # fmt: skip
+def test_referral_invite(case: Case) -> None:
+    check(T.REFERRAL_INVITE, case)
+
+
+# --- DETRACTOR_FOLLOW_UP ---------------------------------------------------------------------
+@cases(
+    *(Case(f"nps_{s}", (nps(B, s),), B + HOUR, emitted=((B, {"kind": "NPS", "score": str(s)}),))
+      for s in range(0, 7)),
+    Case("review_1", (review(B, 1),), B + HOUR, emitted=((B, {"kind": "REVIEW", "score": "1"}),)),
+    Case("review_2", (review(B, 2),), B + HOUR, emitted=((B, {"kind": "REVIEW", "score": "2"}),)),
+    Case("nps_7_passive", (nps(B, 7),), B + HOUR),
+    Case("review_3", (review(B, 3),), B + HOUR),
+    Case("every_detractor_answer", (nps(B, 3), nps(B + HOUR, 2)), B + DAY,
+         emitted=((B, {"score": "3"}), (B + HOUR, {"score": "2"}))),
+)  # fmt: skip
+def test_detractor_follow_up(case: Case) -> None:
+    check(T.DETRACTOR_FOLLOW_UP, case)
+
+
+# --- the standard purchase, end to end -------------------------------------------------------
+def test_full_post_purchase_journey() -> None:
+    sim = Sim().play(PURCHASE, until=B + 100 * DAY)
+    assert [(t.trigger_type, t.emitted_at) for t in sim.emitted()] == [
+        (T.ORDER_CONFIRMATION, B),
+        (T.SHIPPING_CONFIRMATION, B + DAY),
+        (T.DELIVERY_CHECK_IN, D + 3 * DAY),
+        (T.NPS_SURVEY, D + 7 * DAY),
+        (T.REVIEW_REQUEST, D + 14 * DAY),
+        (T.CROSS_SELL, D + 21 * DAY),
+        (T.WIN_BACK, B + 90 * DAY),
+    ]
+    assert sim.dropped() == []
+    assert sim.state.timers == {}
