@@ -196,6 +196,8 @@ def run_worker(
             await run_simulation(settings, simulation, display, clock=clock)
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # aiokafka logs every request at DEBUG; building those records costs real time per event.
+    logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLogger().level))
     worker.execute_from_commandline()
 
 

@@ -398,8 +398,12 @@ def _feedback_given(
         state.last_nps = event.score
         promoter, detractor = event.score >= 9, event.score <= 6
     else:
-        if event.order_id and event.order_id in state.orders:
-            state.orders[event.order_id].reviewed = True
+        if event.order_id:
+            order = state.orders.get(event.order_id)
+            if order is None:  # reviewed before its order's events reached us: remember it
+                order = state.orders[event.order_id] = Order(order_id=event.order_id)
+                _trim(state.orders, config.max_orders_kept)
+            order.reviewed = True
         promoter, detractor = event.score == 5, event.score <= 2
     attributes = {"kind": event.kind, "score": str(event.score)}
     if event.product_id:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.records import (

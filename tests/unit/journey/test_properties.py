@@ -13,7 +13,7 @@ later than the replay guard after its due time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -49,9 +49,28 @@ from tests.unit.journey.support import (
 
 CUSTOMERS = ("c1", "c2")
 EVENT_GAPS = (0, MINUTE, 10 * MINUTE, HOUR, 3 * HOUR)
-TICK_GAPS = (MINUTE, 30 * MINUTE, HOUR, 3 * HOUR, 16 * HOUR, DAY, 3 * DAY, 8 * DAY, 30 * DAY, 95 * DAY)
+TICK_GAPS = (
+    MINUTE,
+    30 * MINUTE,
+    HOUR,
+    3 * HOUR,
+    16 * HOUR,
+    DAY,
+    3 * DAY,
+    8 * DAY,
+    30 * DAY,
+    95 * DAY,
+)
 JITTER = (0, 0, 0, -5 * MINUTE, -3 * HOUR, -2 * DAY, MINUTE)  # occurred_at - clock
-ACTIONS = ("DELIVERED", "OPENED", "CLICKED", "BOUNCED", "COMPLAINED", "UNSUBSCRIBED", "RESUBSCRIBED")
+ACTIONS = (
+    "DELIVERED",
+    "OPENED",
+    "CLICKED",
+    "BOUNCED",
+    "COMPLAINED",
+    "UNSUBSCRIBED",
+    "RESUBSCRIBED",
+)
 ZONES = (None, "America/New_York", "Europe/Amsterdam", "Mars/Olympus")
 COMMON = (
     "view", "cart_add", "cart_remove", "placed", "cancelled", "refunded", "shipped", "delivered",
@@ -71,7 +90,9 @@ def make_event(kind: str, who: str, event_id: str, at: int, a: int, b: int) -> I
         case "cart_remove":
             return cart_remove(at, product, cart=cart, qty=None if b % 2 else 1, **common)
         case "placed":
-            return placed(at, order, total=1_000 * (1 + b % 5), cart=cart if b % 2 else None, **common)
+            return placed(
+                at, order, total=1_000 * (1 + b % 5), cart=cart if b % 2 else None, **common
+            )
         case "cancelled":
             return cancelled(at, order, **common)
         case "refunded":
@@ -89,7 +110,9 @@ def make_event(kind: str, who: str, event_id: str, at: int, a: int, b: int) -> I
         case "engagement":
             return engaged(at, ACTIONS[b % len(ACTIONS)], **common)
         case "consent":
-            return customer(at, consent=(True, False, None)[b % 3], time_zone=ZONES[a % 4], **common)
+            return customer(
+                at, consent=(True, False, None)[b % 3], time_zone=ZONES[a % 4], **common
+            )
         case _:
             return erased(at, **common)
 
@@ -108,12 +131,26 @@ EVENT = st.tuples(
     st.integers(0, len(EVENT_GAPS) - 1),
 )
 DUP = st.tuples(st.just("dup"), st.integers(0, 4))
-TICK = st.tuples(st.just("tick"), st.integers(0, len(TICK_GAPS) - 1), st.booleans())
-OPS = st.lists(st.one_of(EVENT, EVENT, EVENT, TICK, DUP), max_size=45)
-SCENARIO = st.tuples(OPS, st.booleans())  # (ops, marketing_consent_default)
+TICK = st.tuples(
+    st.just("tick"), st.integers(0, len(TICK_GAPS) - 1), st.sampled_from((True, True, False))
+)
+OPS = st.lists(st.one_of(EVENT, EVENT, TICK, DUP), min_size=12, max_size=45)
+# Delays of minutes and hours instead of days: more triggers compete for the same 16 h.
+FAST = JourneyConfig(
+    abandoned_cart_first_delay=20 * MINUTE,
+    abandoned_cart_second_delay=3 * HOUR,
+    browse_abandonment_delay=30 * MINUTE,
+    delivery_check_in_delay=HOUR,
+    review_request_delay=5 * HOUR,
+    nps_survey_delay=2 * HOUR,
+    cross_sell_delay=9 * HOUR,
+    win_back_delay=2 * DAY,
+)
+CONFIGS = (JourneyConfig(), FAST)
+SCENARIO = st.tuples(OPS, st.booleans(), st.sampled_from(CONFIGS))
 
 PROPERTY = settings(
-    max_examples=150,
+    max_examples=300,
     deadline=None,
     database=None,
     derandomize=True,
@@ -225,8 +262,8 @@ def emitted(record: Record) -> list[Emit]:
 @given(SCENARIO)
 @PROPERTY
 def test_marketing_only_with_consent_and_never_after_erasure(scenario: Any) -> None:
-    ops, default = scenario
-    config = JourneyConfig(marketing_consent_default=default)
+    ops, default, base = scenario
+    config = replace(base, marketing_consent_default=default)
     consent = {c: Consent(default) for c in CUSTOMERS}
     for record in run(ops, config).records:
         tracked = consent[record.customer_id]
@@ -246,8 +283,8 @@ def test_marketing_only_with_consent_and_never_after_erasure(scenario: Any) -> N
 @given(SCENARIO)
 @PROPERTY
 def test_marketing_frequency_cap(scenario: Any) -> None:
-    ops, default = scenario
-    config = JourneyConfig(marketing_consent_default=default)
+    ops, default, base = scenario
+    config = replace(base, marketing_consent_default=default)
     last: dict[str, int] = {}
     for record in run(ops, config).records:
         for emit in emitted(record):
@@ -263,9 +300,9 @@ def test_marketing_frequency_cap(scenario: Any) -> None:
 @given(SCENARIO)
 @PROPERTY
 def test_trigger_ids_unique_among_decisions(scenario: Any) -> None:
-    ops, default = scenario
+    ops, default, base = scenario
     seen: dict[str, Decision] = {}
-    for record in run(ops, JourneyConfig(marketing_consent_default=default)).records:
+    for record in run(ops, replace(base, marketing_consent_default=default)).records:
         for decision in record.decisions:
             if isinstance(decision, Emit):
                 key = decision.trigger.trigger_id
@@ -280,8 +317,8 @@ def test_trigger_ids_unique_among_decisions(scenario: Any) -> None:
 @given(SCENARIO)
 @PROPERTY
 def test_deterministic_and_encoding_transparent(scenario: Any) -> None:
-    ops, default = scenario
-    config = JourneyConfig(marketing_consent_default=default)
+    ops, default, base = scenario
+    config = replace(base, marketing_consent_default=default)
     first = run(ops, config)
     second = run(ops, config)
     through_bytes = run(ops, config, roundtrip=True)

@@ -24,7 +24,7 @@ from streams.journey.decisions import (
     JourneyConfig,
     Schedule,
 )
-from streams.journey.model import fire_due, new_state, segment, step
+from streams.journey.model import fire_due, new_state, segment
 from streams.journey.state import STATE_VERSION, JourneyState, decode_state, encode_state
 from tests.unit.journey.support import (
     AMS,
@@ -50,7 +50,6 @@ from tests.unit.journey.support import (
     nps,
     placed,
     refunded,
-    returned,
     review,
     shipped,
     view,
@@ -189,7 +188,11 @@ def test_frequency_cap_drop_counts_from_the_original_due_time(
 ) -> None:
     # Both due in quiet hours, both deferred to 08:00; the cart reminder goes first, then the
     # browse reminder is capped. The cart is emptied at 09:00 (no second reminder competing).
-    events = (cart_add(B + 10 * HOUR), view(B + 10 * HOUR + 30 * MINUTE), cart_remove(B + 23 * HOUR))
+    events = (
+        cart_add(B + 10 * HOUR),
+        view(B + 10 * HOUR + 30 * MINUTE),
+        cart_remove(B + 23 * HOUR),
+    )
     sim = Sim(replace(CONFIG, frequency_cap=cap)).play(events, until=B + 10 * DAY)
     assert fate(sim, REMINDER_1) == ("EMITTED", B + 22 * HOUR)
     assert fate(sim, T.BROWSE_ABANDONMENT) == expected

@@ -97,14 +97,17 @@ FIRST = {"first_order": "true", "total_minor": "5000", "currency": "EUR", "items
 
 
 @cases(
-    Case("first_order", (placed(B),), B + HOUR, emitted=((B, FIRST | {"categories": "shoes,socks"}),)),
+    Case("first_order", (placed(B),), B + HOUR,
+         emitted=((B, FIRST | {"categories": "shoes,socks"}),)),
     Case(
         "second_order_not_first",
         (placed(B, "o1"), placed(B + DAY, "o2", total=700)),
         B + 2 * DAY,
-        emitted=((B, {"first_order": "true"}), (B + DAY, {"first_order": "false", "total_minor": "700"})),
+        emitted=((B, {"first_order": "true"}),
+                 (B + DAY, {"first_order": "false", "total_minor": "700"})),
     ),
-    Case("coupon", (placed(B, coupon="WELCOME10"),), B + HOUR, emitted=((B, {"coupon": "WELCOME10"}),)),
+    Case("coupon", (placed(B, coupon="WELCOME10"),), B + HOUR,
+         emitted=((B, {"coupon": "WELCOME10"}),)),
     Case(
         "same_order_placed_twice_confirmed_once",
         (placed(B), placed(B + 5 * MINUTE)),
@@ -181,6 +184,8 @@ def test_delivery_check_in(case: Case) -> None:
     Case("fourteen_days_after_delivery", PURCHASE, D + 15 * DAY, emitted=((D + 14 * DAY, {}),)),
     Case("reviewed_that_order", (*PURCHASE, review(D + 5 * DAY, 3, "o1")), D + 15 * DAY,
          dropped=((CANCELLED, "already_reviewed"),)),
+    Case("reviewed_before_the_order_reached_us", (review(B - HOUR, 4, "o1"), *PURCHASE),
+         D + 15 * DAY, dropped=((CANCELLED, "already_reviewed"),)),
     Case("review_of_another_order_does_not_cancel", (*PURCHASE, review(D + 5 * DAY, 3, "o9")),
          D + 15 * DAY, emitted=((D + 14 * DAY, {}),)),
     Case("order_returned", (*PURCHASE, returned(D + 5 * DAY)), D + 15 * DAY,
@@ -255,7 +260,8 @@ BROWSED = {"product_id": "p1", "category": "shoes", "viewed_at": str(B)}
     Case("two_hours_after_a_product_view", (view(B),), B + DAY, emitted=((B + 2 * HOUR, BROWSED),)),
     Case("cart_add_since", (view(B), cart_add(B + HOUR)), B + DAY,
          dropped=((CANCELLED, "cart_add"),)),
-    Case("order_since", (view(B), placed(B + HOUR)), B + DAY, dropped=((CANCELLED, "order_placed"),)),
+    Case("order_since", (view(B), placed(B + HOUR)), B + DAY,
+         dropped=((CANCELLED, "order_placed"),)),
     Case("not_a_product_page", (view(B, None, page_type="HOME"), view(B, None, page_type="CART")),
          B + DAY),
     Case("about_the_latest_view", (view(B), view(B + HOUR, "p2", category="bags")), B + DAY,
