@@ -21,7 +21,8 @@ from __future__ import annotations
 import heapq
 import logging
 import struct
-from collections import Counter, OrderedDict
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -131,7 +132,10 @@ class JourneyEngine:
         self._cache_size = cache_size
         self.decisions: Counter[tuple[str, str]] = Counter()  # (trigger type, status)
         self.recent: list[Trigger] = []  # emitted since the console last looked
-        self.timer_lateness_ms: list[int] = []
+        # Recent timer lateness samples (how long after its time a timer was evaluated).
+        self.timer_lateness_ms: deque[int] = deque(maxlen=100_000)
+        self.rebuilds = 0
+        self.last_rebuild: dict[str, float] = {}
         sink.register_table(TRIGGERS_TABLE, TRIGGERS_COLUMNS)
         sink.register_table(CUSTOMERS_TABLE, CUSTOMERS_COLUMNS)
 
@@ -155,15 +159,23 @@ class JourneyEngine:
 
     def rebuild(self, items: Iterable[tuple[bytes, bytes]], partitions: set[int]) -> int:
         """After a rebalance: forget cached states, index the timers of our partitions."""
+        started = time.perf_counter()
         self._cache.clear()
         self.index.clear()
-        count = 0
+        count = customers = 0
         for key, value in items:
+            customers += 1
             partition, next_fire = unpack_prefix(value)
             if partition in partitions and next_fire < NO_TIMER:
                 self.index.set(partition, key.decode(), next_fire)
                 count += 1
-        log.info("timer index rebuilt: %d customers with pending timers", count)
+        seconds = time.perf_counter() - started
+        self.rebuilds += 1
+        self.last_rebuild = {"customers": customers, "with_timers": count, "seconds": seconds}
+        log.info(
+            "timer index rebuilt in %.2fs: %d customers, %d with pending timers",
+            seconds, customers, count,
+        )  # fmt: skip
         return count
 
     # --- the two things that happen ---------------------------------------------------------

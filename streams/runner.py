@@ -95,6 +95,9 @@ class StatusDisplay:
             "triggers": {f"{t}/{status}": n for (t, status), n in sorted(engine.decisions.items())},
             "emitted": sum(n for (_, status), n in engine.decisions.items() if status == "EMITTED"),
             "pending_timers": len(engine.index),
+            "ready": engine.rebuilds > 0,
+            "index_rebuild": engine.last_rebuild,
+            "timer_lateness_p99_ms": _percentile(engine.timer_lateness_ms, 0.99),
             "clock": datetime.fromtimestamp(self.pipeline.clock.now_ms() / 1000, UTC).isoformat(
                 timespec="minutes"
             ),
@@ -161,6 +164,11 @@ class StatusDisplay:
             lines.append(f"    simulator: {self.simulated}")
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
+
+
+def _percentile(samples: Any, q: float) -> int | None:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
 def run_worker(
