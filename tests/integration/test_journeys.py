@@ -163,3 +163,41 @@ def test_pending_timer_survives_a_crash_and_a_move_and_fires_once(
     ]
     assert triggers[0].trigger_id == trigger_id("c-timer", "ABANDONED_CART", "k-x#1", "x1")
     assert second.stop() == 0
+
+
+def test_erasure_deletes_rows_and_silences_the_customer(env: Env, start_worker: Any) -> None:
+    t = now_ms()
+    gone, kept = "c-gone", "c-kept"
+    before = [
+        OrderChanged("g1", gone, t, "o-g", "PLACED", 1_000, "EUR", [OrderItem("sku-1", 1, 1_000)]),
+        OrderChanged("k1", kept, t, "o-k", "PLACED", 2_000, "EUR", [OrderItem("sku-2", 1, 2_000)]),
+        CartChanged("g2", gone, t + 1, "k-g", "PRODUCT_ADDED", "sku-3", "hats", 1, 500, "EUR"),
+    ]
+    env.journey("topics", "create")
+    publish(env, as_messages(before))
+    slow = {**FAST, "JOURNEY_ABANDONED_CART_FIRST_DELAY": "8s", "JOURNEY_WIN_BACK_DELAY": "1h"}
+    worker = start_worker(**slow)
+    worker.wait_until(lambda s: s.get("emitted", 0) >= 2 and s.get("events_rows", 0) >= 3)
+    publish(env, as_messages([CustomerChanged("g3", gone, t + 2, "ERASED")]))
+    worker.wait_until(lambda s: s.get("consumed", 0) >= 4, timeout=30)
+    # After the erasure: nothing is kept or sent for them, not even for a new order.
+    publish(
+        env,
+        as_messages(
+            [
+                OrderChanged(
+                    "g4", gone, t + 3, "o-g2", "PLACED", 700, "EUR", [OrderItem("sku-1", 1, 700)]
+                )
+            ]
+        ),
+    )
+    worker.wait_until(lambda s: s.get("consumed", 0) >= 5, timeout=30)
+    time.sleep(9)  # past the cart reminder's time, and a few flushes
+    assert worker.stop() == 0
+
+    triggers = triggers_on_topic(env, 2, settle=1)
+    sent_to = sorted(tr.customer_id for tr in triggers)
+    assert sent_to == [gone, kept]  # the confirmations before the erasure; no reminder, no second
+    for table in ("events", "triggers", "customers"):
+        rows = env.sql(f"SELECT customer_id FROM journey.{table} FINAL")
+        assert {r["customer_id"] for r in rows} == {kept}, table

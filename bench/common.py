@@ -1,0 +1,272 @@
+"""What every benchmark step shares: a bench world (topic prefix, app id, data dirs), the
+``journey worker`` subprocesses and their JSON status lines, and the admin client.
+
+The approach is the integration tests' (``tests/integration/conftest.py``): every run gets its
+own topic prefix, consumer group and data paths, and workers are real subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+from streams.topics import TICKS_RETENTION_MS
+
+JOURNEY = str(Path(sys.executable).parent / "journey")
+
+
+def log(message: str) -> None:
+    """Progress, with the wall time, so a long run shows that it moves."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def percentile(samples: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (the worker's status uses the same rule)."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class World:
+    """One benchmark world: topics under one prefix, one consumer group, its own chdb."""
+
+    name: str
+    bootstrap: str
+    root: Path
+    partitions: int
+    extra_env: dict[str, str] = field(default_factory=dict)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def prefix(self) -> str:
+        return f"bench-{self.tag}-{self.name}."
+
+    @property
+    def app_id(self) -> str:
+        return f"journey-bench-{self.tag}-{self.name}"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.root / f"{self.name}-chdb"
+
+    def data_dir(self, label: str) -> Path:
+        """A fresh (empty) JOURNEY_DATA_DIR per worker ``label``."""
+        return self.root / f"{self.name}-data-{label}"
+
+    def vars(self, data_label: str = "1") -> dict[str, str]:
+        return {
+            "JOURNEY_KAFKA_BOOTSTRAP": self.bootstrap,
+            "JOURNEY_TOPIC_PREFIX": self.prefix,
+            "JOURNEY_APP_ID": self.app_id,
+            "JOURNEY_PARTITIONS": str(self.partitions),
+            "JOURNEY_DATA_DIR": str(self.data_dir(data_label)),
+            "JOURNEY_CLICKHOUSE_URL": f"chdb://{self.chdb_path}",
+            **self.extra_env,
+        }
+
+    def settings(self, data_label: str = "1") -> Settings:
+        env = {k.removeprefix("JOURNEY_").lower(): v for k, v in self.vars(data_label).items()}
+        return Settings(_env_file=None, **env)  # type: ignore[call-arg]
+
+    def environ(self, data_label: str = "1") -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
+        return {**base, **self.vars(data_label)}
+
+
+# --- workers -----------------------------------------------------------------------------------
+_LIVE: list[subprocess.Popen[str]] = []
+
+
+def _kill_live() -> None:
+    for process in _LIVE:
+        if process.poll() is None:
+            process.kill()
+            with contextlib.suppress(Exception):
+                process.wait(10)
+
+
+atexit.register(_kill_live)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (e.g. from ``with-kafka.sh``) unwinds like Ctrl-C, so cleanup code runs."""
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+@dataclass
+class Status:
+    at: float  # time.monotonic() when the bench read the line
+    data: dict[str, Any]
+
+
+class WorkerProcess:
+    """A ``journey worker`` subprocess and the JSON status lines it prints."""
+
+    def __init__(
+        self, world: World, data_label: str, *, status_every: float = 1.0, loglevel: str = "warning"
+    ) -> None:
+        self.world = world
+        self.data_label = data_label
+        self.env = world.vars(data_label)
+        self.argv = [
+            JOURNEY, "worker", "--loglevel", loglevel, "--status-every", str(status_every),
+            "--status-format", "json",
+        ]  # fmt: skip
+        cwd = world.root / f"{world.name}-cwd-{data_label}"  # no stray .env is read
+        cwd.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            self.argv,
+            env=world.environ(data_label),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=cwd,
+        )
+        _LIVE.append(self.process)
+        self.statuses: queue.Queue[Status] = queue.Queue()
+        self.history: list[Status] = []
+        self.output: list[str] = []
+        self.last: Status | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            at = time.monotonic()
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    self.statuses.put(Status(at, json.loads(line)))
+                    continue
+            self.output.append(line)
+            del self.output[:-200]
+
+    def tail(self, lines: int = 30) -> str:
+        return "".join(self.output[-lines:])
+
+    def wait_until(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float,
+        on_status: Callable[[Status], None] | None = None,
+    ) -> Status:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None and self.statuses.empty():
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.tail()}")
+            try:
+                status = self.statuses.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.last = status
+            self.history.append(status)
+            if on_status is not None:
+                on_status(status)
+            if predicate(status.data):
+                return status
+        last = self.last.data if self.last else None
+        raise TimeoutError(f"worker: timed out after {timeout:.0f}s; last status {last}")
+
+    def drain(self) -> list[Status]:
+        """Status lines read since the last look."""
+        got: list[Status] = []
+        while True:
+            try:
+                status = self.statuses.get_nowait()
+            except queue.Empty:
+                break
+            self.last = status
+            self.history.append(status)
+            got.append(status)
+        return got
+
+    def stop(self, timeout: float = 60) -> float:
+        """SIGTERM, as an operator would. Returns how long the shutdown took."""
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log(f"worker {self.world.name}/{self.data_label} ignored SIGTERM for {timeout}s: kill")
+            self.process.kill()
+            self.process.wait(30)
+        self.drain()
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+
+# --- admin ---------------------------------------------------------------------------------
+async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="journey-bench-admin", request_timeout_ms=30_000
+    )
+    await admin.start()
+    return admin
+
+
+async def create_topics(settings: Settings) -> list[str]:
+    """Every contract topic of the world, with broker-side (LogAppendTime) message timestamps,
+    so that latencies are measured between the broker's own append times."""
+    admin = await _admin(settings.kafka_bootstrap)
+    created = []
+    try:
+        for topic in settings.all_topics():
+            config = {"message.timestamp.type": "LogAppendTime"}
+            if topic == settings.topic("ticks"):
+                config["retention.ms"] = config["segment.ms"] = str(TICKS_RETENTION_MS)
+            new = NewTopic(
+                topic, settings.partitions, settings.replication_factor, topic_configs=config
+            )
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([new])
+                created.append(topic)
+        deadline = time.monotonic() + 30
+        while not set(settings.all_topics()) <= set(await admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench topics did not appear in the metadata within 30 s")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    return created
+
+
+async def delete_topics(bootstrap: str, starts: Iterable[str]) -> list[str]:
+    """Delete every topic whose name starts with one of ``starts`` (prefixes and app ids)."""
+    starts = tuple(starts)
+    admin = await _admin(bootstrap)
+    try:
+        doomed = sorted(t for t in await admin.list_topics() if t.startswith(starts))
+        for chunk in range(0, len(doomed), 20):
+            await admin.delete_topics(doomed[chunk : chunk + 20], timeout_ms=30_000)
+    finally:
+        await admin.close()
+    return doomed

@@ -1,0 +1,198 @@
+"""``latest.md``: each figure, its target and whether it is met, and the machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _num(value: Any, unit: str = "", digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:,.{digits}f}" if isinstance(value, float | int) else str(value)
+    return f"{text} {unit}".strip()
+
+
+def _met(value: Any, ok: bool | None) -> str:
+    if value is None or ok is None:
+        return "n/a"
+    return "yes" if ok else "**no**"
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def figures(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(figure, value, target, met) rows."""
+    e2e = _get(r, "e2e", "events_per_s")
+    raw = _get(r, "raw", "events_per_s")
+    ratio = r.get("e2e_over_raw")
+    p50 = _get(r, "latency", "p50_ms")
+    p99 = _get(r, "latency", "p99_ms")
+    t50 = _get(r, "timers", "lateness_at_tick_p50_ms")
+    t99 = _get(r, "timers", "lateness_at_tick_p99_ms")
+    t99_end = _get(r, "timers", "lateness_end_of_tick_p99_ms")
+    tps = _get(r, "timers", "timers_fired_per_s")
+    cap = _get(r, "timers", "capacity_timers_per_s")
+    w99 = _get(r, "latency", "worker_timer_lateness_p99_ms")
+    sb = r.get("state_bytes") or {}
+    rec = r.get("recovery") or {}
+    customers = _get(r, "workload", "customers")
+    restored = _num(_get(rec, "restore", "customers"))
+    restore_s = _num(_get(rec, "restore", "start_to_ready_s"), "s", 1)
+    baseline_s = _num(_get(rec, "baseline", "start_to_ready_s"), "s", 1)
+    timer_customers = _get(r, "timers", "customers")
+    rows = [
+        (
+            f"1. End-to-end events/s, one worker ({_num(customers)} customers, "
+            f"{_num(_get(r, 'workload', 'events'))} events)",
+            _num(e2e, "/s"),
+            ">= 30,000/s",
+            _met(e2e, e2e is not None and e2e >= 30_000),
+        ),
+        ("2. Raw ceiling: aiokafka + fastavro decode", _num(raw, "/s"), "-", "-"),
+        (
+            "2. e2e / raw",
+            _num(ratio, digits=3),
+            ">= 0.5",
+            _met(ratio, ratio is not None and ratio >= 0.5),
+        ),
+        (
+            f"3. Order appended -> ORDER_CONFIRMATION appended, p50 (at "
+            f"{_num(_get(r, 'latency', 'orders_per_s'))} orders/s)",
+            _num(p50, "ms"),
+            "-",
+            "-",
+        ),
+        ("3. ... p99", _num(p99, "ms"), "<= 200 ms", _met(p99, p99 is not None and p99 <= 200)),
+        (
+            f"4. Timer lateness p50, {_num(timer_customers)} pending timers (in-process, "
+            "no Kafka tick round trip)",
+            _num(t50, "ms"),
+            "-",
+            "-",
+        ),
+        ("4. ... p99", _num(t99, "ms"), "<= 1,000 ms", _met(t99, t99 is not None and t99 <= 1000)),
+        ("4. ... p99 at the end of the tick's work", _num(t99_end, "ms"), "-", "-"),
+        (
+            "4. Timers fired/s (capacity: timers per CPU-second of ticks)",
+            f"{_num(tps, '/s')} ({_num(cap, '/s')})",
+            "-",
+            "-",
+        ),
+        ("4. Worker's own timer_lateness_p99_ms during step 3", _num(w99, "ms"), "-", "-"),
+        ("5. State bytes per customer, mean", _num(sb.get("mean_bytes"), "B"), "-", "-"),
+        ("5. ... p99", _num(sb.get("p99_bytes"), "B"), "-", "-"),
+        (
+            f"5. ... mean of customers that ordered ({_num(sb.get('customers_that_ordered'))})",
+            _num(sb.get("mean_bytes_ordered"), "B"),
+            "-",
+            "-",
+        ),
+        (
+            f"6. Recovery from the changelog, customers/s ({restored} customers, ready after "
+            f"{restore_s})",
+            _num(rec.get("customers_per_s"), "/s"),
+            "-",
+            "-",
+        ),
+        (
+            f"6. ... net of an empty-table start ({baseline_s})",
+            _num(rec.get("net_customers_per_s"), "/s"),
+            "-",
+            "-",
+        ),
+    ]
+    return rows
+
+
+def write_markdown(r: dict[str, Any], path: Path) -> None:
+    m = r.get("machine", {})
+    lines = [
+        "# journey benchmark",
+        "",
+        f"{m.get('date')} · {m.get('cpus')} CPUs ({m.get('cpu_model') or '?'}), "
+        f"{m.get('memory_gb')} GB · Python {m.get('python')} · Kafka {m.get('kafka')} "
+        f"(`{m.get('kafka_jar')}`, single local KRaft broker) · commit "
+        f"{_get(m, 'git', 'commit')} · load average {m.get('load_average_at_start')} at the "
+        f"start, {m.get('load_average_at_end')} at the end · `make bench` took "
+        f"{_num(r.get('bench_seconds'), 's')}",
+        "",
+        "| figure | value | target | met |",
+        "|---|---:|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in figures(r)]
+    lines += ["", "How each figure was measured:", ""]
+    lines += [f"- {note}" for note in notes(r)]
+    if r.get("error"):
+        lines += ["", f"**The run stopped early:** `{r['error'].strip().splitlines()[-1]}`"]
+    lines += [
+        "",
+        "Numbers are as measured on a shared machine: other processes' load shows in the load "
+        "average above. Details, every status line's summary and the workers' settings are in "
+        "`latest.json`.",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def notes(r: dict[str, Any]) -> list[str]:
+    w = r.get("workload") or {}
+    e2e = r.get("e2e") or {}
+    lat = r.get("latency") or {}
+    tim = r.get("timers") or {}
+    rec = r.get("recovery") or {}
+    args = r.get("args") or {}
+    out = [
+        f"Workload: the simulator (seed {args.get('seed')}, no malformed events), "
+        f"{w.get('customers', 0):,} customers arriving over {args.get('arrival_window')} of shop "
+        f"time that ended when publishing started; the first {w.get('events', 0):,} events "
+        f"({w.get('shop_time_span_h')} h of shop time), published before any timing in "
+        f"{w.get('publish_seconds')} s to {args.get('partitions')}-partition topics under a "
+        "unique prefix. Mix: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted((w.get("by_topic") or {}).items())),
+        f"1: one `journey worker` subprocess (status every {args.get('status_every')} s, JSON), "
+        "default settings except the bench's prefix, app id, data dir and chdb path (see "
+        "`worker_settings` in latest.json). Timed from the first consumed event to consumed == "
+        f"N, from the worker's status lines (start and end interpolated inside 1 s intervals); "
+        f"steady rate over whole intervals {_num(e2e.get('steady_events_per_s'), '/s')}. "
+        f"Worker start to ready {e2e.get('worker_start_to_ready_s')} s (not counted). All "
+        f"`journey.events` rows were stored {e2e.get('all_rows_stored_after_s', 'n/a')} s after "
+        "the last event was consumed.",
+        "2: " + str((r.get("raw") or {}).get("how", "not run")) + ".",
+        "3: on the worker of step 6 (same topics, backlog done), OrderChanged PLACED for new "
+        f"customers at {lat.get('target_rate')}/s (half the e2e rate) for "
+        f"{args.get('latency_seconds')} s; latency = broker append time of the ORDER_CONFIRMATION"
+        " on journey.triggers - broker append time of the order (the bench creates its topics "
+        "with message.timestamp.type=LogAppendTime; timestamps seen: "
+        f"{lat.get('timestamp_types')}), matched by source_event_id; "
+        f"{lat.get('triggers_matched', 0):,} matched, {lat.get('triggers_missing', 0):,} "
+        f"missing. Alongside, {lat.get('carts_sent', 0):,} cart events whose first "
+        "abandoned-cart timer came due during the probe, so the worker's own "
+        "`timer_lateness_p99_ms` (tick handled - fire_at, which includes the tick's Kafka round "
+        "trip) has samples from this run.",
+        f"4: in-process, no Kafka: `JourneyEngine` over a dict, a no-op sink and send_trigger, "
+        f"the real clock; {tim.get('customers', 0):,} customers built with `step` (consent, then "
+        "a cart: an abandoned-cart timer each) due over "
+        f"{tim.get('due_spread_s')} s; `on_tick` for each of {tim.get('partitions')} partitions "
+        "every 250 ms. Lateness = tick time - fire_at (the worker's definition); every timer "
+        f"EMITTED (time zone {tim.get('time_zone')} keeps quiet hours out). **Excludes the Kafka "
+        "round trip of the tick message** and Faust table (RocksDB, changelog) costs; the "
+        "worker's own figure from step 3 includes them.",
+        "5: the same events replayed through `step` (now = publish time, as the worker's clock "
+        "sees them), then `fire_due(now)` as the worker's ticks would; "
+        "`len(pack(partition, state))` per customer.",
+        "6: after step 1 the worker was stopped (SIGTERM); a fresh worker with the same app id "
+        "and prefix but an empty JOURNEY_DATA_DIR restored the journeys table from its changelog "
+        f"topic; start of the process to the first status with ready: true (status every "
+        f"{min(float(args.get('status_every') or 1), 0.25)} s). Customers = its "
+        "index_rebuild.customers. Baseline: the same on another prefix whose table is empty "
+        f"(a first worker created its topics and changelog, then a second one started empty): "
+        f"{_num((rec.get('baseline') or {}).get('start_to_ready_s'), 's', 2)}.",
+    ]
+    return out

@@ -1,0 +1,462 @@
+"""``make bench``: measure the pipeline here; write ``bench/results/latest.{json,md}``.
+
+Steps (each prints progress; sizes come from flags or BENCH_* environment variables):
+
+1. publish the first N simulator events of 100k customers (not timed), then one ``journey
+   worker`` consumes them: events/s from its first consumed event to the last;
+2. the raw ceiling on the same topics: aiokafka + ``Codec.decode``, nothing else;
+5. the same events replayed through the pure model: state bytes per customer;
+6. the worker is stopped, a fresh one with an empty data dir restores the table from the
+   changelog: customers/s (start to ready), raw and net of an empty-table baseline;
+3. on that worker: orders at half the e2e rate, broker append of the order to broker append of
+   its ORDER_CONFIRMATION, p50/p99;
+4. in-process, no Kafka: 1M pending timers fired by 250 ms ticks, lateness p50/p99.
+
+The numbers are written as measured: nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    Status,
+    WorkerProcess,
+    World,
+    create_topics,
+    delete_topics,
+    install_signal_handlers,
+    log,
+)
+from bench.report import write_markdown
+from schemas.codec import Codec
+from streams.settings import parse_duration_ms
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+STEPS = ("e2e", "raw", "state", "recovery", "latency", "timers")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"BENCH_{name}", default)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Benchmark the journey pipeline (see bench/README.md). Flags default to "
+        "BENCH_<FLAG> environment variables (BENCH_CUSTOMERS=...), then to the sizes below.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--customers", type=int, default=int(_env("CUSTOMERS", "100000")))
+    p.add_argument(
+        "--events",
+        type=int,
+        default=int(_env("EVENTS", "0")),
+        help="events to publish; 0: up to the first event of the last customer (~6 per customer)",
+    )
+    p.add_argument("--arrival-window", default=_env("ARRIVAL_WINDOW", "1d"))
+    p.add_argument("--seed", type=int, default=int(_env("SEED", "42")))
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=int(_env("PARTITIONS", os.environ.get("JOURNEY_PARTITIONS", "12"))),
+    )
+    p.add_argument("--status-every", type=float, default=float(_env("STATUS_EVERY", "1")))
+    p.add_argument("--latency-seconds", type=float, default=float(_env("LATENCY_SECONDS", "25")))
+    p.add_argument(
+        "--latency-fraction",
+        type=float,
+        default=float(_env("LATENCY_FRACTION", "0.5")),
+        help="order rate of the latency probe, as a fraction of the measured e2e rate",
+    )
+    p.add_argument(
+        "--latency-timer-rate",
+        type=float,
+        default=float(_env("LATENCY_TIMER_RATE", "40")),
+        help="cart events/s during the probe whose timers come due during it (0: none)",
+    )
+    p.add_argument("--timer-customers", type=int, default=int(_env("TIMER_CUSTOMERS", "1000000")))
+    p.add_argument("--timer-spread", type=float, default=float(_env("TIMER_SPREAD", "60")))
+    p.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="JOURNEY_X=VALUE",
+        help="extra setting for every bench worker (repeatable)",
+    )
+    p.add_argument(
+        "--skip", default=_env("SKIP", ""), help=f"comma-separated steps to skip: {STEPS}"
+    )
+    p.add_argument("--keep", action="store_true", help="keep topics and data dirs (debugging)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = args.skip - set(STEPS)
+    if unknown:
+        p.error(f"unknown steps in --skip: {sorted(unknown)}")
+    return args
+
+
+# --- the machine ---------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    version = os.environ.get("KAFKA_VERSION", "4.4.0")
+    jars = sorted((REPO / ".cache").glob(f"kafka-{version}/libs/kafka_*-{version}.jar")) or sorted(
+        (REPO / ".cache").glob("kafka-*/libs/kafka_*.jar")
+    )
+    jar = jars[-1].name if jars else None
+    kafka = jar.removesuffix(".jar").split("-", 1)[1] if jar else None
+    packages = {}
+    for name in ("faust-streaming", "aiokafka", "fastavro", "orjson", "chdb", "rocksdict"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            packages[name] = importlib.metadata.version(name)
+    git: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        git["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "streams", "schemas", "sinks"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.split("\n")
+        git["uncommitted_pipeline_files"] = sorted(line[3:] for line in changed if line.strip())
+    memory_gb = None
+    with contextlib.suppress(OSError, ValueError):
+        kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
+        memory_gb = round(kb / 1024 / 1024, 1)
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gb": memory_gb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "kafka": kafka,
+        "kafka_jar": jar,
+        "packages": packages,
+        "git": git,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# --- steps -----------------------------------------------------------------------------------
+def e2e_rate(history: list[Status], total: int) -> dict[str, Any]:
+    """Events/s from the first consumed event to the last, from the worker's status lines.
+
+    Each line has ``consumed`` and ``elapsed_s`` taken at the same moment. The start is the first
+    line showing consumption, moved back by what it had consumed at the rate of the next
+    interval; the end is interpolated inside the interval in which ``consumed`` reached the
+    total, at the rate of the interval before. ``steady`` uses whole intervals only."""
+    points = [(s.data["elapsed_s"], s.data["consumed"]) for s in history if "consumed" in s.data]
+    busy = [i for i, (_, c) in enumerate(points) if c > 0]
+    if not busy:
+        return {}
+    a = busy[0]
+    b = next(i for i, (_, c) in enumerate(points) if c >= total)
+    ta, ca = points[a]
+    tb, _ = points[b]
+
+    def rate(i: int, j: int) -> float:
+        (ti, ci), (tj, cj) = points[i], points[j]
+        return (cj - ci) / (tj - ti) if tj > ti else 0.0
+
+    start = ta
+    if ca and a + 1 <= b and rate(a, a + 1) > 0:
+        start = ta - min(ca / rate(a, a + 1), ta - points[a - 1][0] if a else ta)
+    end = tb
+    if b - 1 > a and rate(b - 2, b - 1) > 0:
+        tp, cp = points[b - 1]
+        end = min(tb, tp + (total - cp) / rate(b - 2, b - 1))
+    seconds = max(end - start, 1e-9)
+    per_interval = [
+        rate(i, i + 1) for i in range(a, b) if points[i + 1][0] > points[i][0] and i + 1 < b
+    ]
+    steady = rate(a, b - 1) if b - 1 > a else None
+    return {
+        "events": total,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(total / seconds, 1),
+        "steady_events_per_s": round(steady, 1) if steady else None,
+        "interval_rates_min_max": (
+            [round(min(per_interval)), round(max(per_interval))] if per_interval else None
+        ),
+        "status_lines": len(points),
+    }
+
+
+def run_e2e(world: World, args: argparse.Namespace, total: int, results: dict[str, Any]) -> Any:
+    log(f"[1] e2e: one journey worker consumes the {total:,} events")
+    worker = WorkerProcess(world, "1", status_every=args.status_every)
+    results["workers"].append({"step": "e2e", "argv": worker.argv, "env": worker.env})
+    last_print = [0.0]
+
+    def show(status: Status) -> None:
+        d = status.data
+        if status.at - last_print[0] >= 10 or d.get("consumed", 0) >= total:
+            last_print[0] = status.at
+            log(
+                f"  worker: consumed {d.get('consumed', 0):,}/{total:,} ({d.get('rate', 0):,.0f}/s)"
+                f", stored events {d.get('events_rows', '?')}, emitted {d.get('emitted', 0):,}, "
+                f"pending timers {d.get('pending_timers', 0):,}"
+            )
+
+    timeout = max(600.0, total / 500)
+    worker.wait_until(lambda d: d.get("ready", False), 180, show)
+    ready_s = time.monotonic() - worker.started
+    done = worker.wait_until(lambda d: d.get("consumed", 0) >= total, timeout, show)
+    e2e = e2e_rate(worker.history, total)
+    e2e["worker_start_to_ready_s"] = round(ready_s, 1)
+    e2e["last_status"] = done.data
+    log(
+        f"  e2e: {e2e.get('events_per_s', 0):,.0f} events/s ({total:,} events in "
+        f"{e2e.get('seconds')}s; steady {e2e.get('steady_events_per_s')}/s)"
+    )
+    with contextlib.suppress(TimeoutError):
+        stored = worker.wait_until(lambda d: d.get("events_rows", 0) >= total, 60, show)
+        e2e["all_rows_stored_after_s"] = round(stored.data["elapsed_s"] - done.data["elapsed_s"], 1)
+    results["e2e"] = e2e
+    e2e["shutdown_s"] = round(worker.stop(), 1)
+    e2e["final_status"] = worker.last.data if worker.last else None
+    return e2e
+
+
+def run_recovery(
+    world: World, args: argparse.Namespace, label: str, results: dict[str, Any], step: str
+) -> tuple[WorkerProcess, dict[str, Any]]:
+    """Start a worker with an empty data dir; time from process start to ``ready: true``."""
+    worker = WorkerProcess(world, label, status_every=min(args.status_every, 0.25))
+    results["workers"].append({"step": step, "argv": worker.argv, "env": worker.env})
+    status = worker.wait_until(lambda d: d.get("ready", False), 900)
+    seconds = status.at - worker.started
+    rebuild = status.data.get("index_rebuild") or {}
+    return worker, {
+        "start_to_ready_s": round(seconds, 2),
+        "customers": rebuild.get("customers"),
+        "with_timers": rebuild.get("with_timers"),
+        "index_rebuild_s": round(rebuild.get("seconds", 0.0), 3),
+    }
+
+
+def read_settle_status(worker: WorkerProcess, seconds: float = 3.0) -> dict[str, Any]:
+    """The worker's latest status after a short wait (a status line is at most 1 s old)."""
+    time.sleep(seconds)
+    worker.drain()
+    return worker.last.data if worker.last else {}
+
+
+async def _create(world: World) -> None:
+    await create_topics(world.settings())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_signal_handlers()
+    bootstrap = os.environ.get("JOURNEY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    started = time.monotonic()
+    extra_env = dict(item.split("=", 1) for item in args.worker_env)
+    root = Path(tempfile.mkdtemp(prefix="journey-bench-"))
+    main_world = World("main", bootstrap, root, args.partitions, extra_env)
+    base_world = World("base", bootstrap, root, args.partitions, extra_env, tag=main_world.tag)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "bootstrap": bootstrap,
+        "args": {k: (sorted(v) if isinstance(v, set) else str(v)) for k, v in vars(args).items()},
+        "workers": [],
+    }
+    log(f"bench {main_world.tag}: broker {bootstrap}, data under {root}")
+    log(
+        f"machine: {results['machine']['cpus']} CPUs, Python {results['machine']['python']}, "
+        f"Kafka {results['machine']['kafka']}, load {results['machine']['load_average_at_start']}"
+    )
+    settings = main_world.settings()
+    results["worker_settings"] = json.loads(settings.model_dump_json())
+    codec = Codec.load(max_value_bytes=settings.max_value_bytes)
+    worker2: WorkerProcess | None = None
+    failed = False
+    try:
+        asyncio.run(_create(main_world))
+        window_ms = parse_duration_ms(args.arrival_window)
+        log(
+            f"[prep] publishing simulator events: {args.customers:,} customers arriving over "
+            f"{args.arrival_window}, events: {args.events or 'until every customer has appeared'}"
+        )
+        from bench.workload import latency_probe, publish_simulation, raw_ceiling
+
+        published = asyncio.run(
+            publish_simulation(
+                settings,
+                codec,
+                customers=args.customers,
+                events=args.events,
+                arrival_window_ms=window_ms,
+                seed=args.seed,
+                replay_states="state" not in args.skip,
+            )
+        )
+        total = published.events
+        results["workload"] = {
+            "events": total,
+            "customers": published.customers,
+            "publish_seconds": round(published.seconds, 1),
+            "shop_time_span_h": round((published.last_at_ms - published.first_at_ms) / 3.6e6, 2),
+            "by_topic": dict(published.by_topic),
+            "by_kind": dict(published.by_kind.most_common()),
+        }
+        if published.state_sizes:
+            results["state_bytes"] = published.state_sizes
+            log(f"[5] state bytes per customer: {published.state_sizes}")
+
+        if "raw" not in args.skip:
+            log("[2] raw ceiling: aiokafka + fastavro decode of the same topics")
+            results["raw"] = asyncio.run(raw_ceiling(settings, codec, total))
+            log(f"  raw: {results['raw']['events_per_s']:,.0f} events/s")
+
+        e2e: dict[str, Any] = {}
+        if "e2e" not in args.skip:
+            e2e = run_e2e(main_world, args, total, results)
+            if results.get("raw") and e2e.get("events_per_s"):
+                results["e2e_over_raw"] = round(
+                    e2e["events_per_s"] / results["raw"]["events_per_s"], 3
+                )
+
+        if "recovery" not in args.skip or "latency" not in args.skip:
+            log("[6] recovery: a fresh worker, empty data dir, restores the table from Kafka")
+            worker2, recovery = run_recovery(main_world, args, "2", results, "recovery")
+            log(
+                f"  restored {recovery['customers']} customers; ready after "
+                f"{recovery['start_to_ready_s']}s"
+            )
+            results["recovery"] = {"restore": recovery}
+
+            if "latency" not in args.skip:
+                rate = args.latency_fraction * float(e2e.get("events_per_s") or 2000.0)
+                log(
+                    f"[3] latency: orders at {rate:,.0f}/s for {args.latency_seconds:.0f}s on the "
+                    "running worker"
+                )
+                before = read_settle_status(worker2, 1.5)
+                latency = asyncio.run(
+                    latency_probe(
+                        settings,
+                        codec,
+                        rate=rate,
+                        seconds=args.latency_seconds,
+                        tag=main_world.tag,
+                        timer_rate=args.latency_timer_rate,
+                    )
+                )
+                after = read_settle_status(worker2, 2.5)
+                latency["target_rate"] = round(rate, 1)
+                latency["worker_timer_lateness_p99_ms"] = after.get("timer_lateness_p99_ms")
+                latency["worker_timer_decisions_during_probe"] = {
+                    k: v - before.get("triggers", {}).get(k, 0)
+                    for k, v in after.get("triggers", {}).items()
+                    if v != before.get("triggers", {}).get(k, 0)
+                }
+                latency["worker_status_after"] = after
+                results["latency"] = latency
+                log(
+                    f"  latency p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
+                    f"({latency['triggers_matched']:,} matched); worker timer lateness p99 "
+                    f"{latency['worker_timer_lateness_p99_ms']} ms"
+                )
+            worker2.stop()
+            worker2 = None
+
+            if "recovery" not in args.skip:
+                log("[6] baseline: the same start on an empty table (another prefix)")
+                asyncio.run(_create(base_world))
+                first, _ = run_recovery(base_world, args, "1", results, "baseline-first")
+                first.stop()
+                second, baseline = run_recovery(base_world, args, "2", results, "baseline")
+                second.stop()
+                results["recovery"]["baseline"] = baseline
+                restore = results["recovery"]["restore"]
+                customers = restore["customers"] or 0
+                raw_s = restore["start_to_ready_s"]
+                net_s = raw_s - baseline["start_to_ready_s"]
+                results["recovery"]["customers_per_s"] = round(customers / raw_s, 1)
+                results["recovery"]["net_seconds"] = round(net_s, 2)
+                results["recovery"]["net_customers_per_s"] = (
+                    round(customers / net_s, 1) if net_s > 0 else None
+                )
+                log(
+                    f"  baseline ready after {baseline['start_to_ready_s']}s: recovery "
+                    f"{results['recovery']['customers_per_s']:,} customers/s raw, "
+                    f"{results['recovery']['net_customers_per_s']} net"
+                )
+
+        if "timers" not in args.skip:
+            from bench.timers import timer_lateness
+
+            log(f"[4] timers: {args.timer_customers:,} pending timers in-process (no Kafka)")
+            results["timers"] = asyncio.run(
+                timer_lateness(
+                    customers=args.timer_customers,
+                    spread_s=args.timer_spread,
+                    lead_s=3.0,
+                    partitions=args.partitions,
+                )
+            )
+            t = results["timers"]
+            log(
+                f"  timer lateness p50 {t['lateness_at_tick_p50_ms']} ms, p99 "
+                f"{t['lateness_at_tick_p99_ms']} ms; {t['timers_fired_per_s']} timers/s"
+            )
+    except (Exception, KeyboardInterrupt):
+        failed = True
+        results["error"] = traceback.format_exc()
+        log(f"bench stopped early:\n{results['error']}")
+    finally:
+        if worker2 is not None:
+            worker2.kill()
+        if not args.keep:
+            with contextlib.suppress(Exception):
+                deleted = asyncio.run(
+                    delete_topics(
+                        bootstrap,
+                        (
+                            main_world.prefix,
+                            main_world.app_id,
+                            base_world.prefix,
+                            base_world.app_id,
+                        ),
+                    )
+                )
+                log(f"deleted {len(deleted)} bench topics")
+            shutil.rmtree(root, ignore_errors=True)
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["bench_seconds"] = round(time.monotonic() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_markdown(results, args.out / "latest.md")
+    log(f"wrote {args.out / 'latest.json'} and latest.md in {results['bench_seconds']:.0f}s")
+    print((args.out / "latest.md").read_text())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
