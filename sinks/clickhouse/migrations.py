@@ -1,10 +1,11 @@
 """Applies ``migrations/NNN_name.sql`` in order and records each in ``schema_migrations``.
 
-A migration file may hold several statements separated by ``;`` at the end of a line. Two
-placeholders are filled in: ``{db}`` (the database) and ``{dedup_window}`` (how many recent
-insert tokens each table remembers for idempotent retries). A migration that was applied is
-never applied again; if its file changed since, the runner refuses to go on rather than leave
-the schema and the files disagreeing.
+A migration file may hold several statements separated by ``;`` at the end of a line. These
+placeholders are filled in: ``{db}`` (the database), ``{dedup_window}`` (how many recent insert
+tokens each table remembers for idempotent retries) and ``{attribution_window_ms}``. A numbered
+migration that was applied is never applied again; if its file changed since, the runner
+refuses to go on rather than leave the schema and the files disagreeing. ``R_name.sql`` files
+are repeatable: views, re-created (CREATE OR REPLACE) after the numbered ones on every run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sinks.clickhouse.client import ClickHouse
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+_REPEATABLE = re.compile(r"^R_([a-z0-9_]+)\.sql$")
 
 
 class MigrationError(RuntimeError):
@@ -34,8 +36,14 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
 
-    def statements(self, database: str, dedup_window: int) -> list[str]:
-        text = self.sql.replace("{db}", database).replace("{dedup_window}", str(dedup_window))
+    def statements(
+        self, database: str, dedup_window: int, attribution_window_ms: int = 0
+    ) -> list[str]:
+        text = (
+            self.sql.replace("{db}", database)
+            .replace("{dedup_window}", str(dedup_window))
+            .replace("{attribution_window_ms}", str(attribution_window_ms))
+        )
         body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
         return [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]
 
@@ -43,6 +51,8 @@ class Migration:
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     found: list[Migration] = []
     for path in sorted(directory.glob("*.sql")):
+        if _REPEATABLE.match(path.name):
+            continue
         match = _FILE.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files are named NNN_name.sql")
@@ -51,6 +61,14 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise MigrationError(f"two migrations share a number in {directory}")
     return found
+
+
+def repeatable(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    return [
+        Migration(0, match[1], path.read_text())
+        for path in sorted(directory.glob("R_*.sql"))
+        if (match := _REPEATABLE.match(path.name))
+    ]
 
 
 def apply_migrations(clickhouse: ClickHouse, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -80,7 +98,9 @@ def apply_migrations(clickhouse: ClickHouse, directory: Path = MIGRATIONS_DIR) -
                     "applied; add a new migration instead of editing an applied one"
                 )
             continue
-        for statement in migration.statements(db, settings.sink_dedup_window):
+        for statement in migration.statements(
+            db, settings.sink_dedup_window, settings.attribution_window
+        ):
             clickhouse.call(client.command, statement)
         clickhouse.call(
             client.insert,
@@ -89,4 +109,9 @@ def apply_migrations(clickhouse: ClickHouse, directory: Path = MIGRATIONS_DIR) -
             column_names=["version", "name", "checksum"],
         )
         done.append(migration)
+    for views in repeatable(directory):
+        for statement in views.statements(
+            db, settings.sink_dedup_window, settings.attribution_window
+        ):
+            clickhouse.call(client.command, statement)
     return done

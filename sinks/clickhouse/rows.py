@@ -27,12 +27,14 @@ EVENTS_TABLE = "events"
 EVENTS_COLUMNS = (
     "event_id",
     "event_type",
+    "page_type",
     "customer_id",
     "occurred_at",
     "session_id",
     "cart_id",
     "order_id",
     "shipment_id",
+    "carrier",
     "product_id",
     "category",
     "amount_minor",
@@ -87,12 +89,14 @@ def event_row(
     record: InputEvent, ingested_at: int, topic: str, partition: int, offset: int
 ) -> tuple[Any, ...]:
     session_id = cart_id = order_id = shipment_id = product_id = category = None
+    page_type = carrier = None
     amount: int | None = None
     currency: str | None = None
     score: int | None = None
     match record:
         case PageViewed():
             session_id, product_id, category = record.session_id, record.product_id, record.category
+            page_type = record.page_type
         case CartChanged():
             cart_id, product_id, category = record.cart_id, record.product_id, record.category
             if record.unit_price_minor is not None:
@@ -103,6 +107,7 @@ def event_row(
             amount, currency = record.total_minor, record.currency
         case ShipmentChanged():
             order_id, shipment_id = record.order_id, record.shipment_id
+            carrier = record.carrier
         case FeedbackGiven():
             order_id, product_id, score = record.order_id, record.product_id, record.score
         case MessageEngagement() | CustomerChanged():
@@ -110,12 +115,14 @@ def event_row(
     return (
         record.event_id,
         event_type(record),
+        page_type,
         record.customer_id,
         record.occurred_at,
         session_id,
         cart_id,
         order_id,
         shipment_id,
+        carrier,
         product_id,
         category,
         amount,
