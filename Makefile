@@ -65,8 +65,9 @@ test: install
 	$(MAKE) unit
 	$(MAKE) integration
 
+# Its own broker port, so that a `make test` running meanwhile (port 19092) never stops it.
 bench: install
-	@deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/python -m bench.run
+	@deploy/local/with-kafka.sh $${BENCH_KAFKA_PORT:-19094} $(BIN)/python -m bench.run $(ARGS)
 
 clean:
 	-deploy/local/kafka.sh down

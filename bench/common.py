@@ -97,7 +97,8 @@ class World:
 _LIVE: list[subprocess.Popen[str]] = []
 
 
-def _kill_live() -> None:
+def kill_all() -> None:
+    """Kill every worker this bench started that still runs."""
     for process in _LIVE:
         if process.poll() is None:
             process.kill()
@@ -105,7 +106,7 @@ def _kill_live() -> None:
                 process.wait(10)
 
 
-atexit.register(_kill_live)
+atexit.register(kill_all)
 
 
 def install_signal_handlers() -> None:

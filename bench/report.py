@@ -165,17 +165,19 @@ def notes(r: dict[str, Any]) -> list[str]:
         f"`journey.events` rows were stored {e2e.get('all_rows_stored_after_s', 'n/a')} s after "
         "the last event was consumed.",
         "2: " + str((r.get("raw") or {}).get("how", "not run")) + ".",
-        "3: on the worker of step 6 (same topics, backlog done), OrderChanged PLACED for new "
-        f"customers at {lat.get('target_rate')}/s (half the e2e rate) for "
+        "3: on a running worker of a fresh prefix (the baseline worker of step 6: empty table, "
+        "ready; not the restored main-world worker, whose timer lateness would also count the "
+        "timers that came due while no worker ran), OrderChanged PLACED for new customers at "
+        f"{lat.get('target_rate')}/s ({args.get('latency_fraction')} x the e2e rate) for "
         f"{args.get('latency_seconds')} s; latency = broker append time of the ORDER_CONFIRMATION"
         " on journey.triggers - broker append time of the order (the bench creates its topics "
         "with message.timestamp.type=LogAppendTime; timestamps seen: "
         f"{lat.get('timestamp_types')}), matched by source_event_id; "
         f"{lat.get('triggers_matched', 0):,} matched, {lat.get('triggers_missing', 0):,} "
-        f"missing. Alongside, {lat.get('carts_sent', 0):,} cart events whose first "
-        "abandoned-cart timer came due during the probe, so the worker's own "
-        "`timer_lateness_p99_ms` (tick handled - fire_at, which includes the tick's Kafka round "
-        "trip) has samples from this run.",
+        f"missing. Alongside, {lat.get('carts_sent', 0):,} cart events of other new customers "
+        "dated so that their first abandoned-cart timer came due 2-12 s later, so that the "
+        "worker's own `timer_lateness_p99_ms` (tick handled - fire_at, which includes the tick's "
+        "Kafka round trip) has samples from this run.",
         f"4: in-process, no Kafka: `JourneyEngine` over a dict, a no-op sink and send_trigger, "
         f"the real clock; {tim.get('customers', 0):,} customers built with `step` (consent, then "
         "a cart: an abandoned-cart timer each) due over "

@@ -41,6 +41,7 @@ from bench.common import (
     create_topics,
     delete_topics,
     install_signal_handlers,
+    kill_all,
     log,
 )
 from bench.report import write_markdown
@@ -76,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--partitions",
         type=int,
         default=int(_env("PARTITIONS", os.environ.get("JOURNEY_PARTITIONS", "12"))),
+    )
+    p.add_argument(
+        "--e2e-timeout",
+        type=float,
+        default=float(_env("E2E_TIMEOUT", "480")),
+        help="stop the e2e run after this many seconds and report the rate so far (partial)",
     )
     p.add_argument("--status-every", type=float, default=float(_env("STATUS_EVERY", "1")))
     p.add_argument("--latency-seconds", type=float, default=float(_env("LATENCY_SECONDS", "25")))
@@ -175,9 +182,12 @@ def e2e_rate(history: list[Status], total: int) -> dict[str, Any]:
     if not busy:
         return {}
     a = busy[0]
-    b = next(i for i, (_, c) in enumerate(points) if c >= total)
+    b = next((i for i, (_, c) in enumerate(points) if c >= total), len(points) - 1)
     ta, ca = points[a]
-    tb, _ = points[b]
+    tb, cb = points[b]
+    partial = cb < total
+    if partial:  # stopped by the time limit: the rate of what was consumed
+        total = cb
 
     def rate(i: int, j: int) -> float:
         (ti, ci), (tj, cj) = points[i], points[j]
@@ -187,16 +197,18 @@ def e2e_rate(history: list[Status], total: int) -> dict[str, Any]:
     if ca and a + 1 <= b and rate(a, a + 1) > 0:
         start = ta - min(ca / rate(a, a + 1), ta - points[a - 1][0] if a else ta)
     end = tb
-    if b - 1 > a and rate(b - 2, b - 1) > 0:
+    if not partial and b - 1 > a and rate(b - 2, b - 1) > 0:
         tp, cp = points[b - 1]
         end = min(tb, tp + (total - cp) / rate(b - 2, b - 1))
     seconds = max(end - start, 1e-9)
     per_interval = [
         rate(i, i + 1) for i in range(a, b) if points[i + 1][0] > points[i][0] and i + 1 < b
     ]
-    steady = rate(a, b - 1) if b - 1 > a else None
+    steady_end = b if partial else b - 1
+    steady = rate(a, steady_end) if steady_end > a else None
     return {
         "events": total,
+        "partial": partial,
         "seconds": round(seconds, 2),
         "events_per_s": round(total / seconds, 1),
         "steady_events_per_s": round(steady, 1) if steady else None,
@@ -223,10 +235,14 @@ def run_e2e(world: World, args: argparse.Namespace, total: int, results: dict[st
                 f"pending timers {d.get('pending_timers', 0):,}"
             )
 
-    timeout = max(600.0, total / 500)
     worker.wait_until(lambda d: d.get("ready", False), 180, show)
     ready_s = time.monotonic() - worker.started
-    done = worker.wait_until(lambda d: d.get("consumed", 0) >= total, timeout, show)
+    try:
+        done = worker.wait_until(lambda d: d.get("consumed", 0) >= total, args.e2e_timeout, show)
+    except TimeoutError:
+        log(f"  e2e: time limit of {args.e2e_timeout:.0f}s reached: reporting the partial rate")
+        assert worker.last is not None
+        done = worker.last
     e2e = e2e_rate(worker.history, total)
     e2e["worker_start_to_ready_s"] = round(ready_s, 1)
     e2e["last_status"] = done.data
@@ -235,7 +251,9 @@ def run_e2e(world: World, args: argparse.Namespace, total: int, results: dict[st
         f"{e2e.get('seconds')}s; steady {e2e.get('steady_events_per_s')}/s)"
     )
     with contextlib.suppress(TimeoutError):
-        stored = worker.wait_until(lambda d: d.get("events_rows", 0) >= total, 60, show)
+        stored = worker.wait_until(
+            lambda d: d.get("events_rows", 0) >= done.data["consumed"], 60, show
+        )
         e2e["all_rows_stored_after_s"] = round(stored.data["elapsed_s"] - done.data["elapsed_s"], 1)
     results["e2e"] = e2e
     e2e["shutdown_s"] = round(worker.stop(), 1)
@@ -258,6 +276,38 @@ def run_recovery(
         "with_timers": rebuild.get("with_timers"),
         "index_rebuild_s": round(rebuild.get("seconds", 0.0), 3),
     }
+
+
+def run_latency(
+    worker: WorkerProcess, world: World, codec: Codec, args: argparse.Namespace, rate: float
+) -> dict[str, Any]:
+    from bench.workload import latency_probe
+
+    before = read_settle_status(worker, 1.5)
+    latency = asyncio.run(
+        latency_probe(
+            world.settings(),
+            codec,
+            rate=rate,
+            seconds=args.latency_seconds,
+            tag=world.tag,
+            timer_rate=args.latency_timer_rate,
+        )
+    )
+    after = read_settle_status(worker, 1.5)
+    was = before.get("triggers", {})
+    latency["target_rate"] = round(rate, 1)
+    latency["worker_timer_lateness_p99_ms"] = after.get("timer_lateness_p99_ms")
+    latency["worker_decisions_during_probe"] = {
+        k: v - was.get(k, 0) for k, v in after.get("triggers", {}).items() if v != was.get(k, 0)
+    }
+    latency["worker_status_after"] = after
+    log(
+        f"  latency p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
+        f"({latency['triggers_matched']:,} matched); worker timer lateness p99 "
+        f"{latency['worker_timer_lateness_p99_ms']} ms"
+    )
+    return latency
 
 
 def read_settle_status(worker: WorkerProcess, seconds: float = 3.0) -> dict[str, Any]:
@@ -294,7 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     settings = main_world.settings()
     results["worker_settings"] = json.loads(settings.model_dump_json())
     codec = Codec.load(max_value_bytes=settings.max_value_bytes)
-    worker2: WorkerProcess | None = None
     failed = False
     try:
         asyncio.run(_create(main_world))
@@ -303,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             f"[prep] publishing simulator events: {args.customers:,} customers arriving over "
             f"{args.arrival_window}, events: {args.events or 'until every customer has appeared'}"
         )
-        from bench.workload import latency_probe, publish_simulation, raw_ceiling
+        from bench.workload import publish_simulation, raw_ceiling
 
         published = asyncio.run(
             publish_simulation(
@@ -342,72 +391,45 @@ def main(argv: list[str] | None = None) -> int:
                     e2e["events_per_s"] / results["raw"]["events_per_s"], 3
                 )
 
-        if "recovery" not in args.skip or "latency" not in args.skip:
+        if "recovery" not in args.skip:
             log("[6] recovery: a fresh worker, empty data dir, restores the table from Kafka")
-            worker2, recovery = run_recovery(main_world, args, "2", results, "recovery")
+            restoring, recovery = run_recovery(main_world, args, "2", results, "recovery")
+            restoring.stop()
             log(
                 f"  restored {recovery['customers']} customers; ready after "
                 f"{recovery['start_to_ready_s']}s"
             )
             results["recovery"] = {"restore": recovery}
 
+        if "recovery" not in args.skip or "latency" not in args.skip:
+            log("[6] baseline: the same start on an empty table (another prefix)")
+            asyncio.run(_create(base_world))
+            first, _ = run_recovery(base_world, args, "1", results, "baseline-first")
+            first.stop()
+            worker2, baseline = run_recovery(base_world, args, "2", results, "baseline")
+            log(f"  baseline: ready after {baseline['start_to_ready_s']}s")
+            if "recovery" in results:
+                rec = results["recovery"]
+                rec["baseline"] = baseline
+                customers = rec["restore"]["customers"] or 0
+                raw_s = rec["restore"]["start_to_ready_s"]
+                net_s = raw_s - baseline["start_to_ready_s"]
+                rec["customers_per_s"] = round(customers / raw_s, 1)
+                rec["net_seconds"] = round(net_s, 2)
+                rec["net_customers_per_s"] = round(customers / net_s, 1) if net_s > 0 else None
+                log(
+                    f"  recovery: {rec['customers_per_s']:,} customers/s raw, "
+                    f"{rec['net_customers_per_s']} net of the baseline"
+                )
+
             if "latency" not in args.skip:
                 rate = args.latency_fraction * float(e2e.get("events_per_s") or 2000.0)
                 log(
                     f"[3] latency: orders at {rate:,.0f}/s for {args.latency_seconds:.0f}s on the "
-                    "running worker"
+                    "running baseline worker"
                 )
-                before = read_settle_status(worker2, 1.5)
-                latency = asyncio.run(
-                    latency_probe(
-                        settings,
-                        codec,
-                        rate=rate,
-                        seconds=args.latency_seconds,
-                        tag=main_world.tag,
-                        timer_rate=args.latency_timer_rate,
-                    )
-                )
-                after = read_settle_status(worker2, 2.5)
-                latency["target_rate"] = round(rate, 1)
-                latency["worker_timer_lateness_p99_ms"] = after.get("timer_lateness_p99_ms")
-                latency["worker_timer_decisions_during_probe"] = {
-                    k: v - before.get("triggers", {}).get(k, 0)
-                    for k, v in after.get("triggers", {}).items()
-                    if v != before.get("triggers", {}).get(k, 0)
-                }
-                latency["worker_status_after"] = after
-                results["latency"] = latency
-                log(
-                    f"  latency p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
-                    f"({latency['triggers_matched']:,} matched); worker timer lateness p99 "
-                    f"{latency['worker_timer_lateness_p99_ms']} ms"
-                )
+                results["latency"] = run_latency(worker2, base_world, codec, args, rate)
             worker2.stop()
-            worker2 = None
-
-            if "recovery" not in args.skip:
-                log("[6] baseline: the same start on an empty table (another prefix)")
-                asyncio.run(_create(base_world))
-                first, _ = run_recovery(base_world, args, "1", results, "baseline-first")
-                first.stop()
-                second, baseline = run_recovery(base_world, args, "2", results, "baseline")
-                second.stop()
-                results["recovery"]["baseline"] = baseline
-                restore = results["recovery"]["restore"]
-                customers = restore["customers"] or 0
-                raw_s = restore["start_to_ready_s"]
-                net_s = raw_s - baseline["start_to_ready_s"]
-                results["recovery"]["customers_per_s"] = round(customers / raw_s, 1)
-                results["recovery"]["net_seconds"] = round(net_s, 2)
-                results["recovery"]["net_customers_per_s"] = (
-                    round(customers / net_s, 1) if net_s > 0 else None
-                )
-                log(
-                    f"  baseline ready after {baseline['start_to_ready_s']}s: recovery "
-                    f"{results['recovery']['customers_per_s']:,} customers/s raw, "
-                    f"{results['recovery']['net_customers_per_s']} net"
-                )
 
         if "timers" not in args.skip:
             from bench.timers import timer_lateness
@@ -431,8 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         results["error"] = traceback.format_exc()
         log(f"bench stopped early:\n{results['error']}")
     finally:
-        if worker2 is not None:
-            worker2.kill()
+        kill_all()
         if not args.keep:
             with contextlib.suppress(Exception):
                 deleted = asyncio.run(

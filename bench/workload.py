@@ -207,8 +207,8 @@ async def latency_probe(
     seconds: float,
     tag: str,
     timer_rate: float,
-    timer_lead_s: float = 3.0,
-    timer_spread_s: float = 15.0,
+    timer_lead_s: float = 2.0,
+    timer_spread_s: float = 10.0,
 ) -> dict[str, Any]:
     """Produce OrderChanged PLACED for new customers at ``rate``/s for ``seconds``; each gives an
     ORDER_CONFIRMATION at once. Latency = broker append time of the trigger - broker append time
@@ -262,6 +262,7 @@ async def latency_probe(
 
     reader = asyncio.ensure_future(consume())
     sent = carts = 0
+    last_due = 0
     started = time.monotonic()
     pending: list[asyncio.Future[Any]] = []
     try:
@@ -285,6 +286,7 @@ async def latency_probe(
                 customer = f"lat-{tag}-k{carts}"
                 # Due timer_lead_s..+spread from now: dated `delay` earlier than that.
                 due = now + int(1000 * (timer_lead_s + (carts % 100) / 100 * timer_spread_s))
+                last_due = max(last_due, due)
                 cart = CartChanged(
                     event_id=f"latcart-{tag}-{carts}", customer_id=customer,
                     occurred_at=due - delay, cart_id=f"lat-{tag}-cart{carts}",
@@ -303,8 +305,11 @@ async def latency_probe(
         await asyncio.gather(*pending)
         produced_s = time.monotonic() - started
         log(f"  latency probe: {sent:,} orders, {carts:,} carts sent in {produced_s:.1f}s")
+        # Wait for the triggers, and until the last cart timer is due (and a tick later).
         deadline = time.monotonic() + 30
-        while len(trigger_at) < sent and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            len(trigger_at) < sent or wall_ms() < last_due + 1000
+        ):
             await asyncio.sleep(0.2)
     finally:
         stop_consuming.set()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import faust
@@ -23,7 +24,9 @@ from streams.clock import Clock
 from streams.engine import JourneyEngine
 from streams.ingest import Headers, Ingest
 from streams.journey.decisions import JourneyConfig
+from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ class Pipeline:
     ingest: Ingest
     engine: JourneyEngine
     clock: Clock
+    metrics: Metrics
+    web: WebServer | None = None
 
 
 def create_pipeline(
@@ -89,7 +94,12 @@ def create_pipeline(
         web_enabled=False,
         autodiscover=False,
     )
-    sink = ClickHouseSink(settings, on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)))
+    metrics = Metrics()
+    sink = ClickHouseSink(
+        settings,
+        on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)),
+        on_flush=metrics.sink_flush.observe,
+    )
 
     def raw_topic(name: str) -> Any:
         return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
@@ -117,8 +127,16 @@ def create_pipeline(
         partitions=partitions,
     )
     engine = JourneyEngine(
-        journeys, sink, codec, JourneyConfig.from_settings(settings), clock, send_trigger
+        journeys,
+        sink,
+        codec,
+        JourneyConfig.from_settings(settings),
+        clock,
+        send_trigger,
+        observe_lateness=metrics.timer_lateness.observe,
     )
+    positions: dict[tuple[str, int], int] = {}  # last offset handled per partition, for lag
+    processing = metrics.processing
     ticks_topic = settings.topic("ticks")
     inputs = app.topic(
         *settings.copartitioned_topics(),
@@ -131,10 +149,12 @@ def create_pipeline(
     async def journey(stream: Any) -> None:
         async for event in stream.noack().events():
             message = event.message
+            positions[(message.topic, message.partition)] = message.offset
             if message.topic == ticks_topic:
                 await engine.on_tick(message.partition, message.topic, message.offset)
                 sink.after_flush(event.ack)
                 continue
+            started = perf_counter()
             record = await ingest.handle(
                 message.topic,
                 message.partition,
@@ -146,6 +166,7 @@ def create_pipeline(
             )
             if record is not None:
                 await engine.on_event(record, message.topic, message.partition, message.offset)
+            processing.observe(perf_counter() - started)
             await sink.wait_for_room()
 
     @app.timer(interval=settings.timer_tick_interval / 1000)  # type: ignore[untyped-decorator]
@@ -164,14 +185,42 @@ def create_pipeline(
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_topic}
         engine.rebuild(journeys.items(), mine)
 
+    def lag() -> dict[tuple[str, int], int]:
+        behind: dict[tuple[str, int], int] = {}
+        for tp in app.consumer.assignment():
+            try:
+                highwater = app.consumer.highwater(tp)
+            except Exception:  # not known yet for this partition
+                continue
+            if highwater is not None and tp.topic != ticks_topic:
+                behind[(tp.topic, tp.partition)] = max(
+                    0, highwater - positions.get((tp.topic, tp.partition), -1) - 1
+                )
+        return behind
+
+    pipeline = Pipeline(
+        settings=settings,
+        app=app,
+        sink=sink,
+        ingest=ingest,
+        engine=engine,
+        clock=clock,
+        metrics=metrics,
+    )
+    metrics.attach(pipeline, lag)
+    if settings.web_port:
+        pipeline.web = WebServer(pipeline, metrics)
+
     @app.task  # type: ignore[untyped-decorator]
-    async def _start_sink() -> None:
+    async def _start() -> None:
         sink.start()
+        if pipeline.web is not None:
+            await pipeline.web.start()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def _flush_sink(app: faust.App, **kwargs: Any) -> None:
+    async def _stop(app: faust.App, **kwargs: Any) -> None:
         await sink.stop()
+        if pipeline.web is not None:
+            await pipeline.web.stop()
 
-    return Pipeline(
-        settings=settings, app=app, sink=sink, ingest=ingest, engine=engine, clock=clock
-    )
+    return pipeline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from streams.query import to_json
 from streams.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -136,43 +138,108 @@ def worker(
     )
 
 
-_READ_ONLY = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
-
-
 @main.command()
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table")
 @click.pass_context
 @friendly
 def sql(ctx: click.Context, query: str, fmt: str) -> None:
-    """Run one read-only SQL statement against the configured ClickHouse."""
-    import json
+    """Run one read-only SQL statement against the configured ClickHouse.
 
-    from sinks.clickhouse.client import ClickHouse
+    While a worker runs on the embedded ClickHouse, the query goes through that worker.
+    """
+    from sinks.clickhouse.client import NotReadOnly
+    from streams.query import QueryFailed, run_query
 
-    statement = query.strip().rstrip(";")
-    first = statement.split(None, 1)[0].upper() if statement else ""
-    if first not in _READ_ONLY or ";" in statement:
-        raise click.UsageError(
-            f"only one read-only statement is allowed ({', '.join(_READ_ONLY)}); "
-            f"got {first or 'nothing'}"
-        )
-    settings = _settings(ctx)
-    ch = ClickHouse.shared(settings)
-    result = ch.call(ch.client.query, statement, settings={"readonly": 1})
-    names, rows = list(result.column_names), result.result_rows
+    try:
+        result = run_query(_settings(ctx), query)
+    except NotReadOnly as exc:
+        raise click.UsageError(str(exc)) from exc
+    except QueryFailed as exc:
+        raise click.ClickException(str(exc)) from exc
     if fmt == "json":
-        click.echo(json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=str))
+        click.echo(
+            json.dumps(
+                [dict(zip(result.columns, row, strict=True)) for row in result.rows],
+                default=to_json,
+            )
+        )
     elif fmt == "tsv":
-        click.echo("\t".join(names))
-        for row in rows:
+        click.echo("\t".join(result.columns))
+        for row in result.rows:
             click.echo("\t".join("" if v is None else str(v) for v in row))
     else:
-        cells = [[str(v) for v in row] for row in rows]
-        widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
-        click.echo("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)))
-        for r in cells:
-            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+        click.echo(format_table(result.columns, result.rows))
+
+
+def format_table(columns: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:,.4g}" if abs(value) < 1 else f"{value:,.1f}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    numeric = [
+        all(isinstance(row[i], int | float) or row[i] is None for row in rows)
+        for i in range(len(columns))
+    ]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells:
+        lines.append(
+            "  ".join(
+                v.rjust(w) if numeric[i] else v.ljust(w)
+                for i, (v, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
+REPORT = (
+    (
+        "Funnel, last 14 days (distinct customers)",
+        "SELECT * FROM {db}.funnel_daily ORDER BY day DESC LIMIT 14",
+    ),
+    (
+        "Cart recovery, last 14 days",
+        "SELECT * FROM {db}.cart_recovery_daily ORDER BY day DESC LIMIT 14",
+    ),
+    ("Triggers: last-touch attribution", "SELECT * FROM {db}.trigger_attribution"),
+    (
+        "Trigger decisions",
+        "SELECT trigger_type, status, count() AS decisions FROM {db}.triggers FINAL "
+        "GROUP BY trigger_type, status ORDER BY trigger_type, status",
+    ),
+    ("Repeat purchase by cohort", "SELECT * FROM {db}.repeat_purchase_cohorts"),
+    ("NPS, last 14 days", "SELECT * FROM {db}.nps_daily ORDER BY day DESC LIMIT 14"),
+    ("Deliveries, last 14 days", "SELECT * FROM {db}.delivery_daily ORDER BY day DESC LIMIT 14"),
+    ("Customers by stage", "SELECT * FROM {db}.stage_counts"),
+)
+
+
+@main.command()
+@click.pass_context
+@friendly
+def report(ctx: click.Context) -> None:
+    """Print the key analytics views as tables (live while a worker runs)."""
+    from streams.query import QueryFailed, run_query
+
+    settings = _settings(ctx)
+    source = ""
+    for title, query in REPORT:
+        try:
+            result = run_query(settings, query.format(db=settings.clickhouse_database))
+        except QueryFailed as exc:
+            raise click.ClickException(f"{title}: {exc}") from exc
+        source = result.source
+        click.secho(f"\n{title}", bold=True)
+        click.echo(format_table(result.columns, result.rows) if result.rows else "(no data yet)")
+    click.echo(f"\n(read from {source})")
 
 
 def _simulation_options(fn: F) -> F:

@@ -120,6 +120,7 @@ class JourneyEngine:
         clock: Clock,
         send_trigger: SendTrigger,
         cache_size: int = 50_000,
+        observe_lateness: Callable[[float], object] | None = None,
     ) -> None:
         self.table = table
         self.sink = sink
@@ -127,6 +128,7 @@ class JourneyEngine:
         self.config = config
         self.clock = clock
         self.send_trigger = send_trigger
+        self.observe_lateness = observe_lateness
         self.index = TimerIndex()
         self._cache: OrderedDict[str, JourneyState] = OrderedDict()
         self._cache_size = cache_size
@@ -202,7 +204,10 @@ class JourneyEngine:
             state = self.load(customer_id)
             fire_at = state.next_fire_at()
             if fire_at is not None:
-                self.timer_lateness_ms.append(max(0, now - fire_at))
+                late = max(0, now - fire_at)
+                self.timer_lateness_ms.append(late)
+                if self.observe_lateness is not None:
+                    self.observe_lateness(late / 1000 / self.clock.speed)
             state, decisions = fire_due(state, now, self.config)
             await self._apply(state, decisions, now, topic, partition, offset)
             self.store(partition, state)

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     sink_retry_backoff: DurationMs = duration("500ms")
     sink_retry_backoff_max: DurationMs = duration("30s")
 
+    # --- The worker's HTTP endpoint: /health, /ready, /metrics, read-only /sql, the dashboard --
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)  # 0: no HTTP endpoint
+
     # --- Local state --------------------------------------------------------------------------
     data_dir: Path = Path(".local")
     table_store: str = "rocksdb://"

@@ -8,6 +8,7 @@ thread, which also keeps chdb away from the event loop.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -120,3 +121,30 @@ class ClickHouse:
     ) -> list[tuple[Any, ...]]:
         result = await self.run(self.client.query, sql, parameters=parameters)
         return [tuple(row) for row in result.result_rows]
+
+
+READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
+
+
+class NotReadOnly(ValueError):
+    pass
+
+
+def read_only_statement(sql: str) -> str:
+    """The statement without its trailing ``;``, or NotReadOnly: one read-only statement only.
+
+    A keyword check rather than ClickHouse's ``readonly`` setting: the embedded engine keeps
+    settings for the whole session, which would make the pipeline's own writes fail.
+    """
+    statement = sql.strip().rstrip(";").strip()
+    first = statement.split(None, 1)[0].upper() if statement else ""
+    if first not in READ_ONLY_STATEMENTS:
+        raise NotReadOnly(
+            f"only one read-only statement is allowed ({', '.join(READ_ONLY_STATEMENTS)}); "
+            f"got {first or 'nothing'}"
+        )
+    if ";" in statement:
+        raise NotReadOnly("only one statement at a time: remove the ';' in the middle")
+    if re.search(r"\bINTO\s+OUTFILE\b", statement, re.IGNORECASE):
+        raise NotReadOnly("INTO OUTFILE writes a file: not allowed here")
+    return statement

@@ -67,9 +67,11 @@ class ClickHouseSink:
         *,
         clickhouse: Callable[[Settings], ClickHouse] = ClickHouse.shared,
         on_fatal: Callable[[BaseException], object] | None = None,
+        on_flush: Callable[[float], object] | None = None,
     ) -> None:
         self.settings = settings
         self._on_fatal = on_fatal
+        self._on_flush = on_flush
         self._open = clickhouse
         self._clickhouse: ClickHouse | None = None
         self._tables: dict[str, _TableBuffer] = {}
@@ -211,6 +213,8 @@ class ClickHouseSink:
                 self.stats.rows += written
                 self.stats.batches += len(batches)
                 self.stats.last_flush_seconds = time.perf_counter() - started
+                if self._on_flush is not None:
+                    self._on_flush(self.stats.last_flush_seconds)
             self._room.set()
             return written
 

@@ -1,0 +1,125 @@
+"""Prometheus metrics of a worker, served at ``/metrics``.
+
+Counters the pipeline keeps anyway (events per topic, dead letters per reason, decisions per
+trigger type and status, sink totals) are read when Prometheus scrapes, so the hot path pays
+nothing for them. Histograms are observed where the time is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+
+# What the README documents; tests scrape these names.
+METRIC_NAMES = (
+    "journey_events_consumed_total",
+    "journey_events_accepted_total",
+    "journey_dead_letters_total",
+    "journey_events_rekeyed_total",
+    "journey_triggers_total",
+    "journey_pending_timers",
+    "journey_timer_lateness_seconds",
+    "journey_event_processing_seconds",
+    "journey_sink_rows_total",
+    "journey_sink_batches_total",
+    "journey_sink_failures_total",
+    "journey_sink_flush_seconds",
+    "journey_consumer_lag",
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.timer_lateness = Histogram(
+            "journey_timer_lateness_seconds",
+            "How long after its time a timer was evaluated.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.processing = Histogram(
+            "journey_event_processing_seconds",
+            "Time to process one input event in the agent (decode, journey, outputs).",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1),
+            registry=self.registry,
+        )
+        self.sink_flush = Histogram(
+            "journey_sink_flush_seconds",
+            "Duration of one ClickHouse sink flush (every table's batch, then the acks).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+
+    def attach(self, pipeline: Pipeline, lag: Callable[[], dict[tuple[str, int], int]]) -> None:
+        self.registry.register(_PipelineCollector(pipeline, lag))
+
+
+class _PipelineCollector(Collector):
+    def __init__(self, pipeline: Pipeline, lag: Callable[[], dict[tuple[str, int], int]]) -> None:
+        self.pipeline = pipeline
+        self.lag = lag
+
+    def describe(self) -> list[Metric]:
+        return []  # names are only known per scrape (labels); skip the describe pass
+
+    def collect(self) -> Iterator[Metric]:
+        ingest, engine, sink = self.pipeline.ingest, self.pipeline.engine, self.pipeline.sink
+        yield _counter(
+            "journey_events_consumed", "Input messages consumed.", "topic", ingest.consumed
+        )
+        yield _counter(
+            "journey_events_accepted", "Input events decoded and valid.", "topic", ingest.accepted
+        )
+        yield _counter(
+            "journey_dead_letters", "Inputs sent to the dead-letter topic.", "reason", ingest.dead
+        )
+        rekeyed = CounterMetricFamily(
+            "journey_events_rekeyed",
+            "Events re-keyed by customer_id through the repartition topic.",
+        )
+        rekeyed.add_metric([], ingest.repartitioned)
+        yield rekeyed
+        triggers = CounterMetricFamily(
+            "journey_triggers", "Trigger decisions.", labels=["type", "status"]
+        )
+        for (trigger_type, status), n in sorted(engine.decisions.items()):
+            triggers.add_metric([trigger_type, status], n)
+        yield triggers
+        pending = GaugeMetricFamily(
+            "journey_pending_timers", "Customers with a timer waiting in this worker."
+        )
+        pending.add_metric([], len(engine.index))
+        yield pending
+        yield _counter(
+            "journey_sink_rows", "Rows written to ClickHouse.", "table", sink.stats.rows_per_table
+        )
+        batches = CounterMetricFamily("journey_sink_batches", "ClickHouse inserts that succeeded.")
+        batches.add_metric([], sink.stats.batches)
+        yield batches
+        failures = CounterMetricFamily(
+            "journey_sink_failures", "ClickHouse inserts or deletes that failed (and were retried)."
+        )
+        failures.add_metric([], sink.stats.failures)
+        yield failures
+        lag = GaugeMetricFamily(
+            "journey_consumer_lag",
+            "Messages behind the end of each assigned input partition.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), behind in sorted(self.lag().items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
+
+
+def _counter(name: str, documentation: str, label: str, values: Any) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, n in sorted(values.items()):
+        family.add_metric([str(key)], n)
+    return family
