@@ -185,6 +185,8 @@ def create_pipeline(
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_topic}
         engine.rebuild(journeys.items(), mine)
 
+    lag_topics = set(settings.copartitioned_topics()) - {ticks_topic}
+
     def lag() -> dict[tuple[str, int], int]:
         behind: dict[tuple[str, int], int] = {}
         for tp in app.consumer.assignment():
@@ -192,7 +194,7 @@ def create_pipeline(
                 highwater = app.consumer.highwater(tp)
             except Exception:  # not known yet for this partition
                 continue
-            if highwater is not None and tp.topic != ticks_topic:
+            if highwater is not None and tp.topic in lag_topics:
                 behind[(tp.topic, tp.partition)] = max(
                     0, highwater - positions.get((tp.topic, tp.partition), -1) - 1
                 )

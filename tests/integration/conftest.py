@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -71,6 +72,12 @@ class Env:
         return rows
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> Env:
     tag = uuid.uuid4().hex[:10]
@@ -83,6 +90,7 @@ def env(tmp_path: Path) -> Env:
             "JOURNEY_DATA_DIR": str(tmp_path / "data"),
             "JOURNEY_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}",
             "JOURNEY_SINK_FLUSH_INTERVAL": "200ms",
+            "JOURNEY_WEB_PORT": str(free_port()),
             # A killed worker's partitions move on after 6 s (the broker's minimum), not 45 s.
             "JOURNEY_CONSUMER_SESSION_TIMEOUT": "6s",
         },
