@@ -350,5 +350,42 @@ def simulate(
     click.echo(f"sent in {time.monotonic() - started:,.1f}s")
 
 
+# --- import -----------------------------------------------------------------------------------
+@main.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto")
+@click.option("--dry-run", is_flag=True, help="Read and validate only; send nothing.")
+@click.option("--errors", "errors", type=click.Path(dir_okay=False), help="Rejected rows -> JSONL.")
+@click.pass_context
+@friendly
+def import_(ctx: click.Context, file: str, fmt: str, dry_run: bool, errors: str | None) -> None:
+    """Publish history (CSV or JSON Lines, see docs/import.md) into the input topics.
+
+    Exit code 0: every row was good; 1: some rows were rejected (the others went through);
+    2: the file could not be read, or Kafka could not be used.
+    """
+    from pathlib import Path
+
+    from streams.console import Progress
+    from streams.importer import ImportFailed, run_import
+
+    errors_path = Path(errors) if errors else None
+    try:
+        result = asyncio.run(
+            run_import(
+                _settings(ctx), Path(file), fmt, dry_run=dry_run, errors_path=errors_path,
+                progress=lambda total: Progress("import", total=total),
+            )
+        )  # fmt: skip
+    except ImportFailed as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    click.echo(result.summary())
+    if result.rejected:
+        click.echo(result.rejections(errors_path))
+    click.secho(result.verdict(), fg="yellow" if result.rejected else "green")
+    sys.exit(1 if result.rejected else 0)
+
+
 if __name__ == "__main__":
     main()
