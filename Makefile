@@ -57,8 +57,10 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit -q
 
+# The dashboard test drives a real headless Chromium: install Debian's package if missing.
 integration: install
-	@deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q
+	@CHROMIUM="$$(deploy/local/chromium.sh)" && export CHROMIUM && \
+		deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q
 
 test: install
 	$(MAKE) lint

@@ -49,11 +49,11 @@ def nice_ceiling(value: float) -> float:
     """A round top for an axis whose quarters are round too (4, 60, 800, 1200 ...)."""
     if value <= 0:
         return 1.0
-    magnitude = 10 ** math.floor(math.log10(value))
+    magnitude = 10.0 ** math.floor(math.log10(value))
     for multiplier in (1, 1.2, 2, 4, 6, 8, 10):
         if value <= multiplier * magnitude:
-            return multiplier * magnitude
-    return 10 * magnitude
+            return float(multiplier * magnitude)
+    return float(10 * magnitude)
 
 
 def _frame(width: int, height: int, body: str, title: str) -> str:
@@ -83,7 +83,7 @@ def _legend(series: Sequence[Series], x: int, y: int) -> str:
             f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{s.colour}"/>'
             f'<text x="{x + 14}" y="{y}" class="legend">{_esc(s.name)}</text>'
         )
-        x += 22 + 7 * len(s.name)
+        x += 24 + 8 * len(s.name)
     return "".join(parts)
 
 

@@ -1,0 +1,325 @@
+"""The analysts' views against the same numbers computed independently in Python.
+
+Simulated shop traffic (five months of history, whose trigger timers are long past due and
+expire, and the last day, whose marketing triggers go out) plus a scripted block near 'now'
+(abandoned carts whose reminders are sent, then orders that do or do not recover them, inside,
+at and just past the attribution window; buyers whose post-delivery messages are sent, then a
+second order). Delivered as a shop really delivers: some events twice, a slice replayed later,
+out of order (DELIVERED before SHIPPED, CANCELLED and REFUNDED before PLACED). One worker runs
+until everything is consumed and the decisions have settled; then every view must equal
+``expected_views`` over the generated events deduplicated by event_id, and for the views built
+on trigger decisions, over the decisions in ``journey.triggers FINAL``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from itertools import zip_longest
+from typing import Any
+
+from schemas.records import (
+    CartChanged,
+    FeedbackGiven,
+    InputEvent,
+    OrderChanged,
+    OrderItem,
+    PageViewed,
+    ShipmentChanged,
+)
+from streams.settings import parse_duration_ms
+from streams.simulator import DAY, HOUR, MINUTE, Behaviour, SimulationConfig, generate
+from tests.integration import expected_views as expect
+from tests.integration.conftest import Env, Worker, publish
+from tests.integration.test_ingest_path import as_messages
+
+WINDOW = "5d"
+WINDOW_MS = parse_duration_ms(WINDOW)
+SETTINGS = {
+    "JOURNEY_ABANDONED_CART_FIRST_DELAY": "2s",
+    "JOURNEY_ABANDONED_CART_SECOND_DELAY": "5s",
+    "JOURNEY_BROWSE_ABANDONMENT_DELAY": "3s",
+    "JOURNEY_DELIVERY_CHECK_IN_DELAY": "2s",
+    "JOURNEY_NPS_SURVEY_DELAY": "3s",
+    "JOURNEY_REVIEW_REQUEST_DELAY": "4s",
+    "JOURNEY_CROSS_SELL_DELAY": "5s",
+    # A 1 s cap instead of none: a customer's marketing messages then never go out in the same
+    # millisecond, so "the latest trigger before an order" (last touch) is never a tie.
+    "JOURNEY_FREQUENCY_CAP": "1s",
+    "JOURNEY_QUIET_HOURS_START": "0",
+    "JOURNEY_QUIET_HOURS_END": "0",
+    "JOURNEY_MARKETING_CONSENT_DEFAULT": "true",
+    "JOURNEY_ATTRIBUTION_WINDOW": WINDOW,
+}
+RECOVERING = ("v-a1", "v-a2", "v-a3", "v-a4", "v-a5", "v-a6", "v-a7", "v-a8", "v-a9")
+BUYERS = ("v-b1", "v-b2", "v-b3")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def simulated(now: int) -> list[InputEvent]:
+    """History that ends 3 h ago, and customers of the last 20 hours (no erasures: an erased
+    customer's rows are deleted by design, and no malformed payloads)."""
+    people = Behaviour(erased=0.0)
+    history = SimulationConfig(
+        seed=11,
+        customers=300,
+        start_ms=now - 150 * DAY,
+        arrival_window_ms=60 * DAY,
+        horizon_ms=150 * DAY - 3 * HOUR,
+        run_id="h",
+        behaviour=people,
+    )
+    recent = SimulationConfig(
+        seed=12,
+        customers=100,
+        start_ms=now - 20 * HOUR,
+        arrival_window_ms=16 * HOUR,
+        horizon_ms=20 * HOUR - 10 * MINUTE,
+        run_id="r",
+        behaviour=people,
+    )
+    records = [e.record for config in (history, recent) for e in generate(config)]
+    assert all(r is not None for r in records)
+    return [r for r in records if r is not None]
+
+
+def out_of_order(events: list[InputEvent], rng: random.Random) -> list[InputEvent]:
+    """Each event late by up to two days; a third of the cancellations and refunds before
+    their order, a third of the deliveries before their SHIPPED."""
+    key = {e.event_id: e.occurred_at + rng.randint(0, 2 * DAY) for e in events}
+    placed = {e.order_id: key[e.event_id] for e in events if isinstance(e, OrderChanged)
+              and e.status == "PLACED"}  # fmt: skip
+    shipped = {e.shipment_id: key[e.event_id] for e in events if isinstance(e, ShipmentChanged)
+               and e.status == "SHIPPED"}  # fmt: skip
+    for e in events:
+        if rng.random() >= 1 / 3:
+            continue
+        if isinstance(e, OrderChanged) and e.status != "PLACED" and e.order_id in placed:
+            key[e.event_id] = placed[e.order_id] - 1
+        elif isinstance(e, ShipmentChanged) and e.status == "DELIVERED" and e.shipment_id in shipped:
+            key[e.event_id] = shipped[e.shipment_id] - 1
+    return sorted(events, key=lambda e: key[e.event_id])
+
+
+def with_duplicates(events: list[InputEvent], rng: random.Random, share: float) -> list[InputEvent]:
+    """Some events sent twice, the second copy up to a few hundred messages later."""
+    out = list(events)
+    for event in events:
+        if rng.random() < share:
+            out.insert(min(len(out), out.index(event) + rng.randint(1, 300)), event)
+    return out
+
+
+def scenario_before(t0: int) -> list[InputEvent]:
+    """Carts left at t0 (their reminders are sent within seconds), and buyers whose order was
+    delivered 20 minutes ago (post-delivery messages within seconds); DELIVERED sent first."""
+    events: list[InputEvent] = []
+    for n, c in enumerate(RECOVERING):
+        events += [
+            PageViewed(f"{c}-1", c, t0, f"s-{c}", "PRODUCT", "https://shop/p/1", "sku-01001", "shoes"),
+            CartChanged(f"{c}-2", c, t0 + 1, f"k-{c}", "PRODUCT_ADDED", "sku-01001", "shoes", 1, 5_000 + 100 * n, "EUR"),
+        ]  # fmt: skip
+        if n % 2:
+            events.append(CartChanged(f"{c}-3", c, t0 + 2, f"k-{c}", "CHECKOUT_STARTED"))
+    for n, c in enumerate(BUYERS):
+        order, shipment = f"o-{c}-1", f"sh-{c}"
+        item = OrderItem("sku-02001", 1, 7_000 + 100 * n, "jackets")
+        events += [
+            PageViewed(f"{c}-1", c, t0 - 3 * HOUR, f"s-{c}", "PRODUCT", "https://shop/p/2", "sku-02001", "jackets"),
+            OrderChanged(f"{c}-2", c, t0 - 3 * HOUR + MINUTE, order, "PLACED", item.unit_price_minor, "EUR", [item]),
+            ShipmentChanged(f"{c}-4", c, t0 - 20 * MINUTE, order, shipment, "DELIVERED"),
+            ShipmentChanged(f"{c}-3", c, t0 - 2 * HOUR, order, shipment, "SHIPPED", "DHL", "JVGL1", "https://t/1"),
+            FeedbackGiven(f"{c}-5", c, t0 - 10 * MINUTE, "NPS", (10, 3, 7)[n], order),
+        ]  # fmt: skip
+    return events
+
+
+def scenario_after(t1: int, sent: dict[str, list[int]]) -> list[InputEvent]:
+    """Orders after the reminders were sent (``sent``: cart -> when its reminders went out).
+
+    a1 recovers its cart; a2 too, less a partial refund (sent before its order); a3 cancels
+    (the cancellation sent first); a4 is refunded in two parts that add up to its total;
+    a5 orders 5 days after the second reminder less 200 ms, which is more than 5 days after the
+    first; a6 exactly 5 days after the second; a7 1 ms later than that; a8 never orders; a9
+    orders twice from the same cart. b1 and b2 order again, b3 does not."""
+
+    def order(c: str, at: int, suffix: str = "", status: str = "PLACED", total: int = 0) -> OrderChanged:
+        item = OrderItem("sku-01001", 1, 5_000 + 100 * RECOVERING.index(c), "shoes")
+        return OrderChanged(
+            f"{c}-o{suffix}{status[0]}{at}", c, at, f"o-{c}{suffix}", status,
+            total or item.unit_price_minor, "EUR", [item], f"k-{c}",
+        )  # fmt: skip
+
+    last = {c: max(sent[f"k-{c}"]) for c in RECOVERING}
+    a1 = order("v-a1", t1)
+    a4 = order("v-a4", t1)
+    events: list[InputEvent] = [
+        a1,
+        order("v-a2", t1 + HOUR, status="REFUNDED", total=2_000),
+        order("v-a2", t1),
+        order("v-a3", t1 + 10 * MINUTE, status="CANCELLED"),
+        order("v-a3", t1),
+        a4,
+        order("v-a4", t1 + HOUR, status="REFUNDED", total=a4.total_minor - 1_000),
+        order("v-a4", t1 + 2 * HOUR, status="REFUNDED", total=1_000),
+        order("v-a5", last["v-a5"] + WINDOW_MS - 200),
+        order("v-a6", last["v-a6"] + WINDOW_MS),
+        order("v-a7", last["v-a7"] + WINDOW_MS + 1),
+        order("v-a9", t1, suffix="-1"),
+        order("v-a9", t1 + 30 * MINUTE, suffix="-2"),
+    ]
+    for n, (c, at) in enumerate((("v-b1", t1), ("v-b2", t1 + DAY))):
+        item = OrderItem("sku-03001", 2, 2_500 + n, "shirts")
+        events.append(OrderChanged(f"{c}-6", c, at, f"o-{c}-2", "PLACED", 5_000 + 2 * n, "EUR", [item]))
+    return [*events, a1, *events[6:8]]  # and a few of them twice
+
+
+def decisions(env: Env, where: str = "1") -> list[expect.Decision]:
+    rows = env.sql(
+        "SELECT trigger_id, trigger_type, category, customer_id, status, "
+        "toUnixTimestamp64Milli(due_at) AS due_at, toUnixTimestamp64Milli(decided_at) AS decided_at, "
+        f"cart_id FROM journey.triggers FINAL WHERE {where}"
+    )
+    return [expect.Decision(**row) for row in rows]
+
+
+def reminders_sent(env: Env, timeout: float = 90) -> list[expect.Decision]:
+    """Once both reminders of every scripted cart and the last post-delivery message of every
+    scripted buyer are decided, the scripted decisions."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = decisions(env, "startsWith(customer_id, 'v-')")
+        reminders = Counter(
+            d.customer_id for d in rows if d.trigger_type == "ABANDONED_CART" and d.status == "EMITTED"
+        )
+        cross_sells = {d.customer_id for d in rows if d.trigger_type == "CROSS_SELL"}
+        if all(reminders[c] == 2 for c in RECOVERING) and cross_sells == set(BUYERS):
+            return rows
+        assert time.monotonic() < deadline, f"scripted triggers not decided: {sorted(reminders.items())}"
+        time.sleep(1)
+
+
+def settle(worker: Worker, consumed: int, stored: int, quiet: float = 2.5) -> None:
+    """Everything consumed and stored, and no decision added for `quiet` seconds."""
+    worker.wait_until(lambda s: s.get("consumed", 0) >= consumed and s.get("events_rows", 0) >= stored)
+    last, since = worker.last.get("trigger_rows"), time.monotonic()
+    while time.monotonic() - since < quiet:
+        status = worker.wait_until(lambda s: "trigger_rows" in s, timeout=30)
+        if status["trigger_rows"] != last:
+            last, since = status["trigger_rows"], time.monotonic()
+    assert worker.last["consumed"] == consumed
+    assert worker.last["events_rows"] == stored
+
+
+def assert_rows(view: str, got: list[dict[str, Any]], want: list[dict[str, Any]], **tolerance: float) -> None:
+    """Equal row by row: integers and keys exactly, rounded figures within `tolerance`."""
+
+    def same(column: str, a: Any, b: Any) -> bool:
+        if isinstance(a, float) and math.isnan(a):
+            a = None  # an empty median
+        if column in tolerance and a is not None and b is not None:
+            return abs(a - b) <= tolerance[column]
+        return bool(a == b)
+
+    bad = [
+        (g, w) for g, w in zip_longest(got, want)
+        if g is None or w is None or g.keys() != w.keys() or not all(same(k, g[k], w[k]) for k in w)
+    ]  # fmt: skip
+    shown = "\n".join(f"  view:     {g}\n  expected: {w}" for g, w in bad[:6])
+    assert not bad, f"{view}: {len(bad)} of {max(len(got), len(want))} rows differ\n{shown}"
+
+
+def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> None:
+    rng = random.Random(20261122)
+    t0 = now_ms()
+    history = out_of_order(simulated(t0), rng)
+    first = [*with_duplicates(history, rng, 0.05), *scenario_before(t0)]
+    env.journey("topics", "create")
+    publish(env, as_messages(first))
+    worker = start_worker(**SETTINGS)
+    worker.wait_until(lambda s: s.get("consumed", 0) >= len(first), timeout=90)
+
+    scripted = reminders_sent(env)
+    sent: dict[str, list[int]] = {}
+    for d in scripted:
+        if d.trigger_type == "ABANDONED_CART" and d.status == "EMITTED" and d.cart_id:
+            sent.setdefault(d.cart_id, []).append(d.decided_at)
+    t1 = now_ms()  # after every decision so far
+    assert t1 > max(d.decided_at for d in scripted)
+    replay = history[len(history) // 3 : len(history) // 3 + 500]
+    second = [*scenario_after(t1, sent), *replay]
+    publish(env, as_messages(second))
+
+    events = expect.unique([*first, *second])
+    settle(worker, consumed=len(first) + len(second), stored=len(events))
+    assert worker.stop() == 0
+
+    # --- the inputs of the independent computation ------------------------------------------
+    orders = expect.orders(events)
+    triggers = decisions(env)
+    assert {"EMITTED", "EXPIRED", "CANCELLED"} <= {d.status for d in triggers}
+    stages = {r["customer_id"]: r["stage"] for r in env.sql("SELECT customer_id, stage FROM journey.customers FINAL")}
+    assert set(stages) == {e.customer_id for e in events}
+
+    # The scripted outcomes follow the contract's definitions (this checks expected_views too).
+    recovered = expect.recovered_carts(orders, triggers, WINDOW_MS)
+    assert sorted(recovered) == ["k-v-a1", "k-v-a2", "k-v-a5", "k-v-a6", "k-v-a9"]
+    assert len(recovered["k-v-a9"]) == 2
+    assert orders["o-v-a2"].revenue_minor == 5_100 - 2_000
+    assert not orders["o-v-a3"].counts and not orders["o-v-a4"].counts
+    attributed = expect.attributions(orders, triggers, WINDOW_MS)
+    last_reminder = {c: max(sent[f"k-{c}"]) for c in RECOVERING}
+    for c in ("v-a1", "v-a2", "v-a5", "v-a6"):
+        assert attributed[f"o-{c}"].trigger_type == "ABANDONED_CART"
+        assert attributed[f"o-{c}"].decided_at == last_reminder[c]
+    assert "o-v-a7" not in attributed and "o-v-b1-1" not in attributed
+    assert {"o-v-b1-2", "o-v-b2-2"} <= set(attributed)
+
+    # --- every view ----------------------------------------------------------------------
+    def view(name: str, order_by: str) -> list[dict[str, Any]]:
+        return env.sql(f"SELECT * FROM journey.{name} ORDER BY {order_by}")
+
+    funnel = [r for r in view("funnel_daily", "day") if any(r[s] for s in expect.FUNNEL_STEPS)]
+    assert_rows("funnel_daily", funnel, expect.funnel_daily(events, orders))
+    assert_rows(
+        "cart_recovery_daily",
+        view("cart_recovery_daily", "day"),
+        expect.cart_recovery_daily(orders, triggers, WINDOW_MS),
+    )
+    assert_rows(
+        "repeat_purchase_cohorts",
+        view("repeat_purchase_cohorts", "cohort_month"),
+        expect.repeat_purchase_cohorts(orders),
+        repeat_rate=1e-4 + 1e-9,
+        median_days_to_second_order=0.1 + 1e-9,
+    )
+    assert_rows("nps_daily", view("nps_daily", "day"), expect.nps_daily(events), nps=0.1 + 1e-9)
+    assert_rows(
+        "trigger_attribution",
+        view("trigger_attribution", "trigger_type"),
+        expect.trigger_attribution(orders, triggers, WINDOW_MS),
+        conversion_rate=1e-4 + 1e-9,
+    )
+    assert_rows(
+        "delivery_daily",
+        view("delivery_daily", "day"),
+        expect.delivery_daily(events),
+        median_hours_to_deliver=0.1 + 1e-9,
+    )
+    assert_rows(
+        "stage_counts",
+        env.sql("SELECT * FROM journey.stage_counts"),  # in funnel order, as the view sorts
+        expect.stage_counts(stages),
+    )
+
+    # Not trivially equal: every view has something to show.
+    cohorts = expect.repeat_purchase_cohorts(orders)
+    assert sum(r["repeat_customers"] for r in cohorts) >= 5
+    assert any(r["median_days_to_second_order"] for r in cohorts)
+    assert any(r["detractors"] for r in expect.nps_daily(events))
+    assert any(r["failed"] for r in expect.delivery_daily(events))
+    assert sum(r["converted"] for r in expect.trigger_attribution(orders, triggers, WINDOW_MS)) >= 6
