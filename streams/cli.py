@@ -242,6 +242,123 @@ def report(ctx: click.Context) -> None:
     click.echo(f"\n(read from {source})")
 
 
+# --- dead letters -----------------------------------------------------------------------------
+@main.group()
+def dlq() -> None:
+    """Inspect dead letters and replay them once the cause is fixed."""
+
+
+def _when(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@dlq.command("list")
+@click.option("--reason", default=None, help="Only this reason code (e.g. validation).")
+@click.option("--topic", default=None, help="Only dead letters from this topic.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+@friendly
+def dlq_list(ctx: click.Context, reason: str | None, topic: str | None, limit: int) -> None:
+    """What failed, newest last, with the reason."""
+    from collections import Counter
+
+    from streams.dlq import read_letters_sync, select
+
+    letters = select(read_letters_sync(_settings(ctx)), reason=reason, topic=topic)
+    letters.sort(key=lambda item: item.letter.failed_at)
+    if not letters:
+        click.echo("no dead letters" + (" matching the filter" if reason or topic else ""))
+        return
+    shown = letters[-limit:]
+    for item in shown:
+        letter = item.letter
+        reason_text = letter.reason if len(letter.reason) <= 90 else letter.reason[:87] + "..."
+        click.echo(
+            f"{item.id:<40} {_when(letter.failed_at)}  {letter.reason_code:<20} {reason_text}"
+        )
+    by_reason = Counter(item.letter.reason_code for item in letters)
+    click.echo(
+        f"\n{len(letters)} dead letter(s)"
+        + (f", showing the last {len(shown)}" if len(shown) < len(letters) else "")
+        + ": "
+        + ", ".join(f"{code} {n}" for code, n in by_reason.most_common())
+        + ". Details: journey dlq show ID"
+    )
+
+
+@dlq.command("show")
+@click.argument("dead_letter_id")
+@click.pass_context
+@friendly
+def dlq_show(ctx: click.Context, dead_letter_id: str) -> None:
+    """Everything about one dead letter, and what to do about it."""
+    from streams.dlq import ADVICE, read_letters_sync, select
+
+    found = select(read_letters_sync(_settings(ctx)), ids=[dead_letter_id])
+    if not found:
+        raise click.ClickException(f"no dead letter {dead_letter_id!r} (see journey dlq list)")
+    item = found[-1]
+    letter = item.letter
+    value = letter.value or b""
+    if value[:1] == b"{":
+        shown = value.decode("utf-8", "backslashreplace")
+    else:
+        shown = value[:256].hex(" ") + (" ..." if len(value) > 256 else "")
+    click.echo(f"id            {item.id}")
+    click.echo(f"failed at     {_when(letter.failed_at)} UTC")
+    click.echo(f"source        {letter.topic} partition {letter.partition} offset {letter.offset}")
+    click.echo(f"expected      {letter.record_type or '-'}")
+    click.echo(f"reason        {letter.reason_code}: {letter.reason}")
+    key = letter.key.decode("utf-8", "backslashreplace") if letter.key is not None else "(none)"
+    click.echo(f"key           {key}")
+    click.echo(f"value         {len(value):,} bytes{' (truncated)' if item.truncated else ''}")
+    click.echo(f"              {shown}")
+    click.echo(f"what to do    {ADVICE.get(letter.reason_code, 'See the reason.')}")
+
+
+@dlq.command("replay")
+@click.argument("dead_letter_ids", nargs=-1)
+@click.option("--reason", default=None, help="Replay every dead letter with this reason code.")
+@click.option("--topic", default=None, help="Replay every dead letter from this topic.")
+@click.option("--all", "everything", is_flag=True, help="Replay every dead letter.")
+@click.pass_context
+@friendly
+def dlq_replay(
+    ctx: click.Context,
+    dead_letter_ids: tuple[str, ...],
+    reason: str | None,
+    topic: str | None,
+    everything: bool,
+) -> None:
+    """Republish chosen dead letters to their source topic (after fixing the cause)."""
+    from streams.console import Progress
+    from streams.dlq import read_letters_sync, replay, select
+
+    if not (dead_letter_ids or reason or topic or everything):
+        raise click.UsageError("say what to replay: IDs, --reason, --topic or --all")
+    settings = _settings(ctx)
+    chosen = select(read_letters_sync(settings), dead_letter_ids, reason, topic)
+    missing = set(dead_letter_ids) - {item.id for item in chosen}
+    if missing:
+        raise click.ClickException(f"no such dead letter(s): {', '.join(sorted(missing))}")
+    partial = [item for item in chosen if item.truncated]
+    chosen = [item for item in chosen if not item.truncated]
+    for item in partial:
+        click.echo(f"skipped {item.id}: only part of its value was kept; the producer must resend")
+    if not chosen:
+        click.echo("nothing to replay")
+        return
+    progress = Progress("replay", total=len(chosen))
+    replayed = asyncio.run(replay(settings, chosen, on_progress=progress.update))
+    progress.finish(replayed, "done")
+    click.echo(
+        f"replayed {replayed} dead letter(s) to their source topics; they are processed like "
+        "fresh events (and dead-lettered again if the cause is not fixed)"
+    )
+
+
 def _simulation_options(fn: F) -> F:
     for option in reversed(
         [
