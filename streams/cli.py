@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from streams.logs import setup_logging
 from streams.query import to_json
 from streams.settings import Settings, load_settings
 
@@ -47,16 +47,31 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default="warning", show_default=True, help="Python log level.")
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    envvar="JOURNEY_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Log level (JOURNEY_LOG_LEVEL).",
+)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    envvar="JOURNEY_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    help="Logs as text lines or one JSON object per line (JOURNEY_LOG_FORMAT).",
+)
 @click.pass_context
-def main(ctx: click.Context, log_level: str) -> None:
+def main(ctx: click.Context, log_level: str, log_format: str) -> None:
     """Post-purchase customer journeys: Kafka in, triggers out, analytics in ClickHouse.
 
     Configuration comes from JOURNEY_* environment variables and a .env file (see README).
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level, log_format)
+    ctx.meta["log_format"] = log_format
+    ctx.meta["log_level"] = log_level.lower()
     try:
         ctx.obj = load_settings()
     except ValidationError as exc:
@@ -119,14 +134,11 @@ def migrate(ctx: click.Context) -> None:
 
 # --- running ----------------------------------------------------------------------------------
 @main.command()
-@click.option("--loglevel", default="info", show_default=True)
 @click.option("--status-every", type=float, default=None, help="Print a status block every N s.")
 @click.option("--status-format", type=click.Choice(["text", "json"]), default="text")
 @click.pass_context
 @friendly
-def worker(
-    ctx: click.Context, loglevel: str, status_every: float | None, status_format: str
-) -> None:
+def worker(ctx: click.Context, status_every: float | None, status_format: str) -> None:
     """Run a pipeline worker until Ctrl-C."""
     from streams.runner import run_worker
 
@@ -134,7 +146,8 @@ def worker(
         _settings(ctx),
         status_every=status_every,
         status_json=status_format == "json",
-        loglevel=loglevel,
+        loglevel=ctx.meta.get("log_level", "info"),
+        log_format=ctx.meta.get("log_format", "text"),
     )
 
 
@@ -403,7 +416,6 @@ def _simulation_options(fn: F) -> F:
 @main.command()
 @_simulation_options
 @click.option("--status-every", type=float, default=5.0, show_default=True)
-@click.option("--loglevel", default="warning", show_default=True)
 @click.pass_context
 @friendly
 def run(
@@ -416,7 +428,6 @@ def run(
     max_events: int | None,
     run_id: str | None,
     status_every: float,
-    loglevel: str,
 ) -> None:
     """The worker, the shop simulator and a live status display, in one process (make run)."""
     from streams.runner import SimulationOptions, run_worker
@@ -430,7 +441,8 @@ def run(
         settings,
         simulation=SimulationOptions(seed, customers, rate, speed, bad_rate, max_events, run_id),
         status_every=status_every,
-        loglevel=loglevel,
+        loglevel=ctx.meta.get("log_level", "warning"),
+        log_format=ctx.meta.get("log_format", "text"),
     )
 
 

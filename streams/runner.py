@@ -23,6 +23,7 @@ from sinks.clickhouse.migrations import apply_migrations
 from streams.app import Pipeline, create_pipeline
 from streams.clock import Clock
 from streams.console import Progress, describe_trigger
+from streams.logs import logging_config
 from streams.publish import Publisher
 from streams.settings import Settings
 from streams.topics import create_topics, verify_layout
@@ -178,6 +179,7 @@ def run_worker(
     status_every: float | None = None,
     status_json: bool = False,
     loglevel: str = "info",
+    log_format: str = "text",
 ) -> None:
     """Run until Ctrl-C / SIGTERM (or, in tests, until killed)."""
     partitions = prepare(settings)
@@ -203,9 +205,13 @@ def run_worker(
         async def _simulate() -> None:
             await run_simulation(settings, simulation, display, clock=clock)
 
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    # aiokafka logs every request at DEBUG; building those records costs real time per event.
-    logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLogger().level))
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logging_config(loglevel, log_format),
+    )
     worker.execute_from_commandline()
 
 

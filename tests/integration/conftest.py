@@ -156,9 +156,9 @@ def start_worker(env: Env) -> Iterator[Callable[..., Worker]]:
         process = subprocess.Popen(
             [
                 JOURNEY,
-                "worker",
-                "--loglevel",
+                "--log-level",
                 "warning",
+                "worker",
                 "--status-every",
                 "0.3",
                 "--status-format",

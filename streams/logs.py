@@ -1,0 +1,53 @@
+"""Logging: readable lines for people, or one JSON object per line for log collectors.
+
+Logs go to stderr (stdout carries the status display and command output). Choose with
+``journey --log-format json`` or ``JOURNEY_LOG_FORMAT=json``; the level with ``--log-level``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+from datetime import UTC, datetime
+from typing import Any
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def logging_config(level: str, fmt: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dict; also given to Faust's worker so it keeps ours."""
+    formatter: dict[str, Any] = {"()": JsonFormatter} if fmt == "json" else {"format": TEXT_FORMAT}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"journey": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "journey",
+            }
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        # aiokafka logs every request at DEBUG: building those records costs time per event.
+        "loggers": {"aiokafka": {"level": max(logging.INFO, logging.getLevelName(level.upper()))}},
+    }
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    logging.config.dictConfig(logging_config(level, fmt))
