@@ -195,6 +195,8 @@ def format_table(columns: list[str], rows: list[list[Any]]) -> str:
             return f"{value:,}"
         return str(value)
 
+    if not columns:
+        return "(no rows)"
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     numeric = [

@@ -46,7 +46,7 @@ def run_query(settings: Settings, sql: str) -> Result:
     statement = read_only_statement(sql)
     url = settings.resolved_clickhouse_url()
     if url.startswith("chdb://") and settings.web_port:
-        via_worker = _ask_worker(settings, statement)
+        via_worker = _ask_worker(settings, statement, url)
         if via_worker is not None:
             return via_worker
     ch = ClickHouse.shared(settings)
@@ -58,7 +58,8 @@ def run_query(settings: Settings, sql: str) -> Result:
     return Result(list(result.column_names), [list(r) for r in result.result_rows], url)
 
 
-def _ask_worker(settings: Settings, statement: str) -> Result | None:
+def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
+    """Ask the worker serving on the configured port, if it owns *our* data path."""
     endpoint = f"http://{settings.web_host}:{settings.web_port}/sql"
     request = urllib.request.Request(
         endpoint, data=statement.encode(), method="POST", headers={"Content-Type": "text/plain"}
@@ -74,4 +75,6 @@ def _ask_worker(settings: Settings, statement: str) -> Result | None:
         raise QueryFailed(message) from exc
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None  # no worker here: open the data path directly
+    if body.get("clickhouse") != url:
+        return None  # a worker of another installation: not our data
     return Result(body["columns"], body["rows"], f"the running worker at {endpoint}")

@@ -120,7 +120,9 @@ class WebServer:
         columns, rows = await self.query(statement)
         if columns is None:
             return json_response({"error": rows}, status=400)
-        return json_response({"columns": columns, "rows": rows})
+        return json_response(
+            {"columns": columns, "rows": rows, "clickhouse": self.pipeline.sink.clickhouse.url}
+        )
 
     async def query(self, statement: str) -> tuple[Any, Any]:
         ch = self.pipeline.sink.clickhouse
