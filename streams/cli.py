@@ -439,6 +439,10 @@ def run(
         f"journey: Kafka {settings.kafka_bootstrap}, ClickHouse "
         f"{settings.resolved_clickhouse_url()}; Ctrl-C stops."
     )
+    if settings.web_port:
+        base = f"http://{settings.web_host}:{settings.web_port}"
+        click.secho(f"dashboard: {base}/   metrics: {base}/metrics", bold=True)
+        click.echo("analytics while it runs: journey report, journey sql \"SELECT ...\"")
     run_worker(
         settings,
         simulation=SimulationOptions(seed, customers, rate, speed, bad_rate, max_events, run_id),

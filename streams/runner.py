@@ -163,6 +163,12 @@ class StatusDisplay:
         ]
         if self.simulated:
             lines.append(f"    simulator: {self.simulated}")
+        settings = self.pipeline.settings
+        if settings.web_port:
+            lines.append(
+                f"    dashboard: http://{settings.web_host}:{settings.web_port}/   "
+                "analytics: journey report"
+            )
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
 
