@@ -442,7 +442,7 @@ def run(
     if settings.web_port:
         base = f"http://{settings.web_host}:{settings.web_port}"
         click.secho(f"dashboard: {base}/   metrics: {base}/metrics", bold=True)
-        click.echo("analytics while it runs: journey report, journey sql \"SELECT ...\"")
+        click.echo('analytics while it runs: journey report, journey sql "SELECT ..."')
     run_worker(
         settings,
         simulation=SimulationOptions(seed, customers, rate, speed, bad_rate, max_events, run_id),

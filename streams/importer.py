@@ -360,7 +360,8 @@ class RowParser:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return Rejected(line, "bad_json", f"not valid JSON: {exc}", None, text)
+            where = f" at column {exc.colno}" if exc.lineno == 1 else ""
+            return Rejected(line, "bad_json", f"not valid JSON: {exc.msg}{where}", None, text)
         if not isinstance(data, dict):
             return Rejected(
                 line, "bad_json", f"JSON value must be an object, got {_describe(data)}", None, text

@@ -144,7 +144,7 @@ def read_only_statement(sql: str) -> str:
             f"got {first or 'nothing'}"
         )
     if ";" in statement:
-        raise NotReadOnly("only one statement at a time: remove the ';' in the middle")
+        raise NotReadOnly("only one read-only statement at a time: remove the ';' in the middle")
     if re.search(r"\bINTO\s+OUTFILE\b", statement, re.IGNORECASE):
         raise NotReadOnly("INTO OUTFILE writes a file: not allowed here")
     return statement

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import Counter
 from itertools import zip_longest
 from typing import Any
 
@@ -91,17 +92,21 @@ def out_of_order(events: list[InputEvent], rng: random.Random) -> list[InputEven
     """Each event late by up to two days; a third of the cancellations and refunds before
     their order, a third of the deliveries before their SHIPPED."""
     key = {e.event_id: e.occurred_at + rng.randint(0, 2 * DAY) for e in events}
-    placed = {e.order_id: key[e.event_id] for e in events if isinstance(e, OrderChanged)
-              and e.status == "PLACED"}  # fmt: skip
-    shipped = {e.shipment_id: key[e.event_id] for e in events if isinstance(e, ShipmentChanged)
-               and e.status == "SHIPPED"}  # fmt: skip
+    first: dict[str, int] = {}  # order or shipment id -> when its PLACED / SHIPPED is sent
     for e in events:
-        if rng.random() >= 1 / 3:
+        if isinstance(e, OrderChanged) and e.status == "PLACED":
+            first[e.order_id] = key[e.event_id]
+        elif isinstance(e, ShipmentChanged) and e.status == "SHIPPED":
+            first[e.shipment_id] = key[e.event_id]
+    for e in events:
+        if isinstance(e, OrderChanged) and e.status in ("CANCELLED", "REFUNDED"):
+            subject = e.order_id
+        elif isinstance(e, ShipmentChanged) and e.status == "DELIVERED":
+            subject = e.shipment_id
+        else:
             continue
-        if isinstance(e, OrderChanged) and e.status != "PLACED" and e.order_id in placed:
-            key[e.event_id] = placed[e.order_id] - 1
-        elif isinstance(e, ShipmentChanged) and e.status == "DELIVERED" and e.shipment_id in shipped:
-            key[e.event_id] = shipped[e.shipment_id] - 1
+        if subject in first and rng.random() < 1 / 3:
+            key[e.event_id] = first[subject] - 1
     return sorted(events, key=lambda e: key[e.event_id])
 
 
@@ -115,8 +120,9 @@ def with_duplicates(events: list[InputEvent], rng: random.Random, share: float) 
 
 
 def scenario_before(t0: int) -> list[InputEvent]:
-    """Carts left at t0 (their reminders are sent within seconds), and buyers whose order was
-    delivered 20 minutes ago (post-delivery messages within seconds); DELIVERED sent first."""
+    """Carts left at t0 (their reminders are sent within seconds), buyers whose order was
+    delivered 20 minutes ago (post-delivery messages within seconds; DELIVERED sent first), and
+    NPS answers."""
     events: list[InputEvent] = []
     for n, c in enumerate(RECOVERING):
         events += [
@@ -135,6 +141,9 @@ def scenario_before(t0: int) -> list[InputEvent]:
             ShipmentChanged(f"{c}-3", c, t0 - 2 * HOUR, order, shipment, "SHIPPED", "DHL", "JVGL1", "https://t/1"),
             FeedbackGiven(f"{c}-5", c, t0 - 10 * MINUTE, "NPS", (10, 3, 7)[n], order),
         ]  # fmt: skip
+    # With the buyers' answers: 3 promoters, 2 passives, 2 detractors of 7 on one day (14.3).
+    for n, score in enumerate((9, 9, 8, 0)):
+        events.append(FeedbackGiven(f"v-n{n}-1", f"v-n{n}", t0 - 5 * MINUTE, "NPS", score))
     return events
 
 
@@ -147,7 +156,9 @@ def scenario_after(t1: int, sent: dict[str, list[int]]) -> list[InputEvent]:
     first; a6 exactly 5 days after the second; a7 1 ms later than that; a8 never orders; a9
     orders twice from the same cart. b1 and b2 order again, b3 does not."""
 
-    def order(c: str, at: int, suffix: str = "", status: str = "PLACED", total: int = 0) -> OrderChanged:
+    def order(
+        c: str, at: int, suffix: str = "", status: str = "PLACED", total: int = 0
+    ) -> OrderChanged:
         item = OrderItem("sku-01001", 1, 5_000 + 100 * RECOVERING.index(c), "shoes")
         return OrderChanged(
             f"{c}-o{suffix}{status[0]}{at}", c, at, f"o-{c}{suffix}", status,
@@ -174,7 +185,9 @@ def scenario_after(t1: int, sent: dict[str, list[int]]) -> list[InputEvent]:
     ]
     for n, (c, at) in enumerate((("v-b1", t1), ("v-b2", t1 + DAY))):
         item = OrderItem("sku-03001", 2, 2_500 + n, "shirts")
-        events.append(OrderChanged(f"{c}-6", c, at, f"o-{c}-2", "PLACED", 5_000 + 2 * n, "EUR", [item]))
+        events.append(
+            OrderChanged(f"{c}-6", c, at, f"o-{c}-2", "PLACED", 5_000 + 2 * n, "EUR", [item])
+        )
     return [*events, a1, *events[6:8]]  # and a few of them twice
 
 
@@ -194,18 +207,24 @@ def reminders_sent(env: Env, timeout: float = 90) -> list[expect.Decision]:
     while True:
         rows = decisions(env, "startsWith(customer_id, 'v-')")
         reminders = Counter(
-            d.customer_id for d in rows if d.trigger_type == "ABANDONED_CART" and d.status == "EMITTED"
+            d.customer_id
+            for d in rows
+            if d.trigger_type == "ABANDONED_CART" and d.status == "EMITTED"
         )
         cross_sells = {d.customer_id for d in rows if d.trigger_type == "CROSS_SELL"}
         if all(reminders[c] == 2 for c in RECOVERING) and cross_sells == set(BUYERS):
             return rows
-        assert time.monotonic() < deadline, f"scripted triggers not decided: {sorted(reminders.items())}"
+        assert time.monotonic() < deadline, (
+            f"scripted triggers not decided: {sorted(reminders.items())}"
+        )
         time.sleep(1)
 
 
 def settle(worker: Worker, consumed: int, stored: int, quiet: float = 2.5) -> None:
     """Everything consumed and stored, and no decision added for `quiet` seconds."""
-    worker.wait_until(lambda s: s.get("consumed", 0) >= consumed and s.get("events_rows", 0) >= stored)
+    worker.wait_until(
+        lambda s: s.get("consumed", 0) >= consumed and s.get("events_rows", 0) >= stored
+    )
     last, since = worker.last.get("trigger_rows"), time.monotonic()
     while time.monotonic() - since < quiet:
         status = worker.wait_until(lambda s: "trigger_rows" in s, timeout=30)
@@ -215,7 +234,9 @@ def settle(worker: Worker, consumed: int, stored: int, quiet: float = 2.5) -> No
     assert worker.last["events_rows"] == stored
 
 
-def assert_rows(view: str, got: list[dict[str, Any]], want: list[dict[str, Any]], **tolerance: float) -> None:
+def assert_rows(
+    view: str, got: list[dict[str, Any]], want: list[dict[str, Any]], **tolerance: float
+) -> None:
     """Equal row by row: integers and keys exactly, rounded figures within `tolerance`."""
 
     def same(column: str, a: Any, b: Any) -> bool:
@@ -262,7 +283,10 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     orders = expect.orders(events)
     triggers = decisions(env)
     assert {"EMITTED", "EXPIRED", "CANCELLED"} <= {d.status for d in triggers}
-    stages = {r["customer_id"]: r["stage"] for r in env.sql("SELECT customer_id, stage FROM journey.customers FINAL")}
+    stages = {
+        r["customer_id"]: r["stage"]
+        for r in env.sql("SELECT customer_id, stage FROM journey.customers FINAL")
+    }
     assert set(stages) == {e.customer_id for e in events}
 
     # The scripted outcomes follow the contract's definitions (this checks expected_views too).
@@ -320,6 +344,8 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     cohorts = expect.repeat_purchase_cohorts(orders)
     assert sum(r["repeat_customers"] for r in cohorts) >= 5
     assert any(r["median_days_to_second_order"] for r in cohorts)
-    assert any(r["detractors"] for r in expect.nps_daily(events))
+    assert any(
+        r["detractors"] and r["promoters"] and r["passives"] for r in expect.nps_daily(events)
+    )
     assert any(r["failed"] for r in expect.delivery_daily(events))
     assert sum(r["converted"] for r in expect.trigger_attribution(orders, triggers, WINDOW_MS)) >= 6

@@ -41,8 +41,9 @@ GROUP BY day
 ORDER BY day;
 
 -- Abandoned carts (a first reminder became due: it was left an hour), reminders sent, and carts
--- recovered: an order from the cart placed after its first emitted reminder, within the
--- attribution window.
+-- recovered: an order from the cart placed after one of its emitted reminders, within the
+-- attribution window of that reminder. A cart counts once, on the day of its first recovering
+-- order, with the revenue of all its recovering orders.
 CREATE OR REPLACE VIEW {db}.cart_recovery_daily AS
 WITH
     reminders AS (
@@ -50,9 +51,14 @@ WITH
         FROM {db}.triggers FINAL
         WHERE trigger_type = 'ABANDONED_CART' AND cart_id IS NOT NULL
     ),
-    first_sent AS (
-        SELECT cart_id, min(decided_at) AS sent_at FROM reminders WHERE status = 'EMITTED'
-        GROUP BY cart_id
+    recovering_orders AS (
+        SELECT DISTINCT o.order_id AS order_id, o.cart_id AS cart_id, o.placed_at AS placed_at,
+            o.revenue_minor AS revenue_minor
+        FROM {db}.orders AS o
+        INNER JOIN (SELECT cart_id, decided_at AS sent_at FROM reminders WHERE status = 'EMITTED')
+            AS s ON o.cart_id = s.cart_id
+        WHERE o.counts AND o.placed_at >= s.sent_at
+          AND dateDiff('millisecond', s.sent_at, o.placed_at) <= {attribution_window_ms}
     )
 SELECT
     day,
@@ -67,15 +73,15 @@ FROM
     UNION ALL
     SELECT toDate(decided_at), 0, 1, 0, 0 FROM reminders WHERE status = 'EMITTED'
     UNION ALL
-    SELECT toDate(o.placed_at), 0, 0, 1, o.revenue_minor
-    FROM {db}.orders AS o INNER JOIN first_sent AS f ON o.cart_id = f.cart_id
-    WHERE o.counts AND o.placed_at >= f.sent_at
-      AND dateDiff('millisecond', f.sent_at, o.placed_at) <= {attribution_window_ms}
+    SELECT toDate(min(placed_at)), 0, 0, 1, sum(revenue_minor)
+    FROM recovering_orders GROUP BY cart_id
 )
 GROUP BY day
 ORDER BY day;
 
 -- Customers by month of their first order that counts; how many bought again, and how soon.
+-- Medians are true medians (quantileExactInclusive: the mean of the two middle values of an
+-- even count); medianExact would give the upper one of the two.
 CREATE OR REPLACE VIEW {db}.repeat_purchase_cohorts AS
 SELECT
     toStartOfMonth(first_at) AS cohort_month,
@@ -83,7 +89,8 @@ SELECT
     countIf(orders >= 2) AS repeat_customers,
     round(repeat_customers / customers, 4) AS repeat_rate,
     if(repeat_customers > 0,
-       round(medianExactIf(dateDiff('second', first_at, second_at) / 86400, orders >= 2), 1),
+       round(quantileExactInclusiveIf(0.5)(
+           dateDiff('second', first_at, second_at) / 86400, orders >= 2), 1),
        NULL) AS median_days_to_second_order
 FROM
 (
@@ -164,13 +171,14 @@ FROM {db}.events FINAL
 WHERE event_type LIKE 'shipment.%' AND shipment_id IS NOT NULL
 GROUP BY shipment_id;
 
+-- The median is a true median, as in repeat_purchase_cohorts.
 CREATE OR REPLACE VIEW {db}.delivery_daily AS
 SELECT
     day,
     toUInt64(sum(kind = 'shipped')) AS shipped,
     toUInt64(sum(kind = 'delivered')) AS delivered,
     toUInt64(sum(kind = 'failed')) AS failed,
-    round(medianExactIf(hours, kind = 'delivered' AND hours IS NOT NULL), 1)
+    round(quantileExactInclusiveIf(0.5)(hours, kind = 'delivered' AND hours IS NOT NULL), 1)
         AS median_hours_to_deliver
 FROM
 (
