@@ -148,6 +148,7 @@ def create_pipeline(
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
         async for event in stream.noack().events():
+            await sink.wait_for_watermarks()
             message = event.message
             positions[(message.topic, message.partition)] = message.offset
             if message.topic == ticks_topic:
@@ -175,6 +176,10 @@ def create_pipeline(
         for tp in app.consumer.assignment():
             if tp.topic == ticks_topic:
                 await ticks.send(value=b"", partition=tp.partition)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def _forget_watermarks(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        sink.forget_watermarks()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _load_watermarks(app: faust.App, assigned: Any, **kwargs: Any) -> None:

@@ -85,6 +85,8 @@ class ClickHouseSink:
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
+        # Rows may be accepted only once the watermarks of the current assignment are known.
+        self._marks_ready: asyncio.Event | None = None
         self.stats = FlushStats()
 
     # --- set-up ------------------------------------------------------------------------------
@@ -100,8 +102,25 @@ class ClickHouseSink:
             raise RuntimeError("ClickHouseSink.setup() was not called")
         return self._clickhouse
 
+    def _ready_event(self) -> asyncio.Event:
+        if self._marks_ready is None:
+            self._marks_ready = asyncio.Event()
+        return self._marks_ready
+
+    def forget_watermarks(self) -> None:
+        """Partitions are being revoked: hold new rows until the next assignment's marks load."""
+        self._ready_event().clear()
+
+    async def wait_for_watermarks(self) -> None:
+        """The agent waits here: a message handled before the watermarks of its partition are
+        known could write rows ClickHouse already holds (redelivered after a crash)."""
+        ready = self._ready_event()
+        if not ready.is_set():
+            await ready.wait()
+
     async def load_watermarks(self) -> None:
         """Read what ClickHouse already holds, so redelivered messages are not written twice."""
+        self._ready_event().clear()
         ch = self.clickhouse
         marks: dict[tuple[str, str, int], int] = {}
         for table in self._tables:
@@ -112,6 +131,7 @@ class ClickHouseSink:
             for topic, partition, offset in rows:
                 marks[(table, str(topic), int(partition))] = int(offset)
         self._watermarks = marks
+        self._ready_event().set()
         log.info("sink watermarks loaded for %d source partitions", len(marks))
 
     # --- the hot path ------------------------------------------------------------------------
