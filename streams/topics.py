@@ -118,13 +118,24 @@ def check_copartitioning(settings: Settings, counts: dict[str, int | None]) -> i
         raise TopicLayoutError(
             "the input topics are not co-partitioned: they must all have the same partition count "
             f"so that every event of a customer reaches the same worker ({listing}). Give them the "
-            "same count (kafka-topics --alter --partitions N; see the runbook: adding partitions "
-            "moves customers between partitions) before starting the worker."
+            "same count before starting the worker; adding partitions to a topic that holds data "
+            "moves customers between partitions: follow docs/runbook.md (adding partitions)."
         )
     return distinct.pop()
 
 
-async def verify_layout(settings: Settings) -> int:
-    """Partition count of the journey's inputs, or a TopicLayoutError saying what to fix."""
-    counts = await partition_counts(settings, settings.copartitioned_topics())
+async def verify_layout(settings: Settings, wait_for_missing: float = 10.0) -> int:
+    """Partition count of the journey's inputs, or a TopicLayoutError saying what to fix.
+
+    A topic created a moment ago may not be in every broker's metadata yet: missing topics are
+    asked for again for a few seconds before they count as missing.
+    """
+    deadline = asyncio.get_running_loop().time() + wait_for_missing
+    while True:
+        counts = await partition_counts(settings, settings.copartitioned_topics())
+        if all(n is not None for n in counts.values()):
+            break
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
     return check_copartitioning(settings, counts)

@@ -1,0 +1,675 @@
+"""The deployment files under deploy/: parsed, and checked against the code they deploy.
+
+No Docker engine and no Kubernetes cluster run where the unit tests run, so nothing here starts
+a container. Instead: every YAML and JSON file parses; the compose stack, the Kubernetes
+manifests, Prometheus and Grafana agree with each other and with the code (settings, metric
+names and labels, HTTP endpoints, ClickHouse tables and views, package layout). Where a tool is
+installed (the docker compose plugin, kubectl, the kubernetes-validate package), its own
+validation runs too; without it that one check is skipped and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.metrics import METRIC_NAMES
+from streams.settings import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE_DIR = DEPLOY / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
+ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
+K8S = DEPLOY / "k8s"
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+GRAFANA = DEPLOY / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "journey.json"
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yaml"
+DOCKERFILE = DEPLOY / "Dockerfile"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+MIGRATIONS = ROOT / "sinks" / "clickhouse" / "migrations"
+
+SETTINGS_VARIABLES = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+YAML_FILES = sorted(
+    path
+    for folder in (COMPOSE_DIR, K8S, DEPLOY / "prometheus", GRAFANA)
+    for path in [*folder.rglob("*.yaml"), *folder.rglob("*.yml")]
+)
+
+
+def load_all(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def load(path: Path) -> Any:
+    (doc,) = load_all(path)
+    return doc
+
+
+# --- every file parses -----------------------------------------------------------------------
+def test_the_deploy_files_exist() -> None:
+    for path in (COMPOSE_FILE, ENV_EXAMPLE, PROMETHEUS, ALERTS, DASHBOARD, DATASOURCES):
+        assert path.is_file(), path
+    assert len(YAML_FILES) >= 10, YAML_FILES
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_yaml_file_parses(path: Path) -> None:
+    docs = load_all(path)
+    assert docs, f"{path} holds no YAML document"
+    assert all(isinstance(doc, dict) for doc in docs), f"{path}: every document is a mapping"
+
+
+def test_the_dashboard_is_valid_json_with_unique_panel_ids() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, f"panel {panel['title']!r} is wider than the grid"
+        refs = [target["refId"] for target in panel.get("targets", [])]
+        assert len(refs) == len(set(refs)), f"panel {panel['title']!r}: refIds must be unique"
+
+
+# --- docker compose --------------------------------------------------------------------------
+def compose() -> dict[str, Any]:
+    return load(COMPOSE_FILE)
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return compose()["services"]
+
+
+def kafka_brokers() -> dict[str, dict[str, Any]]:
+    return {
+        name: svc
+        for name, svc in services().items()
+        if str(svc.get("image", "")).startswith("apache/kafka:")
+    }
+
+
+def workers() -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in services().items() if svc.get("command") == ["worker"]}
+
+
+def resolve(value: Any) -> str:
+    """A compose value with ${VAR:-default} / ${VAR:?error} resolved as if VAR were unset."""
+
+    def one(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if ":-" in body:
+            return body.split(":-", 1)[1]
+        return "placeholder"
+
+    return re.sub(r"\$\{([^}]*)\}", one, str(value))
+
+
+def test_compose_has_the_whole_stack() -> None:
+    names = set(services())
+    assert {"clickhouse", "init", "prometheus", "grafana"} <= names
+    assert len(kafka_brokers()) == 3
+    assert len(workers()) >= 2
+    assert services()["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
+    assert services()["prometheus"]["image"].startswith("prom/prometheus:")
+    assert services()["grafana"]["image"].startswith("grafana/grafana:")
+
+
+def test_kafka_is_a_three_node_kraft_cluster_with_replication_3_and_min_isr_2() -> None:
+    brokers = kafka_brokers()
+    node_ids = set()
+    for name, svc in brokers.items():
+        env = svc["environment"]
+        node_ids.add(int(env["KAFKA_NODE_ID"]))
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+        assert sorted(v.split("@")[1].split(":")[0] for v in voters) == sorted(brokers)
+        assert f"{env['KAFKA_NODE_ID']}@{name}:" in env["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+        listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+        advertised = dict(
+            item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        )
+        assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in listeners
+        assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
+        assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] not in advertised
+        assert advertised[env["KAFKA_INTER_BROKER_LISTENER_NAME"]].startswith(f"{name}:")
+        protocols = dict(
+            item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+        )
+        assert set(listeners) <= set(protocols)
+        assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+        assert env["CLUSTER_ID"], "every node needs the same CLUSTER_ID"
+        assert "healthcheck" in svc and svc["restart"] == "unless-stopped"
+        assert [v.split(":")[1] for v in svc["volumes"]] == ["/var/lib/kafka/data"]
+    assert node_ids == {1, 2, 3}
+    assert len({svc["environment"]["CLUSTER_ID"] for svc in brokers.values()}) == 1
+    assert len({svc["volumes"][0].split(":")[0] for svc in brokers.values()}) == 3
+
+
+def test_the_journey_settings_reach_kafka_and_clickhouse_with_replication_3() -> None:
+    kafka_hosts = {f"{name}:9092" for name in kafka_brokers()}
+    for name in [*workers(), "init"]:
+        env = services()[name]["environment"]
+        assert set(env["JOURNEY_KAFKA_BOOTSTRAP"].split(",")) == kafka_hosts, name
+        assert int(env["JOURNEY_REPLICATION_FACTOR"]) == 3, name
+        assert env["JOURNEY_CLICKHOUSE_URL"] == "http://clickhouse:8123", name
+        assert env["JOURNEY_CLICKHOUSE_USERNAME"] == "journey", name
+        # A secret is a reference to .env, never a literal in the compose file.
+        assert str(env["JOURNEY_CLICKHOUSE_PASSWORD"]).startswith("${"), name
+
+
+def test_every_worker_has_its_own_state_volume_and_waits_for_init() -> None:
+    named_volumes = set(compose()["volumes"])
+    seen: set[str] = set()
+    for name, svc in workers().items():
+        data_dir = svc["environment"]["JOURNEY_DATA_DIR"]
+        mounts = dict(reversed(v.split(":")[:2]) for v in svc["volumes"])
+        assert data_dir in mounts, f"{name} mounts nothing at JOURNEY_DATA_DIR={data_dir}"
+        volume = mounts[data_dir]
+        assert volume in named_volumes, f"{name}: {volume} is not a named volume"
+        assert volume not in seen, f"{name} shares the state volume {volume}"
+        seen.add(volume)
+        assert svc["environment"]["JOURNEY_WEB_HOST"] == "0.0.0.0"
+        assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
+        assert svc["restart"] == "unless-stopped"
+        assert "/health" in " ".join(svc["healthcheck"]["test"])
+        assert "deploy" in svc and "resources" in svc["deploy"]
+    host_ports = [p.rsplit(":", 1)[0] for svc in workers().values() for p in svc.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports)), "two workers publish the same host port"
+
+
+def test_init_creates_topics_and_migrates_once_the_brokers_and_clickhouse_are_healthy() -> None:
+    init = services()["init"]
+    script = " ".join([*init.get("entrypoint", []), *init["command"]])
+    assert "journey topics create" in script and "journey migrate" in script
+    for dependency in [*kafka_brokers(), "clickhouse"]:
+        assert init["depends_on"][dependency]["condition"] == "service_healthy", dependency
+    assert init["environment"]["JOURNEY_WEB_PORT"] == 0
+
+
+def test_clickhouse_users_take_their_passwords_from_the_environment() -> None:
+    clickhouse = services()["clickhouse"]
+    users_mount = next(v for v in clickhouse["volumes"] if "users.d" in v)
+    users = ET.parse(COMPOSE_DIR / users_mount.split(":")[0]).getroot().find("users")
+    assert users is not None
+    for user in ("journey", "grafana"):
+        password = users.find(f"{user}/password")
+        assert password is not None and not (password.text or "").strip(), user
+        variable = password.get("from_env")
+        assert variable in clickhouse["environment"], f"{variable} is not passed to clickhouse"
+    grants = {q.text for q in users.findall("grafana/grants/query")}
+    assert grants == {"GRANT SELECT ON journey.*"}, "the Grafana user must be read-only"
+    assert "CMD-SHELL" in clickhouse["healthcheck"]["test"]
+
+
+def test_grafana_installs_the_clickhouse_plugin_and_provisions_both_data_sources() -> None:
+    grafana = services()["grafana"]
+    assert "grafana-clickhouse-datasource" in grafana["environment"]["GF_INSTALL_PLUGINS"]
+    sources = {ds["type"]: ds for ds in load(DATASOURCES)["datasources"]}
+    assert set(sources) == {"prometheus", "grafana-clickhouse-datasource"}
+    clickhouse = sources["grafana-clickhouse-datasource"]
+    assert clickhouse["jsonData"]["host"] == "clickhouse"
+    assert clickhouse["jsonData"]["username"] == "grafana"
+    password = re.fullmatch(r"\$\{(\w+)\}", clickhouse["secureJsonData"]["password"])
+    assert password and password.group(1) in grafana["environment"]
+    assert sources["prometheus"]["url"] == "http://prometheus:9090"
+
+
+def test_bind_mounts_point_at_files_of_the_repository() -> None:
+    for name, svc in services().items():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE_DIR / source).exists(), f"{name}: {source} does not exist"
+        build = svc.get("build")
+        if build:
+            context = COMPOSE_DIR / build["context"]
+            assert (context / build["dockerfile"]).resolve() == DOCKERFILE.resolve(), name
+
+
+def test_every_required_compose_variable_is_in_env_example() -> None:
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text()))
+    assert required, "the secrets are required variables"
+    example = env_example()
+    assert required <= set(example), f"missing from .env.example: {required - set(example)}"
+    for variable in required:
+        assert "change-me" in example[variable], f"{variable}: .env.example holds a placeholder"
+
+
+def env_example() -> dict[str, str]:
+    pairs = (
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    """`docker compose config` parses, interpolates and validates without a Docker engine."""
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("the docker CLI is not installed")
+    plugin = subprocess.run(
+        [docker, "compose", "version"], capture_output=True, text=True, check=False
+    )
+    if plugin.returncode != 0:
+        reason = (plugin.stderr.strip().splitlines() or ["no output"])[0]
+        pytest.skip(f"the docker CLI has no compose plugin ({reason})")
+    files = ["-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "--profile", "demo"]
+    result = subprocess.run(
+        [docker, "compose", *files, "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# --- Prometheus ------------------------------------------------------------------------------
+def test_prometheus_scrapes_every_worker() -> None:
+    config = load(PROMETHEUS)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    job = jobs["journey-workers"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = {target for group in job["static_configs"] for target in group["targets"]}
+    expected = {
+        f"{name}:{svc['environment']['JOURNEY_WEB_PORT']}" for name, svc in workers().items()
+    }
+    assert targets == expected
+
+
+def test_prometheus_loads_the_alert_rules_mounted_by_compose() -> None:
+    prometheus = services()["prometheus"]
+    mounts = dict(reversed(v.split(":")[:2]) for v in prometheus["volumes"])
+    for rule_file in load(PROMETHEUS)["rule_files"]:
+        assert rule_file in mounts, f"{rule_file} is not mounted into the container"
+        assert (COMPOSE_DIR / mounts[rule_file]).resolve() == ALERTS.resolve()
+    assert mounts["/etc/prometheus/prometheus.yml"].endswith("prometheus/prometheus.yml")
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load(ALERTS)["groups"] for rule in group["rules"]]
+
+
+def test_every_alert_is_explained_in_the_runbook() -> None:
+    runbook = RUNBOOK.read_text()
+    for rule in alert_rules():
+        assert rule["alert"] in runbook, f"docs/runbook.md says nothing about {rule['alert']}"
+        assert rule["labels"]["severity"] in {"page", "ticket"}
+
+
+# --- metric names and labels -----------------------------------------------------------------
+def promql_expressions() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+    return exprs + [rule["expr"] for rule in alert_rules()]
+
+
+def exposition() -> dict[str, set[str]]:
+    """Sample name -> label names, from what a worker's /metrics really serves."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from streams.metrics import Metrics
+
+    pipeline = SimpleNamespace(
+        ingest=SimpleNamespace(
+            consumed={"shop.orders": 3},
+            accepted={"shop.orders": 2},
+            dead={"bad_json": 1},
+            repartitioned=1,
+        ),
+        engine=SimpleNamespace(decisions={("NPS_SURVEY", "EMITTED"): 1}, index={"c1": 1}),
+        sink=SimpleNamespace(
+            stats=SimpleNamespace(rows_per_table={"events": 2}, batches=1, failures=0)
+        ),
+    )
+    metrics = Metrics()
+    metrics.attach(pipeline, lambda: {("shop.orders", 0): 5})  # type: ignore[arg-type]
+    for histogram in (metrics.timer_lateness, metrics.processing, metrics.sink_flush):
+        histogram.observe(0.01)
+    text = generate_latest(metrics.registry).decode()
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return labels
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\bjourney_[a-z0-9_]+\b", expr))
+
+
+def test_the_dashboard_shows_the_pipeline_metrics() -> None:
+    used = {name for expr in promql_expressions() for name in metric_names(expr)}
+    for wanted in (
+        "journey_events_consumed_total",
+        "journey_dead_letters_total",
+        "journey_triggers_total",
+        "journey_pending_timers",
+        "journey_timer_lateness_seconds_bucket",
+        "journey_sink_flush_seconds_bucket",
+        "journey_consumer_lag",
+    ):
+        assert wanted in used, f"no panel shows {wanted}"
+
+
+def strip_histogram_suffix(name: str) -> str:
+    return next((name.removesuffix(s) for s in HISTOGRAM_SUFFIXES if name.endswith(s)), name)
+
+
+def test_every_metric_used_by_grafana_and_the_alerts_exists() -> None:
+    known = set(METRIC_NAMES)
+    for expr in promql_expressions():
+        for name in metric_names(expr):
+            assert name in known or strip_histogram_suffix(name) in known, (
+                f"{name} (in {expr!r}) is not in METRIC_NAMES"
+            )
+
+
+def test_every_label_used_by_grafana_and_the_alerts_exists() -> None:
+    served = exposition()
+    assert {strip_histogram_suffix(name) for name in served} >= set(METRIC_NAMES)
+    added_by_prometheus = {"instance", "job", "app"}
+    for expr in promql_expressions():
+        names = metric_names(expr)
+        available = set().union(*(served[name] for name in names)) if names else set()
+        for name in names:
+            assert name in served, f"{name} is not served on /metrics"
+        grouped = {
+            label.strip()
+            for clause in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr)
+            for label in clause.split(",")
+            if label.strip()
+        }
+        selected = {
+            label
+            for matchers in re.findall(r"journey_[a-z0-9_]+\{([^}]*)\}", expr)
+            for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers)
+        }
+        unknown = (grouped | selected) - available - added_by_prometheus
+        assert not unknown, f"{expr!r} uses labels {unknown} that these metrics do not have"
+
+
+# --- Grafana's ClickHouse panels -------------------------------------------------------------
+def clickhouse_objects() -> set[str]:
+    text = "\n".join(path.read_text() for path in MIGRATIONS.glob("*.sql"))
+    return set(
+        re.findall(
+            r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TABLE|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?\{db\}\.(\w+)",
+            text,
+        )
+    )
+
+
+def test_clickhouse_panels_read_existing_tables_and_views() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    uids = {ds["uid"] for ds in load(DATASOURCES)["datasources"]}
+    objects = clickhouse_objects()
+    assert {"funnel_daily", "nps_daily", "trigger_attribution", "events"} <= objects
+    read: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] in uids, panel["title"]
+            if "rawSql" in target:
+                for name in re.findall(r"\bjourney\.(\w+)", target["rawSql"]):
+                    assert name in objects, f"panel {panel['title']!r} reads journey.{name}"
+                    read.add(name)
+    assert {"funnel_daily", "nps_daily", "trigger_attribution"} <= read
+
+
+# --- JOURNEY_* variables ---------------------------------------------------------------------
+def k8s_docs() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted(K8S.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in load_all(path)
+    ]
+
+
+def k8s(kind: str, name: str | None = None) -> dict[str, Any]:
+    (doc,) = [d for d in k8s_docs() if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    return doc
+
+
+def journey_variables() -> dict[str, set[str]]:
+    """Every JOURNEY_* name the deploy files set or reference, and where."""
+    found: dict[str, set[str]] = {}
+
+    def add(name: str, where: str) -> None:
+        if name.startswith(ENV_PREFIX):
+            found.setdefault(name, set()).add(where)
+
+    text = COMPOSE_FILE.read_text()
+    for name in re.findall(r"\$\{(\w+)", text):
+        add(name, "compose.yaml (interpolation)")
+    data = compose()
+    for block in [*data["services"].values(), *(v for k, v in data.items() if k.startswith("x-"))]:
+        env = block.get("environment", block) if isinstance(block, dict) else {}
+        for name in env if isinstance(env, dict) else []:
+            add(name, "compose.yaml")
+    for name in env_example():
+        add(name, ".env.example")
+    for doc in k8s_docs():
+        where = f"k8s {doc['kind']}/{doc['metadata']['name']}"
+        for name in [*doc.get("data", {}), *doc.get("stringData", {})]:
+            add(name, where)
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []):
+            for env in container.get("env", []):
+                add(env["name"], where)
+    assert len(found) > 10
+    return found
+
+
+def test_every_journey_variable_in_the_deploy_files_is_a_setting() -> None:
+    unknown = {
+        name: sorted(where)
+        for name, where in journey_variables().items()
+        if name not in SETTINGS_VARIABLES
+    }
+    assert not unknown, f"not settings (streams/settings.py): {unknown}"
+
+
+def settings_from(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.setenv(name, resolve(value))
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_compose_worker_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    for svc in workers().values():
+        settings = settings_from(svc["environment"], monkeypatch)
+        assert settings.web_host == "0.0.0.0"
+        assert settings.replication_factor == 3
+        assert str(settings.data_dir) == svc["environment"]["JOURNEY_DATA_DIR"]
+        assert settings.clickhouse_password is not None
+
+
+def test_the_kubernetes_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**k8s("ConfigMap")["data"], **k8s("Secret", "journey-credentials")["stringData"]}
+    settings = settings_from(env, monkeypatch)
+    assert settings.web_host == "0.0.0.0"
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_password is not None
+    assert settings.clickhouse_url.startswith("https://")
+
+
+# --- Kubernetes ------------------------------------------------------------------------------
+def pod_labels_match(selector: dict[str, str]) -> bool:
+    labels = k8s("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_the_manifests_hold_every_workload_object() -> None:
+    kinds = sorted(doc["kind"] for doc in k8s_docs())
+    for kind in ("StatefulSet", "ConfigMap", "Secret", "PodDisruptionBudget", "Job", "Namespace"):
+        assert kind in kinds, kind
+    assert kinds.count("Service") == 2
+
+
+def test_the_statefulset_probes_state_and_identity() -> None:
+    config = k8s("ConfigMap")["data"]
+    sts = k8s("StatefulSet")["spec"]
+    pod = sts["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["http"] == int(config["JOURNEY_WEB_PORT"])
+    assert config["JOURNEY_WEB_HOST"] == "0.0.0.0"
+    ready, alive = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+    assert (ready["path"], alive["path"]) == ("/ready", "/health")
+    assert ready["port"] in (ports["http"], "http") and alive["port"] in (ports["http"], "http")
+    claims = {claim["metadata"]["name"] for claim in sts["volumeClaimTemplates"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    assert mounts.get(config["JOURNEY_DATA_DIR"]) in claims, "table state is not on the PVC"
+    assert sts["serviceName"] == k8s("Service", sts["serviceName"])["metadata"]["name"]
+    assert k8s("Service", sts["serviceName"])["spec"]["clusterIP"] == "None"
+    assert pod_labels_match(sts["selector"]["matchLabels"])
+    assert sts["replicas"] <= int(config["JOURNEY_PARTITIONS"]), "idle workers never get ready"
+    refs = {(k, v["name"]) for ref in container["envFrom"] for k, v in ref.items()}
+    assert refs == {("configMapRef", "journey-config"), ("secretRef", "journey-credentials")}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["terminationGracePeriodSeconds"] >= 30
+
+
+def test_the_kafka_ca_file_is_mounted_where_the_settings_look() -> None:
+    cafile = k8s("ConfigMap")["data"].get("JOURNEY_KAFKA_SSL_CAFILE")
+    if cafile is None:
+        return
+    for pod in (k8s("StatefulSet"), k8s("Job")):
+        (container,) = pod["spec"]["template"]["spec"]["containers"]
+        mounts = [m["mountPath"] for m in container["volumeMounts"]]
+        assert str(Path(cafile).parent) in mounts, f"{pod['kind']}: {cafile} is not mounted"
+
+
+def test_the_services_and_the_pdb_select_the_workers() -> None:
+    config = k8s("ConfigMap")["data"]
+    for service in (d for d in k8s_docs() if d["kind"] == "Service"):
+        assert pod_labels_match(service["spec"]["selector"]), service["metadata"]["name"]
+    metrics = k8s("Service", "journey-worker-metrics")
+    annotations = metrics["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == config["JOURNEY_WEB_PORT"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert pod_labels_match(k8s("PodDisruptionBudget")["spec"]["selector"]["matchLabels"])
+
+
+def test_the_init_job_creates_topics_and_migrates() -> None:
+    job = k8s("Job")["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    script = " ".join([*container.get("command", []), *container.get("args", [])])
+    assert "journey topics create" in script and "journey migrate" in script
+    assert job["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
+    assert (
+        container["image"]
+        == k8s("StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
+    kustomization = load(K8S / "kustomization.yaml")
+    listed = set(kustomization["resources"])
+    manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == manifests - {"secret.example.yaml"}
+    assert all((K8S / name).is_file() for name in listed)
+
+
+def test_kubectl_kustomize_builds_the_manifests() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert {doc["metadata"].get("namespace") for doc in built if doc["kind"] != "Namespace"} == {
+        "journey"
+    }
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(set(K8S.glob("*.yaml")) - {K8S / "kustomization.yaml"}),
+    ids=lambda p: p.name,
+)
+def test_the_manifests_match_the_kubernetes_schema(path: Path) -> None:
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (pip install it)"
+    )
+    for doc in load_all(path):
+        # strict: unknown fields (a misspelt readinessProbe) are errors, not ignored.
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+# --- the image -------------------------------------------------------------------------------
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_the_worker_image() -> None:
+    instructions = dockerfile_instructions()
+    values = {kind: [arg for k, arg in instructions if k == kind] for kind, _ in instructions}
+    assert values["ARG"][0] == "PYTHON_IMAGE=python:3.11-slim"
+    assert len(values["FROM"]) == 2, "a build stage and a runtime stage"
+    assert values["EXPOSE"] == [str(Settings.model_fields["web_port"].default)]
+    assert json.loads(values["ENTRYPOINT"][0]) == ["journey"]
+    assert json.loads(values["CMD"][0]) == ["worker"]
+    assert "/health" in values["HEALTHCHECK"][0]
+    user = values["USER"][-1].split(":")[0]
+    assert user not in ("root", "0")
+    run_as = k8s("StatefulSet")["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    assert int(user) == run_as, "the image's uid and the StatefulSet's runAsUser differ"
+    assert "JOURNEY_WEB_HOST=0.0.0.0" in " ".join(values["ENV"])
+
+
+def test_the_image_installs_every_package_of_the_project() -> None:
+    """The image runs `pip install .`: a package missing from pyproject is missing at run time."""
+    from setuptools import find_packages
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = set(find_packages(where=str(ROOT), include=include))
+    copied = {arg.split()[0] for kind, arg in dockerfile_instructions() if kind == "COPY"}
+    for top in ("streams", "schemas", "sinks"):
+        assert top in copied, f"the Dockerfile does not COPY {top}/"
+        for init in (ROOT / top).rglob("__init__.py"):
+            package = ".".join(init.parent.relative_to(ROOT).parts)
+            assert package in packages, (
+                f"{package} is not found by pyproject's [tool.setuptools.packages.find]: "
+                "`pip install .` (the image) would leave it out"
+            )
+    assert pyproject["project"]["scripts"]["journey"] == "streams.cli:main"
