@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -118,10 +119,84 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _raise)
 
 
+# --- CPU accounting ------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_cpu_s() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine, all cores, since boot."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    values = [int(v) for v in first[1:9]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / _TICK, sum(values) / _TICK
+
+
+def broker_pid(bootstrap: str) -> int | None:
+    """The local broker of ``deploy/local/kafka.sh`` on the bootstrap's port, if it is ours."""
+    port = bootstrap.split(",")[0].rsplit(":", 1)[-1]
+    try:
+        return int((REPO / ".local" / f"kafka-{port}" / "kafka.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class CpuSample:
+    at: float
+    worker: float | None
+    broker: float | None
+    machine: tuple[float, float] | None
+
+    @classmethod
+    def take(cls, worker_pid: int | None, broker: int | None) -> CpuSample:
+        now = time.monotonic()
+        return cls(now, process_cpu_s(worker_pid), process_cpu_s(broker), machine_cpu_s())
+
+
+def cpu_between(a: CpuSample, b: CpuSample) -> dict[str, float | None]:
+    """Cores used on average between two samples: the worker, the broker, everything."""
+    wall = b.at - a.at
+    if wall <= 0:
+        return {}
+
+    def cores(x: float | None, y: float | None) -> float | None:
+        return round((y - x) / wall, 2) if x is not None and y is not None else None
+
+    machine = cores(a.machine[0], b.machine[0]) if a.machine is not None and b.machine else None
+    worker, broker = cores(a.worker, b.worker), cores(a.broker, b.broker)
+    rest = None
+    if machine is not None and worker is not None and broker is not None:
+        rest = round(max(0.0, machine - worker - broker), 2)
+    return {"worker": worker, "broker": broker, "machine_busy": machine, "everything_else": rest}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @dataclass
 class Status:
     at: float  # time.monotonic() when the bench read the line
     data: dict[str, Any]
+    cpu: CpuSample | None = None
 
 
 class WorkerProcess:
@@ -132,9 +207,11 @@ class WorkerProcess:
     ) -> None:
         self.world = world
         self.data_label = data_label
-        self.env = world.vars(data_label)
+        # Its own HTTP port (as the integration tests do), so that workers never clash.
+        self.env = {**world.vars(data_label), "JOURNEY_WEB_PORT": str(free_port())}
+        self.broker_pid = broker_pid(world.bootstrap)
         self.argv = [
-            JOURNEY, "worker", "--loglevel", loglevel, "--status-every", str(status_every),
+            JOURNEY, "--log-level", loglevel, "worker", "--status-every", str(status_every),
             "--status-format", "json",
         ]  # fmt: skip
         cwd = world.root / f"{world.name}-cwd-{data_label}"  # no stray .env is read
@@ -142,13 +219,14 @@ class WorkerProcess:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             self.argv,
-            env=world.environ(data_label),
+            env={**world.environ(data_label), **self.env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=cwd,
         )
         _LIVE.append(self.process)
+        self.cpu_start = CpuSample.take(self.process.pid, self.broker_pid)
         self.statuses: queue.Queue[Status] = queue.Queue()
         self.history: list[Status] = []
         self.output: list[str] = []
@@ -161,7 +239,9 @@ class WorkerProcess:
             at = time.monotonic()
             if line.startswith("{"):
                 with contextlib.suppress(json.JSONDecodeError):
-                    self.statuses.put(Status(at, json.loads(line)))
+                    data = json.loads(line)
+                    cpu = CpuSample.take(self.process.pid, self.broker_pid)
+                    self.statuses.put(Status(at, data, cpu))
                     continue
             self.output.append(line)
             del self.output[:-200]

@@ -13,6 +13,16 @@ def _num(value: Any, unit: str = "", digits: int = 0) -> str:
     return f"{text} {unit}".strip()
 
 
+def _cores(cpu: Any, first: str = "worker") -> str:
+    if not isinstance(cpu, dict) or not cpu:
+        return "n/a"
+    return (
+        f"{first} {_num(cpu.get('worker'), digits=2)}, broker {_num(cpu.get('broker'), digits=2)}"
+        f", everything else {_num(cpu.get('everything_else'), digits=2)} (machine busy "
+        f"{_num(cpu.get('machine_busy'), digits=2)} of {{cpus}})"
+    )
+
+
 def _met(value: Any, ok: bool | None) -> str:
     if value is None or ok is None:
         return "n/a"
@@ -48,15 +58,30 @@ def figures(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     restore_s = _num(_get(rec, "restore", "start_to_ready_s"), "s", 1)
     baseline_s = _num(_get(rec, "baseline", "start_to_ready_s"), "s", 1)
     timer_customers = _get(r, "timers", "customers")
+    partial = ""
+    if _get(r, "e2e", "partial"):
+        partial = f"; **partial: time limit reached after {_num(_get(r, 'e2e', 'events'))} events**"
     rows = [
         (
             f"1. End-to-end events/s, one worker ({_num(customers)} customers, "
-            f"{_num(_get(r, 'workload', 'events'))} events)",
+            f"{_num(_get(r, 'workload', 'events'))} events{partial})",
             _num(e2e, "/s"),
             ">= 30,000/s",
             _met(e2e, e2e is not None and e2e >= 30_000),
         ),
+        (
+            "1. ... per CPU-second of the worker process (robust to other load)",
+            _num(_get(r, "e2e", "events_per_worker_cpu_s"), "/s"),
+            "-",
+            "-",
+        ),
         ("2. Raw ceiling: aiokafka + fastavro decode", _num(raw, "/s"), "-", "-"),
+        (
+            "2. ... per CPU-second of the consumer process",
+            _num(_get(r, "raw", "events_per_cpu_s"), "/s"),
+            "-",
+            "-",
+        ),
         (
             "2. e2e / raw",
             _num(ratio, digits=3),
@@ -71,6 +96,14 @@ def figures(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "-",
         ),
         ("3. ... p99", _num(p99, "ms"), "<= 200 ms", _met(p99, p99 is not None and p99 <= 200)),
+        (
+            f"3. ... p50 / p99 at {_num(_get(r, 'args', 'latency_floor_rate'))} orders/s "
+            "(idle worker, for comparison)",
+            f"{_num(_get(r, 'latency', 'unloaded', 'p50_ms'), 'ms')} / "
+            f"{_num(_get(r, 'latency', 'unloaded', 'p99_ms'), 'ms')}",
+            "-",
+            "-",
+        ),
         (
             f"4. Timer lateness p50, {_num(timer_customers)} pending timers (in-process, "
             "no Kafka tick round trip)",
@@ -148,6 +181,11 @@ def notes(r: dict[str, Any]) -> list[str]:
     tim = r.get("timers") or {}
     rec = r.get("recovery") or {}
     args = r.get("args") or {}
+    cpus = (r.get("machine") or {}).get("cpus")
+
+    def cores(cpu: Any, first: str = "worker") -> str:
+        return _cores(cpu, first).replace("{cpus}", str(cpus))
+
     out = [
         f"Workload: the simulator (seed {args.get('seed')}, no malformed events), "
         f"{w.get('customers', 0):,} customers arriving over {args.get('arrival_window')} of shop "
@@ -161,10 +199,13 @@ def notes(r: dict[str, Any]) -> list[str]:
         "`worker_settings` in latest.json). Timed from the first consumed event to consumed == "
         f"N, from the worker's status lines (start and end interpolated inside 1 s intervals); "
         f"steady rate over whole intervals {_num(e2e.get('steady_events_per_s'), '/s')}. "
+        f"Cores used meanwhile: {cores(e2e.get('cpu_cores'))}. "
         f"Worker start to ready {e2e.get('worker_start_to_ready_s')} s (not counted). All "
         f"`journey.events` rows were stored {e2e.get('all_rows_stored_after_s', 'n/a')} s after "
         "the last event was consumed.",
-        "2: " + str((r.get("raw") or {}).get("how", "not run")) + ".",
+        "2: "
+        + str((r.get("raw") or {}).get("how", "not run"))
+        + f"; cores used: {cores((r.get('raw') or {}).get('cpu_cores'), 'consumer')}.",
         "3: on a running worker of a fresh prefix (the baseline worker of step 6: empty table, "
         "ready; not the restored main-world worker, whose timer lateness would also count the "
         "timers that came due while no worker ran), OrderChanged PLACED for new customers at "
@@ -191,10 +232,13 @@ def notes(r: dict[str, Any]) -> list[str]:
         "`len(pack(partition, state))` per customer.",
         "6: after step 1 the worker was stopped (SIGTERM); a fresh worker with the same app id "
         "and prefix but an empty JOURNEY_DATA_DIR restored the journeys table from its changelog "
-        f"topic; start of the process to the first status with ready: true (status every "
+        f"topic ({_num(e2e.get('changelog_records'))} records: one per stored state change, "
+        "as written by the e2e worker); start of the process to the first status with ready: "
+        "true (status every "
         f"{min(float(args.get('status_every') or 1), 0.25)} s). Customers = its "
         "index_rebuild.customers. Baseline: the same on another prefix whose table is empty "
         f"(a first worker created its topics and changelog, then a second one started empty): "
-        f"{_num((rec.get('baseline') or {}).get('start_to_ready_s'), 's', 2)}.",
+        f"{_num((rec.get('baseline') or {}).get('start_to_ready_s'), 's', 2)}. Cores used "
+        f"while restoring: {cores((rec.get('restore') or {}).get('cpu_cores'))}.",
     ]
     return out

@@ -38,6 +38,7 @@ from bench.common import (
     Status,
     WorkerProcess,
     World,
+    cpu_between,
     create_topics,
     delete_topics,
     install_signal_handlers,
@@ -81,8 +82,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--e2e-timeout",
         type=float,
-        default=float(_env("E2E_TIMEOUT", "480")),
+        default=float(_env("E2E_TIMEOUT", "360")),
         help="stop the e2e run after this many seconds and report the rate so far (partial)",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=float(_env("READY_TIMEOUT", "300")),
+        help="how long a restoring worker may take to become ready",
     )
     p.add_argument("--status-every", type=float, default=float(_env("STATUS_EVERY", "1")))
     p.add_argument("--latency-seconds", type=float, default=float(_env("LATENCY_SECONDS", "25")))
@@ -97,6 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=float(_env("LATENCY_TIMER_RATE", "40")),
         help="cart events/s during the probe whose timers come due during it (0: none)",
+    )
+    p.add_argument(
+        "--latency-floor-rate",
+        type=float,
+        default=float(_env("LATENCY_FLOOR_RATE", "50")),
+        help="first, 8 s of orders at this low rate: the latency of an idle worker (0: skip)",
     )
     p.add_argument("--timer-customers", type=int, default=int(_env("TIMER_CUSTOMERS", "1000000")))
     p.add_argument("--timer-spread", type=float, default=float(_env("TIMER_SPREAD", "60")))
@@ -246,19 +259,61 @@ def run_e2e(world: World, args: argparse.Namespace, total: int, results: dict[st
     e2e = e2e_rate(worker.history, total)
     e2e["worker_start_to_ready_s"] = round(ready_s, 1)
     e2e["last_status"] = done.data
+    busy = [st for st in worker.history if st.data.get("consumed", 0) > 0]
+    if busy and busy[0].cpu and done.cpu:
+        e2e["cpu_cores"] = cpu_between(busy[0].cpu, done.cpu)
+        first, last = busy[0].cpu.worker, done.cpu.worker
+        if first is not None and last is not None and last > first:
+            # Robust to other load on the machine: what one core of worker time gets through.
+            events = done.data["consumed"] - busy[0].data["consumed"]
+            e2e["events_per_worker_cpu_s"] = round(events / (last - first), 1)
     log(
-        f"  e2e: {e2e.get('events_per_s', 0):,.0f} events/s ({total:,} events in "
-        f"{e2e.get('seconds')}s; steady {e2e.get('steady_events_per_s')}/s)"
+        f"  e2e: {e2e.get('events_per_s', 0):,.0f} events/s ({e2e.get('events', 0):,} events in "
+        f"{e2e.get('seconds')}s; steady {e2e.get('steady_events_per_s')}/s); cores used "
+        f"{e2e.get('cpu_cores')}"
     )
+    # When are all rows in ClickHouse? (Rows of erased customers are deleted: wait until the
+    # count stops moving rather than for one row per event.)
+    rows, rows_at = done.data.get("events_rows"), done.data["elapsed_s"]
     with contextlib.suppress(TimeoutError):
-        stored = worker.wait_until(
-            lambda d: d.get("events_rows", 0) >= done.data["consumed"], 60, show
-        )
-        e2e["all_rows_stored_after_s"] = round(stored.data["elapsed_s"] - done.data["elapsed_s"], 1)
+
+        def settled(d: dict[str, Any]) -> bool:
+            nonlocal rows, rows_at
+            if d.get("events_rows") != rows:
+                rows, rows_at = d.get("events_rows"), d["elapsed_s"]
+            return bool(d["elapsed_s"] - rows_at >= 3)
+
+        worker.wait_until(settled, 60)
+    e2e["events_rows"] = rows
+    e2e["all_rows_stored_after_s"] = round(rows_at - done.data["elapsed_s"], 1)
+    e2e["status_trace"] = trace(worker.history)
     results["e2e"] = e2e
     e2e["shutdown_s"] = round(worker.stop(), 1)
     e2e["final_status"] = worker.last.data if worker.last else None
+    from bench.workload import topic_records
+
+    changelog = f"{world.app_id}-journeys-changelog"
+    with contextlib.suppress(Exception):
+        e2e["changelog_records"] = asyncio.run(topic_records(world.bootstrap, changelog))
+        log(f"  the table's changelog {changelog} holds {e2e['changelog_records']:,} records")
     return e2e
+
+
+def trace(history: list[Status]) -> list[list[Any]]:
+    """[elapsed_s, consumed, events_rows, pending_timers, worker cores, machine busy cores] per
+    status line, for looking at stalls afterwards."""
+    rows: list[list[Any]] = []
+    previous: Status | None = None
+    for status in history:
+        d = status.data
+        cores: dict[str, Any] = {}
+        if previous is not None and previous.cpu and status.cpu:
+            cores = cpu_between(previous.cpu, status.cpu)
+        row = [d.get("elapsed_s"), d.get("consumed"), d.get("events_rows")]
+        row += [d.get("pending_timers"), cores.get("worker"), cores.get("machine_busy")]
+        rows.append(row)
+        previous = status
+    return rows
 
 
 def run_recovery(
@@ -267,11 +322,12 @@ def run_recovery(
     """Start a worker with an empty data dir; time from process start to ``ready: true``."""
     worker = WorkerProcess(world, label, status_every=min(args.status_every, 0.25))
     results["workers"].append({"step": step, "argv": worker.argv, "env": worker.env})
-    status = worker.wait_until(lambda d: d.get("ready", False), 900)
+    status = worker.wait_until(lambda d: d.get("ready", False), args.ready_timeout)
     seconds = status.at - worker.started
     rebuild = status.data.get("index_rebuild") or {}
     return worker, {
         "start_to_ready_s": round(seconds, 2),
+        "cpu_cores": cpu_between(worker.cpu_start, status.cpu) if status.cpu else None,
         "customers": rebuild.get("customers"),
         "with_timers": rebuild.get("with_timers"),
         "index_rebuild_s": round(rebuild.get("seconds", 0.0), 3),
@@ -283,6 +339,22 @@ def run_latency(
 ) -> dict[str, Any]:
     from bench.workload import latency_probe
 
+    floor: dict[str, Any] | None = None
+    if args.latency_floor_rate > 0:
+        floor = asyncio.run(
+            latency_probe(
+                world.settings(),
+                codec,
+                rate=args.latency_floor_rate,
+                seconds=8,
+                tag=f"{world.tag}f",
+                timer_rate=0,
+            )
+        )
+        log(
+            f"  at {args.latency_floor_rate:.0f} orders/s (unloaded): p50 {floor['p50_ms']} ms, "
+            f"p99 {floor['p99_ms']} ms"
+        )
     before = read_settle_status(worker, 1.5)
     latency = asyncio.run(
         latency_probe(
@@ -302,6 +374,7 @@ def run_latency(
         k: v - was.get(k, 0) for k, v in after.get("triggers", {}).items() if v != was.get(k, 0)
     }
     latency["worker_status_after"] = after
+    latency["unloaded"] = floor
     log(
         f"  latency p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
         f"({latency['triggers_matched']:,} matched); worker timer lateness p99 "

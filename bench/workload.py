@@ -4,15 +4,16 @@ and the append-to-append latency probe."""
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import log, percentile
+from bench.common import CpuSample, broker_pid, cpu_between, log, percentile
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS, CartChanged, OrderChanged, OrderItem, Trigger
 from streams.engine import pack
@@ -143,6 +144,25 @@ def state_sizes(
     }
 
 
+async def topic_records(bootstrap: str, topic: str) -> int:
+    """Records a topic holds (end - beginning offsets, over its partitions)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return 0
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await consumer.stop()
+
+
 # --- 2: the raw ceiling ------------------------------------------------------------------------
 async def raw_ceiling(settings: Settings, codec: Codec, expected: int) -> dict[str, Any]:
     """aiokafka consumer (no group, from the beginning) + ``Codec.decode`` of every value with
@@ -162,6 +182,8 @@ async def raw_ceiling(settings: Settings, codec: Codec, expected: int) -> dict[s
     count = 0
     decode_s = 0.0
     first = last = 0.0
+    broker = broker_pid(settings.kafka_bootstrap)
+    cpu_first = cpu_last = None
     started = time.monotonic()
     try:
         while count < expected:
@@ -172,6 +194,7 @@ async def raw_ceiling(settings: Settings, codec: Codec, expected: int) -> dict[s
                 continue
             if not first:
                 first = time.monotonic()
+                cpu_first = CpuSample.take(os.getpid(), broker)
             t0 = time.perf_counter()
             decode = codec.decode
             for tp, messages in batch.items():
@@ -181,6 +204,7 @@ async def raw_ceiling(settings: Settings, codec: Codec, expected: int) -> dict[s
                 count += len(messages)
             decode_s += time.perf_counter() - t0
             last = time.monotonic()
+            cpu_last = CpuSample.take(os.getpid(), broker)
     finally:
         await consumer.stop()
     seconds = max(last - first, 1e-9)
@@ -190,12 +214,21 @@ async def raw_ceiling(settings: Settings, codec: Codec, expected: int) -> dict[s
         "events_per_s": round(count / seconds, 1),
         "decode_seconds": round(decode_s, 3),
         "decode_only_events_per_s": round(count / max(decode_s, 1e-9), 1),
+        # "worker" here is the bench process running the consumer.
+        "cpu_cores": cpu_between(cpu_first, cpu_last) if cpu_first and cpu_last else None,
+        "events_per_cpu_s": _per_cpu(count, cpu_first, cpu_last),
         "how": (
             "aiokafka 0.14 AIOKafkaConsumer(group_id=None, auto_offset_reset=earliest), "
             "getmany(max_records=50000), Codec.decode(value, TOPIC_RECORDS[topic]) per value; "
             "timed from the first batch received to the last"
         ),
     }
+
+
+def _per_cpu(count: int, a: CpuSample | None, b: CpuSample | None) -> float | None:
+    if a is None or b is None or a.worker is None or b.worker is None or b.worker <= a.worker:
+        return None
+    return round(count / (b.worker - a.worker), 1)
 
 
 # --- 3: append-to-append latency ---------------------------------------------------------------
