@@ -26,7 +26,7 @@ from bench.common import log, percentile
 from schemas.codec import Codec
 from schemas.records import CartChanged, CustomerChanged
 from streams.clock import Clock
-from streams.engine import JourneyEngine
+from streams.engine import JourneyEngine, tune_gc
 from streams.journey.decisions import JourneyConfig
 from streams.journey.model import new_state, step
 
@@ -75,6 +75,7 @@ def daytime_zone(now_ms: int, config: JourneyConfig, minutes: int) -> str:
 async def timer_lateness(
     *, customers: int, spread_s: float, lead_s: float, partitions: int, tick_ms: int = 250
 ) -> dict[str, Any]:
+    tune_gc()  # as the worker does
     config = JourneyConfig()
     codec = Codec.load()
     clock = _ShiftedClock()
@@ -110,6 +111,7 @@ async def timer_lateness(
     table_mb = sum(len(k) + len(v) for k, v in table.items()) / 1e6
     log(f"  built: {pending:,} pending timers, {table_mb:,.0f} MB of state, in {build_s:.0f}s")
     gc.collect()
+    gc.freeze()  # as the worker does after building its timer index
     clock.offset_ms = first_due - int(lead_s * 1000) - clock.wall_now_ms()
 
     # The ticker.

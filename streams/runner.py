@@ -23,6 +23,7 @@ from sinks.clickhouse.migrations import apply_migrations
 from streams.app import Pipeline, create_pipeline
 from streams.clock import Clock
 from streams.console import Progress, describe_trigger
+from streams.engine import tune_gc
 from streams.logs import logging_config
 from streams.publish import Publisher
 from streams.settings import Settings
@@ -188,6 +189,7 @@ def run_worker(
     log_format: str = "text",
 ) -> None:
     """Run until Ctrl-C / SIGTERM (or, in tests, until killed)."""
+    tune_gc()
     partitions = prepare(settings)
     # With the simulator in the same process, the journey clock runs at the simulator's speed
     # from the same moment, so both agree on what time it is in the shop.
