@@ -28,21 +28,3 @@ class Clock:
         if self.speed == 1.0:
             return self._wall_ms()
         return int(self.epoch_ms + (self._wall_ms() - self.epoch_ms) * self.speed)
-
-    def wall_seconds(self, duration_ms: int) -> float:
-        """How long, on the wall clock, ``duration_ms`` of this clock's time takes."""
-        return duration_ms / 1000 / self.speed
-
-
-class ManualClock(Clock):
-    """A clock that moves only when told to (tests)."""
-
-    def __init__(self, now_ms: int) -> None:
-        super().__init__(1.0, now_ms, wall_ms=lambda: self._now)
-        self._now = now_ms
-
-    def now_ms(self) -> int:
-        return self._now
-
-    def advance(self, ms: int) -> None:
-        self._now += ms

@@ -112,11 +112,6 @@ class TimerIndex:
     def __len__(self) -> int:
         return len(self._next)
 
-    def lateness_now(self, now: int) -> int:
-        """How late the most overdue timer is (0 when none is due)."""
-        earliest = min((h[0][0] for h in self._heaps.values() if h), default=None)
-        return max(0, now - earliest) if earliest is not None else 0
-
 
 class JourneyEngine:
     def __init__(

@@ -50,9 +50,6 @@ from streams.journey.state import Cart, JourneyState, Order, Timer
 
 _T = TypeVar("_T")
 
-STAGES = ("AWARENESS", "CONSIDERATION", "PURCHASE", "SERVICE", "ADVOCACY")
-SEGMENTS = ("PROSPECT", "NEW", "REPEAT", "LAPSED")
-
 
 def new_state(customer_id: str) -> JourneyState:
     return JourneyState(customer_id=customer_id)
