@@ -163,10 +163,13 @@ def create_pipeline(
                 message.key,
                 message.value,
                 message.headers,
-                event.ack,
             )
             if record is not None:
                 await engine.on_event(record, message.topic, message.partition, message.offset)
+            # Only now: the sink acks it after the rows, the table write (changelog) and every
+            # send it caused are registered; a flush running during an await above must not
+            # ack it early. An exception leaves it unacked: redelivered, never lost.
+            sink.after_flush(event.ack)
             processing.observe(perf_counter() - started)
             await sink.wait_for_room()
 

@@ -5,7 +5,7 @@ topic with the reason; re-key events that arrived under another key than their c
 (through the repartition topic, so they reach the partition that owns the customer); and hand
 every accepted event to the journey engine (which writes its ``journey.events`` row, unless the
 customer was erased). Nothing here knows about Faust: the agent
-passes the message's coordinates and an ``ack`` to call once everything it caused is stored.
+passes the message's coordinates; acking it is the agent's, after the journey has run.
 """
 
 from __future__ import annotations
@@ -111,14 +111,14 @@ class Ingest:
         key: bytes | None,
         value: bytes | None,
         headers: Any,
-        ack: Callable[[], object],
     ) -> InputEvent | None:
-        """Returns the accepted event, or ``None`` when it went elsewhere (dead letter, re-key)."""
+        """Returns the accepted event, or ``None`` when it went elsewhere (dead letter, re-key).
+
+        The caller acks the message (``sink.after_flush``) once everything it caused, here and
+        in the journey, has been handed to the sink and the producer.
+        """
         self.consumed[topic] += 1
-        try:
-            record = await self._accept(topic, partition, offset, key, value, headers)
-        finally:
-            self.sink.after_flush(ack)
+        record = await self._accept(topic, partition, offset, key, value, headers)
         if record is not None:
             self.accepted[topic] += 1
         return record
