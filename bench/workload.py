@@ -17,6 +17,7 @@ from bench.common import CpuSample, broker_pid, cpu_between, log, percentile
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS, CartChanged, OrderChanged, OrderItem, Trigger
 from streams.engine import pack
+from streams.ingest import wall_clock_ms
 from streams.journey.decisions import JourneyConfig
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState
@@ -25,10 +26,6 @@ from streams.settings import Settings
 from streams.simulator import SimulationConfig, generate
 
 LOG_APPEND_TIME = 1  # aiokafka's timestamp_type of broker-side timestamps
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --- 1 (preparation) and 5: the simulated shop, published and replayed through the model ------
@@ -57,7 +54,7 @@ async def publish_simulation(
 ) -> Published:
     """Publish the first ``events`` simulator events (``0``: until every customer has shown up)
     and, when asked, replay them through the pure model to measure the state sizes."""
-    now = wall_ms()
+    now = wall_clock_ms()
     # The shop's day ends now: the worker sees a day of events that already happened (as a
     # consumer catching up would), so timers that came due meanwhile fire while it runs.
     config = SimulationConfig(
@@ -300,7 +297,7 @@ async def latency_probe(
     pending: list[asyncio.Future[Any]] = []
     try:
         while (elapsed := time.monotonic() - started) < seconds:
-            now = wall_ms()
+            now = wall_clock_ms()
             while sent < rate * elapsed:
                 event_id = f"lat-{tag}-{sent}"
                 customer = f"lat-{tag}-c{sent}"
@@ -341,7 +338,7 @@ async def latency_probe(
         # Wait for the triggers, and until the last cart timer is due (and a tick later).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (
-            len(trigger_at) < sent or wall_ms() < last_due + 1000
+            len(trigger_at) < sent or wall_clock_ms() < last_due + 1000
         ):
             await asyncio.sleep(0.2)
     finally:

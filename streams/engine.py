@@ -63,8 +63,10 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
-def pack(partition: int, state: JourneyState) -> bytes:
-    next_fire = state.next_fire_at()
+def pack(partition: int, state: JourneyState, next_fire: int | None = None) -> bytes:
+    """``next_fire``: ``state.next_fire_at()`` when the caller has it already."""
+    if next_fire is None:
+        next_fire = state.next_fire_at()
     return _PREFIX.pack(partition, NO_TIMER if next_fire is None else next_fire) + encode_state(
         state
     )
@@ -155,12 +157,13 @@ class JourneyEngine:
 
     def store(self, partition: int, state: JourneyState) -> None:
         # Assigning (never mutating in place) is what Faust writes to the changelog.
-        self.table[state.customer_id.encode()] = pack(partition, state)
+        next_fire = state.next_fire_at()
+        self.table[state.customer_id.encode()] = pack(partition, state, next_fire)
         self._cache[state.customer_id] = state
         self._cache.move_to_end(state.customer_id)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        self.index.set(partition, state.customer_id, state.next_fire_at())
+        self.index.set(partition, state.customer_id, next_fire)
 
     def rebuild(self, items: Iterable[tuple[bytes, bytes]], partitions: set[int]) -> int:
         """After a rebalance: forget cached states, index the timers of our partitions."""
