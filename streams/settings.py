@@ -114,6 +114,26 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)  # 0: no HTTP endpoint
 
+    # --- Who may use the HTTP endpoint, and how much an analyst query may take (docs/security.md)
+    # Bearer token for /sql and the dashboard; without one they answer on a loopback bind only.
+    web_token: SecretStr | None = None
+    # Host names (besides loopback and web_host) that /sql and the dashboard answer to; a name
+    # starting with "." matches every subdomain. Guards against DNS rebinding.
+    web_allowed_hosts: str = ""
+    # A client that sends its request this slowly, or stays idle this long, is disconnected.
+    web_request_timeout: DurationMs = duration("30s")
+    # Analyst SQL (/sql, journey sql, journey report, the dashboard) runs on its own read-only
+    # ClickHouse session with these limits, enforced by ClickHouse.
+    query_max_execution_time: DurationMs = duration("30s")
+    query_max_result_rows: int = Field(default=100_000, ge=1)
+    query_max_result_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    query_max_memory_usage: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
+    query_max_threads: int = Field(default=1, ge=1)
+    query_concurrency: int = Field(default=2, ge=1)  # analyst queries running at once
+    # A ClickHouse server user for analyst queries (read-only grants); default: the sink's user.
+    clickhouse_query_username: str | None = None
+    clickhouse_query_password: SecretStr | None = None
+
     # --- Local state --------------------------------------------------------------------------
     data_dir: Path = Path(".local")
     table_store: str = "rocksdb://"
@@ -154,6 +174,35 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {zone!r}") from exc
         return zone
+
+    @field_validator("timer_tick_interval", "web_request_timeout", "query_max_execution_time")
+    @classmethod
+    def _positive_duration(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be longer than 0 (e.g. 250ms)")
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _clickhouse_scheme(cls, url: str) -> str:
+        if url and not url.startswith(("chdb://", "http://", "https://")):
+            raise ValueError(
+                "must start with chdb:// (embedded, e.g. chdb:///var/lib/journey/chdb), "
+                "http:// or https:// (a ClickHouse server)"
+            )
+        return url
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, servers: str) -> str:
+        for server in servers.split(","):
+            host, colon, port = server.strip().rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"{server.strip()!r} is not host:port; use a comma-separated list such as "
+                    "kafka-1:9092,kafka-2:9092"
+                )
+        return servers
 
     # --- Derived -----------------------------------------------------------------------------
     def topic(self, name: str) -> str:

@@ -2,14 +2,18 @@
 
 chdb lets exactly one process open a data path, and one path per process, so the client is
 created once and shared; every blocking call goes through ``ClickHouse.run`` on a single
-thread, which also keeps chdb away from the event loop.
+thread, which also keeps chdb away from the event loop. Analyst queries never use that client:
+``AnalystQueries`` opens its own read-only, bounded ones (chdb allows several connections to the
+one engine of a process).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import logging
 import threading
+import urllib.parse
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +25,7 @@ from clickhouse_connect.driver.client import Client
 from streams.settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ClickHouseUnavailable(RuntimeError):
@@ -33,16 +38,25 @@ def _embedded_path(url: str) -> Path | None:
     return None
 
 
-def open_client(settings: Settings) -> Client:
+def open_client(
+    settings: Settings, *, analyst: bool = False, session: dict[str, Any] | None = None
+) -> Client:
+    """A new client. ``analyst``: with the analysts' server user, if one is configured;
+    ``session``: settings sent with every request (a server) or kept by the session."""
     url = settings.resolved_clickhouse_url()
     path = _embedded_path(url)
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {}
-    if settings.clickhouse_username:
-        options["username"] = settings.clickhouse_username
-    if settings.clickhouse_password:
-        options["password"] = settings.clickhouse_password.get_secret_value()
+    username, password = settings.clickhouse_username, settings.clickhouse_password
+    if analyst and settings.clickhouse_query_username:
+        username, password = settings.clickhouse_query_username, settings.clickhouse_query_password
+    if username:
+        options["username"] = username
+    if password:
+        options["password"] = password.get_secret_value()
+    if session:
+        options["settings"] = session
     try:
         return clickhouse_connect.get_client(dsn=url, **options)
     except Exception as exc:
@@ -54,16 +68,22 @@ def open_client(settings: Settings) -> Client:
                 "or point JOURNEY_CLICKHOUSE_URL at another path or at a ClickHouse server."
             ) from exc
         raise ClickHouseUnavailable(
-            f"cannot open ClickHouse at {_redact(url)}: {text.splitlines()[0] if text else exc!r}"
+            f"cannot open ClickHouse at {redact_url(url)}: {_first_line(exc)}"
             " (check JOURNEY_CLICKHOUSE_URL, JOURNEY_CLICKHOUSE_USERNAME and _PASSWORD)"
         ) from exc
 
 
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+def redact_url(url: str) -> str:
+    """The URL without its credentials (user:password@ and ?password=...), fit to print."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{key}=***" if "pass" in key.lower() or "secret" in key.lower() else f"{key}={value}"
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class _Engine:
@@ -97,7 +117,7 @@ class ClickHouse:
                 cls._engine = _Engine(settings)
             elif cls._engine.url != settings.resolved_clickhouse_url():
                 raise ClickHouseUnavailable(
-                    f"this process already uses ClickHouse at {_redact(cls._engine.url)}; "
+                    f"this process already uses ClickHouse at {redact_url(cls._engine.url)}; "
                     "one process can use only one ClickHouse URL"
                 )
             return cls(settings, cls._engine)
@@ -123,7 +143,18 @@ class ClickHouse:
         return [tuple(row) for row in result.result_rows]
 
 
-READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
+READ_ONLY_STATEMENTS = ("SELECT", "WITH")
+
+# Table functions analysts may use: generators that touch nothing outside the query. Every other
+# one (file, url, s3, remote*, mysql, postgresql, sqlite, hdfs, executable, python, view, merge,
+# ...) is refused. readonly=1 already refuses most of them, but not all: measured in chdb 4.4,
+# sqlite() creates its file and DESCRIBE file(...) reads one even with readonly=1.
+ALLOWED_TABLE_FUNCTIONS = frozenset(
+    {"numbers", "numbers_mt", "generate_series", "generateSeries", "zeros", "zeros_mt", "values"}
+)
+# Functions that reach outside the database and that readonly=1 does not stop in chdb's local
+# mode (measured: SELECT file('/etc/hostname') returns the file with readonly=1).
+FORBIDDEN_FUNCTIONS = frozenset({"file"})
 
 
 class NotReadOnly(ValueError):
@@ -131,20 +162,179 @@ class NotReadOnly(ValueError):
 
 
 def read_only_statement(sql: str) -> str:
-    """The statement without its trailing ``;``, or NotReadOnly: one read-only statement only.
+    """The statement without its trailing ``;``, or NotReadOnly with a friendly reason.
 
-    A keyword check rather than ClickHouse's ``readonly`` setting: the embedded engine keeps
-    settings for the whole session, which would make the pipeline's own writes fail.
+    Only a first, friendly filter: what the statement may do is decided by ClickHouse (the
+    analyst session's ``readonly=1`` and limits) and by ``check_ast`` on the engine's own parse.
     """
     statement = sql.strip().rstrip(";").strip()
     first = statement.split(None, 1)[0].upper() if statement else ""
     if first not in READ_ONLY_STATEMENTS:
         raise NotReadOnly(
-            f"only one read-only statement is allowed ({', '.join(READ_ONLY_STATEMENTS)}); "
-            f"got {first or 'nothing'}"
+            f"only one read-only statement is allowed ({' or '.join(READ_ONLY_STATEMENTS)}; "
+            f"system.tables and system.columns describe the tables); got {first or 'nothing'}"
         )
-    if ";" in statement:
-        raise NotReadOnly("only one read-only statement at a time: remove the ';' in the middle")
-    if re.search(r"\bINTO\s+OUTFILE\b", statement, re.IGNORECASE):
-        raise NotReadOnly("INTO OUTFILE writes a file: not allowed here")
     return statement
+
+
+def check_ast(lines: list[str]) -> None:
+    """Refuse what ``readonly=1`` lets through, from ClickHouse's own ``EXPLAIN AST`` output.
+
+    The engine parses the statement, so comments, quoting and odd spacing cannot hide anything:
+    the root must be a SELECT; a literal right under the root is ``INTO OUTFILE``; table
+    functions must be allow-listed; ``file()`` is refused anywhere. (An identifier right under
+    the root is the ``FORMAT`` the client appends; a second one would be a syntax error.)
+    """
+    nodes: list[tuple[int, str, str]] = []  # (depth, kind, name)
+    for line in lines:
+        text = line.rstrip()
+        if not text.strip():
+            continue
+        depth = len(text) - len(text.lstrip(" "))
+        kind, _, rest = text.strip().partition(" ")
+        nodes.append((depth, kind, rest.split(" ", 1)[0] if rest else ""))
+    if not nodes or nodes[0][1] not in ("SelectWithUnionQuery", "SelectIntersectExceptQuery"):
+        raise NotReadOnly("only SELECT statements are allowed")
+    parents: list[str] = []
+    for depth, kind, name in nodes:
+        del parents[depth:]
+        parent = parents[-1] if parents else ""
+        if depth == 1 and kind == "Literal":
+            raise NotReadOnly("INTO OUTFILE writes a file: not allowed here")
+        if kind == "Function":
+            if name in FORBIDDEN_FUNCTIONS or name.lower() in FORBIDDEN_FUNCTIONS:
+                raise NotReadOnly(f"{name}() reads files: not allowed here")
+            if parent == "TableExpression" and name not in ALLOWED_TABLE_FUNCTIONS:
+                raise NotReadOnly(
+                    f"table function {name}() is not allowed here; allowed: "
+                    + ", ".join(sorted(ALLOWED_TABLE_FUNCTIONS))
+                )
+        parents.append(kind)
+
+
+class AnalystQueries:
+    """Analyst SQL (``/sql``, ``journey sql``, ``journey report``, the dashboard), on its own
+    ClickHouse clients, never the sink's.
+
+    Each of ``query_concurrency`` threads has its own ClickHouse client (chdb: its own connection
+    to the process's engine, which runs them in parallel with the sink's inserts), so a slow
+    analyst query never holds the sink's thread. The session is made read-only by the engine:
+    the limits are set first, then ``readonly=1``, after which ClickHouse refuses any change of
+    a setting, any write and any table function that needs more than reading (docs/security.md).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.resolved_clickhouse_url()
+        self.embedded = self.url.startswith("chdb://")
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.query_concurrency, thread_name_prefix="analyst-sql"
+        )
+        self._local = threading.local()
+        self._control: Client | None = None
+        self._control_lock = threading.Lock()
+
+    def limits(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "max_execution_time": s.query_max_execution_time / 1000,
+            "max_result_rows": s.query_max_result_rows,
+            "max_result_bytes": s.query_max_result_bytes,
+            "result_overflow_mode": "throw",
+            "max_memory_usage": s.query_max_memory_usage,
+            "max_threads": s.query_max_threads,
+        }
+
+    def _open(self) -> Client:
+        if not self.embedded:
+            # A server: readonly=1 and the limits ride on every request; the read-only user
+            # (JOURNEY_CLICKHOUSE_QUERY_USERNAME) and its grants are the server's own defence.
+            return open_client(
+                self.settings, analyst=True, session={**self.limits(), "readonly": 1}
+            )
+        client = open_client(self.settings)
+        for name, value in self.limits().items():
+            client.command(f"SET {name} = {value!r}")
+        client.command("SET readonly = 1")
+        if str(client.command("SELECT getSetting('readonly')")) != "1":
+            raise ClickHouseUnavailable("the analyst session did not become read-only")
+        return client
+
+    def _client(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._open()
+        return client
+
+    def _run(self, statement: str, marker: str) -> tuple[list[str], list[list[Any]]]:
+        client = self._client()
+        # The engine parses the text as one statement (a bound parameter, so nothing in it runs):
+        # chdb would run every statement of a multi-statement text. Only that canonical single
+        # statement is checked and run.
+        try:
+            canonical = str(
+                client.query(
+                    "SELECT formatQuerySingleLine({sql:String})", parameters={"sql": statement}
+                ).result_rows[0][0]
+            )
+        except Exception as exc:
+            raise NotReadOnly(f"not one valid statement: {_first_line(exc)}") from exc
+        explained = client.query(f"EXPLAIN AST {canonical}")
+        check_ast([str(row[0]) for row in explained.result_rows])
+        result = client.query(f"{canonical}\n/* {marker} */")
+        return list(result.column_names), [list(row) for row in result.result_rows]
+
+    def _kill(self, marker: str) -> None:
+        """Cancel the query tagged ``marker`` (its client went away)."""
+        try:
+            with self._control_lock:
+                if self._control is None:
+                    self._control = open_client(self.settings, analyst=True)
+                self._control.command(
+                    "KILL QUERY WHERE position(query, {marker:String}) > 0 "
+                    "AND NOT startsWith(query, 'KILL') ASYNC",
+                    parameters={"marker": marker},
+                )
+            log.info("analyst query %s cancelled: its client went away", marker)
+        except Exception as exc:  # it still ends at max_execution_time
+            log.warning("could not cancel analyst query %s: %s", marker, _first_line(exc))
+
+    async def query(self, sql: str) -> tuple[list[str], list[list[Any]]]:
+        """Run one analyst statement; NotReadOnly or QueryError say why it was refused."""
+        statement = read_only_statement(sql)
+        marker = f"journey-analyst {uuid.uuid4()}"
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._run, statement, marker)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await loop.run_in_executor(None, self._kill, marker)
+            raise
+        except NotReadOnly:
+            raise
+        except Exception as exc:
+            raise QueryError(_first_line(exc)) from exc
+
+    def query_sync(self, sql: str) -> tuple[list[str], list[list[Any]]]:
+        statement = read_only_statement(sql)
+        marker = f"journey-analyst {uuid.uuid4()}"
+        try:
+            return self._executor.submit(self._run, statement, marker).result()
+        except NotReadOnly:
+            raise
+        except KeyboardInterrupt:
+            self._kill(marker)
+            raise
+        except Exception as exc:
+            raise QueryError(_first_line(exc)) from exc
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class QueryError(RuntimeError):
+    """ClickHouse refused or failed an analyst query (the message is ClickHouse's first line)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else repr(exc)
