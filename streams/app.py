@@ -17,6 +17,7 @@ from time import perf_counter
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from schemas.codec import Codec, register_faust_codecs
 from sinks.clickhouse.sink import ClickHouseSink
@@ -186,7 +187,15 @@ def create_pipeline(
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _load_watermarks(app: faust.App, assigned: Any, **kwargs: Any) -> None:
-        await sink.load_watermarks()
+        await sink.load_watermarks(end_offsets)
+
+    consumed = set(settings.copartitioned_topics())
+
+    async def end_offsets(positions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The broker's end offsets of the consumed partitions among ``positions``."""
+        tps = [TP(t, p) for t, p in positions if t in consumed and 0 <= p < partitions]
+        ends = await app.consumer.highwaters(*tps) if tps else {}
+        return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _rebuild_timers(app: faust.App, **kwargs: Any) -> None:

@@ -32,6 +32,7 @@ METRIC_NAMES = (
     "journey_sink_failures_total",
     "journey_sink_flush_seconds",
     "journey_consumer_lag",
+    "journey_sink_impossible_watermarks",
 )
 
 
@@ -108,6 +109,12 @@ class _PipelineCollector(Collector):
         )
         failures.add_metric([], sink.stats.failures)
         yield failures
+        impossible = GaugeMetricFamily(
+            "journey_sink_impossible_watermarks",
+            "Stored source offsets beyond their partition's end (forged rows); not used.",
+        )
+        impossible.add_metric([], len(sink.impossible_watermarks))
+        yield impossible
         lag = GaugeMetricFamily(
             "journey_consumer_lag",
             "Messages behind the end of each assigned input partition.",

@@ -1,8 +1,10 @@
 """Read-only SQL for analysts, wherever the data is.
 
 The embedded ClickHouse (chdb) can be opened by one process only. While a worker runs, it owns
-the data path and answers read-only SQL on its HTTP endpoint (``/sql``); otherwise the data path
-is opened directly. Against a ClickHouse server every query is sent with ``readonly=1`` as well.
+the data path and answers read-only SQL on its HTTP endpoint (``/sql``, with the bearer token
+``JOURNEY_WEB_TOKEN``); otherwise the data path is opened directly. Either way the statement runs
+on an analyst session (``AnalystQueries``): read-only by ClickHouse's ``readonly=1`` and bounded
+by the ``JOURNEY_QUERY_*`` limits; against a ClickHouse server every query carries ``readonly=1``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sinks.clickhouse.client import ClickHouse, read_only_statement
+from sinks.clickhouse.client import AnalystQueries, QueryError, read_only_statement, redact_url
 from streams.settings import Settings
 
 
@@ -49,32 +51,44 @@ def run_query(settings: Settings, sql: str) -> Result:
         via_worker = _ask_worker(settings, statement, url)
         if via_worker is not None:
             return via_worker
-    ch = ClickHouse.shared(settings)
-    options = {} if url.startswith("chdb://") else {"settings": {"readonly": 1}}
+    analyst = AnalystQueries(settings)
     try:
-        result = ch.call(ch.client.query, statement, **options)
-    except Exception as exc:
-        raise QueryFailed(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
-    return Result(list(result.column_names), [list(r) for r in result.result_rows], url)
+        columns, rows = analyst.query_sync(statement)
+    except QueryError as exc:
+        raise QueryFailed(str(exc)) from exc
+    finally:
+        analyst.close()
+    return Result(columns, rows, redact_url(url))
+
+
+def worker_headers(settings: Settings) -> dict[str, str]:
+    """What ``journey sql``/``report`` send to a worker's ``/sql`` (docs/security.md)."""
+    headers = {"Content-Type": "text/plain", "X-Requested-By": "journey"}
+    if settings.web_token is not None:
+        headers["Authorization"] = f"Bearer {settings.web_token.get_secret_value()}"
+    return headers
 
 
 def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
     """Ask the worker serving on the configured port, if it owns *our* data path."""
-    endpoint = f"http://{settings.web_host}:{settings.web_port}/sql"
+    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+    endpoint = f"http://{host}:{settings.web_port}/sql"
     request = urllib.request.Request(
-        endpoint, data=statement.encode(), method="POST", headers={"Content-Type": "text/plain"}
+        endpoint, data=statement.encode(), method="POST", headers=worker_headers(settings)
     )
+    timeout = settings.query_max_execution_time / 1000 + 30
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as exc:
+        text = exc.read().decode("utf-8", "replace")
         try:
-            message = json.loads(exc.read()).get("error", str(exc))
+            message = json.loads(text).get("error", str(exc))
         except ValueError:
-            message = str(exc)
+            message = f"{exc.code} from the worker at {endpoint}: {text.strip()}"
         raise QueryFailed(message) from exc
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None  # no worker here: open the data path directly
-    if body.get("clickhouse") != url:
+    if body.get("clickhouse") != redact_url(url):
         return None  # a worker of another installation: not our data
     return Result(body["columns"], body["rows"], f"the running worker at {endpoint}")

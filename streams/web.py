@@ -1,35 +1,53 @@
 """The worker's HTTP endpoint (aiohttp, which Faust already brings).
 
 * ``/health``: the process is alive.
-* ``/ready``: partitions are assigned and the journey table is recovered (timers indexed).
+* ``/ready``: partitions are assigned and the journey table is recovered (timers indexed); 503
+  "degraded" while the sink refuses an impossible stored offset (forged watermark).
 * ``/metrics``: Prometheus text format.
 * ``/sql?query=...``: one read-only statement against this worker's ClickHouse, as JSON. The
   embedded ClickHouse can be opened by one process only, so while a worker runs, ``journey sql``
   and ``journey report`` ask it here instead of opening the data path themselves.
-* ``/`` and ``/api/...``: the dashboard (see ``streams/dashboard.py``).
+* ``/``: the dashboard (see ``streams/dashboard.py``).
+
+``/sql`` and the dashboard read customer data: they need the bearer token ``JOURNEY_WEB_TOKEN``
+(the dashboard also takes it as the password of HTTP basic auth, for browsers) or, without a
+token, a loopback bind; they answer only to known ``Host`` names and refuse cross-site requests
+(``Origin``, ``Sec-Fetch-Site``). ``/health``, ``/ready`` and ``/metrics`` stay open. Analyst
+queries run on their own read-only ClickHouse sessions (``AnalystQueries``), never the sink's,
+and are cancelled when the client goes away. See docs/security.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
+import ipaddress
 import itertools
 import json
 import logging
 import time
+import urllib.parse
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sinks.clickhouse.client import NotReadOnly, read_only_statement
+from sinks.clickhouse.client import AnalystQueries, NotReadOnly, QueryError, redact_url
 from streams.metrics import Metrics
 from streams.query import to_json
+from streams.settings import Settings
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
 
 log = logging.getLogger(__name__)
+
+# Without a token, /sql also wants this header: a page in a browser cannot send a custom header
+# to another origin without a CORS preflight, which this server never grants.
+CLIENT_HEADER = ("X-Requested-By", "journey")
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -38,12 +56,85 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     )
 
 
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Gate:
+    """Who may read customer data over HTTP: token, bind, Host and Origin (docs/security.md)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.token = settings.web_token.get_secret_value() if settings.web_token else None
+        self.loopback_bind = is_loopback(settings.web_host)
+        names = {n.strip().lower() for n in settings.web_allowed_hosts.split(",") if n.strip()}
+        if settings.web_host not in ("0.0.0.0", "::", ""):
+            names.add(settings.web_host.lower())
+        self.hosts = {n for n in names if not n.startswith(".")} | LOOPBACK_NAMES
+        self.suffixes = tuple(n for n in names if n.startswith("."))
+
+    def host_allowed(self, hostname: str) -> bool:
+        name = hostname.lower().strip("[]")
+        return name in self.hosts or is_loopback(name) or name.endswith(self.suffixes or ("\0",))
+
+    def refuse(self, request: web.Request, *, browser: bool) -> web.Response | None:
+        """None if the request may read customer data, else the response that says why not."""
+        hostname = urllib.parse.urlsplit("//" + request.host).hostname or ""
+        if not self.host_allowed(hostname):
+            return web.Response(
+                status=403,
+                text=f"unknown Host {request.host!r}: add it to JOURNEY_WEB_ALLOWED_HOSTS\n",
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and urllib.parse.urlsplit(origin).netloc != request.host:
+            return web.Response(status=403, text="cross-origin requests are refused\n")
+        if request.headers.get("Sec-Fetch-Site", "none") not in ("none", "same-origin"):
+            return web.Response(status=403, text="cross-site requests are refused\n")
+        if self.token is None:
+            if not self.loopback_bind:
+                return web.Response(
+                    status=403,
+                    text="set JOURNEY_WEB_TOKEN to serve this on a non-loopback address\n",
+                )
+            if not browser and request.headers.get(CLIENT_HEADER[0]) != CLIENT_HEADER[1]:
+                return web.Response(
+                    status=403, text=f"send the header {CLIENT_HEADER[0]}: {CLIENT_HEADER[1]}\n"
+                )
+            return None
+        if hmac.compare_digest(self._credential(request, browser).encode(), self.token.encode()):
+            return None
+        headers = {"WWW-Authenticate": 'Basic realm="journey"'} if browser else {}
+        return web.Response(
+            status=401, text="a valid JOURNEY_WEB_TOKEN is required\n", headers=headers
+        )
+
+    @staticmethod
+    def _credential(request: web.Request, browser: bool) -> str:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip()
+        if browser and scheme.lower() == "basic":
+            # Browsers send basic credentials by themselves only to the origin they were given
+            # for; /sql never accepts them, so a cross-site <img> cannot ride on them.
+            try:
+                return base64.b64decode(value.strip()).decode().partition(":")[2]
+            except ValueError:
+                return ""
+        return ""
+
+
 class WebServer:
     def __init__(self, pipeline: Pipeline, metrics: Metrics) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.settings = pipeline.settings
-        self.app = web.Application()
+        self.gate = Gate(self.settings)
+        self.analyst = AnalystQueries(self.settings)
+        self.app = web.Application(client_max_size=256 * 1024)
         self.app.add_routes(
             [
                 web.get("/health", self.health),
@@ -64,7 +155,11 @@ class WebServer:
         return f"http://{self.settings.web_host}:{self.settings.web_port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        timeout = self.settings.web_request_timeout / 1000
+        # handler_cancellation: a client that goes away cancels its handler, and so its query.
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handler_cancellation=True, keepalive_timeout=timeout
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.web_host, self.settings.web_port)
         try:
@@ -82,6 +177,7 @@ class WebServer:
             self._sampler.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+        self.analyst.close()
 
     async def _sample(self) -> None:
         while True:
@@ -101,6 +197,14 @@ class WebServer:
         return assigned and self.pipeline.engine.rebuilds > 0 and not app.rebalancing
 
     async def ready(self, request: web.Request) -> web.Response:
+        impossible = self.pipeline.sink.impossible_watermarks
+        if impossible:
+            shown = ", ".join(f"{t} {topic}[{p}]" for t, topic, p in sorted(impossible)[:5])
+            return web.Response(
+                text=f"degraded: ClickHouse holds impossible source offsets ({shown}); "
+                "see docs/runbook.md\n",
+                status=503,
+            )
         if self.is_ready():
             return web.Response(text="ready\n")
         return web.Response(text="not ready: partitions not assigned or recovering\n", status=503)
@@ -110,38 +214,41 @@ class WebServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def sql(self, request: web.Request) -> web.Response:
+        refused = self.gate.refuse(request, browser=False)
+        if refused is not None:
+            return refused
         query = request.query.get("query")
         if query is None and request.method == "POST":
-            query = await request.text()
+            try:
+                query = await asyncio.wait_for(
+                    request.text(), self.settings.web_request_timeout / 1000
+                )
+            except TimeoutError:
+                return json_response({"error": "request body too slow"}, status=408)
         try:
-            statement = read_only_statement(query or "")
+            columns, rows = await self.analyst.query(query or "")
         except NotReadOnly as exc:
             return json_response({"error": str(exc)}, status=400)
-        columns, rows = await self.query(statement)
-        if columns is None:
-            return json_response({"error": rows}, status=400)
+        except QueryError as exc:
+            return json_response({"error": str(exc)}, status=400)
         return json_response(
-            {"columns": columns, "rows": rows, "clickhouse": self.pipeline.sink.clickhouse.url}
+            {"columns": columns, "rows": rows, "clickhouse": redact_url(self.analyst.url)}
         )
-
-    async def query(self, statement: str) -> tuple[Any, Any]:
-        ch = self.pipeline.sink.clickhouse
-        try:
-            result = await ch.run(ch.client.query, statement)
-        except Exception as exc:
-            return None, str(exc).splitlines()[0] if str(exc) else repr(exc)
-        return list(result.column_names), [list(row) for row in result.result_rows]
 
     # --- the dashboard -------------------------------------------------------------------------
     async def dashboard(self, request: web.Request) -> web.Response:
+        refused = self.gate.refuse(request, browser=True)
+        if refused is not None:
+            return refused
         return web.Response(text=await self.render_dashboard(), content_type="text/html")
 
     async def _rows(self, sql: str) -> list[list[Any]]:
-        columns, rows = await self.query(sql.format(db=self.settings.clickhouse_database))
-        if columns is None:
-            log.warning("dashboard query failed: %s", rows)
+        try:
+            _, rows = await self.analyst.query(sql.format(db=self.settings.clickhouse_database))
+        except (NotReadOnly, QueryError) as exc:
+            log.warning("dashboard query failed: %s", exc)
             return []
-        return list(rows)
+        return rows
 
     async def render_dashboard(self) -> str:
         from streams import dashboard as d
@@ -309,6 +416,6 @@ class WebServer:
         )
         return d.page(
             "journey",
-            f"{self.settings.kafka_bootstrap} · {self.pipeline.sink.clickhouse.url}",
+            f"{self.settings.kafka_bootstrap} · {redact_url(self.analyst.url)}",
             sections,
         )

@@ -19,6 +19,10 @@ Delivery guarantees, and what provides each:
   sink reads the highest stored offset per source partition and table (its watermark) and drops
   rows of redelivered messages at or below it. Inserts are single parts (tables have no PARTITION
   BY), so a stored offset means every row of that insert is stored.
+* **No forged watermark.** A stored offset at or beyond its partition's end offset on the broker
+  cannot come from this sink (someone wrote the row): it is logged at error, counted
+  (``journey_sink_impossible_watermarks``, ``/ready`` degraded) and never used as a watermark;
+  the highest offset below the end is used instead, so no new event is skipped.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 Position = tuple[str, int]  # (topic, partition)
+# The broker's end offset of each partition asked for (the offset its next message will get).
+EndOffsets = Callable[[list[Position]], Awaitable[dict[Position, int]]]
 
 
 @dataclass
@@ -76,6 +82,8 @@ class ClickHouseSink:
         self._clickhouse: ClickHouse | None = None
         self._tables: dict[str, _TableBuffer] = {}
         self._watermarks: dict[tuple[str, str, int], int] = {}
+        # (table, topic, partition) -> the impossible offset ClickHouse holds for it.
+        self.impossible_watermarks: dict[tuple[str, str, int], int] = {}
         self._acks: list[Callable[[], object]] = []
         self._erasures: dict[str, dict[str, set[str]]] = {}
         self._pending: list[Awaitable[Any]] = []
@@ -118,8 +126,11 @@ class ClickHouseSink:
         if not ready.is_set():
             await ready.wait()
 
-    async def load_watermarks(self) -> None:
-        """Read what ClickHouse already holds, so redelivered messages are not written twice."""
+    async def load_watermarks(self, end_offsets: EndOffsets | None = None) -> None:
+        """Read what ClickHouse already holds, so redelivered messages are not written twice.
+
+        ``end_offsets`` (the broker's, for the partitions this worker consumes) unmasks stored
+        offsets no message ever had; those are reported and not used (see the module doc)."""
         self._ready_event().clear()
         ch = self.clickhouse
         marks: dict[tuple[str, str, int], int] = {}
@@ -130,9 +141,36 @@ class ClickHouseSink:
             )
             for topic, partition, offset in rows:
                 marks[(table, str(topic), int(partition))] = int(offset)
+        if end_offsets is not None and marks:
+            await self._drop_impossible(marks, await end_offsets(sorted({k[1:] for k in marks})))
         self._watermarks = marks
         self._ready_event().set()
         log.info("sink watermarks loaded for %d source partitions", len(marks))
+
+    async def _drop_impossible(
+        self, marks: dict[tuple[str, str, int], int], ends: dict[Position, int]
+    ) -> None:
+        ch = self.clickhouse
+        for key, offset in list(marks.items()):
+            table, topic, partition = key
+            end = ends.get((topic, partition))
+            if end is None or offset < end:
+                continue  # not a partition this worker consumes, or possible
+            self.impossible_watermarks[key] = offset
+            rows = await ch.aquery_rows(
+                f"SELECT max(source_offset), count() FROM {ch.database}.{table} "
+                "WHERE source_topic = {topic:String} AND source_partition = {partition:Int64} "
+                "AND source_offset < {end:Int64}",
+                {"topic": topic, "partition": partition, "end": end},
+            )
+            genuine = int(rows[0][0]) if rows and int(rows[0][1]) else -1
+            marks[key] = genuine
+            log.error(
+                "ClickHouse table %s holds source offset %d for %s[%d], but that partition ends at "
+                "%d: no message ever had it (a row written by someone else?). Not used as the "
+                "watermark (using %d); find and delete the row, see docs/runbook.md",
+                table, offset, topic, partition, end, genuine,
+            )  # fmt: skip
 
     # --- the hot path ------------------------------------------------------------------------
     def add(self, table: str, row: Sequence[Any], topic: str, partition: int, offset: int) -> None:

@@ -12,9 +12,10 @@ from tests.integration.conftest import Env, publish
 from tests.integration.test_ingest_path import as_messages, valid_events
 
 
-def get(url: str) -> tuple[int, str]:
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -74,7 +75,8 @@ def test_metrics_move_as_events_are_processed(env: Env, start_worker: Any) -> No
     refused = env.journey("sql", "DROP TABLE journey.events", check=False)
     assert refused.returncode != 0 and "read-only" in refused.stderr
     status, body = get(
-        f"{base}/sql?query=INSERT%20INTO%20journey.events%20(event_id)%20VALUES%20('x')"
+        f"{base}/sql?query=INSERT%20INTO%20journey.events%20(event_id)%20VALUES%20('x')",
+        headers={"X-Requested-By": "journey"},
     )
     assert status == 400 and "read-only" in body
     assert worker.stop() == 0

@@ -8,22 +8,21 @@ integration tests.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
 import pytest
 
-from sinks.clickhouse import client as client_module
 from sinks.clickhouse.client import (
     ClickHouse,
     ClickHouseUnavailable,
     NotReadOnly,
+    check_ast,
     open_client,
     read_only_statement,
 )
 from sinks.clickhouse.migrations import apply_migrations, discover, repeatable
-from streams import query
+from streams import query as query_module
 from streams.settings import Settings
 
 
@@ -113,13 +112,44 @@ def test_migrations_run_the_same_statements_on_a_server(server: dict[str, Any]) 
     assert server["client"].inserts.count("shop_journey.schema_migrations") == len(applied)
 
 
-def test_queries_to_a_server_are_read_only_twice(server: dict[str, Any]) -> None:
-    s = settings(clickhouse_url="http://ch:8123")
-    result = query.run_query(s, "SELECT 1 AS n;")
+def test_analyst_queries_to_a_server_are_read_only_and_bounded(server: dict[str, Any]) -> None:
+    s = settings(
+        clickhouse_url="http://ch:8123",
+        clickhouse_username="journey",
+        clickhouse_password="sink-secret",
+        clickhouse_query_username="journey_analyst",
+        clickhouse_query_password="analyst-secret",
+        query_max_execution_time="10s",
+    )
+    fake = server["client"]
+    answers = iter(
+        [
+            [("SELECT 1 AS n",)],  # formatQuerySingleLine
+            [("SelectWithUnionQuery (children 1)",), (" ExpressionList (children 1)",)],
+            [(1,)],
+        ]
+    )
+
+    def query(sql: str, **kwargs: Any) -> Any:
+        fake.queries.append((sql, kwargs))
+        result = FakeResult()
+        result.result_rows = next(answers)
+        return result
+
+    fake.query = query
+    result = query_module.run_query(s, "SELECT 1 AS n;")
     assert result.rows == [[1]]
-    sql, kwargs = server["client"].queries[-1]
-    assert sql == "SELECT 1 AS n"
-    assert kwargs["settings"] == {"readonly": 1}  # the server refuses writes too
+    # The analysts' own user, and readonly=1 with the limits on every request.
+    assert server["kwargs"]["username"] == "journey_analyst"
+    assert server["kwargs"]["password"] == "analyst-secret"
+    assert server["kwargs"]["settings"]["readonly"] == 1
+    assert server["kwargs"]["settings"]["max_execution_time"] == 10
+    assert server["kwargs"]["settings"]["max_result_rows"] == s.query_max_result_rows
+    assert server["kwargs"]["settings"]["max_memory_usage"] == s.query_max_memory_usage
+    (_, format_kwargs), (explain, _), (ran, _) = fake.queries
+    assert format_kwargs["parameters"] == {"sql": "SELECT 1 AS n"}  # bound, never run
+    assert explain == "EXPLAIN AST SELECT 1 AS n"
+    assert ran.startswith("SELECT 1 AS n\n/* journey-analyst ")
 
 
 @pytest.mark.parametrize(
@@ -127,21 +157,66 @@ def test_queries_to_a_server_are_read_only_twice(server: dict[str, Any]) -> None
     [
         "INSERT INTO journey.events VALUES (1)",
         "DROP TABLE journey.events",
-        "SELECT 1; DROP TABLE journey.events",
         "ALTER TABLE journey.events DELETE WHERE 1",
-        "SELECT * FROM journey.events INTO OUTFILE '/tmp/x'",
+        "SYSTEM SHUTDOWN",
         "",
     ],
 )
-def test_writes_are_refused_before_reaching_clickhouse(statement: str) -> None:
+def test_other_statements_get_a_friendly_refusal(statement: str) -> None:
     with pytest.raises(NotReadOnly):
         read_only_statement(statement)
 
 
-def test_embedded_default_path_is_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-    monkeypatch.setattr(clickhouse_connect, "get_client", lambda **kw: seen.update(kw))
-    open_client(settings(data_dir=tmp_path / "state"))
-    assert seen["dsn"] == f"chdb://{(tmp_path / 'state' / 'chdb').resolve()}"
-    assert (tmp_path / "state" / "chdb").is_dir()
-    assert client_module._embedded_path("chdb://memory") is None
+# EXPLAIN AST output of chdb 4.4 (engine 26.9), as returned line by line.
+AST_OUTFILE = """SelectWithUnionQuery (children 3)
+ ExpressionList (children 1)
+  SelectQuery (children 1)
+   ExpressionList (children 1)
+    Literal 'x'
+ Literal '/tmp/x'
+ Identifier Native"""
+AST_SCALAR_FILE = """SelectWithUnionQuery (children 2)
+ ExpressionList (children 1)
+  SelectQuery (children 1)
+   ExpressionList (children 1)
+    Function file (children 1)
+     ExpressionList (children 1)
+      Literal '/etc/hostname'
+ Identifier Native"""
+AST_TABLE_FUNCTION = """SelectWithUnionQuery (children 2)
+ ExpressionList (children 1)
+  SelectQuery (children 2)
+   ExpressionList (children 1)
+    Asterisk
+   TablesInSelectQuery (children 1)
+    TablesInSelectQueryElement (children 1)
+     TableExpression (children 1)
+      Function {name} (alias u) (children 1)
+       ExpressionList (children 1)
+        Literal 'http://127.0.0.1:1/'
+ Identifier Native"""
+AST_INSERT = """InsertQuery   (children 2)
+ Function file (children 1)
+  ExpressionList (children 2)
+   Literal '/tmp/a'"""
+
+
+@pytest.mark.parametrize(
+    ("ast", "why"),
+    [
+        (AST_OUTFILE, "INTO OUTFILE"),
+        (AST_SCALAR_FILE, "reads files"),
+        (AST_TABLE_FUNCTION.format(name="url"), "url"),
+        (AST_TABLE_FUNCTION.format(name="sqlite"), "sqlite"),
+        (AST_TABLE_FUNCTION.format(name="python"), "python"),
+        (AST_INSERT, "only SELECT"),
+    ],
+)
+def test_the_engines_parse_refuses_what_readonly_lets_through(ast: str, why: str) -> None:
+    with pytest.raises(NotReadOnly, match=why):
+        check_ast(ast.splitlines())
+
+
+def test_the_engines_parse_lets_analyst_queries_through() -> None:
+    check_ast(AST_TABLE_FUNCTION.format(name="numbers").splitlines())
+    check_ast(AST_SCALAR_FILE.replace("Function file", "Function count").splitlines())

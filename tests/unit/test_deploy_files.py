@@ -344,7 +344,8 @@ def exposition() -> dict[str, set[str]]:
         ),
         engine=SimpleNamespace(decisions={("NPS_SURVEY", "EMITTED"): 1}, index={"c1": 1}),
         sink=SimpleNamespace(
-            stats=SimpleNamespace(rows_per_table={"events": 2}, batches=1, failures=0)
+            stats=SimpleNamespace(rows_per_table={"events": 2}, batches=1, failures=0),
+            impossible_watermarks={},
         ),
     )
     metrics = Metrics()
