@@ -366,8 +366,10 @@ def dlq_replay(
         click.echo("nothing to replay")
         return
     progress = Progress("replay", total=len(chosen))
-    replayed = asyncio.run(replay(settings, chosen, on_progress=progress.update))
+    replayed, refused = asyncio.run(replay(settings, chosen, on_progress=progress.update))
     progress.finish(replayed, "done")
+    for item, problem in refused:
+        click.secho(f"not replayed {item.id}: {problem}", fg="yellow", err=True)
     click.echo(
         f"replayed {replayed} dead letter(s) to their source topics; they are processed like "
         "fresh events (and dead-lettered again if the cause is not fixed)"

@@ -3,7 +3,9 @@
 The dead-letter topic is the record of truth: each ``DeadLetter`` carries the original key and
 bytes, where they came from (topic, partition, offset) and why they were refused. Replaying
 publishes the original key and bytes to their source topic again, so a replayed event goes
-through exactly the same path as a fresh one (decode, validation, re-keying, the journey).
+through exactly the same path as a fresh one (decode, validation, re-keying, the journey). Only
+letters from an input topic that now decode and validate as that topic's record are replayed:
+anyone who can write to the dead-letter topic could otherwise publish anything anywhere.
 An event replayed twice is harmless for the journey: its ``event_id`` is processed once.
 """
 
@@ -18,7 +20,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from schemas.codec import Codec, DecodeError
-from schemas.records import DeadLetter
+from schemas.records import TOPIC_RECORDS, DeadLetter
+from streams.ingest import semantic_problem
 from streams.publish import Publisher
 from streams.settings import Settings
 from streams.topics import partition_counts, unreachable
@@ -127,16 +130,45 @@ def select(
     return chosen
 
 
+def replay_problem(settings: Settings, codec: Codec, letter: DeadLetter) -> str | None:
+    """Why ``letter`` must not be replayed, or ``None``: only to the input topic it came from,
+    and only once it decodes and validates as that topic's record (a crafted letter could
+    otherwise publish anything anywhere, e.g. a forged trigger to the triggers topic)."""
+    short = {full: name for name, full in settings.input_topics().items()}.get(letter.topic)
+    if short is None:
+        return f"{letter.topic!r} is not an input topic; only input events are replayed"
+    expected = TOPIC_RECORDS[short]
+    try:
+        record = codec.decode(letter.value or b"", expected)
+    except DecodeError as exc:
+        return f"still not a valid {expected.__name__} ({exc.reason_code}: {exc.reason})"
+    return semantic_problem(record)
+
+
 async def replay(
     settings: Settings,
     letters: list[Letter],
     on_progress: Callable[[int], object] | None = None,
-) -> int:
-    """Publish each letter's original key and value to its source topic again."""
+    codec: Codec | None = None,
+) -> tuple[int, list[tuple[Letter, str]]]:
+    """Publish each valid letter's original key and value to its source topic again.
+
+    Returns how many were published, and the letters refused with the reason."""
+    codec = codec or Codec.load(max_value_bytes=settings.max_value_bytes)
+    refused: list[tuple[Letter, str]] = []
+    valid: list[Letter] = []
+    for item in letters:
+        problem = replay_problem(settings, codec, item.letter)
+        if problem is None:
+            valid.append(item)
+        else:
+            refused.append((item, problem))
+    if not valid:
+        return 0, refused
     publisher = Publisher(settings)
     await publisher.start()
     try:
-        for done, item in enumerate(letters, start=1):
+        for done, item in enumerate(valid, start=1):
             letter = item.letter
             await publisher.send_raw(
                 "",
@@ -149,7 +181,7 @@ async def replay(
                 on_progress(done)
     finally:
         await publisher.close()
-    return len(letters)
+    return len(valid), refused
 
 
 def read_letters_sync(settings: Settings) -> list[Letter]:

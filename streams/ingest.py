@@ -11,6 +11,7 @@ passes the message's coordinates; acking it is the agent's, after the journey ha
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from schemas.records import (
     FeedbackGiven,
     InputEvent,
     OrderChanged,
+    ShipmentChanged,
 )
 from sinks.clickhouse.rows import (
     DEADLETTERS_COLUMNS,
@@ -65,7 +67,21 @@ def semantic_problem(record: InputEvent) -> str | None:
             return f"total_minor {total} is negative"
         case CartChanged(quantity=quantity) if quantity is not None and quantity < 0:
             return f"quantity {quantity} is negative"
+    return link_problem(record)
+
+
+def link_problem(record: InputEvent) -> str | None:
+    """Fields that go out in triggers as links a customer clicks (the shipping message's track &
+    trace) must be http(s) URLs: ``javascript:``, ``data:`` and the like would be phishing."""
+    match record:
+        case ShipmentChanged(tracking_url=url) if url is not None and not is_web_url(url):
+            return f"tracking_url {url[:100]!r} is not an http(s) URL"
     return None
+
+
+def is_web_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 def _header(headers: Any, name: str) -> bytes | None:

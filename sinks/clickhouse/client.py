@@ -10,6 +10,7 @@ one engine of a process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import urllib.parse
@@ -267,7 +268,20 @@ class AnalystQueries:
         return client
 
     def _run(self, statement: str, marker: str) -> tuple[list[str], list[list[Any]]]:
-        client = self._client()
+        try:
+            return self._run_on(self._client(), statement, marker)
+        except Exception:
+            # A query that failed mid-stream (a limit, a cancel) can leave its result unread on
+            # the connection and garble the next one (measured): start the next on a new one.
+            client, self._local.client = getattr(self._local, "client", None), None
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            raise
+
+    def _run_on(
+        self, client: Client, statement: str, marker: str
+    ) -> tuple[list[str], list[list[Any]]]:
         # The engine parses the text as one statement (a bound parameter, so nothing in it runs):
         # chdb would run every statement of a multi-statement text. Only that canonical single
         # statement is checked and run.
