@@ -122,14 +122,16 @@ def topics_list(ctx: click.Context) -> None:
 @friendly
 def migrate(ctx: click.Context) -> None:
     """Apply the ClickHouse migrations that are missing."""
-    from sinks.clickhouse.client import ClickHouse
+    from sinks.clickhouse.client import ClickHouse, redact_url
     from sinks.clickhouse.migrations import apply_migrations
 
     settings = _settings(ctx)
     applied = apply_migrations(ClickHouse.shared(settings))
     for migration in applied:
         click.echo(f"applied {migration.version:03d}_{migration.name}")
-    click.echo(f"ClickHouse schema is up to date ({settings.resolved_clickhouse_url()})")
+    click.echo(
+        f"ClickHouse schema is up to date ({redact_url(settings.resolved_clickhouse_url())})"
+    )
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -434,12 +436,13 @@ def run(
     status_every: float,
 ) -> None:
     """The worker, the shop simulator and a live status display, in one process (make run)."""
+    from sinks.clickhouse.client import redact_url
     from streams.runner import SimulationOptions, run_worker
 
     settings = _settings(ctx)
     click.echo(
         f"journey: Kafka {settings.kafka_bootstrap}, ClickHouse "
-        f"{settings.resolved_clickhouse_url()}; Ctrl-C stops."
+        f"{redact_url(settings.resolved_clickhouse_url())}; Ctrl-C stops."
     )
     if settings.web_port:
         base = f"http://{settings.web_host}:{settings.web_port}"

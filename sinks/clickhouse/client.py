@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import urllib.parse
 import uuid
@@ -77,6 +78,8 @@ def open_client(
 def redact_url(url: str) -> str:
     """The URL without its credentials (user:password@ and ?password=...), fit to print."""
     parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc and not re.search(r"pass|secret", parts.query, re.IGNORECASE):
+        return url  # nothing to hide (urlunsplit would also turn chdb:///path into chdb:/path)
     netloc = parts.netloc
     if "@" in netloc:
         netloc = "***@" + netloc.rsplit("@", 1)[1]

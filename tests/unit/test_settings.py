@@ -80,3 +80,25 @@ def test_embedded_clickhouse_by_default_under_local() -> None:
     url = settings().resolved_clickhouse_url()
     assert url.startswith("chdb:///") and url.endswith(".local/chdb")
     assert settings(clickhouse_url="https://ch:8443").resolved_clickhouse_url() == "https://ch:8443"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("timer_tick_interval", "0", "longer than 0"),
+        ("clickhouse_url", "file:///etc/passwd", "chdb://"),
+        ("kafka_bootstrap", "kafka-1", "host:port"),
+        ("kafka_bootstrap", "kafka-1:notaport", "host:port"),
+    ],
+)
+def test_impossible_settings_are_refused_at_start(field: str, value: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=says):
+        Settings(_env_file=None, **{field: value})  # type: ignore[arg-type]
+
+
+def test_printed_urls_carry_no_credentials() -> None:
+    from sinks.clickhouse.client import redact_url
+
+    assert redact_url("https://u:s3cret@ch:8443/db") == "https://***@ch:8443/db"
+    assert "s3cret" not in redact_url("https://ch:8443/?user=u&password=s3cret")
+    assert redact_url("chdb:///var/lib/journey/chdb") == "chdb:///var/lib/journey/chdb"
