@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +27,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sinks.clickhouse.migrations import MigrationError
     from streams.topics import BrokerUnavailable, TopicLayoutError
 
-    return (BrokerUnavailable, TopicLayoutError, ClickHouseUnavailable, MigrationError)
+    # Odd input the user can fix (a missing or non-PEM certificate, an over-long CSV field):
+    # one line that says what, not a traceback.
+    return (
+        BrokerUnavailable, TopicLayoutError, ClickHouseUnavailable, MigrationError,
+        ssl.SSLError, FileNotFoundError, csv.Error,
+    )  # fmt: skip
 
 
 def friendly(fn: F) -> F:
