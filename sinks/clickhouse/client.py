@@ -295,7 +295,9 @@ class AnalystQueries:
                 ).result_rows[0][0]
             )
         except Exception as exc:
-            raise NotReadOnly(f"not one valid statement: {_first_line(exc)}") from exc
+            raise NotReadOnly(
+                f"one valid read-only statement at a time, please: {_first_line(exc)}"
+            ) from exc
         explained = client.query(f"EXPLAIN AST {canonical}")
         check_ast([str(row[0]) for row in explained.result_rows])
         result = client.query(f"{canonical}\n/* {marker} */")
