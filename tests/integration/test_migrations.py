@@ -50,7 +50,9 @@ def test_every_table_and_view_column_says_what_it_means(env: Env) -> None:
         "ORDER BY table, name"
     )
     assert missing == [], missing
-    views = {r["name"] for r in env.sql("SELECT name FROM system.tables WHERE database = 'journey'")}
+    views = {
+        r["name"] for r in env.sql("SELECT name FROM system.tables WHERE database = 'journey'")
+    }
     assert {"buyers", "order_attribution", "message_engagement", "engagement_daily",
             "trigger_engagement", "customer_value_cohorts", "funnel_totals",
             "stage_transitions_daily"} <= views  # fmt: skip
