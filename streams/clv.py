@@ -54,7 +54,7 @@ class BgNbd:
 
     def median_days_to_next(self, x: Array, T: Array) -> Array:
         """Median wait for the next purchase of a customer who is alive: their rate given the
-        history is Gamma(r + x, alpha + T), so P(no purchase in t) = ((alpha+T)/(alpha+T+t))^(r+x)."""
+        history is Gamma(r + x, alpha + T), so P(none in t) = ((alpha+T)/(alpha+T+t))^(r+x)."""
         return np.asarray((self.alpha + T) * (2.0 ** (1.0 / (self.r + x)) - 1.0), dtype=np.float64)
 
 
@@ -80,8 +80,8 @@ def _weights(*columns: Array) -> tuple[list[Array], Array]:
 
 
 def _fit(negative_ll: object, start: Array) -> tuple[Array, float]:
-    result = minimize(negative_ll, np.log(start), method="Nelder-Mead",
-                      options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 20_000, "maxfev": 40_000})  # fmt: skip
+    options = {"xatol": 1e-7, "fatol": 1e-9, "maxiter": 20_000, "maxfev": 40_000}
+    result = minimize(negative_ll, np.log(start), method="Nelder-Mead", options=options)
     if not result.success:
         raise FitFailed(f"the fit did not converge: {result.message}")
     return np.exp(result.x), -float(result.fun)

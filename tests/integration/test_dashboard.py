@@ -15,7 +15,8 @@ from tests.integration.test_ingest_path import as_messages, valid_events
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 SECTIONS = (
     "Live", "Dead letters by reason", "Funnel", "Cart recovery", "Repeat purchase by cohort",
-    "NPS trend", "Triggers by status over time", "Delivery time",
+    "NPS trend", "Triggers by status over time", "Engagement by trigger type",
+    "Customer lifetime value", "Stage transitions", "Delivery time",
 )  # fmt: skip
 
 

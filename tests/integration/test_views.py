@@ -53,6 +53,8 @@ SETTINGS = {
     "JOURNEY_QUIET_HOURS_END": "0",
     "JOURNEY_MARKETING_CONSENT_DEFAULT": "true",
     "JOURNEY_ATTRIBUTION_WINDOW": WINDOW,
+    # The worker's scheduled lifetime-value fit, often (off in the other tests).
+    "JOURNEY_PREDICTION_INTERVAL": "2s",
 }
 RECOVERING = ("v-a1", "v-a2", "v-a3", "v-a4", "v-a5", "v-a6", "v-a7", "v-a8", "v-a9")
 BUYERS = ("v-b1", "v-b2", "v-b3")
@@ -341,6 +343,17 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
 
     events = expect.unique([*first, *second])
     settle(worker, consumed=len(first) + len(second), stored=len(events))
+    buyers_now = len(expect.buyers(expect.orders(events)))
+    deadline = time.monotonic() + 60
+    while True:  # the scheduled fit in the worker, over every buyer
+        (fitted,) = env.sql(
+            "SELECT count() AS n FROM journey.customer_predictions FINAL "
+            "WHERE fitted_at = (SELECT max(fitted_at) FROM journey.prediction_fits)"
+        )
+        if fitted["n"] == buyers_now:
+            break
+        assert time.monotonic() < deadline, f"scheduled predictions: {fitted} of {buyers_now}"
+        time.sleep(1)
     assert worker.stop() == 0
 
     # --- the inputs of the independent computation ------------------------------------------
@@ -493,6 +506,32 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     }
     assert any(r["from_stage"] == "CONSIDERATION" and r["to_stage"] == "PURCHASE"
                for r in transitions)  # fmt: skip
+
+    # --- predicted lifetime value: `journey predict` refits and writes every buyer ------------
+    out = env.journey("predict").stdout
+    assert "BG/NBD (days): r=" in out and "Gamma-Gamma" in out
+    assert f"wrote predictions for {n_buyers:,} customers" in out
+    fits = env.sql(
+        "SELECT model, parameters, customers FROM journey.prediction_fits "
+        "WHERE fitted_at = (SELECT max(fitted_at) FROM journey.prediction_fits) ORDER BY model"
+    )
+    assert [f["model"] for f in fits] == ["bg_nbd", "gamma_gamma"]
+    assert set(fits[0]["parameters"]) == {"r", "alpha", "a", "b"}
+    assert all(v > 0 for f in fits for v in f["parameters"].values())
+    predicted = env.sql(
+        "SELECT customer_id, orders, probability_alive AS alive, expected_orders_90d AS n90, "
+        "predicted_clv_minor AS clv, expected_order_value_minor AS aov FROM "
+        "journey.customer_predictions FINAL WHERE fitted_at = (SELECT max(fitted_at) FROM "
+        "journey.prediction_fits)"
+    )
+    assert {r["customer_id"]: r["orders"] for r in predicted} == {
+        c: b.orders for c, b in want_buyers.items()
+    }
+    assert all(0 <= r["alive"] <= 1 and r["n90"] >= 0 and r["aov"] > 0 for r in predicted)
+    report = env.journey("report").stdout
+    for title in ("Engagement per trigger type", "Retention and cumulative revenue",
+                  "Lifetime value: historic and predicted", "Stage transitions"):  # fmt: skip
+        assert title in report, title
 
     # Not trivially equal: every view has something to show.
     cohorts = expect.repeat_purchase_cohorts(orders)
