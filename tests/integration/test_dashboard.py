@@ -43,7 +43,7 @@ def test_dashboard_renders_charts_in_a_browser(env: Env, start_worker: Any, tmp_
         page = response.read().decode()
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in page, title
-    assert page.count("<svg") >= len(SECTIONS) - 1
+    assert page.count("<svg") >= 7  # every chart section; engagement, value, stages are tables
     assert 'http-equiv="refresh"' in page  # live: the page reloads itself
     assert "no data yet" not in page.split("<h2>Funnel</h2>")[1].split("</section>")[0]
 
