@@ -236,6 +236,14 @@ def create_pipeline(
         if pipeline.web is not None:
             await pipeline.web.start()
 
+    if settings.prediction_interval:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def _predict() -> None:
+            from streams.predictions import predict_every
+
+            await predict_every(lambda: sink.clickhouse, settings.prediction_interval, clock.now_ms)
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stop(app: faust.App, **kwargs: Any) -> None:
         await sink.stop()

@@ -243,6 +243,39 @@ REPORT = (
     ("NPS, last 14 days", "SELECT * FROM {db}.nps_daily ORDER BY day DESC LIMIT 14"),
     ("Deliveries, last 14 days", "SELECT * FROM {db}.delivery_daily ORDER BY day DESC LIMIT 14"),
     ("Customers by stage", "SELECT * FROM {db}.stage_counts"),
+    *(
+        ("Funnel over all the data (distinct customers)", "SELECT * FROM {db}.funnel_totals"),
+        (
+            "Engagement per trigger type",
+            "SELECT trigger_type, emitted, delivered, opened, clicked, bounced, complained, "
+            "unsubscribed, conversions, attributed_revenue_minor, open_rate, click_rate, "
+            "unsubscribe_rate, conversion_rate FROM {db}.trigger_engagement",
+        ),
+        (
+            "Retention and cumulative revenue per customer by cohort, first 12 months",
+            "SELECT cohort_month, months_since_first AS month, cohort_customers AS customers, "
+            "active_customers AS active, retention_rate, revenue_minor, "
+            "cumulative_revenue_per_customer_minor AS ltv_minor "
+            "FROM {db}.customer_value_cohorts WHERE months_since_first < 12",
+        ),
+        (
+            "Lifetime value: historic and predicted",
+            "SELECT count() AS buyers, round(avg(b.revenue_minor)) AS historic_ltv_minor, "
+            "countIf(p.customer_id != '') AS predicted, "
+            "round(avgIf(p.predicted_clv_minor, p.customer_id != '')) AS predicted_clv_1y_minor, "
+            "round(avgIf(p.probability_alive, p.customer_id != ''), 3) AS avg_p_alive, "
+            "round(sumIf(p.expected_orders_90d, p.customer_id != ''), 1) AS orders_next_90d "
+            "FROM {db}.buyers AS b LEFT JOIN (SELECT * FROM {db}.customer_predictions FINAL) AS p "
+            "ON b.customer_id = p.customer_id",
+        ),
+        (
+            "Stage transitions, last 7 days",
+            "SELECT from_stage, to_stage, sum(customers) AS transitions "
+            "FROM {db}.stage_transitions_daily "
+            "WHERE day > (SELECT max(day) FROM {db}.stage_transitions_daily) - 7 "
+            "GROUP BY from_stage, to_stage ORDER BY transitions DESC",
+        ),
+    ),
 )
 
 
@@ -264,6 +297,36 @@ def report(ctx: click.Context) -> None:
         click.secho(f"\n{title}", bold=True)
         click.echo(format_table(result.columns, result.rows) if result.rows else "(no data yet)")
     click.echo(f"\n(read from {source})")
+
+
+@main.command()
+@click.pass_context
+@friendly
+def predict(ctx: click.Context) -> None:
+    """Fit BG/NBD + Gamma-Gamma to every buyer's purchases and write customer_predictions."""
+    import asyncio
+    import time
+
+    from sinks.clickhouse.client import ClickHouse
+    from streams.clv import FitFailed
+    from streams.predictions import refresh_predictions
+
+    settings = _settings(ctx)
+    ch = ClickHouse.shared(settings)
+    try:
+        fit = asyncio.run(refresh_predictions(ch, int(time.time() * 1000)))
+    except FitFailed as exc:
+        raise click.ClickException(f"no prediction: {exc}") from exc
+    p, v = fit.purchases, fit.order_value
+    click.echo(
+        f"BG/NBD (days): r={p.r:.4g} alpha={p.alpha:.4g} a={p.a:.4g} b={p.b:.4g} "
+        f"log-likelihood {p.log_likelihood:.1f}"
+    )
+    click.echo(
+        f"Gamma-Gamma (minor units): p={v.p:.4g} q={v.q:.4g} gamma={v.gamma:.4g} "
+        f"log-likelihood {v.log_likelihood:.1f}"
+    )
+    click.echo(f"wrote predictions for {len(fit.predictions):,} customers to customer_predictions")
 
 
 # --- dead letters -----------------------------------------------------------------------------

@@ -56,6 +56,13 @@ def nice_ceiling(value: float) -> float:
     return float(10 * magnitude)
 
 
+def label_every(labels: Sequence[str], slot_width: float, char_width: float = 6.2) -> int:
+    """Show every n-th axis label so that none overlaps the next: a label is about
+    ``char_width`` px per character at the tick font size, plus a gap."""
+    widest = max((len(label) for label in labels), default=0) * char_width + 8
+    return max(1, math.ceil(widest / max(slot_width, 1e-9)))
+
+
 def _frame(width: int, height: int, body: str, title: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
@@ -106,6 +113,7 @@ def bar_chart(
         top_value = max(max(s.values, default=0) for s in series)
     top_value = nice_ceiling(max(top_value, 1) * 1.05)
     group_w = plot_w / len(labels)
+    every = label_every(labels, group_w)
     bar_w = group_w * 0.8 / (1 if stacked else len(series))
     body = [_axis(left, top, plot_w, plot_h, top_value)]
     for i, label in enumerate(labels):
@@ -123,7 +131,7 @@ def bar_chart(
             )
             if stacked:
                 base += value
-        if len(labels) <= 16 or i % max(1, len(labels) // 12) == 0:
+        if i % every == 0:
             body.append(
                 f'<text x="{x0 + group_w * 0.4:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
                 f'class="tick">{_esc(label)}</text>'
@@ -172,9 +180,9 @@ def line_chart(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{s.colour}">'
                 f"<title>{_esc(labels[i])}: {_fmt(v)}</title></circle>"
             )
-    every = max(1, len(labels) // 10)
+    every = label_every(labels, step)
     for i, label in enumerate(labels):
-        if i % every == 0 or i == len(labels) - 1:
+        if i % every == 0:
             body.append(
                 f'<text x="{left + i * step:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
                 f'class="tick">{_esc(label)}</text>'

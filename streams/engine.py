@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 _PREFIX = struct.Struct(">Hq")
 NO_TIMER = 2**62
 # Tables whose rows of an erased customer are deleted.
-ERASE_TABLES = ("events", "triggers", "customers")
+ERASE_TABLES = ("events", "triggers", "customers", "customer_stages", "customer_predictions")
 
 SendTrigger = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
 

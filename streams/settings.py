@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     sink_dedup_window: int = Field(default=1_000, ge=1)
     sink_retry_backoff: DurationMs = duration("500ms")
     sink_retry_backoff_max: DurationMs = duration("30s")
+    # How often the worker refits the lifetime-value predictions (customer_predictions); 0: never
+    # (then only `journey predict` writes them). Wall-clock time.
+    prediction_interval: DurationMs = duration("6h")
 
     # --- The worker's HTTP endpoint: /health, /ready, /metrics, read-only /sql, the dashboard --
     web_host: str = "127.0.0.1"

@@ -298,20 +298,7 @@ class WebServer:
                 "Inputs that could not be used; see `journey dlq list`.",
             )
         )
-        funnel = await self._rows(
-            "SELECT sum(visitors), sum(product_viewers), sum(cart_adders), "
-            "sum(checkout_starters), sum(purchasers) FROM {db}.funnel_daily"
-        )
-        steps = ("visitors", "product viewers", "cart adders", "checkout starters", "purchasers")
-        sections.append(
-            d.section(
-                "Funnel",
-                d.funnel_chart(
-                    list(zip(steps, funnel[0] if funnel else [], strict=False)), "Funnel"
-                ),
-                "Distinct customers per day, summed over all days.",
-            )
-        )
+        sections.append(await self._funnel_section())
         recovery = await self._rows(
             "SELECT toString(day), carts_abandoned, reminders_emitted, carts_recovered "
             "FROM (SELECT * FROM {db}.cart_recovery_daily ORDER BY day DESC LIMIT 21) ORDER BY day"
@@ -394,6 +381,7 @@ class WebServer:
                 "Decisions per day (journey time) and per trigger type.",
             )
         )
+        sections += await self._engagement_value_stage_sections()
         delivery = await self._rows(
             "SELECT toString(day), shipped, delivered, median_hours_to_deliver FROM "
             "(SELECT * FROM {db}.delivery_daily WHERE median_hours_to_deliver IS NOT NULL "
@@ -419,3 +407,129 @@ class WebServer:
             f"{self.settings.kafka_bootstrap} · {redact_url(self.analyst.url)}",
             sections,
         )
+
+    # --- funnel, engagement, lifetime value, stages (the analytics of issue 14) -----------------
+    async def _funnel_section(self) -> str:
+        """Distinct customers over the last 30 days of data: a customer who visited on three days
+        is one visitor (a sum of the daily funnel would count them three times)."""
+        from streams import dashboard as d
+
+        funnel = await self._rows(
+            "SELECT uniqExactIf(customer_id, visited), uniqExactIf(customer_id, viewed_product), "
+            "uniqExactIf(customer_id, added_to_cart), uniqExactIf(customer_id, started_checkout), "
+            "uniqExactIf(customer_id, purchased), toString(min(day)), toString(max(day)) "
+            "FROM {db}.funnel_steps "
+            "WHERE day > (SELECT max(day) FROM {db}.funnel_steps) - 30"
+        )
+        steps = ("visitors", "product viewers", "cart adders", "checkout starters", "purchasers")
+        row = funnel[0] if funnel and funnel[0][0] else None
+        return d.section(
+            "Funnel",
+            d.funnel_chart(list(zip(steps, row[:5], strict=True)), "Funnel")
+            if row
+            else d.empty("Funnel"),
+            f"Distinct customers who took each step from {row[5]} to {row[6]} (the last 30 days "
+            "of data); each customer counts once."
+            if row
+            else "Distinct customers per step over the last 30 days of data.",
+        )
+
+    async def _engagement_value_stage_sections(self) -> list[str]:
+        from streams import dashboard as d
+
+        engagement = await self._rows(
+            "SELECT trigger_type, emitted, delivered, open_rate, click_rate, bounce_rate, "
+            "unsubscribe_rate, conversion_rate, attributed_revenue_minor "
+            "FROM {db}.trigger_engagement"
+        )
+
+        def pct(value: Any) -> str:
+            return "-" if value is None else f"{100 * float(value):.1f}%"
+
+        shown = [[r[0], r[1], r[2], *(pct(v) for v in r[3:8]), r[8]] for r in engagement]
+        sections = [
+            d.section(
+                "Engagement by trigger type",
+                d.table(
+                    [
+                        "trigger type",
+                        "sent",
+                        "delivered",
+                        "open",
+                        "click",
+                        "bounce",
+                        "unsub",
+                        "converted",
+                        "revenue",
+                    ],
+                    shown,
+                )
+                if shown
+                else d.empty("Engagement"),
+                "What the sender reported per message (open, click, unsubscribe per delivered; "
+                "bounce, conversion per sent); conversions are last-touch purchases.",
+            )
+        ]
+        matrix = await self._rows(
+            "SELECT toString(cohort_month), months_since_first, cohort_customers, retention_rate, "
+            "cumulative_revenue_per_customer_minor FROM {db}.customer_value_cohorts "
+            "WHERE cohort_month >= (SELECT max(cohort_month) FROM {db}.customer_value_cohorts) "
+            "- INTERVAL 11 MONTH AND months_since_first <= 6"
+        )
+        cohorts = sorted({r[0] for r in matrix})
+        cell = {(r[0], r[1]): r for r in matrix}
+        months = range(7)
+        rows = [
+            [
+                c[:7],
+                next(r[2] for r in matrix if r[0] == c),
+                *(
+                    f"{100 * float(cell[(c, m)][3]):.0f}% · {float(cell[(c, m)][4]) / 100:,.0f}"
+                    if (c, m) in cell
+                    else ""
+                    for m in months
+                ),
+            ]
+            for c in cohorts
+        ]
+        predicted = await self._rows(
+            "SELECT count(), avg(predicted_clv_minor), avg(probability_alive) "
+            "FROM {db}.customer_predictions FINAL"
+        )
+        kpi_items = []
+        if predicted and predicted[0][0]:
+            n, clv, alive = predicted[0]
+            kpi_items = [
+                ("customers predicted", f"{n:,}"),
+                ("avg predicted 1-year CLV", f"{float(clv) / 100:,.2f}"),
+                ("avg P(alive)", f"{100 * float(alive):.0f}%"),
+            ]
+        sections.append(
+            d.section(
+                "Customer lifetime value",
+                (d.kpis(kpi_items) if kpi_items else "")
+                + (
+                    d.table(["cohort", "buyers", *(f"month {m}" for m in months)], rows)
+                    if rows
+                    else d.empty("Lifetime value")
+                ),
+                "Per first-purchase month: share of the cohort buying in each month since, and "
+                "revenue so far per cohort customer (major units). Predictions: journey predict.",
+            )
+        )
+        transitions = await self._rows(
+            "SELECT if(from_stage = '', '(new)', from_stage), to_stage, sum(customers) AS n "
+            "FROM {db}.stage_transitions_daily "
+            "WHERE day > (SELECT max(day) FROM {db}.stage_transitions_daily) - 7 "
+            "GROUP BY from_stage, to_stage ORDER BY n DESC LIMIT 12"
+        )
+        sections.append(
+            d.section(
+                "Stage transitions",
+                d.table(["from", "to", "transitions"], transitions)
+                if transitions
+                else d.empty("Stage transitions"),
+                "Journey stage changes over the last 7 days of data.",
+            )
+        )
+        return sections

@@ -40,6 +40,7 @@ EVENTS_COLUMNS = (
     "amount_minor",
     "currency",
     "score",
+    "trigger_id",
     "ingested_at",
     "source_topic",
     "source_partition",
@@ -93,6 +94,7 @@ def event_row(
     amount: int | None = None
     currency: str | None = None
     score: int | None = None
+    trigger_id: str | None = None  # the message an engagement is about
     match record:
         case PageViewed():
             session_id, product_id, category = record.session_id, record.product_id, record.category
@@ -110,7 +112,9 @@ def event_row(
             carrier = record.carrier
         case FeedbackGiven():
             order_id, product_id, score = record.order_id, record.product_id, record.score
-        case MessageEngagement() | CustomerChanged():
+        case MessageEngagement():
+            trigger_id = record.trigger_id
+        case CustomerChanged():
             pass
     return (
         record.event_id,
@@ -128,6 +132,7 @@ def event_row(
         amount,
         currency,
         score,
+        trigger_id,
         ingested_at,
         topic,
         partition,

@@ -227,7 +227,7 @@ def _order_changed(
             order.currency = event.currency
             order.cart_id = event.cart_id
             order.categories = sorted({i.category for i in event.items if i.category})
-            if order.refunded_minor:  # a refund that arrived before its order: now comparable
+            if order.refunded:  # refunds that arrived before their order: now comparable
                 order.refunded = order.refunded_minor >= order.total_minor
         if event.cart_id and event.cart_id in state.carts:
             state.carts[event.cart_id].ordered = True
@@ -289,9 +289,12 @@ def _follow_last_order(
         last = max(counted, key=lambda o: (o.placed_at or 0, o.order_id))
         state.last_order_at, state.last_order_id = last.placed_at, last.order_id
         first = min(o.placed_at or 0 for o in counted)
-        state.first_order_at = min(first, state.first_order_at or first)
+        forgotten = _forgotten(state)
+        state.first_order_at = min(first, state.first_order_at or first) if forgotten else first
     else:
         state.last_order_at = state.last_order_id = None
+        if not _forgotten(state):
+            state.first_order_at = None  # the first order was cancelled or refunded
     if state.last_order_id is None or state.last_order_at is None:
         return
     if state.win_back_order == state.last_order_id:
@@ -311,6 +314,14 @@ def _follow_last_order(
         order_id=state.last_order_id,
         attributes={"last_order_at": str(state.last_order_at), "orders": str(state.orders_count)},
     )
+
+
+def _forgotten(state: JourneyState) -> bool:
+    """The first purchase is no longer among the orders kept (``max_orders_kept``): keep its
+    time, as nothing can cancel it any more. Otherwise it is recomputed from the orders, so a
+    cancelled or refunded first order stops being the first purchase."""
+    first = state.first_order_at
+    return first is not None and all(o.placed_at != first for o in state.orders.values())
 
 
 def _shipment_changed(

@@ -93,6 +93,8 @@ def env(tmp_path: Path) -> Env:
             "JOURNEY_WEB_PORT": str(free_port()),
             # A killed worker's partitions move on after 6 s (the broker's minimum), not 45 s.
             "JOURNEY_CONSUMER_SESSION_TIMEOUT": "6s",
+            # No scheduled lifetime-value fit unless a test asks for one (test_views does).
+            "JOURNEY_PREDICTION_INTERVAL": "0",
         },
         tmp=tmp_path,
     )

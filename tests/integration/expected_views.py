@@ -23,6 +23,7 @@ from schemas.records import (
     CartChanged,
     FeedbackGiven,
     InputEvent,
+    MessageEngagement,
     OrderChanged,
     PageViewed,
     ShipmentChanged,
@@ -62,16 +63,15 @@ class Order:
     total_minor: int = 0
     cart_id: str | None = None
     cancelled: bool = False
+    refunds: int = 0
     refunded_minor: int = 0
 
     @property
     def counts(self) -> bool:
-        """A purchase: placed, not cancelled, not fully refunded (refunds >= the total)."""
-        return (
-            self.placed_at is not None
-            and not self.cancelled
-            and self.refunded_minor < self.total_minor
-        )
+        """A purchase: placed, not cancelled, not fully refunded (there were refunds, and they
+        add up to the total or more), whatever its amount: a free order is a purchase."""
+        fully_refunded = self.refunds > 0 and self.refunded_minor >= self.total_minor
+        return self.placed_at is not None and not self.cancelled and not fully_refunded
 
     @property
     def revenue_minor(self) -> int:
@@ -92,6 +92,7 @@ def orders(events: Iterable[InputEvent]) -> dict[str, Order]:
         elif event.status == "CANCELLED":
             order.cancelled = True
         elif event.status == "REFUNDED":
+            order.refunds += 1
             order.refunded_minor += event.total_minor
     return by_id
 
@@ -335,3 +336,147 @@ def stage_counts(stage_of: dict[str, str]) -> list[dict[str, Any]]:
     """Customers per journey stage (the stages are the engine's), in funnel order."""
     counts = Counter(stage_of.values())
     return [{"stage": s, "customers": counts[s]} for s in STAGES if counts[s]]
+
+
+# --- buyers, lifetime value, engagement, stages --------------------------------------------------
+@dataclass(frozen=True)
+class Buyer:
+    orders: int
+    revenue_minor: int
+    first_order_at: int
+    last_order_at: int
+
+
+def buyers(all_orders: dict[str, Order]) -> dict[str, Buyer]:
+    """Customer -> their purchases (what `customers` and the view `buyers` must say)."""
+    mine: dict[str, list[Order]] = defaultdict(list)
+    for order in counted(all_orders):
+        mine[order.customer_id].append(order)
+    result = {}
+    for customer, bought in mine.items():
+        times = [o.placed_at for o in bought if o.placed_at is not None]
+        result[customer] = Buyer(
+            len(bought), sum(o.revenue_minor for o in bought), min(times), max(times)
+        )
+    return result
+
+
+def funnel_totals(events: list[InputEvent], all_orders: dict[str, Order]) -> dict[str, int]:
+    """Distinct customers who ever took each step (not a sum over days)."""
+    steps: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        if isinstance(e, PageViewed):
+            steps["visitors"].add(e.customer_id)
+            if e.page_type == "PRODUCT":
+                steps["product_viewers"].add(e.customer_id)
+        elif isinstance(e, CartChanged) and e.action == "PRODUCT_ADDED":
+            steps["cart_adders"].add(e.customer_id)
+        elif isinstance(e, CartChanged) and e.action == "CHECKOUT_STARTED":
+            steps["checkout_starters"].add(e.customer_id)
+    steps["purchasers"] = {o.customer_id for o in counted(all_orders)}
+    return {s: len(steps[s]) for s in FUNNEL_STEPS}
+
+
+def months_between(earlier: str, later: str) -> int:
+    a, b = datetime.fromisoformat(earlier), datetime.fromisoformat(later)
+    return (b.year - a.year) * 12 + b.month - a.month
+
+
+def customer_value_cohorts(all_orders: dict[str, Order]) -> list[dict[str, Any]]:
+    """Per cohort (month of the first purchase) and calendar month since: cohort customers who
+    bought, their purchases and revenue, and cumulative revenue per cohort customer."""
+    who = buyers(all_orders)
+    cohort_of = {c: month(b.first_order_at) for c, b in who.items()}
+    size = Counter(cohort_of.values())
+    cells: dict[tuple[str, int], list[Order]] = defaultdict(list)
+    for order in counted(all_orders):
+        assert order.placed_at is not None
+        cohort = cohort_of[order.customer_id]
+        cells[(cohort, months_between(cohort, month(order.placed_at)))].append(order)
+    rows, running = [], Counter[str]()
+    for cohort, since in sorted(cells):
+        orders_in = cells[(cohort, since)]
+        revenue = sum(o.revenue_minor for o in orders_in)
+        running[cohort] += revenue
+        active = len({o.customer_id for o in orders_in})
+        rows.append(
+            {
+                "cohort_month": cohort,
+                "months_since_first": since,
+                "cohort_customers": size[cohort],
+                "active_customers": active,
+                "retention_rate": round(active / size[cohort], 4),
+                "orders": len(orders_in),
+                "revenue_minor": revenue,
+                "cumulative_revenue_minor": running[cohort],
+                "cumulative_revenue_per_customer_minor": round(running[cohort] / size[cohort], 1),
+            }
+        )
+    return rows
+
+
+ENGAGEMENT_ACTIONS = {
+    "DELIVERED": "delivered", "OPENED": "opened", "CLICKED": "clicked", "BOUNCED": "bounced",
+    "COMPLAINED": "complained", "UNSUBSCRIBED": "unsubscribed",
+}  # fmt: skip
+
+
+def trigger_engagement(
+    events: list[InputEvent],
+    all_orders: dict[str, Order],
+    decisions: list[Decision],
+    window_ms: int,
+) -> list[dict[str, Any]]:
+    """Per type of emitted trigger: messages sent, messages with each reported action (an
+    engagement counts when it names an emitted trigger of the same customer; once per message),
+    messages with a purchase attributed (last touch) and its revenue; rates like the view's."""
+    sent = {(d.customer_id, d.trigger_id): d for d in decisions if d.status == "EMITTED"}
+    acted: dict[str, set[str]] = defaultdict(set)  # action -> trigger ids
+    for e in events:
+        if (
+            isinstance(e, MessageEngagement)
+            and e.action in ENGAGEMENT_ACTIONS
+            and (e.customer_id, e.trigger_id) in sent
+        ):
+            acted[ENGAGEMENT_ACTIONS[e.action]].add(e.trigger_id or "")
+    converted: set[str] = set()
+    revenue: Counter[str] = Counter()
+    for order_id, trigger in attributions(all_orders, decisions, window_ms).items():
+        converted.add(trigger.trigger_id)
+        revenue[trigger.trigger_type] += all_orders[order_id].revenue_minor
+    rows = []
+    for t in sorted({d.trigger_type for d in sent.values()}):
+        ids = {d.trigger_id for d in sent.values() if d.trigger_type == t}
+        n = {name: len(acted[name] & ids) for name in ENGAGEMENT_ACTIONS.values()}
+        emitted, delivered, conversions = len(ids), n["delivered"], len(converted & ids)
+
+        def per_delivered(count: int, delivered: int = delivered) -> float | None:
+            return round(count / delivered, 4) if delivered else None
+
+        rows.append(
+            {
+                "trigger_type": t,
+                "emitted": emitted,
+                **n,
+                "conversions": conversions,
+                "attributed_revenue_minor": revenue[t],
+                "delivery_rate": round(delivered / emitted, 4),
+                "open_rate": per_delivered(n["opened"]),
+                "click_rate": per_delivered(n["clicked"]),
+                "bounce_rate": round(n["bounced"] / emitted, 4),
+                "complaint_rate": per_delivered(n["complained"]),
+                "unsubscribe_rate": per_delivered(n["unsubscribed"]),
+                "conversion_rate": round(conversions / emitted, 4),
+            }
+        )
+    return rows
+
+
+def stage_balance(transitions: list[dict[str, Any]]) -> dict[str, int]:
+    """Per stage: transitions into it less transitions out of it (customers there now)."""
+    balance: Counter[str] = Counter()
+    for row in transitions:
+        balance[row["to_stage"]] += row["customers"]
+        if row["from_stage"]:
+            balance[row["from_stage"]] -= row["customers"]
+    return {stage: n for stage, n in balance.items() if n}

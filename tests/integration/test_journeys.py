@@ -205,6 +205,6 @@ def test_erasure_deletes_rows_and_silences_the_customer(env: Env, start_worker: 
     triggers = triggers_on_topic(env, 2, settle=1)
     sent_to = sorted(tr.customer_id for tr in triggers)
     assert sent_to == [gone, kept]  # the confirmations before the erasure; no reminder, no second
-    for table in ("events", "triggers", "customers"):
+    for table in ("events", "triggers", "customers", "customer_stages"):
         rows = env.sql(f"SELECT customer_id FROM journey.{table} FINAL")
         assert {r["customer_id"] for r in rows} == {kept}, table

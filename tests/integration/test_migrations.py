@@ -40,3 +40,19 @@ def test_sql_refuses_writes(env: Env) -> None:
         assert done.returncode != 0, statement
         assert "read-only" in done.stderr
     assert env.sql("SELECT count() AS n FROM journey.events") == [{"n": 0}]
+
+
+def test_every_table_and_view_column_says_what_it_means(env: Env) -> None:
+    """BI tools show system.columns.comment: none may be empty, views included."""
+    env.journey("migrate")
+    missing = env.sql(
+        "SELECT table, name FROM system.columns WHERE database = 'journey' AND comment = '' "
+        "ORDER BY table, name"
+    )
+    assert missing == [], missing
+    views = {
+        r["name"] for r in env.sql("SELECT name FROM system.tables WHERE database = 'journey'")
+    }
+    assert {"buyers", "order_attribution", "message_engagement", "engagement_daily",
+            "trigger_engagement", "customer_value_cohorts", "funnel_totals",
+            "stage_transitions_daily"} <= views  # fmt: skip

@@ -24,6 +24,7 @@ from schemas.records import (
     CartChanged,
     FeedbackGiven,
     InputEvent,
+    MessageEngagement,
     OrderChanged,
     OrderItem,
     PageViewed,
@@ -52,9 +53,12 @@ SETTINGS = {
     "JOURNEY_QUIET_HOURS_END": "0",
     "JOURNEY_MARKETING_CONSENT_DEFAULT": "true",
     "JOURNEY_ATTRIBUTION_WINDOW": WINDOW,
+    # The worker's scheduled lifetime-value fit, often (off in the other tests).
+    "JOURNEY_PREDICTION_INTERVAL": "2s",
 }
 RECOVERING = ("v-a1", "v-a2", "v-a3", "v-a4", "v-a5", "v-a6", "v-a7", "v-a8", "v-a9")
 BUYERS = ("v-b1", "v-b2", "v-b3")
+EDGE = ("v-f1", "v-f2", "v-f3", "v-f4", "v-f5")
 
 
 def now_ms() -> int:
@@ -144,7 +148,69 @@ def scenario_before(t0: int) -> list[InputEvent]:
     # With the buyers' answers: 3 promoters, 2 passives, 2 detractors of 7 on one day (14.3).
     for n, score in enumerate((9, 9, 8, 0)):
         events.append(FeedbackGiven(f"v-n{n}-1", f"v-n{n}", t0 - 5 * MINUTE, "NPS", score))
-    return events
+    return events + purchase_edges(t0)
+
+
+def purchase_edges(t0: int) -> list[InputEvent]:
+    """What one definition of a purchase must agree on. f1: a free order (a purchase, revenue 0).
+    f2: a free order refunded, the refund sent first (not a purchase). f3: a first order 40 days
+    ago cancelled after a second order arrived (the customer's first purchase is the second).
+    f4: a refund of 0 sent before its order (a purchase, full revenue). f5: a free order, then a
+    paid one (a repeat customer)."""
+    item = OrderItem("sku-04001", 1, 3_000, "hats")
+
+    def order(c: str, n: int, at: int, status: str, total: int) -> OrderChanged:
+        return OrderChanged(
+            f"{c}-{n}{status[0]}", c, at, f"o-{c}-{n}", status, total, "EUR", [item],
+            coupon="FREE100" if total == 0 else None,
+        )  # fmt: skip
+
+    return [
+        order("v-f1", 1, t0 - 2 * HOUR, "PLACED", 0),
+        order("v-f2", 1, t0 - HOUR, "REFUNDED", 0),
+        order("v-f2", 1, t0 - 2 * HOUR, "PLACED", 0),
+        order("v-f3", 1, t0 - 40 * DAY, "PLACED", 3_000),
+        order("v-f3", 2, t0 - 2 * HOUR, "PLACED", 3_000),
+        order("v-f3", 1, t0 - 40 * DAY + HOUR, "CANCELLED", 3_000),
+        order("v-f4", 1, t0 - HOUR, "REFUNDED", 0),
+        order("v-f4", 1, t0 - 2 * HOUR, "PLACED", 3_000),
+        order("v-f5", 1, t0 - 30 * DAY, "PLACED", 0),
+        order("v-f5", 2, t0 - 2 * HOUR, "PLACED", 3_000),
+    ]
+
+
+def engagement(t1: int, scripted: list[expect.Decision]) -> list[InputEvent]:
+    """What the sender reports about some of the scripted messages: a reminder delivered,
+    opened (that event sent twice) and clicked twice; another delivered, opened and then
+    unsubscribed from, the next one bounced; a cross-sell marked as spam; a confirmation opened.
+    Not counted: an engagement naming an unknown trigger, or another customer's trigger."""
+    emitted = sorted((d for d in scripted if d.status == "EMITTED"), key=lambda d: d.decided_at)
+
+    def message(customer: str, trigger_type: str, n: int = 0) -> str:
+        return [d for d in emitted if d.customer_id == customer and d.trigger_type == trigger_type][
+            n
+        ].trigger_id
+
+    a1, a8_first, a8_second = (
+        message("v-a1", "ABANDONED_CART"),
+        message("v-a8", "ABANDONED_CART"),
+        message("v-a8", "ABANDONED_CART", 1),
+    )
+    reports = [
+        ("v-a1", a1, "DELIVERED"), ("v-a1", a1, "OPENED"), ("v-a1", a1, "CLICKED"),
+        ("v-a1", a1, "CLICKED"), ("v-a8", a8_first, "DELIVERED"), ("v-a8", a8_first, "OPENED"),
+        ("v-a8", a8_first, "UNSUBSCRIBED"), ("v-a8", a8_second, "BOUNCED"),
+        ("v-b3", message("v-b3", "CROSS_SELL"), "DELIVERED"),
+        ("v-b3", message("v-b3", "CROSS_SELL"), "COMPLAINED"),
+        ("v-b1", message("v-b1", "ORDER_CONFIRMATION"), "DELIVERED"),
+        ("v-b1", message("v-b1", "ORDER_CONFIRMATION"), "OPENED"),
+        ("v-a2", "t-unknown", "OPENED"), ("v-a2", a1, "CLICKED"),
+    ]  # fmt: skip
+    events: list[InputEvent] = [
+        MessageEngagement(f"{c}-m{n}", c, t1 - 1_000 + n, action, "EMAIL", trigger)
+        for n, (c, trigger, action) in enumerate(reports)
+    ]
+    return [*events, events[1]]
 
 
 def scenario_after(t1: int, sent: dict[str, list[int]]) -> list[InputEvent]:
@@ -189,6 +255,13 @@ def scenario_after(t1: int, sent: dict[str, list[int]]) -> list[InputEvent]:
             OrderChanged(f"{c}-6", c, at, f"o-{c}-2", "PLACED", 5_000 + 2 * n, "EUR", [item])
         )
     return [*events, a1, *events[6:8]]  # and a few of them twice
+
+
+def as_of(orders: dict[str, expect.Order], now: int) -> dict[str, expect.Buyer]:
+    """The buyers and their purchases placed by `now`."""
+    return expect.buyers(
+        {k: o for k, o in orders.items() if o.placed_at is not None and o.placed_at <= now}
+    )
 
 
 def decisions(env: Env, where: str = "1") -> list[expect.Decision]:
@@ -272,11 +345,23 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     t1 = now_ms()  # after every decision so far
     assert t1 > max(d.decided_at for d in scripted)
     replay = history[len(history) // 3 : len(history) // 3 + 500]
-    second = [*scenario_after(t1, sent), *replay]
+    second = [*scenario_after(t1, sent), *engagement(t1, scripted), *replay]
     publish(env, as_messages(second))
 
     events = expect.unique([*first, *second])
     settle(worker, consumed=len(first) + len(second), stored=len(events))
+    # Predictions are as of now: a5-a7 order in the future (the end of the attribution window).
+    buyers_now = len(as_of(expect.orders(events), now_ms()))
+    deadline = time.monotonic() + 60
+    while True:  # the scheduled fit in the worker, over every buyer
+        (fitted,) = env.sql(
+            "SELECT count() AS n FROM journey.customer_predictions FINAL "
+            "WHERE fitted_at = (SELECT max(fitted_at) FROM journey.prediction_fits)"
+        )
+        if fitted["n"] == buyers_now:
+            break
+        assert time.monotonic() < deadline, f"scheduled predictions: {fitted} of {buyers_now}"
+        time.sleep(1)
     assert worker.stop() == 0
 
     # --- the inputs of the independent computation ------------------------------------------
@@ -339,6 +424,124 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
         env.sql("SELECT * FROM journey.stage_counts"),  # in funnel order, as the view sorts
         expect.stage_counts(stages),
     )
+
+    # --- one definition of a purchase: `customers` (the journey model) and every view agree ----
+    want_buyers = expect.buyers(orders)
+    assert want_buyers["v-f1"] == expect.Buyer(1, 0, orders["o-v-f1-1"].placed_at or 0,
+                                               orders["o-v-f1-1"].placed_at or 0)  # fmt: skip
+    assert "v-f2" not in want_buyers and want_buyers["v-f4"].revenue_minor == 3_000
+    assert want_buyers["v-f3"].first_order_at == orders["o-v-f3-2"].placed_at
+    assert want_buyers["v-f5"].orders == 2
+    snapshot = {
+        r["customer_id"]: expect.Buyer(
+            r["orders_count"], r["revenue_minor"], r["first_order_at"], r["last_order_at"]
+        )
+        for r in env.sql(
+            "SELECT customer_id, orders_count, revenue_minor, "
+            "toUnixTimestamp64Milli(first_order_at) AS first_order_at, "
+            "toUnixTimestamp64Milli(last_order_at) AS last_order_at "
+            "FROM journey.customers FINAL WHERE orders_count > 0"
+        )
+    }
+    in_view = {
+        r["customer_id"]: expect.Buyer(
+            r["orders"], r["revenue_minor"], r["first_order_at"], r["last_order_at"]
+        )
+        for r in env.sql(
+            "SELECT customer_id, orders, revenue_minor, "
+            "toUnixTimestamp64Milli(first_order_at) AS first_order_at, "
+            "toUnixTimestamp64Milli(last_order_at) AS last_order_at FROM journey.buyers"
+        )
+    }
+    for name, got_buyers in (("customers", snapshot), ("buyers", in_view)):
+        wrong = {
+            c: (got_buyers.get(c), want_buyers.get(c))
+            for c in set(got_buyers) | set(want_buyers)
+            if got_buyers.get(c) != want_buyers.get(c)
+        }
+        assert not wrong, f"{name}: {len(wrong)} customers differ, e.g. {list(wrong.items())[:5]}"
+    n_buyers, revenue = len(want_buyers), sum(b.revenue_minor for b in want_buyers.values())
+    n_repeat = sum(1 for b in want_buyers.values() if b.orders >= 2)
+    cohort_rows = view("repeat_purchase_cohorts", "cohort_month")
+    assert sum(r["customers"] for r in cohort_rows) == n_buyers
+    assert sum(r["repeat_customers"] for r in cohort_rows) == n_repeat
+    totals = env.sql("SELECT * FROM journey.funnel_totals")[0]
+    want_totals = expect.funnel_totals(events, orders)
+    assert {s: totals[s] for s in expect.FUNNEL_STEPS} == want_totals
+    assert totals["purchasers"] == n_buyers
+    (whole,) = env.sql(
+        "SELECT count() AS orders, sum(revenue_minor) AS revenue, uniqExact(customer_id) AS buyers,"
+        " sumIf(revenue_minor, attributed) AS attributed FROM journey.order_attribution"
+    )
+    assert whole == {
+        "orders": sum(b.orders for b in want_buyers.values()), "revenue": revenue,
+        "buyers": n_buyers,
+        "attributed": sum(orders[o].revenue_minor for o in attributed),
+    }  # fmt: skip
+    assert sum(r["attributed_revenue_minor"] for r in view("trigger_attribution", "trigger_type")) \
+        == whole["attributed"]  # fmt: skip
+
+    # --- lifetime value, engagement, stage transitions ---------------------------------------
+    value = expect.customer_value_cohorts(orders)
+    assert_rows(
+        "customer_value_cohorts",
+        view("customer_value_cohorts", "cohort_month, months_since_first"),
+        value,
+        retention_rate=1e-4 + 1e-9,
+        cumulative_revenue_per_customer_minor=0.1 + 1e-9,
+    )
+    assert sum(r["revenue_minor"] for r in value) == revenue
+    assert sum(r["cohort_customers"] for r in value if r["months_since_first"] == 0) == n_buyers
+    assert any(r["months_since_first"] > 0 for r in value)
+    rates = {c: 1e-4 + 1e-9 for c in ("delivery_rate", "open_rate", "click_rate", "bounce_rate",
+                                       "complaint_rate", "unsubscribe_rate", "conversion_rate")}  # fmt: skip
+    want_engagement = expect.trigger_engagement(events, orders, triggers, WINDOW_MS)
+    assert_rows(
+        "trigger_engagement", view("trigger_engagement", "trigger_type"), want_engagement, **rates
+    )
+    by_type = {r["trigger_type"]: r for r in want_engagement}
+    assert by_type["ABANDONED_CART"]["clicked"] == 1 and by_type["ABANDONED_CART"]["opened"] == 2
+    assert by_type["ABANDONED_CART"]["unsubscribed"] == by_type["ABANDONED_CART"]["bounced"] == 1
+    assert by_type["CROSS_SELL"]["complained"] == 1
+    assert by_type["ORDER_CONFIRMATION"]["opened"] == 1
+    daily = view("engagement_daily", "day, trigger_type")
+    for column in ("emitted", "delivered", "opened", "clicked", "conversions",
+                   "attributed_revenue_minor"):  # fmt: skip
+        assert sum(r[column] for r in daily) == sum(r[column] for r in want_engagement), column
+    transitions = view("stage_transitions_daily", "day, from_stage, to_stage")
+    assert expect.stage_balance(transitions) == {
+        r["stage"]: r["customers"] for r in expect.stage_counts(stages)
+    }
+    assert any(r["from_stage"] == "CONSIDERATION" and r["to_stage"] == "PURCHASE"
+               for r in transitions)  # fmt: skip
+
+    # --- predicted lifetime value: `journey predict` refits and writes every buyer ------------
+    out = env.journey("predict").stdout
+    assert "BG/NBD (days): r=" in out and "Gamma-Gamma" in out
+    known = as_of(orders, now_ms())
+    assert f"wrote predictions for {len(known):,} customers" in out
+    fits = env.sql(
+        "SELECT model, parameters, customers FROM journey.prediction_fits "
+        "WHERE fitted_at = (SELECT max(fitted_at) FROM journey.prediction_fits) ORDER BY model"
+    )
+    assert [f["model"] for f in fits] == ["bg_nbd", "gamma_gamma"]
+    assert set(fits[0]["parameters"]) == {"r", "alpha", "a", "b"}
+    assert all(v > 0 for f in fits for v in f["parameters"].values())
+    predicted = env.sql(
+        "SELECT customer_id, orders, probability_alive AS alive, expected_orders_90d AS n90, "
+        "predicted_clv_minor AS clv, expected_order_value_minor AS aov FROM "
+        "journey.customer_predictions FINAL WHERE fitted_at = (SELECT max(fitted_at) FROM "
+        "journey.prediction_fits)"
+    )
+    assert {r["customer_id"]: r["orders"] for r in predicted} == {
+        c: b.orders for c, b in known.items()
+    }
+    assert len(known) >= n_buyers - 3
+    assert all(0 <= r["alive"] <= 1 and r["n90"] >= 0 and r["aov"] > 0 for r in predicted)
+    report = env.journey("report").stdout
+    for title in ("Engagement per trigger type", "Retention and cumulative revenue",
+                  "Lifetime value: historic and predicted", "Stage transitions"):  # fmt: skip
+        assert title in report, title
 
     # Not trivially equal: every view has something to show.
     cohorts = expect.repeat_purchase_cohorts(orders)
