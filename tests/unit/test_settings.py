@@ -29,13 +29,14 @@ def test_durations(text: object, ms: int) -> None:
 
 def test_contract_defaults() -> None:
     s = settings()
-    assert s.abandoned_cart_first_delay == 3_600_000
-    assert s.abandoned_cart_second_delay == 24 * 3_600_000
-    assert s.frequency_cap == 16 * 3_600_000
-    assert s.frequency_cap_drop_after == 72 * 3_600_000
-    assert s.win_back_delay == 90 * 86_400_000
-    assert s.replay_guard == 86_400_000
-    assert (s.quiet_hours_start, s.quiet_hours_end, s.sunset_after) == (21, 8, 5)
+    assert s.journey.abandoned_cart_first_delay == 3_600_000
+    assert s.journey.abandoned_cart_second_delay == 24 * 3_600_000
+    assert s.journey.frequency_cap == 16 * 3_600_000
+    assert s.journey.frequency_cap_drop_after == 72 * 3_600_000
+    assert s.journey.win_back_delay == 90 * 86_400_000
+    assert s.journey.replay_guard == 86_400_000
+    assert (s.journey.quiet_hours_start, s.journey.quiet_hours_end) == (21, 8)
+    assert s.journey.sunset_after == 5
     assert s.partitions == 12
     assert s.topic("orders") == "shop.orders"
 
@@ -44,7 +45,7 @@ def test_environment_prefix_and_topic_prefix(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("JOURNEY_FREQUENCY_CAP", "2h")
     monkeypatch.setenv("JOURNEY_TOPIC_PREFIX", "acme.")
     s = settings()
-    assert s.frequency_cap == 7_200_000
+    assert s.journey.frequency_cap == 7_200_000
     assert s.topic("triggers") == "acme.journey.triggers"
     assert "acme.shop.orders" in s.copartitioned_topics()
 

@@ -27,7 +27,8 @@ from schemas.records import (
     ShipmentChanged,
     Trigger,
 )
-from streams.journey.decisions import Decision, Drop, Emit, JourneyConfig, Schedule
+from streams.journey.config import JourneyConfig
+from streams.journey.decisions import Decision, Drop, Emit, Schedule
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState
 

@@ -12,14 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from schemas.records import InputEvent
-from streams.journey import triggers as T
-from streams.journey.decisions import (
-    CANCELLED,
-    MARKETING,
-    SUPPRESSED,
-    TRANSACTIONAL,
-    JourneyConfig,
-)
+from streams.journey.config import JourneyConfig
+from streams.journey.decisions import Category, Status
+from streams.journey.triggers import SPECS
+from streams.journey.triggers import TriggerType as T
 from tests.unit.journey.support import (
     BASE,
     CONFIG,
@@ -60,7 +56,7 @@ def check(trigger_type: str, case: Case) -> Sim:
     got = sim.emitted(trigger_type)
     assert [t.emitted_at for t in got] == [at for at, _ in case.emitted], got
     for trigger, (_, attributes) in zip(got, case.emitted, strict=True):
-        assert trigger.category == T.CATEGORY[trigger_type]
+        assert trigger.category == SPECS[trigger_type].category
         assert {k: trigger.attributes.get(k) for k in attributes} == attributes, trigger
     assert [(d.status, d.reason) for d in sim.dropped(trigger_type)] == list(case.dropped)
     return sim
@@ -74,22 +70,22 @@ def cases(*rows: Case) -> pytest.MarkDecorator:
 @pytest.mark.parametrize(
     ("trigger_type", "category"),
     [
-        (T.ORDER_CONFIRMATION, TRANSACTIONAL),
-        (T.SHIPPING_CONFIRMATION, TRANSACTIONAL),
-        (T.DELIVERY_CHECK_IN, MARKETING),
-        (T.REVIEW_REQUEST, MARKETING),
-        (T.NPS_SURVEY, MARKETING),
-        (T.ABANDONED_CART, MARKETING),
-        (T.BROWSE_ABANDONMENT, MARKETING),
-        (T.CROSS_SELL, MARKETING),
-        (T.WIN_BACK, MARKETING),
-        (T.REFERRAL_INVITE, MARKETING),
-        (T.DETRACTOR_FOLLOW_UP, TRANSACTIONAL),
+        (T.ORDER_CONFIRMATION, Category.TRANSACTIONAL),
+        (T.SHIPPING_CONFIRMATION, Category.TRANSACTIONAL),
+        (T.DELIVERY_CHECK_IN, Category.MARKETING),
+        (T.REVIEW_REQUEST, Category.MARKETING),
+        (T.NPS_SURVEY, Category.MARKETING),
+        (T.ABANDONED_CART, Category.MARKETING),
+        (T.BROWSE_ABANDONMENT, Category.MARKETING),
+        (T.CROSS_SELL, Category.MARKETING),
+        (T.WIN_BACK, Category.MARKETING),
+        (T.REFERRAL_INVITE, Category.MARKETING),
+        (T.DETRACTOR_FOLLOW_UP, Category.TRANSACTIONAL),
     ],
 )
 def test_category(trigger_type: str, category: str) -> None:
-    assert T.CATEGORY[trigger_type] == category
-    assert len(T.TRIGGER_TYPES) == 11
+    assert SPECS[trigger_type].category == category
+    assert len(SPECS) == 11
 
 
 # --- ORDER_CONFIRMATION ----------------------------------------------------------------------
@@ -140,7 +136,7 @@ TRACKING = {
         "order_cancelled",
         (placed(B), cancelled(B + HOUR), shipped(B + DAY)),
         B + 2 * DAY,
-        dropped=((CANCELLED, "order_cancelled"),),
+        dropped=((Status.CANCELLED, "order_cancelled"),),
     ),
     Case(
         "same_shipment_twice_once",
@@ -167,13 +163,13 @@ def test_shipping_confirmation(case: Case) -> None:
     Case("three_days_after_delivery", PURCHASE, D + 4 * DAY,
          emitted=((D + 3 * DAY, {"delivered_at": str(D), "categories": "shoes,socks"}),)),
     Case("order_cancelled", (*PURCHASE, cancelled(D + DAY)), D + 4 * DAY,
-         dropped=((CANCELLED, "order_cancelled"),)),
+         dropped=((Status.CANCELLED, "order_cancelled"),)),
     Case("order_refunded", (*PURCHASE, refunded(D + DAY)), D + 4 * DAY,
-         dropped=((CANCELLED, "order_refunded"),)),
+         dropped=((Status.CANCELLED, "order_refunded"),)),
     Case("partially_refunded", (*PURCHASE, refunded(D + DAY, amount=1_000)), D + 4 * DAY,
-         dropped=((CANCELLED, "order_refunded"),)),
+         dropped=((Status.CANCELLED, "order_refunded"),)),
     Case("order_returned", (*PURCHASE, returned(D + DAY)), D + 4 * DAY,
-         dropped=((CANCELLED, "order_returned"),)),
+         dropped=((Status.CANCELLED, "order_returned"),)),
 )  # fmt: skip
 def test_delivery_check_in(case: Case) -> None:
     check(T.DELIVERY_CHECK_IN, case)
@@ -183,15 +179,15 @@ def test_delivery_check_in(case: Case) -> None:
 @cases(
     Case("fourteen_days_after_delivery", PURCHASE, D + 15 * DAY, emitted=((D + 14 * DAY, {}),)),
     Case("reviewed_that_order", (*PURCHASE, review(D + 5 * DAY, 3, "o1")), D + 15 * DAY,
-         dropped=((CANCELLED, "already_reviewed"),)),
+         dropped=((Status.CANCELLED, "already_reviewed"),)),
     Case("reviewed_before_the_order_reached_us", (review(B - HOUR, 4, "o1"), *PURCHASE),
-         D + 15 * DAY, dropped=((CANCELLED, "already_reviewed"),)),
+         D + 15 * DAY, dropped=((Status.CANCELLED, "already_reviewed"),)),
     Case("review_of_another_order_does_not_cancel", (*PURCHASE, review(D + 5 * DAY, 3, "o9")),
          D + 15 * DAY, emitted=((D + 14 * DAY, {}),)),
     Case("order_returned", (*PURCHASE, returned(D + 5 * DAY)), D + 15 * DAY,
-         dropped=((CANCELLED, "order_returned"),)),
+         dropped=((Status.CANCELLED, "order_returned"),)),
     Case("order_refunded", (*PURCHASE, refunded(D + 5 * DAY)), D + 15 * DAY,
-         dropped=((CANCELLED, "order_refunded"),)),
+         dropped=((Status.CANCELLED, "order_refunded"),)),
 )  # fmt: skip
 def test_review_request(case: Case) -> None:
     check(T.REVIEW_REQUEST, case)
@@ -205,11 +201,11 @@ LATER_PURCHASE = (placed(B + 98 * DAY, "o2"), delivered(B + 100 * DAY, "o2"))
 @cases(
     Case("seven_days_after_delivery", PURCHASE, D + 8 * DAY, emitted=((D + 7 * DAY, {}),)),
     Case("order_refunded", (*PURCHASE, refunded(D + DAY)), D + 8 * DAY,
-         dropped=((CANCELLED, "order_refunded"),)),
+         dropped=((Status.CANCELLED, "order_refunded"),)),
     Case("order_returned", (*PURCHASE, returned(D + DAY)), D + 8 * DAY,
-         dropped=((CANCELLED, "order_returned"),)),
+         dropped=((Status.CANCELLED, "order_returned"),)),
     Case("once_per_90_days", (*PURCHASE, *SECOND_PURCHASE), B + 20 * DAY,
-         emitted=((D + 7 * DAY, {}),), dropped=((SUPPRESSED, "nps_survey_window"),)),
+         emitted=((D + 7 * DAY, {}),), dropped=((Status.SUPPRESSED, "nps_survey_window"),)),
     Case("again_after_90_days", (*PURCHASE, *LATER_PURCHASE), B + 110 * DAY,
          emitted=((D + 7 * DAY, {}), (B + 107 * DAY, {}))),
 )  # fmt: skip
@@ -224,7 +220,7 @@ CART_1 = {
 }  # fmt: skip
 CART_2 = CART_1 | {"reminder": "2"}
 TWO_LINES = {"cart_lines": "p1x1,p2x2", "items": "3", "cart_value_minor": "3000"}
-BOTH_CANCELLED_BY_ORDER = ((CANCELLED, "order_placed"), (CANCELLED, "order_placed"))
+BOTH_CANCELLED_BY_ORDER = ((Status.CANCELLED, "order_placed"), (Status.CANCELLED, "order_placed"))
 
 
 @cases(
@@ -239,9 +235,9 @@ BOTH_CANCELLED_BY_ORDER = ((CANCELLED, "order_placed"), (CANCELLED, "order_place
     Case("order_without_cart_id", (cart_add(B), placed(B + 30 * MINUTE)), B + 2 * DAY,
          dropped=BOTH_CANCELLED_BY_ORDER),
     Case("order_between_reminders", (cart_add(B), placed(B + 2 * HOUR, cart="k1")), B + 2 * DAY,
-         emitted=((B + HOUR, CART_1),), dropped=((CANCELLED, "order_placed"),)),
+         emitted=((B + HOUR, CART_1),), dropped=((Status.CANCELLED, "order_placed"),)),
     Case("cart_emptied", (cart_add(B), cart_remove(B + 30 * MINUTE)), B + 2 * DAY,
-         dropped=((CANCELLED, "cart_emptied"), (CANCELLED, "cart_emptied"))),
+         dropped=((Status.CANCELLED, "cart_emptied"), (Status.CANCELLED, "cart_emptied"))),
     Case("partly_emptied_still_fires",
          (cart_add(B, qty=2), cart_remove(B + 30 * MINUTE, qty=1)), B + 2 * DAY,
          emitted=((B + 90 * MINUTE, {"reminder": "1", "cart_lines": "p1x1"}),
@@ -259,9 +255,9 @@ BROWSED = {"product_id": "p1", "category": "shoes", "viewed_at": str(B)}
 @cases(
     Case("two_hours_after_a_product_view", (view(B),), B + DAY, emitted=((B + 2 * HOUR, BROWSED),)),
     Case("cart_add_since", (view(B), cart_add(B + HOUR)), B + DAY,
-         dropped=((CANCELLED, "cart_add"),)),
+         dropped=((Status.CANCELLED, "cart_add"),)),
     Case("order_since", (view(B), placed(B + HOUR)), B + DAY,
-         dropped=((CANCELLED, "order_placed"),)),
+         dropped=((Status.CANCELLED, "order_placed"),)),
     Case("not_a_product_page", (view(B, None, page_type="HOME"), view(B, None, page_type="CART")),
          B + DAY),
     Case("about_the_latest_view", (view(B), view(B + HOUR, "p2", category="bags")), B + DAY,
@@ -271,7 +267,7 @@ BROWSED = {"product_id": "p1", "category": "shoes", "viewed_at": str(B)}
          emitted=((B + 2 * HOUR, BROWSED),)),
     Case("once_per_7_days", (view(B), view(B + 3 * DAY), view(B + 8 * DAY)), B + 9 * DAY,
          emitted=((B + 2 * HOUR, {}), (B + 8 * DAY + 2 * HOUR, {})),
-         dropped=((SUPPRESSED, "browse_abandonment_window"),)),
+         dropped=((Status.SUPPRESSED, "browse_abandonment_window"),)),
 )  # fmt: skip
 def test_browse_abandonment(case: Case) -> None:
     check(T.BROWSE_ABANDONMENT, case)
@@ -282,10 +278,10 @@ def test_browse_abandonment(case: Case) -> None:
     Case("21_days_after_delivery_with_categories", PURCHASE, D + 22 * DAY,
          emitted=((D + 21 * DAY, {"categories": "shoes,socks", "delivered_at": str(D)}),)),
     Case("newer_order", (*PURCHASE, placed(D + 10 * DAY, "o2")), D + 22 * DAY,
-         dropped=((CANCELLED, "newer_order"),)),
+         dropped=((Status.CANCELLED, "newer_order"),)),
     Case("newer_order_after_it_was_scheduled_but_cancelled_itself",
          (*PURCHASE, placed(D + 10 * DAY, "o2"), cancelled(D + 10 * DAY + HOUR, "o2")),
-         D + 22 * DAY, dropped=((CANCELLED, "newer_order"),)),
+         D + 22 * DAY, dropped=((Status.CANCELLED, "newer_order"),)),
 )  # fmt: skip
 def test_cross_sell(case: Case) -> None:
     check(T.CROSS_SELL, case)
@@ -297,19 +293,19 @@ def test_cross_sell(case: Case) -> None:
          emitted=((B + 90 * DAY, {"last_order_at": str(B), "orders": "1"}),)),
     Case("new_order_cancels_and_restarts_the_lapse", (placed(B), placed(B + 30 * DAY, "o2")),
          B + 130 * DAY, emitted=((B + 120 * DAY, {"last_order_at": str(B + 30 * DAY)}),),
-         dropped=((CANCELLED, "new_order"),)),
+         dropped=((Status.CANCELLED, "new_order"),)),
     Case("once_per_lapse", (placed(B),), B + 300 * DAY, emitted=((B + 90 * DAY, {}),)),
     Case("next_lapse_after_a_new_order", (placed(B), placed(B + 100 * DAY, "o2")), B + 300 * DAY,
          emitted=((B + 90 * DAY, {}), (B + 190 * DAY, {"orders": "2"}))),
     Case("cancelled_order_is_no_purchase", (placed(B), cancelled(B + HOUR)), B + 100 * DAY,
-         dropped=((CANCELLED, "new_order"),)),
+         dropped=((Status.CANCELLED, "new_order"),)),
     Case("cancelled_newer_order_keeps_the_lapse",
          (placed(B), placed(B + 30 * DAY, "o2"), cancelled(B + 31 * DAY, "o2")), B + 200 * DAY,
          emitted=((B + 90 * DAY, {"last_order_at": str(B)}),),
-         dropped=((CANCELLED, "new_order"), (CANCELLED, "new_order"))),
+         dropped=((Status.CANCELLED, "new_order"), (Status.CANCELLED, "new_order"))),
     Case("no_second_win_back_when_the_newer_order_is_cancelled",
          (placed(B), placed(B + 90 * DAY + HOUR, "o2"), cancelled(B + 90 * DAY + 2 * HOUR, "o2")),
-         B + 200 * DAY, emitted=((B + 90 * DAY, {}),), dropped=((CANCELLED, "new_order"),)),
+         B + 200 * DAY, emitted=((B + 90 * DAY, {}),), dropped=((Status.CANCELLED, "new_order"),)),
 )  # fmt: skip
 def test_win_back(case: Case) -> None:
     check(T.WIN_BACK, case)
@@ -325,7 +321,7 @@ def test_win_back(case: Case) -> None:
     Case("review_4", (review(B, 4),), B + HOUR),
     Case("once_per_180_days", (nps(B, 10), review(B + 30 * DAY, 5), nps(B + 181 * DAY, 9)),
          B + 182 * DAY, emitted=((B, {}), (B + 181 * DAY, {"score": "9"})),
-         dropped=((SUPPRESSED, "referral_invite_window"),)),
+         dropped=((Status.SUPPRESSED, "referral_invite_window"),)),
 )  # fmt: skip
 def test_referral_invite(case: Case) -> None:
     check(T.REFERRAL_INVITE, case)
