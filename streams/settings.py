@@ -124,15 +124,15 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _flat_journey_names(cls, data: Any) -> Any:
-        """``Settings(frequency_cap="2h")`` sets ``journey.frequency_cap``, as the variable
-        ``JOURNEY_FREQUENCY_CAP`` does (tests and tools pass the variables as keywords)."""
+        """The journey settings go by their flat names (``JOURNEY_FREQUENCY_CAP`` or the keyword
+        ``frequency_cap``) into ``journey``; a ``journey`` given whole wins over them."""
         if isinstance(data, dict):
             flat = {k: data.pop(k) for k in list(data) if k in _JourneyEnvironment.NAMES}
             if flat:
                 nested = data.get("journey") or {}
                 if isinstance(nested, JourneyConfig):
                     nested = asdict(nested)
-                data["journey"] = {**nested, **flat}
+                data["journey"] = {**flat, **nested}
         return data
 
     @classmethod
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
 class _JourneyEnvironment(PydanticBaseSettingsSource):
     """The nested journey settings keep their flat variable names (``JOURNEY_FREQUENCY_CAP``,
     not ``JOURNEY_JOURNEY__FREQUENCY_CAP``): deploy files and operators use them. The
-    environment wins over ``.env``, as for every other setting."""
+    environment wins over ``.env``, and keywords over both, as for every other setting."""
 
     NAMES = tuple(f.name for f in fields(JourneyConfig))
 
@@ -223,7 +223,7 @@ class _JourneyEnvironment(PydanticBaseSettingsSource):
                 value = variables.get((ENV_PREFIX + name).lower())
                 if value is not None:
                     values[name] = value
-        return {"journey": values} if values else {}
+        return values  # flat: _flat_journey_names nests them, after the sources' precedence
 
 
 def variable_names() -> set[str]:

@@ -342,9 +342,7 @@ def markdown(config: JourneyConfig | None = None) -> str:
         "|---|---|---|---|---|---|",
     ]
     for spec in SPECS.values():
-        timing = (
-            " then ".join(f"{setting(d)} after" for d in spec.delays) if spec.delays else "at once"
-        )
+        timing = ", then ".join(f"{setting(d)} after" for d in spec.delays) or "at once"
         window = setting(spec.window) if spec.window else ""
         exits = (spec.exit.__doc__ or "").strip() if spec.exit else ""
         lines.append(

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import Settings, parse_duration_ms
+from streams.journey.config import JourneyConfig
+from streams.settings import Settings, parse_duration_ms, variable_names
 
 
 def settings(**env: object) -> Settings:
@@ -81,3 +87,66 @@ def test_embedded_clickhouse_by_default_under_local() -> None:
     url = settings().resolved_clickhouse_url()
     assert url.startswith("chdb:///") and url.endswith(".local/chdb")
     assert settings(clickhouse_url="https://ch:8443").resolved_clickhouse_url() == "https://ch:8443"
+
+
+# --- the nested journey configuration ----------------------------------------------------------
+def test_journey_settings_keep_their_flat_variable_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("JOURNEY_FREQUENCY_CAP=3h\nJOURNEY_SUNSET_AFTER=7\n")
+    monkeypatch.setenv("JOURNEY_FREQUENCY_CAP", "2h")  # the environment wins over .env
+    monkeypatch.setenv("JOURNEY_MAX_ORDERS_KEPT", "3")  # a limit that could not be set before
+    monkeypatch.setenv("JOURNEY_QUIET_HOURS_START", "22")
+    s = Settings(_env_file=dotenv)  # type: ignore[call-arg]
+    assert s.journey.frequency_cap == 7_200_000
+    assert s.journey.sunset_after == 7
+    assert s.journey.max_orders_kept == 3
+    assert s.journey.quiet_hours_start == 22
+    assert s.journey.nps_survey_window == 90 * 86_400_000  # the rest keeps its default
+
+
+def test_journey_keywords_flat_or_nested_win_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JOURNEY_FREQUENCY_CAP", "2h")
+    monkeypatch.setenv("JOURNEY_REPLAY_GUARD", "1h")
+    assert settings(frequency_cap="5h").journey.frequency_cap == 5 * 3_600_000
+    nested = settings(journey={"frequency_cap": "30m"}).journey
+    assert (nested.frequency_cap, nested.replay_guard) == (1_800_000, 3_600_000)
+    given = JourneyConfig(frequency_cap=60_000)  # in Python, numbers are milliseconds
+    assert settings(journey=given).journey == given
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"JOURNEY_QUIET_HOURS_START": "24"},
+        {"JOURNEY_SUNSET_AFTER": "0"},
+        {"JOURNEY_WIN_BACK_DELAY": "soon"},
+        {"JOURNEY_MAX_CARTS_KEPT": "0"},
+    ],
+)
+def test_bad_journey_variables_are_rejected_with_the_setting_named(
+    bad: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ((name, value),) = bad.items()
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        settings()
+    assert name.removeprefix("JOURNEY_").lower() in str(info.value)
+
+
+def test_every_journey_setting_is_a_variable() -> None:
+    names = variable_names()
+    assert {"JOURNEY_FREQUENCY_CAP", "JOURNEY_MAX_ORDERS_KEPT", "JOURNEY_KAFKA_BOOTSTRAP"} <= names
+    assert {f"JOURNEY_{f.name.upper()}" for f in fields(JourneyConfig)} <= names
+    assert "JOURNEY_JOURNEY" not in names
+
+
+def test_the_journey_model_does_not_import_the_process_settings() -> None:
+    code = (
+        "import sys, streams.journey.model, streams.journey.triggers; "
+        "sys.exit('streams.settings' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -8,13 +8,14 @@ trigger type: the Emits (time and attributes) and the Drops (status and reason).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from schemas.records import InputEvent
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Category, Status
-from streams.journey.triggers import SPECS
+from streams.journey.triggers import SPECS, markdown
 from streams.journey.triggers import TriggerType as T
 from tests.unit.journey.support import (
     BASE,
@@ -58,6 +59,8 @@ def check(trigger_type: str, case: Case) -> Sim:
     for trigger, (_, attributes) in zip(got, case.emitted, strict=True):
         assert trigger.category == SPECS[trigger_type].category
         assert {k: trigger.attributes.get(k) for k in attributes} == attributes, trigger
+        # Only documented attributes (docs/triggers.md is generated from the table).
+        assert set(trigger.attributes) <= set(SPECS[trigger_type].attributes), trigger
     assert [(d.status, d.reason) for d in sim.dropped(trigger_type)] == list(case.dropped)
     return sim
 
@@ -86,6 +89,20 @@ def cases(*rows: Case) -> pytest.MarkDecorator:
 def test_category(trigger_type: str, category: str) -> None:
     assert SPECS[trigger_type].category == category
     assert len(SPECS) == 11
+
+
+def test_every_trigger_type_of_the_table_is_exercised() -> None:
+    """Each type has its table of cases below (``test_<type>``), and one of them emits it."""
+    for trigger_type in SPECS:
+        test = globals().get(f"test_{trigger_type.lower()}")
+        assert test is not None, f"no test_{trigger_type.lower()} for {trigger_type}"
+        rows = [c for m in test.pytestmark if m.name == "parametrize" for c in m.args[1]]
+        assert any(isinstance(c, Case) and c.emitted for c in rows), trigger_type
+
+
+def test_docs_are_generated_from_the_table() -> None:
+    docs = Path(__file__).parents[3] / "docs" / "triggers.md"
+    assert docs.read_text() == markdown(), "run: python -m streams.journey.triggers > " + str(docs)
 
 
 # --- ORDER_CONFIRMATION ----------------------------------------------------------------------
