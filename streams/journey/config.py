@@ -58,10 +58,14 @@ class JourneyConfig:
     nps_survey_delay: Ms = ms("7d")
     cross_sell_delay: Ms = ms("21d")
     win_back_delay: Ms = ms("90d")  # also when a customer's segment becomes LAPSED
+    birthday_hour: Hour = 9  # local time of the customer's zone
     # --- at most once per window per customer --------------------------------------------------
     browse_abandonment_window: Ms = ms("7d")
     nps_survey_window: Ms = ms("90d")
     referral_window: Ms = ms("180d")
+    # "Once per year": less than a year, so that this year's birthday deferred by the cap or
+    # quiet hours (at most a few days) never blocks next year's.
+    birthday_window: Ms = ms("360d")
     # --- delivery rules of every marketing trigger ----------------------------------------------
     frequency_cap: Ms = ms("16h")  # 0s: no cap
     frequency_cap_drop_after: Ms = ms("72h")

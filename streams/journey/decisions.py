@@ -73,6 +73,7 @@ class Reason(StrEnum):
     BROWSE_ABANDONMENT_WINDOW = "browse_abandonment_window"
     NPS_SURVEY_WINDOW = "nps_survey_window"
     REFERRAL_INVITE_WINDOW = "referral_invite_window"
+    BIRTHDAY_WINDOW = "birthday_window"
 
 
 @dataclass(frozen=True, slots=True)

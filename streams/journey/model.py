@@ -16,8 +16,9 @@ updated, with the decisions taken:
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from itertools import count
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -53,6 +54,8 @@ from streams.journey.triggers import SPECS, TriggerSpec
 from streams.journey.triggers import TriggerType as T
 
 _T = TypeVar("_T")
+DAY = 86_400_000
+_EPOCH = date(1970, 1, 1)
 
 
 def new_state(customer_id: str) -> JourneyState:
@@ -93,7 +96,7 @@ def step(
         case CustomerChanged():
             if event.action == "ERASED":
                 return _erase(state, out)
-            _customer_changed(state, event)
+            _customer_changed(state, event, config, out)
 
     _cancel_exited(state, now, out)
     # Triggers caused by this event itself (confirmations, follow-ups) are decided at once.
@@ -452,13 +455,18 @@ def _engagement(state: JourneyState, event: MessageEngagement) -> None:
             state.blocked = Reason.COMPLAINED
 
 
-def _customer_changed(state: JourneyState, event: CustomerChanged) -> None:
+def _customer_changed(
+    state: JourneyState, event: CustomerChanged, config: JourneyConfig, out: list[Decision]
+) -> None:
     if event.marketing_consent is not None:
         state.consent = event.marketing_consent
         if event.marketing_consent:
             state.blocked = None if state.blocked == Reason.BOUNCED else state.blocked
     if event.time_zone and _zone(event.time_zone) is not None:  # an unknown zone is no zone
         state.time_zone = event.time_zone
+    if event.birthday is not None:  # Avro date: days since 1970-01-01
+        born = _EPOCH + timedelta(days=event.birthday)
+        schedule(SPECS[T.BIRTHDAY], state, event, config, out, on=born)
 
 
 def _erase(state: JourneyState, out: list[Decision]) -> tuple[JourneyState, list[Decision]]:
@@ -476,9 +484,10 @@ def schedule(
     config: JourneyConfig,
     out: list[Decision],
     *,
-    about: str,
+    about: str = "",
     since: int | None = None,
     sent: int = 0,
+    on: date | None = None,
     order_id: str | None = None,
     cart_id: str | None = None,
     shipment_id: str | None = None,
@@ -486,8 +495,13 @@ def schedule(
 ) -> None:
     """Set (or replace) the timer of ``spec`` about ``about`` (its order, cart, shipment, event
     or product), due the spec's delay after ``since`` (default: the event's time). A spec with
-    several delays gets one numbered reminder per delay, from reminder ``sent + 1`` on."""
+    several delays gets one numbered reminder per delay, from reminder ``sent + 1`` on; a yearly
+    spec is due on the date ``on``, the first time it comes at or after ``since``'s day."""
     since = event.occurred_at if since is None else since
+    if spec.yearly is not None:
+        if on is None:
+            raise ValueError(f"{spec.type} is yearly: schedule it with its date (on=...)")
+        return _schedule_yearly(spec, state, config, out, on, since, event.event_id)
     attributes = attributes or {}
     trigger_type = spec.type.value  # a plain str: the state is encoded with it as a dict key
     reminders = range(sent + 1, len(spec.delays) + 1) if len(spec.delays) > 1 else (0,)
@@ -511,6 +525,53 @@ def schedule(
             attributes=extra,
         )
         _set_timer(state, out, key, timer)
+
+
+def _schedule_yearly(
+    spec: TriggerSpec,
+    state: JourneyState,
+    config: JourneyConfig,
+    out: list[Decision],
+    on: date,
+    since: int,
+    source_event_id: str,
+) -> None:
+    """The first occurrence of ``on`` whose local day has not ended at ``since`` (so a date
+    learned on the day itself still counts) and that the spec's window allows."""
+    assert spec.yearly is not None
+    zone = _customer_zone(state, config)
+    hour = time(getattr(config, spec.yearly.hour))
+    today = datetime.fromtimestamp(since / 1000, zone).date()
+    last = state.last_emitted.get(spec.type)
+    window = spec.window_ms(config) or 0
+    for year in count(today.year):
+        day = _in_year(on, year)
+        due_at = int(datetime.combine(day, hour, zone).timestamp() * 1000)
+        if day >= today and (last is None or due_at - last >= window):
+            break
+    attributes = {
+        spec.yearly.date_attribute: on.isoformat(),
+        spec.yearly.years_attribute: str(year - on.year),
+    }
+    previous = state.timers.get(spec.type)
+    if previous is not None and (previous.due_at, previous.attributes) == (due_at, attributes):
+        return  # the same occurrence, told again: keep its id
+    timer = Timer(
+        trigger_id=trigger_id(state.customer_id, spec.type, str(year), source_event_id),
+        trigger_type=spec.type.value,
+        due_at=due_at,
+        fire_at=due_at,
+        source_event_id=source_event_id,
+        attributes=attributes,
+    )
+    _set_timer(state, out, spec.type.value, timer)
+
+
+def _in_year(day: date, year: int) -> date:
+    try:
+        return day.replace(year=year)
+    except ValueError:  # 29 February in a common year
+        return date(year, 2, 28)
 
 
 def _set_timer(state: JourneyState, out: list[Decision], key: str, timer: Timer) -> None:
@@ -558,6 +619,7 @@ def _evaluate(
     def finish(status: Status, reason: Reason) -> None:
         del state.timers[key]
         out.append(_drop(state, timer, status, reason, now))
+        _next_year(spec, state, timer, now, config, out)
 
     reason = triggers.exit_reason(state, timer)
     if reason is not None:
@@ -594,16 +656,30 @@ def _evaluate(
         state.last_marketing_at = now
         state.unengaged += 1
         state.last_emitted[timer.trigger_type] = now
+    _next_year(spec, state, timer, now, config, out)
     return None
+
+
+def _next_year(
+    spec: TriggerSpec,
+    state: JourneyState,
+    timer: Timer,
+    now: int,
+    config: JourneyConfig,
+    out: list[Decision],
+) -> None:
+    """A yearly trigger, once decided, is set for its next occurrence: a day after this one at
+    the earliest, or from now when decided long after (a replay does not walk every year)."""
+    if spec.yearly is None:
+        return
+    on = date.fromisoformat(timer.attributes[spec.yearly.date_attribute])
+    since = max(now, timer.due_at + DAY)
+    _schedule_yearly(spec, state, config, out, on, since, timer.source_event_id)
 
 
 def _allowed_time(state: JourneyState, at: int, config: JourneyConfig) -> int:
     """The first moment at or after ``at`` outside the frequency cap and quiet hours."""
-    zone = (
-        (_zone(state.time_zone) if state.time_zone else None)
-        or _zone(config.default_time_zone)
-        or ZoneInfo("UTC")
-    )
+    zone = _customer_zone(state, config)
     for _ in range(4):
         moved = at
         last = state.last_marketing_at
@@ -614,6 +690,14 @@ def _allowed_time(state: JourneyState, at: int, config: JourneyConfig) -> int:
             return at
         at = moved
     return at
+
+
+def _customer_zone(state: JourneyState, config: JourneyConfig) -> ZoneInfo:
+    return (
+        (_zone(state.time_zone) if state.time_zone else None)
+        or _zone(config.default_time_zone)
+        or ZoneInfo("UTC")
+    )
 
 
 @lru_cache(maxsize=512)

@@ -40,6 +40,7 @@ class TriggerType(StrEnum):
     WIN_BACK = "WIN_BACK"
     REFERRAL_INVITE = "REFERRAL_INVITE"
     DETRACTOR_FOLLOW_UP = "DETRACTOR_FOLLOW_UP"
+    BIRTHDAY = "BIRTHDAY"
 
 
 ExitRule = Callable[[JourneyState, Timer], Reason | None]
@@ -47,12 +48,24 @@ _SETTINGS = frozenset(f.name for f in fields(JourneyConfig))
 
 
 @dataclass(frozen=True, slots=True)
+class Yearly:
+    """Due every year on a date (given by its handler), at a local hour of the customer's zone.
+    When one year's trigger is decided, the next year's is scheduled."""
+
+    hour: str  # a JourneyConfig setting
+    date_attribute: str  # the attribute holding the date, YYYY-MM-DD: next year is set from it
+    years_attribute: str  # the attribute holding the years since the date's year
+
+
+@dataclass(frozen=True, slots=True)
 class TriggerSpec:
     type: TriggerType
     category: Category
     fires: str  # what schedules it, in words
-    # JourneyConfig settings: the delay after its event, one per reminder. None: at once.
+    # JourneyConfig settings: the delay after its event, one per reminder. None: at once,
+    # unless it is yearly.
     delays: tuple[str, ...] = ()
+    yearly: Yearly | None = None
     # A JourneyConfig setting: emitted at most once per this time per customer.
     window: str | None = None
     exit: ExitRule | None = None  # None: nothing cancels it
@@ -65,7 +78,9 @@ class TriggerSpec:
     attributes: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = [s for s in (*self.delays, self.window) if s is not None and s not in _SETTINGS]
+        hour = self.yearly.hour if self.yearly is not None else None
+        named = (*self.delays, self.window, hour)
+        unknown = [s for s in named if s is not None and s not in _SETTINGS]
         if unknown:
             raise ValueError(f"{self.type}: {unknown} are not JourneyConfig settings")
         if self.window is not None:
@@ -74,7 +89,7 @@ class TriggerSpec:
     @property
     def immediate(self) -> bool:
         """Decided in the same step as its event (no timer wheel round trip)."""
-        return not self.delays
+        return not self.delays and self.yearly is None
 
     @property
     def window_reason(self) -> Reason:
@@ -293,6 +308,20 @@ SPECS: Mapping[str, TriggerSpec] = {
             fires="NPS 0-6 or review 1-2",
             attributes=_FEEDBACK,
         ),
+        TriggerSpec(
+            type=TriggerType.BIRTHDAY,
+            category=MARKETING,
+            fires="the customer's birthday (CustomerChanged.birthday), every year; learned on "
+            "the day itself, it still goes out that day",
+            yearly=Yearly(hour="birthday_hour", date_attribute="birthday", years_attribute="age"),
+            window="birthday_window",
+            one_per_customer=True,
+            attributes={
+                "birthday": "the date of birth, YYYY-MM-DD (29 Feb is celebrated on 28 Feb in "
+                "other years)",
+                "age": "the age the customer turns",
+            },
+        ),
     )
 }
 
@@ -343,6 +372,9 @@ def markdown(config: JourneyConfig | None = None) -> str:
     ]
     for spec in SPECS.values():
         timing = ", then ".join(f"{setting(d)} after" for d in spec.delays) or "at once"
+        if spec.yearly is not None:
+            hour = getattr(config, spec.yearly.hour)
+            timing = f"{hour:02d}:00 (`JOURNEY_{spec.yearly.hour.upper()}`) in their time zone"
         window = setting(spec.window) if spec.window else ""
         exits = (spec.exit.__doc__ or "").strip() if spec.exit else ""
         lines.append(
