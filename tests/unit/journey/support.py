@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -259,6 +259,7 @@ def customer(
     *,
     consent: bool | None = None,
     time_zone: str | None = None,
+    birthday: date | None = None,
     action: str = "UPDATED",
     event_id: str = "",
     customer: str = CUSTOMER,
@@ -270,6 +271,7 @@ def customer(
         action=action,
         marketing_consent=consent,
         time_zone=time_zone,
+        birthday=(birthday - date(1970, 1, 1)).days if birthday is not None else None,
     )
 
 

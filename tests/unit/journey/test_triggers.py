@@ -8,26 +8,33 @@ trigger type: the Emits (time and attributes) and the Drops (status and reason).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from schemas.records import InputEvent
+from schemas.codec import Codec
+from schemas.records import InputEvent, Trigger
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Category, Status
 from streams.journey.triggers import SPECS, markdown
 from streams.journey.triggers import TriggerType as T
 from tests.unit.journey.support import (
+    AMS,
     BASE,
     CONFIG,
     DAY,
     HOUR,
     MINUTE,
+    NYC,
     Sim,
     cancelled,
     cart_add,
     cart_remove,
+    customer,
     delivered,
+    erased,
+    local,
     nps,
     placed,
     refunded,
@@ -84,11 +91,12 @@ def cases(*rows: Case) -> pytest.MarkDecorator:
         (T.WIN_BACK, Category.MARKETING),
         (T.REFERRAL_INVITE, Category.MARKETING),
         (T.DETRACTOR_FOLLOW_UP, Category.TRANSACTIONAL),
+        (T.BIRTHDAY, Category.MARKETING),
     ],
 )
 def test_category(trigger_type: str, category: str) -> None:
     assert SPECS[trigger_type].category == category
-    assert len(SPECS) == 11
+    assert len(SPECS) == 12
 
 
 def test_every_trigger_type_of_the_table_is_exercised() -> None:
@@ -359,6 +367,63 @@ def test_detractor_follow_up(case: Case) -> None:
     check(T.DETRACTOR_FOLLOW_UP, case)
 
 
+# --- BIRTHDAY --------------------------------------------------------------------------------
+def ams(*args: int) -> int:
+    return local(AMS, *args)
+
+
+JUNE_10 = date(1990, 6, 10)  # BASE is 2024-06-04 10:00: the birthday comes six days later
+TODAY = date(1990, 6, 4)
+AT_34 = {"birthday": "1990-06-10", "age": "34"}
+
+
+@cases(
+    Case("at_nine_on_the_birthday", (customer(B, birthday=JUNE_10),), ams(2024, 6, 11),
+         emitted=((ams(2024, 6, 10, 9), AT_34),)),
+    Case("in_the_customer_s_time_zone",
+         (customer(B, time_zone="America/New_York", birthday=JUNE_10),), ams(2024, 6, 11),
+         emitted=((local(NYC, 2024, 6, 10, 9), AT_34),)),
+    Case("learned_on_the_day_itself", (customer(B, birthday=TODAY),), B + DAY,
+         emitted=((B, {"birthday": "1990-06-04", "age": "34"}),)),
+    Case("learned_on_the_day_itself_in_quiet_hours", (customer(ams(2024, 6, 4, 22), birthday=TODAY),),
+         B + 2 * DAY, emitted=((ams(2024, 6, 5, 8), {"age": "34"}),)),
+    Case("once_every_year", (customer(B, birthday=JUNE_10),), ams(2026, 6, 11),
+         emitted=((ams(2024, 6, 10, 9), AT_34), (ams(2025, 6, 10, 9), {"age": "35"}),
+                  (ams(2026, 6, 10, 9), {"age": "36"}))),
+    Case("told_again_after_it_went_out",
+         (customer(B, birthday=JUNE_10), customer(ams(2024, 6, 10, 12), birthday=JUNE_10)),
+         ams(2024, 12, 31), emitted=((ams(2024, 6, 10, 9), AT_34),)),
+    Case("corrected_after_it_went_out_waits_a_year",
+         (customer(B, birthday=JUNE_10), customer(ams(2024, 6, 11), birthday=date(1990, 6, 20))),
+         ams(2025, 6, 21), emitted=((ams(2024, 6, 10, 9), AT_34),
+                                    (ams(2025, 6, 20, 9), {"birthday": "1990-06-20"}))),
+    Case("moved_before_it_went_out", (customer(B, birthday=JUNE_10),
+                                      customer(B + HOUR, birthday=date(1990, 6, 7))),
+         ams(2024, 6, 11), emitted=((ams(2024, 6, 7, 9), {"birthday": "1990-06-07"}),)),
+    Case("no_consent_every_year", (customer(B, birthday=JUNE_10),), ams(2025, 6, 11),
+         dropped=((Status.SUPPRESSED, "no_consent"), (Status.SUPPRESSED, "no_consent")),
+         config=JourneyConfig()),
+    Case("consent_given_on_the_day", (customer(B, birthday=JUNE_10),
+                                      customer(ams(2024, 6, 10, 15), consent=True)),
+         ams(2024, 6, 11), dropped=((Status.SUPPRESSED, "no_consent"),),
+         config=JourneyConfig()),
+    Case("deferred_by_the_frequency_cap", (customer(B, birthday=JUNE_10),
+                                           view(ams(2024, 6, 9, 17))),
+         ams(2024, 6, 11), emitted=((ams(2024, 6, 10, 11), AT_34),)),
+    Case("29_february_in_a_common_year", (customer(B, birthday=date(1992, 2, 29)),),
+         ams(2025, 3, 1), emitted=((ams(2025, 2, 28, 9), {"birthday": "1992-02-29", "age": "33"}),)),
+    Case("told_long_ago_replayed", (customer(ams(2023, 1, 1), birthday=JUNE_10),),
+         ams(2024, 6, 11), emitted=((ams(2024, 6, 10, 9), AT_34),),
+         dropped=((Status.EXPIRED, "replay_guard"),)),
+    Case("erased", (customer(B, birthday=JUNE_10), erased(B + DAY)), ams(2025, 6, 11)),
+)  # fmt: skip
+def test_birthday(case: Case) -> None:
+    sim = check(T.BIRTHDAY, case)
+    if not sim.state.erased:  # next year's is always pending
+        (pending,) = [t for t in sim.state.timers.values() if t.trigger_type == T.BIRTHDAY]
+        assert pending.due_at > case.until
+
+
 # --- the standard purchase, end to end -------------------------------------------------------
 def test_full_post_purchase_journey() -> None:
     sim = Sim().play(PURCHASE, until=B + 100 * DAY)
@@ -373,3 +438,14 @@ def test_full_post_purchase_journey() -> None:
     ]
     assert sim.dropped() == []
     assert sim.state.timers == {}
+
+
+def test_every_trigger_type_is_in_the_trigger_schema() -> None:
+    """A type of the table the messaging topic cannot carry would fail at its first emit."""
+    codec = Codec.load()
+    sim = Sim().play((customer(B, birthday=JUNE_10),), until=ams(2024, 6, 11))
+    (trigger,) = sim.emitted(T.BIRTHDAY)
+    assert codec.decode(codec.encode(trigger), Trigger) == trigger
+    newest = max(codec.versions("Trigger").values(), key=lambda v: v.version)
+    (field_,) = [f for f in newest.schema["fields"] if f["name"] == "trigger_type"]
+    assert set(field_["type"]["symbols"]) == set(SPECS)
