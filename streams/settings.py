@@ -13,24 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import PydanticBaseEnvSettingsSource
 
-from streams.durations import DurationMs, parse_duration_ms
+from streams.durations import DurationMs
+from streams.durations import parse_duration_ms as parse_duration_ms  # moved there; re-exported
 from streams.journey.config import JourneyConfig
-
-__all__ = [
-    "ENV_PREFIX",
-    "DurationMs",
-    "Settings",
-    "load_settings",
-    "parse_duration_ms",
-    "variable_names",
-]
 
 ENV_PREFIX = "JOURNEY_"
 

@@ -464,9 +464,17 @@ def _customer_changed(
             state.blocked = None if state.blocked == Reason.BOUNCED else state.blocked
     if event.time_zone and _zone(event.time_zone) is not None:  # an unknown zone is no zone
         state.time_zone = event.time_zone
-    if event.birthday is not None:  # Avro date: days since 1970-01-01
-        born = _EPOCH + timedelta(days=event.birthday)
+    born = _avro_date(event.birthday)
+    if born is not None:
         schedule(SPECS[T.BIRTHDAY], state, event, config, out, on=born)
+
+
+def _avro_date(days: int | None) -> date | None:
+    """Days since 1970-01-01; one beyond the calendar (year 10000) is no date at all."""
+    try:
+        return _EPOCH + timedelta(days=days) if days is not None else None
+    except OverflowError:
+        return None
 
 
 def _erase(state: JourneyState, out: list[Decision]) -> tuple[JourneyState, list[Decision]]:

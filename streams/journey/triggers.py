@@ -83,6 +83,8 @@ class TriggerSpec:
         unknown = [s for s in named if s is not None and s not in _SETTINGS]
         if unknown:
             raise ValueError(f"{self.type}: {unknown} are not JourneyConfig settings")
+        if self.yearly is not None and not self.one_per_customer:
+            raise ValueError(f"{self.type}: a yearly trigger is one per customer")
         if self.window is not None:
             _ = self.window_reason  # a window needs its Reason: ValueError if missing
 

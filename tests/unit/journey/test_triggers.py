@@ -7,7 +7,7 @@ trigger type: the Emits (time and attributes) and the Drops (status and reason).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -449,3 +449,12 @@ def test_every_trigger_type_is_in_the_trigger_schema() -> None:
     newest = max(codec.versions("Trigger").values(), key=lambda v: v.version)
     (field_,) = [f for f in newest.schema["fields"] if f["name"] == "trigger_type"]
     assert set(field_["type"]["symbols"]) == set(SPECS)
+
+
+@pytest.mark.parametrize("days", [10**9, -(10**9)])
+def test_a_birthday_beyond_the_calendar_is_no_birthday(days: int) -> None:
+    told = replace(customer(B, consent=True), birthday=days)
+    sim = Sim().play((told, cart_add(B + HOUR)), until=B + 3 * HOUR)
+    assert sim.state.consent is True  # the rest of the update counts
+    assert not sim.schedules(T.BIRTHDAY)
+    assert [t.trigger_type for t in sim.emitted()] == [T.ABANDONED_CART]
