@@ -27,7 +27,7 @@ from schemas.codec import Codec
 from schemas.records import CartChanged, CustomerChanged
 from streams.clock import Clock
 from streams.engine import JourneyEngine, tune_gc
-from streams.journey.decisions import JourneyConfig
+from streams.journey.config import JourneyConfig
 from streams.journey.model import new_state, step
 
 

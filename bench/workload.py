@@ -18,7 +18,7 @@ from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS, CartChanged, OrderChanged, OrderItem, Trigger
 from streams.engine import pack
 from streams.ingest import wall_clock_ms
-from streams.journey.decisions import JourneyConfig
+from streams.journey.config import JourneyConfig
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState
 from streams.publish import Publisher
@@ -66,7 +66,7 @@ async def publish_simulation(
         run_id=f"b{seed}",
     )
     out = Published(start_ms=config.start_ms)
-    model_config = JourneyConfig.from_settings(settings)
+    model_config = settings.journey
     states: dict[str, JourneyState] = {}
     seen: set[str] = set()
     publisher = Publisher(settings, codec)
@@ -250,7 +250,7 @@ async def latency_probe(
     orders_topic = settings.topic("orders")
     cart_topic = settings.topic("cart")
     triggers_topic = settings.topic("triggers")
-    delay = settings.abandoned_cart_first_delay
+    delay = settings.journey.abandoned_cart_first_delay
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=1)
     consumer = AIOKafkaConsumer(
         triggers_topic,

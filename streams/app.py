@@ -24,7 +24,6 @@ from sinks.clickhouse.sink import ClickHouseSink
 from streams.clock import Clock
 from streams.engine import JourneyEngine
 from streams.ingest import Headers, Ingest
-from streams.journey.decisions import JourneyConfig
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.web import WebServer
@@ -131,7 +130,7 @@ def create_pipeline(
         journeys,
         sink,
         codec,
-        JourneyConfig.from_settings(settings),
+        settings.journey,
         clock,
         send_trigger,
         observe_lateness=metrics.timer_lateness.observe,

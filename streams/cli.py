@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from streams import simulator
 from streams.logs import setup_logging
 from streams.query import to_json
 from streams.settings import Settings, load_settings
@@ -451,26 +452,28 @@ def dlq_replay(
 def _simulation_options(fn: F) -> F:
     for option in reversed(
         [
-            click.option("--seed", type=int, default=42, show_default=True),
-            click.option("--customers", type=int, default=2000, show_default=True),
+            click.option("--seed", type=int, default=simulator.DEFAULT_SEED, show_default=True),
+            click.option(
+                "--customers", type=int, default=simulator.DEFAULT_CUSTOMERS, show_default=True
+            ),
             click.option(
                 "--rate",
                 type=float,
-                default=1000.0,
+                default=simulator.DEFAULT_RATE,
                 show_default=True,
                 help="At most this many events per second (0 = unlimited).",
             ),
             click.option(
                 "--speed",
                 type=float,
-                default=20000.0,
+                default=simulator.DEFAULT_SPEED,
                 show_default=True,
                 help="Simulated time runs this many times faster than the clock.",
             ),
             click.option(
                 "--bad-rate",
                 type=float,
-                default=0.002,
+                default=simulator.DEFAULT_BAD_EVENT_RATE,
                 show_default=True,
                 help="Fraction of malformed payloads, to show dead-lettering.",
             ),

@@ -93,5 +93,6 @@ def describe_trigger(trigger: Trigger) -> str:
         "REFERRAL_INVITE": f"happy customer: {a.get('kind', '?')} score {a.get('score', '?')}",
         "DETRACTOR_FOLLOW_UP": f"unhappy customer: {a.get('kind', '?')} score "
         f"{a.get('score', '?')}",
+        "BIRTHDAY": f"birthday: turns {a.get('age', '?')} today",
     }.get(trigger.trigger_type, "")
     return f"{trigger.trigger_type:<22} {trigger.customer_id:<18} {why}"

@@ -42,8 +42,9 @@ from sinks.clickhouse.rows import (
 )
 from sinks.clickhouse.sink import ClickHouseSink
 from streams.clock import Clock
-from streams.journey.decisions import Decision, Drop, Emit, Erase, JourneyConfig
-from streams.journey.model import fire_due, new_state, segment, step
+from streams.journey.config import JourneyConfig
+from streams.journey.decisions import Decision, Drop, Emit, Erase, Status
+from streams.journey.model import fire_due, marketing_block, new_state, segment, step
 from streams.journey.state import JourneyState, decode_state, encode_state
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class JourneyEngine:
                         TRIGGERS_TABLE, emitted_row(trigger, topic, partition, offset), topic,
                         partition, offset,
                     )  # fmt: skip
-                    self.decisions[(trigger.trigger_type, "EMITTED")] += 1
+                    self.decisions[(trigger.trigger_type, Status.EMITTED)] += 1
                     self.recent.append(trigger)
                 case Drop():
                     sink.add(
@@ -255,11 +256,7 @@ class JourneyEngine:
                     sink.erase("customer_id", customer_id, ERASE_TABLES)
                     self._cache.pop(customer_id, None)
         if not state.erased:
-            consent = (
-                state.consent
-                if state.consent is not None
-                else self.config.marketing_consent_default
-            ) and state.blocked is None
+            consent = marketing_block(state, self.config) is None
             sink.add_latest(
                 CUSTOMERS_TABLE,
                 state.customer_id,

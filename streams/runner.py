@@ -20,6 +20,7 @@ import faust
 
 from sinks.clickhouse.client import ClickHouse
 from sinks.clickhouse.migrations import apply_migrations
+from streams import simulator
 from streams.app import Pipeline, create_pipeline
 from streams.clock import Clock
 from streams.console import Progress, describe_trigger
@@ -49,11 +50,11 @@ def prepare(settings: Settings, *, create_missing_topics: bool = True) -> int:
 
 @dataclass(frozen=True)
 class SimulationOptions:
-    seed: int = 42
-    customers: int = 2000
-    rate: float = 1000.0
-    speed: float = 20000.0
-    bad_event_rate: float = 0.002
+    seed: int = simulator.DEFAULT_SEED
+    customers: int = simulator.DEFAULT_CUSTOMERS
+    rate: float = simulator.DEFAULT_RATE
+    speed: float = simulator.DEFAULT_SPEED
+    bad_event_rate: float = simulator.DEFAULT_BAD_EVENT_RATE
     max_events: int | None = None
     run_id: str | None = None  # None: derived from the start time, so runs never collide
 
@@ -251,7 +252,6 @@ async def run_simulation(
     progress: Progress | None = None,
     clock: Clock | None = None,
 ) -> Any:
-    from streams import simulator
 
     # Shop time starts at the journey clock's "now" and runs at its speed: both agree.
     start_ms = clock.now_ms() if clock is not None else time.time_ns() // 1_000_000

@@ -8,35 +8,19 @@ milliseconds because the whole pipeline counts time in epoch milliseconds.
 
 from __future__ import annotations
 
-import re
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import PydanticBaseEnvSettingsSource
+
+from streams.durations import DurationMs
+from streams.durations import parse_duration_ms as parse_duration_ms  # moved there; re-exported
+from streams.journey.config import JourneyConfig
 
 ENV_PREFIX = "JOURNEY_"
-
-_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-
-
-def parse_duration_ms(value: Any) -> int:
-    """``"16h"`` -> 57_600_000. A bare number means seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration cannot be a boolean")
-    if isinstance(value, int | float):
-        return int(value * 1000)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(
-            f"{value!r} is not a duration: use a number with ms, s, m, h or d (e.g. 16h, 3d)"
-        )
-    number, unit = match.groups()
-    return int(float(number) * _UNITS_MS[unit or "s"])
-
-
-DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
 
 
 def duration(text: str) -> Any:
@@ -141,42 +125,38 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".local")
     table_store: str = "rocksdb://"
 
-    # --- Journey timing (the contract's defaults) ---------------------------------------------
-    abandoned_cart_first_delay: DurationMs = duration("1h")
-    abandoned_cart_second_delay: DurationMs = duration("24h")
-    browse_abandonment_delay: DurationMs = duration("2h")
-    browse_abandonment_window: DurationMs = duration("7d")
-    delivery_check_in_delay: DurationMs = duration("3d")
-    review_request_delay: DurationMs = duration("14d")
-    nps_survey_delay: DurationMs = duration("7d")
-    nps_survey_window: DurationMs = duration("90d")
-    cross_sell_delay: DurationMs = duration("21d")
-    win_back_delay: DurationMs = duration("90d")
-    referral_window: DurationMs = duration("180d")
-    frequency_cap: DurationMs = duration("16h")
-    frequency_cap_drop_after: DurationMs = duration("72h")
-    quiet_hours_start: int = Field(default=21, ge=0, le=23)
-    quiet_hours_end: int = Field(default=8, ge=0, le=23)
-    default_time_zone: str = "Europe/Amsterdam"
-    sunset_after: int = Field(default=5, ge=1)
-    replay_guard: DurationMs = duration("24h")
-    attribution_window: DurationMs = duration("5d")
-    marketing_consent_default: bool = False
-    seen_event_ids_per_customer: int = Field(default=64, ge=1)
+    # --- The journey: trigger timing, windows and delivery rules (streams/journey/config.py).
+    # Each is read from JOURNEY_<NAME> (JOURNEY_FREQUENCY_CAP, ...), see _JourneyEnvironment.
+    journey: JourneyConfig = JourneyConfig()
 
     # --- Clock: 1 = real time; the simulator and demos run it faster ---------------------------
     clock_speed: float = Field(default=1.0, gt=0)
 
-    @field_validator("default_time_zone")
+    @model_validator(mode="before")
     @classmethod
-    def _known_zone(cls, zone: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    def _flat_journey_names(cls, data: Any) -> Any:
+        """The journey settings go by their flat names (``JOURNEY_FREQUENCY_CAP`` or the keyword
+        ``frequency_cap``) into ``journey``; a ``journey`` given whole wins over them."""
+        if isinstance(data, dict):
+            flat = {k: data.pop(k) for k in list(data) if k in _JourneyEnvironment.NAMES}
+            if flat:
+                nested = data.get("journey") or {}
+                if isinstance(nested, JourneyConfig):
+                    nested = asdict(nested)
+                data["journey"] = {**flat, **nested}
+        return data
 
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {zone!r}") from exc
-        return zone
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        journey = _JourneyEnvironment(settings_cls, env_settings, dotenv_settings)
+        return init_settings, env_settings, journey, dotenv_settings, file_secret_settings
 
     @field_validator("timer_tick_interval", "web_request_timeout", "query_max_execution_time")
     @classmethod
@@ -257,6 +237,39 @@ class Settings(BaseSettings):
                 )
             options["ssl_context"] = context
         return options
+
+
+class _JourneyEnvironment(PydanticBaseSettingsSource):
+    """The nested journey settings keep their flat variable names (``JOURNEY_FREQUENCY_CAP``,
+    not ``JOURNEY_JOURNEY__FREQUENCY_CAP``): deploy files and operators use them. The
+    environment wins over ``.env``, and keywords over both, as for every other setting."""
+
+    NAMES = tuple(f.name for f in fields(JourneyConfig))
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource
+    ) -> None:
+        super().__init__(settings_cls)
+        self.sources = [s for s in sources if isinstance(s, PydanticBaseEnvSettingsSource)]
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the variables itself
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for source in reversed(self.sources):  # the first source (the environment) wins
+            variables = getattr(source, "env_vars", {})
+            for name in self.NAMES:
+                value = variables.get((ENV_PREFIX + name).lower())
+                if value is not None:
+                    values[name] = value
+        return values  # flat: _flat_journey_names nests them, after the sources' precedence
+
+
+def variable_names() -> set[str]:
+    """Every environment variable the settings read."""
+    flat = [name for name in Settings.model_fields if name != "journey"]
+    return {ENV_PREFIX + name.upper() for name in (*flat, *_JourneyEnvironment.NAMES)}
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -153,10 +153,20 @@ class Behaviour:
             raise ValueError("Behaviour.repeat_gap_mean_days must exceed repeat_gap_days[0]")
 
 
+# The one default of each simulation option: the CLI (`journey run`/`simulate`), the runner
+# and SimulationConfig read them. SimulationConfig alone defaults to no malformed payloads:
+# tests, imports and benchmarks generate clean data unless they ask.
+DEFAULT_SEED = 42
+DEFAULT_CUSTOMERS = 2000
+DEFAULT_RATE = 1000.0  # events per second at most
+DEFAULT_SPEED = 20000.0  # simulated time runs this many times faster than the clock
+DEFAULT_BAD_EVENT_RATE = 0.002  # malformed payloads per good event, to show dead-lettering
+
+
 @dataclass(frozen=True, kw_only=True)
 class SimulationConfig:
-    seed: int = 42
-    customers: int = 1000
+    seed: int = DEFAULT_SEED
+    customers: int = DEFAULT_CUSTOMERS
     start_ms: int  # simulated time of the start; the CLI passes "now"
     arrival_window_ms: int = 14 * DAY  # customers' first visits spread over this window
     horizon_ms: int | None = None  # stop after start+horizon; None runs every life to the end

@@ -99,7 +99,7 @@ def apply_migrations(clickhouse: ClickHouse, directory: Path = MIGRATIONS_DIR) -
                 )
             continue
         for statement in migration.statements(
-            db, settings.sink_dedup_window, settings.attribution_window
+            db, settings.sink_dedup_window, settings.journey.attribution_window
         ):
             clickhouse.call(client.command, statement)
         clickhouse.call(
@@ -111,7 +111,7 @@ def apply_migrations(clickhouse: ClickHouse, directory: Path = MIGRATIONS_DIR) -
         done.append(migration)
     for views in repeatable(directory):
         for statement in views.statements(
-            db, settings.sink_dedup_window, settings.attribution_window
+            db, settings.sink_dedup_window, settings.journey.attribution_window
         ):
             clickhouse.call(client.command, statement)
     return done

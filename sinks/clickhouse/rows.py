@@ -20,7 +20,7 @@ from schemas.records import (
     ShipmentChanged,
     Trigger,
 )
-from streams.journey.decisions import Drop
+from streams.journey.decisions import Drop, Segment, Status
 from streams.journey.state import JourneyState
 
 EVENTS_TABLE = "events"
@@ -208,7 +208,7 @@ def emitted_row(trigger: Trigger, topic: str, partition: int, offset: int) -> tu
         trigger.trigger_type,
         trigger.category,
         trigger.customer_id,
-        "EMITTED",
+        Status.EMITTED,
         "",
         trigger.due_at,
         trigger.emitted_at,
@@ -248,7 +248,7 @@ def dropped_row(drop: Drop, stage: str, topic: str, partition: int, offset: int)
 
 def customer_row(
     state: JourneyState,
-    segment: str,
+    segment: Segment,
     consent: bool,
     now: int,
     topic: str,

@@ -1,21 +1,79 @@
-"""What the journey model decides, and the configuration it decides with."""
+"""What the journey model decides, and the values its decisions take.
+
+The enumerations are ``StrEnum``: each member is its string, so records, ClickHouse rows and
+the encoded state hold the plain values while the code names the allowed ones.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from enum import StrEnum
 
 from schemas.records import Trigger
-from streams.settings import Settings
 
-# Final statuses of a trigger decision (the contract's journey.triggers.status).
-EMITTED = "EMITTED"
-SUPPRESSED = "SUPPRESSED"
-EXPIRED = "EXPIRED"
-CANCELLED = "CANCELLED"
 
-TRANSACTIONAL = "TRANSACTIONAL"
-MARKETING = "MARKETING"
+class Status(StrEnum):
+    """The final status of a trigger decision (the contract's ``journey.triggers.status``)."""
+
+    EMITTED = "EMITTED"
+    SUPPRESSED = "SUPPRESSED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+
+class Category(StrEnum):
+    """Marketing obeys consent, bounces, the frequency cap, quiet hours and sunset."""
+
+    TRANSACTIONAL = "TRANSACTIONAL"
+    MARKETING = "MARKETING"
+
+
+class Stage(StrEnum):
+    """Where a customer is in the journey (the seeds' five stages)."""
+
+    AWARENESS = "AWARENESS"
+    CONSIDERATION = "CONSIDERATION"
+    PURCHASE = "PURCHASE"
+    SERVICE = "SERVICE"
+    ADVOCACY = "ADVOCACY"
+
+
+class Segment(StrEnum):
+    """PROSPECT: no order; NEW: one; REPEAT: two or more; LAPSED: none for the win-back delay."""
+
+    PROSPECT = "PROSPECT"
+    NEW = "NEW"
+    REPEAT = "REPEAT"
+    LAPSED = "LAPSED"
+
+
+class Reason(StrEnum):
+    """Why a trigger was not emitted (``journey.triggers.reason``)."""
+
+    # CANCELLED: an exit condition of the trigger type (triggers.SPECS)
+    ORDER_CANCELLED = "order_cancelled"
+    ORDER_REFUNDED = "order_refunded"
+    ORDER_RETURNED = "order_returned"
+    ALREADY_REVIEWED = "already_reviewed"
+    ORDER_PLACED = "order_placed"
+    CART_EMPTIED = "cart_emptied"
+    CART_ADD = "cart_add"
+    NEWER_ORDER = "newer_order"
+    NEW_ORDER = "new_order"
+    # EXPIRED: due longer ago than the replay guard
+    REPLAY_GUARD = "replay_guard"
+    # SUPPRESSED: a delivery rule of marketing
+    NO_CONSENT = "no_consent"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    UNENGAGED = "unengaged"
+    FREQUENCY_CAP = "frequency_cap"
+    # SUPPRESSED: at most once per window (``<trigger type>_window``)
+    BROWSE_ABANDONMENT_WINDOW = "browse_abandonment_window"
+    NPS_SURVEY_WINDOW = "nps_survey_window"
+    REFERRAL_INVITE_WINDOW = "referral_invite_window"
+    BIRTHDAY_WINDOW = "birthday_window"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +89,10 @@ class Drop:
 
     trigger_id: str
     trigger_type: str
-    category: str
+    category: Category
     customer_id: str
-    status: str
-    reason: str
+    status: Status
+    reason: Reason
     due_at: int
     decided_at: int
     order_id: str | None = None
@@ -73,56 +131,3 @@ def trigger_id(customer_id: str, trigger_type: str, subject: str, source_event_i
     """Deterministic: the same input history gives the same id, so the sender can deduplicate."""
     text = f"{customer_id}\x1f{trigger_type}\x1f{subject}\x1f{source_event_id}"
     return "t-" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class JourneyConfig:
-    """The settings the model uses, in milliseconds, as a small immutable value."""
-
-    abandoned_cart_first_delay: int = 3_600_000
-    abandoned_cart_second_delay: int = 86_400_000
-    browse_abandonment_delay: int = 7_200_000
-    browse_abandonment_window: int = 7 * 86_400_000
-    delivery_check_in_delay: int = 3 * 86_400_000
-    review_request_delay: int = 14 * 86_400_000
-    nps_survey_delay: int = 7 * 86_400_000
-    nps_survey_window: int = 90 * 86_400_000
-    cross_sell_delay: int = 21 * 86_400_000
-    win_back_delay: int = 90 * 86_400_000
-    referral_window: int = 180 * 86_400_000
-    frequency_cap: int = 16 * 3_600_000
-    frequency_cap_drop_after: int = 72 * 3_600_000
-    quiet_hours_start: int = 21
-    quiet_hours_end: int = 8
-    default_time_zone: str = "Europe/Amsterdam"
-    sunset_after: int = 5
-    replay_guard: int = 86_400_000
-    marketing_consent_default: bool = False
-    seen_event_ids: int = 64
-    max_orders_kept: int = 20
-    max_carts_kept: int = 10
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> JourneyConfig:
-        return cls(
-            abandoned_cart_first_delay=settings.abandoned_cart_first_delay,
-            abandoned_cart_second_delay=settings.abandoned_cart_second_delay,
-            browse_abandonment_delay=settings.browse_abandonment_delay,
-            browse_abandonment_window=settings.browse_abandonment_window,
-            delivery_check_in_delay=settings.delivery_check_in_delay,
-            review_request_delay=settings.review_request_delay,
-            nps_survey_delay=settings.nps_survey_delay,
-            nps_survey_window=settings.nps_survey_window,
-            cross_sell_delay=settings.cross_sell_delay,
-            win_back_delay=settings.win_back_delay,
-            referral_window=settings.referral_window,
-            frequency_cap=settings.frequency_cap,
-            frequency_cap_drop_after=settings.frequency_cap_drop_after,
-            quiet_hours_start=settings.quiet_hours_start,
-            quiet_hours_end=settings.quiet_hours_end,
-            default_time_zone=settings.default_time_zone,
-            sunset_after=settings.sunset_after,
-            replay_guard=settings.replay_guard,
-            marketing_consent_default=settings.marketing_consent_default,
-            seen_event_ids=settings.seen_event_ids_per_customer,
-        )

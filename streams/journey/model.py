@@ -5,18 +5,20 @@ shop time (an abandoned-cart reminder is due one hour after the last cart change
 the clock reaches them. Both functions take ownership of the state they are given and return it
 updated, with the decisions taken:
 
-* every trigger is first a :class:`Timer` (immediate ones are due at their event's time), then
-  ``_evaluate`` decides: CANCELLED (an exit condition), EXPIRED (replay guard), SUPPRESSED
-  (consent, bounce or complaint, sunset, a once-per-window rule, the frequency cap beyond 72 h),
-  deferred (quiet hours, frequency cap), or EMITTED;
+* every trigger is first a :class:`Timer`, set by ``schedule`` from its entry in
+  ``triggers.SPECS`` (immediate ones are due at their event's time), then ``_evaluate``
+  decides: CANCELLED (an exit condition), EXPIRED (replay guard), SUPPRESSED (consent, bounce
+  or complaint, sunset, a once-per-window rule, the frequency cap beyond 72 h), deferred (quiet
+  hours, frequency cap), or EMITTED;
 * exit conditions are checked when a trigger is scheduled, after every event of the customer,
   and when its timer fires.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from itertools import count
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -31,24 +33,29 @@ from schemas.records import (
     ShipmentChanged,
     Trigger,
 )
-from streams.journey import triggers as T
+from streams.journey import triggers
+from streams.journey.config import JourneyConfig
 from streams.journey.decisions import (
-    CANCELLED,
-    EXPIRED,
-    MARKETING,
-    SUPPRESSED,
+    Category,
     Decision,
     Drop,
     Emit,
     Erase,
-    JourneyConfig,
+    Reason,
     Schedule,
+    Segment,
+    Stage,
+    Status,
     Unschedule,
     trigger_id,
 )
 from streams.journey.state import Cart, JourneyState, Order, Timer
+from streams.journey.triggers import SPECS, TriggerSpec
+from streams.journey.triggers import TriggerType as T
 
 _T = TypeVar("_T")
+DAY = 86_400_000
+_EPOCH = date(1970, 1, 1)
 
 
 def new_state(customer_id: str) -> JourneyState:
@@ -64,8 +71,8 @@ def step(
     if state.erased or event.event_id in state.seen:
         return state, out
     state.seen.append(event.event_id)
-    if len(state.seen) > config.seen_event_ids:
-        del state.seen[: len(state.seen) - config.seen_event_ids]
+    if len(state.seen) > config.seen_event_ids_per_customer:
+        del state.seen[: len(state.seen) - config.seen_event_ids_per_customer]
     if state.first_seen_at is None or event.occurred_at < state.first_seen_at:
         state.first_seen_at = event.occurred_at
     state.updated_at = max(state.updated_at, event.occurred_at)
@@ -89,12 +96,12 @@ def step(
         case CustomerChanged():
             if event.action == "ERASED":
                 return _erase(state, out)
-            _customer_changed(state, event)
+            _customer_changed(state, event, config, out)
 
     _cancel_exited(state, now, out)
     # Triggers caused by this event itself (confirmations, follow-ups) are decided at once.
     for key, timer in list(state.timers.items()):
-        if timer.source_event_id == event.event_id and timer.trigger_type in _IMMEDIATE:
+        if timer.source_event_id == event.event_id and SPECS[timer.trigger_type].immediate:
             _evaluate(state, key, timer, now, config, out)
     return state, out
 
@@ -109,35 +116,43 @@ def fire_due(
     return state, out
 
 
-def segment(state: JourneyState, now: int, config: JourneyConfig) -> str:
+def segment(state: JourneyState, now: int, config: JourneyConfig) -> Segment:
     if state.orders_count == 0 or state.last_order_at is None:
-        return "PROSPECT"
+        return Segment.PROSPECT
     if now - state.last_order_at >= config.win_back_delay:
-        return "LAPSED"
-    return "NEW" if state.orders_count == 1 else "REPEAT"
+        return Segment.LAPSED
+    return Segment.NEW if state.orders_count == 1 else Segment.REPEAT
+
+
+def marketing_block(state: JourneyState, config: JourneyConfig) -> Reason | None:
+    """The consent rule: why marketing may not reach this customer (None: it may). Their last
+    word (consent given, refused, unsubscribed, resubscribed) or else the default; a bounce or
+    complaint stops marketing too."""
+    consent = state.consent if state.consent is not None else config.marketing_consent_default
+    if not consent:
+        return Reason.NO_CONSENT
+    return state.blocked
 
 
 # --- events ----------------------------------------------------------------------------------
 def _page_viewed(
     state: JourneyState, event: PageViewed, config: JourneyConfig, out: list[Decision]
 ) -> None:
-    if event.page_type in ("PRODUCT", "CART", "CHECKOUT") and state.stage == "AWARENESS":
-        state.stage = "CONSIDERATION"
+    if event.page_type in ("PRODUCT", "CART", "CHECKOUT") and state.stage == Stage.AWARENESS:
+        state.stage = Stage.CONSIDERATION
     if event.page_type != "PRODUCT" or not event.product_id:
         return
     state.last_product_view_at = max(state.last_product_view_at or 0, event.occurred_at)
     attributes = {"product_id": event.product_id, "viewed_at": str(event.occurred_at)}
     if event.category:
         attributes["category"] = event.category
-    # One pending browse reminder per customer, about the latest product viewed.
-    _schedule(
+    schedule(
+        SPECS[T.BROWSE_ABANDONMENT],
         state,
-        key=T.BROWSE_ABANDONMENT,
-        trigger_type=T.BROWSE_ABANDONMENT,
-        subject=event.product_id,
-        due_at=event.occurred_at + config.browse_abandonment_delay,
-        event=event,
-        out=out,
+        event,
+        config,
+        out,
+        about=event.product_id,
         attributes=attributes,
     )
 
@@ -176,30 +191,26 @@ def _cart_changed(
     if event.occurred_at >= cart.last_change_at:
         cart.last_change_at = event.occurred_at
         cart.last_change_event = event.event_id
-    if state.stage != "PURCHASE":
-        state.stage = "CONSIDERATION"
+    if state.stage != Stage.PURCHASE:
+        state.stage = Stage.CONSIDERATION
     if not cart.lines:
         return  # _cancel_exited records the pending reminders as CANCELLED (cart_emptied)
-    delays = (config.abandoned_cart_first_delay, config.abandoned_cart_second_delay)
-    for reminder, delay in enumerate(delays, start=1):
-        if reminder <= cart.reminders_emitted:
-            continue
-        _schedule(
-            state,
-            key=f"{T.ABANDONED_CART}:{cart.cart_id}:{reminder}",
-            trigger_type=T.ABANDONED_CART,
-            subject=f"{cart.cart_id}#{reminder}",
-            due_at=cart.last_change_at + delay,
-            event=event,
-            out=out,
-            cart_id=cart.cart_id,
-            attributes=_cart_attributes(cart, reminder),
-        )
+    schedule(
+        SPECS[T.ABANDONED_CART],
+        state,
+        event,
+        config,
+        out,
+        about=cart.cart_id,
+        since=cart.last_change_at,
+        sent=cart.reminders_emitted,
+        cart_id=cart.cart_id,
+        attributes=_cart_attributes(cart),
+    )
 
 
-def _cart_attributes(cart: Cart, reminder: int) -> dict[str, str]:
+def _cart_attributes(cart: Cart) -> dict[str, str]:
     attributes = {
-        "reminder": str(reminder),
         "cart_lines": ",".join(f"{p}x{q}" for p, q in sorted(cart.lines.items())),
         "items": str(sum(cart.lines.values())),
     }
@@ -233,10 +244,10 @@ def _order_changed(
             state.carts[event.cart_id].ordered = True
         state.unengaged = 0  # ordering is engagement: it lifts a sunset
         if state.last_order_at is None or event.occurred_at >= state.last_order_at:
-            state.stage = "PURCHASE"
+            state.stage = Stage.PURCHASE
         if not order.cancelled and not order.confirmed:
             order.confirmed = True
-            _confirm(state, order, event, first=state.orders_count == 0, out=out)
+            _confirm(state, order, event, config, first=state.orders_count == 0, out=out)
     elif event.status == "CANCELLED":
         order.cancelled = True
     elif event.status == "REFUNDED":
@@ -254,7 +265,13 @@ def _revenue(order: Order) -> int:
 
 
 def _confirm(
-    state: JourneyState, order: Order, event: OrderChanged, *, first: bool, out: list[Decision]
+    state: JourneyState,
+    order: Order,
+    event: OrderChanged,
+    config: JourneyConfig,
+    *,
+    first: bool,
+    out: list[Decision],
 ) -> None:
     attributes = {
         "first_order": "true" if first else "false",
@@ -266,14 +283,13 @@ def _confirm(
         attributes["categories"] = ",".join(order.categories)
     if event.coupon:
         attributes["coupon"] = event.coupon
-    _schedule(
+    schedule(
+        SPECS[T.ORDER_CONFIRMATION],
         state,
-        key=f"{T.ORDER_CONFIRMATION}:{order.order_id}",
-        trigger_type=T.ORDER_CONFIRMATION,
-        subject=order.order_id,
-        due_at=event.occurred_at,
-        event=event,
-        out=out,
+        event,
+        config,
+        out,
+        about=order.order_id,
         order_id=order.order_id,
         cart_id=event.cart_id,
         attributes=attributes,
@@ -303,16 +319,17 @@ def _follow_last_order(
     if sent is not None and sent >= state.last_order_at:
         return  # sent after this order already (a newer order was cancelled): same lapse
     state.win_back_order = state.last_order_id
-    _schedule(
+    attributes = {"last_order_at": str(state.last_order_at), "orders": str(state.orders_count)}
+    schedule(
+        SPECS[T.WIN_BACK],
         state,
-        key=f"{T.WIN_BACK}:{state.last_order_id}",
-        trigger_type=T.WIN_BACK,
-        subject=state.last_order_id,
-        due_at=state.last_order_at + config.win_back_delay,
-        event=event,
-        out=out,
+        event,
+        config,
+        out,
+        about=state.last_order_id,
+        since=state.last_order_at,
         order_id=state.last_order_id,
-        attributes={"last_order_at": str(state.last_order_at), "orders": str(state.orders_count)},
+        attributes=attributes,
     )
 
 
@@ -335,9 +352,9 @@ def _shipment_changed(
     if (
         event.status in ("SHIPPED", "OUT_FOR_DELIVERY", "DELIVERED", "DELIVERY_FAILED")
         and state.last_order_id in (None, order.order_id)
-        and state.stage != "ADVOCACY"
+        and state.stage != Stage.ADVOCACY
     ):
-        state.stage = "SERVICE"
+        state.stage = Stage.SERVICE
     if event.status == "SHIPPED" and event.shipment_id not in order.shipments_notified:
         order.shipments_notified.append(event.shipment_id)
         attributes = {}
@@ -345,14 +362,13 @@ def _shipment_changed(
             value = getattr(event, name)
             if value:
                 attributes[name] = value
-        _schedule(
+        schedule(
+            SPECS[T.SHIPPING_CONFIRMATION],
             state,
-            key=f"{T.SHIPPING_CONFIRMATION}:{event.shipment_id}",
-            trigger_type=T.SHIPPING_CONFIRMATION,
-            subject=event.shipment_id,
-            due_at=event.occurred_at,
-            event=event,
-            out=out,
+            event,
+            config,
+            out,
+            about=event.shipment_id,
             order_id=order.order_id,
             shipment_id=event.shipment_id,
             attributes=attributes,
@@ -375,27 +391,25 @@ def _schedule_post_delivery(
     config: JourneyConfig,
     out: list[Decision],
 ) -> None:
-    delivered = event.occurred_at
-    attributes = {"delivered_at": str(delivered)}
+    attributes = {"delivered_at": str(event.occurred_at)}
     if order.categories:
         attributes["categories"] = ",".join(order.categories)
-    for trigger_type, delay in (
-        (T.DELIVERY_CHECK_IN, config.delivery_check_in_delay),
-        (T.NPS_SURVEY, config.nps_survey_delay),
-        (T.REVIEW_REQUEST, config.review_request_delay),
-        (T.CROSS_SELL, config.cross_sell_delay),
+    for trigger_type in (
+        T.DELIVERY_CHECK_IN,
+        T.NPS_SURVEY,
+        T.REVIEW_REQUEST,
+        T.CROSS_SELL,
     ):
-        _schedule(
+        schedule(
+            SPECS[trigger_type],
             state,
-            key=f"{trigger_type}:{order.order_id}",
-            trigger_type=trigger_type,
-            subject=order.order_id,
-            due_at=delivered + delay,
-            event=event,
-            out=out,
+            event,
+            config,
+            out,
+            about=order.order_id,
             order_id=order.order_id,
             shipment_id=event.shipment_id,
-            attributes=dict(attributes),
+            attributes=attributes,
         )
 
 
@@ -417,22 +431,21 @@ def _feedback_given(
     if event.product_id:
         attributes["product_id"] = event.product_id
     if promoter:
-        state.stage = "ADVOCACY"
+        state.stage = Stage.ADVOCACY
         trigger_type = T.REFERRAL_INVITE
     elif detractor:
-        if state.stage == "ADVOCACY":
-            state.stage = "SERVICE"
+        if state.stage == Stage.ADVOCACY:
+            state.stage = Stage.SERVICE
         trigger_type = T.DETRACTOR_FOLLOW_UP
     else:
         return
-    _schedule(
+    schedule(
+        SPECS[trigger_type],
         state,
-        key=f"{trigger_type}:{event.event_id}",
-        trigger_type=trigger_type,
-        subject=event.event_id,
-        due_at=event.occurred_at,
-        event=event,
-        out=out,
+        event,
+        config,
+        out,
+        about=event.event_id,
         order_id=event.order_id,
         attributes=attributes,
     )
@@ -448,18 +461,31 @@ def _engagement(state: JourneyState, event: MessageEngagement) -> None:
             state.consent = True
             state.blocked = None
         case "BOUNCED":
-            state.blocked = "bounced"
+            state.blocked = Reason.BOUNCED
         case "COMPLAINED":
-            state.blocked = "complained"
+            state.blocked = Reason.COMPLAINED
 
 
-def _customer_changed(state: JourneyState, event: CustomerChanged) -> None:
+def _customer_changed(
+    state: JourneyState, event: CustomerChanged, config: JourneyConfig, out: list[Decision]
+) -> None:
     if event.marketing_consent is not None:
         state.consent = event.marketing_consent
         if event.marketing_consent:
-            state.blocked = None if state.blocked == "bounced" else state.blocked
+            state.blocked = None if state.blocked == Reason.BOUNCED else state.blocked
     if event.time_zone and _zone(event.time_zone) is not None:  # an unknown zone is no zone
         state.time_zone = event.time_zone
+    born = _avro_date(event.birthday)
+    if born is not None:
+        schedule(SPECS[T.BIRTHDAY], state, event, config, out, on=born)
+
+
+def _avro_date(days: int | None) -> date | None:
+    """Days since 1970-01-01; one beyond the calendar (year 10000) is no date at all."""
+    try:
+        return _EPOCH + timedelta(days=days) if days is not None else None
+    except OverflowError:
+        return None
 
 
 def _erase(state: JourneyState, out: list[Decision]) -> tuple[JourneyState, list[Decision]]:
@@ -470,52 +496,120 @@ def _erase(state: JourneyState, out: list[Decision]) -> tuple[JourneyState, list
 
 
 # --- timers ----------------------------------------------------------------------------------
-def _schedule(
+def schedule(
+    spec: TriggerSpec,
     state: JourneyState,
-    *,
-    key: str,
-    trigger_type: str,
-    subject: str,
-    due_at: int,
     event: InputEvent,
+    config: JourneyConfig,
     out: list[Decision],
+    *,
+    about: str = "",
+    since: int | None = None,
+    sent: int = 0,
+    on: date | None = None,
     order_id: str | None = None,
     cart_id: str | None = None,
     shipment_id: str | None = None,
     attributes: dict[str, str] | None = None,
 ) -> None:
-    """Set (or replace) the timer ``key``. Its id names the event that caused it."""
-    previous = state.timers.get(key)
+    """Set (or replace) the timer of ``spec`` about ``about`` (its order, cart, shipment, event
+    or product), due the spec's delay after ``since`` (default: the event's time). A spec with
+    several delays gets one numbered reminder per delay, from reminder ``sent + 1`` on; a yearly
+    spec is due on the date ``on``, the first time it comes at or after ``since``'s day."""
+    since = event.occurred_at if since is None else since
+    if spec.yearly is not None:
+        if on is None:
+            raise ValueError(f"{spec.type} is yearly: schedule it with its date (on=...)")
+        return _schedule_yearly(spec, state, config, out, on, since, event.event_id)
+    attributes = attributes or {}
+    trigger_type = spec.type.value  # a plain str: the state is encoded with it as a dict key
+    reminders = range(sent + 1, len(spec.delays) + 1) if len(spec.delays) > 1 else (0,)
+    for reminder in reminders:
+        if reminder:  # numbered: one timer per reminder
+            key, subject = f"{trigger_type}:{about}:{reminder}", f"{about}#{reminder}"
+            extra = {"reminder": str(reminder), **attributes}
+        else:
+            key = trigger_type if spec.one_per_customer else f"{trigger_type}:{about}"
+            subject, extra = about, dict(attributes)
+        due_at = since + spec.delay(config, reminder or 1)
+        timer = Timer(
+            trigger_id=trigger_id(state.customer_id, trigger_type, subject, event.event_id),
+            trigger_type=trigger_type,
+            due_at=due_at,
+            fire_at=due_at,
+            source_event_id=event.event_id,
+            order_id=order_id,
+            cart_id=cart_id,
+            shipment_id=shipment_id,
+            attributes=extra,
+        )
+        _set_timer(state, out, key, timer)
+
+
+def _schedule_yearly(
+    spec: TriggerSpec,
+    state: JourneyState,
+    config: JourneyConfig,
+    out: list[Decision],
+    on: date,
+    since: int,
+    source_event_id: str,
+) -> None:
+    """The first occurrence of ``on`` whose local day has not ended at ``since`` (so a date
+    learned on the day itself still counts) and that the spec's window allows."""
+    assert spec.yearly is not None
+    zone = _customer_zone(state, config)
+    hour = time(getattr(config, spec.yearly.hour))
+    today = datetime.fromtimestamp(since / 1000, zone).date()
+    last = state.last_emitted.get(spec.type)
+    window = spec.window_ms(config) or 0
+    for year in count(today.year):
+        day = _in_year(on, year)
+        due_at = int(datetime.combine(day, hour, zone).timestamp() * 1000)
+        if day >= today and (last is None or due_at - last >= window):
+            break
+    attributes = {
+        spec.yearly.date_attribute: on.isoformat(),
+        spec.yearly.years_attribute: str(year - on.year),
+    }
+    previous = state.timers.get(spec.type)
+    if previous is not None and (previous.due_at, previous.attributes) == (due_at, attributes):
+        return  # the same occurrence, told again: keep its id
     timer = Timer(
-        trigger_id=trigger_id(state.customer_id, trigger_type, subject, event.event_id),
-        trigger_type=trigger_type,
+        trigger_id=trigger_id(state.customer_id, spec.type, str(year), source_event_id),
+        trigger_type=spec.type.value,
         due_at=due_at,
         fire_at=due_at,
-        source_event_id=event.event_id,
-        order_id=order_id,
-        cart_id=cart_id,
-        shipment_id=shipment_id,
-        attributes=attributes or {},
+        source_event_id=source_event_id,
+        attributes=attributes,
     )
+    _set_timer(state, out, spec.type.value, timer)
+
+
+def _in_year(day: date, year: int) -> date:
+    try:
+        return day.replace(year=year)
+    except ValueError:  # 29 February in a common year
+        return date(year, 2, 28)
+
+
+def _set_timer(state: JourneyState, out: list[Decision], key: str, timer: Timer) -> None:
+    """Its id names the event that caused it: the same event sets the same timer once."""
+    previous = state.timers.get(key)
     if previous is not None:
         if previous.trigger_id == timer.trigger_id:
             return
         out.append(Unschedule(key, previous.trigger_id))
     state.timers[key] = timer
-    out.append(Schedule(key, timer.trigger_id, trigger_type, due_at))
+    out.append(Schedule(key, timer.trigger_id, timer.trigger_type, timer.due_at))
 
 
 def _cancel_exited(state: JourneyState, now: int, out: list[Decision]) -> None:
     for key, timer in list(state.timers.items()):
-        reason = T.exit_reason(state, timer)
+        reason = triggers.exit_reason(state, timer)
         if reason is not None:
             del state.timers[key]
-            out.append(_drop(state, timer, CANCELLED, reason, now))
-
-
-_IMMEDIATE = frozenset(
-    {T.ORDER_CONFIRMATION, T.SHIPPING_CONFIRMATION, T.REFERRAL_INVITE, T.DETRACTOR_FOLLOW_UP}
-)
+            out.append(_drop(state, timer, Status.CANCELLED, reason, now))
 
 
 def _fire(
@@ -539,36 +633,35 @@ def _evaluate(
     config: JourneyConfig,
     out: list[Decision],
 ) -> None:
-    category = T.CATEGORY[timer.trigger_type]
+    spec = SPECS[timer.trigger_type]
 
-    def finish(status: str, reason: str) -> None:
+    def finish(status: Status, reason: Reason) -> None:
         del state.timers[key]
         out.append(_drop(state, timer, status, reason, now))
+        _next_year(spec, state, timer, now, config, out)
 
-    reason = T.exit_reason(state, timer)
+    reason = triggers.exit_reason(state, timer)
     if reason is not None:
-        return finish(CANCELLED, reason)
+        return finish(Status.CANCELLED, reason)
     # The deferred time counts as the due time for the replay guard.
     if now - timer.fire_at > config.replay_guard:
-        return finish(EXPIRED, "replay_guard")
-    if category == MARKETING:
-        consent = state.consent if state.consent is not None else config.marketing_consent_default
-        if not consent:
-            return finish(SUPPRESSED, "no_consent")
-        if state.blocked is not None:
-            return finish(SUPPRESSED, state.blocked)
-        if state.unengaged >= config.sunset_after:
-            return finish(SUPPRESSED, "unengaged")
-        reason = T.window_reason(state, timer, now, config)
+        return finish(Status.EXPIRED, Reason.REPLAY_GUARD)
+    if spec.category == Category.MARKETING:
+        reason = marketing_block(state, config)
         if reason is not None:
-            return finish(SUPPRESSED, reason)
+            return finish(Status.SUPPRESSED, reason)
+        if state.unengaged >= config.sunset_after:
+            return finish(Status.SUPPRESSED, Reason.UNENGAGED)
+        reason = triggers.window_reason(state, timer, now, config)
+        if reason is not None:
+            return finish(Status.SUPPRESSED, reason)
         at = max(now, timer.fire_at)
         last = state.last_marketing_at
         capped = last is not None and at < last + config.frequency_cap
         send_at = _allowed_time(state, at, config)
         # The original due time decides the drop, however often the trigger was deferred.
         if capped and send_at > timer.due_at + config.frequency_cap_drop_after:
-            return finish(SUPPRESSED, "frequency_cap")
+            return finish(Status.SUPPRESSED, Reason.FREQUENCY_CAP)
         if send_at > now:
             if send_at != timer.fire_at:
                 timer.fire_at = send_at
@@ -576,23 +669,36 @@ def _evaluate(
             return None
     del state.timers[key]
     out.append(Emit(_trigger(state, timer, now)))
-    if timer.trigger_type == T.ABANDONED_CART and timer.cart_id in state.carts:
-        cart = state.carts[timer.cart_id]
-        cart.reminders_emitted = max(cart.reminders_emitted, int(timer.attributes["reminder"]))
-    if category == MARKETING:
+    if spec.on_emit is not None:
+        spec.on_emit(state, timer)
+    if spec.category == Category.MARKETING:
         state.last_marketing_at = now
         state.unengaged += 1
         state.last_emitted[timer.trigger_type] = now
+    _next_year(spec, state, timer, now, config, out)
     return None
+
+
+def _next_year(
+    spec: TriggerSpec,
+    state: JourneyState,
+    timer: Timer,
+    now: int,
+    config: JourneyConfig,
+    out: list[Decision],
+) -> None:
+    """A yearly trigger, once decided, is set for its next occurrence: a day after this one at
+    the earliest, or from now when decided long after (a replay does not walk every year)."""
+    if spec.yearly is None:
+        return
+    on = date.fromisoformat(timer.attributes[spec.yearly.date_attribute])
+    since = max(now, timer.due_at + DAY)
+    _schedule_yearly(spec, state, config, out, on, since, timer.source_event_id)
 
 
 def _allowed_time(state: JourneyState, at: int, config: JourneyConfig) -> int:
     """The first moment at or after ``at`` outside the frequency cap and quiet hours."""
-    zone = (
-        (_zone(state.time_zone) if state.time_zone else None)
-        or _zone(config.default_time_zone)
-        or ZoneInfo("UTC")
-    )
+    zone = _customer_zone(state, config)
     for _ in range(4):
         moved = at
         last = state.last_marketing_at
@@ -603,6 +709,14 @@ def _allowed_time(state: JourneyState, at: int, config: JourneyConfig) -> int:
             return at
         at = moved
     return at
+
+
+def _customer_zone(state: JourneyState, config: JourneyConfig) -> ZoneInfo:
+    return (
+        (_zone(state.time_zone) if state.time_zone else None)
+        or _zone(config.default_time_zone)
+        or ZoneInfo("UTC")
+    )
 
 
 @lru_cache(maxsize=512)
@@ -627,11 +741,11 @@ def _after_quiet_hours(at: int, zone: ZoneInfo, config: JourneyConfig) -> int:
     return int(morning.timestamp() * 1000)
 
 
-def _drop(state: JourneyState, timer: Timer, status: str, reason: str, now: int) -> Drop:
+def _drop(state: JourneyState, timer: Timer, status: Status, reason: Reason, now: int) -> Drop:
     return Drop(
         trigger_id=timer.trigger_id,
         trigger_type=timer.trigger_type,
-        category=T.CATEGORY[timer.trigger_type],
+        category=SPECS[timer.trigger_type].category,
         customer_id=state.customer_id,
         status=status,
         reason=reason,
@@ -646,7 +760,7 @@ def _trigger(state: JourneyState, timer: Timer, now: int) -> Trigger:
     return Trigger(
         trigger_id=timer.trigger_id,
         trigger_type=timer.trigger_type,
-        category=T.CATEGORY[timer.trigger_type],
+        category=SPECS[timer.trigger_type].category,
         customer_id=state.customer_id,
         due_at=timer.fire_at,
         emitted_at=now,

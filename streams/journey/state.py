@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from streams.journey.decisions import Reason, Stage
+
 STATE_VERSION = 1
 
 
@@ -70,11 +72,11 @@ class Timer:
 @dataclass(slots=True)
 class JourneyState:
     customer_id: str
-    stage: str = "AWARENESS"
+    stage: Stage = Stage.AWARENESS
     erased: bool = False
     first_seen_at: int | None = None
     consent: bool | None = None  # None: never said; the setting decides
-    blocked: str | None = None  # "bounced" or "complained": marketing stops
+    blocked: Reason | None = None  # BOUNCED or COMPLAINED: marketing stops
     time_zone: str | None = None
     orders: dict[str, Order] = field(default_factory=dict)
     carts: dict[str, Cart] = field(default_factory=dict)
@@ -151,11 +153,11 @@ def decode_state(data: bytes) -> JourneyState:
     cart_objs = [Cart(*c) for c in carts]
     return JourneyState(
         customer_id=customer_id,
-        stage=stage,
+        stage=Stage(stage),
         erased=erased,
         first_seen_at=first_seen_at,
         consent=consent,
-        blocked=blocked,
+        blocked=Reason(blocked) if blocked is not None else None,
         time_zone=time_zone,
         orders={o.order_id: o for o in order_objs},
         carts={c.cart_id: c for c in cart_objs},

@@ -8,7 +8,10 @@ contract's inputs with ``trigger_id`` (deterministic), not by running the model.
 from __future__ import annotations
 
 import time
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from schemas.codec import Codec
 from schemas.records import (
@@ -58,9 +61,20 @@ def triggers_on_topic(env: Env, expected: int, settle: float = 4.0) -> list[Trig
     return triggers
 
 
+def noon_zone(at: int) -> ZoneInfo:
+    """A zone where it is 12:xx now: the birthday (09:00) of its customers has come today."""
+    offset = (12 - datetime.fromtimestamp(at / 1000, UTC).hour + 12) % 24 - 12  # -12..11 h
+    return ZoneInfo(f"Etc/GMT{-offset:+d}")  # POSIX sign: Etc/GMT-2 is UTC+2
+
+
 def test_scripted_journeys_give_exactly_the_expected_triggers(env: Env, start_worker: Any) -> None:
     t = now_ms()
     buyer, browser, returner, fan = "c-buyer", "c-browser", "c-returner", "c-fan"
+    # A customer who tells their birthday on the day itself: it goes out at once.
+    celebrant, zone = "c-celebrant", noon_zone(t)
+    today = datetime.fromtimestamp(t / 1000, zone).date()
+    born = today.replace(year=1992)  # a leap year: today may be 29 February
+    nine = int(datetime.combine(today, dt_time(9), zone).timestamp() * 1000)
     order_item = OrderItem("sku-1", 2, 1_500, "shoes")
     events = [
         # A buyer: order, shipment, delivery -> confirmation, shipping, then the post-delivery
@@ -78,6 +92,7 @@ def test_scripted_journeys_give_exactly_the_expected_triggers(env: Env, start_wo
         CustomerChanged("f0", fan, t, "UPDATED", True, "Europe/Amsterdam"),
         FeedbackGiven("f1", fan, t + 1, "NPS", 10),
         FeedbackGiven("f2", fan, t + 2, "REVIEW", 1, None, "sku-3", "broke at once"),
+        CustomerChanged("h1", celebrant, t, "UPDATED", True, zone.key, None, (born - date(1970, 1, 1)).days),
     ]  # fmt: skip
     expected = {
         trigger_id(buyer, "ORDER_CONFIRMATION", "o-1", "b1"): ("ORDER_CONFIRMATION", {"first_order": "true", "currency": "EUR"}),
@@ -93,6 +108,7 @@ def test_scripted_journeys_give_exactly_the_expected_triggers(env: Env, start_wo
         trigger_id(returner, "WIN_BACK", "o-r", "r2"): ("WIN_BACK", {}),
         trigger_id(fan, "REFERRAL_INVITE", "f1", "f1"): ("REFERRAL_INVITE", {"score": "10"}),
         trigger_id(fan, "DETRACTOR_FOLLOW_UP", "f2", "f2"): ("DETRACTOR_FOLLOW_UP", {"kind": "REVIEW", "score": "1"}),
+        trigger_id(celebrant, "BIRTHDAY", str(today.year), "h1"): ("BIRTHDAY", {"birthday": born.isoformat(), "age": str(today.year - 1992)}),
     }  # fmt: skip
     env.journey("topics", "create")
     publish(env, as_messages(events))
@@ -108,6 +124,7 @@ def test_scripted_journeys_give_exactly_the_expected_triggers(env: Env, start_wo
         assert attributes.items() <= trigger.attributes.items(), (trigger_type, trigger.attributes)
         assert trigger.emitted_at >= trigger.due_at - 1_000
     assert got[trigger_id(buyer, "WIN_BACK", "o-1", "b1")].due_at == t + 6_000
+    assert got[trigger_id(celebrant, "BIRTHDAY", str(today.year), "h1")].due_at == nine
     # The browse reminder cancelled by the cart add is recorded too. (The returner's order may be
     # consumed before their cart change, which then is history: no reminder is even scheduled.)
     worker.wait_until(lambda s: s.get("trigger_rows", 0) >= len(expected) + 1)

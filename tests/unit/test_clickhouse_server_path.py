@@ -102,7 +102,7 @@ def test_migrations_run_the_same_statements_on_a_server(server: dict[str, Any]) 
         statement
         for migration in [*discover(), *repeatable()]
         for statement in migration.statements(
-            "shop_journey", s.sink_dedup_window, s.attribution_window
+            "shop_journey", s.sink_dedup_window, s.journey.attribution_window
         )
     ]
     assert commands[2:] == expected

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from streams.metrics import METRIC_NAMES
-from streams.settings import ENV_PREFIX, Settings
+from streams.settings import ENV_PREFIX, Settings, variable_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -41,7 +41,7 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 MIGRATIONS = ROOT / "sinks" / "clickhouse" / "migrations"
 
-SETTINGS_VARIABLES = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+SETTINGS_VARIABLES = variable_names()
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 YAML_FILES = sorted(
     path

@@ -572,3 +572,18 @@ def test_stats_observe_counts_carts_once() -> None:
         stats.observe(event)
     carts = {c.cart_id for c in of(list(generate(config(customers=20))), CartChanged)}
     assert stats.carts_created == len(carts)
+
+
+def test_each_simulation_option_has_one_default() -> None:
+    """`journey run`/`simulate`, the runner and SimulationConfig agree (they once said 2000,
+    2000 and 1000 customers)."""
+    from streams.cli import simulate
+    from streams.runner import SimulationOptions
+
+    cli = {p.name: p.default for p in simulate.params}
+    options = SimulationOptions()
+    library = SimulationConfig(start_ms=START)
+    assert cli["seed"] == options.seed == library.seed
+    assert cli["customers"] == options.customers == library.customers == 2000
+    assert (cli["rate"], cli["speed"]) == (options.rate, options.speed)
+    assert cli["bad_rate"] == options.bad_event_rate

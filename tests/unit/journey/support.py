@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,7 +27,8 @@ from schemas.records import (
     ShipmentChanged,
     Trigger,
 )
-from streams.journey.decisions import Decision, Drop, Emit, JourneyConfig, Schedule
+from streams.journey.config import JourneyConfig
+from streams.journey.decisions import Decision, Drop, Emit, Schedule
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState
 
@@ -258,6 +259,7 @@ def customer(
     *,
     consent: bool | None = None,
     time_zone: str | None = None,
+    birthday: date | None = None,
     action: str = "UPDATED",
     event_id: str = "",
     customer: str = CUSTOMER,
@@ -269,6 +271,7 @@ def customer(
         action=action,
         marketing_consent=consent,
         time_zone=time_zone,
+        birthday=(birthday - date(1970, 1, 1)).days if birthday is not None else None,
     )
 
 

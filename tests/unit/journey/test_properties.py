@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.records import CustomerChanged, InputEvent, MessageEngagement
-from streams.journey.decisions import MARKETING, Decision, Drop, Emit, JourneyConfig
+from streams.journey.config import JourneyConfig
+from streams.journey.decisions import Category, Decision, Drop, Emit
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState, decode_state, encode_state
 from tests.unit.journey.support import (
@@ -270,7 +271,7 @@ def test_marketing_only_with_consent_and_never_after_erasure(scenario: Any) -> N
         # Timers due before an event are decided before it is applied: the consent before it.
         for emit in emitted(record):
             assert not tracked.erased, emit
-            if emit.trigger.category == MARKETING:
+            if emit.trigger.category == Category.MARKETING:
                 assert tracked.marketing_allowed(), (emit, tracked)
                 zone = ZoneInfo(tracked.zone or config.default_time_zone)
                 local = datetime.fromtimestamp(emit.trigger.emitted_at / 1000, zone)
@@ -288,7 +289,7 @@ def test_marketing_frequency_cap(scenario: Any) -> None:
     last: dict[str, int] = {}
     for record in run(ops, config).records:
         for emit in emitted(record):
-            if emit.trigger.category != MARKETING:
+            if emit.trigger.category != Category.MARKETING:
                 continue
             previous = last.get(record.customer_id)
             at = emit.trigger.emitted_at

@@ -12,20 +12,18 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from schemas.records import InputEvent
-from streams.journey import triggers as T
+from streams.journey.config import JourneyConfig
 from streams.journey.decisions import (
-    CANCELLED,
-    EXPIRED,
-    SUPPRESSED,
     Decision,
     Drop,
     Emit,
     Erase,
-    JourneyConfig,
     Schedule,
+    Status,
 )
 from streams.journey.model import fire_due, new_state, segment
 from streams.journey.state import STATE_VERSION, JourneyState, decode_state, encode_state
+from streams.journey.triggers import TriggerType as T
 from tests.unit.journey.support import (
     AMS,
     BASE,
@@ -70,23 +68,23 @@ def rows(names: str, *values: tuple[object, ...]) -> pytest.MarkDecorator:
 # The probe is the first abandoned-cart reminder: cart change at B, due at B + 1 h.
 @rows(
     "name, config, before, after, expected",
-    ("default_false", NO_DEFAULT, (), (), (SUPPRESSED, "no_consent")),
+    ("default_false", NO_DEFAULT, (), (), (Status.SUPPRESSED, "no_consent")),
     ("default_true", CONFIG, (), (), ("EMITTED", B + HOUR)),
     ("given_over_default_false", NO_DEFAULT, (customer(B - DAY, consent=True),), (),
      ("EMITTED", B + HOUR)),
     ("refused_over_default_true", CONFIG, (customer(B - DAY, consent=False),), (),
-     (SUPPRESSED, "no_consent")),
+     (Status.SUPPRESSED, "no_consent")),
     ("update_without_consent_keeps_default", NO_DEFAULT,
-     (customer(B - DAY, time_zone="Europe/Amsterdam"),), (), (SUPPRESSED, "no_consent")),
-    ("unsubscribed", CONFIG, (engaged(B - DAY, "UNSUBSCRIBED"),), (), (SUPPRESSED, "no_consent")),
+     (customer(B - DAY, time_zone="Europe/Amsterdam"),), (), (Status.SUPPRESSED, "no_consent")),
+    ("unsubscribed", CONFIG, (engaged(B - DAY, "UNSUBSCRIBED"),), (), (Status.SUPPRESSED, "no_consent")),
     ("unsubscribed_after_consent", NO_DEFAULT,
      (customer(B - DAY, consent=True), engaged(B - HOUR, "UNSUBSCRIBED")), (),
-     (SUPPRESSED, "no_consent")),
+     (Status.SUPPRESSED, "no_consent")),
     ("resubscribed", NO_DEFAULT,
      (engaged(B - DAY, "UNSUBSCRIBED"), engaged(B - HOUR, "RESUBSCRIBED")), (),
      ("EMITTED", B + HOUR)),
-    ("bounced", CONFIG, (engaged(B - DAY, "BOUNCED"),), (), (SUPPRESSED, "bounced")),
-    ("complained", CONFIG, (engaged(B - DAY, "COMPLAINED"),), (), (SUPPRESSED, "complained")),
+    ("bounced", CONFIG, (engaged(B - DAY, "BOUNCED"),), (), (Status.SUPPRESSED, "bounced")),
+    ("complained", CONFIG, (engaged(B - DAY, "COMPLAINED"),), (), (Status.SUPPRESSED, "complained")),
     ("bounced_then_resubscribed", CONFIG,
      (engaged(B - DAY, "BOUNCED"), engaged(B - HOUR, "RESUBSCRIBED")), (), ("EMITTED", B + HOUR)),
     # judgment calls of the model: new consent lifts a bounce, not a complaint
@@ -94,15 +92,15 @@ def rows(names: str, *values: tuple[object, ...]) -> pytest.MarkDecorator:
      (engaged(B - DAY, "BOUNCED"), customer(B - HOUR, consent=True)), (), ("EMITTED", B + HOUR)),
     ("complained_then_consent_given", CONFIG,
      (engaged(B - DAY, "COMPLAINED"), customer(B - HOUR, consent=True)), (),
-     (SUPPRESSED, "complained")),
+     (Status.SUPPRESSED, "complained")),
     ("delivered_opened_clicked_change_nothing", NO_DEFAULT,
      (engaged(B - 3 * HOUR, "DELIVERED"), engaged(B - 2 * HOUR, "OPENED"),
-      engaged(B - HOUR, "CLICKED")), (), (SUPPRESSED, "no_consent")),
+      engaged(B - HOUR, "CLICKED")), (), (Status.SUPPRESSED, "no_consent")),
     # consent is checked when the timer fires, not only when it is set
     ("revoked_while_pending", CONFIG, (), (engaged(B + 30 * MINUTE, "UNSUBSCRIBED"),),
-     (SUPPRESSED, "no_consent")),
+     (Status.SUPPRESSED, "no_consent")),
     ("bounced_while_pending", CONFIG, (), (engaged(B + 30 * MINUTE, "BOUNCED"),),
-     (SUPPRESSED, "bounced")),
+     (Status.SUPPRESSED, "bounced")),
     ("given_while_pending", NO_DEFAULT, (), (customer(B + 30 * MINUTE, consent=True),),
      ("EMITTED", B + HOUR)),
 )  # fmt: skip
@@ -165,8 +163,8 @@ def test_frequency_cap_defers_to_last_plus_16h(name: str, offset: int, emitted_a
     ("default_16h_then_quiet_hours", 16 * HOUR, ("EMITTED", B + 22 * HOUR)),  # 02:00 -> 08:00
     ("cap_70h", 70 * HOUR, ("EMITTED", B + 70 * HOUR)),
     ("exactly_due_plus_72h_is_kept", 73 * HOUR, ("EMITTED", B + 73 * HOUR)),
-    ("beyond_due_plus_72h_dropped", 74 * HOUR, (SUPPRESSED, "frequency_cap")),
-    ("far_beyond", 200 * HOUR, (SUPPRESSED, "frequency_cap")),
+    ("beyond_due_plus_72h_dropped", 74 * HOUR, (Status.SUPPRESSED, "frequency_cap")),
+    ("far_beyond", 200 * HOUR, (Status.SUPPRESSED, "frequency_cap")),
 )  # fmt: skip
 def test_frequency_cap_drop_after_72h(name: str, cap: int, expected: tuple[str, object]) -> None:
     sim = Sim(replace(CONFIG, frequency_cap=cap), start=B - HOUR)
@@ -181,7 +179,7 @@ def test_frequency_cap_drop_after_72h(name: str, cap: int, expected: tuple[str, 
     ("within_72h_of_the_original_due_time", 60 * HOUR, ("EMITTED", B + 3 * DAY + 10 * HOUR)),
     # 08:00 + 66 h = day 4 02:00 -> 08:00: within 72 h of the deferred time (08:00 day 1), but
     # beyond 72 h of the original due time (22:30 day 0): dropped
-    ("beyond_72h_of_the_original_due_time", 66 * HOUR, (SUPPRESSED, "frequency_cap")),
+    ("beyond_72h_of_the_original_due_time", 66 * HOUR, (Status.SUPPRESSED, "frequency_cap")),
 )  # fmt: skip
 def test_frequency_cap_drop_counts_from_the_original_due_time(
     name: str, cap: int, expected: tuple[str, object]
@@ -273,7 +271,7 @@ def test_quiet_hours_defer_a_timer_and_spare_transactional() -> None:
     # cart change at 20:30 -> reminder due 21:30 -> 08:00; an order confirmation at 23:00 is sent
     sim = Sim().play((cart_add(B + 10 * HOUR + 30 * MINUTE, cart="k1"),), until=B + 12 * HOUR)
     sim.play((placed(B + 13 * HOUR, "o9", cart="k9"),), until=B + 2 * DAY)
-    assert fate(sim, REMINDER_1)[0] == CANCELLED  # the order came before 08:00
+    assert fate(sim, REMINDER_1)[0] == Status.CANCELLED  # the order came before 08:00
     sim2 = Sim().play((cart_add(B + 10 * HOUR + 30 * MINUTE),), until=B + 2 * DAY)
     assert fate(sim2, REMINDER_1) == ("EMITTED", local(AMS, 2024, 6, 5, 8))
     (confirmation,) = sim.emitted(T.ORDER_CONFIRMATION)
@@ -299,14 +297,14 @@ PROBE = f"{T.ABANDONED_CART}:probe:1"
 @rows(
     "name, sent, between, expected",
     ("four_unengaged", 4, (), ("EMITTED", PROBE_DAY + HOUR)),
-    ("five_unengaged", 5, (), (SUPPRESSED, "unengaged")),
-    ("six_unengaged_still_stopped", 6, (), (SUPPRESSED, "unengaged")),
+    ("five_unengaged", 5, (), (Status.SUPPRESSED, "unengaged")),
+    ("six_unengaged_still_stopped", 6, (), (Status.SUPPRESSED, "unengaged")),
     ("lifted_by_opened", 5, (engaged(PROBE_DAY - HOUR, "OPENED"),), ("EMITTED", PROBE_DAY + HOUR)),
     ("lifted_by_clicked", 5, (engaged(PROBE_DAY - HOUR, "CLICKED"),),
      ("EMITTED", PROBE_DAY + HOUR)),
     ("lifted_by_an_order", 5, (placed(PROBE_DAY - HOUR, "o1"),), ("EMITTED", PROBE_DAY + HOUR)),
     ("not_lifted_by_delivered", 5, (engaged(PROBE_DAY - HOUR, "DELIVERED"),),
-     (SUPPRESSED, "unengaged")),
+     (Status.SUPPRESSED, "unengaged")),
 )  # fmt: skip
 def test_sunset(
     name: str, sent: int, between: tuple[InputEvent, ...], expected: tuple[str, object]
@@ -314,7 +312,7 @@ def test_sunset(
     sim = Sim().play(unengaged(sent), until=PROBE_DAY - 2 * HOUR)
     emitted = sim.emitted(T.ABANDONED_CART)
     assert len(emitted) == min(sent, 5)
-    assert [d.reason for d in sim.dropped() if d.status == SUPPRESSED] == ["unengaged"] * (
+    assert [d.reason for d in sim.dropped() if d.status == Status.SUPPRESSED] == ["unengaged"] * (
         sent - len(emitted)
     )
     sim.play((*between, cart_add(PROBE_DAY, cart="probe")), until=PROBE_DAY + 2 * HOUR)
@@ -336,11 +334,11 @@ def test_replay_of_old_history_expires_everything() -> None:
     sim.run(B + 10 * DAY)
     assert sim.emitted() == []
     assert [(d.trigger_type, d.status, d.reason) for d in sim.dropped()] == [
-        (T.ABANDONED_CART, EXPIRED, "replay_guard"),  # reminder 1 was due before the order
-        (T.ABANDONED_CART, CANCELLED, "order_placed"),
-        (T.ORDER_CONFIRMATION, EXPIRED, "replay_guard"),
-        (T.REFERRAL_INVITE, EXPIRED, "replay_guard"),
-        (T.BROWSE_ABANDONMENT, EXPIRED, "replay_guard"),
+        (T.ABANDONED_CART, Status.EXPIRED, "replay_guard"),  # reminder 1 was due before the order
+        (T.ABANDONED_CART, Status.CANCELLED, "order_placed"),
+        (T.ORDER_CONFIRMATION, Status.EXPIRED, "replay_guard"),
+        (T.REFERRAL_INVITE, Status.EXPIRED, "replay_guard"),
+        (T.BROWSE_ABANDONMENT, Status.EXPIRED, "replay_guard"),
     ]
     assert all(d.decided_at >= B for d in sim.dropped())
 
@@ -350,8 +348,8 @@ def test_replay_of_old_history_expires_everything() -> None:
     ("on_time", 0, "EMITTED"),
     ("23h_late", 23 * HOUR, "EMITTED"),
     ("exactly_24h_late", 24 * HOUR, "EMITTED"),
-    ("24h_and_1ms_late", 24 * HOUR + 1, EXPIRED),
-    ("a_week_late", 7 * DAY, EXPIRED),
+    ("24h_and_1ms_late", 24 * HOUR + 1, Status.EXPIRED),
+    ("a_week_late", 7 * DAY, Status.EXPIRED),
 )  # fmt: skip
 def test_replay_guard_for_a_timer(name: str, late: int, expected: str) -> None:
     sim = Sim().play((cart_add(B),))
@@ -363,7 +361,7 @@ def test_replay_guard_for_a_timer(name: str, late: int, expected: str) -> None:
 @rows(
     "name, late, expected",
     ("exactly_24h_late", 24 * HOUR, "EMITTED"),
-    ("24h_and_1ms_late", 24 * HOUR + 1, EXPIRED),
+    ("24h_and_1ms_late", 24 * HOUR + 1, Status.EXPIRED),
 )  # fmt: skip
 def test_replay_guard_for_a_transactional_event(name: str, late: int, expected: str) -> None:
     sim = Sim()
@@ -375,7 +373,7 @@ def test_replay_guard_for_a_transactional_event(name: str, late: int, expected: 
     "name, late, expected",
     # 25.5 h after the original due time but 11 h after the deferred one: it counts as due then
     ("11h_after_the_deferred_time", 11 * HOUR, "EMITTED"),
-    ("24h_and_1ms_after_the_deferred_time", 24 * HOUR + 1, EXPIRED),
+    ("24h_and_1ms_after_the_deferred_time", 24 * HOUR + 1, Status.EXPIRED),
 )  # fmt: skip
 def test_replay_guard_counts_the_deferred_time(name: str, late: int, expected: str) -> None:
     # browse reminder at 17:00; cart change at 17:30 -> reminder due 18:30, capped to 09:00
@@ -388,7 +386,7 @@ def test_replay_guard_counts_the_deferred_time(name: str, late: int, expected: s
     sim.log += [(now, d) for d in decisions]
     assert fate(sim, REMINDER_1)[0] == expected
     timer_id = [s.trigger_id for s in sim.schedules() if s.key == REMINDER_1][-1]
-    if expected == EXPIRED:
+    if expected == Status.EXPIRED:
         (drop,) = [d for d in drops(decisions) if d.trigger_id == timer_id]
         assert drop.due_at == B + 8 * HOUR + 30 * MINUTE  # the original due time is recorded
     else:
@@ -418,7 +416,7 @@ def test_exit_checked_when_the_timer_fires(
     assert key in sim.state.timers
     change(sim.state)  # behind the model's back: only the fire-time check can see it
     sim.run(B + 100 * DAY)
-    assert fate(sim, key) == (CANCELLED, reason)
+    assert fate(sim, key) == (Status.CANCELLED, reason)
 
 
 @rows(
@@ -438,7 +436,7 @@ def test_exit_checked_when_the_timer_fires_pre_purchase(
     sim = Sim().play(events)
     change(sim.state)
     sim.run(B + 3 * DAY)
-    assert fate(sim, key) == (CANCELLED, reason)
+    assert fate(sim, key) == (Status.CANCELLED, reason)
 
 
 # --- erasure ---------------------------------------------------------------------------------
@@ -514,13 +512,13 @@ def test_seen_event_ids_are_bounded() -> None:
     for i in range(200):
         sim.send(view(B + i * MINUTE, f"p{i}", event_id=f"v{i}"))
     assert sim.state.seen == [f"v{i}" for i in range(136, 200)]
-    assert len(sim.state.seen) == CONFIG.seen_event_ids == 64
+    assert len(sim.state.seen) == CONFIG.seen_event_ids_per_customer == 64
 
 
 def test_duplicate_beyond_the_bound_keeps_its_trigger_id() -> None:
     # Bounded memory: an id forgotten is processed again, but its trigger keeps the same id, so
     # the sender can still deduplicate it.
-    sim = Sim(replace(CONFIG, seen_event_ids=3))
+    sim = Sim(replace(CONFIG, seen_event_ids_per_customer=3))
     sim.send(nps(B, 0, event_id="x"))
     for i in range(3):
         sim.send(engaged(B + (i + 1) * MINUTE, "DELIVERED", event_id=f"d{i}"))
@@ -574,7 +572,7 @@ def test_cart_change_after_the_order_does_open_a_cart() -> None:
     "name, order_at, reminder",
     # processed late, at 12:00, without the worker firing in between: the event's own time
     # decides whether the customer had acted before the reminder was due
-    ("order_before_the_reminder_was_due", B + 30 * MINUTE, (CANCELLED, "order_placed")),
+    ("order_before_the_reminder_was_due", B + 30 * MINUTE, (Status.CANCELLED, "order_placed")),
     ("order_after_the_reminder_was_due", B + 90 * MINUTE, ("EMITTED", B + 2 * HOUR)),
 )  # fmt: skip
 def test_late_event_is_judged_by_its_own_time(
@@ -583,7 +581,7 @@ def test_late_event_is_judged_by_its_own_time(
     sim = Sim().play((cart_add(B),))
     sim.send(placed(order_at, cart="k1"), now=B + 2 * HOUR, worker=False)
     assert fate(sim, REMINDER_1) == reminder
-    assert fate(sim, f"{T.ABANDONED_CART}:k1:2") == (CANCELLED, "order_placed")
+    assert fate(sim, f"{T.ABANDONED_CART}:k1:2") == (Status.CANCELLED, "order_placed")
 
 
 # --- stage and segment -----------------------------------------------------------------------
