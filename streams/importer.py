@@ -373,8 +373,7 @@ class RowParser:
             return Rejected(
                 line,
                 "too_large",
-                f"line is {raw.length:,} bytes, the limit is {limit} "
-                "(JOURNEY_MAX_VALUE_BYTES)",
+                f"line is {raw.length:,} bytes, the limit is {limit} (JOURNEY_MAX_VALUE_BYTES)",
                 None,
                 head + "...",
             )
