@@ -565,7 +565,7 @@ def simulate(
 
 # --- import -----------------------------------------------------------------------------------
 @main.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())  # the importer says what is wrong with it
 @click.option("--format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto")
 @click.option("--dry-run", is_flag=True, help="Read and validate only; send nothing.")
 @click.option("--errors", "errors", type=click.Path(dir_okay=False), help="Rejected rows -> JSONL.")

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import csv
 import re
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -75,6 +76,10 @@ RECORD_COLUMN: Final = "record"
 COUNT_LIMIT_BYTES: Final = 512 * 1024 * 1024
 # How many rejected rows an ImportResult keeps (all of them go to the ``on_reject`` callback).
 KEEP_REJECTED: Final = 20
+# Lines are read at most this much at a time, so no line is ever held whole beyond its limit.
+_CHUNK: Final = 64 * 1024
+# A rejected over-long line keeps this much of its start, to show which line it was.
+_PREVIEW_CHARS: Final = 200
 
 # The analysts' event types (``journey.events.event_type``): prefix -> record and the enum
 # field the suffix sets, e.g. ``order.placed`` -> OrderChanged with status PLACED. A bare
@@ -143,6 +148,14 @@ class Rejected:
 
 
 Row = Parsed | Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class LongLine:
+    """A line longer than the limit (JOURNEY_MAX_VALUE_BYTES): its length and its start only."""
+
+    length: int
+    head: bytes
 
 
 def _describe(value: Any) -> str:
@@ -352,8 +365,18 @@ class RowParser:
             raise _RowError("bad_key", "customer_id is empty: it is the message key")
         return Parsed(line, target.topic, record)
 
-    def parse_json_line(self, line: int, raw: bytes) -> Row | None:
+    def parse_json_line(self, line: int, raw: bytes | LongLine) -> Row | None:
         """One JSONL line; ``None`` for a blank line."""
+        if isinstance(raw, LongLine):
+            limit = self.codec.max_value_bytes
+            head = raw.head.decode("utf-8", errors="replace")[:_PREVIEW_CHARS]
+            return Rejected(
+                line,
+                "too_large",
+                f"line is {raw.length:,} bytes, the limit is {limit} (JOURNEY_MAX_VALUE_BYTES)",
+                None,
+                head + "...",
+            )
         if not raw.strip():
             return None
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -385,7 +408,7 @@ class RowParser:
             return Rejected(line, exc.reason_code, exc.reason, given, cells)
 
     # --- whole inputs --------------------------------------------------------------------------
-    def parse_jsonl(self, lines: Iterable[bytes]) -> Iterator[Row]:
+    def parse_jsonl(self, lines: Iterable[bytes | LongLine]) -> Iterator[Row]:
         for number, raw in enumerate(lines, start=1):
             row = self.parse_json_line(number, raw)
             if row is not None:
@@ -394,12 +417,13 @@ class RowParser:
     def parse_csv(self, text: Iterable[str]) -> Iterator[Row]:
         """CSV with a header row (``record`` and field names); a text stream or lines.
 
-        Raises :class:`ImportFileError` for a header the rows cannot be read with.
+        Raises :class:`ImportFileError` for a header the rows cannot be read with, or text that
+        is not CSV (a field over ``csv.field_size_limit()``, as from a quote left open).
         """
         reader = csv.reader(iter(text))
         header: list[str] | None = None
         last = 0
-        for cells in reader:
+        for cells in _csv_rows(reader):
             line, last = last + 1, reader.line_num
             if header is None:
                 if not any(c.strip() for c in cells):
@@ -441,6 +465,32 @@ class RowParser:
         return sorted(c for c in header if c not in self.fields)
 
 
+def _csv_rows(reader: Any) -> Iterator[list[str]]:
+    """The rows of a ``csv.reader``; ImportFileError (with the line) where the text is not CSV.
+
+    After a csv.Error the reader cannot be trusted to resynchronise (it may be inside a quoted
+    field), so the file stops there rather than turning the rest into wrong rows.
+    """
+    start = reader.line_num + 1
+    while True:
+        try:
+            cells: list[str] = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problem = str(exc)
+            if "field limit" in problem:
+                problem = (
+                    f"a field is longer than {csv.field_size_limit():,} characters "
+                    "(is a quote left open?)"
+                )
+            raise ImportFileError(
+                f"line {start}: not valid CSV: {problem}; nothing from this line on was read"
+            ) from None
+        start = reader.line_num + 1
+        yield cells
+
+
 def _not_utf8(cells: list[str]) -> bool:
     try:
         for cell in cells:
@@ -476,9 +526,19 @@ def detect_format(path: Path, fmt: str = "auto") -> Format:
 
 
 def _open_binary(path: Path) -> Any:
+    """A regular file, opened for reading; ImportFileError for anything else.
+
+    Devices, pipes and sockets are refused: the file is read more than once (format, header,
+    row count, rows), which would silently lose a pipe's first rows, and ``/dev/zero`` never ends.
+    """
     try:
-        if path.is_dir():
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
             raise ImportFileError(f"{path} is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise ImportFileError(
+                f"{path} is not a regular file (a device, pipe or socket): save it to a file first"
+            )
         return path.open("rb")
     except FileNotFoundError:
         raise ImportFileError(f"{path}: no such file") from None
@@ -486,7 +546,28 @@ def _open_binary(path: Path) -> Any:
         raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def count_rows(path: Path, fmt: Format, limit_bytes: int = COUNT_LIMIT_BYTES) -> int | None:
+def bounded_lines(stream: Any, limit: int) -> Iterator[bytes | LongLine]:
+    """The lines of a binary stream; a line longer than ``limit`` bytes (its line break not
+    counted) is read past in chunks and given as a :class:`LongLine`, never held whole."""
+    while True:
+        raw: bytes = stream.readline(limit + 2)  # room for the line's own "\r\n"
+        if not raw:
+            return
+        if len(raw.rstrip(b"\r\n")) <= limit:
+            yield raw
+            continue
+        length, head = len(raw), raw[: _PREVIEW_CHARS * 4]
+        while not raw.endswith(b"\n"):
+            raw = stream.readline(_CHUNK)
+            if not raw:
+                break
+            length += len(raw)
+        yield LongLine(length, head)
+
+
+def count_rows(
+    path: Path, fmt: Format, line_limit: int, limit_bytes: int = COUNT_LIMIT_BYTES
+) -> int | None:
     """Non-blank lines (minus the CSV header): the progress total. ``None`` for big files."""
     try:
         if path.stat().st_size > limit_bytes:
@@ -495,21 +576,26 @@ def count_rows(path: Path, fmt: Format, limit_bytes: int = COUNT_LIMIT_BYTES) ->
         return None
     count = 0
     with _open_binary(path) as stream:
-        for raw in stream:
-            if raw.strip():
+        for raw in bounded_lines(stream, line_limit):
+            if isinstance(raw, LongLine) or raw.strip():
                 count += 1
     return max(count - 1, 0) if fmt == "csv" else count
 
 
 def read_rows(path: Path, fmt: Format, parser: RowParser) -> Iterator[Row]:
-    """The rows of a file, in file order; ImportFileError if it cannot be read at all."""
+    """The rows of a file, in file order; ImportFileError if it cannot be read at all.
+
+    A JSONL line longer than JOURNEY_MAX_VALUE_BYTES is a rejected row (``too_large``, as the
+    codec says of a value that size); in CSV, where a quoted field may span lines, such a line
+    stops the file (ImportFileError). Either way it is never read into memory whole.
+    """
     stream = _open_binary(path)
     try:
+        lines = bounded_lines(stream, parser.codec.max_value_bytes)
         if fmt == "jsonl":
-            yield from parser.parse_jsonl(stream)
+            yield from parser.parse_jsonl(lines)
             return
-        text = _TextLines(stream)
-        yield from parser.parse_csv(text)
+        yield from parser.parse_csv(_TextLines(lines, parser.codec.max_value_bytes))
     except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     finally:
@@ -520,24 +606,30 @@ class _TextLines:
     """Binary lines -> text (UTF-8, a BOM dropped); bad bytes become surrogates that
     ``parse_csv`` reports per row instead of failing the whole file."""
 
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
+    def __init__(self, lines: Iterable[bytes | LongLine], limit: int) -> None:
+        self._lines = lines
+        self._limit = limit
         self._first = True
 
     def __iter__(self) -> Iterator[str]:
-        for raw in self._stream:
+        for number, raw in enumerate(self._lines, start=1):
+            if isinstance(raw, LongLine):
+                raise ImportFileError(
+                    f"line {number} is {raw.length:,} bytes, the limit is {self._limit} "
+                    "(JOURNEY_MAX_VALUE_BYTES): not a CSV file?"
+                )
             if self._first:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
                 self._first = False
             yield raw.decode("utf-8", "surrogateescape")
 
 
-def csv_header(path: Path) -> tuple[int, list[str]] | None:
+def csv_header(path: Path, line_limit: int) -> tuple[int, list[str]] | None:
     """The CSV header's line and cells (``None`` for a file without any)."""
     with _open_binary(path) as stream:
-        reader = csv.reader(_TextLines(stream))
+        reader = csv.reader(_TextLines(bounded_lines(stream, line_limit), line_limit))
         last = 0
-        for cells in reader:
+        for cells in _csv_rows(reader):
             line, last = last + 1, reader.line_num
             if any(c.strip() for c in cells):
                 return line, cells
@@ -670,10 +762,10 @@ async def run_import(
     parser = RowParser(codec or Codec.load(max_value_bytes=settings.max_value_bytes))
     result = ImportResult(path, kind, dry_run)
     if kind == "csv":
-        header = csv_header(path)
+        header = csv_header(path, parser.codec.max_value_bytes)
         if header is not None:  # a header the rows cannot be read with fails before any send
             result.unknown_columns = parser.unknown_columns(parser.check_header(*header))
-    total = count_rows(path, kind)
+    total = count_rows(path, kind, parser.codec.max_value_bytes)
     publisher: Publisher | None = None
     if not dry_run:
         await verify_layout(settings)  # a missing topic would be auto-created with 1 partition

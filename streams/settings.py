@@ -107,7 +107,10 @@ class Settings(BaseSettings):
     # Host names (besides loopback and web_host) that /sql and the dashboard answer to; a name
     # starting with "." matches every subdomain. Guards against DNS rebinding.
     web_allowed_hosts: str = ""
-    # A client that sends its request this slowly, or stays idle this long, is disconnected.
+    # A connection that has not sent a whole request head (request line and headers) this long
+    # after it opened or after its previous response is closed: slowloris and idle connections.
+    web_header_timeout: DurationMs = duration("10s")
+    # A request body (POST /sql) that takes longer than this to arrive is refused (408).
     web_request_timeout: DurationMs = duration("30s")
     # Analyst SQL (/sql, journey sql, journey report, the dashboard) runs on its own read-only
     # ClickHouse session with these limits, enforced by ClickHouse.
@@ -158,7 +161,12 @@ class Settings(BaseSettings):
         journey = _JourneyEnvironment(settings_cls, env_settings, dotenv_settings)
         return init_settings, env_settings, journey, dotenv_settings, file_secret_settings
 
-    @field_validator("timer_tick_interval", "web_request_timeout", "query_max_execution_time")
+    @field_validator(
+        "timer_tick_interval",
+        "web_header_timeout",
+        "web_request_timeout",
+        "query_max_execution_time",
+    )
     @classmethod
     def _positive_duration(cls, value: int) -> int:
         if value <= 0:

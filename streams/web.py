@@ -155,10 +155,15 @@ class WebServer:
         return f"http://{self.settings.web_host}:{self.settings.web_port}"
 
     async def start(self) -> None:
-        timeout = self.settings.web_request_timeout / 1000
         # handler_cancellation: a client that goes away cancels its handler, and so its query.
+        # keepalive_timeout: aiohttp arms it when a connection opens and after each response, and
+        # closes the connection if no whole request head has arrived by then (bytes trickling in
+        # do not re-arm it): the bound on slow (slowloris) and idle connections.
         self._runner = web.AppRunner(
-            self.app, access_log=None, handler_cancellation=True, keepalive_timeout=timeout
+            self.app,
+            access_log=None,
+            handler_cancellation=True,
+            keepalive_timeout=self.settings.web_header_timeout / 1000,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.web_host, self.settings.web_port)

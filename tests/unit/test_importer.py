@@ -339,7 +339,7 @@ def test_files_formats_counts_bom_and_bad_bytes(tmp_path: Path) -> None:
     jsonl = tmp_path / "history.data"
     jsonl.write_bytes(json_line(cart, "cart") + b"\n" + b'{"record": "cart", "x": "\xff"}\n')
     assert detect_format(jsonl) == "jsonl"
-    assert count_rows(jsonl, "jsonl") == 2
+    assert count_rows(jsonl, "jsonl", 1024) == 2
     rows = list(read_rows(jsonl, "jsonl", PARSER))
     assert [(r.line, type(r).__name__) for r in rows] == [(1, "Parsed"), (3, "Rejected")]
 
@@ -349,8 +349,8 @@ def test_files_formats_counts_bom_and_bad_bytes(tmp_path: Path) -> None:
     assert detect_format(table) == "csv"
     assert detect_format(table, "jsonl") == "jsonl"
     assert detect_format(tmp_path / "x.csv", "auto") == "csv"  # by name, not opened
-    assert count_rows(table, "csv") == 2
-    assert count_rows(table, "csv", limit_bytes=10) is None
+    assert count_rows(table, "csv", 1024) == 2
+    assert count_rows(table, "csv", 1024, limit_bytes=10) is None
     rows = list(read_rows(table, "csv", PARSER))
     assert isinstance(rows[0], Parsed) and rows[0].record == cart
     assert isinstance(rows[1], Rejected)
@@ -429,3 +429,25 @@ def test_the_command_reports_and_exits_0_1_2(
         done = runner.invoke(main, ["import", *args, "--dry-run"])
         assert done.exit_code == 2, done.output
         assert message in done.output
+
+
+def test_a_huge_line_is_never_held_whole(tmp_path: Path) -> None:
+    """A 30 MB line (limit 1 MiB) is rejected while memory stays far below its size."""
+    import tracemalloc
+
+    huge = tmp_path / "huge.jsonl"
+    with huge.open("wb") as out:
+        out.write(b'{"record": "cart", "x": "')
+        for _ in range(30):
+            out.write(b"x" * 1_000_000)
+        out.write(b'"}\n' + json_line(ONE_OF_EACH[1], "cart") + b"\n")
+    tracemalloc.start()
+    try:
+        rows = list(read_rows(huge, "jsonl", PARSER))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(r.line, type(r).__name__) for r in rows] == [(1, "Rejected"), (2, "Parsed")]
+    assert isinstance(rows[0], Rejected) and rows[0].reason_code == "too_large"
+    assert len(rows[0].row) < 1000  # only the line's start is kept, for the report
+    assert peak < 4 * PARSER.codec.max_value_bytes, peak
