@@ -21,11 +21,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from schemas.registry import RegistryRejected, RegistryUnavailable
     from sinks.clickhouse.client import ClickHouseUnavailable
     from sinks.clickhouse.migrations import MigrationError
     from streams.topics import BrokerUnavailable, TopicLayoutError
 
-    return (BrokerUnavailable, TopicLayoutError, ClickHouseUnavailable, MigrationError)
+    return (
+        BrokerUnavailable,
+        TopicLayoutError,
+        ClickHouseUnavailable,
+        MigrationError,
+        RegistryUnavailable,
+        RegistryRejected,
+    )
 
 
 def friendly(fn: F) -> F:
@@ -520,6 +528,34 @@ def import_(ctx: click.Context, file: str, fmt: str, dry_run: bool, errors: str 
         click.echo(result.rejections(errors_path))
     click.secho(result.verdict(), fg="yellow" if result.rejected else "green")
     sys.exit(1 if result.rejected else 0)
+
+
+# --- Schema Registry --------------------------------------------------------------------------
+
+
+@main.group()
+def schemas() -> None:
+    """Our Avro schemas in a Confluent-compatible Schema Registry (JOURNEY_SCHEMA_REGISTRY_URL)."""
+
+
+@schemas.command("register")
+@click.pass_context
+@friendly
+def schemas_register(ctx: click.Context) -> None:
+    """Register every released version of each record under `<topic>-value` (idempotent)."""
+    from streams.schema_registry import register_schemas
+
+    settings = _settings(ctx)
+    if not settings.schema_registry_url:
+        raise click.UsageError("set JOURNEY_SCHEMA_REGISTRY_URL to the registry's URL")
+    from schemas.codec import Codec
+
+    for item in asyncio.run(register_schemas(settings, Codec.load())):
+        checked = {None: "new subject", True: "compatible", False: "NOT compatible"}
+        click.echo(
+            f"{item.subject:<40} {item.record} v{item.version}  id {item.schema_id}  "
+            f"({checked[item.compatible]})"
+        )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 
+from schemas.codec import Codec
 from sinks.clickhouse.client import ClickHouse
 from sinks.clickhouse.migrations import apply_migrations
 from streams.app import Pipeline, create_pipeline
@@ -26,6 +27,7 @@ from streams.console import Progress, describe_trigger
 from streams.engine import tune_gc
 from streams.logs import logging_config
 from streams.publish import Publisher
+from streams.schema_registry import prepare_output_framing
 from streams.settings import Settings
 from streams.topics import create_topics, verify_layout
 
@@ -194,7 +196,9 @@ def run_worker(
     # With the simulator in the same process, the journey clock runs at the simulator's speed
     # from the same moment, so both agree on what time it is in the shop.
     clock = Clock(simulation.speed if simulation is not None else settings.clock_speed)
-    pipeline = create_pipeline(settings, partitions=partitions, clock=clock)
+    codec = Codec.load(max_value_bytes=settings.max_value_bytes)
+    asyncio.run(prepare_output_framing(settings, codec))  # registry ids, if outputs use them
+    pipeline = create_pipeline(settings, partitions=partitions, clock=clock, codec=codec)
     pipeline.sink.setup()
     app = pipeline.app
     display = (

@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     topic_ticks: str = "journey.ticks"
     timer_tick_interval: DurationMs = duration("250ms")
 
+    # --- Schema Registry (Confluent wire format: 0x00 + 4-byte schema id; docs/producing.md) ----
+    schema_registry_url: str = ""  # empty: no registry; such values are dead letters (no_registry)
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+    # How journey.triggers and journey.deadletter are written: Avro single-object encoding, or the
+    # registry framing with our schemas' ids (looked up; registered if auto_register is on).
+    output_framing: Literal["single-object", "confluent"] = "single-object"
+    schema_registry_auto_register: bool = False
+
     # --- Bad input ------------------------------------------------------------------------------
     max_value_bytes: int = Field(default=1_048_576, ge=1024)
 
