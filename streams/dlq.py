@@ -40,6 +40,14 @@ ADVICE = {
     "validation": "The event breaks the contract (see the reason). Fix the producer; replay if "
     "the pipeline's rule was what changed.",
     "unknown_source": "A message on an internal topic without its source header.",
+    "no_registry": "Avro in the Confluent Schema Registry framing (0x00 + schema id), and this "
+    "pipeline has no registry configured. Set JOURNEY_SCHEMA_REGISTRY_URL (and credentials), "
+    "restart the workers, then replay (docs/producing.md).",
+    "unknown_schema_id": "The registry does not have the schema id the value names: the producer "
+    "used another registry, or the schema was deleted. Fix the producer's registry URL, then "
+    "replay.",
+    "incompatible_schema": "The producer's registered schema cannot be read as our schema (the "
+    "reason names the field). Align the producer's schema with schemas/<record>/, then replay.",
 }
 
 

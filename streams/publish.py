@@ -65,6 +65,13 @@ class Publisher:
         if len(self._inflight) > 50_000:
             await self._producer.flush()
 
+    async def flush(self) -> None:
+        """Returns once the broker acknowledged everything sent so far (or raises its error)."""
+        if self._producer is not None:
+            await self._producer.flush()
+        if self._failure is not None:
+            raise self._failure
+
     def _done(self, future: asyncio.Future[Any]) -> None:
         self._inflight.discard(future)
         if not future.cancelled() and future.exception() is not None and self._failure is None:

@@ -104,6 +104,20 @@ class Settings(BaseSettings):
     output_framing: Literal["single-object", "confluent"] = "single-object"
     schema_registry_auto_register: bool = False
 
+    # --- The reference email sender (journey sender; docs/consuming-triggers.md) ---------------
+    sender_smtp_host: str = "127.0.0.1"
+    sender_smtp_port: int = Field(default=587, ge=1, le=65535)
+    sender_smtp_starttls: bool = True
+    sender_smtp_username: str | None = None
+    sender_smtp_password: SecretStr | None = None
+    sender_smtp_cafile: Path | None = None  # CA of the SMTP server's certificate (else system)
+    sender_from: str = "Example Shop <shop@example.com>"
+    # The shop's own customer directory is what knows addresses; this maps an id to one.
+    sender_recipient: str = "{customer_id}@customers.example.com"
+    sender_default_locale: Literal["en", "nl"] = "en"
+    sender_shop_name: str = "Example Shop"
+    sender_shop_url: str = "https://shop.example.com"
+
     # --- Bad input ------------------------------------------------------------------------------
     max_value_bytes: int = Field(default=1_048_576, ge=1024)
 
