@@ -426,10 +426,17 @@ def _simulation_options(fn: F) -> F:
 @main.command()
 @_simulation_options
 @click.option("--status-every", type=float, default=5.0, show_default=True)
+@click.option(
+    "--sender/--no-sender",
+    default=True,
+    show_default=True,
+    help="Run the reference email sender against a local SMTP server (mails in <data dir>/mail).",
+)
 @click.pass_context
 @friendly
 def run(
     ctx: click.Context,
+    sender: bool,
     seed: int,
     customers: int,
     rate: float,
@@ -457,6 +464,7 @@ def run(
         status_every=status_every,
         loglevel=ctx.meta.get("log_level", "warning"),
         log_format=ctx.meta.get("log_format", "text"),
+        local_sender=sender,
     )
 
 
@@ -556,6 +564,41 @@ def schemas_register(ctx: click.Context) -> None:
             f"{item.subject:<40} {item.record} v{item.version}  id {item.schema_id}  "
             f"({checked[item.compatible]})"
         )
+
+
+# --- The reference email sender ---------------------------------------------------------------
+
+
+@main.command("sender")
+@click.pass_context
+@friendly
+def sender_command(ctx: click.Context) -> None:
+    """Consume journey.triggers, send one email per trigger over SMTP, report engagement back.
+
+    Settings: JOURNEY_SENDER_* (SMTP host, port, STARTTLS, credentials, from, recipient);
+    docs/consuming-triggers.md.
+    """
+    import signal
+
+    from streams.sender.service import EmailSender, describe
+
+    settings = _settings(ctx)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        sender = EmailSender(settings)
+        click.echo(
+            f"journey sender: {settings.topic('triggers')} -> SMTP {settings.sender_smtp_host}:"
+            f"{settings.sender_smtp_port}; engagement -> {settings.topic('engagement')}. "
+            "Ctrl-C stops."
+        )
+        await sender.run(stop)
+        click.echo(f"journey sender stopped: {describe(sender.counts)}")
+
+    asyncio.run(go())
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ class StatusDisplay:
         self._last_consumed = 0
         self._last_time = self.started
         self.simulated: str = ""
+        self.sender: Any = None  # the local email sender of `make run`, when it runs
 
     async def snapshot(self) -> dict[str, Any]:
         """The numbers shown, also printed as JSON lines with ``--status-format json``."""
@@ -166,6 +167,13 @@ class StatusDisplay:
         ]
         if self.simulated:
             lines.append(f"    simulator: {self.simulated}")
+        if self.sender is not None:
+            from streams.sender.service import describe
+
+            lines.append(
+                f"    email sender: {describe(self.sender.counts)} "
+                f"(local SMTP server, mails in {self.pipeline.settings.data_dir / 'mail'})"
+            )
         settings = self.pipeline.settings
         if settings.web_port:
             lines.append(
@@ -189,8 +197,12 @@ def run_worker(
     status_json: bool = False,
     loglevel: str = "info",
     log_format: str = "text",
+    local_sender: bool = False,
 ) -> None:
-    """Run until Ctrl-C / SIGTERM (or, in tests, until killed)."""
+    """Run until Ctrl-C / SIGTERM (or, in tests, until killed).
+
+    ``local_sender``: also run the reference email sender in this process, against a local SMTP
+    server that keeps every mail under ``<data dir>/mail`` (``make run``)."""
     tune_gc()
     partitions = prepare(settings)
     # With the simulator in the same process, the journey clock runs at the simulator's speed
@@ -217,6 +229,9 @@ def run_worker(
         async def _simulate() -> None:
             await run_simulation(settings, simulation, display, clock=clock)
 
+    if local_sender:
+        _run_local_sender(app, settings, codec, clock, display)
+
     worker = faust.Worker(
         app,
         loglevel=loglevel,
@@ -225,6 +240,34 @@ def run_worker(
         logging_config=logging_config(loglevel, log_format),
     )
     worker.execute_from_commandline()
+
+
+def _run_local_sender(
+    app: faust.App, settings: Settings, codec: Codec, clock: Clock, display: StatusDisplay | None
+) -> None:
+    from streams.sender.local_smtp import LocalMailServer
+    from streams.sender.service import EmailSender
+
+    mail = LocalMailServer(settings.data_dir / "mail")
+    local = settings.model_copy(
+        update={
+            "sender_smtp_host": "127.0.0.1",
+            "sender_smtp_port": mail.port,
+            "sender_smtp_starttls": False,
+            "sender_smtp_username": None,
+        }
+    )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _send_emails() -> None:
+        mail.start()
+        sender = EmailSender(local, clock_ms=clock.now_ms, codec=codec)
+        if display is not None:
+            display.sender = sender
+        try:
+            await sender.run()
+        finally:
+            mail.stop()
 
 
 def _base36(number: int) -> str:
