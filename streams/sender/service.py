@@ -67,7 +67,7 @@ class EmailSender:
         self.retry_backoff_s = retry_backoff_s
         self.retry_backoff_max_s = retry_backoff_max_s
         self.counts: Counter[str] = Counter()  # delivered, bounced, duplicate, undecodable, ...
-        self._unreported: list[str] = []  # engagement sent, not yet acknowledged by Kafka
+        self._unreported: dict[str, None] = {}  # engagement sent, not yet acknowledged by Kafka
         self.triggers_topic = settings.topic("triggers")
         self.customers_topic = settings.topic("customers")
 
@@ -75,7 +75,8 @@ class EmailSender:
         """Send it unless handled before; queue its engagement. Returns what happened."""
         done = self.outbox.get(trigger.trigger_id)
         if done is not None:
-            if not done.reported:  # crashed after the send, before Kafka had the engagement
+            if not done.reported and trigger.trigger_id not in self._unreported:
+                # Sent before a crash that came before Kafka had its engagement: report it now.
                 await self._report(trigger.trigger_id, trigger.customer_id, done.status)
             self.counts["duplicate"] += 1
             return "duplicate"
@@ -105,7 +106,7 @@ class EmailSender:
             trigger_id=trigger_id,
         )
         await self.publisher.send_record("engagement", customer_id, engagement)
-        self._unreported.append(trigger_id)
+        self._unreported[trigger_id] = None
 
     def handle_customer(self, change: CustomerChanged) -> None:
         if change.action == "ERASED":

@@ -338,3 +338,15 @@ async def test_starttls_and_login(tmp_path: Path) -> None:
         controller.stop()
     assert len(inbox.messages) == 1
     assert "LOGIN:True" in logins or "PLAIN:True" in logins
+
+
+async def test_a_duplicate_in_the_same_batch_is_reported_once(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    sender, collected = make_sender(tmp_path, port)
+    same = trigger("WIN_BACK", **EXAMPLES["WIN_BACK"])
+    assert await sender.handle_trigger(same) == "DELIVERED"
+    assert await sender.handle_trigger(same) == "duplicate"  # before the batch's flush
+    assert [r.action for r in collected.records] == ["DELIVERED"]
+    assert len(inbox.messages) == 1
