@@ -161,18 +161,23 @@ def worker(ctx: click.Context, status_every: float | None, status_format: str) -
 
 @main.command()
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "tsv", "csv", "json", "jsonl"]), default="table"
+)
 @click.pass_context
 @friendly
 def sql(ctx: click.Context, query: str, fmt: str) -> None:
     """Run one read-only SQL statement against the configured ClickHouse.
 
-    While a worker runs on the embedded ClickHouse, the query goes through that worker.
+    While a worker runs on the embedded ClickHouse, the query goes through that worker. A
+    trailing FORMAT clause (JSONEachRow, JSON, TSV, CSV, PrettyCompact, ...) chooses the output.
     """
     from sinks.clickhouse.client import NotReadOnly
-    from streams.query import QueryFailed, run_query
+    from streams.query import QueryFailed, run_query, split_format
 
     try:
+        query, clause = split_format(query)
+        fmt = clause or fmt
         result = run_query(_settings(ctx), query)
     except NotReadOnly as exc:
         raise click.UsageError(str(exc)) from exc
@@ -185,6 +190,15 @@ def sql(ctx: click.Context, query: str, fmt: str) -> None:
                 default=to_json,
             )
         )
+    elif fmt == "jsonl":
+        for row in result.rows:
+            click.echo(json.dumps(dict(zip(result.columns, row, strict=True)), default=to_json))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(["" if v is None else v for v in row] for row in result.rows)
     elif fmt == "tsv":
         click.echo("\t".join(result.columns))
         for row in result.rows:

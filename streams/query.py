@@ -8,6 +8,7 @@ is opened directly. Against a ClickHouse server every query is sent with ``reado
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from sinks.clickhouse.client import ClickHouse, read_only_statement
+from streams.serving import find_serving
 from streams.settings import Settings
 
 
@@ -42,10 +44,46 @@ class Result:
     source: str
 
 
+# ClickHouse output formats a `journey sql` query may end with (as analysts type them), and the
+# rendering of `journey sql` that gives the same output.
+FORMATS = {
+    "jsoneachrow": "jsonl",
+    "jsonlines": "jsonl",
+    "ndjson": "jsonl",
+    "json": "json",
+    "jsoncompact": "json",
+    "tabseparated": "tsv",
+    "tsv": "tsv",
+    "tabseparatedwithnames": "tsv",
+    "tsvwithnames": "tsv",
+    "csv": "csv",
+    "csvwithnames": "csv",
+    "pretty": "table",
+    "prettycompact": "table",
+    "prettycompactmonoblock": "table",
+}
+_FORMAT_CLAUSE = re.compile(r"\s+FORMAT\s+([A-Za-z]+)\s*;?\s*$", re.IGNORECASE)
+
+
+def split_format(sql: str) -> tuple[str, str | None]:
+    """``"SELECT 1 FORMAT JSONEachRow"`` -> ``("SELECT 1", "jsonl")``; the statement then runs
+    without it (rows come back as values and are rendered here)."""
+    match = _FORMAT_CLAUSE.search(sql)
+    if match is None:
+        return sql, None
+    name = match.group(1)
+    rendering = FORMATS.get(name.lower())
+    if rendering is None:
+        known = ", ".join(sorted({"JSONEachRow", "JSON", "TSV", "TSVWithNames", "CSV",
+                                  "CSVWithNames", "PrettyCompact"}))  # fmt: skip
+        raise QueryFailed(f"FORMAT {name} is not supported by journey sql; use one of {known}")
+    return sql[: match.start()], rendering
+
+
 def run_query(settings: Settings, sql: str) -> Result:
     statement = read_only_statement(sql)
     url = settings.resolved_clickhouse_url()
-    if url.startswith("chdb://") and settings.web_port:
+    if url.startswith("chdb://"):
         via_worker = _ask_worker(settings, statement, url)
         if via_worker is not None:
             return via_worker
@@ -54,13 +92,28 @@ def run_query(settings: Settings, sql: str) -> Result:
     try:
         result = ch.call(ch.client.query, statement, **options)
     except Exception as exc:
-        raise QueryFailed(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
+        message = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        if "Cannot lock file" in message or "already running" in message:
+            message = (
+                f"the embedded ClickHouse at {url} is open in another process (a worker or "
+                "`make run` of this data directory, serving on a port this command does not "
+                "know): set JOURNEY_WEB_PORT to that worker's port, or stop it"
+            )
+        raise QueryFailed(message) from exc
     return Result(list(result.column_names), [list(r) for r in result.result_rows], url)
 
 
 def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
-    """Ask the worker serving on the configured port, if it owns *our* data path."""
-    endpoint = f"http://{settings.web_host}:{settings.web_port}/sql"
+    """Ask the worker that owns *our* data path: the one recorded in ``serving.json``, else the
+    one on the configured port."""
+    serving = find_serving(settings)
+    if serving is not None and serving.clickhouse == url:
+        base = serving.url
+    elif settings.web_port:
+        base = f"http://{settings.web_host}:{settings.web_port}"
+    else:
+        return None
+    endpoint = f"{base}/sql"
     request = urllib.request.Request(
         endpoint, data=statement.encode(), method="POST", headers={"Content-Type": "text/plain"}
     )
@@ -73,7 +126,12 @@ def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
         except ValueError:
             message = str(exc)
         raise QueryFailed(message) from exc
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        if serving is not None and serving.clickhouse == url:
+            raise QueryFailed(
+                f"the worker (pid {serving.pid}) that owns {url} does not answer at {endpoint}: "
+                f"{exc}; is it still starting?"
+            ) from exc
         return None  # no worker here: open the data path directly
     if body.get("clickhouse") != url:
         return None  # a worker of another installation: not our data

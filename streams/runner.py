@@ -28,6 +28,7 @@ from streams.engine import tune_gc
 from streams.logs import logging_config
 from streams.publish import Publisher
 from streams.schema_registry import prepare_output_framing
+from streams.serving import record_serving
 from streams.settings import Settings
 from streams.topics import create_topics, verify_layout
 
@@ -212,6 +213,7 @@ def run_worker(
     asyncio.run(prepare_output_framing(settings, codec))  # registry ids, if outputs use them
     pipeline = create_pipeline(settings, partitions=partitions, clock=clock, codec=codec)
     pipeline.sink.setup()
+    record_serving(settings)  # so that `journey sql`/`report` find this worker, whatever its port
     app = pipeline.app
     display = (
         StatusDisplay(pipeline, status_every, json_lines=status_json) if status_every else None
