@@ -472,6 +472,17 @@ def run(
         base = f"http://{settings.web_host}:{settings.web_port}"
         click.secho(f"dashboard: {base}/   metrics: {base}/metrics", bold=True)
         click.echo('analytics while it runs: journey report, journey sql "SELECT ..."')
+    if speed != 1:
+        click.echo(
+            f"demo clock: shop and journey time run {speed:,.0f}x faster than the wall clock "
+            f"(an hour every {3600 / speed:.2g} s), starting now; the status shows it as "
+            "'journey clock'. An event you send by hand must carry that time, or its triggers "
+            "are EXPIRED (nothing older than 24 h is sent): `journey publish` stamps it for you."
+        )
+    if sender:
+        click.echo(
+            "emails: rendered by the reference sender into .local/mail, listed on the dashboard"
+        )
     run_worker(
         settings,
         simulation=SimulationOptions(seed, customers, rate, speed, bad_rate, max_events, run_id),

@@ -107,7 +107,7 @@ def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
     """Ask the worker that owns *our* data path: the one recorded in ``serving.json``, else the
     one on the configured port."""
     serving = find_serving(settings)
-    if serving is not None and serving.clickhouse == url:
+    if serving is not None and serving.clickhouse == url and serving.url:
         base = serving.url
     elif settings.web_port:
         base = f"http://{settings.web_host}:{settings.web_port}"
@@ -127,7 +127,7 @@ def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
             message = str(exc)
         raise QueryFailed(message) from exc
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        if serving is not None and serving.clickhouse == url:
+        if serving is not None and serving.clickhouse == url and serving.url:
             raise QueryFailed(
                 f"the worker (pid {serving.pid}) that owns {url} does not answer at {endpoint}: "
                 f"{exc}; is it still starting?"

@@ -30,7 +30,7 @@ from streams.publish import Publisher
 from streams.schema_registry import prepare_output_framing
 from streams.serving import record_serving
 from streams.settings import Settings
-from streams.topics import create_topics, verify_layout
+from streams.topics import create_topics, verify_layout, wait_for_group_coordinator
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,10 @@ def prepare(settings: Settings, *, create_missing_topics: bool = True) -> int:
     async def topics() -> int:
         if create_missing_topics:
             await create_topics(settings)
-        return await verify_layout(settings)
+        partitions = await verify_layout(settings)
+        # The worker's and the sender's groups: no GroupCoordinatorNotAvailable ERROR lines.
+        await wait_for_group_coordinator(settings, [settings.app_id, f"{settings.app_id}-sender"])
+        return partitions
 
     partitions = asyncio.run(topics())
     applied = apply_migrations(ClickHouse.shared(settings))
@@ -213,7 +216,9 @@ def run_worker(
     asyncio.run(prepare_output_framing(settings, codec))  # registry ids, if outputs use them
     pipeline = create_pipeline(settings, partitions=partitions, clock=clock, codec=codec)
     pipeline.sink.setup()
-    record_serving(settings)  # so that `journey sql`/`report` find this worker, whatever its port
+    record_serving(
+        settings, clock
+    )  # so that `journey sql`/`report` find this worker, whatever its port
     app = pipeline.app
     display = (
         StatusDisplay(pipeline, status_every, json_lines=status_json) if status_every else None

@@ -3,8 +3,8 @@ another terminal find it whatever its port.
 
 The embedded ClickHouse can be opened by one process only: while `make run` runs, its worker
 owns the data path and answers read-only SQL over HTTP. It writes ``<data dir>/serving.json``
-(its URL, pid and data path) when it starts and removes it when it stops; a record whose process
-is gone is ignored.
+(its URL, pid, data path and journey clock) when it starts and removes it when it stops; a
+record whose process is gone is ignored. ``journey publish`` stamps events with that clock.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.clock import Clock
 from streams.settings import Settings
 
 
@@ -24,22 +25,28 @@ class Serving:
     url: str
     pid: int
     clickhouse: str
+    clock_speed: float = 1.0  # a demo (`make run`) runs the journey clock faster
+    clock_epoch_ms: int = 0
+
+    def clock(self) -> Clock:
+        """The running process's journey clock (the same ``now`` as the worker's)."""
+        return Clock(self.clock_speed, self.clock_epoch_ms or None)
 
 
 def record_path(settings: Settings) -> Path:
     return settings.data_dir / "serving.json"
 
 
-def record_serving(settings: Settings) -> None:
-    if not settings.web_port:
-        return
+def record_serving(settings: Settings, clock: Clock) -> None:
     path = record_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else "127.0.0.1"
     record = {
-        "url": f"http://{host}:{settings.web_port}",
+        "url": f"http://{host}:{settings.web_port}" if settings.web_port else "",
         "pid": os.getpid(),
         "clickhouse": settings.resolved_clickhouse_url(),
+        "clock_speed": clock.speed,
+        "clock_epoch_ms": clock.epoch_ms,
     }
     path.write_text(json.dumps(record))
 
@@ -55,7 +62,13 @@ def find_serving(settings: Settings) -> Serving | None:
     """The live worker recorded for this data path, if any."""
     try:
         record = json.loads(record_path(settings).read_text())
-        serving = Serving(str(record["url"]), int(record["pid"]), str(record["clickhouse"]))
+        serving = Serving(
+            str(record["url"]),
+            int(record["pid"]),
+            str(record["clickhouse"]),
+            float(record.get("clock_speed", 1.0)),
+            int(record.get("clock_epoch_ms", 0)),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:

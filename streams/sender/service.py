@@ -126,7 +126,9 @@ class EmailSender:
             # journey.triggers is written by the pipeline; shop.customers is the pipeline's to
             # dead-letter. The sender only says what it skipped.
             self.counts["undecodable"] += 1
-            log.warning("skipping an undecodable message on %s: %s", topic, exc)
+            # Bad input on shop.customers is the pipeline's to dead-letter: no warning here.
+            level = logging.WARNING if expected is Trigger else logging.INFO
+            log.log(level, "skipping an undecodable message on %s: %s", topic, exc)
             return
         if isinstance(record, Trigger):
             await self.handle_trigger(record)

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli import main
+from streams.clock import Clock
 from streams.query import QueryFailed, run_query, split_format
 from streams.serving import find_serving, record_path, record_serving
 from streams.settings import Settings
@@ -45,9 +46,10 @@ def settings(tmp_path: Path, **extra: Any) -> Settings:
 
 def test_record_is_found_while_the_process_lives(tmp_path: Path) -> None:
     config = settings(tmp_path, web_port=7123)
-    record_serving(config)
+    record_serving(config, Clock(20_000))
     found = find_serving(config)
     assert found is not None and found.url == "http://127.0.0.1:7123" and found.pid == os.getpid()
+    assert found.clock_speed == 20_000 and found.clock().now_ms() >= found.clock_epoch_ms
     gone = subprocess.Popen(["true"])  # a pid that existed and is gone
     gone.wait()
     record = json.loads(record_path(config).read_text())
@@ -80,7 +82,7 @@ def worker(tmp_path: Path) -> Iterator[tuple[Settings, int]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     port = int(server.server_address[1])
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    record_serving(settings(tmp_path, web_port=port))
+    record_serving(settings(tmp_path, web_port=port), Clock())
     try:
         yield served, port
     finally:
