@@ -654,7 +654,8 @@ def _conv_record(
                 out[fname] = default()
             else:
                 raise _Invalid(f"missing required field '{_join(path, fname)}'")
-        if not json_input and len(v) != len(out):
+        if not json_input and len(v) > len(out) - sum(1 for k in out if k not in v):
+            # More keys than fields read from it (defaults fill the rest): an unknown one.
             extra = sorted(str(k) for k in v if k not in known)
             raise _Invalid(f"unknown field '{_join(path, extra[0])}' for {short}")
         return out

@@ -626,5 +626,72 @@ def sender_command(ctx: click.Context) -> None:
     asyncio.run(go())
 
 
+# --- Small tools: publish and tail ------------------------------------------------------------
+
+
+@main.command("publish")
+@click.argument("file", type=click.File("r"), default="-")
+@click.option("--topic", default=None, help='orders, cart, ... (else each line\'s "topic" field).')
+@click.option(
+    "--stamp/--no-stamp",
+    default=None,
+    help="Set occurred_at to now on the journey clock. Default: when a demo (make run) runs.",
+)
+@click.pass_context
+@friendly
+def publish_command(ctx: click.Context, file: Any, topic: str | None, stamp: bool | None) -> None:
+    """Publish JSON lines (one contract record each) to the input topics, keyed by customer_id.
+
+    During `make run` the journey clock runs faster than the wall clock: events are stamped with
+    its time, so that what they trigger is not EXPIRED.
+    """
+    from streams.clock import Clock
+    from streams.publish import PublishError, publish_lines
+    from streams.serving import find_serving
+
+    settings = _settings(ctx)
+    serving = find_serving(settings)
+    clock = serving.clock() if serving is not None else Clock()
+    if stamp is None:
+        stamp = clock.speed != 1
+    try:
+        sent = asyncio.run(publish_lines(settings, file, topic, clock.now_ms, stamp=stamp))
+    except PublishError as exc:
+        raise click.ClickException(f"{exc} (nothing was sent)") from exc
+    note = f" (stamped with the journey clock, {clock.speed:,.0f}x)" if stamp else ""
+    for name, count in sorted(sent.items()):
+        click.echo(f"{name}: {count:,} published{note}")
+
+
+@main.command("tail")
+@click.argument("what", type=click.Choice(["triggers", "decisions", "deadletter"]))
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object per line.")
+@click.option("--from-beginning", is_flag=True, help="Everything so far, then follow.")
+@click.option("--limit", type=int, default=None, help="Stop after this many.")
+@click.option("--seconds", type=float, default=None, help="Stop after this long.")
+@click.pass_context
+@friendly
+def tail_command(
+    ctx: click.Context,
+    what: str,
+    json_lines: bool,
+    from_beginning: bool,
+    limit: int | None,
+    seconds: float | None,
+) -> None:
+    """Follow the triggers (topic), every decision (ClickHouse) or the dead letters (topic)."""
+    from streams.tail import run_tail
+
+    run_tail(
+        _settings(ctx),
+        what,
+        click.echo,
+        json_lines=json_lines,
+        from_beginning=from_beginning,
+        limit=limit,
+        seconds=seconds,
+    )
+
+
 if __name__ == "__main__":
     main()
