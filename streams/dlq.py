@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaConnectionError
 from schemas.codec import Codec, DecodeError
 from schemas.records import DeadLetter
 from streams.publish import Publisher
+from streams.schema_registry import resolver_for
 from streams.settings import Settings
 from streams.topics import partition_counts, unreachable
 
@@ -72,6 +73,7 @@ class Letter:
 async def read_letters(settings: Settings, codec: Codec | None = None) -> list[Letter]:
     """Every dead letter currently in the topic, oldest first per partition."""
     codec = codec or Codec.load(max_value_bytes=settings.max_value_bytes)
+    resolver = resolver_for(settings, codec)
     topic = settings.topic("deadletter")
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -101,6 +103,8 @@ async def read_letters(settings: Settings, codec: Codec | None = None) -> list[L
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for tp, messages in batch.items():
                 for message in messages:
+                    if resolver is not None and message.value:  # JOURNEY_OUTPUT_FRAMING=confluent
+                        await resolver.ensure(message.value)
                     try:
                         letter = codec.decode(message.value, DeadLetter)
                     except DecodeError:
@@ -113,6 +117,8 @@ async def read_letters(settings: Settings, codec: Codec | None = None) -> list[L
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+        if resolver is not None:
+            await resolver.close()
     return letters
 
 

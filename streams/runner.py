@@ -238,6 +238,12 @@ def run_worker(
 
     if local_sender:
         _run_local_sender(app, settings, codec, clock, display)
+    resolver = pipeline.ingest.schema_resolver
+    if resolver is not None:
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _close_registry_client(app: faust.App, **kwargs: Any) -> None:
+            await resolver.close()
 
     worker = faust.Worker(
         app,

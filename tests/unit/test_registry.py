@@ -319,3 +319,29 @@ async def test_output_framing_needs_registered_schema_or_auto_register(codec: Co
             codec,
         )
         assert set(ids) == {"Trigger", "DeadLetter"}
+
+
+def test_cli_schemas_register() -> None:
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    with RegistryReplay() as registry:
+        out = CliRunner().invoke(
+            main, ["schemas", "register"], env={"JOURNEY_SCHEMA_REGISTRY_URL": registry.url}
+        )
+        assert out.exit_code == 0, out.output
+        assert "shop.orders-value" in out.output and "(new subject)" in out.output
+        again = CliRunner().invoke(
+            main, ["schemas", "register"], env={"JOURNEY_SCHEMA_REGISTRY_URL": registry.url}
+        )
+        assert "(compatible)" in again.output and "NOT" not in again.output
+        registry.state.down = True
+        down = CliRunner().invoke(
+            main, ["schemas", "register"], env={"JOURNEY_SCHEMA_REGISTRY_URL": registry.url}
+        )
+        assert down.exit_code == 2 and "answered HTTP 503" in down.output
+    missing = CliRunner().invoke(
+        main, ["schemas", "register"], env={"JOURNEY_SCHEMA_REGISTRY_URL": ""}
+    )
+    assert missing.exit_code != 0 and "JOURNEY_SCHEMA_REGISTRY_URL" in missing.output
