@@ -118,3 +118,15 @@ class Renderer:
             subject=subject.strip(),
             body=body.lstrip("\n"),
         )
+
+    def unrendered(self, trigger: Trigger, problem: str) -> Email:
+        """What the outbox keeps of a trigger that could not be rendered."""
+        return Email(
+            trigger_id=trigger.trigger_id,
+            trigger_type=trigger.trigger_type,
+            customer_id=trigger.customer_id,
+            recipient=self.recipient_template.format(customer_id=trigger.customer_id),
+            locale="",
+            subject=f"(not sent: no usable template for {trigger.trigger_type})",
+            body=problem,
+        )

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import jinja2
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import Codec, DecodeError
@@ -75,12 +76,27 @@ class EmailSender:
         """Send it unless handled before; queue its engagement. Returns what happened."""
         done = self.outbox.get(trigger.trigger_id)
         if done is not None:
-            if not done.reported and trigger.trigger_id not in self._unreported:
+            reportable = done.status in ("DELIVERED", "BOUNCED")
+            if reportable and not done.reported and trigger.trigger_id not in self._unreported:
                 # Sent before a crash that came before Kafka had its engagement: report it now.
                 await self._report(trigger.trigger_id, trigger.customer_id, done.status)
             self.counts["duplicate"] += 1
             return "duplicate"
-        email = self.renderer.render(trigger, self.outbox.locale(trigger.customer_id))
+        try:
+            email = self.renderer.render(trigger, self.outbox.locale(trigger.customer_id))
+        except jinja2.TemplateError as exc:
+            # A trigger type without a template (a new type) or a broken template: nothing is
+            # sent, and it is kept visibly in the outbox (status NOT_SENT) instead of crashing
+            # the sender on every restart or dropping it silently.
+            problem = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "trigger %s (%s) not sent: %s", trigger.trigger_id, trigger.trigger_type, problem
+            )
+            self.outbox.record(
+                self.renderer.unrendered(trigger, problem), "NOT_SENT", problem, self.clock_ms()
+            )
+            self.counts["not_sent"] += 1
+            return "NOT_SENT"
         delay = self.retry_backoff_s
         while True:
             try:

@@ -68,6 +68,7 @@ class Collected:
 
     async def send_record(self, topic: str, key: str, record: Any) -> None:
         assert topic == "engagement" and key == record.customer_id
+        Codec.load().encode(record)  # what Kafka would get must be a valid record
         self.records.append(record)
 
     async def flush(self) -> None:
@@ -350,3 +351,15 @@ async def test_a_duplicate_in_the_same_batch_is_reported_once(
     assert await sender.handle_trigger(same) == "duplicate"  # before the batch's flush
     assert [r.action for r in collected.records] == ["DELIVERED"]
     assert len(inbox.messages) == 1
+
+
+async def test_a_type_without_template_is_kept_visibly_not_sent(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    sender, collected = make_sender(tmp_path, port)
+    assert await sender.handle_trigger(trigger("BIRTHDAY")) == "NOT_SENT"
+    assert inbox.messages == [] and collected.records == []
+    (kept,) = latest_emails(outbox_path(tmp_path))
+    assert kept.status == "NOT_SENT" and "BIRTHDAY" in kept.subject
+    assert await sender.handle_trigger(trigger("BIRTHDAY")) == "duplicate"  # no crash loop
