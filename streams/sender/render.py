@@ -9,6 +9,7 @@ every attribute of ``trigger.attributes`` by name, and these prepared values: ``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import jinja2
 from schemas.records import Trigger
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# One address, printable ASCII without spaces or separators: nothing that could add a header.
+_ADDRESS = re.compile(r"[^\s@<>,;:\"\\]+@[^\s@<>,;:\"\\]+")
 LANGUAGES = ("en", "nl")
 
 
@@ -107,15 +110,19 @@ class Renderer:
         language = language_of(locale, self.default_language)
         template = self.env.get_template(f"{language}/{trigger.trigger_type}.txt.j2")
         context = template.new_context(self.context(trigger, language))
-        subject = "".join(template.blocks["subject"](context))
+        # One line: a value with a line break (an order id, say) must not end the header early.
+        subject = " ".join("".join(template.blocks["subject"](context)).split())
         body = "".join(template.blocks["body"](context))
+        recipient = self.recipient_template.format(customer_id=trigger.customer_id)
+        if not _ADDRESS.fullmatch(recipient):
+            raise jinja2.TemplateError(f"{recipient!r} is not a usable email address")
         return Email(
             trigger_id=trigger.trigger_id,
             trigger_type=trigger.trigger_type,
             customer_id=trigger.customer_id,
-            recipient=self.recipient_template.format(customer_id=trigger.customer_id),
+            recipient=recipient,
             locale=language,
-            subject=subject.strip(),
+            subject=subject,
             body=body.lstrip("\n"),
         )
 

@@ -7,6 +7,7 @@ are collected by a stand-in publisher, so that what the sender decides can be se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email
 import ssl
 import subprocess
@@ -363,3 +364,45 @@ async def test_a_type_without_template_is_kept_visibly_not_sent(
     (kept,) = latest_emails(outbox_path(tmp_path))
     assert kept.status == "NOT_SENT" and "BIRTHDAY" in kept.subject
     assert await sender.handle_trigger(trigger("BIRTHDAY")) == "duplicate"  # no crash loop
+
+
+async def test_header_injection_through_ids_is_refused(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    sender, collected = make_sender(tmp_path, port)
+    evil = trigger("WIN_BACK", customer="x\r\nBcc: all@evil.example", **EXAMPLES["WIN_BACK"])
+    assert await sender.handle_trigger(evil) == "NOT_SENT"
+    multi = trigger("ORDER_CONFIRMATION", customer="c-9", **EXAMPLES["ORDER_CONFIRMATION"])
+    multi = dataclasses.replace(multi, order_id="o-1\r\nBcc: all@evil.example")
+    assert await sender.handle_trigger(multi) == "DELIVERED"
+    (message,) = inbox.messages
+    assert message["Bcc"] is None  # the id stayed inside the (folded) Subject header
+    assert " ".join(str(message["Subject"]).split()).endswith(
+        "o-1 Bcc: all@evil.example is confirmed"
+    )
+    assert [r.customer_id for r in collected.records] == ["c-9"]
+
+
+def test_dashboard_escapes_email_content() -> None:
+    from streams.dashboard import emails_section
+    from streams.sender.outbox import SentEmail
+
+    html = emails_section(
+        [
+            SentEmail(
+                "t",
+                "WIN_BACK",
+                "c",
+                "c@x.example",
+                "en",
+                "<script>alert(1)</script>",
+                "a <b>",
+                "DELIVERED",
+                "",
+                1,
+                True,
+            )
+        ]
+    )
+    assert "<script>" not in html and "&lt;script&gt;" in html and "a &lt;b&gt;" in html
