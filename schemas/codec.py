@@ -1272,7 +1272,15 @@ class Codec:
         it. Any other one must be a version of one of our records that resolves to the newest
         (checked here once, with the field that breaks it in the reason).
         """
-        self._by_schema_id[schema_id] = self._registry_reader(schema_id, schema_text, schema_type)
+        try:
+            reader = self._registry_reader(schema_id, schema_text, schema_type)
+        except Exception as exc:  # what a registry serves is input: it must never crash ingest
+            reader = DecodeError(
+                "incompatible_schema",
+                f"schema id {schema_id} of the registry is not a usable Avro record schema: "
+                f"{type(exc).__name__}: {exc}",
+            )
+        self._by_schema_id[schema_id] = reader
 
     def _registry_reader(
         self, schema_id: int, text: str, schema_type: str
@@ -1280,11 +1288,8 @@ class Codec:
         where = f"schema id {schema_id} of the registry"
         if schema_type != "AVRO":
             return DecodeError("incompatible_schema", f"{where} is {schema_type}, not Avro")
-        try:
-            schema = json.loads(text)
-            version = SchemaVersion(Path(f"registry-id-{schema_id}"), 0, schema)
-        except (ValueError, KeyError, TypeError, SchemaLoadError) as exc:
-            return DecodeError("incompatible_schema", f"{where} is not a valid Avro record: {exc}")
+        schema = json.loads(text)
+        version = SchemaVersion(Path(f"registry-id-{schema_id}"), 0, schema)
         fingerprint = _fastavro_fingerprint(version.canonical_form, "CRC-64-AVRO")
         ours = self._by_fingerprint.get(bytes.fromhex(fingerprint))
         if ours is not None:

@@ -130,7 +130,18 @@ def test_registry_schema_of_another_record_is_wrong_record(codec: Codec) -> None
 def test_non_avro_and_garbage_schemas(codec: Codec) -> None:
     codec.add_registry_schema(47, '{"type": "object"}', "JSON")
     codec.add_registry_schema(48, "not json")
-    for schema_id in (47, 48):
+    codec.add_registry_schema(49, '"string"')
+    bad_enum = {"type": "enum", "name": "E", "symbols": [1]}
+    codec.add_registry_schema(
+        50,
+        json.dumps(
+            {"type": "record", "name": "OrderChanged", "fields": [{"name": "a", "type": bad_enum}]}
+        ),
+    )
+    codec.add_registry_schema(
+        51, json.dumps({"type": "record", "name": "OrderChanged", "fields": [{"type": "int"}]})
+    )
+    for schema_id in (47, 48, 49, 50, 51):
         with pytest.raises(DecodeError) as caught:
             codec.decode(confluent_frame(schema_id, b"\x00"), OrderChanged)
         assert caught.value.reason_code == "incompatible_schema"
