@@ -40,7 +40,16 @@ def run_example(guide: str, name: str, env: Env, timeout: float = 120, **extra: 
         "TOPIC_PREFIX": env.vars["JOURNEY_TOPIC_PREFIX"],
         **extra,
     }
-    command = ["bash", "-c", code] if name.startswith("kcat") else [sys.executable, "-c", code]
+    if name.startswith("kcat"):
+        command = ["bash", "-c", code]
+    elif name.startswith("java"):
+        # Java's single-file launcher, with the client jars of the broker this test runs.
+        source = Path(variables.get("JAVA_SOURCE_DIR", "/tmp")) / "ProduceOrder.java"
+        source.write_text(code)
+        libs = next((ROOT / ".cache").glob("kafka-*/libs"))
+        command = ["java", "-cp", f"{libs}/*", str(source)]
+    else:
+        command = [sys.executable, "-c", code]
     done = subprocess.run(
         command, env=variables, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
@@ -49,12 +58,13 @@ def run_example(guide: str, name: str, env: Env, timeout: float = 120, **extra: 
 
 
 def test_producer_examples_become_events_and_triggers(env: Env, start_worker: Any) -> None:
-    """Every producer example, JSON and both Avro framings, is accepted on the right partition;
+    """Every producer example (Python, kcat, Java), JSON and both Avro framings, is accepted on
+    the right partition;
     the registry-framed order (confluent-kafka's AvroSerializer) becomes a trigger, and with the
     registry framing on the outputs, confluent-kafka's AvroDeserializer reads that trigger."""
     env.journey("topics", "create")
     tag = uuid.uuid4().hex[:6]
-    customers = {name: f"{name}-{tag}" for name in ("json", "registry", "aiokafka", "kcat")}
+    customers = {name: f"{name}-{tag}" for name in ("json", "registry", "aiokafka", "kcat", "java")}
     with RegistryReplay() as registry:
         run_example("producing.md", "python-confluent-json", env, CUSTOMER_ID=customers["json"])
         run_example(
@@ -66,6 +76,13 @@ def test_producer_examples_become_events_and_triggers(env: Env, start_worker: An
         )
         run_example("producing.md", "python-aiokafka-avro", env, CUSTOMER_ID=customers["aiokafka"])
         run_example("producing.md", "kcat-json", env, CUSTOMER_ID=customers["kcat"])
+        run_example(
+            "producing.md",
+            "java-json",
+            env,
+            CUSTOMER_ID=customers["java"],
+            JAVA_SOURCE_DIR=str(env.tmp),
+        )
         subject = f"{env.vars['JOURNEY_TOPIC_PREFIX']}shop.orders-value"
         assert subject in registry.state.subjects  # the serializer registered its schema
 
@@ -74,9 +91,9 @@ def test_producer_examples_become_events_and_triggers(env: Env, start_worker: An
             JOURNEY_OUTPUT_FRAMING="confluent",
             JOURNEY_SCHEMA_REGISTRY_AUTO_REGISTER="true",
         )
-        status = worker.wait_until(lambda s: s.get("events_rows", 0) >= 4, timeout=120)
+        status = worker.wait_until(lambda s: s.get("events_rows", 0) >= 5, timeout=120)
         assert status["dead_letters"] == {} and status["repartitioned"] == 0
-        worker.wait_until(lambda s: s.get("emitted", 0) >= 3, timeout=60)
+        worker.wait_until(lambda s: s.get("emitted", 0) >= 4, timeout=60)
         assert worker.stop() == 0
 
         rows = env.sql("SELECT customer_id, event_type FROM journey.events ORDER BY customer_id")
@@ -85,6 +102,7 @@ def test_producer_examples_become_events_and_triggers(env: Env, start_worker: An
             (customers["registry"], "order.placed"),
             (customers["aiokafka"], "order.placed"),
             (customers["kcat"], "cart.product_added"),
+            (customers["java"], "order.placed"),
         }
         consumer = DeserializingConsumer(
             {
@@ -101,7 +119,7 @@ def test_producer_examples_become_events_and_triggers(env: Env, start_worker: An
                 message = consumer.poll(1.0)
                 if message is not None and message.error() is None:
                     triggers.append(message.value())
-                if len(triggers) >= 3:
+                if len(triggers) >= 4:
                     break
         finally:
             consumer.close()
@@ -109,6 +127,7 @@ def test_producer_examples_become_events_and_triggers(env: Env, start_worker: An
         ("ORDER_CONFIRMATION", customers["json"]),
         ("ORDER_CONFIRMATION", customers["registry"]),
         ("ORDER_CONFIRMATION", customers["aiokafka"]),
+        ("ORDER_CONFIRMATION", customers["java"]),
     }
     assert all(t["attributes"]["first_order"] == "true" for t in triggers)
 
