@@ -406,3 +406,18 @@ def test_dashboard_escapes_email_content() -> None:
         ]
     )
     assert "<script>" not in html and "&lt;script&gt;" in html and "a &lt;b&gt;" in html
+
+
+def test_latest_emails_readable_after_the_sender_stopped(tmp_path: Path) -> None:
+    from streams.sender.outbox import Outbox
+    from streams.sender.render import Email
+
+    path = outbox_path(tmp_path)
+    assert latest_emails(path) == []  # nothing yet: no file
+    outbox = Outbox(path)
+    for n in range(3):
+        outbox.record(
+            Email(f"t{n}", "WIN_BACK", "c", "c@x", "en", f"s{n}", "b"), "DELIVERED", "", n
+        )
+    outbox.close()
+    assert [e.subject for e in latest_emails(path, 2)] == ["s2", "s1"]
