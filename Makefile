@@ -4,74 +4,103 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+# The one place that sets the ports: the broker listens on KAFKA_PORT (its controller on
+# KAFKA_PORT+1), and every journey command of this Makefile connects there.
+KAFKA_PORT ?= 9092
+export KAFKA_PORT
+export JOURNEY_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 # make test runs its own broker on another port, so it never disturbs a `make run` broker.
 TEST_KAFKA_PORT ?= 19092
 
-.PHONY: help install kafka-up kafka-down kafka-status topics migrate run worker simulate \
-        lint unit integration test test-all bench clean
+.PHONY: help install install-runtime kafka-up kafka-down kafka-status topics migrate run worker \
+        simulate sender lint unit integration test bench reset clean
 
-help:
-	@echo "make run       start Kafka, the pipeline and simulated shop traffic (Ctrl-C stops all)"
-	@echo "make test      lint + unit + integration tests against a real broker and ClickHouse"
-	@echo "make kafka-up / kafka-down   the local single-node KRaft broker on 127.0.0.1:9092"
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)$$/  make \1\t\2/' | expand -t 24
+	@echo "  ports: KAFKA_PORT=$(KAFKA_PORT) (make run), TEST_KAFKA_PORT=$(TEST_KAFKA_PORT) (make test); web: JOURNEY_WEB_PORT"
 
-$(STAMP): pyproject.toml
+define check_python
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --quiet --upgrade pip
+endef
+
+# Runtime only (what `make run` needs); the test tools come with `make install`.
+$(RUNTIME_STAMP): pyproject.toml
+	$(check_python)
+	$(BIN)/pip install --quiet --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): pyproject.toml
+	$(check_python)
 	$(BIN)/pip install --quiet --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME_STAMP)
 
-install: $(STAMP)
+install: $(STAMP) ## the virtualenv with the pipeline and the test tools (.venv)
 
-kafka-up:
+install-runtime: $(RUNTIME_STAMP) ## the virtualenv with the pipeline only
+
+kafka-up: ## start the local single-node KRaft broker on 127.0.0.1:$KAFKA_PORT
 	@deploy/local/kafka.sh up
 
-kafka-down:
+kafka-down: ## stop it
 	@deploy/local/kafka.sh down
 
-kafka-status:
+kafka-status: ## is it running?
 	@deploy/local/kafka.sh status
 
-topics: install kafka-up
+topics: install-runtime kafka-up ## create the contract's topics (idempotent)
 	$(BIN)/journey topics create
 
-migrate: install
+migrate: install-runtime ## apply the ClickHouse migrations
 	$(BIN)/journey migrate
 
-# Everything in one process (worker + simulator + status); the broker is stopped on the way out.
-run: install
+# Everything in one process (worker + simulator + email sender + status); the broker is stopped
+# on the way out.
+run: install-runtime ## Kafka + pipeline + simulated shop + email sender + dashboard; Ctrl-C stops all (ARGS=...)
 	@deploy/local/run.sh $(BIN)/journey run $(ARGS)
 
-worker: install kafka-up
+worker: install-runtime kafka-up ## one worker against the local broker
 	$(BIN)/journey worker
 
-simulate: install kafka-up
+simulate: install-runtime kafka-up ## publish simulated shop traffic (ARGS=...)
 	$(BIN)/journey simulate $(ARGS)
 
-lint: install
+sender: install-runtime kafka-up ## the reference email sender (JOURNEY_SENDER_* settings)
+	$(BIN)/journey sender
+
+lint: install ## ruff + mypy --strict
 	$(BIN)/ruff check streams schemas sinks tests
 	$(BIN)/ruff format --check streams schemas sinks tests
 	$(BIN)/mypy
 
-unit: install
+unit: install ## unit tests (no broker)
 	$(BIN)/pytest tests/unit -q
 
 # The dashboard test drives a real headless Chromium: install Debian's package if missing.
-integration: install
+integration: install ## integration tests against their own broker on TEST_KAFKA_PORT
+	@deploy/local/kcat.sh
 	@CHROMIUM="$$(deploy/local/chromium.sh)" && export CHROMIUM && \
 		deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q
 
-test: install
+test: install ## lint + unit + integration
 	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) integration
 
 # Its own broker port, so that a `make test` running meanwhile (port 19092) never stops it.
-bench: install
+bench: install ## performance run, own broker (BENCH_KAFKA_PORT, default 19094)
 	@deploy/local/with-kafka.sh $${BENCH_KAFKA_PORT:-19094} $(BIN)/python -m bench.run $(ARGS)
 
-clean:
+# A clean start for `make run`: its broker's data (topics, offsets) and every local state
+# (journey tables, embedded ClickHouse, the sender's outbox and mails) are deleted.
+reset: ## start clean: stop the broker, delete its data and all local state (.local)
+	-deploy/local/kafka.sh down
+	deploy/local/kafka.sh reset
+	rm -rf .local/chdb .local/faust .local/sender .local/mail .local/serving.json
+
+clean: ## stop the brokers and delete .local and the caches
 	-deploy/local/kafka.sh down
 	-KAFKA_PORT=$(TEST_KAFKA_PORT) deploy/local/kafka.sh down
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache

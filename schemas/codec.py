@@ -3,8 +3,8 @@
 Reading a value (:meth:`Codec.decode`), in this order:
 
 1. size: more than ``max_value_bytes`` -> ``too_large``; zero bytes (or ``None``) -> ``empty``;
-2. first bytes: ``C3 01`` -> Avro single-object encoding; ``{`` (after optional whitespace) ->
-   JSON; anything else -> ``bad_header``;
+2. first bytes: ``C3 01`` -> Avro single-object encoding; ``00`` -> Confluent Schema Registry
+   framing (below); ``{`` (after optional whitespace) -> JSON; anything else -> ``bad_header``;
 3. Avro: the 8-byte little-endian CRC-64-AVRO fingerprint after the marker selects the writer
    schema among *every* released version in ``schemas/<record>/v<N>.avsc``
    (``unknown_fingerprint`` if none; ``wrong_record`` if it is another record than the topic
@@ -16,6 +16,13 @@ Reading a value (:meth:`Codec.decode`), in this order:
    milliseconds or ISO-8601 strings (``Z``/offset; without one, UTC), ``date`` fields
    ``YYYY-MM-DD`` or days since 1970-01-01, ``bytes`` fields base64 (standard alphabet, padded).
    Unknown fields are ignored; optional fields may be absent or null.
+5. Schema Registry framing (``00``, 4-byte schema id, Avro body; ``schemas/registry.py``): the
+   writer schema of the id must have been handed over with :meth:`Codec.add_registry_schema`
+   (the ingest's ``SchemaResolver`` fetches it before decoding). It is checked once against our
+   reader schema (``incompatible_schema`` if it cannot be resolved, ``wrong_record`` if it is
+   another record); a schema identical to a released version uses that version's reader. Without
+   a configured registry such a value is ``no_registry``; an id the registry does not have is
+   ``unknown_schema_id``.
 
 Every rejection is a :class:`DecodeError` with a machine-readable ``reason_code`` and a
 readable ``reason`` (``str(exc)``), meant for the dead-letter topic.
@@ -53,6 +60,8 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from schemas import records
+from schemas.registry import CONFLUENT_HEADER_LEN, confluent_frame, confluent_schema_id
+from schemas.resolution import resolution_problem
 
 if TYPE_CHECKING:
     from faust.serializers.codecs import Codec as FaustCodec
@@ -86,6 +95,9 @@ ReasonCode = Literal[
     "bad_avro",
     "bad_json",
     "validation",
+    "no_registry",
+    "unknown_schema_id",
+    "incompatible_schema",
 ]
 REASON_CODES: Final[frozenset[str]] = frozenset(get_args(ReasonCode))
 
@@ -159,6 +171,7 @@ class SchemaVersion:
         "fingerprint",
         "full_name",
         "header",
+        "label",
         "name",
         "path",
         "read_schema",
@@ -175,6 +188,7 @@ class SchemaVersion:
         self.typed_schema = _parse(copy.deepcopy(schema))
         self.full_name: str = self.typed_schema["name"]
         self.name = self.full_name.rpartition(".")[2]
+        self.label = f"{self.name} v{version}"
         self.canonical_form: str = to_parsing_canonical_form(schema)
         self.fingerprint = bytes.fromhex(_fastavro_fingerprint(self.canonical_form, "CRC-64-AVRO"))
         self.header = SOE_MAGIC + self.fingerprint
@@ -640,7 +654,8 @@ def _conv_record(
                 out[fname] = default()
             else:
                 raise _Invalid(f"missing required field '{_join(path, fname)}'")
-        if not json_input and len(v) != len(out):
+        if not json_input and len(v) > len(out) - sum(1 for k in out if k not in v):
+            # More keys than fields read from it (defaults fill the rest): an unknown one.
             extra = sorted(str(k) for k in v if k not in known)
             raise _Invalid(f"unknown field '{_join(path, extra[0])}' for {short}")
         return out
@@ -1010,6 +1025,10 @@ class Codec:
         self._by_class: dict[type, _Record] = {}
         self._by_fingerprint: dict[bytes, _Reader] = {}
         self._aliases: dict[str, _Record] = {}
+        # Schema Registry: readers by schema id, our records' output ids (registry framing out).
+        self.registry_url: str | None = None
+        self._by_schema_id: dict[int, _Reader | DecodeError] = {}
+        self._output_ids: dict[str, int] = {}
         for full_name, group in sorted(by_name.items()):
             record = _Record(group, classes)
             self._records[full_name] = record
@@ -1109,8 +1128,10 @@ class Codec:
             raise TypeError(f"{type(record).__qualname__} is not a record of the journey schemas")
         datum = rec.to_dict(record)
         version = rec.newest
-        out = io.BytesIO(version.header)
-        out.seek(_HEADER_LEN)
+        schema_id = self._output_ids.get(rec.full_name)
+        header = version.header if schema_id is None else confluent_frame(schema_id, b"")
+        out = io.BytesIO(header)
+        out.seek(len(header))
         try:
             fastavro.schemaless_writer(out, version.write_schema, datum)
         except Exception as exc:
@@ -1191,6 +1212,8 @@ class Codec:
         if value.startswith(SOE_MAGIC):
             return self._decode_avro(value, expected)
         first = value[0]
+        if first == 0x00:
+            return self._decode_registry(value, expected)
         if first == 0x7B or (first in _WHITESPACE and value.lstrip(_WHITESPACE)[:1] == b"{"):
             return self._decode_json(value, expected)
         shown = f"0x{first:02x}" + (f" 0x{value[1]:02x}" if first == 0xC3 and size > 1 else "")
@@ -1222,15 +1245,118 @@ class Codec:
                 f"value is a {record.name} (v{reader.version.version}), but this topic carries "
                 f"{self._expected_record(expected).name}",
             )
+        return self._read_body(reader, value, _HEADER_LEN)
+
+    def _read_body(self, reader: _Reader, value: bytes, start: int) -> Any:
         stream = io.BytesIO(value)
-        stream.seek(_HEADER_LEN)
+        stream.seek(start)
         try:
             datum = fastavro.schemaless_reader(stream, reader.writer_schema, reader.reader_schema)
         except Exception as exc:  # corrupt input makes fastavro raise almost anything
-            raise self._avro_failure(reader, value, exc) from None
-        if stream.tell() != size or (reader.check is not None and not reader.check(datum)):
-            raise self._avro_failure(reader, value, None)
-        return record.build(datum)
+            raise self._avro_failure(reader, value, exc, start) from None
+        if stream.tell() != len(value) or (reader.check is not None and not reader.check(datum)):
+            raise self._avro_failure(reader, value, None, start)
+        return reader.record.build(datum)
+
+    # ---------------------------------------------------------------------- schema registry
+
+    def knows_schema_id(self, schema_id: int) -> bool:
+        return schema_id in self._by_schema_id
+
+    def add_registry_schema(
+        self, schema_id: int, schema_text: str, schema_type: str = "AVRO"
+    ) -> None:
+        """The registry's schema of ``schema_id``: prepare its reader (or the reason it has none).
+
+        A schema whose Parsing Canonical Form is one of our released versions reads exactly like
+        it. Any other one must be a version of one of our records that resolves to the newest
+        (checked here once, with the field that breaks it in the reason).
+        """
+        try:
+            reader = self._registry_reader(schema_id, schema_text, schema_type)
+        except Exception as exc:  # what a registry serves is input: it must never crash ingest
+            reader = DecodeError(
+                "incompatible_schema",
+                f"schema id {schema_id} of the registry is not a usable Avro record schema: "
+                f"{type(exc).__name__}: {exc}",
+            )
+        self._by_schema_id[schema_id] = reader
+
+    def _registry_reader(
+        self, schema_id: int, text: str, schema_type: str
+    ) -> _Reader | DecodeError:
+        where = f"schema id {schema_id} of the registry"
+        if schema_type != "AVRO":
+            return DecodeError("incompatible_schema", f"{where} is {schema_type}, not Avro")
+        schema = json.loads(text)
+        version = SchemaVersion(Path(f"registry-id-{schema_id}"), 0, schema)
+        fingerprint = _fastavro_fingerprint(version.canonical_form, "CRC-64-AVRO")
+        ours = self._by_fingerprint.get(bytes.fromhex(fingerprint))
+        if ours is not None:
+            return ours
+        record = self._aliases.get(version.name)
+        if record is None:
+            return DecodeError(
+                "wrong_record", f"{where} is a record {version.full_name}, not a journey record"
+            )
+        problem = resolution_problem(schema, record.newest.schema)
+        if problem is not None:
+            return DecodeError(
+                "incompatible_schema",
+                f"{where} ({version.full_name}) cannot be read as {record.name} "
+                f"v{record.newest.version}: {problem}",
+            )
+        if version.full_name != record.full_name:
+            # Another namespace (the resolution check matched the short name): read it under
+            # ours, so that fastavro's name check during resolution passes.
+            schema = {
+                **schema,
+                "name": record.name,
+                "namespace": record.full_name.rpartition(".")[0],
+            }
+            version = SchemaVersion(Path(f"registry-id-{schema_id}"), 0, schema)
+        version.label = f"{record.name} (registry schema id {schema_id})"
+        return _Reader(record, version)
+
+    def _decode_registry(self, value: bytes, expected: type | None) -> Any:
+        schema_id = confluent_schema_id(value)
+        if schema_id is None:
+            raise DecodeError(
+                "bad_header",
+                f"value is only {len(value)} bytes and starts with 0x00: the Schema Registry "
+                "framing needs 5 (0x00 and a 4-byte schema id)",
+            )
+        reader = self._by_schema_id.get(schema_id)
+        if reader is None:
+            if self.registry_url is None:
+                raise DecodeError(
+                    "no_registry",
+                    f"value starts with 0x00: Confluent Schema Registry framing (schema id "
+                    f"{schema_id}), but no schema registry is configured; set "
+                    "JOURNEY_SCHEMA_REGISTRY_URL, or produce the Avro single-object encoding "
+                    "or JSON (docs/producing.md)",
+                )
+            raise DecodeError(
+                "unknown_schema_id",
+                f"schema id {schema_id} is not in the schema registry at {self.registry_url}",
+            )
+        if isinstance(reader, DecodeError):
+            raise reader
+        if expected is not None and reader.record.cls is not expected:
+            raise DecodeError(
+                "wrong_record",
+                f"value is a {reader.record.name} (registry schema id {schema_id}), but this "
+                f"topic carries {self._expected_record(expected).name}",
+            )
+        return self._read_body(reader, value, CONFLUENT_HEADER_LEN)
+
+    def use_output_ids(self, ids: Mapping[str, int]) -> None:
+        """Write these records (short or full name -> registry id of their newest schema) in the
+        registry framing from now on; the codec also reads those ids without asking."""
+        for name, schema_id in ids.items():
+            record = self._record(name)
+            self._output_ids[record.full_name] = schema_id
+            self._by_schema_id[schema_id] = self._by_fingerprint[record.newest.fingerprint]
 
     def _expected_record(self, expected: type) -> _Record:
         record = self._by_class.get(expected)
@@ -1238,10 +1364,12 @@ class Codec:
             raise TypeError(f"{expected.__qualname__} is not a record of the journey schemas")
         return record
 
-    def _avro_failure(self, reader: _Reader, value: bytes, exc: Exception | None) -> DecodeError:
+    def _avro_failure(
+        self, reader: _Reader, value: bytes, exc: Exception | None, start: int = _HEADER_LEN
+    ) -> DecodeError:
         version = reader.version
-        label = f"{version.name} v{version.version}"
-        body = value[_HEADER_LEN:]
+        label = version.label
+        body = value[start:]
         walker = _Walker(body, _named(version.write_schema))
         try:
             walker.walk(version.write_schema, "")

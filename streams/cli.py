@@ -24,6 +24,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from schemas.registry import RegistryRejected, RegistryUnavailable
     from sinks.clickhouse.client import ClickHouseUnavailable
     from sinks.clickhouse.migrations import MigrationError
     from streams.topics import BrokerUnavailable, TopicLayoutError
@@ -32,7 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     # one line that says what, not a traceback.
     return (
         BrokerUnavailable, TopicLayoutError, ClickHouseUnavailable, MigrationError,
-        ssl.SSLError, FileNotFoundError, csv.Error,
+        RegistryUnavailable, RegistryRejected, ssl.SSLError, FileNotFoundError, csv.Error,
     )  # fmt: skip
 
 
@@ -163,18 +164,23 @@ def worker(ctx: click.Context, status_every: float | None, status_format: str) -
 
 @main.command()
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "tsv", "csv", "json", "jsonl"]), default="table"
+)
 @click.pass_context
 @friendly
 def sql(ctx: click.Context, query: str, fmt: str) -> None:
     """Run one read-only SQL statement against the configured ClickHouse.
 
-    While a worker runs on the embedded ClickHouse, the query goes through that worker.
+    While a worker runs on the embedded ClickHouse, the query goes through that worker. A
+    trailing FORMAT clause (JSONEachRow, JSON, TSV, CSV, PrettyCompact, ...) chooses the output.
     """
     from sinks.clickhouse.client import NotReadOnly
-    from streams.query import QueryFailed, run_query
+    from streams.query import QueryFailed, run_query, split_format
 
     try:
+        query, clause = split_format(query)
+        fmt = clause or fmt
         result = run_query(_settings(ctx), query)
     except NotReadOnly as exc:
         raise click.UsageError(str(exc)) from exc
@@ -187,6 +193,15 @@ def sql(ctx: click.Context, query: str, fmt: str) -> None:
                 default=to_json,
             )
         )
+    elif fmt == "jsonl":
+        for row in result.rows:
+            click.echo(json.dumps(dict(zip(result.columns, row, strict=True)), default=to_json))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(["" if v is None else v for v in row] for row in result.rows)
     elif fmt == "tsv":
         click.echo("\t".join(result.columns))
         for row in result.rows:
@@ -495,10 +510,17 @@ def _simulation_options(fn: F) -> F:
 @main.command()
 @_simulation_options
 @click.option("--status-every", type=float, default=5.0, show_default=True)
+@click.option(
+    "--sender/--no-sender",
+    default=True,
+    show_default=True,
+    help="Run the reference email sender against a local SMTP server (mails in <data dir>/mail).",
+)
 @click.pass_context
 @friendly
 def run(
     ctx: click.Context,
+    sender: bool,
     seed: int,
     customers: int,
     rate: float,
@@ -521,12 +543,24 @@ def run(
         base = f"http://{settings.web_host}:{settings.web_port}"
         click.secho(f"dashboard: {base}/   metrics: {base}/metrics", bold=True)
         click.echo('analytics while it runs: journey report, journey sql "SELECT ..."')
+    if speed != 1:
+        click.echo(
+            f"demo clock: shop and journey time run {speed:,.0f}x faster than the wall clock "
+            f"(an hour every {3600 / speed:.2g} s), starting now; the status shows it as "
+            "'journey clock'. An event you send by hand must carry that time, or its triggers "
+            "are EXPIRED (nothing older than 24 h is sent): `journey publish` stamps it for you."
+        )
+    if sender:
+        click.echo(
+            "emails: rendered by the reference sender into .local/mail, listed on the dashboard"
+        )
     run_worker(
         settings,
         simulation=SimulationOptions(seed, customers, rate, speed, bad_rate, max_events, run_id),
         status_every=status_every,
         loglevel=ctx.meta.get("log_level", "warning"),
         log_format=ctx.meta.get("log_format", "text"),
+        local_sender=sender,
     )
 
 
@@ -598,6 +632,136 @@ def import_(ctx: click.Context, file: str, fmt: str, dry_run: bool, errors: str 
         click.echo(result.rejections(errors_path))
     click.secho(result.verdict(), fg="yellow" if result.rejected else "green")
     sys.exit(1 if result.rejected else 0)
+
+
+# --- Schema Registry --------------------------------------------------------------------------
+
+
+@main.group()
+def schemas() -> None:
+    """Our Avro schemas in a Confluent-compatible Schema Registry (JOURNEY_SCHEMA_REGISTRY_URL)."""
+
+
+@schemas.command("register")
+@click.pass_context
+@friendly
+def schemas_register(ctx: click.Context) -> None:
+    """Register every released version of each record under `<topic>-value` (idempotent)."""
+    from streams.schema_registry import register_schemas
+
+    settings = _settings(ctx)
+    if not settings.schema_registry_url:
+        raise click.UsageError("set JOURNEY_SCHEMA_REGISTRY_URL to the registry's URL")
+    from schemas.codec import Codec
+
+    for item in asyncio.run(register_schemas(settings, Codec.load())):
+        checked = {None: "new subject", True: "compatible", False: "NOT compatible"}
+        click.echo(
+            f"{item.subject:<40} {item.record} v{item.version}  id {item.schema_id}  "
+            f"({checked[item.compatible]})"
+        )
+
+
+# --- The reference email sender ---------------------------------------------------------------
+
+
+@main.command("sender")
+@click.pass_context
+@friendly
+def sender_command(ctx: click.Context) -> None:
+    """Consume journey.triggers, send one email per trigger over SMTP, report engagement back.
+
+    Settings: JOURNEY_SENDER_* (SMTP host, port, STARTTLS, credentials, from, recipient);
+    docs/consuming-triggers.md.
+    """
+    import signal
+
+    from streams.sender.service import EmailSender, describe
+
+    settings = _settings(ctx)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        sender = EmailSender(settings)
+        click.echo(
+            f"journey sender: {settings.topic('triggers')} -> SMTP {settings.sender_smtp_host}:"
+            f"{settings.sender_smtp_port}; engagement -> {settings.topic('engagement')}. "
+            "Ctrl-C stops."
+        )
+        await sender.run(stop)
+        click.echo(f"journey sender stopped: {describe(sender.counts)}")
+
+    asyncio.run(go())
+
+
+# --- Small tools: publish and tail ------------------------------------------------------------
+
+
+@main.command("publish")
+@click.argument("file", type=click.File("r"), default="-")
+@click.option("--topic", default=None, help='orders, cart, ... (else each line\'s "topic" field).')
+@click.option(
+    "--stamp/--no-stamp",
+    default=None,
+    help="Set occurred_at to now on the journey clock. Default: when a demo (make run) runs.",
+)
+@click.pass_context
+@friendly
+def publish_command(ctx: click.Context, file: Any, topic: str | None, stamp: bool | None) -> None:
+    """Publish JSON lines (one contract record each) to the input topics, keyed by customer_id.
+
+    During `make run` the journey clock runs faster than the wall clock: events are stamped with
+    its time, so that what they trigger is not EXPIRED.
+    """
+    from streams.clock import Clock
+    from streams.publish import PublishError, publish_lines
+    from streams.serving import find_serving
+
+    settings = _settings(ctx)
+    serving = find_serving(settings)
+    clock = serving.clock() if serving is not None else Clock()
+    if stamp is None:
+        stamp = clock.speed != 1
+    try:
+        sent = asyncio.run(publish_lines(settings, file, topic, clock.now_ms, stamp=stamp))
+    except PublishError as exc:
+        raise click.ClickException(f"{exc} (nothing was sent)") from exc
+    note = f" (stamped with the journey clock, {clock.speed:,.0f}x)" if stamp else ""
+    for name, count in sorted(sent.items()):
+        click.echo(f"{name}: {count:,} published{note}")
+
+
+@main.command("tail")
+@click.argument("what", type=click.Choice(["triggers", "decisions", "deadletter"]))
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object per line.")
+@click.option("--from-beginning", is_flag=True, help="Everything so far, then follow.")
+@click.option("--limit", type=int, default=None, help="Stop after this many.")
+@click.option("--seconds", type=float, default=None, help="Stop after this long.")
+@click.pass_context
+@friendly
+def tail_command(
+    ctx: click.Context,
+    what: str,
+    json_lines: bool,
+    from_beginning: bool,
+    limit: int | None,
+    seconds: float | None,
+) -> None:
+    """Follow the triggers (topic), every decision (ClickHouse) or the dead letters (topic)."""
+    from streams.tail import run_tail
+
+    run_tail(
+        _settings(ctx),
+        what,
+        click.echo,
+        json_lines=json_lines,
+        from_beginning=from_beginning,
+        limit=limit,
+        seconds=seconds,
+    )
 
 
 if __name__ == "__main__":

@@ -281,3 +281,37 @@ def page(title: str, subtitle: str, sections: Sequence[str], refresh_seconds: in
         f"<span>updated {now}, refreshes every {refresh_seconds}s</span></header>"
         f"<main>{''.join(sections)}</main></body></html>"
     )
+
+
+# --- Latest emails (the reference sender's outbox; streams/sender/) ----------------------------
+
+
+def emails_section(emails: Sequence[Any]) -> str:
+    """What customers would have received: the newest emails the sender rendered and sent.
+
+    ``emails``: ``streams.sender.outbox.SentEmail`` rows, newest first."""
+    if not emails:
+        body = (
+            '<p class="note">No email sent yet. <code>make run</code> runs the reference sender '
+            "against a local SMTP server; elsewhere run <code>journey sender</code>.</p>"
+        )
+    else:
+        body = "".join(
+            "<details class=mail><summary>"
+            f"<b>{_esc(mail.subject)}</b> <span>{_esc(mail.trigger_type)} · {_esc(mail.locale)} · "
+            f"to {_esc(mail.recipient)} · {_esc(mail.status)}</span></summary>"
+            f"<pre>{_esc(mail.body)}</pre></details>"
+            for mail in emails
+        )
+    return section(
+        "Latest emails",
+        f"<style>{MAIL_CSS}</style>{body}",
+        "Rendered by journey sender from journey.triggers (templates per trigger type, en/nl).",
+    )
+
+
+MAIL_CSS = """
+details.mail { border-bottom: 1px solid #f3f4f6; padding: 4px 0; font-size: 13px; }
+details.mail summary span { color: #6b7280; font-size: 12px; }
+details.mail pre { white-space: pre-wrap; font-size: 12px; background: #f9fafb; padding: 8px; }
+"""

@@ -23,6 +23,7 @@ from schemas.codec import Codec, DecodeError
 from schemas.records import TOPIC_RECORDS, DeadLetter
 from streams.ingest import semantic_problem
 from streams.publish import Publisher
+from streams.schema_registry import resolver_for
 from streams.settings import Settings
 from streams.topics import partition_counts, unreachable
 
@@ -43,6 +44,14 @@ ADVICE = {
     "validation": "The event breaks the contract (see the reason). Fix the producer; replay if "
     "the pipeline's rule was what changed.",
     "unknown_source": "A message on an internal topic without its source header.",
+    "no_registry": "Avro in the Confluent Schema Registry framing (0x00 + schema id), and this "
+    "pipeline has no registry configured. Set JOURNEY_SCHEMA_REGISTRY_URL (and credentials), "
+    "restart the workers, then replay (docs/producing.md).",
+    "unknown_schema_id": "The registry does not have the schema id the value names: the producer "
+    "used another registry, or the schema was deleted. Fix the producer's registry URL, then "
+    "replay.",
+    "incompatible_schema": "The producer's registered schema cannot be read as our schema (the "
+    "reason names the field). Align the producer's schema with schemas/<record>/, then replay.",
 }
 
 
@@ -67,6 +76,7 @@ class Letter:
 async def read_letters(settings: Settings, codec: Codec | None = None) -> list[Letter]:
     """Every dead letter currently in the topic, oldest first per partition."""
     codec = codec or Codec.load(max_value_bytes=settings.max_value_bytes)
+    resolver = resolver_for(settings, codec)
     topic = settings.topic("deadletter")
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -96,6 +106,8 @@ async def read_letters(settings: Settings, codec: Codec | None = None) -> list[L
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for tp, messages in batch.items():
                 for message in messages:
+                    if resolver is not None and message.value:  # JOURNEY_OUTPUT_FRAMING=confluent
+                        await resolver.ensure(message.value)
                     try:
                         letter = codec.decode(message.value, DeadLetter)
                     except DecodeError:
@@ -108,6 +120,8 @@ async def read_letters(settings: Settings, codec: Codec | None = None) -> list[L
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+        if resolver is not None:
+            await resolver.close()
     return letters
 
 

@@ -34,6 +34,7 @@ from sinks.clickhouse.rows import (
     deadletter_row,
 )
 from sinks.clickhouse.sink import ClickHouseSink
+from streams.schema_registry import resolver_for
 from streams.settings import Settings
 
 # Header naming the input a repartitioned event came from (its record type follows from it).
@@ -116,6 +117,8 @@ class Ingest:
         self.accepted: Counter[str] = Counter()
         self.dead: Counter[str] = Counter()
         self.repartitioned = 0
+        # Registry-framed values: their writer schema is fetched (and waited for) before decoding.
+        self.schema_resolver = resolver_for(settings, codec)
         sink.register_table(EVENTS_TABLE, EVENTS_COLUMNS)
         sink.register_table(DEADLETTERS_TABLE, DEADLETTERS_COLUMNS)
 
@@ -165,6 +168,8 @@ class Ingest:
                 f"message on {topic} without a valid {SOURCE_HEADER} header ({short!r})",
             )
             return None
+        if self.schema_resolver is not None and value:
+            await self.schema_resolver.ensure(value)
         try:
             record: InputEvent = self.codec.decode(value or b"", expected)
         except DecodeError as exc:

@@ -10,6 +10,7 @@ by the ``JOURNEY_QUERY_*`` limits; against a ClickHouse server every query carri
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from sinks.clickhouse.client import AnalystQueries, QueryError, read_only_statement, redact_url
+from streams.serving import find_serving
 from streams.settings import Settings
 
 
@@ -44,10 +46,46 @@ class Result:
     source: str
 
 
+# ClickHouse output formats a `journey sql` query may end with (as analysts type them), and the
+# rendering of `journey sql` that gives the same output.
+FORMATS = {
+    "jsoneachrow": "jsonl",
+    "jsonlines": "jsonl",
+    "ndjson": "jsonl",
+    "json": "json",
+    "jsoncompact": "json",
+    "tabseparated": "tsv",
+    "tsv": "tsv",
+    "tabseparatedwithnames": "tsv",
+    "tsvwithnames": "tsv",
+    "csv": "csv",
+    "csvwithnames": "csv",
+    "pretty": "table",
+    "prettycompact": "table",
+    "prettycompactmonoblock": "table",
+}
+_FORMAT_CLAUSE = re.compile(r"\s+FORMAT\s+([A-Za-z]+)\s*;?\s*$", re.IGNORECASE)
+
+
+def split_format(sql: str) -> tuple[str, str | None]:
+    """``"SELECT 1 FORMAT JSONEachRow"`` -> ``("SELECT 1", "jsonl")``; the statement then runs
+    without it (rows come back as values and are rendered here)."""
+    match = _FORMAT_CLAUSE.search(sql)
+    if match is None:
+        return sql, None
+    name = match.group(1)
+    rendering = FORMATS.get(name.lower())
+    if rendering is None:
+        known = ", ".join(sorted({"JSONEachRow", "JSON", "TSV", "TSVWithNames", "CSV",
+                                  "CSVWithNames", "PrettyCompact"}))  # fmt: skip
+        raise QueryFailed(f"FORMAT {name} is not supported by journey sql; use one of {known}")
+    return sql[: match.start()], rendering
+
+
 def run_query(settings: Settings, sql: str) -> Result:
     statement = read_only_statement(sql)
     url = settings.resolved_clickhouse_url()
-    if url.startswith("chdb://") and settings.web_port:
+    if url.startswith("chdb://"):
         via_worker = _ask_worker(settings, statement, url)
         if via_worker is not None:
             return via_worker
@@ -55,7 +93,14 @@ def run_query(settings: Settings, sql: str) -> Result:
     try:
         columns, rows = analyst.query_sync(statement)
     except QueryError as exc:
-        raise QueryFailed(str(exc)) from exc
+        message = str(exc)
+        if "Cannot lock file" in message or "already running" in message:
+            message = (
+                f"the embedded ClickHouse at {redact_url(url)} is open in another process (a "
+                "worker or `make run` of this data directory, serving on a port this command "
+                "does not know): set JOURNEY_WEB_PORT to that worker's port, or stop it"
+            )
+        raise QueryFailed(message) from exc
     finally:
         analyst.close()
     return Result(columns, rows, redact_url(url))
@@ -70,9 +115,17 @@ def worker_headers(settings: Settings) -> dict[str, str]:
 
 
 def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
-    """Ask the worker serving on the configured port, if it owns *our* data path."""
-    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
-    endpoint = f"http://{host}:{settings.web_port}/sql"
+    """Ask the worker that owns *our* data path: the one recorded in ``serving.json``, else the
+    one on the configured port."""
+    serving = find_serving(settings)
+    if serving is not None and serving.clickhouse == url and serving.url:
+        base = serving.url
+    elif settings.web_port:
+        host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+        base = f"http://{host}:{settings.web_port}"
+    else:
+        return None
+    endpoint = f"{base}/sql"
     request = urllib.request.Request(
         endpoint, data=statement.encode(), method="POST", headers=worker_headers(settings)
     )
@@ -87,7 +140,12 @@ def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
         except ValueError:
             message = f"{exc.code} from the worker at {endpoint}: {text.strip()}"
         raise QueryFailed(message) from exc
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        if serving is not None and serving.clickhouse == url and serving.url:
+            raise QueryFailed(
+                f"the worker (pid {serving.pid}) that owns {url} does not answer at {endpoint}: "
+                f"{exc}; is it still starting?"
+            ) from exc
         return None  # no worker here: open the data path directly
     if body.get("clickhouse") != redact_url(url):
         return None  # a worker of another installation: not our data

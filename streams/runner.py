@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 
+from schemas.codec import Codec
 from sinks.clickhouse.client import ClickHouse
 from sinks.clickhouse.migrations import apply_migrations
 from streams import simulator
@@ -27,8 +28,10 @@ from streams.console import Progress, describe_trigger
 from streams.engine import tune_gc
 from streams.logs import logging_config
 from streams.publish import Publisher
+from streams.schema_registry import prepare_output_framing
+from streams.serving import record_serving
 from streams.settings import Settings
-from streams.topics import create_topics, verify_layout
+from streams.topics import create_topics, verify_layout, wait_for_group_coordinator
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,10 @@ def prepare(settings: Settings, *, create_missing_topics: bool = True) -> int:
     async def topics() -> int:
         if create_missing_topics:
             await create_topics(settings)
-        return await verify_layout(settings)
+        partitions = await verify_layout(settings)
+        # The worker's and the sender's groups: no GroupCoordinatorNotAvailable ERROR lines.
+        await wait_for_group_coordinator(settings, [settings.app_id, f"{settings.app_id}-sender"])
+        return partitions
 
     partitions = asyncio.run(topics())
     applied = apply_migrations(ClickHouse.shared(settings))
@@ -74,6 +80,7 @@ class StatusDisplay:
         self._last_consumed = 0
         self._last_time = self.started
         self.simulated: str = ""
+        self.sender: Any = None  # the local email sender of `make run`, when it runs
 
     async def snapshot(self) -> dict[str, Any]:
         """The numbers shown, also printed as JSON lines with ``--status-format json``."""
@@ -165,6 +172,13 @@ class StatusDisplay:
         ]
         if self.simulated:
             lines.append(f"    simulator: {self.simulated}")
+        if self.sender is not None:
+            from streams.sender.service import describe
+
+            lines.append(
+                f"    email sender: {describe(self.sender.counts)} "
+                f"(local SMTP server, mails in {self.pipeline.settings.data_dir / 'mail'})"
+            )
         settings = self.pipeline.settings
         if settings.web_port:
             lines.append(
@@ -188,15 +202,24 @@ def run_worker(
     status_json: bool = False,
     loglevel: str = "info",
     log_format: str = "text",
+    local_sender: bool = False,
 ) -> None:
-    """Run until Ctrl-C / SIGTERM (or, in tests, until killed)."""
+    """Run until Ctrl-C / SIGTERM (or, in tests, until killed).
+
+    ``local_sender``: also run the reference email sender in this process, against a local SMTP
+    server that keeps every mail under ``<data dir>/mail`` (``make run``)."""
     tune_gc()
     partitions = prepare(settings)
     # With the simulator in the same process, the journey clock runs at the simulator's speed
     # from the same moment, so both agree on what time it is in the shop.
     clock = Clock(simulation.speed if simulation is not None else settings.clock_speed)
-    pipeline = create_pipeline(settings, partitions=partitions, clock=clock)
+    codec = Codec.load(max_value_bytes=settings.max_value_bytes)
+    asyncio.run(prepare_output_framing(settings, codec))  # registry ids, if outputs use them
+    pipeline = create_pipeline(settings, partitions=partitions, clock=clock, codec=codec)
     pipeline.sink.setup()
+    record_serving(
+        settings, clock
+    )  # so that `journey sql`/`report` find this worker, whatever its port
     app = pipeline.app
     display = (
         StatusDisplay(pipeline, status_every, json_lines=status_json) if status_every else None
@@ -214,6 +237,15 @@ def run_worker(
         async def _simulate() -> None:
             await run_simulation(settings, simulation, display, clock=clock)
 
+    if local_sender:
+        _run_local_sender(app, settings, codec, clock, display)
+    resolver = pipeline.ingest.schema_resolver
+    if resolver is not None:
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _close_registry_client(app: faust.App, **kwargs: Any) -> None:
+            await resolver.close()
+
     worker = faust.Worker(
         app,
         loglevel=loglevel,
@@ -222,6 +254,34 @@ def run_worker(
         logging_config=logging_config(loglevel, log_format),
     )
     worker.execute_from_commandline()
+
+
+def _run_local_sender(
+    app: faust.App, settings: Settings, codec: Codec, clock: Clock, display: StatusDisplay | None
+) -> None:
+    from streams.sender.local_smtp import LocalMailServer
+    from streams.sender.service import EmailSender
+
+    mail = LocalMailServer(settings.data_dir / "mail")
+    local = settings.model_copy(
+        update={
+            "sender_smtp_host": "127.0.0.1",
+            "sender_smtp_port": mail.port,
+            "sender_smtp_starttls": False,
+            "sender_smtp_username": None,
+        }
+    )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _send_emails() -> None:
+        mail.start()
+        sender = EmailSender(local, clock_ms=clock.now_ms, codec=codec)
+        if display is not None:
+            display.sender = sender
+        try:
+            await sender.run()
+        finally:
+            mail.stop()
 
 
 def _base36(number: int) -> str:

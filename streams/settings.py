@@ -79,6 +79,29 @@ class Settings(BaseSettings):
     topic_ticks: str = "journey.ticks"
     timer_tick_interval: DurationMs = duration("250ms")
 
+    # --- Schema Registry (Confluent wire format: 0x00 + 4-byte schema id; docs/producing.md) ----
+    schema_registry_url: str = ""  # empty: no registry; such values are dead letters (no_registry)
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+    # How journey.triggers and journey.deadletter are written: Avro single-object encoding, or the
+    # registry framing with our schemas' ids (looked up; registered if auto_register is on).
+    output_framing: Literal["single-object", "confluent"] = "single-object"
+    schema_registry_auto_register: bool = False
+
+    # --- The reference email sender (journey sender; docs/consuming-triggers.md) ---------------
+    sender_smtp_host: str = "127.0.0.1"
+    sender_smtp_port: int = Field(default=587, ge=1, le=65535)
+    sender_smtp_starttls: bool = True
+    sender_smtp_username: str | None = None
+    sender_smtp_password: SecretStr | None = None
+    sender_smtp_cafile: Path | None = None  # CA of the SMTP server's certificate (else system)
+    sender_from: str = "Example Shop <shop@example.com>"
+    # The shop's own customer directory is what knows addresses; this maps an id to one.
+    sender_recipient: str = "{customer_id}@customers.example.com"
+    sender_default_locale: Literal["en", "nl"] = "en"
+    sender_shop_name: str = "Example Shop"
+    sender_shop_url: str = "https://shop.example.com"
+
     # --- Bad input ------------------------------------------------------------------------------
     max_value_bytes: int = Field(default=1_048_576, ge=1024)
 

@@ -139,3 +139,31 @@ async def verify_layout(settings: Settings, wait_for_missing: float = 10.0) -> i
             break
         await asyncio.sleep(0.5)
     return check_copartitioning(settings, counts)
+
+
+async def wait_for_group_coordinator(
+    settings: Settings, group_ids: Iterable[str], timeout: float = 60.0
+) -> None:
+    """Return once the broker has a coordinator for each consumer group.
+
+    On a fresh broker the offsets topic is created by the first group request, and until it is
+    ready every consumer logs GroupCoordinatorNotAvailable at ERROR level: a healthy start would
+    print errors. Asking here first, quietly, lets the worker start when the broker is ready.
+    """
+    admin = await _admin(settings)
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        for group_id in group_ids:
+            while True:
+                try:
+                    await admin.find_coordinator(group_id)
+                    break
+                except KafkaError as exc:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise BrokerUnavailable(
+                            f"Kafka at {settings.kafka_bootstrap} has no group coordinator for "
+                            f"{group_id} after {timeout:.0f} s ({exc})"
+                        ) from exc
+                    await asyncio.sleep(0.2)
+    finally:
+        await admin.close()

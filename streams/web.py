@@ -407,6 +407,9 @@ class WebServer:
                 "Median hours from SHIPPED to DELIVERED, per day of delivery.",
             )
         )
+        from streams.sender.outbox import latest_emails, outbox_path
+
+        sections.append(d.emails_section(latest_emails(outbox_path(self.settings.data_dir), 8)))
         return d.page(
             "journey",
             f"{self.settings.kafka_bootstrap} · {redact_url(self.analyst.url)}",

@@ -15,6 +15,9 @@ trap stop EXIT
 # Ctrl-C reaches the pipeline too (same process group); it shuts down cleanly, then we stop Kafka.
 trap ':' INT
 trap 'exit 143' TERM
+# One place sets the port: the pipeline connects to the broker this script starts.
+export KAFKA_PORT="${KAFKA_PORT:-9092}"
+export JOURNEY_KAFKA_BOOTSTRAP="${JOURNEY_KAFKA_BOOTSTRAP:-127.0.0.1:$KAFKA_PORT}"
 "$here/kafka.sh" up || exit $?
 "$@"
 status=$?

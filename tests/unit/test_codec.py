@@ -520,7 +520,6 @@ def test_empty(codec: Codec) -> None:
 @pytest.mark.parametrize(
     ("value", "shown"),
     [
-        (b"\x00\x01\x02", "0x00"),
         (b"[1, 2]", "0x5b"),
         (b"  x", "0x20"),
         (b"\xc3\x02rest", "0xc3 0x02"),

@@ -1,0 +1,50 @@
+"""`journey publish` and `journey tail` against the real broker, a worker and chdb."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.integration.conftest import Env, publish
+
+
+def test_publish_then_tail_triggers_decisions_and_deadletters(
+    env: Env, start_worker: Any, tmp_path: Path
+) -> None:
+    env.journey("topics", "create")
+    lines = tmp_path / "events.jsonl"
+    lines.write_text(
+        json.dumps({"customer_id": "pub-1", "order_id": "o-p1", "status": "PLACED",
+                    "total_minor": 4995, "currency": "EUR"}) + "\n"
+        + json.dumps({"topic": "cart", "customer_id": "pub-2", "cart_id": "k-p2",
+                      "action": "PRODUCT_ADDED", "product_id": "sku-1", "quantity": 1}) + "\n"
+    )  # fmt: skip
+    out = env.journey("publish", "--topic", "orders", str(lines)).stdout
+    assert "shop.orders: 1 published" in out and "shop.cart: 1 published" in out
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text('{"customer_id": "pub-9", "order_id": "o"}\n')
+    bad = env.journey("publish", "--topic", "orders", str(wrong), check=False)
+    assert bad.returncode != 0 and "missing required field 'status'" in bad.stderr
+    assert "nothing was sent" in bad.stderr
+    publish(env, [("orders", b"pub-3", b"\x00\x00\x00\x00\x07body")])
+
+    worker = start_worker()
+    status = worker.wait_until(
+        lambda s: s.get("emitted", 0) >= 1 and s.get("deadletter_rows", 0) >= 1
+    )
+    assert status["repartitioned"] == 0  # keyed and partitioned as the contract says
+    triggers = env.journey("tail", "triggers", "--from-beginning", "--limit", "1", "--json").stdout
+    (trigger,) = [json.loads(line) for line in triggers.splitlines()]
+    assert (trigger["trigger_type"], trigger["customer_id"]) == ("ORDER_CONFIRMATION", "pub-1")
+    human = env.journey("tail", "triggers", "--from-beginning", "--limit", "1").stdout
+    assert "ORDER_CONFIRMATION" in human and "first_order=true" in human
+    letters = env.journey("tail", "deadletter", "--from-beginning", "--limit", "1").stdout
+    assert "no_registry" in letters
+    worker.wait_until(lambda s: s.get("trigger_rows", 0) >= 1)
+    assert worker.stop() == 0
+    decisions = env.journey(
+        "tail", "decisions", "--from-beginning", "--limit", "1", "--json"
+    ).stdout
+    (decision,) = [json.loads(line) for line in decisions.splitlines()]
+    assert (decision["status"], decision["customer_id"]) == ("EMITTED", "pub-1")
