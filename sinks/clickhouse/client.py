@@ -165,6 +165,9 @@ class NotReadOnly(ValueError):
     pass
 
 
+_LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
+
+
 def read_only_statement(sql: str) -> str:
     """The statement without its trailing ``;``, or NotReadOnly with a friendly reason.
 
@@ -172,7 +175,9 @@ def read_only_statement(sql: str) -> str:
     analyst session's ``readonly=1`` and limits) and by ``check_ast`` on the engine's own parse.
     """
     statement = sql.strip().rstrip(";").strip()
-    first = statement.split(None, 1)[0].upper() if statement else ""
+    # Analysts start queries with a comment; the word that counts is the first one after them.
+    words = _LEADING_COMMENTS.sub("", statement).split(None, 1)
+    first = words[0].upper() if words else ""
     if first not in READ_ONLY_STATEMENTS:
         raise NotReadOnly(
             f"only one read-only statement is allowed ({' or '.join(READ_ONLY_STATEMENTS)}; "

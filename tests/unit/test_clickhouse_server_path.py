@@ -159,12 +159,22 @@ def test_analyst_queries_to_a_server_are_read_only_and_bounded(server: dict[str,
         "DROP TABLE journey.events",
         "ALTER TABLE journey.events DELETE WHERE 1",
         "SYSTEM SHUTDOWN",
+        "-- SELECT\nDROP TABLE journey.events",
+        "/* SELECT */ INSERT INTO journey.events VALUES (1)",
+        "-- only a comment",
         "",
     ],
 )
 def test_other_statements_get_a_friendly_refusal(statement: str) -> None:
     with pytest.raises(NotReadOnly):
         read_only_statement(statement)
+
+
+@pytest.mark.parametrize(
+    "statement", ["-- why\nSELECT 1", "/* a\nb */ -- c\n  with 1 AS x SELECT x"]
+)
+def test_a_query_may_start_with_comments(statement: str) -> None:
+    assert read_only_statement(statement + ";") == statement
 
 
 # EXPLAIN AST output of chdb 4.4 (engine 26.9), as returned line by line.
