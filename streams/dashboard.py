@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.journey.decisions import Status
+
 PALETTE = ("#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2", "#db2777",
            "#65a30d", "#ea580c", "#4b5563", "#0d9488")  # fmt: skip
 STATUS_COLOURS = {
-    "EMITTED": "#16a34a",
-    "SUPPRESSED": "#f59e0b",
-    "EXPIRED": "#9ca3af",
-    "CANCELLED": "#dc2626",
+    Status.EMITTED: "#16a34a",
+    Status.SUPPRESSED: "#f59e0b",
+    Status.EXPIRED: "#9ca3af",
+    Status.CANCELLED: "#dc2626",
 }
 
 

@@ -26,6 +26,7 @@ from streams.app import Pipeline, create_pipeline
 from streams.clock import Clock
 from streams.console import Progress, describe_trigger
 from streams.engine import tune_gc
+from streams.journey.decisions import Status
 from streams.logs import logging_config
 from streams.publish import Publisher
 from streams.schema_registry import prepare_output_framing
@@ -103,7 +104,9 @@ class StatusDisplay:
             "sink_failures": sink.stats.failures,
             "sink_skipped_rows": sink.stats.skipped_rows,
             "triggers": {f"{t}/{status}": n for (t, status), n in sorted(engine.decisions.items())},
-            "emitted": sum(n for (_, status), n in engine.decisions.items() if status == "EMITTED"),
+            "emitted": sum(
+                n for (_, status), n in engine.decisions.items() if status == Status.EMITTED
+            ),
             "pending_timers": len(engine.index),
             "ready": engine.rebuilds > 0,
             "index_rebuild": engine.last_rebuild,
@@ -158,7 +161,7 @@ class StatusDisplay:
         emitted: dict[str, int] = {}
         for key, n in snap["triggers"].items():
             trigger_type, status = key.split("/")
-            if status == "EMITTED":
+            if status == Status.EMITTED:
                 emitted[trigger_type] = n
         lines = [
             f"[{elapsed // 60:02d}:{elapsed % 60:02d}] consumed {snap['consumed']:,}"

@@ -35,6 +35,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sinks.clickhouse.client import AnalystQueries, NotReadOnly, QueryError, redact_url
+from streams.journey.decisions import Status
 from streams.metrics import Metrics
 from streams.query import to_json
 from streams.settings import Settings
@@ -260,7 +261,7 @@ class WebServer:
 
         ingest, engine = self.pipeline.ingest, self.pipeline.engine
         consumed = sum(ingest.consumed.values())
-        emitted = sum(n for (_, status), n in engine.decisions.items() if status == "EMITTED")
+        emitted = sum(n for (_, status), n in engine.decisions.items() if status == Status.EMITTED)
         samples = list(self.history)
         rates = [
             (later[1] - earlier[1]) / max(later[0] - earlier[0], 1e-9)
