@@ -191,9 +191,7 @@ def test_a_new_assignment_returns_the_buffered_messages_unhandled() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.sampled_from(TOPICS), st.integers(0, 50)), min_size=1, max_size=40
-    ),
+    st.lists(st.tuples(st.sampled_from(TOPICS), st.integers(0, 50)), min_size=1, max_size=40),
     st.integers(1, 8),
 )
 def test_any_arrival_gives_per_topic_order_and_event_time_order_when_sorted(
