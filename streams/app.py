@@ -162,15 +162,16 @@ def create_pipeline(
         async for event in stream.events():
             # Event-time merge across the inputs of each partition number (streams/ordering.py).
             # It is re-checked on every message; the worker's own ticks arrive every
-            # timer_tick_interval, so a partition number waits at most about ordering_wait.
+            # timer_tick_interval, so an idle wait is noticed within about that much.
             message = event.message
             time_ms = (
                 tick_time(message.value, int(message.timestamp * 1000))
                 if message.topic == ticks_topic
                 else ingest.event_time(message.topic, message.value, message.headers)
             )
-            ordering.push(event, message.topic, message.partition, message.offset, time_ms)
-            for ready in ordering.pop_ready(monotonic() * 1000):
+            now = monotonic() * 1000
+            ordering.push(event, message.topic, message.partition, message.offset, time_ms, now)
+            for ready in ordering.pop_ready(now):
                 # Faust's table writes go to the partition of the "current" event: make it the
                 # one handled (released events can come from another partition).
                 stream._set_current_event(ready)
@@ -295,8 +296,12 @@ class ConsumerOffsets:
     def start_offset(self, topic: str, partition: int) -> int | None:
         # Faust seeks every assigned partition to its committed offset after a rebalance and
         # keeps it there (None for 0 or none: consumption then starts at the earliest offset).
+        # Below the earliest offset (retention deleted it), consumption starts at the earliest.
         committed = getattr(self.app.consumer, "_committed_offset", {}).get(TP(topic, partition))
-        return int(committed) if committed is not None else self.earliest.get((topic, partition))
+        earliest = self.earliest.get((topic, partition))
+        if committed is None or earliest is None:
+            return earliest if committed is None else int(committed)
+        return max(int(committed), earliest)
 
     async def assigned(self, tps: list[TP]) -> None:
         self.earliest.clear()
@@ -320,4 +325,5 @@ def ordered_intake(settings: Settings, offsets: ConsumerOffsets) -> EventTimeBuf
         capacity=settings.ordering_buffer,
         end_offset=offsets.end_offset,
         start_offset=offsets.start_offset,
+        idle_topics=[settings.topic("ticks")],
     )

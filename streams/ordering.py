@@ -12,9 +12,13 @@ time (``occurred_at``; a tick by its clock time). So:
   offsets of one topic-partition are handed over (and acked) in increasing order.
 * **An empty topic-partition** holds its partition number back while it may still deliver an
   older message: until it is caught up to its end offset (the highwater the consumer saw), or
-  for at most ``wait_ms`` (``JOURNEY_ORDERING_WAIT``). Once that wait has run out the partition
-  number flows freely again until the laggard delivers something (as ``max.task.idle.ms``).
-  Live, every empty topic-partition is caught up, so nothing waits.
+  until no input at all has arrived for ``wait_ms`` (``JOURNEY_ORDERING_WAIT``). The wait counts
+  idle time, not time spent handling other messages: during a catch-up the laggard's message is
+  usually queued behind others (measured: a wall-clock bound of 200 ms released out of order
+  while the worker was busy with a backlog). ``idle_topics`` (the worker's own ticks) do not
+  count as input. Once the wait has run out the partition number flows freely until every
+  laggard has caught up or delivered (as ``max.task.idle.ms``). Live, every empty
+  topic-partition is caught up, so nothing waits.
 * **Ties** (the same time) go in a fixed topic order (``topic_order``: who sets consent and time
   zone first, ticks last), so the outcome never depends on delivery order.
 * **Bounded memory:** at ``capacity`` buffered messages the oldest head is released whether or
@@ -73,6 +77,7 @@ class EventTimeBuffer(Generic[T]):
         capacity: int,
         end_offset: OffsetLookup,
         start_offset: OffsetLookup,
+        idle_topics: Iterable[str] = (),
     ) -> None:
         """``topic_order``: every topic merged, in tie-break order.
 
@@ -87,6 +92,8 @@ class EventTimeBuffer(Generic[T]):
         self.capacity = capacity
         self.end_offset = end_offset
         self.start_offset = start_offset
+        self.idle_topics = frozenset(idle_topics)
+        self._last_input_ms: float | None = None
         self._groups: dict[int, _PartitionGroup[T]] = {}
         self._assigned: dict[int, list[str]] = {}  # partition -> topics assigned to us there
         self._next_offset: dict[TopicPartition, int] = {}  # after the last message received
@@ -123,7 +130,15 @@ class EventTimeBuffer(Generic[T]):
         return dropped
 
     # --- in and out -----------------------------------------------------------------------------
-    def push(self, item: T, topic: str, partition: int, offset: int, time_ms: int | None) -> None:
+    def push(
+        self,
+        item: T,
+        topic: str,
+        partition: int,
+        offset: int,
+        time_ms: int | None,
+        now_ms: float,
+    ) -> None:
         group = self._groups.get(partition)
         if group is None:
             group = self._groups[partition] = _PartitionGroup()
@@ -133,6 +148,8 @@ class EventTimeBuffer(Generic[T]):
         queue.append(_Buffered(item, offset, time_ms))
         self._next_offset[(topic, partition)] = offset + 1
         self._size += 1
+        if topic not in self.idle_topics:
+            self._last_input_ms = now_ms
 
     def pop_ready(self, now_ms: float) -> list[T]:
         """Everything that may be handled now, in the order to handle it."""
@@ -217,7 +234,8 @@ class EventTimeBuffer(Generic[T]):
             return False
         if group.blocked_since is None:
             group.blocked_since = now_ms
-        if now_ms - group.blocked_since < self.wait_ms:
+        idle_since = max(group.blocked_since, self._last_input_ms or group.blocked_since)
+        if now_ms - idle_since < self.wait_ms:
             return True
         group.waited_out = True
         self.forced[FORCED_BY_WAIT] += 1
