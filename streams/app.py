@@ -49,6 +49,25 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
+class _App(faust.App):
+    """Before a rebalance and before a stop Faust waits until every message it handed to the
+    agent is acked. Messages held by the event-time merge are not handled, so they never would
+    be: drop them first (they were not acked, so they are delivered again). Faust has no signal
+    that early; these two methods are its documented extension points."""
+
+    ordering: EventTimeBuffer[Any] | None = None
+
+    def on_rebalance_start(self) -> None:
+        if self.ordering is not None:
+            self.ordering.clear()
+        super().on_rebalance_start()
+
+    async def on_stop(self) -> None:
+        if self.ordering is not None:
+            self.ordering.clear()
+        await super().on_stop()
+
+
 @dataclass
 class Pipeline:
     settings: Settings
@@ -75,7 +94,7 @@ def create_pipeline(
     codec = codec or Codec.load(max_value_bytes=settings.max_value_bytes)
     register_faust_codecs(codec)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = _App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
@@ -154,7 +173,7 @@ def create_pipeline(
     )
 
     offsets = ConsumerOffsets(app)
-    ordering = ordered_intake(settings, offsets)
+    ordering = app.ordering = ordered_intake(settings, offsets)
 
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
@@ -213,7 +232,7 @@ def create_pipeline(
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_watermarks(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         sink.forget_watermarks()
-        ordering.assign([])  # unhandled, so unacked: delivered again from the committed offset
+        ordering.clear()  # unhandled, so unacked: delivered again from the committed offset
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _load_watermarks(app: faust.App, assigned: Any, **kwargs: Any) -> None:

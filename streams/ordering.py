@@ -129,6 +129,10 @@ class EventTimeBuffer(Generic[T]):
                 self._assigned.setdefault(partition, []).append(topic)
         return dropped
 
+    def clear(self) -> list[T]:
+        """Drop what is buffered (a rebalance or a stop begins), keeping the assignment."""
+        return self.assign([(topic, p) for p, topics in self._assigned.items() for topic in topics])
+
     # --- in and out -----------------------------------------------------------------------------
     def push(
         self,

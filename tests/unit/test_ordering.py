@@ -256,3 +256,19 @@ def test_any_arrival_gives_per_topic_order_and_event_time_order_when_sorted(
 def test_ticks_carry_their_time() -> None:
     assert tick_time(tick_value(1_234_567), fallback_ms=9) == 1_234_567
     assert tick_time(b"", fallback_ms=9) == 9  # a tick from an older worker
+
+
+def test_clear_drops_the_buffer_and_keeps_the_assignment() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 1
+    broker.end[("customers", 0)] = 1
+    buffer = make(broker, wait_ms=10**9)
+    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == []
+    assert buffer.clear() == ["o1"]
+    # Still assigned: the redelivered order waits for customers/0 as before.
+    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=1)
+    assert buffer.pop_ready(now_ms=1) == []
+    buffer.push("c1", "customers", 0, 0, 500, now_ms=2)
+    assert buffer.pop_ready(now_ms=2) == ["c1", "o1"]
