@@ -5,8 +5,9 @@ that) owns each customer's partition across all inputs, so the journey state of 
 exactly one writer, and its timers fire in the same agent (on the ticks of its partition). The
 agent is thin: messages pass the event-time merge (``streams/ordering.py``: per partition number,
 oldest ``occurred_at`` first across the input topics), then go to ``Ingest`` (decode, dead
-letters, re-keying, the key's partition) and accepted events to the ``JourneyEngine``. The agent never acks a message itself; the ClickHouse sink acks messages
-once everything they caused is stored, and only acked offsets are committed.
+letters, re-keying, the key's partition) and accepted events to the ``JourneyEngine``. The
+agent never acks a message itself; the ClickHouse sink acks messages once everything they caused
+is stored, and only acked offsets are committed.
 """
 
 from __future__ import annotations
