@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import urllib.request
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,9 +270,20 @@ def publish_mixed(env: Env, events: list[InputEvent], *, crc32: bool) -> list[tu
     return placed
 
 
-def run_two_workers(env: Env, events: list[InputEvent], *, crc32: bool) -> dict[str, Any]:
+def owned_partitions(port: int) -> set[int]:
+    """The input partitions a worker consumes, from its lag gauge."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return set()
+    return {int(p) for p in re.findall(r'^journey_consumer_lag\{.*partition="(\d+)"', text, re.M)}
+
+
+def run_two_workers(env: Env, *, crc32: bool) -> dict[str, Any]:
     settings = journey_settings()
     env.journey("topics", "create")
+    ports = [free_port() for _ in range(2)]
     # chdb lets one process open a data path: each worker has its own (only triggers compared).
     workers = [
         launch_worker(
@@ -278,14 +291,22 @@ def run_two_workers(env: Env, events: list[InputEvent], *, crc32: bool) -> dict[
             **settings,
             JOURNEY_DATA_DIR=str(env.tmp / f"worker-{i}"),
             JOURNEY_CLICKHOUSE_URL=f"chdb://{env.tmp / f'chdb-{i}'}",
-            JOURNEY_WEB_PORT=str(free_port()),
+            JOURNEY_WEB_PORT=str(port),
         )
-        for i in range(2)
+        for i, port in enumerate(ports)
     ]
     try:
         for worker in workers:
             worker.wait_until(lambda s: s.get("ready"))
-        time.sleep(2)  # both in the group: the partitions are shared between them
+        # Both in the group, each with its share of the 3 partitions.
+        deadline = time.monotonic() + 90
+        while True:
+            owned = [owned_partitions(port) for port in ports]
+            if all(owned) and set().union(*owned) == {0, 1, 2} and not owned[0] & owned[1]:
+                break
+            assert time.monotonic() < deadline, f"partitions never shared: {owned}"
+            time.sleep(0.5)
+        events = journeys(now_ms() + 1_000)
         placed = publish_mixed(env, events, crc32=crc32)
         triggers = triggers_on_topic(env, len(EMITTED), settle=6)
         for worker in workers:
@@ -305,8 +326,7 @@ def run_two_workers(env: Env, events: list[InputEvent], *, crc32: bool) -> dict[
 def test_a_crc32_producer_with_two_workers_gives_the_triggers_of_a_murmur2_one(
     env: Env, tmp_path: Path
 ) -> None:
-    t = now_ms() + 20_000  # both runs start their events from the workers' readiness
-    crc = run_two_workers(env, journeys(t), crc32=True)
+    crc = run_two_workers(env, crc32=True)
     # The CRC32 producer put each cart change on another partition than its order, and the
     # pairs of partitions are all three there are.
     pairs = {
@@ -318,8 +338,7 @@ def test_a_crc32_producer_with_two_workers_gives_the_triggers_of_a_murmur2_one(
 
     murmur_env = new_env(tmp_path / "murmur2")
     murmur_env.tmp.mkdir(parents=True, exist_ok=True)
-    t2 = now_ms() + 20_000
-    murmur = run_two_workers(murmur_env, journeys(t2), crc32=False)
+    murmur = run_two_workers(murmur_env, crc32=False)
     assert all(key_partition(c.encode(), 3) == p for c, p in murmur["placed"])
 
     assert {tid for tid, _, _ in crc["sent"]} == EMITTED
