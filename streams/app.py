@@ -3,9 +3,11 @@
 A single agent (concurrency 1: faust-streaming #606 commits past unprocessed messages above
 that) owns each customer's partition across all inputs, so the journey state of a customer has
 exactly one writer, and its timers fire in the same agent (on the ticks of its partition). The
-agent is thin: messages go to ``Ingest`` (decode, dead letters, re-keying) and accepted events to
-the ``JourneyEngine``. The agent never acks a message itself; the ClickHouse sink acks messages
-once everything they caused is stored, and only acked offsets are committed.
+agent is thin: messages pass the event-time merge (``streams/ordering.py``: per partition number,
+oldest ``occurred_at`` first across the input topics), then go to ``Ingest`` (decode, dead
+letters, re-keying, the key's partition) and accepted events to the ``JourneyEngine``. The
+agent never acks a message itself; the ClickHouse sink acks messages once everything they caused
+is stored, and only acked offsets are committed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 
 import faust
@@ -25,6 +27,7 @@ from streams.clock import Clock
 from streams.engine import JourneyEngine
 from streams.ingest import Headers, Ingest
 from streams.metrics import Metrics
+from streams.ordering import EventTimeBuffer, tick_time, tick_value
 from streams.settings import Settings
 from streams.web import WebServer
 
@@ -47,6 +50,25 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
+class _App(faust.App):
+    """Before a rebalance and before a stop Faust waits until every message it handed to the
+    agent is acked. Messages held by the event-time merge are not handled, so they never would
+    be: drop them first (they were not acked, so they are delivered again). Faust has no signal
+    that early; these two methods are its documented extension points."""
+
+    ordering: EventTimeBuffer[Any] | None = None
+
+    def on_rebalance_start(self) -> None:
+        if self.ordering is not None:
+            self.ordering.clear()
+        super().on_rebalance_start()
+
+    async def on_stop(self) -> None:
+        if self.ordering is not None:
+            self.ordering.clear()
+        await super().on_stop()
+
+
 @dataclass
 class Pipeline:
     settings: Settings
@@ -57,6 +79,7 @@ class Pipeline:
     clock: Clock
     metrics: Metrics
     web: WebServer | None = None
+    ordering: EventTimeBuffer[Any] | None = None
 
 
 def create_pipeline(
@@ -72,7 +95,7 @@ def create_pipeline(
     codec = codec or Codec.load(max_value_bytes=settings.max_value_bytes)
     register_faust_codecs(codec)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = _App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
@@ -117,7 +140,12 @@ def create_pipeline(
         return await triggers.send(key=key, value=value)
 
     ingest = Ingest(
-        settings, codec, sink, send_deadletter=send_deadletter, send_repartition=send_repartition
+        settings,
+        codec,
+        sink,
+        send_deadletter=send_deadletter,
+        send_repartition=send_repartition,
+        partitions=partitions,
     )
     journeys = app.Table(
         "journeys",
@@ -145,44 +173,67 @@ def create_pipeline(
         partitions=partitions,
     )
 
+    offsets = ConsumerOffsets(app)
+    ordering = app.ordering = ordered_intake(settings, offsets)
+
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
-        async for event in stream.noack().events():
-            await sink.wait_for_watermarks()
+        stream = stream.noack()
+        async for event in stream.events():
+            # Event-time merge across the inputs of each partition number (streams/ordering.py).
+            # It is re-checked on every message; the worker's own ticks arrive every
+            # timer_tick_interval, so an idle wait is noticed within about that much.
             message = event.message
-            positions[(message.topic, message.partition)] = message.offset
-            if message.topic == ticks_topic:
-                await engine.on_tick(message.partition, message.topic, message.offset)
-                sink.after_flush(event.ack)
-                continue
-            started = perf_counter()
-            record = await ingest.handle(
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                message.headers,
+            time_ms = (
+                tick_time(message.value, int(message.timestamp * 1000))
+                if message.topic == ticks_topic
+                else ingest.event_time(message.topic, message.value, message.headers)
             )
-            if record is not None:
-                await engine.on_event(record, message.topic, message.partition, message.offset)
-            # Only now: the sink acks it after the rows, the table write (changelog) and every
-            # send it caused are registered; a flush running during an await above must not
-            # ack it early. An exception leaves it unacked: redelivered, never lost.
+            now = monotonic() * 1000
+            ordering.push(event, message.topic, message.partition, message.offset, time_ms, now)
+            for ready in ordering.pop_ready(now):
+                # Faust's table writes go to the partition of the "current" event: make it the
+                # one handled (released events can come from another partition).
+                stream._set_current_event(ready)
+                await handle(ready)
+
+    async def handle(event: Any) -> None:
+        await sink.wait_for_watermarks()
+        message = event.message
+        positions[(message.topic, message.partition)] = message.offset
+        if message.topic == ticks_topic:
+            await engine.on_tick(message.partition, message.topic, message.offset)
             sink.after_flush(event.ack)
-            processing.observe(perf_counter() - started)
-            await sink.wait_for_room()
+            return
+        started = perf_counter()
+        record = await ingest.handle(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            message.headers,
+        )
+        if record is not None:
+            await engine.on_event(record, message.topic, message.partition, message.offset)
+        # Only now: the sink acks it after the rows, the table write (changelog) and every
+        # send it caused are registered; a flush running during an await above must not
+        # ack it early. An exception leaves it unacked: redelivered, never lost.
+        sink.after_flush(event.ack)
+        processing.observe(perf_counter() - started)
+        await sink.wait_for_room()
 
     @app.timer(interval=settings.timer_tick_interval / 1000)  # type: ignore[untyped-decorator]
     async def _tick() -> None:
         # Every worker ticks the partitions it owns; the tick is handled by the agent.
         for tp in app.consumer.assignment():
             if tp.topic == ticks_topic:
-                await ticks.send(value=b"", partition=tp.partition)
+                await ticks.send(value=tick_value(clock.now_ms()), partition=tp.partition)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_watermarks(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         sink.forget_watermarks()
+        ordering.clear()  # unhandled, so unacked: delivered again from the committed offset
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _load_watermarks(app: faust.App, assigned: Any, **kwargs: Any) -> None:
@@ -200,6 +251,10 @@ def create_pipeline(
     async def _rebuild_timers(app: faust.App, **kwargs: Any) -> None:
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_topic}
         engine.rebuild(journeys.items(), mine)
+        # The merge starts afresh, knowing where each assigned input partition begins.
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in ordering.rank]
+        ordering.assign((tp.topic, tp.partition) for tp in assigned)
+        await offsets.assigned(assigned)
 
     lag_topics = set(settings.copartitioned_topics()) - {ticks_topic}
 
@@ -224,6 +279,7 @@ def create_pipeline(
         engine=engine,
         clock=clock,
         metrics=metrics,
+        ordering=ordering,
     )
     metrics.attach(pipeline, lag)
     if settings.web_port:
@@ -250,3 +306,60 @@ def create_pipeline(
             await pipeline.web.stop()
 
     return pipeline
+
+
+# --- the event-time merge's view of the consumer ------------------------------------------------
+# Tie order: who sets consent and time zone first, the worker's ticks (timers) last.
+ORDERING_TOPICS = (
+    "customers", "engagement", "page_views", "cart", "orders", "shipments", "feedback",
+)  # fmt: skip
+
+
+class ConsumerOffsets:
+    """Where each assigned input partition ends (highwater) and where consumption began."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self.earliest: dict[tuple[str, int], int] = {}
+
+    def end_offset(self, topic: str, partition: int) -> int | None:
+        try:
+            highwater: int | None = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # not assigned (any more) or not fetched yet
+            return None
+        return highwater
+
+    def start_offset(self, topic: str, partition: int) -> int | None:
+        # Faust seeks every assigned partition to its committed offset after a rebalance and
+        # keeps it there (None for 0 or none: consumption then starts at the earliest offset).
+        # Below the earliest offset (retention deleted it), consumption starts at the earliest.
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(TP(topic, partition))
+        earliest = self.earliest.get((topic, partition))
+        if committed is None or earliest is None:
+            return earliest if committed is None else int(committed)
+        return max(int(committed), earliest)
+
+    async def assigned(self, tps: list[TP]) -> None:
+        self.earliest.clear()
+        try:
+            found = await self.app.consumer.earliest_offsets(*tps)
+        except Exception as exc:  # the merge then waits ordering_wait where it cannot tell
+            log.warning("earliest offsets unknown after the rebalance: %s", exc)
+            return
+        self.earliest.update({(tp.topic, tp.partition): offset for tp, offset in found.items()})
+
+
+def ordered_intake(settings: Settings, offsets: ConsumerOffsets) -> EventTimeBuffer[Any]:
+    topic_order = [
+        *(settings.topic(name) for name in ORDERING_TOPICS),
+        settings.topic("repartition"),
+        settings.topic("ticks"),
+    ]
+    return EventTimeBuffer(
+        topic_order,
+        wait_ms=settings.ordering_wait,
+        capacity=settings.ordering_buffer,
+        end_offset=offsets.end_offset,
+        start_offset=offsets.start_offset,
+        idle_topics=[settings.topic("ticks")],
+    )

@@ -10,11 +10,14 @@ passes the message's coordinates; acking it is the agent's, after the journey ha
 
 from __future__ import annotations
 
+import logging
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from aiokafka.partitioner import murmur2
 
 from schemas.codec import Codec, DecodeError
 from schemas.records import (
@@ -41,6 +44,10 @@ from streams.settings import Settings
 SOURCE_HEADER = "journey-source"
 
 DEADLETTER_VALUE_LIMIT = 512 * 1024
+# A producer partitioning otherwise is reported at most this often per topic (it repeats per event).
+MISROUTED_WARNING_INTERVAL_S = 60.0
+
+log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 # send(key, value, headers) -> awaitable broker acknowledgement
@@ -85,6 +92,12 @@ def is_web_url(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a key: murmur2, as the Java client and
+    aiokafka (librdkafka clients need ``partitioner=murmur2_random`` to agree)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def _header(headers: Any, name: str) -> bytes | None:
     if not headers:
         return None
@@ -105,7 +118,9 @@ class Ingest:
         send_deadletter: Send,
         send_repartition: Send,
         clock: Callable[[], int] = wall_clock_ms,
+        partitions: int | None = None,
     ) -> None:
+        """``partitions``: the input topics' real partition count (the layout check's)."""
         self.codec = codec
         self.sink = sink
         self.send_deadletter = send_deadletter
@@ -119,6 +134,10 @@ class Ingest:
         self.repartitioned = 0
         # Registry-framed values: their writer schema is fetched (and waited for) before decoding.
         self.schema_resolver = resolver_for(settings, codec)
+        self.partitions = partitions or settings.partitions
+        # Events on another partition than their key's, by topic (re-routed like wrong keys).
+        self.misrouted: Counter[str] = Counter()
+        self._misrouted_warned: dict[str, float] = {}
         sink.register_table(EVENTS_TABLE, EVENTS_COLUMNS)
         sink.register_table(DEADLETTERS_TABLE, DEADLETTERS_COLUMNS)
 
@@ -151,11 +170,7 @@ class Ingest:
         value: bytes | None,
         headers: Any,
     ) -> InputEvent | None:
-        short = self.short_names.get(topic)
-        if short is None and topic == self.repartition_topic:
-            source = _header(headers, SOURCE_HEADER)
-            short = source.decode("utf-8", "replace") if source else None
-        expected = TOPIC_RECORDS.get(short) if short else None
+        short, expected = self._record_type(topic, headers)
         if short is None or expected is None:
             await self._dead_letter(
                 topic,
@@ -202,13 +217,56 @@ class Ingest:
                     return None
             # Keyed otherwise (or not at all): the event belongs to the partition that owns
             # its customer. Re-key it there instead of dropping it.
-            delivery = await self.send_repartition(
-                customer_key, value or b"", [(SOURCE_HEADER, short.encode())]
-            )
-            self.sink.wait_for(delivery)
-            self.repartitioned += 1
+            await self._reroute(customer_key, value, short)
+            return None
+        if partition != key_partition(customer_key, self.partitions):
+            # Keyed right but partitioned otherwise (a CRC32 producer): another worker may own
+            # this customer. Never apply it here; send it to the customer's partition.
+            self._report_misrouted(topic, partition)
+            await self._reroute(customer_key, value, short)
             return None
         return record
+
+    def _record_type(self, topic: str, headers: Any) -> tuple[str | None, type[InputEvent] | None]:
+        """The input a message belongs to (short topic name) and the record it must hold."""
+        short = self.short_names.get(topic)
+        if short is None and topic == self.repartition_topic:
+            source = _header(headers, SOURCE_HEADER)
+            short = source.decode("utf-8", "replace") if source else None
+        return short, TOPIC_RECORDS.get(short) if short else None
+
+    def event_time(self, topic: str, value: bytes | None, headers: Any) -> int | None:
+        """When the event of a message happened (``occurred_at``), for the event-time merge;
+        ``None`` when it cannot be decoded (it will be a dead letter: its order is moot).
+        Decoding twice costs ~0.01 ms per event (field notes), the agent ~0.6 ms."""
+        _, expected = self._record_type(topic, headers)
+        if expected is None:
+            return None
+        try:
+            return int(self.codec.decode(value or b"", expected).occurred_at)
+        except DecodeError:
+            return None
+
+    def _report_misrouted(self, topic: str, partition: int) -> None:
+        self.misrouted[topic] += 1
+        now = time.monotonic()
+        last = self._misrouted_warned.get(topic)
+        if last is None or now - last >= MISROUTED_WARNING_INTERVAL_S:
+            self._misrouted_warned[topic] = now
+            log.warning(
+                "%s: %d event(s) so far on another partition than Kafka's default partitioner "
+                "(murmur2) gives their customer_id (last on partition %d); re-routed through %s. "
+                "The producer partitions otherwise: librdkafka clients (confluent-kafka, kcat, "
+                "Go, node-rdkafka) need partitioner=murmur2_random",
+                topic, self.misrouted[topic], partition, self.repartition_topic,
+            )  # fmt: skip
+
+    async def _reroute(self, customer_key: bytes, value: bytes | None, short: str) -> None:
+        delivery = await self.send_repartition(
+            customer_key, value or b"", [(SOURCE_HEADER, short.encode())]
+        )
+        self.sink.wait_for(delivery)
+        self.repartitioned += 1
 
     async def _dead_letter(
         self,

@@ -33,6 +33,9 @@ METRIC_NAMES = (
     "journey_sink_flush_seconds",
     "journey_consumer_lag",
     "journey_sink_impossible_watermarks",
+    "journey_events_misrouted_total",
+    "journey_ordering_buffered",
+    "journey_ordering_gave_up_total",
 )
 
 
@@ -87,6 +90,26 @@ class _PipelineCollector(Collector):
         )
         rekeyed.add_metric([], ingest.repartitioned)
         yield rekeyed
+        yield _counter(
+            "journey_events_misrouted",
+            "Events on another partition than their customer_id's under murmur2 (re-routed).",
+            "topic",
+            ingest.misrouted,
+        )
+        ordering = self.pipeline.ordering
+        if ordering is not None:
+            buffered = GaugeMetricFamily(
+                "journey_ordering_buffered", "Messages held by the event-time merge."
+            )
+            buffered.add_metric([], len(ordering))
+            yield buffered
+            yield _counter(
+                "journey_ordering_gave_up",
+                "Times the event-time merge released without knowing nothing older would come "
+                "(wait: ordering_wait ran out; capacity: ordering_buffer was full).",
+                "reason",
+                ordering.forced,
+            )
         triggers = CounterMetricFamily(
             "journey_triggers", "Trigger decisions.", labels=["type", "status"]
         )

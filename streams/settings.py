@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # The worker's own clock ticks, one per partition, so timers fire inside the agent.
     topic_ticks: str = "journey.ticks"
     timer_tick_interval: DurationMs = duration("250ms")
+    # Event-time merge (streams/ordering.py): how long a partition number waits for an empty
+    # input topic-partition that is behind its end offset, and how many messages it buffers.
+    ordering_wait: DurationMs = duration("200ms")
+    ordering_buffer: int = Field(default=10_000, ge=1)
 
     # --- Schema Registry (Confluent wire format: 0x00 + 4-byte schema id; docs/producing.md) ----
     schema_registry_url: str = ""  # empty: no registry; such values are dead letters (no_registry)

@@ -62,6 +62,10 @@ def new_state(customer_id: str) -> JourneyState:
     return JourneyState(customer_id=customer_id)
 
 
+# Feedback answers remembered per customer (a few a year each): bounded, but not by page views.
+FEEDBACK_IDS_KEPT = 32
+
+
 # --- entry points ----------------------------------------------------------------------------
 def step(
     state: JourneyState, event: InputEvent, now: int, config: JourneyConfig
@@ -231,6 +235,10 @@ def _order_changed(
         order = state.orders[event.order_id] = Order(order_id=event.order_id)
         _trim(state.orders, config.max_orders_kept)
     counted_before, revenue_before = order.counts, _revenue(order)
+    if event.status == "PLACED" and order.placed_at is not None:
+        return  # a known order placed again (a replay, a producer's retry) changes nothing
+    if event.status == "REFUNDED" and event.event_id in order.refund_ids:
+        return  # this refund is already subtracted
     if event.status == "PLACED":
         if order.placed_at is None:
             order.placed_at = event.occurred_at
@@ -251,6 +259,7 @@ def _order_changed(
     elif event.status == "CANCELLED":
         order.cancelled = True
     elif event.status == "REFUNDED":
+        order.refund_ids.append(event.event_id)
         order.refunded_minor += event.total_minor
         if order.placed_at is None or order.refunded_minor >= order.total_minor:
             order.refunded = True
@@ -349,6 +358,13 @@ def _shipment_changed(
         # A shipment of an order from before this customer's history: it still counts.
         order = state.orders[event.order_id] = Order(order_id=event.order_id)
         _trim(state.orders, config.max_orders_kept)
+    if (event.status == "SHIPPED" and event.shipment_id in order.shipments_notified) or (
+        event.status == "DELIVERED" and order.post_delivery_scheduled
+    ):
+        # Known already (delivered again, or another parcel): only an earlier delivery time.
+        if event.status == "DELIVERED" and order.delivered_at is not None:
+            order.delivered_at = min(order.delivered_at, event.occurred_at)
+        return
     if (
         event.status in ("SHIPPED", "OUT_FOR_DELIVERY", "DELIVERED", "DELIVERY_FAILED")
         and state.last_order_id in (None, order.order_id)
@@ -416,6 +432,10 @@ def _schedule_post_delivery(
 def _feedback_given(
     state: JourneyState, event: FeedbackGiven, config: JourneyConfig, out: list[Decision]
 ) -> None:
+    if event.event_id in state.feedback_seen:
+        return
+    state.feedback_seen.append(event.event_id)
+    del state.feedback_seen[:-FEEDBACK_IDS_KEPT]
     if event.kind == "NPS":
         state.last_nps = event.score
         promoter, detractor = event.score >= 9, event.score <= 6

@@ -34,6 +34,8 @@ class Order:
     confirmed: bool = False
     post_delivery_scheduled: bool = False
     shipments_notified: list[str] = field(default_factory=list)
+    # Event ids of the refunds applied: a refund delivered again is not subtracted twice.
+    refund_ids: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> bool:
@@ -93,6 +95,9 @@ class JourneyState:
     last_emitted: dict[str, int] = field(default_factory=dict)  # trigger type -> time
     win_back_order: str | None = None  # the lapse (after this order) that has its win-back
     seen: list[str] = field(default_factory=list)  # recent event_ids, oldest first
+    # Feedback answers applied, kept apart from ``seen`` (which page views flush within hours):
+    # an answer delivered again long after changes no stage and decides no trigger again.
+    feedback_seen: list[str] = field(default_factory=list)
     timers: dict[str, Timer] = field(default_factory=dict)  # key -> timer
     updated_at: int = 0
 
@@ -107,7 +112,7 @@ def _order_row(o: Order) -> list[Any]:
     return [
         o.order_id, o.placed_at, o.total_minor, o.currency, o.categories, o.cart_id,
         o.cancelled, o.refunded_minor, o.refunded, o.returned, o.delivered_at, o.reviewed,
-        o.confirmed, o.post_delivery_scheduled, o.shipments_notified,
+        o.confirmed, o.post_delivery_scheduled, o.shipments_notified, o.refund_ids,
     ]  # fmt: skip
 
 
@@ -134,7 +139,7 @@ def encode_state(state: JourneyState) -> bytes:
             s.last_order_id, s.orders_count, s.revenue_minor, s.last_nps,
             s.last_product_view_at, s.last_cart_add_at, s.last_marketing_at, s.unengaged,
             s.last_emitted, s.win_back_order, s.seen, [_timer_row(t) for t in s.timers.values()],
-            s.updated_at, [*s.timers],
+            s.updated_at, [*s.timers], s.feedback_seen,
     ]  # fmt: skip
     return orjson.dumps(row)
 
@@ -147,8 +152,10 @@ def decode_state(data: bytes) -> JourneyState:
         _, customer_id, stage, erased, first_seen_at, consent, blocked, time_zone, orders,
         carts, first_order_at, last_order_at, last_order_id, orders_count, revenue_minor,
         last_nps, last_product_view_at, last_cart_add_at, last_marketing_at, unengaged,
-        last_emitted, win_back_order, seen, timers, updated_at, timer_keys,
+        last_emitted, win_back_order, seen, timers, updated_at, timer_keys, *rest,
     ) = row  # fmt: skip
+    # Appended fields: a state stored before they existed decodes with their defaults.
+    feedback_seen = rest[0] if rest else []
     order_objs = [Order(*o) for o in orders]
     cart_objs = [Cart(*c) for c in carts]
     return JourneyState(
@@ -176,4 +183,5 @@ def decode_state(data: bytes) -> JourneyState:
         seen=seen,
         timers={key: Timer(*t) for key, t in zip(timer_keys, timers, strict=True)},
         updated_at=updated_at,
+        feedback_seen=feedback_seen,
     )

@@ -80,6 +80,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Env:
+    return new_env(tmp_path)
+
+
+def new_env(tmp_path: Path) -> Env:
+    """A world of its own (topics, group, chdb path); a test may need two to compare them."""
     tag = uuid.uuid4().hex[:10]
     return Env(
         vars={
@@ -150,30 +155,36 @@ class Worker:
         self.process.wait(30)
 
 
+def launch_worker(env: Env, **extra: str) -> Worker:
+    """Start a `journey worker` of ``env``; the caller kills it (``start_worker`` does)."""
+    process = subprocess.Popen(
+        [
+            JOURNEY,
+            "--log-level",
+            "warning",
+            "worker",
+            "--status-every",
+            "0.3",
+            "--status-format",
+            "json",
+        ],
+        env=env.environ(**extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=env.tmp,
+    )
+    worker = Worker(process)
+    threading.Thread(target=worker._read, daemon=True).start()
+    return worker
+
+
 @pytest.fixture
 def start_worker(env: Env) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
     def start(**extra: str) -> Worker:
-        process = subprocess.Popen(
-            [
-                JOURNEY,
-                "--log-level",
-                "warning",
-                "worker",
-                "--status-every",
-                "0.3",
-                "--status-format",
-                "json",
-            ],
-            env=env.environ(**extra),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=env.tmp,
-        )
-        worker = Worker(process)
-        threading.Thread(target=worker._read, daemon=True).start()
+        worker = launch_worker(env, **extra)
         workers.append(worker)
         return worker
 

@@ -341,7 +341,9 @@ def exposition() -> dict[str, set[str]]:
             accepted={"shop.orders": 2},
             dead={"bad_json": 1},
             repartitioned=1,
+            misrouted={"shop.orders": 1},
         ),
+        ordering=_FakeOrdering(),
         engine=SimpleNamespace(decisions={("NPS_SURVEY", "EMITTED"): 1}, index={"c1": 1}),
         sink=SimpleNamespace(
             stats=SimpleNamespace(rows_per_table={"events": 2}, batches=1, failures=0),
@@ -358,6 +360,13 @@ def exposition() -> dict[str, set[str]]:
         for sample in family.samples:
             labels.setdefault(sample.name, set()).update(sample.labels)
     return labels
+
+
+class _FakeOrdering:
+    forced = {"wait": 1}
+
+    def __len__(self) -> int:
+        return 2
 
 
 def metric_names(expr: str) -> set[str]:

@@ -1,0 +1,261 @@
+"""Event-time merge of the input topics, per partition number (Kafka Streams' timestamp sync).
+
+Kafka orders messages within one topic-partition only. With a backlog (a deploy, a crash,
+catch-up, a replay, an import) the consumer hands over whole per-topic batches, so a customer's
+feedback could be applied before the consent update that happened earlier on another topic.
+This buffer restores the order that matters: every input topic's partition ``p`` carries the
+same customers (co-partitioned), so for each partition number it keeps the messages received
+from each topic-partition in arrival order and releases the one whose *head* is oldest by event
+time (``occurred_at``; a tick by its clock time). So:
+
+* **Within a topic-partition** the order never changes: only heads are compared, hence the
+  offsets of one topic-partition are handed over (and acked) in increasing order.
+* **An empty topic-partition** holds its partition number back while it may still deliver an
+  older message: until it is caught up to its end offset (the highwater the consumer saw), or
+  until no input at all has arrived for ``wait_ms`` (``JOURNEY_ORDERING_WAIT``). The wait counts
+  idle time, not time spent handling other messages: during a catch-up the laggard's message is
+  usually queued behind others (measured: a wall-clock bound of 200 ms released out of order
+  while the worker was busy with a backlog). ``idle_topics`` (the worker's own ticks) do not
+  count as input. Once the wait has run out the partition number flows freely until every
+  laggard has caught up or delivered (as ``max.task.idle.ms``). Live, every empty
+  topic-partition is caught up, so nothing waits.
+* **Ties** (the same time) go in a fixed topic order (``topic_order``: who sets consent and time
+  zone first, ticks last), so the outcome never depends on delivery order.
+* **Bounded memory:** at ``capacity`` buffered messages the oldest head is released whether or
+  not an empty topic-partition might deliver something older; the caller takes nothing new from
+  the consumer until it has handled what was released, which is backpressure, never a deadlock.
+  Such releases are counted (``forced``) so an operator sees when order was given up.
+* A message without an event time (it will be dead-lettered: it cannot be decoded) goes as
+  soon as it is a head: no decision depends on it.
+
+Pure and synchronous: no Kafka, no Faust, no clock of its own (``now_ms`` is passed in, a
+monotonic time). The worker feeds it in ``streams/app.py``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+TopicPartition = tuple[str, int]
+# (topic, partition) -> the offset after the last message on the broker, None if not known yet.
+OffsetLookup = Callable[[str, int], int | None]
+
+FORCED_BY_CAPACITY = "capacity"
+FORCED_BY_WAIT = "wait"
+
+
+@dataclass(slots=True)
+class _Buffered(Generic[T]):
+    item: T
+    offset: int
+    time_ms: int | None  # None: no event time, released as soon as it is a head
+
+
+class _PartitionGroup(Generic[T]):
+    """The topic-partitions sharing one partition number."""
+
+    __slots__ = ("blocked_since", "queues", "waited_out")
+
+    def __init__(self) -> None:
+        self.queues: dict[str, deque[_Buffered[T]]] = {}
+        self.blocked_since: float | None = None
+        self.waited_out = False  # the wait ran out: flow until the laggards deliver
+
+
+class EventTimeBuffer(Generic[T]):
+    def __init__(
+        self,
+        topic_order: Sequence[str],
+        *,
+        wait_ms: int,
+        capacity: int,
+        end_offset: OffsetLookup,
+        start_offset: OffsetLookup,
+        idle_topics: Iterable[str] = (),
+    ) -> None:
+        """``topic_order``: every topic merged, in tie-break order.
+
+        ``end_offset``: the highwater the consumer last saw for a topic-partition.
+        ``start_offset``: where consumption of a topic-partition began after it was assigned
+        (the committed offset), used until a message from it has been received.
+        """
+        if capacity < 1:
+            raise ValueError("the ordering buffer needs room for at least one message")
+        self.rank = {topic: i for i, topic in enumerate(topic_order)}
+        self.wait_ms = wait_ms
+        self.capacity = capacity
+        self.end_offset = end_offset
+        self.start_offset = start_offset
+        self.idle_topics = frozenset(idle_topics)
+        self._last_input_ms: float | None = None
+        self._groups: dict[int, _PartitionGroup[T]] = {}
+        self._assigned: dict[int, list[str]] = {}  # partition -> topics assigned to us there
+        self._next_offset: dict[TopicPartition, int] = {}  # after the last message received
+        self._size = 0
+        self.forced: Counter[str] = Counter()  # releases that gave up waiting, by reason
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def full(self) -> bool:
+        return self._size >= self.capacity
+
+    # --- assignment ----------------------------------------------------------------------------
+    def assign(self, partitions: Iterable[TopicPartition]) -> list[T]:
+        """A new assignment: forget everything; returns what was still buffered.
+
+        The dropped messages were never handled, so never acked: the consumer delivers them
+        again from the committed offsets (to whichever worker now owns them).
+        """
+        dropped = [
+            buffered.item
+            for group in self._groups.values()
+            for queue in group.queues.values()
+            for buffered in queue
+        ]
+        self._groups.clear()
+        self._next_offset.clear()
+        self._size = 0
+        self._assigned = {}
+        for topic, partition in partitions:
+            if topic in self.rank:
+                self._assigned.setdefault(partition, []).append(topic)
+        return dropped
+
+    def clear(self) -> list[T]:
+        """Drop what is buffered (a rebalance or a stop begins), keeping the assignment."""
+        return self.assign([(topic, p) for p, topics in self._assigned.items() for topic in topics])
+
+    # --- in and out -----------------------------------------------------------------------------
+    def push(
+        self,
+        item: T,
+        topic: str,
+        partition: int,
+        offset: int,
+        time_ms: int | None,
+        now_ms: float,
+    ) -> None:
+        group = self._groups.get(partition)
+        if group is None:
+            group = self._groups[partition] = _PartitionGroup()
+        queue = group.queues.get(topic)
+        if queue is None:
+            queue = group.queues[topic] = deque()
+        queue.append(_Buffered(item, offset, time_ms))
+        self._next_offset[(topic, partition)] = offset + 1
+        self._size += 1
+        if topic not in self.idle_topics:
+            self._last_input_ms = now_ms
+
+    def pop_ready(self, now_ms: float) -> list[T]:
+        """Everything that may be handled now, in the order to handle it."""
+        out: list[T] = []
+        for partition in sorted(self._groups):
+            group = self._groups[partition]  # kept when empty: its wait state is still news
+            while True:
+                head = self._oldest_head(group)
+                if head is None:
+                    break
+                topic, buffered = head
+                if buffered.time_ms is not None and self._must_wait(partition, group, now_ms):
+                    break
+                self._take(group, topic, out)
+        while self.full:  # backpressure: give up order for the oldest head rather than stall
+            self.forced[FORCED_BY_CAPACITY] += 1
+            self._release_oldest(out)
+        return out
+
+    def drain(self) -> list[T]:
+        """Everything, heads by event time: when no more input can come (tests, shutdown)."""
+        out: list[T] = []
+        while self._size:
+            self._release_oldest(out)
+        return out
+
+    # --- internals -------------------------------------------------------------------------
+    def _key(self, topic: str, buffered: _Buffered[T]) -> tuple[int, int]:
+        time_ms = -(2**63) if buffered.time_ms is None else buffered.time_ms
+        return time_ms, self.rank.get(topic, len(self.rank))
+
+    def _oldest_head(self, group: _PartitionGroup[T]) -> tuple[str, _Buffered[T]] | None:
+        best: tuple[str, _Buffered[T]] | None = None
+        best_key: tuple[int, int] | None = None
+        for topic, queue in group.queues.items():
+            key = self._key(topic, queue[0])
+            if best_key is None or key < best_key:
+                best, best_key = (topic, queue[0]), key
+        return best
+
+    def _take(self, group: _PartitionGroup[T], topic: str, out: list[T]) -> None:
+        queue = group.queues[topic]
+        out.append(queue.popleft().item)
+        self._size -= 1
+        if not queue:
+            del group.queues[topic]
+
+    def _release_oldest(self, out: list[T]) -> None:
+        chosen: tuple[tuple[int, int], int, str] | None = None
+        for partition, group in self._groups.items():
+            head = self._oldest_head(group)
+            if head is not None:
+                candidate = (self._key(*head), partition, head[0])
+                if chosen is None or candidate < chosen:
+                    chosen = candidate
+        if chosen is None:
+            return
+        _, partition, topic = chosen
+        group = self._groups[partition]
+        self._take(group, topic, out)
+
+    def _laggards(self, partition: int, group: _PartitionGroup[T]) -> bool:
+        """Whether an empty topic-partition of this partition number may still deliver."""
+        for topic in self._assigned.get(partition, ()):
+            if topic in group.queues:
+                continue
+            end = self.end_offset(topic, partition)
+            if end is None:
+                return True  # not fetched yet: we cannot know
+            position = self._next_offset.get((topic, partition))
+            if position is None:
+                position = self.start_offset(topic, partition)
+            if position is None or position < end:
+                return True
+        return False
+
+    def _must_wait(self, partition: int, group: _PartitionGroup[T], now_ms: float) -> bool:
+        if not self._laggards(partition, group):
+            group.blocked_since, group.waited_out = None, False
+            return False
+        if group.waited_out:
+            return False
+        if group.blocked_since is None:
+            group.blocked_since = now_ms
+        idle_since = max(group.blocked_since, self._last_input_ms or group.blocked_since)
+        if now_ms - idle_since < self.wait_ms:
+            return True
+        group.waited_out = True
+        self.forced[FORCED_BY_WAIT] += 1
+        return False
+
+
+# --- ticks carry the journey time at which they were sent ------------------------------------
+_TICK = struct.Struct(">q")
+
+
+def tick_value(now_ms: int) -> bytes:
+    return _TICK.pack(now_ms)
+
+
+def tick_time(value: bytes | None, fallback_ms: int) -> int:
+    """A tick's time; ``fallback_ms`` (the record timestamp) for a tick without one."""
+    if value is not None and len(value) == _TICK.size:
+        return int(_TICK.unpack(value)[0])
+    return fallback_ms

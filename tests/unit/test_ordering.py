@@ -1,0 +1,274 @@
+"""The event-time merge (streams/ordering.py): order, ties, idle topics, the cap."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.ordering import (
+    FORCED_BY_CAPACITY,
+    FORCED_BY_WAIT,
+    EventTimeBuffer,
+    tick_time,
+    tick_value,
+)
+
+TOPICS = ("customers", "cart", "orders", "feedback", "ticks")
+
+
+class Broker:
+    """End offsets (highwater) and committed offsets per topic-partition, as a test sets them."""
+
+    def __init__(self) -> None:
+        self.end: dict[tuple[str, int], int] = {}
+        self.start: dict[tuple[str, int], int] = {}
+
+    def caught_up(self, *topics: str, partition: int = 0, at: int = 0) -> None:
+        for topic in topics:
+            self.end[(topic, partition)] = at
+            self.start[(topic, partition)] = at
+
+
+def make(
+    broker: Broker, *, wait_ms: int = 100, capacity: int = 1_000, partitions: int = 1
+) -> EventTimeBuffer[str]:
+    buffer: EventTimeBuffer[str] = EventTimeBuffer(
+        TOPICS,
+        wait_ms=wait_ms,
+        capacity=capacity,
+        end_offset=lambda topic, partition: broker.end.get((topic, partition)),
+        start_offset=lambda topic, partition: broker.start.get((topic, partition)),
+        idle_topics=("ticks",),
+    )
+    buffer.assign([(topic, p) for topic in TOPICS for p in range(partitions)])
+    return buffer
+
+
+def test_a_backlog_is_applied_in_event_time_order_across_topics() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("feedback", 0)] = 2
+    broker.end[("customers", 0)] = 1
+    buffer = make(broker)
+    # The feedback topic's batch arrives first, the consent update (older) after it.
+    buffer.push("nps-10", "feedback", 0, 0, 2_000, now_ms=0)
+    buffer.push("nps-3", "feedback", 0, 1, 4_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == []  # customers/0 has a message not received yet
+    buffer.push("consent", "customers", 0, 0, 1_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=1) == ["consent", "nps-10", "nps-3"]
+    assert len(buffer) == 0
+
+
+def test_ties_go_in_topic_order_whatever_the_arrival_order() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    for topic in ("ticks", "feedback", "orders", "customers"):
+        broker.end[(topic, 0)] = 1
+    buffer = make(broker)
+    for topic in ("ticks", "feedback", "orders", "customers"):
+        buffer.push(topic, topic, 0, 0, 5_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == ["customers", "orders", "feedback", "ticks"]
+
+
+def test_within_a_topic_partition_arrival_order_is_kept_even_if_times_go_back() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 3
+    broker.end[("cart", 0)] = 1
+    buffer = make(broker)
+    buffer.push("o-late", "orders", 0, 0, 3_000, now_ms=0)
+    buffer.push("o-early", "orders", 0, 1, 1_000, now_ms=0)  # a producer's clock went back
+    buffer.push("o-last", "orders", 0, 2, 3_500, now_ms=0)
+    buffer.push("cart", "cart", 0, 0, 2_000, now_ms=0)
+    # Only heads are compared: offsets of one topic-partition leave in order (acks stay monotonic).
+    assert buffer.pop_ready(now_ms=0) == ["cart", "o-late", "o-early", "o-last"]
+
+
+def test_an_idle_topic_that_is_caught_up_does_not_hold_anything_back() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS, at=7)  # nothing new anywhere, committed at the end
+    broker.end[("orders", 0)] = 8
+    buffer = make(broker)
+    buffer.push("order", "orders", 0, 7, 1_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == ["order"]  # live: no waiting at all
+    assert not buffer.forced
+
+
+def test_an_idle_topic_that_is_behind_holds_back_for_the_wait_then_flows() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 2
+    broker.end[("customers", 0)] = 5  # five messages on the broker, none received yet
+    buffer = make(broker, wait_ms=100)
+    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=1_000) == []
+    assert buffer.pop_ready(now_ms=1_099) == []
+    assert buffer.pop_ready(now_ms=1_100) == ["o1"]
+    assert buffer.forced[FORCED_BY_WAIT] == 1
+    # Having waited once, the partition flows until the laggard delivers: no wait per message.
+    buffer.push("o2", "orders", 0, 1, 1_001, now_ms=0)
+    assert buffer.pop_ready(now_ms=1_101) == ["o2"]
+    assert buffer.forced[FORCED_BY_WAIT] == 1
+
+
+def test_the_wait_counts_idle_time_only_and_ticks_are_not_input() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS, partition=0)
+    broker.caught_up(*TOPICS, partition=1)
+    broker.end[("orders", 0)] = 1
+    broker.end[("customers", 0)] = 5  # behind: its messages are queued behind a busy backlog
+    broker.end[("orders", 1)] = 5
+    buffer = make(broker, wait_ms=100, partitions=2)
+    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == []
+    for i in range(5):  # the worker is busy: other input keeps arriving every 60 ms
+        now = 60 * (i + 1)
+        buffer.push(f"x{i}", "orders", 1, i, 500 + i, now_ms=now)
+        assert buffer.pop_ready(now_ms=now + 1) == [f"x{i}"]
+    buffer.push("tick", "ticks", 0, 0, 9_000, now_ms=350)  # its own ticks are not input
+    assert buffer.pop_ready(now_ms=399) == []
+    assert buffer.pop_ready(now_ms=400) == ["o1", "tick"]
+    assert buffer.forced[FORCED_BY_WAIT] == 1
+
+
+def test_a_topic_partition_whose_end_is_unknown_is_waited_for() -> None:
+    broker = Broker()
+    broker.caught_up("customers", "cart", "orders", "ticks")  # feedback/0: not fetched yet
+    broker.end[("orders", 0)] = 1
+    buffer = make(broker, wait_ms=50)
+    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == []
+    broker.caught_up("feedback")  # the first fetch answered: nothing there
+    assert buffer.pop_ready(now_ms=10) == ["o1"]
+    assert not buffer.forced
+
+
+def test_the_position_of_a_topic_partition_is_the_last_message_received() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("customers", 0)] = 2
+    broker.end[("orders", 0)] = 1
+    buffer = make(broker)
+    buffer.push("c1", "customers", 0, 0, 1_000, now_ms=0)
+    buffer.push("c2", "customers", 0, 1, 2_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == []  # orders/0 has one not received
+    buffer.push("o1", "orders", 0, 0, 1_500, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == ["c1", "o1", "c2"]
+    # Everything received is released: customers/0 is at its end again, nothing waits.
+    broker.end[("orders", 0)] = 2
+    buffer.push("o2", "orders", 0, 1, 3_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == ["o2"]
+
+
+def test_partition_numbers_are_merged_independently() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS, partition=0)
+    broker.caught_up(*TOPICS, partition=1)
+    broker.end[("orders", 0)] = 1
+    broker.end[("customers", 1)] = 1
+    broker.end[("feedback", 1)] = 1  # partition 1 waits for its feedback message
+    buffer = make(broker, partitions=2)
+    buffer.push("p1-consent", "customers", 1, 0, 1_000, now_ms=0)
+    buffer.push("p0-order", "orders", 0, 0, 5_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == ["p0-order"]  # partition 0 does not wait for 1
+
+
+def test_the_cap_releases_the_oldest_head_instead_of_stalling() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 10
+    broker.end[("customers", 0)] = 10  # behind, and never delivers within the test
+    buffer = make(broker, wait_ms=60_000, capacity=3)
+    for offset, time_ms in enumerate((3_000, 1_000, 2_000)):
+        buffer.push(f"o{offset}", "orders", 0, offset, time_ms, now_ms=0)
+        released = buffer.pop_ready(now_ms=0)
+        assert len(buffer) < 3
+    assert released == ["o0"]  # the head, released to make room: never more than the cap
+    assert buffer.forced[FORCED_BY_CAPACITY] == 1
+    assert buffer.drain() == ["o1", "o2"]
+
+
+def test_a_message_without_event_time_goes_as_soon_as_it_is_a_head() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 2
+    broker.end[("customers", 0)] = 3
+    buffer = make(broker)
+    buffer.push(
+        "garbage", "orders", 0, 0, None, now_ms=0
+    )  # undecodable: a dead letter, order is moot
+    buffer.push("o1", "orders", 0, 1, 1_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == ["garbage"]
+
+
+def test_a_new_assignment_returns_the_buffered_messages_unhandled() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 1
+    broker.end[("customers", 0)] = 1
+    buffer = make(broker)
+    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=0)
+    assert buffer.assign([("orders", 0)]) == ["o1"]
+    assert len(buffer) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(TOPICS), st.integers(0, 50)), min_size=1, max_size=40),
+    st.integers(1, 8),
+)
+def test_any_arrival_gives_per_topic_order_and_event_time_order_when_sorted(
+    arrivals: list[tuple[str, int]], capacity: int
+) -> None:
+    """Whatever the arrival interleaving and cap: nothing is lost or duplicated, every topic's
+    offsets leave in order; with room for everything, the output is sorted by (time, topic)."""
+    broker = Broker()
+    for topic in TOPICS:
+        broker.caught_up(topic)
+    per_topic: dict[str, list[int]] = {topic: [] for topic in TOPICS}
+    for topic, time_ms in arrivals:
+        per_topic[topic].append(time_ms)
+    for topic, times in per_topic.items():
+        broker.end[(topic, 0)] = len(times)
+    # Each topic's times ascending (as a producer publishes them), arrival interleaved as given.
+    for times in per_topic.values():
+        times.sort()
+    cursor = dict.fromkeys(TOPICS, 0)
+    buffer = make(broker, wait_ms=10**9, capacity=capacity)
+    out: list[str] = []
+    for topic, _ in arrivals:
+        offset = cursor[topic]
+        cursor[topic] += 1
+        buffer.push(f"{topic}/{offset}", topic, 0, offset, per_topic[topic][offset], now_ms=0)
+        out += buffer.pop_ready(now_ms=0)
+    out += buffer.pop_ready(now_ms=0)
+    assert len(buffer) == 0  # every topic-partition at its end: everything left
+    assert sorted(out) == sorted(f"{t}/{o}" for t in TOPICS for o in range(len(per_topic[t])))
+    for topic in TOPICS:
+        offsets = [int(item.split("/")[1]) for item in out if item.startswith(topic + "/")]
+        assert offsets == sorted(offsets)
+    if capacity >= len(arrivals):
+        keys = [(per_topic[t][int(o)], TOPICS.index(t)) for t, o in (i.split("/") for i in out)]
+        assert keys == sorted(keys)
+        assert not buffer.forced
+
+
+def test_ticks_carry_their_time() -> None:
+    assert tick_time(tick_value(1_234_567), fallback_ms=9) == 1_234_567
+    assert tick_time(b"", fallback_ms=9) == 9  # a tick from an older worker
+
+
+def test_clear_drops_the_buffer_and_keeps_the_assignment() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 1
+    broker.end[("customers", 0)] = 1
+    buffer = make(broker, wait_ms=10**9)
+    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == []
+    assert buffer.clear() == ["o1"]
+    # Still assigned: the redelivered order waits for customers/0 as before.
+    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=1)
+    assert buffer.pop_ready(now_ms=1) == []
+    buffer.push("c1", "customers", 0, 0, 500, now_ms=2)
+    assert buffer.pop_ready(now_ms=2) == ["c1", "o1"]
