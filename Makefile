@@ -91,6 +91,7 @@ test: install ## lint + unit + integration
 
 # Its own broker port, so that a `make test` running meanwhile (port 19092) never stops it.
 bench: install ## performance run, own broker (BENCH_KAFKA_PORT, default 19094)
+	@test .local/bench-venv/.stamp -nt pyproject.toml || { $(PYTHON) -m venv .local/bench-venv && .local/bench-venv/bin/pip install --quiet --quiet -e '.[bench]' && touch .local/bench-venv/.stamp; }
 	@deploy/local/with-kafka.sh $${BENCH_KAFKA_PORT:-19094} $(BIN)/python -m bench.run $(ARGS)
 
 # A clean start for `make run`: its broker's data (topics, offsets) and every local state

@@ -57,6 +57,8 @@ class World:
     partitions: int
     extra_env: dict[str, str] = field(default_factory=dict)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # Another app (consumer group, table changelog, chdb, data dirs) on the same topics.
+    app_suffix: str = ""
 
     @property
     def prefix(self) -> str:
@@ -64,15 +66,15 @@ class World:
 
     @property
     def app_id(self) -> str:
-        return f"journey-bench-{self.tag}-{self.name}"
+        return f"journey-bench-{self.tag}-{self.name}{self.app_suffix}"
 
     @property
     def chdb_path(self) -> Path:
-        return self.root / f"{self.name}-chdb"
+        return self.root / f"{self.name}{self.app_suffix}-chdb"
 
     def data_dir(self, label: str) -> Path:
         """A fresh (empty) JOURNEY_DATA_DIR per worker ``label``."""
-        return self.root / f"{self.name}-data-{label}"
+        return self.root / f"{self.name}{self.app_suffix}-data-{label}"
 
     def vars(self, data_label: str = "1") -> dict[str, str]:
         return {

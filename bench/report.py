@@ -145,6 +145,136 @@ def figures(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def contest_section(r: dict[str, Any]) -> list[str]:
+    """Issue 13: the worker beside Quix Streams and the floors, then the targets."""
+    from bench.contest import LABELS, ORDER
+
+    summary = _get(r, "contest", "summary") or {}
+    rounds = _get(r, "contest", "rounds") or {}
+    w = r.get("workload") or {}
+    lines = [
+        f"## Side by side: the same {_num(w.get('events'))} events, each contestant reading the "
+        "pre-filled topics from offset 0 in its own process",
+        "",
+        "CPU s / 1k events = user + system CPU seconds of the consumer process (all its threads) "
+        "from its first event to the N-th, per 1,000 events: the figure least moved by other "
+        "load on this shared machine. Median of the rounds (two rounds: their mean); each "
+        "round's value in brackets.",
+        "",
+        "| contestant | CPU s / 1k events | x Quix | events/s | x Quix | cores | triggers | "
+        "changelog records |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name in ORDER:
+        s = summary.get(name)
+        if not s and name.startswith("faust-"):
+            continue  # prototypes: with --prototypes only
+        if not s:
+            lines.append(f"| {LABELS[name]} | not measured this run | | | | | | |")
+            continue
+        each = " / ".join(_num(v, digits=3) for v in s["cpu_s_per_1k_rounds"])
+        each_rate = " / ".join(_num(v) for v in s["events_per_s_rounds"])
+        partial = any(x.get("partial") for x in rounds.get(name, []))
+        lines.append(
+            f"| {LABELS[name]} | **{_num(s['cpu_s_per_1k'], digits=3)}** ({each}) | "
+            f"{_num(s.get('cpu_vs_quix'), digits=2)} | {_num(s['events_per_s'])} ({each_rate})"
+            f"{' partial' if partial else ''} | {_num(s.get('rate_vs_quix'), digits=2)} | "
+            f"{' / '.join(_num(c, digits=2) for c in s['cores'])} | "
+            f"{' / '.join(_num(t) for t in s['triggers'])} | "
+            f"{' / '.join(_num(c) for c in s['changelog_records']) if name != 'decode' else '-'}"
+            " |"
+        )
+    lines += [
+        "",
+        "Triggers differ by design: the worker fires due timers on its per-partition ticks, the "
+        "contestants have no timer wheel and run `fire_due` for the customer of each event, so "
+        "timers of customers with no later event stay pending there. The order matters too: "
+        "Quix's `concat` hands over the seven topics' events in timestamp order (the same "
+        "triggers every round), while aiokafka (the worker, `dict`) hands over whole per-topic "
+        "batches, so a customer's events can be applied out of order and the triggers vary from "
+        "round to round. The worker also writes "
+        "every event, decision and customer snapshot to ClickHouse; the contestants do not. "
+        "Changelog records: what the state store's changelog topic holds after the round (the "
+        "worker and Faust: one per table write; Quix: one per key changed per checkpoint).",
+        "",
+    ]
+    lines += targets_section(r)
+    return lines
+
+
+def targets_section(r: dict[str, Any]) -> list[str]:
+    """Issue 13's targets with the measured value beside each; never invented."""
+    summary = _get(r, "contest", "summary") or {}
+    worker = summary.get("worker") or {}
+    quix = summary.get("quix") or {}
+    wc, qc = worker.get("cpu_s_per_1k"), quix.get("cpu_s_per_1k")
+    e2e = worker.get("events_per_s") or _get(r, "e2e", "events_per_s")
+    p99 = _get(r, "latency", "p99_ms")
+    t99 = _get(r, "timers", "lateness_at_tick_p99_ms")
+    rec = _get(r, "recovery", "net_customers_per_s") or _get(r, "recovery", "customers_per_s")
+    not_measured = "not measured this run"
+
+    def by(value: float | None, target: float, higher: bool) -> str:
+        if value is None:
+            return "n/a"
+        if higher:
+            return "yes" if value >= target else f"**no**: {value / target:.2f} x the target"
+        return "yes" if value <= target else f"**no**: {value / target:.1f} x the target"
+
+    rows = [
+        (
+            "Journey worker CPU per event <= the Quix Streams contestant's (same run)",
+            f"{_num(wc, digits=3)} vs {_num(qc, digits=3)} CPU s / 1k"
+            + (f" ({wc / qc:.1f} x)" if wc and qc else ""),
+            by(wc / qc if wc and qc else None, 1.0, higher=False),
+        ),
+        (
+            "... stretch: half of Quix's",
+            _num(wc / qc if wc and qc else None, "x Quix", 2),
+            by(wc / qc if wc and qc else None, 0.5, higher=False),
+        ),
+        (
+            ">= 10,000 events/s end to end, one worker process (median of the rounds)",
+            _num(e2e, "/s"),
+            by(e2e, 10_000, higher=True),
+        ),
+        ("N worker processes on N cores >= 0.8 x N x one worker", not_measured, "n/a"),
+        (
+            f"p99 append-to-append trigger latency <= 100 ms at half the maximum rate "
+            f"({_num(_get(r, 'latency', 'orders_per_s'))} orders/s = "
+            f"{_get(r, 'args', 'latency_fraction')} x the e2e rate)",
+            _num(p99, "ms"),
+            by(p99, 100, higher=False),
+        ),
+        (
+            f"Timer lateness p99 <= 1 s with {_num(_get(r, 'timers', 'customers'))} pending "
+            "timers (in-process, step 4)",
+            _num(t99, "ms"),
+            by(t99, 1000, higher=False),
+        ),
+        (
+            f"Recovery >= 20,000 customers/s ({_num(_get(r, 'recovery', 'restore', 'customers'))}"
+            " customers restored, net of an empty-table start)",
+            _num(rec, "/s"),
+            by(rec, 20_000, higher=True),
+        ),
+    ]
+    lines = [
+        "## Issue 13 targets",
+        "",
+        "| target | measured | met |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if rec:
+        lines += [
+            "",
+            f"Recovery, extrapolated (not measured): one million customers at {_num(rec, '/s')} "
+            f"would take {1e6 / rec / 60:.1f} min.",
+        ]
+    return [*lines, ""]
+
+
 def write_markdown(r: dict[str, Any], path: Path) -> None:
     m = r.get("machine", {})
     lines = [
@@ -156,6 +286,11 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         f"{_get(m, 'git', 'commit')} · load average {m.get('load_average_at_start')} at the "
         f"start, {m.get('load_average_at_end')} at the end · `make bench` took "
         f"{_num(r.get('bench_seconds'), 's')}",
+        "",
+    ]
+    lines += contest_section(r)
+    lines += [
+        "## All figures",
         "",
         "| figure | value | target | met |",
         "|---|---:|---|---|",
@@ -203,9 +338,7 @@ def notes(r: dict[str, Any]) -> list[str]:
         f"Worker start to ready {e2e.get('worker_start_to_ready_s')} s (not counted). All "
         f"`journey.events` rows were stored {e2e.get('all_rows_stored_after_s', 'n/a')} s after "
         "the last event was consumed.",
-        "2: "
-        + str((r.get("raw") or {}).get("how", "not run"))
-        + f"; cores used: {cores((r.get('raw') or {}).get('cpu_cores'), 'consumer')}.",
+        "2: " + str((r.get("raw") or {}).get("how", "not run")) + ".",
         "3: on a running worker of a fresh prefix (the baseline worker of step 6: empty table, "
         "ready; not the restored main-world worker, whose timer lateness would also count the "
         "timers that came due while no worker ran), OrderChanged PLACED for new customers at "

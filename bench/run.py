@@ -4,7 +4,10 @@ Steps (each prints progress; sizes come from flags or BENCH_* environment variab
 
 1. publish the first N simulator events of 100k customers (not timed), then one ``journey
    worker`` consumes them: events/s from its first consumed event to the last;
-2. the raw ceiling on the same topics: aiokafka + ``Codec.decode``, nothing else;
+7. on the same topics, each in its own subprocess, two rounds (issue 13): a Quix Streams app
+   running our model with RocksDB state and changelog, a plain aiokafka loop with our model and
+   a dict (the ceiling), decode alone (step 2, the raw ceiling); the worker of step 1 is run
+   once per round too (a new app id each time). CPU seconds per 1,000 events, median;
 5. the same events replayed through the pure model: state bytes per customer;
 6. the worker is stopped, a fresh one with an empty data dir restores the table from the
    changelog: customers/s (start to ready), raw and net of an empty-table baseline;
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,13 +49,14 @@ from bench.common import (
     kill_all,
     log,
 )
+from bench.contest import run_contestants, summarize, worker_round
 from bench.report import write_markdown
 from schemas.codec import Codec
 from streams.settings import parse_duration_ms
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-STEPS = ("e2e", "raw", "state", "recovery", "latency", "timers")
+STEPS = ("e2e", "contest", "state", "recovery", "latency", "timers")
 
 
 def _env(name: str, default: str) -> str:
@@ -69,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--events",
         type=int,
-        default=int(_env("EVENTS", "0")),
+        default=int(_env("EVENTS", "300000")),
         help="events to publish; 0: up to the first event of the last customer (~6 per customer)",
     )
     p.add_argument("--arrival-window", default=_env("ARRIVAL_WINDOW", "1d"))
@@ -90,6 +95,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=float(_env("READY_TIMEOUT", "300")),
         help="how long a restoring worker may take to become ready",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=int(_env("ROUNDS", "2")),
+        help="rounds of the side-by-side comparison (the worker and each contestant)",
+    )
+    p.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=float(_env("PEER_TIMEOUT", "420")),
+        help="how long one contestant of step 7 may take",
+    )
+    p.add_argument(
+        "--profile",
+        type=float,
+        default=float(_env("PROFILE", "0")),
+        help="seconds of py-spy (bench extra) on the last round's worker; 0: no profile",
+    )
+    p.add_argument(
+        "--prototypes",
+        action="store_true",
+        help="also measure the Faust batch prototypes of bench/faust_batch.py in step 7",
     )
     p.add_argument("--status-every", type=float, default=float(_env("STATUS_EVERY", "1")))
     p.add_argument("--latency-seconds", type=float, default=float(_env("LATENCY_SECONDS", "25")))
@@ -232,8 +260,14 @@ def e2e_rate(history: list[Status], total: int) -> dict[str, Any]:
     }
 
 
-def run_e2e(world: World, args: argparse.Namespace, total: int, results: dict[str, Any]) -> Any:
-    log(f"[1] e2e: one journey worker consumes the {total:,} events")
+def run_e2e(
+    world: World,
+    args: argparse.Namespace,
+    total: int,
+    results: dict[str, Any],
+    profile_to: Path | None = None,
+) -> Any:
+    log(f"[1] e2e: one journey worker ({world.app_id}) consumes the {total:,} events")
     worker = WorkerProcess(world, "1", status_every=args.status_every)
     results["workers"].append({"step": "e2e", "argv": worker.argv, "env": worker.env})
     last_print = [0.0]
@@ -250,6 +284,11 @@ def run_e2e(world: World, args: argparse.Namespace, total: int, results: dict[st
 
     worker.wait_until(lambda d: d.get("ready", False), 180, show)
     ready_s = time.monotonic() - worker.started
+    profiler = None
+    if profile_to is not None:
+        from bench.profile import start_py_spy
+
+        profiler = start_py_spy(worker.process.pid, args.profile, profile_to)
     try:
         done = worker.wait_until(lambda d: d.get("consumed", 0) >= total, args.e2e_timeout, show)
     except TimeoutError:
@@ -257,6 +296,10 @@ def run_e2e(world: World, args: argparse.Namespace, total: int, results: dict[st
         assert worker.last is not None
         done = worker.last
     e2e = e2e_rate(worker.history, total)
+    if profiler is not None:
+        from bench.profile import finish_py_spy
+
+        e2e["profile"] = finish_py_spy(profiler, profile_to)
     e2e["worker_start_to_ready_s"] = round(ready_s, 1)
     e2e["last_status"] = done.data
     busy = [st for st in worker.history if st.data.get("consumed", 0) > 0]
@@ -425,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             f"[prep] publishing simulator events: {args.customers:,} customers arriving over "
             f"{args.arrival_window}, events: {args.events or 'until every customer has appeared'}"
         )
-        from bench.workload import publish_simulation, raw_ceiling
+        from bench.workload import publish_simulation
 
         published = asyncio.run(
             publish_simulation(
@@ -451,18 +494,40 @@ def main(argv: list[str] | None = None) -> int:
             results["state_bytes"] = published.state_sizes
             log(f"[5] state bytes per customer: {published.state_sizes}")
 
-        if "raw" not in args.skip:
-            log("[2] raw ceiling: aiokafka + fastavro decode of the same topics")
-            results["raw"] = asyncio.run(raw_ceiling(settings, codec, total))
-            log(f"  raw: {results['raw']['events_per_s']:,.0f} events/s")
-
         e2e: dict[str, Any] = {}
-        if "e2e" not in args.skip:
-            e2e = run_e2e(main_world, args, total, results)
-            if results.get("raw") and e2e.get("events_per_s"):
-                results["e2e_over_raw"] = round(
-                    e2e["events_per_s"] / results["raw"]["events_per_s"], 3
+        rounds: dict[str, list[dict[str, Any]]] = {}
+        for round_no in range(1, max(1, args.rounds) + 1):
+            if "contest" not in args.skip:
+                run_contestants(
+                    main_world, round_no, total, args.peer_timeout, rounds, args.prototypes
                 )
+            if "e2e" not in args.skip:
+                last = round_no == max(1, args.rounds)
+                world = (
+                    main_world if round_no == 1 else replace(main_world, app_suffix=f"-r{round_no}")
+                )
+                profile_to = args.out / "profile-worker" if last and args.profile > 0 else None
+                e2e_round = run_e2e(world, args, total, results, profile_to)
+                rounds.setdefault("worker", []).append(worker_round(e2e_round))
+                results.setdefault("e2e_rounds", []).append(e2e_round)
+                if round_no == 1:  # recovery restores this run's table
+                    e2e = e2e_round
+        if e2e:
+            results["e2e"] = e2e  # (each round's run_e2e wrote its own)
+        if rounds:
+            results["contest"] = {"rounds": rounds, "summary": summarize(rounds)}
+            decode = results["contest"]["summary"].get("decode") or {}
+            if decode.get("cpu_s_per_1k"):
+                results["raw"] = {
+                    "events_per_s": decode["events_per_s"],
+                    "events_per_cpu_s": round(1000 / decode["cpu_s_per_1k"], 1),
+                    "how": "the decode contestant of step 7 (median of its rounds): aiokafka "
+                    "AIOKafkaConsumer(group_id=None, auto_offset_reset=earliest), "
+                    "getmany(max_records=20000), Codec.decode(value, TOPIC_RECORDS[topic]) per "
+                    "value, in its own process; timed from the first batch to the N-th event",
+                }
+        if results.get("raw") and e2e.get("events_per_s"):
+            results["e2e_over_raw"] = round(e2e["events_per_s"] / results["raw"]["events_per_s"], 3)
 
         if "recovery" not in args.skip:
             log("[6] recovery: a fresh worker, empty data dir, restores the table from Kafka")
@@ -534,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
                         bootstrap,
                         (
                             main_world.prefix,
-                            main_world.app_id,
+                            main_world.app_id,  # also the app ids of later rounds
+                            f"changelog__{main_world.app_id}",  # the Quix contestants'
                             base_world.prefix,
                             base_world.app_id,
                         ),

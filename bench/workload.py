@@ -4,7 +4,6 @@ and the append-to-append latency probe."""
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 from collections import Counter
@@ -13,9 +12,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import CpuSample, broker_pid, cpu_between, log, percentile
+from bench.common import log, percentile
 from schemas.codec import Codec
-from schemas.records import TOPIC_RECORDS, CartChanged, OrderChanged, OrderItem, Trigger
+from schemas.records import CartChanged, OrderChanged, OrderItem, Trigger
 from streams.engine import pack
 from streams.ingest import wall_clock_ms
 from streams.journey.config import JourneyConfig
@@ -158,74 +157,6 @@ async def topic_records(bootstrap: str, topic: str) -> int:
         return sum(ends[tp] - starts[tp] for tp in tps)
     finally:
         await consumer.stop()
-
-
-# --- 2: the raw ceiling ------------------------------------------------------------------------
-async def raw_ceiling(settings: Settings, codec: Codec, expected: int) -> dict[str, Any]:
-    """aiokafka consumer (no group, from the beginning) + ``Codec.decode`` of every value with
-    its topic's record class, nothing else. Timed from the first message to the last."""
-    short_of = {full: short for short, full in settings.input_topics().items()}
-    record_of = {full: TOPIC_RECORDS[short] for full, short in short_of.items()}
-    consumer = AIOKafkaConsumer(
-        *short_of,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    await consumer.start()
-    count = 0
-    decode_s = 0.0
-    first = last = 0.0
-    broker = broker_pid(settings.kafka_bootstrap)
-    cpu_first = cpu_last = None
-    started = time.monotonic()
-    try:
-        while count < expected:
-            if time.monotonic() - started > 300:
-                raise TimeoutError(f"raw consumer: {count:,} of {expected:,} after 300 s")
-            batch = await consumer.getmany(timeout_ms=1000, max_records=50_000)
-            if not batch:
-                continue
-            if not first:
-                first = time.monotonic()
-                cpu_first = CpuSample.take(os.getpid(), broker)
-            t0 = time.perf_counter()
-            decode = codec.decode
-            for tp, messages in batch.items():
-                cls = record_of[tp.topic]
-                for message in messages:
-                    decode(message.value, cls)
-                count += len(messages)
-            decode_s += time.perf_counter() - t0
-            last = time.monotonic()
-            cpu_last = CpuSample.take(os.getpid(), broker)
-    finally:
-        await consumer.stop()
-    seconds = max(last - first, 1e-9)
-    return {
-        "events": count,
-        "seconds": round(seconds, 3),
-        "events_per_s": round(count / seconds, 1),
-        "decode_seconds": round(decode_s, 3),
-        "decode_only_events_per_s": round(count / max(decode_s, 1e-9), 1),
-        # "worker" here is the bench process running the consumer.
-        "cpu_cores": cpu_between(cpu_first, cpu_last) if cpu_first and cpu_last else None,
-        "events_per_cpu_s": _per_cpu(count, cpu_first, cpu_last),
-        "how": (
-            "aiokafka 0.14 AIOKafkaConsumer(group_id=None, auto_offset_reset=earliest), "
-            "getmany(max_records=50000), Codec.decode(value, TOPIC_RECORDS[topic]) per value; "
-            "timed from the first batch received to the last"
-        ),
-    }
-
-
-def _per_cpu(count: int, a: CpuSample | None, b: CpuSample | None) -> float | None:
-    if a is None or b is None or a.worker is None or b.worker is None or b.worker <= a.worker:
-        return None
-    return round(count / (b.worker - a.worker), 1)
 
 
 # --- 3: append-to-append latency ---------------------------------------------------------------
