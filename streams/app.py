@@ -5,13 +5,17 @@ that) owns each customer's partition across all inputs, so the journey state of 
 exactly one writer, and its timers fire in the same agent (on the ticks of its partition). The
 agent is thin: messages go to ``Ingest`` (decode, dead letters, re-keying) and accepted events to
 the ``JourneyEngine``. The agent never acks a message itself; the ClickHouse sink acks messages
-once everything they caused is stored, and only acked offsets are committed.
+once everything they caused is stored, and only acked offsets are committed. No exception
+escapes a message: whatever fails while handling one becomes a ``processing_error`` dead letter
+(the engine has left the customer's state as it was) and the stream goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import socket
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -22,6 +26,7 @@ from schemas.codec import Codec, register_faust_codecs
 from sinks.clickhouse.sink import ClickHouseSink
 from streams.clock import Clock
 from streams.engine import JourneyEngine
+from streams.health import BrokerProbe, Health
 from streams.ingest import Headers, Ingest
 from streams.journey.decisions import JourneyConfig
 from streams.metrics import Metrics
@@ -47,6 +52,17 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
+def group_instance_id(settings: Settings) -> str | None:
+    """Static membership id: stable across restarts of this worker (host and data directory),
+    distinct for every worker of the group. ``none`` switches static membership off."""
+    if settings.group_instance_id.lower() == "none":
+        return None
+    if settings.group_instance_id:
+        return settings.group_instance_id
+    where = hashlib.blake2b(str(settings.data_dir.resolve()).encode(), digest_size=6).hexdigest()
+    return f"{settings.app_id}-{socket.gethostname()}-{where}"
+
+
 @dataclass
 class Pipeline:
     settings: Settings
@@ -56,6 +72,7 @@ class Pipeline:
     engine: JourneyEngine
     clock: Clock
     metrics: Metrics
+    health: Health
     web: WebServer | None = None
 
 
@@ -91,6 +108,9 @@ def create_pipeline(
         broker_commit_every=settings.commit_every,
         broker_session_timeout=settings.consumer_session_timeout / 1000,
         broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3000),
+        # A restarted worker gets its partitions back at once, not after the session timeout.
+        # The cost: a worker that stops for good keeps them until its session times out.
+        consumer_group_instance_id=group_instance_id(settings),
         web_enabled=False,
         autodiscover=False,
     )
@@ -119,6 +139,15 @@ def create_pipeline(
     ingest = Ingest(
         settings, codec, sink, send_deadletter=send_deadletter, send_repartition=send_repartition
     )
+    sink.on_bad_row = ingest.row_dead_letter
+
+    async def customer_failed(
+        topic: str, partition: int, offset: int, customer_id: str, exc: BaseException
+    ) -> None:
+        await ingest.processing_error(
+            topic, partition, offset, customer_id.encode(), None, exc, f"customer {customer_id}"
+        )
+
     journeys = app.Table(
         "journeys",
         default=None,
@@ -134,6 +163,7 @@ def create_pipeline(
         clock,
         send_trigger,
         observe_lateness=metrics.timer_lateness.observe,
+        on_failure=customer_failed,
     )
     positions: dict[tuple[str, int], int] = {}  # last offset handled per partition, for lag
     processing = metrics.processing
@@ -145,32 +175,60 @@ def create_pipeline(
         partitions=partitions,
     )
 
+    async def handle(message: Any) -> None:
+        if message.topic == ticks_topic:
+            await engine.on_tick(message.partition, message.topic, message.offset)
+            return
+        record = await ingest.handle(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            message.headers,
+        )
+        if record is not None:
+            await engine.on_event(record, message.topic, message.partition, message.offset)
+
+    async def dead_letter(message: Any, exc: Exception) -> bool:
+        """The message failed: a dead letter. False if even that failed (then the worker stops,
+        and the message, unacknowledged, is redelivered to the next one)."""
+        log.error(
+            "handling %s/%d/%d failed: %r",
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+            exc_info=exc,
+        )
+        try:
+            await ingest.processing_error(
+                message.topic, message.partition, message.offset, message.key, message.value, exc
+            )
+        except Exception as fatal:
+            log.critical("cannot write the dead letter either: %r; stopping", fatal)
+            await app.crash(fatal)
+            return False
+        return True
+
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
         async for event in stream.noack().events():
             await sink.wait_for_watermarks()
             message = event.message
             positions[(message.topic, message.partition)] = message.offset
-            if message.topic == ticks_topic:
-                await engine.on_tick(message.partition, message.topic, message.offset)
-                sink.after_flush(event.ack)
-                continue
             started = perf_counter()
-            record = await ingest.handle(
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                message.headers,
-            )
-            if record is not None:
-                await engine.on_event(record, message.topic, message.partition, message.offset)
+            try:
+                await handle(message)
+            except Exception as exc:
+                if not await dead_letter(message, exc):
+                    return
             # Only now: the sink acks it after the rows, the table write (changelog) and every
             # send it caused are registered; a flush running during an await above must not
-            # ack it early. An exception leaves it unacked: redelivered, never lost.
+            # ack it early.
             sink.after_flush(event.ack)
-            processing.observe(perf_counter() - started)
+            if message.topic != ticks_topic:
+                processing.observe(perf_counter() - started)
             await sink.wait_for_room()
 
     @app.timer(interval=settings.timer_tick_interval / 1000)  # type: ignore[untyped-decorator]
@@ -216,6 +274,7 @@ def create_pipeline(
         engine=engine,
         clock=clock,
         metrics=metrics,
+        health=Health(BrokerProbe(settings.kafka_bootstrap), lambda: sink.reachable),
     )
     metrics.attach(pipeline, lag)
     if settings.web_port:
@@ -224,11 +283,13 @@ def create_pipeline(
     @app.task  # type: ignore[untyped-decorator]
     async def _start() -> None:
         sink.start()
+        pipeline.health.broker.start()
         if pipeline.web is not None:
             await pipeline.web.start()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stop(app: faust.App, **kwargs: Any) -> None:
+        await pipeline.health.broker.stop()
         await sink.stop()
         if pipeline.web is not None:
             await pipeline.web.stop()
