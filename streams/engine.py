@@ -398,9 +398,12 @@ class JourneyEngine:
         for out in prepared.outgoing:
             if out.trigger is not None:
                 sink.wait_for(await self.send_trigger(key, out.trigger))
+            # Never skipped by the watermark: a redelivered message can take decisions its first
+            # delivery did not (its customer's events of other topics arrived in another order),
+            # and such a decision's row must not be lost. A row stored twice collapses in FINAL.
             sink.add(
                 TRIGGERS_TABLE, out.row + lineage, topic, partition, offset,
-                force_key=f"{out.row[0]}/{out.row[4]}" if out.resend else None,
+                force_key=f"{out.row[0]}/{out.row[4]}",
             )  # fmt: skip
             if out.resend:
                 self.resent += 1
