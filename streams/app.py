@@ -13,9 +13,7 @@ escapes a message: whatever fails while handling one becomes a ``processing_erro
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import socket
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -53,14 +51,8 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 def group_instance_id(settings: Settings) -> str | None:
-    """Static membership id: stable across restarts of this worker (host and data directory),
-    distinct for every worker of the group. ``none`` switches static membership off."""
-    if settings.group_instance_id.lower() == "none":
-        return None
-    if settings.group_instance_id:
-        return settings.group_instance_id
-    where = hashlib.blake2b(str(settings.data_dir.resolve()).encode(), digest_size=6).hexdigest()
-    return f"{settings.app_id}-{socket.gethostname()}-{where}"
+    """Static membership id (one per worker, stable across its restarts), or None (dynamic)."""
+    return settings.group_instance_id or None
 
 
 @dataclass
@@ -108,8 +100,8 @@ def create_pipeline(
         broker_commit_every=settings.commit_every,
         broker_session_timeout=settings.consumer_session_timeout / 1000,
         broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3000),
-        # A restarted worker gets its partitions back at once, not after the session timeout.
-        # The cost: a worker that stops for good keeps them until its session times out.
+        # Opt-in static membership: a restarted worker gets its partitions back at once, not
+        # after the session timeout; a worker that stops for good keeps them until it times out.
         consumer_group_instance_id=group_instance_id(settings),
         web_enabled=False,
         autodiscover=False,

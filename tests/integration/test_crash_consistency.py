@@ -161,6 +161,8 @@ def test_kill_9_during_publishing_loses_no_decision(env: Env, start_worker: Any)
         "JOURNEY_TOPIC_REPARTITION": "clean.repartition",
         "JOURNEY_TOPIC_TICKS": "clean.ticks",
     }
+    if os.environ.get("JOURNEY_CRASH_MEMBERSHIP") == "static":  # the opt-in, to compare
+        env.vars["JOURNEY_GROUP_INSTANCE_ID"] = "crash-test-worker"
     env.journey("topics", "create")
     env.journey("topics", "create", **clean)
     rate = max(100, EVENTS // 25)  # publishing lasts about 25 s, whatever the size
