@@ -57,6 +57,7 @@ from sinks.clickhouse.rows import (
     dropped_row,
     emitted_row,
     event_row,
+    saturate,
 )
 from sinks.clickhouse.sink import ClickHouseSink
 from streams.clock import Clock
@@ -107,6 +108,16 @@ def unpack(value: bytes) -> JourneyState:
 
 def trigger_fields(trigger: Trigger) -> list[Any]:
     return [getattr(trigger, f.name) for f in dataclasses.fields(trigger)]
+
+
+def _saturate(state: JourneyState) -> None:
+    """Sums the model keeps over many events (a cart's value, refunds, revenue) are bounded per
+    event at the door but not in total: they stop at Int64 instead of failing the encoding."""
+    state.revenue_minor = saturate(state.revenue_minor) or 0
+    for cart in state.carts.values():
+        cart.value_minor = saturate(cart.value_minor) or 0
+    for order in state.orders.values():
+        order.refunded_minor = saturate(order.refunded_minor) or 0
 
 
 class TimerIndex:
@@ -365,6 +376,7 @@ class JourneyEngine:
             for seq, row, fields in state.outbox
             if seq > sent
         ]
+        _saturate(state)
         next_fire = state.next_fire_at()
         prepared = _Prepared(
             state=state,

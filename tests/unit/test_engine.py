@@ -161,3 +161,17 @@ def test_a_far_timer_is_packed_not_crashed() -> None:
     state.timers["x"] = Timer("t", "WIN_BACK", 2**63 - 5, 2**63 - 5, "e")
     partition, next_fire, _ = unpack_prefix(engine_module.pack(3, state))
     assert partition == 3 and next_fire == engine_module.NO_TIMER
+
+
+async def test_sums_beyond_int64_saturate_instead_of_failing() -> None:
+    from schemas.bounds import MAX_MONEY_MINOR, MAX_QUANTITY
+    from schemas.records import CartChanged
+
+    world = World()
+    for n in range(30):  # each line is within the bounds; their sum is not within Int64
+        add = CartChanged(
+            f"a{n}", "c1", T + n, "k", "PRODUCT_ADDED", f"p{n}", None, MAX_QUANTITY,
+            MAX_MONEY_MINOR, "EUR",
+        )  # fmt: skip
+        await world.engine.on_event(add, "shop.cart", 0, n)
+    assert world.engine.load("c1").carts["k"].value_minor == 2**63 - 1
