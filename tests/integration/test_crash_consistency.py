@@ -225,6 +225,10 @@ def test_kill_9_during_publishing_loses_no_decision(env: Env, start_worker: Any)
         len(compared),
         len(reference),
     )
+    print(
+        f"compared {len(compared)} of the clean run's {len(reference)} decisions "
+        f"({len(robust)} order-robust by the model); crashed world has {len(crashed)}"
+    )
     missing = compared - crashed
     if missing and os.environ.get("JOURNEY_CRASH_DEBUG"):
         (env.tmp / "missing.json").write_text(json.dumps(sorted(missing)))
@@ -244,5 +248,6 @@ def test_kill_9_during_publishing_loses_no_decision(env: Env, start_worker: Any)
         len(compared_ids),
         len(clean_ids),
     )
+    print(f"compared {len(compared_ids)} of the clean run's {len(clean_ids)} published triggers")
     lost = compared_ids - crashed_ids
     assert not lost, f"{len(lost)} of {len(compared_ids)} triggers never published: {sorted(lost)}"
