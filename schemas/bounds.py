@@ -24,9 +24,11 @@ MAX_TIME_MS = 7_258_118_400_000
 MAX_MONEY_MINOR = 10**12
 MAX_QUANTITY = 10**6
 MAX_ITEMS = 1_000
-# Characters. Identifiers and codes are short; URLs and free text may be longer.
+# Characters. Identifiers and codes (kept in the state, in every trigger, 64 event ids per
+# customer) are short; other text (URLs, comments, coupons) may be longer, not absurd.
 MAX_ID_CHARS = 256
-MAX_TEXT_CHARS = {"url": 8_192, "tracking_url": 8_192, "referrer": 8_192, "comment": 10_000}
+MAX_TEXT_CHARS = 10_000
+SHORT_FIELDS = frozenset({"category", "currency", "carrier", "page_type", "time_zone", "locale"})
 # Avro ``date`` birthday: days since 1970 (1900-01-01 .. 2200-01-01).
 MIN_BIRTHDAY_DAYS, MAX_BIRTHDAY_DAYS = -25_567, 84_006
 
@@ -54,7 +56,8 @@ def _field_problem(path: str, name: str, value: Any) -> str | None:
     if isinstance(value, int):
         return _int_problem(path, name, value)
     if isinstance(value, str):
-        limit = MAX_TEXT_CHARS.get(name, MAX_ID_CHARS)
+        short = name.endswith("_id") or name in SHORT_FIELDS or name == "key"
+        limit = MAX_ID_CHARS if short else MAX_TEXT_CHARS
         if len(value) > limit:
             return f"{path} has {len(value)} characters; at most {limit} are accepted"
         return None
