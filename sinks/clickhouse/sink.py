@@ -18,8 +18,11 @@ Delivery guarantees, and what provides each:
   (``source_topic``, ``source_partition``, ``source_offset``). When partitions are assigned, the
   sink reads the highest stored offset per source partition and table (its watermark) and drops
   rows of redelivered messages at or below it. Inserts are single parts (tables have no PARTITION
-  BY), so a stored offset means every row of that insert is stored. The watermarks move forward
-  with every insert, so a message Faust delivers again in the same process is skipped as well.
+  BY), so a stored offset means every row of that insert is stored. The watermarks are not moved
+  forward by this process's own inserts: Faust can deliver a partition out of order within a
+  process (a later offset first, then a seek back), and skipping the earlier offsets then would
+  lose them; a message delivered twice within a process is stored twice physically instead
+  (``FINAL`` collapses it).
 * **No row blocks the others.** An insert that fails because of its data (a value the column
   cannot hold) is bisected until the failing rows are isolated; each becomes a dead letter
   (``insert_failed``, through ``on_bad_row``) and the rest is stored. Failures of ClickHouse
@@ -266,10 +269,6 @@ class ClickHouseSink:
                 self.stats.rows_per_table[table] = self.stats.rows_per_table.get(table, 0) + len(
                     rows
                 )
-                for (topic, partition), (_, high) in ranges.items():
-                    mark = (table, topic, partition)
-                    if high > self._watermarks.get(mark, -1):
-                        self._watermarks[mark] = high
             if bad:
                 pending += await self._dead_letter_rows(bad)
             for table, by_column in erasures.items():
