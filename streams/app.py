@@ -7,7 +7,9 @@ agent is thin: messages pass the event-time merge (``streams/ordering.py``: per 
 oldest ``occurred_at`` first across the input topics), then go to ``Ingest`` (decode, dead
 letters, re-keying, the key's partition) and accepted events to the ``JourneyEngine``. The
 agent never acks a message itself; the ClickHouse sink acks messages once everything they caused
-is stored, and only acked offsets are committed.
+is stored, and only acked offsets are committed. No exception escapes a message: whatever fails
+while handling one becomes a ``processing_error`` dead letter (the engine has left the
+customer's state as it was) and the stream goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from schemas.codec import Codec, register_faust_codecs
 from sinks.clickhouse.sink import ClickHouseSink
 from streams.clock import Clock
 from streams.engine import JourneyEngine
+from streams.health import BrokerProbe, Health
 from streams.ingest import Headers, Ingest
 from streams.metrics import Metrics
 from streams.ordering import EventTimeBuffer, tick_time, tick_value
@@ -69,6 +72,11 @@ class _App(faust.App):
         await super().on_stop()
 
 
+def group_instance_id(settings: Settings) -> str | None:
+    """Static membership id (one per worker, stable across its restarts), or None (dynamic)."""
+    return settings.group_instance_id or None
+
+
 @dataclass
 class Pipeline:
     settings: Settings
@@ -78,6 +86,7 @@ class Pipeline:
     engine: JourneyEngine
     clock: Clock
     metrics: Metrics
+    health: Health
     web: WebServer | None = None
     ordering: EventTimeBuffer[Any] | None = None
 
@@ -114,6 +123,9 @@ def create_pipeline(
         broker_commit_every=settings.commit_every,
         broker_session_timeout=settings.consumer_session_timeout / 1000,
         broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3000),
+        # Opt-in static membership: a restarted worker gets its partitions back at once, not
+        # after the session timeout; a worker that stops for good keeps them until it times out.
+        consumer_group_instance_id=group_instance_id(settings),
         web_enabled=False,
         autodiscover=False,
     )
@@ -147,6 +159,15 @@ def create_pipeline(
         send_repartition=send_repartition,
         partitions=partitions,
     )
+    sink.on_bad_row = ingest.row_dead_letter
+
+    async def customer_failed(
+        topic: str, partition: int, offset: int, customer_id: str, exc: BaseException
+    ) -> None:
+        await ingest.processing_error(
+            topic, partition, offset, customer_id.encode(), None, exc, f"customer {customer_id}"
+        )
+
     journeys = app.Table(
         "journeys",
         default=None,
@@ -162,6 +183,7 @@ def create_pipeline(
         clock,
         send_trigger,
         observe_lateness=metrics.timer_lateness.observe,
+        on_failure=customer_failed,
     )
     positions: dict[tuple[str, int], int] = {}  # last offset handled per partition, for lag
     processing = metrics.processing
@@ -176,36 +198,10 @@ def create_pipeline(
     offsets = ConsumerOffsets(app)
     ordering = app.ordering = ordered_intake(settings, offsets)
 
-    @app.agent(inputs, name="journey", concurrency=1)
-    async def journey(stream: Any) -> None:
-        stream = stream.noack()
-        async for event in stream.events():
-            # Event-time merge across the inputs of each partition number (streams/ordering.py).
-            # It is re-checked on every message; the worker's own ticks arrive every
-            # timer_tick_interval, so an idle wait is noticed within about that much.
-            message = event.message
-            time_ms = (
-                tick_time(message.value, int(message.timestamp * 1000))
-                if message.topic == ticks_topic
-                else ingest.event_time(message.topic, message.value, message.headers)
-            )
-            now = monotonic() * 1000
-            ordering.push(event, message.topic, message.partition, message.offset, time_ms, now)
-            for ready in ordering.pop_ready(now):
-                # Faust's table writes go to the partition of the "current" event: make it the
-                # one handled (released events can come from another partition).
-                stream._set_current_event(ready)
-                await handle(ready)
-
-    async def handle(event: Any) -> None:
-        await sink.wait_for_watermarks()
-        message = event.message
-        positions[(message.topic, message.partition)] = message.offset
+    async def apply(message: Any) -> None:
         if message.topic == ticks_topic:
             await engine.on_tick(message.partition, message.topic, message.offset)
-            sink.after_flush(event.ack)
             return
-        started = perf_counter()
         record = await ingest.handle(
             message.topic,
             message.partition,
@@ -216,12 +212,72 @@ def create_pipeline(
         )
         if record is not None:
             await engine.on_event(record, message.topic, message.partition, message.offset)
+
+    async def dead_letter(message: Any, exc: Exception) -> bool:
+        """The message failed: a dead letter. False if even that failed (then the worker stops,
+        and the message, unacknowledged, is redelivered to the next one)."""
+        log.error(
+            "handling %s/%d/%d failed: %r",
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+            exc_info=exc,
+        )
+        try:
+            await ingest.processing_error(
+                message.topic, message.partition, message.offset, message.key, message.value, exc
+            )
+        except Exception as fatal:
+            log.critical("cannot write the dead letter either: %r; stopping", fatal)
+            await app.crash(fatal)
+            return False
+        return True
+
+    @app.agent(inputs, name="journey", concurrency=1)
+    async def journey(stream: Any) -> None:
+        stream = stream.noack()
+        async for event in stream.events():
+            # Event-time merge across the inputs of each partition number (streams/ordering.py).
+            # It is re-checked on every message; the worker's own ticks arrive every
+            # timer_tick_interval, so an idle wait is noticed within about that much.
+            message = event.message
+            try:
+                time_ms = (
+                    tick_time(message.value, int(message.timestamp * 1000))
+                    if message.topic == ticks_topic
+                    else ingest.event_time(message.topic, message.value, message.headers)
+                )
+            except Exception:  # undecodable: it goes first and becomes a dead letter in apply()
+                time_ms = None
+            now = monotonic() * 1000
+            ordering.push(event, message.topic, message.partition, message.offset, time_ms, now)
+            for ready in ordering.pop_ready(now):
+                # Faust's table writes go to the partition of the "current" event: make it the
+                # one handled (released events can come from another partition).
+                stream._set_current_event(ready)
+                if not await handle(ready):
+                    return
+
+    async def handle(event: Any) -> bool:
+        """Apply one released message; False when the worker must stop (see dead_letter)."""
+        await sink.wait_for_watermarks()
+        message = event.message
+        positions[(message.topic, message.partition)] = message.offset
+        started = perf_counter()
+        try:
+            await apply(message)
+        except Exception as exc:
+            if not await dead_letter(message, exc):
+                return False
         # Only now: the sink acks it after the rows, the table write (changelog) and every
         # send it caused are registered; a flush running during an await above must not
-        # ack it early. An exception leaves it unacked: redelivered, never lost.
+        # ack it early.
         sink.after_flush(event.ack)
-        processing.observe(perf_counter() - started)
+        if message.topic != ticks_topic:
+            processing.observe(perf_counter() - started)
         await sink.wait_for_room()
+        return True
 
     @app.timer(interval=settings.timer_tick_interval / 1000)  # type: ignore[untyped-decorator]
     async def _tick() -> None:
@@ -280,6 +336,7 @@ def create_pipeline(
         clock=clock,
         metrics=metrics,
         ordering=ordering,
+        health=Health(BrokerProbe(settings.kafka_bootstrap), lambda: sink.reachable),
     )
     metrics.attach(pipeline, lag)
     if settings.web_port:
@@ -288,6 +345,7 @@ def create_pipeline(
     @app.task  # type: ignore[untyped-decorator]
     async def _start() -> None:
         sink.start()
+        pipeline.health.broker.start()
         if pipeline.web is not None:
             await pipeline.web.start()
 
@@ -301,6 +359,7 @@ def create_pipeline(
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stop(app: faust.App, **kwargs: Any) -> None:
+        await pipeline.health.broker.stop()
         await sink.stop()
         if pipeline.web is not None:
             await pipeline.web.stop()

@@ -14,10 +14,26 @@
 * **Decisions** go out: emitted triggers to ``journey.triggers`` (keyed by customer_id), every
   decision as a row of ClickHouse ``journey.triggers``, snapshots into ``journey.customers``,
   and erasures to ClickHouse as deletes.
+* **The state is never ahead of what it caused (the outbox).** The state is written to the table
+  (and so to its changelog) as soon as a message is handled, but its trigger rows and sends become
+  durable only at the sink's next flush. So every decision is first appended to the customer's
+  outbox, in the state written with it, and leaves the outbox only after a flush stored its row
+  and the broker acknowledged its trigger (trimmed on the next tick of the partition). A state
+  recovered with a non-empty outbox (the stored value is flagged, so the rebuild finds it without
+  decoding) is re-sent on the partition's next tick, or as soon as the customer is touched, with
+  the same trigger ids; the rows are re-inserted (``FINAL`` and the insert token collapse one
+  that had landed). Faust's transactions would be the other way, but are not reliable
+  (faust-streaming #517, #323).
+* **A message either applies completely or not at all.** The model mutates the state it is given,
+  so every message is stepped on a fresh decode of the stored bytes (the cache holds bytes, never
+  live objects), and everything that can fail for the message's sake (the model, row building,
+  encoding, packing) runs before the first output; the new state is swapped in only at the end.
+  An exception leaves the stored state as it was; the agent turns it into a dead letter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import heapq
 import logging
@@ -25,6 +41,8 @@ import struct
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from schemas.codec import Codec
@@ -39,6 +57,7 @@ from sinks.clickhouse.rows import (
     dropped_row,
     emitted_row,
     event_row,
+    saturate,
 )
 from sinks.clickhouse.sink import ClickHouseSink
 from streams.clock import Clock
@@ -50,15 +69,19 @@ from streams.journey.state import JourneyState, decode_state, encode_state
 log = logging.getLogger(__name__)
 
 _PREFIX = struct.Struct(">Hq")
+# Set in the stored partition number: the state has an outbox (outputs not known durable).
+OUTBOX_FLAG = 0x8000
 NO_TIMER = 2**62
 # Tables whose rows of an erased customer are deleted.
 ERASE_TABLES = ("events", "triggers", "customers", "customer_stages", "customer_predictions")
 
 SendTrigger = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
+# (topic, partition, offset, customer_id, exception): one customer's work in a tick failed.
+OnFailure = Callable[[str, int, int, str, BaseException], Awaitable[None]]
 
 
 def tune_gc() -> None:
-    """A worker keeps many long-lived objects (cached states, the timer index): the default
+    """A worker keeps many long-lived objects (the timer index, cached values): the default
     collection thresholds make Python rescan them constantly. Measured with 300k pending timers:
     timers fired per CPU-second 18.3k -> 21k, p99 lateness 824 -> 494 ms."""
     gc.set_threshold(100_000, 50, 100)
@@ -68,18 +91,34 @@ def pack(partition: int, state: JourneyState, next_fire: int | None = None) -> b
     """``next_fire``: ``state.next_fire_at()`` when the caller has it already."""
     if next_fire is None:
         next_fire = state.next_fire_at()
-    return _PREFIX.pack(partition, NO_TIMER if next_fire is None else next_fire) + encode_state(
-        state
-    )
+    flags = OUTBOX_FLAG if state.outbox else 0
+    return _PREFIX.pack(
+        partition | flags, NO_TIMER if next_fire is None else min(next_fire, NO_TIMER)
+    ) + encode_state(state)
 
 
-def unpack_prefix(value: bytes) -> tuple[int, int]:
+def unpack_prefix(value: bytes) -> tuple[int, int, bool]:
+    """(partition, next timer time, has an outbox), without decoding the state."""
     partition, next_fire = _PREFIX.unpack_from(value)
-    return partition, next_fire
+    return partition & ~OUTBOX_FLAG, next_fire, bool(partition & OUTBOX_FLAG)
 
 
 def unpack(value: bytes) -> JourneyState:
     return decode_state(value[_PREFIX.size :])
+
+
+def trigger_fields(trigger: Trigger) -> list[Any]:
+    return [getattr(trigger, f.name) for f in dataclasses.fields(trigger)]
+
+
+def _saturate(state: JourneyState) -> None:
+    """Sums the model keeps over many events (a cart's value, refunds, revenue) are bounded per
+    event at the door but not in total: they stop at Int64 instead of failing the encoding."""
+    state.revenue_minor = saturate(state.revenue_minor) or 0
+    for cart in state.carts.values():
+        cart.value_minor = saturate(cart.value_minor) or 0
+    for order in state.orders.values():
+        order.refunded_minor = saturate(order.refunded_minor) or 0
 
 
 class TimerIndex:
@@ -116,6 +155,32 @@ class TimerIndex:
         return len(self._next)
 
 
+@dataclass
+class _Outgoing:
+    """One outbox entry on its way: its row, its encoded trigger (emits), and whether it is a
+    re-send of an entry found in a recovered state (then it may duplicate a stored row)."""
+
+    seq: int
+    row: tuple[Any, ...]
+    trigger: bytes | None
+    resend: bool
+
+
+@dataclass
+class _Prepared:
+    """Everything a message does to one customer, computed before any of it is done."""
+
+    state: JourneyState
+    value: bytes
+    next_fire: int | None
+    outgoing: list[_Outgoing] = field(default_factory=list)
+    snapshot: tuple[Any, ...] | None = None
+    event: tuple[Any, ...] | None = None
+    erase: bool = False
+    decided: list[Decision] = field(default_factory=list)
+    changed: bool = True
+
+
 class JourneyEngine:
     def __init__(
         self,
@@ -127,6 +192,7 @@ class JourneyEngine:
         send_trigger: SendTrigger,
         cache_size: int = 50_000,
         observe_lateness: Callable[[float], object] | None = None,
+        on_failure: OnFailure | None = None,
     ) -> None:
         self.table = table
         self.sink = sink
@@ -135,9 +201,20 @@ class JourneyEngine:
         self.clock = clock
         self.send_trigger = send_trigger
         self.observe_lateness = observe_lateness
+        self.on_failure = on_failure
         self.index = TimerIndex()
-        self._cache: OrderedDict[str, JourneyState] = OrderedDict()
+        # Stored values (bytes), not live states: the model mutates what it is given, so each
+        # message works on its own decode and a failure cannot leave a half-applied state here.
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
+        # Outbox bookkeeping of this process (reset on every rebalance): per customer, the last
+        # outbox sequence handed to the sink and producer, and the last one known durable.
+        self._sent: dict[str, int] = {}
+        self._durable: dict[str, int] = {}
+        # Per partition, customers to visit on its next tick: outbox entries became durable
+        # (trim them), or a recovered state has an outbox (re-send it).
+        self._visit: dict[int, set[str]] = {}
+        self.resent = 0  # outbox entries re-sent after a recovery
         self.decisions: Counter[tuple[str, str]] = Counter()  # (trigger type, status)
         self.recent: list[Trigger] = []  # emitted since the console last looked
         # Recent timer lateness samples (how long after its time a timer was evaluated).
@@ -149,121 +226,223 @@ class JourneyEngine:
 
     # --- state ---------------------------------------------------------------------------------
     def load(self, customer_id: str) -> JourneyState:
-        state = self._cache.get(customer_id)
-        if state is not None:
+        """A fresh copy of the customer's state: the caller may mutate it freely."""
+        stored = self._cache.get(customer_id)
+        if stored is not None:
             self._cache.move_to_end(customer_id)
-            return state
-        stored = self.table.get(customer_id.encode())
+        else:
+            stored = self.table.get(customer_id.encode())
         return unpack(stored) if stored is not None else new_state(customer_id)
 
-    def store(self, partition: int, state: JourneyState) -> None:
+    def _store(self, partition: int, customer_id: str, value: bytes, next_fire: int | None) -> None:
         # Assigning (never mutating in place) is what Faust writes to the changelog.
-        next_fire = state.next_fire_at()
-        self.table[state.customer_id.encode()] = pack(partition, state, next_fire)
-        self._cache[state.customer_id] = state
-        self._cache.move_to_end(state.customer_id)
+        self.table[customer_id.encode()] = value
+        self._cache[customer_id] = value
+        self._cache.move_to_end(customer_id)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        self.index.set(partition, state.customer_id, next_fire)
+        self.index.set(partition, customer_id, next_fire)
 
     def rebuild(self, items: Iterable[tuple[bytes, bytes]], partitions: set[int]) -> int:
-        """After a rebalance: forget cached states, index the timers of our partitions."""
+        """After a rebalance: forget cached states, index the timers of our partitions, and
+        remember the states whose outbox must be re-sent."""
         started = time.perf_counter()
         self._cache.clear()
         self.index.clear()
-        count = customers = 0
+        self._sent.clear()
+        self._durable.clear()
+        self._visit.clear()
+        count = customers = outboxes = 0
         for key, value in items:
             customers += 1
-            partition, next_fire = unpack_prefix(value)
-            if partition in partitions and next_fire < NO_TIMER:
+            partition, next_fire, has_outbox = unpack_prefix(value)
+            if partition not in partitions:
+                continue
+            if next_fire < NO_TIMER:
                 self.index.set(partition, key.decode(), next_fire)
                 count += 1
+            if has_outbox:
+                self._visit.setdefault(partition, set()).add(key.decode())
+                outboxes += 1
         gc.freeze()  # the rebuilt index lives until the next rebalance: stop rescanning it
         seconds = time.perf_counter() - started
         self.rebuilds += 1
-        self.last_rebuild = {"customers": customers, "with_timers": count, "seconds": seconds}
+        self.last_rebuild = {
+            "customers": customers, "with_timers": count, "with_outbox": outboxes,
+            "seconds": seconds,
+        }  # fmt: skip
         log.info(
-            "timer index rebuilt in %.2fs: %d customers, %d with pending timers",
-            seconds, customers, count,
+            "timer index rebuilt in %.2fs: %d customers, %d with pending timers, %d outboxes "
+            "to re-send", seconds, customers, count, outboxes,
         )  # fmt: skip
         return count
 
     # --- the two things that happen ---------------------------------------------------------
     async def on_event(self, record: InputEvent, topic: str, partition: int, offset: int) -> None:
+        """Apply one event. Raises if handling it failed; then nothing of it was applied."""
         now = self.clock.now_ms()
         state = self.load(record.customer_id)
-        erasure = isinstance(record, CustomerChanged) and record.action == "ERASED"
         if state.erased:
-            if erasure:  # erasing again is harmless, and finishes one a crash interrupted
-                await self._apply(state, [Erase(state.customer_id)], now, topic, partition, offset)
+            if isinstance(record, CustomerChanged) and record.action == "ERASED":
+                # Erasing again is harmless, and finishes one a crash interrupted.
+                self.sink.erase("customer_id", state.customer_id, ERASE_TABLES)
             return  # nothing about an erased customer is kept or sent
         state, decisions = step(state, record, now, self.config)
+        prepared = self._prepare(state, decisions, now, partition)
         if not state.erased:
-            self.sink.add(
-                EVENTS_TABLE, event_row(record, now, topic, partition, offset), topic, partition,
-                offset,
-            )  # fmt: skip
-        await self._apply(state, decisions, now, topic, partition, offset)
-        self.store(partition, state)
+            prepared.event = event_row(record, now, topic, partition, offset)
+        await self._commit(prepared, partition, topic, offset)
 
     async def on_tick(self, partition: int, topic: str, offset: int) -> None:
+        """Fire the due timers of the partition, then trim or re-send outboxes. A customer whose
+        work fails is reported (``on_failure``) and left as it was; the others go on."""
         now = self.clock.now_ms()
         for customer_id in self.index.pop_due(partition, now):
-            state = self.load(customer_id)
-            fire_at = state.next_fire_at()
-            if fire_at is not None:
-                late = max(0, now - fire_at)
-                self.timer_lateness_ms.append(late)
-                if self.observe_lateness is not None:
-                    self.observe_lateness(late / 1000 / self.clock.speed)
-            state, decisions = fire_due(state, now, self.config)
-            await self._apply(state, decisions, now, topic, partition, offset)
-            self.store(partition, state)
+            try:
+                state = self.load(customer_id)
+                fire_at = state.next_fire_at()
+                if fire_at is not None:
+                    late = max(0, now - fire_at)
+                    self.timer_lateness_ms.append(late)
+                    if self.observe_lateness is not None:
+                        self.observe_lateness(late / 1000 / self.clock.speed)
+                state, decisions = fire_due(state, now, self.config)
+                prepared = self._prepare(state, decisions, now, partition)
+                await self._commit(prepared, partition, topic, offset)
+            except Exception as exc:
+                await self._failed(topic, partition, offset, customer_id, exc)
+        for customer_id in self._visit.pop(partition, ()):
+            try:
+                prepared = self._prepare(self.load(customer_id), [], now, partition, snapshot=False)
+                if prepared.changed:
+                    await self._commit(prepared, partition, topic, offset)
+            except Exception as exc:
+                await self._failed(topic, partition, offset, customer_id, exc)
 
-    async def _apply(
+    async def _failed(
+        self, topic: str, partition: int, offset: int, customer_id: str, exc: BaseException
+    ) -> None:
+        log.error(
+            "handling customer %s at %s/%d/%d failed: %r",
+            customer_id,
+            topic,
+            partition,
+            offset,
+            exc,
+        )
+        if self.on_failure is None:
+            raise exc
+        await self.on_failure(topic, partition, offset, customer_id, exc)
+
+    # --- the outbox ----------------------------------------------------------------------------
+    def _prepare(
         self,
         state: JourneyState,
         decisions: list[Decision],
         now: int,
-        topic: str,
         partition: int,
-        offset: int,
-    ) -> None:
-        sink = self.sink
+        snapshot: bool = True,
+    ) -> _Prepared:
+        """Pure: append the decisions to the outbox, drop what is durable, and build every row,
+        record and the stored value. Raises on anything the message cannot be carried through."""
+        customer_id = state.customer_id
+        recovered = state.outbox_seq
+        erase = False
         for decision in decisions:
             match decision:
                 case Emit(trigger=trigger):
-                    delivery = await self.send_trigger(
-                        trigger.customer_id.encode(), self.codec.encode(trigger)
+                    state.outbox_seq += 1
+                    state.outbox.append(
+                        [state.outbox_seq, list(emitted_row(trigger)), trigger_fields(trigger)]
                     )
-                    sink.wait_for(delivery)
-                    sink.add(
-                        TRIGGERS_TABLE, emitted_row(trigger, topic, partition, offset), topic,
-                        partition, offset,
-                    )  # fmt: skip
+                case Drop():
+                    state.outbox_seq += 1
+                    state.outbox.append(
+                        [state.outbox_seq, list(dropped_row(decision, state.stage)), None]
+                    )
+                case Erase():
+                    erase = True
+        before = len(state.outbox)
+        durable = self._durable.get(customer_id, 0)
+        if durable:
+            state.outbox = [entry for entry in state.outbox if entry[0] > durable]
+        sent = self._sent.get(customer_id, 0)
+        outgoing = [
+            _Outgoing(
+                seq=seq,
+                row=tuple(row),
+                trigger=self.codec.encode(Trigger(*fields)) if fields is not None else None,
+                resend=seq <= recovered,
+            )
+            for seq, row, fields in state.outbox
+            if seq > sent
+        ]
+        _saturate(state)
+        next_fire = state.next_fire_at()
+        prepared = _Prepared(
+            state=state,
+            value=pack(partition, state, next_fire),
+            next_fire=next_fire,
+            outgoing=outgoing,
+            erase=erase,
+            decided=decisions,
+            changed=bool(decisions) or bool(outgoing) or len(state.outbox) != before,
+        )
+        if snapshot and not state.erased:
+            consent = marketing_block(state, self.config) is None
+            prepared.snapshot = customer_row(
+                state, segment(state, now, self.config), consent, now, "", 0, 0
+            )[:-3]
+        return prepared
+
+    async def _commit(self, prepared: _Prepared, partition: int, topic: str, offset: int) -> None:
+        """Do what ``_prepare`` computed, then swap the new state in."""
+        sink = self.sink
+        state = prepared.state
+        customer_id = state.customer_id
+        key = customer_id.encode()
+        lineage = (topic, partition, offset)
+        if prepared.event is not None:
+            sink.add(EVENTS_TABLE, prepared.event, topic, partition, offset)
+        for out in prepared.outgoing:
+            if out.trigger is not None:
+                sink.wait_for(await self.send_trigger(key, out.trigger))
+            # Never skipped by the watermark: a redelivered message can take decisions its first
+            # delivery did not (its customer's events of other topics arrived in another order),
+            # and such a decision's row must not be lost. A row stored twice collapses in FINAL.
+            sink.add(
+                TRIGGERS_TABLE, out.row + lineage, topic, partition, offset,
+                force_key=f"{out.row[0]}/{out.row[4]}",
+            )  # fmt: skip
+            if out.resend:
+                self.resent += 1
+        for decision in prepared.decided:
+            match decision:
+                case Emit(trigger=trigger):
                     self.decisions[(trigger.trigger_type, Status.EMITTED)] += 1
                     self.recent.append(trigger)
                 case Drop():
-                    sink.add(
-                        TRIGGERS_TABLE,
-                        dropped_row(decision, state.stage, topic, partition, offset),
-                        topic,
-                        partition,
-                        offset,
-                    )
                     self.decisions[(decision.trigger_type, decision.status)] += 1
-                case Erase(customer_id=customer_id):
-                    sink.erase("customer_id", customer_id, ERASE_TABLES)
-                    self._cache.pop(customer_id, None)
-        if not state.erased:
-            consent = marketing_block(state, self.config) is None
+        if prepared.erase:
+            sink.erase("customer_id", customer_id, ERASE_TABLES)
+            self._sent.pop(customer_id, None)
+            self._durable.pop(customer_id, None)
+        if prepared.snapshot is not None:
             sink.add_latest(
-                CUSTOMERS_TABLE,
-                state.customer_id,
-                customer_row(
-                    state, segment(state, now, self.config), consent, now, topic, partition, offset
-                ),
-                topic,
-                partition,
+                CUSTOMERS_TABLE, customer_id, prepared.snapshot + lineage, topic, partition,
                 offset,
-            )
+            )  # fmt: skip
+        if prepared.outgoing:
+            last = prepared.outgoing[-1].seq
+            self._sent[customer_id] = last
+            sink.after_flush(partial(self._became_durable, customer_id, partition, last))
+        elif not state.outbox:
+            self._sent.pop(customer_id, None)
+            self._durable.pop(customer_id, None)
+        self._store(partition, customer_id, prepared.value, prepared.next_fire)
+
+    def _became_durable(self, customer_id: str, partition: int, seq: int) -> None:
+        """A flush stored the rows and the broker acknowledged the triggers up to ``seq``."""
+        if seq > self._durable.get(customer_id, 0):
+            self._durable[customer_id] = seq
+            self._visit.setdefault(partition, set()).add(customer_id)

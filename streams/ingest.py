@@ -10,6 +10,7 @@ passes the message's coordinates; acking it is the agent's, after the journey ha
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.parse
@@ -19,6 +20,7 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
+from schemas.bounds import bounds_problem
 from schemas.codec import Codec, DecodeError
 from schemas.records import (
     TOPIC_RECORDS,
@@ -66,6 +68,9 @@ def semantic_problem(record: InputEvent) -> str | None:
         return "customer_id is empty"
     if record.occurred_at <= 0:
         return f"occurred_at {record.occurred_at} is not a time after 1970"
+    bounds = bounds_problem(record)
+    if bounds is not None:
+        return bounds
     match record:
         case FeedbackGiven(kind="NPS", score=score) if not 0 <= score <= 10:
             return f"NPS score {score} is outside 0-10"
@@ -267,6 +272,60 @@ class Ingest:
         )
         self.sink.wait_for(delivery)
         self.repartitioned += 1
+
+    async def processing_error(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        exc: BaseException,
+        what: str = "",
+    ) -> None:
+        """Handling this message failed (a bug, or input the bounds did not foresee): it becomes a
+        dead letter with the exception's summary, and the stream goes on. ``what`` says which part
+        of the message's work failed (e.g. a customer's timers during a tick)."""
+        summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        short = self.short_names.get(topic)
+        expected = TOPIC_RECORDS.get(short) if short else None
+        await self._dead_letter(
+            topic,
+            partition,
+            offset,
+            key,
+            value,
+            expected.__name__ if expected else None,
+            "processing_error",
+            f"{what}{': ' if what else ''}{summary[:1000]}",
+        )
+
+    async def row_dead_letter(
+        self, table: str, row: Sequence[Any], exc: BaseException
+    ) -> tuple[str, Sequence[Any], Awaitable[Any]]:
+        """The sink could not insert ``row`` into ``table`` (its data): a dead letter naming the
+        message that produced it (the row's lineage, its last three columns), with the row as
+        its value. Returns the dead-letter row and the topic's delivery; the sink stores both
+        before it acknowledges the message."""
+        topic, partition, offset = str(row[-3]), int(row[-2]), int(row[-1])
+        summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        # json, not orjson: the refused value may be an integer beyond 64 bits.
+        value = json.dumps(list(row), default=repr).encode()
+        letter = DeadLetter(
+            dead_letter_id=f"{topic}/{partition}/{offset}#{table}",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            reason_code="insert_failed",
+            reason=f"its row for ClickHouse table {table} was refused: {summary[:1000]}",
+            failed_at=self.clock(),
+            key=str(row[0]).encode()[:1024],
+            value=value[:DEADLETTER_VALUE_LIMIT],
+            record_type=f"row:{table}",
+        )
+        self.dead[letter.reason_code] += 1
+        delivery = await self.send_deadletter(letter.key or b"", self.codec.encode(letter), [])
+        return DEADLETTERS_TABLE, deadletter_row(letter, partition, offset, topic), delivery
 
     async def _dead_letter(
         self,

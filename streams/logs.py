@@ -36,11 +36,15 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"journey": formatter},
+        # aiokafka repeats each connection error thousands of times a second while the broker is
+        # away: one line per message per 30 s, with a count of the ones held back.
+        "filters": {"quiet_kafka": {"()": "streams.health.QuietKafkaLogs"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "journey",
+                "filters": ["quiet_kafka"],
             }
         },
         "root": {"level": level.upper(), "handlers": ["stderr"]},

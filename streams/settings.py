@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     commit_every: int = Field(default=10_000, ge=1)
     # How long the group waits for a silent worker before giving its partitions to another.
     consumer_session_timeout: DurationMs = duration("45s")
+    # Static group membership (KIP-345), opt-in: a restarted worker with the same id gets its
+    # partitions back at once instead of after the session timeout. Empty: dynamic membership.
+    # Not the default: see README (Operating it) for what the crash test saw with it.
+    group_instance_id: str = ""
     topic_prefix: str = ""
     partitions: int = Field(default=12, ge=1)
     replication_factor: int = Field(default=1, ge=1)

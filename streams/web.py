@@ -211,9 +211,11 @@ class WebServer:
                 "see docs/runbook.md\n",
                 status=503,
             )
-        if self.is_ready():
+        problem = self.pipeline.health.problem()  # broker or ClickHouse unreachable
+        if problem is None and self.is_ready():
             return web.Response(text="ready\n")
-        return web.Response(text="not ready: partitions not assigned or recovering\n", status=503)
+        why = problem or "partitions not assigned or recovering"
+        return web.Response(text=f"not ready: {why}\n", status=503)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import threading
 import urllib.parse
@@ -63,11 +64,13 @@ def open_client(
         return clickhouse_connect.get_client(dsn=url, **options)
     except Exception as exc:
         text = str(exc)
-        if path is not None and "Cannot lock file" in text:
+        owner = _owner(path) if path is not None else None
+        if path is not None and (owner is not None or "Cannot lock file" in text):
             raise ClickHouseUnavailable(
-                f"the embedded ClickHouse at {path} is open in another process (only one process "
-                "may own a chdb data path). Stop the other `journey` process (e.g. `make run`), "
-                "or point JOURNEY_CLICKHOUSE_URL at another path or at a ClickHouse server."
+                f"the embedded ClickHouse at {path} is open in another process"
+                f"{f' ({owner})' if owner else ''}: only one process may own a chdb data path. "
+                "Stop that process (e.g. `make run`), or point JOURNEY_CLICKHOUSE_URL at another "
+                "path or at a ClickHouse server."
             ) from exc
         raise ClickHouseUnavailable(
             f"cannot open ClickHouse at {redact_url(url)}: {_first_line(exc)}"
@@ -88,6 +91,39 @@ def redact_url(url: str) -> str:
         for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     )
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _owner(path: Path) -> str | None:
+    """The live process that holds the data path, from the ``status`` file ClickHouse keeps
+    there (``PID: n``), as ``pid n: its command line``; ``None`` if no live process owns it."""
+    try:
+        first = (path / "status").read_text(errors="replace").splitlines()[0]
+        pid = int(first.removeprefix("PID:").strip())
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # a stale status file: not the reason
+    except PermissionError:
+        pass  # alive, another user's
+    try:
+        command = " ".join(
+            Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        )
+        command = " ".join(command.split())
+    except OSError:
+        command = ""
+    return f"pid {pid}" + (f": {command[:200]}" if command else "")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
 
 
 class _Engine:

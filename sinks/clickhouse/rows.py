@@ -23,6 +23,15 @@ from schemas.records import (
 from streams.journey.decisions import Drop, Segment, Status
 from streams.journey.state import JourneyState
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def saturate(value: int | None) -> int | None:
+    """Aggregates (a customer's revenue over all orders) are bounded per input, not in sum: an
+    Int64 column holds the largest value instead of failing the insert."""
+    return None if value is None else max(INT64_MIN, min(INT64_MAX, value))
+
+
 EVENTS_TABLE = "events"
 EVENTS_COLUMNS = (
     "event_id",
@@ -102,7 +111,7 @@ def event_row(
         case CartChanged():
             cart_id, product_id, category = record.cart_id, record.product_id, record.category
             if record.unit_price_minor is not None:
-                amount = record.unit_price_minor * (record.quantity or 1)
+                amount = saturate(record.unit_price_minor * (record.quantity or 1))
             currency = record.currency
         case OrderChanged():
             cart_id, order_id = record.cart_id, record.order_id
@@ -202,7 +211,10 @@ CUSTOMERS_COLUMNS = (
 )
 
 
-def emitted_row(trigger: Trigger, topic: str, partition: int, offset: int) -> tuple[Any, ...]:
+# The triggers-table row of a decision, without its lineage (the last three columns): a decision
+# waits in the customer's outbox until it is stored, and is attributed to the message that
+# stores it (the one that took it, or after a crash the one that re-sends it).
+def emitted_row(trigger: Trigger) -> tuple[Any, ...]:
     return (
         trigger.trigger_id,
         trigger.trigger_type,
@@ -218,13 +230,10 @@ def emitted_row(trigger: Trigger, topic: str, partition: int, offset: int) -> tu
         trigger.stage,
         trigger.source_event_id,
         trigger.attributes,
-        topic,
-        partition,
-        offset,
     )
 
 
-def dropped_row(drop: Drop, stage: str, topic: str, partition: int, offset: int) -> tuple[Any, ...]:
+def dropped_row(drop: Drop, stage: str) -> tuple[Any, ...]:
     return (
         drop.trigger_id,
         drop.trigger_type,
@@ -240,9 +249,6 @@ def dropped_row(drop: Drop, stage: str, topic: str, partition: int, offset: int)
         stage,
         "",
         {},
-        topic,
-        partition,
-        offset,
     )
 
 
@@ -263,7 +269,7 @@ def customer_row(
         state.first_order_at,
         state.last_order_at,
         state.orders_count,
-        state.revenue_minor,
+        saturate(state.revenue_minor),
         state.last_nps,
         consent,
         state.time_zone,

@@ -23,6 +23,18 @@ Delivery guarantees, and what provides each:
   cannot come from this sink (someone wrote the row): it is logged at error, counted
   (``journey_sink_impossible_watermarks``, ``/ready`` degraded) and never used as a watermark;
   the highest offset below the end is used instead, so no new event is skipped.
+  BY), so a stored offset means every row of that insert is stored. The watermarks are not moved
+  forward by this process's own inserts: Faust can deliver a partition out of order within a
+  process (a later offset first, then a seek back), and skipping the earlier offsets then would
+  lose them; a message delivered twice within a process is stored twice physically instead
+  (``FINAL`` collapses it).
+* **No row blocks the others.** An insert that fails because of its data (a value the column
+  cannot hold) is bisected until the failing rows are isolated; each becomes a dead letter
+  (``insert_failed``, through ``on_bad_row``) and the rest is stored. Failures of ClickHouse
+  itself (down, hanging, disk full) are retried with backoff: that is backpressure, not data.
+* **Re-sent outputs are stored.** Rows the journey re-sends from a recovered outbox are added with
+  ``force_key``: they bypass the watermarks (the message storing them may be a redelivery) and
+  their keys go into the insert token, so the insert is never mistaken for an earlier one.
 """
 
 from __future__ import annotations
@@ -31,10 +43,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
 
 from sinks.clickhouse.client import ClickHouse
 from streams.settings import Settings
@@ -44,6 +59,18 @@ log = logging.getLogger(__name__)
 Position = tuple[str, int]  # (topic, partition)
 # The broker's end offset of each partition asked for (the offset its next message will get).
 EndOffsets = Callable[[list[Position]], Awaitable[dict[Position, int]]]
+# (table, row, exception) -> (dead-letter table, its row, the dead-letter topic's delivery)
+OnBadRow = Callable[
+    [str, Sequence[Any], BaseException], Awaitable[tuple[str, Sequence[Any], Awaitable[Any]]]
+]
+# Raised while building the insert from the rows (client side): the data is wrong, not ClickHouse.
+DATA_ERRORS = (
+    DataError, ProgrammingError, TypeError, ValueError, AttributeError, OverflowError,
+    struct.error,
+)  # fmt: skip
+# ClickHouse counts as unreachable while one call has been running this long.
+STALLED_SECONDS = 10.0
+STOP_FLUSH_SECONDS = 10.0
 
 
 @dataclass
@@ -54,6 +81,8 @@ class _TableBuffer:
     latest: dict[str, Sequence[Any]] = field(default_factory=dict)
     # Offset range per source partition, for the deduplication token.
     ranges: dict[Position, list[int]] = field(default_factory=dict)
+    # Keys of re-sent rows (``force_key``), for the deduplication token.
+    forced: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +91,7 @@ class FlushStats:
     batches: int = 0
     failures: int = 0
     skipped_rows: int = 0
+    bad_rows: int = 0
     last_flush_seconds: float = 0.0
     rows_per_table: dict[str, int] = field(default_factory=dict)
 
@@ -74,8 +104,10 @@ class ClickHouseSink:
         clickhouse: Callable[[Settings], ClickHouse] = ClickHouse.shared,
         on_fatal: Callable[[BaseException], object] | None = None,
         on_flush: Callable[[float], object] | None = None,
+        on_bad_row: OnBadRow | None = None,
     ) -> None:
         self.settings = settings
+        self.on_bad_row = on_bad_row
         self._on_fatal = on_fatal
         self._on_flush = on_flush
         self._open = clickhouse
@@ -96,6 +128,17 @@ class ClickHouseSink:
         # Rows may be accepted only once the watermarks of the current assignment are known.
         self._marks_ready: asyncio.Event | None = None
         self.stats = FlushStats()
+        # Readiness: the last call to ClickHouse failed (not because of data), or one is stuck.
+        self._failing = False
+        self._busy_since: float | None = None
+        self._last_ok = time.monotonic()
+
+    @property
+    def reachable(self) -> bool:
+        """ClickHouse answers: the last call did not fail for ClickHouse's sake, and none has
+        been hanging for ``STALLED_SECONDS``."""
+        busy = self._busy_since
+        return not self._failing and (busy is None or time.monotonic() - busy < STALLED_SECONDS)
 
     # --- set-up ------------------------------------------------------------------------------
     def register_table(self, table: str, columns: Sequence[str]) -> None:
@@ -173,13 +216,24 @@ class ClickHouseSink:
             )  # fmt: skip
 
     # --- the hot path ------------------------------------------------------------------------
-    def add(self, table: str, row: Sequence[Any], topic: str, partition: int, offset: int) -> None:
-        """Buffer one row produced by the message at ``topic``/``partition``/``offset``."""
-        if offset <= self._watermarks.get((table, topic, partition), -1):
+    def add(
+        self,
+        table: str,
+        row: Sequence[Any],
+        topic: str,
+        partition: int,
+        offset: int,
+        force_key: str | None = None,
+    ) -> None:
+        """Buffer one row produced by the message at ``topic``/``partition``/``offset``.
+        ``force_key``: store it even below the watermark (a re-sent output), keyed so."""
+        if force_key is None and offset <= self._watermarks.get((table, topic, partition), -1):
             self.stats.skipped_rows += 1
             return
         buffer = self._tables[table]
         buffer.rows.append(row)
+        if force_key is not None:
+            buffer.forced.append(force_key)
         self._track(buffer, topic, partition, offset)
 
     def add_latest(
@@ -238,7 +292,7 @@ class ClickHouseSink:
             for table, buffer in self._tables.items():
                 if buffer.rows or buffer.latest:
                     rows = buffer.rows + list(buffer.latest.values())
-                    batches.append((table, buffer.columns, rows, buffer.ranges))
+                    batches.append((table, buffer.columns, rows, buffer.ranges, buffer.forced))
                     self._tables[table] = _TableBuffer(columns=buffer.columns)
             erasures, self._erasures = self._erasures, {}
             acks, self._acks = self._acks, []
@@ -246,12 +300,16 @@ class ClickHouseSink:
             self._buffered = 0
             started = time.perf_counter()
             written = 0
-            for table, columns, rows, ranges in batches:
-                await self._insert_with_retry(table, columns, rows, _token(table, ranges))
-                written += len(rows)
+            bad: list[tuple[str, Sequence[Any], BaseException]] = []
+            for table, columns, rows, ranges, forced in batches:
+                written += await self._insert_isolating(
+                    table, columns, rows, _token(table, ranges, forced), bad
+                )
                 self.stats.rows_per_table[table] = self.stats.rows_per_table.get(table, 0) + len(
                     rows
                 )
+            if bad:
+                pending += await self._dead_letter_rows(bad)
             for table, by_column in erasures.items():
                 for column, values in by_column.items():
                     await self._delete_with_retry(table, column, sorted(values))
@@ -275,6 +333,57 @@ class ClickHouseSink:
                     self._on_flush(self.stats.last_flush_seconds)
             self._room.set()
             return written
+
+    async def _insert_isolating(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: list[Sequence[Any]],
+        token: str,
+        bad: list[tuple[str, Sequence[Any], BaseException]],
+    ) -> int:
+        """Insert ``rows``; if their data is refused, bisect until the refused rows are alone
+        (collected in ``bad``) and the others are stored. Returns the rows stored."""
+        try:
+            await self._insert_with_retry(table, columns, rows, token)
+            return len(rows)
+        except DATA_ERRORS as exc:
+            if len(rows) == 1:
+                self.stats.bad_rows += 1
+                log.error(
+                    "a row for %s cannot be inserted (%s): it becomes a dead letter",
+                    table,
+                    _summary(exc),
+                )
+                bad.append((table, rows[0], exc))
+                return 0
+            half = len(rows) // 2
+            return await self._insert_isolating(
+                table, columns, rows[:half], token + ":a", bad
+            ) + await self._insert_isolating(table, columns, rows[half:], token + ":b", bad)
+
+    async def _dead_letter_rows(
+        self, bad: list[tuple[str, Sequence[Any], BaseException]]
+    ) -> list[Awaitable[Any]]:
+        """Dead letters for refused rows, stored before the acks of the messages behind them."""
+        if self.on_bad_row is None:
+            return []
+        deliveries: list[Awaitable[Any]] = []
+        by_table: dict[str, list[Sequence[Any]]] = {}
+        for table, row, exc in bad:
+            letter_table, letter_row, delivery = await self.on_bad_row(table, row, exc)
+            deliveries.append(delivery)
+            by_table.setdefault(letter_table, []).append(letter_row)
+        for letter_table, letter_rows in by_table.items():
+            keys = [str(row[0]) for row in letter_rows]
+            refused: list[tuple[str, Sequence[Any], BaseException]] = []
+            await self._insert_isolating(
+                letter_table, self._tables[letter_table].columns, letter_rows,
+                _token(letter_table, {}, keys), refused,
+            )  # fmt: skip
+            for _, row, exc in refused:  # the topic has it; nothing more can be done here
+                log.error("dead letter %s cannot be stored either: %s", row[0], _summary(exc))
+        return deliveries
 
     async def _insert_with_retry(
         self, table: str, columns: Sequence[str], rows: list[Sequence[Any]], token: str
@@ -302,22 +411,49 @@ class ClickHouseSink:
         self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> None:
         """Retry until ClickHouse takes it: the stream waits meanwhile (backpressure). Inserts
-        are safe to retry thanks to their deduplication token, deletes by nature."""
+        are safe to retry thanks to their deduplication token, deletes by nature. A refusal of
+        the data itself (``DATA_ERRORS``) is raised at once: retrying cannot fix it."""
         backoff = self.settings.sink_retry_backoff / 1000
         while True:
+            self._busy_since = time.monotonic()
             try:
                 await self.clickhouse.run(fn, *args, **kwargs)
+                self._failing = False
+                self._last_ok = time.monotonic()
                 return
+            except DATA_ERRORS:
+                self._failing = False
+                raise
             except Exception as exc:
                 self.stats.failures += 1
-                log.warning(
-                    "%s failed (%s); retrying in %.1fs",
-                    what,
-                    str(exc).splitlines()[0] if str(exc) else repr(exc),
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.sink_retry_backoff_max / 1000)
+                if not self._failing:
+                    log.warning(
+                        "%s failed (%s); retrying every %.1fs at most until it works",
+                        what,
+                        _summary(exc),
+                        self.settings.sink_retry_backoff_max / 1000,
+                    )
+                self._failing = True
+            finally:
+                self._busy_since = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.settings.sink_retry_backoff_max / 1000)
+
+    async def _probe(self) -> None:
+        """While idle, ask ClickHouse whether it is there, so that readiness stays honest."""
+        self._busy_since = time.monotonic()
+        try:
+            await self.clickhouse.run(self.clickhouse.client.query, "SELECT 1")
+            if self._failing:
+                log.warning("ClickHouse answers again")
+            self._failing = False
+            self._last_ok = time.monotonic()
+        except Exception as exc:
+            if not self._failing:
+                log.warning("ClickHouse does not answer: %s", _summary(exc))
+            self._failing = True
+        finally:
+            self._busy_since = None
 
     # --- background loop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -331,23 +467,41 @@ class ClickHouseSink:
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
             self._wake.clear()
             try:
-                await self.flush()
+                written = await self.flush()
+                if not written and time.monotonic() - self._last_ok > 5:
+                    await self._probe()
             except Exception:  # a bug must not stop the loop that acks every message
                 log.exception("sink flush failed")
                 await asyncio.sleep(interval)
 
     async def stop(self) -> None:
-        """Flush what is buffered and stop the loop."""
+        """Flush what is buffered and stop the loop, within ``STOP_FLUSH_SECONDS``: what is not
+        stored by then stays unacknowledged and is redelivered to the next worker."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), timeout=STOP_FLUSH_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "ClickHouse did not take the last batch within %.0fs: its messages are "
+                "not acknowledged and will be redelivered",
+                STOP_FLUSH_SECONDS,
+            )
 
 
-def _token(table: str, ranges: dict[Position, list[int]]) -> str:
+def _summary(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _token(table: str, ranges: dict[Position, list[int]], forced: Sequence[str] = ()) -> str:
     spans: Iterable[str] = (
         f"{topic}:{partition}:{lo}-{hi}" for (topic, partition), (lo, hi) in sorted(ranges.items())
     )
-    return table + ":" + hashlib.sha1("|".join(spans).encode()).hexdigest()
+    text = "|".join(spans)
+    if forced:
+        text += "|forced:" + ",".join(sorted(forced))
+    return table + ":" + hashlib.sha1(text.encode()).hexdigest()

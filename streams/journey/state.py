@@ -3,6 +3,11 @@
 Everything is plain data (times in epoch milliseconds) so that the state can be stored in a
 changelogged Faust table and moved with its partition. The encoding is a positional JSON array
 (orjson): small, fast, and versioned by its first element.
+
+The state also carries its **outbox**: the trigger decisions the customer's messages caused
+that are not yet known to be stored in ClickHouse and acknowledged by the broker. The model
+never reads it; the engine appends to it, re-sends it after a crash and trims it once durable
+(see ``streams/engine.py``), so a state in the changelog is never ahead of what it caused.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import orjson
 
 from streams.journey.decisions import Reason, Stage
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+# Version 1 had no outbox (its two trailing fields); it still decodes.
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(slots=True)
@@ -100,6 +107,10 @@ class JourneyState:
     feedback_seen: list[str] = field(default_factory=list)
     timers: dict[str, Timer] = field(default_factory=dict)  # key -> timer
     updated_at: int = 0
+    # Outputs not yet durable: [sequence, triggers-table row without lineage, Trigger fields or
+    # None]. ``outbox_seq`` numbers them, so the engine can tell which ones a flush stored.
+    outbox: list[list[Any]] = field(default_factory=list)
+    outbox_seq: int = 0
 
     def next_fire_at(self) -> int | None:
         if not self.timers:
@@ -139,23 +150,24 @@ def encode_state(state: JourneyState) -> bytes:
             s.last_order_id, s.orders_count, s.revenue_minor, s.last_nps,
             s.last_product_view_at, s.last_cart_add_at, s.last_marketing_at, s.unengaged,
             s.last_emitted, s.win_back_order, s.seen, [_timer_row(t) for t in s.timers.values()],
-            s.updated_at, [*s.timers], s.feedback_seen,
+            s.updated_at, [*s.timers], s.outbox, s.outbox_seq, s.feedback_seen,
     ]  # fmt: skip
     return orjson.dumps(row)
 
 
 def decode_state(data: bytes) -> JourneyState:
     row = orjson.loads(data)
-    if row[0] != STATE_VERSION:
-        raise ValueError(f"journey state version {row[0]} is not {STATE_VERSION}")
+    if row[0] not in _READABLE_VERSIONS:
+        raise ValueError(f"journey state version {row[0]} is not one of {_READABLE_VERSIONS}")
+    outbox, outbox_seq = (row[26], row[27]) if row[0] >= 2 else ([], 0)
     (
         _, customer_id, stage, erased, first_seen_at, consent, blocked, time_zone, orders,
         carts, first_order_at, last_order_at, last_order_id, orders_count, revenue_minor,
         last_nps, last_product_view_at, last_cart_add_at, last_marketing_at, unengaged,
-        last_emitted, win_back_order, seen, timers, updated_at, timer_keys, *rest,
-    ) = row  # fmt: skip
-    # Appended fields: a state stored before they existed decodes with their defaults.
-    feedback_seen = rest[0] if rest else []
+        last_emitted, win_back_order, seen, timers, updated_at, timer_keys,
+    ) = row[:26]  # fmt: skip
+    # Appended after the outbox (version 2 onwards): absent in older states.
+    feedback_seen = row[28] if len(row) > 28 else []
     order_objs = [Order(*o) for o in orders]
     cart_objs = [Cart(*c) for c in carts]
     return JourneyState(
@@ -184,4 +196,6 @@ def decode_state(data: bytes) -> JourneyState:
         timers={key: Timer(*t) for key, t in zip(timer_keys, timers, strict=True)},
         updated_at=updated_at,
         feedback_seen=feedback_seen,
+        outbox=outbox,
+        outbox_seq=outbox_seq,
     )

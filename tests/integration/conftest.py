@@ -161,7 +161,7 @@ def launch_worker(env: Env, **extra: str) -> Worker:
         [
             JOURNEY,
             "--log-level",
-            "warning",
+            os.environ.get("JOURNEY_TEST_LOG_LEVEL", "warning"),
             "worker",
             "--status-every",
             "0.3",
@@ -189,9 +189,11 @@ def start_worker(env: Env) -> Iterator[Callable[..., Worker]]:
         return worker
 
     yield start
-    for worker in workers:
+    for number, worker in enumerate(workers):
         if worker.process.poll() is None:
             worker.kill()
+        # What each worker said, for the post-mortem of a failed test.
+        (env.tmp / f"worker-{number}.log").write_text("".join(worker.output))
 
 
 def publish(env: Env, messages: list[tuple[str, bytes | None, bytes]]) -> None:

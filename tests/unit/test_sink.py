@@ -73,17 +73,102 @@ async def test_messages_are_acked_only_after_their_rows_are_stored() -> None:
 
 async def test_token_depends_on_source_offsets() -> None:
     client = FakeClient()
-    sink = make_sink(client)
-    sink.add("events", ("x",), "shop.orders", 0, 10)
-    sink.add("events", ("y",), "shop.orders", 0, 11)
-    await sink.flush()
-    sink.add("events", ("x",), "shop.orders", 0, 10)
-    sink.add("events", ("y",), "shop.orders", 0, 11)
-    await sink.flush()
+    for _ in range(2):  # a worker, then the next one (no watermarks known: the same insert)
+        sink = make_sink(client)
+        sink.add("events", ("x",), "shop.orders", 0, 10)
+        sink.add("events", ("y",), "shop.orders", 0, 11)
+        await sink.flush()
     sink.add("events", ("z",), "shop.orders", 0, 12)
     await sink.flush()
     tokens = [token for *_, token in client.inserts]
     assert tokens[0] == tokens[1] != tokens[2]
+
+
+async def test_a_seek_back_within_a_process_still_stores_the_earlier_offsets() -> None:
+    client = FakeClient()
+    sink = make_sink(client)
+    sink.add("events", ("later",), "shop.orders", 0, 16)  # delivered first
+    await sink.flush()
+    sink.add("events", ("earlier",), "shop.orders", 0, 7)  # then Faust seeks back
+    await sink.flush()
+    assert [rows for _, rows, _ in client.inserts] == [[("later",)], [("earlier",)]]
+
+
+async def test_forced_rows_pass_the_watermark_with_a_token_of_their_own() -> None:
+    client = FakeClient()
+    sink = make_sink(client, watermarks=[("shop.orders", 0, 41)])
+    await sink.load_watermarks()
+    sink.add("events", ("plain",), "shop.orders", 0, 40)
+    sink.add("events", ("resent",), "shop.orders", 0, 40, force_key="t-1/EMITTED")
+    await sink.flush()
+    # The same offsets without the re-sent row (an earlier worker's insert): another token.
+    earlier = make_sink(client)
+    earlier.add("events", ("plain",), "shop.orders", 0, 40)
+    await earlier.flush()
+    assert client.inserts[0][1] == [("resent",)]
+    assert client.inserts[0][2] != client.inserts[1][2]
+
+
+class PickyClient(FakeClient):
+    """Refuses (as clickhouse-connect does, client side) any batch holding a value > Int64."""
+
+    def insert(
+        self, table: str, rows: list[Any], column_names: list[str], settings: dict[str, str]
+    ) -> None:
+        self.attempts.append(settings["insert_deduplication_token"])
+        if any(isinstance(v, int) and v > 2**63 - 1 for row in rows for v in row):
+            from clickhouse_connect.driver.exceptions import DataError
+
+            raise DataError("Unable to create native array for column `a`: error")
+        self.inserts.append((table, list(rows), settings["insert_deduplication_token"]))
+
+
+async def test_a_row_that_cannot_be_inserted_is_isolated_and_dead_lettered() -> None:
+    client = PickyClient()
+    sink = make_sink(client)
+    sink.register_table("deadletters", ("id",))
+    letters: list[tuple[str, Any, str]] = []
+
+    async def on_bad_row(table: str, row: Any, exc: BaseException) -> Any:
+        letters.append((table, row, type(exc).__name__))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return "deadletters", (f"dl-{row[0]}",), done
+
+    sink.on_bad_row = on_bad_row
+    acked: list[int] = []
+    rows = [(i,) for i in range(7)] + [(2**63,)] + [(i,) for i in range(8, 10)]
+    for offset, row in enumerate(rows):
+        sink.add("events", row, "shop.orders", 0, offset)
+        sink.after_flush(lambda offset=offset: acked.append(offset))  # type: ignore[misc]
+    await sink.flush()
+    stored = sorted(
+        r for table, batch, _ in client.inserts if table.endswith("events") for r in batch
+    )
+    assert stored == sorted(r for r in rows if r != (2**63,))
+    assert letters == [("events", (2**63,), "DataError")]
+    assert [batch for table, batch, _ in client.inserts if table.endswith("deadletters")] == [
+        [(f"dl-{2**63}",)]
+    ]
+    assert acked == list(range(len(rows)))  # nothing blocks: every message is acked
+    assert sink.stats.bad_rows == 1 and sink.reachable
+
+
+async def test_stop_returns_while_clickhouse_keeps_failing() -> None:
+    import sinks.clickhouse.sink as sink_module
+
+    client = FakeClient(failures=10**9)
+    sink = make_sink(client)
+    sink.add("events", ("x",), "shop.orders", 0, 1)
+    acked: list[bool] = []
+    sink.after_flush(lambda: acked.append(True))
+    old = sink_module.STOP_FLUSH_SECONDS
+    sink_module.STOP_FLUSH_SECONDS = 0.3
+    try:
+        await asyncio.wait_for(sink.stop(), timeout=5)
+    finally:
+        sink_module.STOP_FLUSH_SECONDS = old
+    assert acked == [] and not sink.reachable
 
 
 async def test_redelivered_messages_at_or_below_the_watermark_are_not_written_again() -> None:

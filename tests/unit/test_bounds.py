@@ -1,0 +1,85 @@
+"""Bounds at the door: every poison pill is rejected with a reason; real traffic is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.bounds import MAX_ITEMS, MAX_MONEY_MINOR, bounds_problem
+from schemas.records import (
+    CartChanged,
+    CustomerChanged,
+    FeedbackGiven,
+    InputEvent,
+    OrderChanged,
+    OrderItem,
+    PageViewed,
+    ShipmentChanged,
+)
+from streams.ingest import semantic_problem
+from streams.simulator import SimulationConfig, generate
+
+T = 1_780_000_000_000
+BIG = 2**63 - 1  # Avro long's largest
+INT32_MAX = 2**31 - 1  # Avro int's largest (quantities)
+
+
+def order(total: int = 1_000, items: list[OrderItem] | None = None) -> OrderChanged:
+    return OrderChanged("e", "c", T, "o", "PLACED", total, "EUR", items or [])
+
+
+def cart(quantity: int | None = 1, price: int | None = 100) -> CartChanged:
+    return CartChanged("e", "c", T, "k", "PRODUCT_ADDED", "p", "shoes", quantity, price, "EUR")
+
+
+PILLS: list[tuple[str, InputEvent, str]] = [
+    ("line overflows Int64", cart(4, 2**62), "unit_price_minor"),
+    ("order total at Int64 max", order(BIG), "total_minor"),
+    ("money just above the bound", order(MAX_MONEY_MINOR + 1), "total_minor"),
+    ("negative money", cart(1, -1), "unit_price_minor"),
+    ("quantity at the Avro int max", cart(INT32_MAX, 1), "quantity"),
+    ("negative quantity", cart(-1, 1), "quantity"),
+    ("item quantity", order(items=[OrderItem("p", INT32_MAX, 1)]), "items[0].quantity"),
+    ("item price", order(items=[OrderItem("p", 1, BIG)]), "items[0].unit_price_minor"),
+    (
+        "items add up beyond Int64",
+        order(items=[OrderItem("p", 10**6, MAX_MONEY_MINOR)] * 10),
+        "add up",
+    ),
+    ("deep array", order(items=[OrderItem("p", 1, 1)] * (MAX_ITEMS + 1)), "entries"),
+    ("time near Int64 max", PageViewed("e", "c", BIG - 1000, "s", "HOME", "u"), "occurred_at"),
+    ("year 97036", FeedbackGiven("e", "c", 3_000_000_000_000_000, "NPS", 9), "occurred_at"),
+    ("year 2201", PageViewed("e", "c", 7_300_000_000_000, "s", "HOME", "u"), "occurred_at"),
+    ("huge id", PageViewed("e", "c", T, "s", "PRODUCT", "u", "p" * 100_000), "product_id"),
+    ("huge url", PageViewed("e", "c", T, "s", "HOME", "u" * 100_000), "url"),
+    ("huge event id", PageViewed("e" * 10_000, "c", T, "s", "HOME", "u"), "event_id"),
+    ("huge comment", FeedbackGiven("e", "c", T, "REVIEW", 1, None, "p", "x" * 20_000), "comment"),
+    (
+        "huge tracking url",
+        ShipmentChanged("e", "c", T, "o", "s", "SHIPPED", "DHL", "x", "u" * 20_000),
+        "tracking_url",
+    ),
+    ("birthday far away", CustomerChanged("e", "c", T, "UPDATED", birthday=10**9), "birthday"),
+]
+
+
+@pytest.mark.parametrize(("name", "record", "field"), PILLS, ids=[p[0] for p in PILLS])
+def test_each_poison_pill_is_rejected_naming_its_field(
+    name: str, record: InputEvent, field: str
+) -> None:
+    problem = semantic_problem(record)
+    assert problem is not None and field in problem, problem
+    assert len(problem) < 300  # the reason quotes no huge value
+
+
+def test_limits_themselves_are_accepted() -> None:
+    coupon = OrderChanged("e", "c", T, "o", "PLACED", 1, "EUR", [], None, "X" * 3_000)
+    assert bounds_problem(coupon) is None  # long text is fine, only absurd text is not
+    assert bounds_problem(cart(10**6, MAX_MONEY_MINOR)) is None
+    assert bounds_problem(order(MAX_MONEY_MINOR, [OrderItem("p", 1, 1)] * MAX_ITEMS)) is None
+
+
+def test_simulated_traffic_passes_the_bounds() -> None:
+    config = SimulationConfig(seed=3, customers=300, start_ms=T)
+    events = [e.record for e in generate(config) if e.record is not None]
+    assert len(events) > 3_000
+    assert [r for r in events if semantic_problem(r) is not None] == []

@@ -1,0 +1,47 @@
+"""Readiness inputs and the aiokafka log limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from streams.health import BrokerProbe, Health, QuietKafkaLogs
+from tests.integration.conftest import free_port
+
+
+async def test_the_probe_sees_a_broker_go_away_and_come_back(caplog) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    probe = BrokerProbe(f"127.0.0.1:{port}")
+    assert not await probe.probe_once()
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+    try:
+        assert await probe.probe_once()
+    finally:
+        server.close()
+        await server.wait_closed()
+    health = Health(probe, lambda: True)
+    assert health.problem() is None
+    with caplog.at_level(logging.WARNING, logger="streams.health"):
+        probe.observe(False)
+        probe.observe(False)
+        assert health.problem() == "the Kafka broker is unreachable"
+        probe.observe(True)
+    assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING"]  # one per change
+    assert Health(probe, lambda: False).problem() == "ClickHouse is unreachable or not answering"
+
+
+def test_repeated_kafka_errors_are_let_through_once_per_interval() -> None:
+    now = [0.0]
+    quiet = QuietKafkaLogs(every=30, clock=lambda: now[0])
+
+    def record(name: str, msg: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, msg, (), None)
+
+    passed = [quiet.filter(record("aiokafka.conn", "Unable connect to %s")) for _ in range(3200)]
+    assert passed.count(True) == 1
+    assert quiet.filter(record("aiokafka.conn", "another message"))
+    assert quiet.filter(record("streams.engine", "Unable connect to %s"))  # not aiokafka's
+    assert quiet.filter(record("aiokafka.conn", "Unable connect to %s", logging.INFO))
+    now[0] = 31
+    summary = record("aiokafka.conn", "Unable connect to %s")
+    assert quiet.filter(summary) and "3199 more like it" in str(summary.msg)
