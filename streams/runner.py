@@ -82,6 +82,7 @@ class StatusDisplay:
         self._last_time = self.started
         self.simulated: str = ""
         self.sender: Any = None  # the local email sender of `make run`, when it runs
+        self.recipients: Any = None  # and the simulated recipients behind its inbox
 
     async def snapshot(self) -> dict[str, Any]:
         """The numbers shown, also printed as JSON lines with ``--status-format json``."""
@@ -182,6 +183,8 @@ class StatusDisplay:
                 f"    email sender: {describe(self.sender.counts)} "
                 f"(local SMTP server, mails in {self.pipeline.settings.data_dir / 'mail'})"
             )
+            if self.recipients is not None:
+                lines.append(f"    simulated recipients (demo): {describe(self.recipients.counts)}")
         settings = self.pipeline.settings
         if settings.web_port:
             lines.append(
@@ -263,9 +266,14 @@ def _run_local_sender(
     app: faust.App, settings: Settings, codec: Codec, clock: Clock, display: StatusDisplay | None
 ) -> None:
     from streams.sender.local_smtp import LocalMailServer
+    from streams.sender.recipients import SimulatedRecipients
     from streams.sender.service import EmailSender
 
-    mail = LocalMailServer(settings.data_dir / "mail")
+    # Demo only: made-up people behind the local inbox open, click, unsubscribe and complain,
+    # reported per message (trigger id) like an email service would, so the dashboard's
+    # engagement rates are not empty. `journey sender` (real SMTP) never starts them.
+    recipients = SimulatedRecipients(Publisher(settings, codec), clock)
+    mail = LocalMailServer(settings.data_dir / "mail", recipients=recipients)
     local = settings.model_copy(
         update={
             "sender_smtp_host": "127.0.0.1",
@@ -280,11 +288,18 @@ def _run_local_sender(
         mail.start()
         sender = EmailSender(local, clock_ms=clock.now_ms, codec=codec)
         if display is not None:
-            display.sender = sender
+            display.sender, display.recipients = sender, recipients
+        await recipients.publisher.start()
+        # Either failing (Kafka gone, say) fails the task: no silently missing engagement.
+        tasks = [asyncio.ensure_future(sender.run()), asyncio.ensure_future(recipients.run())]
         try:
-            await sender.run()
+            await asyncio.gather(*tasks)
         finally:
             mail.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await recipients.publisher.close()
 
 
 def _base36(number: int) -> str:

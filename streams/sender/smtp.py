@@ -57,6 +57,9 @@ class SmtpTransport:
         message["Content-Language"] = email.locale
         message["X-Journey-Trigger-Id"] = email.trigger_id
         message["X-Journey-Trigger-Type"] = email.trigger_type
+        # What an email service echoes back with its open/click reports (and what the demo's
+        # simulated recipients, streams/sender/recipients.py, read): whose message it is.
+        message["X-Journey-Customer-Id"] = email.customer_id
         message.set_content(email.body)
         return message
 

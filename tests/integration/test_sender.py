@@ -4,6 +4,8 @@ second email after a restart."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import email
 import signal
 import subprocess
@@ -14,7 +16,11 @@ from aiosmtpd.controller import Controller
 
 from schemas.codec import Codec
 from schemas.records import CustomerChanged, MessageEngagement, Trigger
-from streams.sender.local_smtp import free_port
+from streams.clock import Clock
+from streams.ingest import key_partition
+from streams.publish import Publisher
+from streams.sender.local_smtp import LocalMailServer, free_port
+from streams.sender.recipients import SimulatedRecipients, outcome
 from tests.integration.conftest import JOURNEY, Env, consume_all, publish
 
 CODEC = Codec.load()
@@ -45,7 +51,10 @@ def trigger(n: int, trigger_type: str, **attributes: str) -> Trigger:
     )
 
 
-def run_sender(env: Env, port: int, inbox: Inbox, until: int) -> str:
+def run_sender(env: Env, port: int, inbox: Inbox | LocalMailServer, until: int) -> str:
+    def received() -> int:
+        return inbox.store.received if isinstance(inbox, LocalMailServer) else len(inbox.messages)
+
     process = subprocess.Popen(
         [JOURNEY, "sender"],
         env=env.environ(JOURNEY_SENDER_SMTP_PORT=str(port), JOURNEY_SENDER_SMTP_STARTTLS="false"),
@@ -55,7 +64,7 @@ def run_sender(env: Env, port: int, inbox: Inbox, until: int) -> str:
         cwd=env.tmp,
     )
     deadline = time.monotonic() + 90
-    while len(inbox.messages) < until and time.monotonic() < deadline and process.poll() is None:
+    while received() < until and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
     time.sleep(3)  # room for an unwanted extra email to show up
     process.send_signal(signal.SIGTERM)
@@ -117,3 +126,57 @@ def test_sender_sends_once_in_the_customers_language_and_reports(env: Env) -> No
         assert "duplicate 3" in again
     finally:
         controller.stop()
+
+
+def test_demo_recipients_report_opens_and_clicks_of_the_mails_the_local_server_received(
+    env: Env,
+) -> None:
+    """`make run`'s inbox: the sender's mails get opened and clicked, reported per trigger id."""
+    env.journey("topics", "create")
+    settings = env.settings()
+    triggers = [
+        dataclasses.replace(trigger(n, "WIN_BACK", orders="1"), category="MARKETING")
+        for n in range(40)
+    ] + [trigger(n, "ORDER_CONFIRMATION", first_order="false", total_minor="100", currency="EUR", items="1") for n in range(40, 60)]  # fmt: skip
+    publish(env, [("triggers", t.customer_id.encode(), CODEC.encode(t)) for t in triggers])
+    expected = {
+        (t.trigger_id, r.action) for t in triggers for r in outcome(t.trigger_id, t.category)
+    }
+    assert {"OPENED", "CLICKED"} <= {action for _, action in expected}  # the data can tell
+
+    clock = Clock(speed=1_000_000)  # a week of journey time in well under a second
+    recipients = SimulatedRecipients(Publisher(settings), clock)
+    server = LocalMailServer(env.tmp / "mail", recipients=recipients)
+    server.start()
+    try:
+        output = run_sender(env, server.port, server, until=len(triggers))
+    finally:
+        server.stop()
+    assert server.store.received == len(triggers), output
+
+    async def react() -> None:
+        await recipients.publisher.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(recipients.run(stop, poll_s=0.05))
+        deadline = time.monotonic() + 60
+        while sum(recipients.counts.values()) < len(expected) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        stop.set()
+        await task
+        await recipients.publisher.close()
+
+    asyncio.run(react())
+    # The sender's DELIVERED reports and the recipients' reactions, all with trigger ids.
+    records = consume_all(env, settings.topic("engagement"), len(triggers) + len(expected))
+    reports = [CODEC.decode(m.value, MessageEngagement) for m in records]
+    reactions = [r for r in reports if r.action != "DELIVERED"]
+    assert {(r.trigger_id, r.action) for r in reactions} == expected
+    assert len(reactions) == len(expected)
+    by_id = {t.trigger_id: t for t in triggers}
+    for record, report in zip(records, reports, strict=True):
+        assert report.trigger_id in by_id and report.channel == "EMAIL"
+        assert report.customer_id == by_id[report.trigger_id].customer_id
+        assert record.key == report.customer_id.encode()
+        assert record.partition == key_partition(record.key, settings.partitions)
+        if report.action != "DELIVERED":
+            assert report.event_id == f"{report.trigger_id}:{report.action.lower()}"
