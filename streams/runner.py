@@ -27,6 +27,7 @@ from streams.clock import Clock
 from streams.console import Progress, describe_trigger
 from streams.engine import tune_gc
 from streams.journey.decisions import Status
+from streams.journey.triggers import TriggerType
 from streams.logs import logging_config
 from streams.publish import Publisher
 from streams.schema_registry import prepare_output_framing
@@ -170,7 +171,7 @@ class StatusDisplay:
             f"    per topic: {per_topic or '-'}",
             f"    dead letters: {dead or 'none'}   re-keyed: {snap['repartitioned']:,}"
             f"   sink: {snap['sink_batches']:,} batches, {snap['sink_failures']} failed inserts",
-            f"    triggers emitted {snap['emitted']:,} ({len(emitted)}/11 types): "
+            f"    triggers emitted {snap['emitted']:,} ({len(emitted)}/{len(TriggerType)} types): "
             + (", ".join(f"{t} {n:,}" for t, n in sorted(emitted.items())) or "-")
             + f"   pending timers {snap['pending_timers']:,}   journey clock {snap['clock']}",
         ]
