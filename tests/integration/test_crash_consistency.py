@@ -36,7 +36,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS, CustomerChanged, InputEvent, Trigger
-from streams.journey.decisions import Drop, Emit, JourneyConfig
+from streams.journey.config import JourneyConfig
+from streams.journey.decisions import Drop, Emit
 from streams.journey.model import new_state, step
 from tests.integration.conftest import BOOTSTRAP, JOURNEY, Env, Worker, free_port
 
