@@ -217,7 +217,7 @@ def test_kill_9_during_publishing_loses_no_decision(env: Env, start_worker: Any)
     assert row["ids"] == len(event_ids)  # erased customers' rows are deleted
 
     robust, robust_emits = order_robust_decisions(
-        events, JourneyConfig.from_settings(env.settings()), seed
+        events, env.settings().journey, seed
     )
     crashed, reference = decisions_in(env), decisions_in(env, **clean)
     compared = reference & robust
