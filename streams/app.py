@@ -307,7 +307,8 @@ def create_pipeline(
     async def _rebuild_timers(app: faust.App, **kwargs: Any) -> None:
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_topic}
         engine.rebuild(journeys.items(), mine)
-        # The merge starts afresh, knowing where each assigned input partition begins.
+        # The merge learns the new assignment (it was emptied when the rebalance began; what
+        # arrived since is kept) and where each assigned input partition begins.
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in ordering.rank]
         ordering.assign((tp.topic, tp.partition) for tp in assigned)
         await offsets.assigned(assigned)

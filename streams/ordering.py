@@ -109,11 +109,38 @@ class EventTimeBuffer(Generic[T]):
 
     # --- assignment ----------------------------------------------------------------------------
     def assign(self, partitions: Iterable[TopicPartition]) -> list[T]:
-        """A new assignment: forget everything; returns what was still buffered.
+        """The assignment after a rebalance; returns what was buffered for partitions not in it.
 
-        The dropped messages were never handled, so never acked: the consumer delivers them
-        again from the committed offsets (to whichever worker now owns them).
+        What is buffered for a partition that stays assigned is kept: ``clear()`` emptied the
+        buffer when the rebalance began, so it arrived after the consumer was moved back to
+        the committed offset and nothing will deliver it again. Dropping it (as this once did,
+        when the rebalance completed) lost it: the consumer went on after it, its successors
+        were acked, and Faust committed past it (the crash test's "offsets never stored").
+        The dropped messages of other partitions were never handled, so never acked: the
+        consumer delivers them again from the committed offsets to whichever worker owns them.
         """
+        self._assigned = {}
+        for topic, partition in partitions:
+            if topic in self.rank:
+                self._assigned.setdefault(partition, []).append(topic)
+        dropped: list[T] = []
+        for partition, group in list(self._groups.items()):
+            mine = self._assigned.get(partition, ())
+            for topic in [t for t in group.queues if t not in mine]:
+                dropped.extend(buffered.item for buffered in group.queues.pop(topic))
+            if partition not in self._assigned:
+                del self._groups[partition]
+        self._next_offset = {
+            (topic, partition): offset
+            for (topic, partition), offset in self._next_offset.items()
+            if topic in self._assigned.get(partition, ())
+        }
+        self._size -= len(dropped)
+        return dropped
+
+    def clear(self) -> list[T]:
+        """Drop what is buffered (a rebalance or a stop begins), keeping the assignment: it was
+        not handled, so not acked, and is delivered again from the committed offsets."""
         dropped = [
             buffered.item
             for group in self._groups.values()
@@ -123,15 +150,7 @@ class EventTimeBuffer(Generic[T]):
         self._groups.clear()
         self._next_offset.clear()
         self._size = 0
-        self._assigned = {}
-        for topic, partition in partitions:
-            if topic in self.rank:
-                self._assigned.setdefault(partition, []).append(topic)
         return dropped
-
-    def clear(self) -> list[T]:
-        """Drop what is buffered (a rebalance or a stop begins), keeping the assignment."""
-        return self.assign([(topic, p) for p, topics in self._assigned.items() for topic in topics])
 
     # --- in and out -----------------------------------------------------------------------------
     def push(

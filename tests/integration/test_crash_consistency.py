@@ -216,9 +216,7 @@ def test_kill_9_during_publishing_loses_no_decision(env: Env, start_worker: Any)
     (row,) = sql(env, "SELECT uniqExact(event_id) AS ids FROM journey.events FINAL")
     assert row["ids"] == len(event_ids)  # erased customers' rows are deleted
 
-    robust, robust_emits = order_robust_decisions(
-        events, JourneyConfig.from_settings(env.settings()), seed
-    )
+    robust, robust_emits = order_robust_decisions(events, env.settings().journey, seed)
     crashed, reference = decisions_in(env), decisions_in(env, **clean)
     compared = reference & robust
     # The exclusions leave most of the clean run's decisions to compare.

@@ -201,15 +201,35 @@ def test_a_message_without_event_time_goes_as_soon_as_it_is_a_head() -> None:
     assert buffer.pop_ready(now_ms=0) == ["garbage"]
 
 
-def test_a_new_assignment_returns_the_buffered_messages_unhandled() -> None:
+def test_a_new_assignment_returns_the_messages_of_partitions_it_no_longer_holds() -> None:
     broker = Broker()
     broker.caught_up(*TOPICS)
     broker.end[("orders", 0)] = 1
-    broker.end[("customers", 0)] = 1
+    broker.end[("orders", 1)] = 1
     buffer = make(broker)
-    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=0)
-    assert buffer.assign([("orders", 0)]) == ["o1"]
-    assert len(buffer) == 0
+    buffer.push("o0", "orders", 0, 0, 1_000, now_ms=0)
+    buffer.push("o1", "orders", 1, 0, 1_000, now_ms=0)
+    assert buffer.assign([("orders", 1)]) == ["o0"]
+    assert len(buffer) == 1
+    assert buffer.pop_ready(now_ms=0) == ["o1"]
+
+
+def test_a_message_received_between_the_seek_and_the_rebalance_end_is_kept() -> None:
+    """The worker's rebalance: ``clear()`` when it begins, the consumer seeks to the committed
+    offsets and delivers again, ``assign()`` when it completes. A message delivered before
+    ``assign()`` is delivered once only: dropping it there lost it for good (the consumer went
+    on after it, its successors were acked and Faust committed past it)."""
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 2
+    buffer = make(broker)
+    buffer.assign([("orders", 0)])
+    buffer.push("stale", "orders", 0, 5, 1_000, now_ms=0)
+    assert buffer.clear() == ["stale"]
+    buffer.push("o0", "orders", 0, 0, 1_000, now_ms=0)
+    assert buffer.assign([("orders", 0)]) == []
+    buffer.push("o1", "orders", 0, 1, 2_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == ["o0", "o1"]
 
 
 @settings(max_examples=200, deadline=None)
