@@ -169,8 +169,13 @@ class EmailSender:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=200)
                 positions: dict[TopicPartition, int] = {}
-                for tp, messages in batch.items():
-                    for message in messages:
+                if any(tp.topic == self.triggers_topic for tp in batch):
+                    # A trigger is rendered in the customer's language: apply every customer
+                    # update already on the broker first, whatever order the fetches came in.
+                    await self._catch_up_customers(consumer, batch, positions)
+                # Customer updates of this batch before its triggers (same reason).
+                for tp in sorted(batch, key=lambda tp: tp.topic != self.customers_topic):
+                    for message in batch[tp]:
                         await self.handle_message(tp.topic, message.value)
                         positions[tp] = message.offset + 1
                 await self._flush_reports()
@@ -182,6 +187,34 @@ class EmailSender:
             if self.resolver is not None:
                 await self.resolver.close()
             self.outbox.close()
+
+    async def _catch_up_customers(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[Any]],
+        positions: dict[TopicPartition, int],
+    ) -> None:
+        """Read shop.customers up to its end offsets now (only those partitions), so that a
+        locale published before a trigger is known when the trigger is rendered."""
+        customers = [tp for tp in consumer.assignment() if tp.topic == self.customers_topic]
+        if not customers:
+            return
+        ends = await consumer.end_offsets(customers)
+        for tp in customers:  # what this batch holds already is applied by the caller
+            for message in batch.pop(tp, []):
+                await self.handle_message(tp.topic, message.value)
+                positions[tp] = message.offset + 1
+        behind = [tp for tp in customers if await consumer.position(tp) < ends[tp]]
+        # Bounded: a partition that cannot reach its end offset (a transaction marker last)
+        # must not stop sending; its updates then apply in arrival order.
+        deadline = asyncio.get_running_loop().time() + 10
+        while behind and asyncio.get_running_loop().time() < deadline:
+            more = await consumer.getmany(*behind, timeout_ms=500, max_records=500)
+            for tp, messages in more.items():
+                for message in messages:
+                    await self.handle_message(tp.topic, message.value)
+                    positions[tp] = message.offset + 1
+            behind = [tp for tp in behind if await consumer.position(tp) < ends[tp]]
 
     async def _flush_reports(self) -> None:
         """The engagement records are acknowledged by Kafka: only then are they 'reported'."""
