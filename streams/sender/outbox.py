@@ -32,14 +32,9 @@ CREATE TABLE IF NOT EXISTS locales (customer_id TEXT PRIMARY KEY, locale TEXT NO
 
 
 @dataclass(frozen=True)
-class SentEmail:
-    trigger_id: str
-    trigger_type: str
-    customer_id: str
-    recipient: str
-    locale: str
-    subject: str
-    body: str
+class SentEmail(Email):
+    """A rendered email and what became of it."""
+
     status: str
     detail: str
     sent_at: int
