@@ -40,7 +40,6 @@ from bench.peers import Meter, apply, create_topic
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS
 from streams.ingest import wall_clock_ms
-from streams.journey.decisions import JourneyConfig
 from streams.journey.model import new_state
 from streams.journey.state import JourneyState, decode_state, encode_state
 from streams.settings import Settings
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         partitions=args.partitions,
     )
     codec = Codec.load(max_value_bytes=settings.max_value_bytes)
-    config = JourneyConfig.from_settings(settings)
+    config = settings.journey
     asyncio.run(create_topic(settings, args.triggers_topic))
     shutil.rmtree(args.state_dir, ignore_errors=True)
     Path(args.state_dir).mkdir(parents=True)

@@ -36,7 +36,8 @@ from typing import Any
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS
 from streams.ingest import wall_clock_ms
-from streams.journey.decisions import Emit, JourneyConfig
+from streams.journey.config import JourneyConfig
+from streams.journey.decisions import Emit
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState, decode_state, encode_state
 from streams.settings import Settings
@@ -105,7 +106,7 @@ async def aiokafka_loop(
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     codec = Codec.load(max_value_bytes=settings.max_value_bytes)
-    config = JourneyConfig.from_settings(settings)
+    config = settings.journey
     record_of = {full: TOPIC_RECORDS[short] for short, full in settings.input_topics().items()}
     consumer = AIOKafkaConsumer(
         *record_of,
@@ -197,7 +198,7 @@ def quix_app(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from quixstreams.state.rocksdb import RocksDBOptions
 
     codec = Codec.load(max_value_bytes=settings.max_value_bytes)
-    config = JourneyConfig.from_settings(settings)
+    config = settings.journey
     state_dir = Path(args.state_dir)
     shutil.rmtree(state_dir, ignore_errors=True)
     app = Application(
