@@ -250,6 +250,9 @@ def _default_record_classes() -> dict[str, type]:
         records.CustomerChanged,
         records.Trigger,
         records.DeadLetter,
+        records.Decision,
+        records.JourneyEvent,
+        records.CustomerSnapshot,
     )
     return {f"journey.{cls.__name__}": cls for cls in classes}
 

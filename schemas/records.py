@@ -151,6 +151,70 @@ class DeadLetter:
     record_type: str | None = None  # the record the topic expects
 
 
+@dataclass(slots=True, frozen=True)
+class Decision:
+    """A trigger decision of any status (journey.decisions); EMITTED ones are also a Trigger."""
+
+    trigger_id: str
+    trigger_type: str
+    category: str
+    customer_id: str
+    status: str  # EMITTED, SUPPRESSED, EXPIRED, CANCELLED
+    reason: str
+    due_at: int
+    decided_at: int
+    stage: str
+    source_event_id: str
+    order_id: str | None = None
+    cart_id: str | None = None
+    shipment_id: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class JourneyEvent:
+    """An accepted input event in canonical form (journey.events)."""
+
+    event_id: str
+    event_type: str
+    customer_id: str
+    occurred_at: int
+    ingested_at: int
+    input_topic: str
+    input_partition: int
+    input_offset: int
+    page_type: str | None = None
+    session_id: str | None = None
+    cart_id: str | None = None
+    order_id: str | None = None
+    shipment_id: str | None = None
+    carrier: str | None = None
+    product_id: str | None = None
+    category: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    score: int | None = None
+    trigger_id: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class CustomerSnapshot:
+    """The customer as the journey knows them now (journey.customers, compacted)."""
+
+    customer_id: str
+    stage: str
+    segment: str
+    first_seen_at: int
+    orders_count: int
+    revenue_minor: int
+    marketing_consent: bool
+    updated_at: int
+    first_order_at: int | None = None
+    last_order_at: int | None = None
+    last_nps: int | None = None
+    time_zone: str | None = None
+
+
 # Input topic (short name, see streams.settings.INPUT_TOPICS) -> the record it carries.
 TOPIC_RECORDS: dict[str, type[InputEvent]] = {
     "page_views": PageViewed,

@@ -5,18 +5,22 @@ that) owns each customer's partition across all inputs, so the journey state of 
 exactly one writer, and its timers fire in the same agent (on the ticks of its partition). The
 agent is thin: messages pass the event-time merge (``streams/ordering.py``: per partition number,
 oldest ``occurred_at`` first across the input topics), then go to ``Ingest`` (decode, dead
-letters, re-keying, the key's partition) and accepted events to the ``JourneyEngine``. The
-agent never acks a message itself; the ClickHouse sink acks messages once everything they caused
-is stored, and only acked offsets are committed. No exception escapes a message: whatever fails
-while handling one becomes a ``processing_error`` dead letter (the engine has left the
-customer's state as it was) and the stream goes on.
+letters, re-keying, the key's partition) and accepted events to the ``JourneyEngine``, which
+publishes what they caused through ``Outputs``. A worker holds no database connection: the
+loader (``streams/loader.py``) stores the published facts in ClickHouse.
+
+Where a message is acknowledged: ``handle`` below hands its ``ack`` to ``Acks.after``
+(``streams/acks.py``), which runs it once the broker has acknowledged every record the message
+caused; only acked offsets are committed. No exception escapes a message: whatever fails while
+handling one becomes a ``processing_error`` dead letter (the engine has left the customer's
+state as it was) and the stream goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from typing import Any
 
@@ -24,15 +28,17 @@ import faust
 from faust.types import TP
 
 from schemas.codec import Codec, register_faust_codecs
-from sinks.clickhouse.sink import ClickHouseSink
+from streams.acks import Acks
 from streams.clock import Clock
 from streams.engine import JourneyEngine
 from streams.health import BrokerProbe, Health
-from streams.ingest import Headers, Ingest
+from streams.ingest import Ingest
 from streams.metrics import Metrics
 from streams.ordering import EventTimeBuffer, tick_time, tick_value
+from streams.outputs import Headers, Outputs
 from streams.settings import Settings
-from streams.web import WebServer
+from streams.status import RateMeter
+from streams.web import WorkerWeb
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +87,16 @@ def group_instance_id(settings: Settings) -> str | None:
 class Pipeline:
     settings: Settings
     app: faust.App
-    sink: ClickHouseSink
+    outputs: Outputs
+    acks: Acks
     ingest: Ingest
     engine: JourneyEngine
     clock: Clock
     metrics: Metrics
     health: Health
-    web: WebServer | None = None
+    web: WorkerWeb | None = None
     ordering: EventTimeBuffer[Any] | None = None
+    rate: RateMeter = field(default_factory=RateMeter)
 
 
 def create_pipeline(
@@ -103,13 +111,14 @@ def create_pipeline(
     clock = clock or Clock(settings.clock_speed)
     codec = codec or Codec.load(max_value_bytes=settings.max_value_bytes)
     register_faust_codecs(codec)
-    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    datadir = settings.data_dir / "faust" / settings.worker_name
+    datadir.mkdir(parents=True, exist_ok=True)
     app = _App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
         store=settings.table_store,
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(datadir),
         topic_partitions=partitions,
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=True,
@@ -130,36 +139,20 @@ def create_pipeline(
         autodiscover=False,
     )
     metrics = Metrics()
-    sink = ClickHouseSink(
-        settings,
+    acks = Acks(
+        interval=settings.ack_interval / 1000,
+        max_pending=settings.max_pending_records,
         on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)),
-        on_flush=metrics.sink_flush.observe,
     )
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
+    async def produce(topic: str, key: bytes, value: bytes | None, headers: Headers | None) -> Any:
+        return await app.producer.send(
+            topic, key, value, partition=None, timestamp=None, headers=list(headers or ()) or None
+        )
 
-    deadletters, repartition = raw_topic("deadletter"), raw_topic("repartition")
-    triggers, ticks = raw_topic("triggers"), raw_topic("ticks")
-
-    async def send_deadletter(key: bytes, value: bytes, headers: Headers) -> Any:
-        return await deadletters.send(key=key, value=value, headers=list(headers) or None)
-
-    async def send_repartition(key: bytes, value: bytes, headers: Headers) -> Any:
-        return await repartition.send(key=key, value=value, headers=list(headers))
-
-    async def send_trigger(key: bytes, value: bytes) -> Any:
-        return await triggers.send(key=key, value=value)
-
-    ingest = Ingest(
-        settings,
-        codec,
-        sink,
-        send_deadletter=send_deadletter,
-        send_repartition=send_repartition,
-        partitions=partitions,
-    )
-    sink.on_bad_row = ingest.row_dead_letter
+    outputs = Outputs(settings, produce, acks)
+    ticks = app.topic(settings.topic("ticks"), key_serializer="raw", value_serializer="raw")
+    ingest = Ingest(settings, codec, outputs, partitions=partitions)
 
     async def customer_failed(
         topic: str, partition: int, offset: int, customer_id: str, exc: BaseException
@@ -177,11 +170,10 @@ def create_pipeline(
     )
     engine = JourneyEngine(
         journeys,
-        sink,
+        outputs,
         codec,
         settings.journey,
         clock,
-        send_trigger,
         observe_lateness=metrics.timer_lateness.observe,
         on_failure=customer_failed,
     )
@@ -261,7 +253,6 @@ def create_pipeline(
 
     async def handle(event: Any) -> bool:
         """Apply one released message; False when the worker must stop (see dead_letter)."""
-        await sink.wait_for_watermarks()
         message = event.message
         positions[(message.topic, message.partition)] = message.offset
         started = perf_counter()
@@ -270,13 +261,12 @@ def create_pipeline(
         except Exception as exc:
             if not await dead_letter(message, exc):
                 return False
-        # Only now: the sink acks it after the rows, the table write (changelog) and every
-        # send it caused are registered; a flush running during an await above must not
-        # ack it early.
-        sink.after_flush(event.ack)
+        # Only now, after the table write (changelog) and every send it caused are registered:
+        # acked once the broker has them all (streams/acks.py).
+        acks.after(event.ack)
         if message.topic != ticks_topic:
             processing.observe(perf_counter() - started)
-        await sink.wait_for_room()
+        await acks.wait_for_room()
         return True
 
     @app.timer(interval=settings.timer_tick_interval / 1000)  # type: ignore[untyped-decorator]
@@ -287,21 +277,8 @@ def create_pipeline(
                 await ticks.send(value=tick_value(clock.now_ms()), partition=tp.partition)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def _forget_watermarks(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        sink.forget_watermarks()
+    async def _forget_held(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         ordering.clear()  # unhandled, so unacked: delivered again from the committed offset
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def _load_watermarks(app: faust.App, assigned: Any, **kwargs: Any) -> None:
-        await sink.load_watermarks(end_offsets)
-
-    consumed = set(settings.copartitioned_topics())
-
-    async def end_offsets(positions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """The broker's end offsets of the consumed partitions among ``positions``."""
-        tps = [TP(t, p) for t, p in positions if t in consumed and 0 <= p < partitions]
-        ends = await app.consumer.highwaters(*tps) if tps else {}
-        return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _rebuild_timers(app: faust.App, **kwargs: Any) -> None:
@@ -331,37 +308,30 @@ def create_pipeline(
     pipeline = Pipeline(
         settings=settings,
         app=app,
-        sink=sink,
+        outputs=outputs,
+        acks=acks,
         ingest=ingest,
         engine=engine,
         clock=clock,
         metrics=metrics,
         ordering=ordering,
-        health=Health(BrokerProbe(settings.kafka_bootstrap), lambda: sink.reachable),
+        health=Health(BrokerProbe(settings.kafka_bootstrap)),
     )
     metrics.attach(pipeline, lag)
-    if settings.web_port:
-        pipeline.web = WebServer(pipeline, metrics)
+    if settings.worker_web_port:
+        pipeline.web = WorkerWeb(pipeline)
 
     @app.task  # type: ignore[untyped-decorator]
     async def _start() -> None:
-        sink.start()
+        acks.start()
         pipeline.health.broker.start()
         if pipeline.web is not None:
             await pipeline.web.start()
 
-    if settings.prediction_interval:
-
-        @app.task  # type: ignore[untyped-decorator]
-        async def _predict() -> None:
-            from streams.predictions import predict_every
-
-            await predict_every(lambda: sink.clickhouse, settings.prediction_interval, clock.now_ms)
-
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stop(app: faust.App, **kwargs: Any) -> None:
         await pipeline.health.broker.stop()
-        await sink.stop()
+        await acks.stop()
         if pipeline.web is not None:
             await pipeline.web.stop()
 

@@ -150,10 +150,28 @@ def migrate(ctx: click.Context) -> None:
 @click.pass_context
 @friendly
 def worker(ctx: click.Context, status_every: float | None, status_format: str) -> None:
-    """Run a pipeline worker until Ctrl-C."""
+    """Run a journey worker (Kafka in, Kafka out) until Ctrl-C; run as many as you like."""
     from streams.runner import run_worker
 
     run_worker(
+        _settings(ctx),
+        status_every=status_every,
+        status_json=status_format == "json",
+        loglevel=ctx.meta.get("log_level", "info"),
+        log_format=ctx.meta.get("log_format", "text"),
+    )
+
+
+@main.command()
+@click.option("--status-every", type=float, default=None, help="Print a status line every N s.")
+@click.option("--status-format", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+@friendly
+def loader(ctx: click.Context, status_every: float | None, status_format: str) -> None:
+    """Run the analytics loader (the workers' fact topics into ClickHouse; dashboard, /sql)."""
+    from streams.runner import run_loader
+
+    run_loader(
         _settings(ctx),
         status_every=status_every,
         status_json=status_format == "json",
@@ -510,6 +528,16 @@ def _simulation_options(fn: F) -> F:
 @main.command()
 @_simulation_options
 @click.option("--status-every", type=float, default=5.0, show_default=True)
+@click.option("--status-format", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Journey workers to start (default: one per core).",
+)
+@click.option(
+    "--simulate/--no-simulate", default=True, show_default=True, help="Run the shop simulator."
+)
 @click.option(
     "--sender/--no-sender",
     default=True,
@@ -529,12 +557,17 @@ def run(
     max_events: int | None,
     run_id: str | None,
     status_every: float,
+    status_format: str,
+    workers: int | None,
+    simulate: bool,
 ) -> None:
-    """The worker, the shop simulator and a live status display, in one process (make run)."""
+    """The loader, N journey workers, the shop simulator, the email sender and a live status
+    display (make run); Ctrl-C stops them all."""
     from sinks.clickhouse.client import redact_url
-    from streams.runner import SimulationOptions, run_worker
+    from streams.runner import SimulationOptions, default_workers, run_all
 
     settings = _settings(ctx)
+    workers = workers or default_workers()
     click.echo(
         f"journey: Kafka {settings.kafka_bootstrap}, ClickHouse "
         f"{redact_url(settings.resolved_clickhouse_url())}; Ctrl-C stops."
@@ -554,12 +587,16 @@ def run(
         click.echo(
             "emails: rendered by the reference sender into .local/mail, listed on the dashboard"
         )
-    run_worker(
+    click.echo(f"processes: the loader (owns ClickHouse) and {workers} journey worker(s)")
+    run_all(
         settings,
-        simulation=SimulationOptions(seed, customers, rate, speed, bad_rate, max_events, run_id),
+        workers=workers,
+        simulation=SimulationOptions(seed, customers, rate, speed, bad_rate, max_events, run_id)
+        if simulate
+        else None,
         status_every=status_every,
+        status_json=status_format == "json",
         loglevel=ctx.meta.get("log_level", "warning"),
-        log_format=ctx.meta.get("log_format", "text"),
         local_sender=sender,
     )
 

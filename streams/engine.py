@@ -11,24 +11,27 @@
   topic, co-partitioned with the inputs: due timers are fired while handling the tick of their
   partition, in the same agent as the events, so a customer's state has a single writer and the
   table write has the partition of the message being handled.
-* **Decisions** go out: emitted triggers to ``journey.triggers`` (keyed by customer_id), every
-  decision as a row of ClickHouse ``journey.triggers``, snapshots into ``journey.customers``,
-  and erasures to ClickHouse as deletes.
+* **Everything it knows goes out as Kafka records** (``streams/outputs.py``): emitted triggers to
+  ``journey.triggers``, every decision to ``journey.decisions``, every accepted event in canonical
+  form to ``journey.events``, the customer's snapshot to ``journey.customers`` (a tombstone on
+  erasure). The engine holds no database connection; the loader stores those topics.
 * **The state is never ahead of what it caused (the outbox).** The state is written to the table
-  (and so to its changelog) as soon as a message is handled, but its trigger rows and sends become
-  durable only at the sink's next flush. So every decision is first appended to the customer's
-  outbox, in the state written with it, and leaves the outbox only after a flush stored its row
-  and the broker acknowledged its trigger (trimmed on the next tick of the partition). A state
-  recovered with a non-empty outbox (the stored value is flagged, so the rebuild finds it without
-  decoding) is re-sent on the partition's next tick, or as soon as the customer is touched, with
-  the same trigger ids; the rows are re-inserted (``FINAL`` and the insert token collapse one
-  that had landed). Faust's transactions would be the other way, but are not reliable
+  (and so to its changelog) as soon as a message is handled, but its records become durable only
+  when the broker acknowledges them (``streams/acks.py``). So every decision is first appended to
+  the customer's outbox, in the state written with it, and leaves the outbox only after the
+  broker acknowledged its decision and trigger records (trimmed on the next tick of the
+  partition). A state recovered with a non-empty outbox (the stored value is flagged, so the
+  rebuild finds it without decoding) is re-sent on the partition's next tick, or as soon as the
+  customer is touched, with the same trigger ids (consumers keep one record per trigger id and
+  status). Canonical events need no outbox: a message is acknowledged only after its event
+  record is, so a crash redelivers the message and its event is published again (same
+  ``event_id``). Faust's transactions would be the other way, but are not reliable
   (faust-streaming #517, #323).
 * **A message either applies completely or not at all.** The model mutates the state it is given,
   so every message is stepped on a fresh decode of the stored bytes (the cache holds bytes, never
-  live objects), and everything that can fail for the message's sake (the model, row building,
-  encoding, packing) runs before the first output; the new state is swapped in only at the end.
-  An exception leaves the stored state as it was; the agent turns it into a dead letter.
+  live objects), and everything that can fail for the message's sake (the model, building and
+  encoding the records, packing) runs before the first output; the new state is swapped in only
+  at the end. An exception leaves the stored state as it was; the agent turns it into a dead letter.
 """
 
 from __future__ import annotations
@@ -47,24 +50,13 @@ from typing import Any
 
 from schemas.codec import Codec
 from schemas.records import CustomerChanged, InputEvent, Trigger
-from sinks.clickhouse.rows import (
-    CUSTOMERS_COLUMNS,
-    CUSTOMERS_TABLE,
-    EVENTS_TABLE,
-    TRIGGERS_COLUMNS,
-    TRIGGERS_TABLE,
-    customer_row,
-    dropped_row,
-    emitted_row,
-    event_row,
-    saturate,
-)
-from sinks.clickhouse.sink import ClickHouseSink
+from streams import facts
 from streams.clock import Clock
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Decision, Drop, Emit, Erase, Status
 from streams.journey.model import fire_due, marketing_block, new_state, segment, step
 from streams.journey.state import JourneyState, decode_state, encode_state
+from streams.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +64,8 @@ _PREFIX = struct.Struct(">Hq")
 # Set in the stored partition number: the state has an outbox (outputs not known durable).
 OUTBOX_FLAG = 0x8000
 NO_TIMER = 2**62
-# Tables whose rows of an erased customer are deleted.
-ERASE_TABLES = ("events", "triggers", "customers", "customer_stages", "customer_predictions")
-
-SendTrigger = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
+# Triggers kept for the console and the dashboard (the newest).
+RECENT_TRIGGERS = 1_000
 # (topic, partition, offset, customer_id, exception): one customer's work in a tick failed.
 OnFailure = Callable[[str, int, int, str, BaseException], Awaitable[None]]
 
@@ -103,6 +93,10 @@ def unpack_prefix(value: bytes) -> tuple[int, int, bool]:
     return partition & ~OUTBOX_FLAG, next_fire, bool(partition & OUTBOX_FLAG)
 
 
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def unpack(value: bytes) -> JourneyState:
     return decode_state(value[_PREFIX.size :])
 
@@ -114,6 +108,7 @@ def trigger_fields(trigger: Trigger) -> list[Any]:
 def _saturate(state: JourneyState) -> None:
     """Sums the model keeps over many events (a cart's value, refunds, revenue) are bounded per
     event at the door but not in total: they stop at Int64 instead of failing the encoding."""
+    saturate = facts.saturate
     state.revenue_minor = saturate(state.revenue_minor) or 0
     for cart in state.carts.values():
         cart.value_minor = saturate(cart.value_minor) or 0
@@ -157,11 +152,11 @@ class TimerIndex:
 
 @dataclass
 class _Outgoing:
-    """One outbox entry on its way: its row, its encoded trigger (emits), and whether it is a
-    re-send of an entry found in a recovered state (then it may duplicate a stored row)."""
+    """One outbox entry on its way: its encoded decision and trigger (emits), and whether it is a
+    re-send of an entry found in a recovered state (then it may duplicate a published one)."""
 
     seq: int
-    row: tuple[Any, ...]
+    decision: bytes
     trigger: bytes | None
     resend: bool
 
@@ -171,11 +166,12 @@ class _Prepared:
     """Everything a message does to one customer, computed before any of it is done."""
 
     state: JourneyState
+    partition: int
     value: bytes
     next_fire: int | None
     outgoing: list[_Outgoing] = field(default_factory=list)
-    snapshot: tuple[Any, ...] | None = None
-    event: tuple[Any, ...] | None = None
+    snapshot: bytes | None = None
+    event: bytes | None = None
     erase: bool = False
     decided: list[Decision] = field(default_factory=list)
     changed: bool = True
@@ -185,21 +181,19 @@ class JourneyEngine:
     def __init__(
         self,
         table: MutableMapping[bytes, bytes],
-        sink: ClickHouseSink,
+        outputs: Outputs,
         codec: Codec,
         config: JourneyConfig,
         clock: Clock,
-        send_trigger: SendTrigger,
         cache_size: int = 50_000,
         observe_lateness: Callable[[float], object] | None = None,
         on_failure: OnFailure | None = None,
     ) -> None:
         self.table = table
-        self.sink = sink
+        self.outputs = outputs
         self.codec = codec
         self.config = config
         self.clock = clock
-        self.send_trigger = send_trigger
         self.observe_lateness = observe_lateness
         self.on_failure = on_failure
         self.index = TimerIndex()
@@ -216,13 +210,11 @@ class JourneyEngine:
         self._visit: dict[int, set[str]] = {}
         self.resent = 0  # outbox entries re-sent after a recovery
         self.decisions: Counter[tuple[str, str]] = Counter()  # (trigger type, status)
-        self.recent: list[Trigger] = []  # emitted since the console last looked
+        self.recent: deque[Trigger] = deque(maxlen=RECENT_TRIGGERS)  # the newest emitted
         # Recent timer lateness samples (how long after its time a timer was evaluated).
         self.timer_lateness_ms: deque[int] = deque(maxlen=100_000)
         self.rebuilds = 0
         self.last_rebuild: dict[str, float] = {}
-        sink.register_table(TRIGGERS_TABLE, TRIGGERS_COLUMNS)
-        sink.register_table(CUSTOMERS_TABLE, CUSTOMERS_COLUMNS)
 
     # --- state ---------------------------------------------------------------------------------
     def load(self, customer_id: str) -> JourneyState:
@@ -285,13 +277,15 @@ class JourneyEngine:
         if state.erased:
             if isinstance(record, CustomerChanged) and record.action == "ERASED":
                 # Erasing again is harmless, and finishes one a crash interrupted.
-                self.sink.erase("customer_id", state.customer_id, ERASE_TABLES)
+                await self.outputs.erased(state.customer_id.encode())
             return  # nothing about an erased customer is kept or sent
         state, decisions = step(state, record, now, self.config)
         prepared = self._prepare(state, decisions, now, partition)
         if not state.erased:
-            prepared.event = event_row(record, now, topic, partition, offset)
-        await self._commit(prepared, partition, topic, offset)
+            prepared.event = self.codec.encode(
+                facts.canonical_event(record, wall_clock_ms(), topic, partition, offset)
+            )
+        await self._commit(prepared)
 
     async def on_tick(self, partition: int, topic: str, offset: int) -> None:
         """Fire the due timers of the partition, then trim or re-send outboxes. A customer whose
@@ -308,14 +302,14 @@ class JourneyEngine:
                         self.observe_lateness(late / 1000 / self.clock.speed)
                 state, decisions = fire_due(state, now, self.config)
                 prepared = self._prepare(state, decisions, now, partition)
-                await self._commit(prepared, partition, topic, offset)
+                await self._commit(prepared)
             except Exception as exc:
                 await self._failed(topic, partition, offset, customer_id, exc)
         for customer_id in self._visit.pop(partition, ()):
             try:
                 prepared = self._prepare(self.load(customer_id), [], now, partition, snapshot=False)
                 if prepared.changed:
-                    await self._commit(prepared, partition, topic, offset)
+                    await self._commit(prepared)
             except Exception as exc:
                 await self._failed(topic, partition, offset, customer_id, exc)
 
@@ -353,12 +347,12 @@ class JourneyEngine:
                 case Emit(trigger=trigger):
                     state.outbox_seq += 1
                     state.outbox.append(
-                        [state.outbox_seq, list(emitted_row(trigger)), trigger_fields(trigger)]
+                        [state.outbox_seq, facts.emitted(trigger), trigger_fields(trigger)]
                     )
                 case Drop():
                     state.outbox_seq += 1
                     state.outbox.append(
-                        [state.outbox_seq, list(dropped_row(decision, state.stage)), None]
+                        [state.outbox_seq, facts.dropped(decision, state.stage), None]
                     )
                 case Erase():
                     erase = True
@@ -370,17 +364,18 @@ class JourneyEngine:
         outgoing = [
             _Outgoing(
                 seq=seq,
-                row=tuple(row),
+                decision=self.codec.encode(facts.decision(entry)),
                 trigger=self.codec.encode(Trigger(*fields)) if fields is not None else None,
                 resend=seq <= recovered,
             )
-            for seq, row, fields in state.outbox
+            for seq, entry, fields in state.outbox
             if seq > sent
         ]
         _saturate(state)
         next_fire = state.next_fire_at()
         prepared = _Prepared(
             state=state,
+            partition=partition,
             value=pack(partition, state, next_fire),
             next_fire=next_fire,
             outgoing=outgoing,
@@ -388,32 +383,26 @@ class JourneyEngine:
             decided=decisions,
             changed=bool(decisions) or bool(outgoing) or len(state.outbox) != before,
         )
-        if snapshot and not state.erased:
+        # A re-sent outbox goes with a fresh snapshot: the one of its message may be lost too.
+        if (snapshot or any(out.resend for out in outgoing)) and not state.erased:
             consent = marketing_block(state, self.config) is None
-            prepared.snapshot = customer_row(
-                state, segment(state, now, self.config), consent, now, "", 0, 0
-            )[:-3]
+            prepared.snapshot = self.codec.encode(
+                facts.snapshot(state, segment(state, now, self.config), consent, now)
+            )
         return prepared
 
-    async def _commit(self, prepared: _Prepared, partition: int, topic: str, offset: int) -> None:
+    async def _commit(self, prepared: _Prepared) -> None:
         """Do what ``_prepare`` computed, then swap the new state in."""
-        sink = self.sink
+        outputs = self.outputs
         state = prepared.state
         customer_id = state.customer_id
         key = customer_id.encode()
-        lineage = (topic, partition, offset)
         if prepared.event is not None:
-            sink.add(EVENTS_TABLE, prepared.event, topic, partition, offset)
+            await outputs.event(key, prepared.event)
         for out in prepared.outgoing:
+            await outputs.decision(key, out.decision)
             if out.trigger is not None:
-                sink.wait_for(await self.send_trigger(key, out.trigger))
-            # Never skipped by the watermark: a redelivered message can take decisions its first
-            # delivery did not (its customer's events of other topics arrived in another order),
-            # and such a decision's row must not be lost. A row stored twice collapses in FINAL.
-            sink.add(
-                TRIGGERS_TABLE, out.row + lineage, topic, partition, offset,
-                force_key=f"{out.row[0]}/{out.row[4]}",
-            )  # fmt: skip
+                await outputs.trigger(key, out.trigger)
             if out.resend:
                 self.resent += 1
         for decision in prepared.decided:
@@ -424,25 +413,22 @@ class JourneyEngine:
                 case Drop():
                     self.decisions[(decision.trigger_type, decision.status)] += 1
         if prepared.erase:
-            sink.erase("customer_id", customer_id, ERASE_TABLES)
+            await outputs.erased(key)
             self._sent.pop(customer_id, None)
             self._durable.pop(customer_id, None)
-        if prepared.snapshot is not None:
-            sink.add_latest(
-                CUSTOMERS_TABLE, customer_id, prepared.snapshot + lineage, topic, partition,
-                offset,
-            )  # fmt: skip
+        elif prepared.snapshot is not None:
+            outputs.snapshot(key, prepared.snapshot)
         if prepared.outgoing:
             last = prepared.outgoing[-1].seq
             self._sent[customer_id] = last
-            sink.after_flush(partial(self._became_durable, customer_id, partition, last))
+            outputs.acks.after(partial(self._became_durable, customer_id, prepared.partition, last))
         elif not state.outbox:
             self._sent.pop(customer_id, None)
             self._durable.pop(customer_id, None)
-        self._store(partition, customer_id, prepared.value, prepared.next_fire)
+        self._store(prepared.partition, customer_id, prepared.value, prepared.next_fire)
 
     def _became_durable(self, customer_id: str, partition: int, seq: int) -> None:
-        """A flush stored the rows and the broker acknowledged the triggers up to ``seq``."""
+        """The broker acknowledged the outbox's records up to ``seq``."""
         if seq > self._durable.get(customer_id, 0):
             self._durable[customer_id] = seq
             self._visit.setdefault(partition, set()).add(customer_id)

@@ -120,7 +120,10 @@ class QuietKafkaLogs(logging.Filter):
 
 
 class Health:
-    def __init__(self, broker: BrokerProbe, clickhouse_reachable: Callable[[], bool]) -> None:
+    def __init__(
+        self, broker: BrokerProbe, clickhouse_reachable: Callable[[], bool] = lambda: True
+    ) -> None:
+        """``clickhouse_reachable``: the loader's; a worker holds no ClickHouse connection."""
         self.broker = broker
         self._clickhouse_reachable = clickhouse_reachable
 

@@ -3,19 +3,18 @@
 Decode it against the record its topic carries; send what cannot be used to the dead-letter
 topic with the reason; re-key events that arrived under another key than their customer_id
 (through the repartition topic, so they reach the partition that owns the customer); and hand
-every accepted event to the journey engine (which writes its ``journey.events`` row, unless the
-customer was erased). Nothing here knows about Faust: the agent
-passes the message's coordinates; acking it is the agent's, after the journey has run.
+every accepted event to the journey engine (which publishes its canonical ``journey.events``
+record, unless the customer was erased). Nothing here knows about Faust: the agent passes the
+message's coordinates; acking it is ``streams/acks.py``'s, after the journey has run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -31,14 +30,7 @@ from schemas.records import (
     OrderChanged,
     ShipmentChanged,
 )
-from sinks.clickhouse.rows import (
-    DEADLETTERS_COLUMNS,
-    DEADLETTERS_TABLE,
-    EVENTS_COLUMNS,
-    EVENTS_TABLE,
-    deadletter_row,
-)
-from sinks.clickhouse.sink import ClickHouseSink
+from streams.outputs import Outputs
 from streams.schema_registry import resolver_for
 from streams.settings import Settings
 
@@ -50,10 +42,6 @@ DEADLETTER_VALUE_LIMIT = 512 * 1024
 MISROUTED_WARNING_INTERVAL_S = 60.0
 
 log = logging.getLogger(__name__)
-
-Headers = Sequence[tuple[str, bytes]]
-# send(key, value, headers) -> awaitable broker acknowledgement
-Send = Callable[[bytes, bytes, Headers], Awaitable[Awaitable[Any]]]
 
 
 def wall_clock_ms() -> int:
@@ -118,18 +106,14 @@ class Ingest:
         self,
         settings: Settings,
         codec: Codec,
-        sink: ClickHouseSink,
+        outputs: Outputs,
         *,
-        send_deadletter: Send,
-        send_repartition: Send,
         clock: Callable[[], int] = wall_clock_ms,
         partitions: int | None = None,
     ) -> None:
         """``partitions``: the input topics' real partition count (the layout check's)."""
         self.codec = codec
-        self.sink = sink
-        self.send_deadletter = send_deadletter
-        self.send_repartition = send_repartition
+        self.outputs = outputs
         self.clock = clock
         self.short_names = {full: short for short, full in settings.input_topics().items()}
         self.repartition_topic = settings.topic("repartition")
@@ -143,8 +127,6 @@ class Ingest:
         # Events on another partition than their key's, by topic (re-routed like wrong keys).
         self.misrouted: Counter[str] = Counter()
         self._misrouted_warned: dict[str, float] = {}
-        sink.register_table(EVENTS_TABLE, EVENTS_COLUMNS)
-        sink.register_table(DEADLETTERS_TABLE, DEADLETTERS_COLUMNS)
 
     async def handle(
         self,
@@ -157,8 +139,8 @@ class Ingest:
     ) -> InputEvent | None:
         """Returns the accepted event, or ``None`` when it went elsewhere (dead letter, re-key).
 
-        The caller acks the message (``sink.after_flush``) once everything it caused, here and
-        in the journey, has been handed to the sink and the producer.
+        The caller acks the message (``Acks.after``) once everything it caused, here and in the
+        journey, has been handed to the producer.
         """
         self.consumed[topic] += 1
         record = await self._accept(topic, partition, offset, key, value, headers)
@@ -267,10 +249,9 @@ class Ingest:
             )  # fmt: skip
 
     async def _reroute(self, customer_key: bytes, value: bytes | None, short: str) -> None:
-        delivery = await self.send_repartition(
+        await self.outputs.repartition(
             customer_key, value or b"", [(SOURCE_HEADER, short.encode())]
         )
-        self.sink.wait_for(delivery)
         self.repartitioned += 1
 
     async def processing_error(
@@ -299,33 +280,6 @@ class Ingest:
             "processing_error",
             f"{what}{': ' if what else ''}{summary[:1000]}",
         )
-
-    async def row_dead_letter(
-        self, table: str, row: Sequence[Any], exc: BaseException
-    ) -> tuple[str, Sequence[Any], Awaitable[Any]]:
-        """The sink could not insert ``row`` into ``table`` (its data): a dead letter naming the
-        message that produced it (the row's lineage, its last three columns), with the row as
-        its value. Returns the dead-letter row and the topic's delivery; the sink stores both
-        before it acknowledges the message."""
-        topic, partition, offset = str(row[-3]), int(row[-2]), int(row[-1])
-        summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        # json, not orjson: the refused value may be an integer beyond 64 bits.
-        value = json.dumps(list(row), default=repr).encode()
-        letter = DeadLetter(
-            dead_letter_id=f"{topic}/{partition}/{offset}#{table}",
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            reason_code="insert_failed",
-            reason=f"its row for ClickHouse table {table} was refused: {summary[:1000]}",
-            failed_at=self.clock(),
-            key=str(row[0]).encode()[:1024],
-            value=value[:DEADLETTER_VALUE_LIMIT],
-            record_type=f"row:{table}",
-        )
-        self.dead[letter.reason_code] += 1
-        delivery = await self.send_deadletter(letter.key or b"", self.codec.encode(letter), [])
-        return DEADLETTERS_TABLE, deadletter_row(letter, partition, offset, topic), delivery
 
     async def _dead_letter(
         self,
@@ -358,14 +312,6 @@ class Ingest:
             record_type=record_type,
         )
         self.dead[reason_code] += 1
-        delivery = await self.send_deadletter(
-            key if key else letter.dead_letter_id.encode(), self.codec.encode(letter), []
-        )
-        self.sink.wait_for(delivery)
-        self.sink.add(
-            DEADLETTERS_TABLE,
-            deadletter_row(letter, partition, offset, topic),
-            topic,
-            partition,
-            offset,
+        await self.outputs.dead_letter(
+            key if key else letter.dead_letter_id.encode(), self.codec.encode(letter)
         )

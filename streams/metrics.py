@@ -1,4 +1,4 @@
-"""Prometheus metrics of a worker, served at ``/metrics``.
+"""Prometheus metrics of a worker and of the loader, each served at its ``/metrics``.
 
 Counters the pipeline keeps anyway (events per topic, dead letters per reason, decisions per
 trigger type and status, sink totals) are read when Prometheus scrapes, so the hot path pays
@@ -16,9 +16,10 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
+    from streams.loader import Loader
 
 # What the README documents; tests scrape these names.
-METRIC_NAMES = (
+WORKER_METRIC_NAMES = (
     "journey_events_consumed_total",
     "journey_events_accepted_total",
     "journey_dead_letters_total",
@@ -27,15 +28,22 @@ METRIC_NAMES = (
     "journey_pending_timers",
     "journey_timer_lateness_seconds",
     "journey_event_processing_seconds",
-    "journey_sink_rows_total",
-    "journey_sink_batches_total",
-    "journey_sink_failures_total",
-    "journey_sink_flush_seconds",
     "journey_consumer_lag",
-    "journey_sink_impossible_watermarks",
     "journey_events_misrouted_total",
     "journey_ordering_buffered",
     "journey_ordering_gave_up_total",
+    "journey_records_sent_total",
+    "journey_records_unacknowledged",
+)
+LOADER_METRIC_NAMES = (
+    "journey_facts_consumed_total",
+    "journey_sink_rows_total",
+    "journey_sink_duplicate_rows_total",
+    "journey_sink_batches_total",
+    "journey_sink_failures_total",
+    "journey_sink_flush_seconds",
+    "journey_sink_impossible_watermarks",
+    "journey_facts_undecodable_total",
 )
 
 
@@ -54,12 +62,6 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1),
             registry=self.registry,
         )
-        self.sink_flush = Histogram(
-            "journey_sink_flush_seconds",
-            "Duration of one ClickHouse sink flush (every table's batch, then the acks).",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=self.registry,
-        )
 
     def attach(self, pipeline: Pipeline, lag: Callable[[], dict[tuple[str, int], int]]) -> None:
         self.registry.register(_PipelineCollector(pipeline, lag))
@@ -74,7 +76,7 @@ class _PipelineCollector(Collector):
         return []  # names are only known per scrape (labels); skip the describe pass
 
     def collect(self) -> Iterator[Metric]:
-        ingest, engine, sink = self.pipeline.ingest, self.pipeline.engine, self.pipeline.sink
+        ingest, engine, outputs = self.pipeline.ingest, self.pipeline.engine, self.pipeline.outputs
         yield _counter(
             "journey_events_consumed", "Input messages consumed.", "topic", ingest.consumed
         )
@@ -121,23 +123,12 @@ class _PipelineCollector(Collector):
         )
         pending.add_metric([], len(engine.index))
         yield pending
-        yield _counter(
-            "journey_sink_rows", "Rows written to ClickHouse.", "table", sink.stats.rows_per_table
+        yield _counter("journey_records_sent", "Records published, by kind.", "kind", outputs.sent)
+        unacked = GaugeMetricFamily(
+            "journey_records_unacknowledged", "Records sent and not yet acknowledged by the broker."
         )
-        batches = CounterMetricFamily("journey_sink_batches", "ClickHouse inserts that succeeded.")
-        batches.add_metric([], sink.stats.batches)
-        yield batches
-        failures = CounterMetricFamily(
-            "journey_sink_failures", "ClickHouse inserts or deletes that failed (and were retried)."
-        )
-        failures.add_metric([], sink.stats.failures)
-        yield failures
-        impossible = GaugeMetricFamily(
-            "journey_sink_impossible_watermarks",
-            "Stored source offsets beyond their partition's end (forged rows); not used.",
-        )
-        impossible.add_metric([], len(sink.impossible_watermarks))
-        yield impossible
+        unacked.add_metric([], self.pipeline.acks.pending)
+        yield unacked
         lag = GaugeMetricFamily(
             "journey_consumer_lag",
             "Messages behind the end of each assigned input partition.",
@@ -153,3 +144,53 @@ def _counter(name: str, documentation: str, label: str, values: Any) -> CounterM
     for key, n in sorted(values.items()):
         family.add_metric([str(key)], n)
     return family
+
+
+class LoaderMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.sink_flush = Histogram(
+            "journey_sink_flush_seconds",
+            "Duration of one ClickHouse sink flush (every table's batch, then the acks).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+
+    def attach(self, loader: Loader) -> None:
+        self.registry.register(_LoaderCollector(loader))
+
+
+class _LoaderCollector(Collector):
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        sink, stats = self.loader.sink, self.loader.stats
+        yield _counter(
+            "journey_facts_consumed", "Fact-topic records read by the loader.", "topic",
+            stats.consumed,
+        )  # fmt: skip
+        yield _counter(
+            "journey_sink_rows", "Rows written to ClickHouse.", "table", sink.stats.rows_per_table
+        )
+        for name, help_text, value in (
+            ("journey_sink_duplicate_rows", "Facts published twice, stored once.",
+             sink.stats.duplicate_rows),
+            ("journey_sink_batches", "ClickHouse inserts that succeeded.", sink.stats.batches),
+            ("journey_sink_failures", "ClickHouse inserts or deletes that failed (and were "
+             "retried).", sink.stats.failures),
+            ("journey_facts_undecodable", "Fact-topic records that are not the topic's record.",
+             stats.undecodable),
+        ):  # fmt: skip
+            counter = CounterMetricFamily(name, help_text)
+            counter.add_metric([], value)
+            yield counter
+        impossible = GaugeMetricFamily(
+            "journey_sink_impossible_watermarks",
+            "Stored source offsets beyond their partition's end (forged rows); not used.",
+        )
+        impossible.add_metric([], len(sink.impossible_watermarks))
+        yield impossible

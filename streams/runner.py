@@ -1,18 +1,27 @@
-"""Starting the pipeline: check the ground, then run the Faust worker (optionally with the
-simulator and a live status display in the same process, which is what ``make run`` does).
+"""Starting the pipeline's processes: a journey worker, the loader, or all of them.
 
-The embedded ClickHouse can be opened by one process only, so the worker process is the one
-that owns it; the status display queries it from inside that process.
+* ``run_worker``: one journey worker (``journey worker``), Kafka in, Kafka out.
+* ``run_loader``: the analytics loader (``journey loader``), the fact topics into ClickHouse; it
+  owns the embedded ClickHouse, so it is the one that migrates it and answers ``/sql``.
+* ``run_all``: what ``journey run``/``make run`` do: the loader and N workers as child processes
+  (each prints its figures as JSON lines, which this process shows together), plus, in this
+  process, the shop simulator and the reference email sender. Children share one journey clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import re
+import signal
+import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +31,7 @@ from schemas.codec import Codec
 from sinks.clickhouse.client import ClickHouse
 from sinks.clickhouse.migrations import apply_migrations
 from streams import simulator
-from streams.app import Pipeline, create_pipeline
+from streams.app import create_pipeline
 from streams.clock import Clock
 from streams.console import Progress, describe_trigger
 from streams.engine import tune_gc
@@ -33,27 +42,33 @@ from streams.publish import Publisher
 from streams.schema_registry import prepare_output_framing
 from streams.serving import record_serving
 from streams.settings import Settings
+from streams.status import loader_status, stored_counts, worker_status
 from streams.topics import create_topics, verify_layout, wait_for_group_coordinator
 
 log = logging.getLogger(__name__)
 
 
-def prepare(settings: Settings, *, create_missing_topics: bool = True) -> int:
-    """Topics exist and are co-partitioned, ClickHouse is migrated. Returns the partition count."""
+def prepare_topics(settings: Settings, *, create_missing_topics: bool = True) -> int:
+    """Topics exist and are co-partitioned. Returns the partition count."""
 
     async def topics() -> int:
         if create_missing_topics:
             await create_topics(settings)
         partitions = await verify_layout(settings)
-        # The worker's and the sender's groups: no GroupCoordinatorNotAvailable ERROR lines.
-        await wait_for_group_coordinator(settings, [settings.app_id, f"{settings.app_id}-sender"])
+        # The groups of this product: no GroupCoordinatorNotAvailable ERROR lines at start.
+        await wait_for_group_coordinator(
+            settings,
+            [settings.app_id, f"{settings.app_id}-loader", f"{settings.app_id}-sender"],
+        )
         return partitions
 
-    partitions = asyncio.run(topics())
+    return asyncio.run(topics())
+
+
+def migrate(settings: Settings) -> None:
     applied = apply_migrations(ClickHouse.shared(settings))
     for migration in applied:
         log.info("applied migration %03d_%s", migration.version, migration.name)
-    return partitions
 
 
 @dataclass(frozen=True)
@@ -67,192 +82,7 @@ class SimulationOptions:
     run_id: str | None = None  # None: derived from the start time, so runs never collide
 
 
-class StatusDisplay:
-    """Prints, every few seconds, what flows through the pipeline and what ClickHouse holds."""
-
-    def __init__(
-        self, pipeline: Pipeline, every: float, out: Any = None, json_lines: bool = False
-    ) -> None:
-        self.pipeline = pipeline
-        self.json = json_lines
-        self.max_triggers_shown = 12
-        self.every = every
-        self.out = out or sys.stdout
-        self.started = time.monotonic()
-        self._last_consumed = 0
-        self._last_time = self.started
-        self.simulated: str = ""
-        self.sender: Any = None  # the local email sender of `make run`, when it runs
-        self.recipients: Any = None  # and the simulated recipients behind its inbox
-
-    async def snapshot(self) -> dict[str, Any]:
-        """The numbers shown, also printed as JSON lines with ``--status-format json``."""
-        ingest, sink, engine = self.pipeline.ingest, self.pipeline.sink, self.pipeline.engine
-        consumed = sum(ingest.consumed.values())
-        now = time.monotonic()
-        rate = (consumed - self._last_consumed) / max(now - self._last_time, 1e-9)
-        self._last_consumed, self._last_time = consumed, now
-        ch = sink.clickhouse
-        snapshot: dict[str, Any] = {
-            "elapsed_s": round(now - self.started, 1),
-            "consumed": consumed,
-            "rate": round(rate, 1),
-            "accepted": sum(ingest.accepted.values()),
-            "per_topic": dict(ingest.consumed),
-            "dead_letters": dict(ingest.dead),
-            "repartitioned": ingest.repartitioned,
-            "sink_rows": sink.stats.rows,
-            "sink_batches": sink.stats.batches,
-            "sink_failures": sink.stats.failures,
-            "sink_skipped_rows": sink.stats.skipped_rows,
-            "triggers": {f"{t}/{status}": n for (t, status), n in sorted(engine.decisions.items())},
-            "emitted": sum(
-                n for (_, status), n in engine.decisions.items() if status == Status.EMITTED
-            ),
-            "pending_timers": len(engine.index),
-            "ready": engine.rebuilds > 0,
-            "index_rebuild": engine.last_rebuild,
-            "timer_lateness_p99_ms": _percentile(engine.timer_lateness_ms, 0.99),
-            "clock": datetime.fromtimestamp(self.pipeline.clock.now_ms() / 1000, UTC).isoformat(
-                timespec="minutes"
-            ),
-        }
-        try:
-            ((events_rows, dead_rows, trigger_rows, customer_rows),) = await ch.aquery_rows(
-                f"SELECT (SELECT count() FROM {ch.database}.events FINAL), "
-                f"(SELECT count() FROM {ch.database}.deadletters FINAL), "
-                f"(SELECT count() FROM {ch.database}.triggers FINAL), "
-                f"(SELECT count() FROM {ch.database}.customers FINAL)"
-            )
-            snapshot["events_rows"], snapshot["deadletter_rows"] = events_rows, dead_rows
-            snapshot["trigger_rows"], snapshot["customer_rows"] = trigger_rows, customer_rows
-        except Exception as exc:  # the display must never take the pipeline down
-            snapshot["clickhouse_error"] = f"{exc.__class__.__name__}: {exc}"
-        if self.simulated:
-            snapshot["simulator"] = self.simulated
-        return snapshot
-
-    async def show(self) -> None:
-        snap = await self.snapshot()
-        recent, self.pipeline.engine.recent = self.pipeline.engine.recent, []
-        if self.json:
-            self.out.write(json.dumps(snap) + "\n")
-            self.out.flush()
-            return
-        elapsed = int(snap["elapsed_s"])
-        short = {full: name for name, full in self.pipeline.settings.input_topics().items()}
-        per_topic = "  ".join(
-            f"{short.get(topic, topic)}={count:,}"
-            for topic, count in sorted(snap["per_topic"].items())
-        )
-        dead = ", ".join(
-            f"{reason} {n}"
-            for reason, n in sorted(snap["dead_letters"].items(), key=lambda x: -x[1])
-        )
-        stored = (
-            f"events {snap['events_rows']:,}, triggers {snap['trigger_rows']:,}, customers "
-            f"{snap['customer_rows']:,}, deadletters {snap['deadletter_rows']:,} rows"
-            if "events_rows" in snap
-            else f"unavailable ({snap['clickhouse_error']})"
-        )
-        shown = recent[: self.max_triggers_shown]
-        for trigger in shown:
-            self.out.write(f"  -> {describe_trigger(trigger)}\n")
-        if len(recent) > len(shown):
-            self.out.write(f"  -> ... and {len(recent) - len(shown):,} more triggers\n")
-        emitted: dict[str, int] = {}
-        for key, n in snap["triggers"].items():
-            trigger_type, status = key.split("/")
-            if status == Status.EMITTED:
-                emitted[trigger_type] = n
-        lines = [
-            f"[{elapsed // 60:02d}:{elapsed % 60:02d}] consumed {snap['consumed']:,}"
-            f" ({snap['rate']:,.0f}/s) | ClickHouse {stored}",
-            f"    per topic: {per_topic or '-'}",
-            f"    dead letters: {dead or 'none'}   re-keyed: {snap['repartitioned']:,}"
-            f"   sink: {snap['sink_batches']:,} batches, {snap['sink_failures']} failed inserts",
-            f"    triggers emitted {snap['emitted']:,} ({len(emitted)}/{len(TriggerType)} types): "
-            + (", ".join(f"{t} {n:,}" for t, n in sorted(emitted.items())) or "-")
-            + f"   pending timers {snap['pending_timers']:,}   journey clock {snap['clock']}",
-        ]
-        if self.simulated:
-            lines.append(f"    simulator: {self.simulated}")
-        if self.sender is not None:
-            from streams.sender.service import describe
-
-            lines.append(
-                f"    email sender: {describe(self.sender.counts)} "
-                f"(local SMTP server, mails in {self.pipeline.settings.data_dir / 'mail'})"
-            )
-            if self.recipients is not None:
-                lines.append(f"    simulated recipients (demo): {describe(self.recipients.counts)}")
-        settings = self.pipeline.settings
-        if settings.web_port:
-            lines.append(
-                f"    dashboard: http://{settings.web_host}:{settings.web_port}/   "
-                "analytics: journey report"
-            )
-        self.out.write("\n".join(lines) + "\n")
-        self.out.flush()
-
-
-def _percentile(samples: Any, q: float) -> int | None:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
-
-
-def run_worker(
-    settings: Settings,
-    *,
-    simulation: SimulationOptions | None = None,
-    status_every: float | None = None,
-    status_json: bool = False,
-    loglevel: str = "info",
-    log_format: str = "text",
-    local_sender: bool = False,
-) -> None:
-    """Run until Ctrl-C / SIGTERM (or, in tests, until killed).
-
-    ``local_sender``: also run the reference email sender in this process, against a local SMTP
-    server that keeps every mail under ``<data dir>/mail`` (``make run``)."""
-    tune_gc()
-    partitions = prepare(settings)
-    # With the simulator in the same process, the journey clock runs at the simulator's speed
-    # from the same moment, so both agree on what time it is in the shop.
-    clock = Clock(simulation.speed if simulation is not None else settings.clock_speed)
-    codec = Codec.load(max_value_bytes=settings.max_value_bytes)
-    asyncio.run(prepare_output_framing(settings, codec))  # registry ids, if outputs use them
-    pipeline = create_pipeline(settings, partitions=partitions, clock=clock, codec=codec)
-    pipeline.sink.setup()
-    record_serving(
-        settings, clock
-    )  # so that `journey sql`/`report` find this worker, whatever its port
-    app = pipeline.app
-    display = (
-        StatusDisplay(pipeline, status_every, json_lines=status_json) if status_every else None
-    )
-
-    if display is not None:
-
-        @app.timer(interval=display.every)  # type: ignore[untyped-decorator]
-        async def _status() -> None:
-            await display.show()
-
-    if simulation is not None:
-
-        @app.task  # type: ignore[untyped-decorator]
-        async def _simulate() -> None:
-            await run_simulation(settings, simulation, display, clock=clock)
-
-    if local_sender:
-        _run_local_sender(app, settings, codec, clock, display)
-    resolver = pipeline.ingest.schema_resolver
-    if resolver is not None:
-
-        @app.on_before_shutdown.connect  # type: ignore[arg-type]
-        async def _close_registry_client(app: faust.App, **kwargs: Any) -> None:
-            await resolver.close()
-
+def _faust_worker(app: faust.App, loglevel: str, log_format: str) -> None:
     worker = faust.Worker(
         app,
         loglevel=loglevel,
@@ -263,13 +93,361 @@ def run_worker(
     worker.execute_from_commandline()
 
 
-def _run_local_sender(
-    app: faust.App, settings: Settings, codec: Codec, clock: Clock, display: StatusDisplay | None
+def _print_json(status: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(status, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    status_every: float | None = None,
+    status_json: bool = False,
+    loglevel: str = "info",
+    log_format: str = "text",
 ) -> None:
+    """One journey worker, until Ctrl-C / SIGTERM (or, in tests, until killed)."""
+    tune_gc()
+    partitions = prepare_topics(settings)
+    codec = Codec.load(max_value_bytes=settings.max_value_bytes)
+    asyncio.run(prepare_output_framing(settings, codec))  # registry ids, if outputs use them
+    pipeline = create_pipeline(settings, partitions=partitions, clock=settings.clock(), codec=codec)
+    app = pipeline.app
+    if status_every:
+
+        @app.timer(interval=status_every)  # type: ignore[untyped-decorator]
+        async def _status() -> None:
+            status = worker_status(pipeline)
+            if status_json:
+                _print_json(status)
+            else:
+                sys.stdout.write(worker_lines(status) + "\n")
+                for trigger in list(pipeline.engine.recent)[-5:]:
+                    sys.stdout.write(f"  -> {describe_trigger(trigger)}\n")
+                pipeline.engine.recent.clear()
+                sys.stdout.flush()
+
+    resolver = pipeline.ingest.schema_resolver
+    if resolver is not None:
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _close_registry_client(app: faust.App, **kwargs: Any) -> None:
+            await resolver.close()
+
+    _faust_worker(app, loglevel, log_format)
+
+
+def run_loader(
+    settings: Settings,
+    *,
+    status_every: float | None = None,
+    status_json: bool = False,
+    loglevel: str = "info",
+    log_format: str = "text",
+) -> None:
+    """The analytics loader, until Ctrl-C / SIGTERM."""
+    from streams.loader import create_loader
+
+    prepare_topics(settings)
+    migrate(settings)
+    loader = create_loader(settings)
+    loader.sink.setup()
+    record_serving(settings, loader.clock)  # so that `journey sql`/`report` find the loader
+    app = loader.app
+    if status_every:
+
+        @app.timer(interval=status_every)  # type: ignore[untyped-decorator]
+        async def _status() -> None:
+            status = {**loader_status(loader), **(await stored_counts(loader))}
+            if status_json:
+                _print_json(status)
+            else:
+                sys.stdout.write(loader_line(status) + "\n")
+                sys.stdout.flush()
+
+    _faust_worker(app, loglevel, log_format)
+
+
+def worker_lines(snap: dict[str, Any]) -> str:
+    emitted: dict[str, int] = {}
+    for key, n in snap.get("triggers", {}).items():
+        trigger_type, status = key.split("/")
+        if status == Status.EMITTED:
+            emitted[trigger_type] = n
+    dead = ", ".join(
+        f"{reason} {n}"
+        for reason, n in sorted(snap.get("dead_letters", {}).items(), key=lambda x: -x[1])
+    )
+    return (
+        f"{snap.get('name', 'worker')}: consumed {snap.get('consumed', 0):,} "
+        f"({snap.get('rate', 0):,.0f}/s), partitions {snap.get('partitions', [])}, "
+        f"emitted {snap.get('emitted', 0):,} ({len(emitted)}/{len(TriggerType)} types), "
+        f"pending timers {snap.get('pending_timers', 0):,}, dead letters: {dead or 'none'}"
+    )
+
+
+def loader_line(snap: dict[str, Any]) -> str:
+    stored = (
+        f"events {snap['events_rows']:,}, triggers {snap['trigger_rows']:,}, customers "
+        f"{snap['customer_rows']:,}, deadletters {snap['deadletter_rows']:,} rows"
+        if "events_rows" in snap
+        else f"unavailable ({snap.get('clickhouse_error', 'starting')})"
+    )
+    return (
+        f"loader: {snap.get('loaded', 0):,} facts read, ClickHouse {stored}; "
+        f"{snap.get('sink_batches', 0):,} batches, {snap.get('sink_failures', 0)} failed inserts, "
+        f"{snap.get('duplicate_rows', 0):,} duplicates dropped"
+    )
+
+
+# --- journey run: the loader, N workers, the simulator and the sender ---------------------------
+# Faust's worker hides and shows the terminal cursor even when its output is a pipe.
+TERMINAL_CODES = re.compile(r"\x1b\[\?25[lh]")
+
+@dataclass
+class Child:
+    """A process ``journey run`` started, and the last JSON status line it printed."""
+
+    name: str
+    process: subprocess.Popen[str]
+    last: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+    def read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = TERMINAL_CODES.sub("", raw)
+            if not line.strip():
+                continue
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    self.last = json.loads(line)
+                    continue
+            self.lines.append(line)
+            del self.lines[:-50]
+            sys.stderr.write(f"[{self.name}] {line}")
+
+
+def journey_command() -> list[str]:
+    """This installation's ``journey`` (the same interpreter and environment)."""
+    return [sys.executable, "-m", "streams.cli"]
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Supervisor:
+    """Starts and watches the children of ``journey run``; SIGTERM/Ctrl-C stops them all."""
+
+    def __init__(self, settings: Settings, workers: int, clock: Clock, loglevel: str) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.clock = clock
+        self.loglevel = loglevel
+        self.children: list[Child] = []
+
+    def worker_url(self, number: int) -> str:
+        return f"http://127.0.0.1:{self.settings.worker_web_port + number}"
+
+    def start(self, status_every: float) -> None:
+        common = {
+            "JOURNEY_CLOCK_SPEED": repr(self.clock.speed),
+            "JOURNEY_CLOCK_EPOCH_MS": str(self.clock.epoch_ms),
+            "JOURNEY_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+        }
+        status = ["--status-every", str(status_every), "--status-format", "json"]
+        names = [f"worker-{n + 1}" for n in range(self.workers)]
+        urls = (
+            ",".join(self.worker_url(n) for n in range(self.workers))
+            if self.settings.worker_web_port
+            else ""
+        )
+        self._spawn("loader", ["loader", *status], {**common, "JOURNEY_WORKER_URLS": urls})
+        for number, name in enumerate(names):
+            port = self.settings.worker_web_port + number if self.settings.worker_web_port else 0
+            self._spawn(
+                name,
+                ["worker", *status],
+                {**common, "JOURNEY_WORKER_NAME": name, "JOURNEY_WORKER_WEB_PORT": str(port)},
+            )
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        process = subprocess.Popen(
+            [*journey_command(), "--log-level", self.loglevel, *args],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        child = Child(name, process)
+        threading.Thread(target=child.read, daemon=True, name=f"read-{name}").start()
+        self.children.append(child)
+
+    def failed(self) -> Child | None:
+        return next((c for c in self.children if c.process.poll() is not None), None)
+
+    def stop(self, timeout: float = 60) -> None:
+        for child in reversed(self.children):  # workers first, then the loader
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+
+    def status(self) -> dict[str, Any]:
+        """The children's figures as one: worker counts summed, per worker listed, the loader's."""
+        workers = [c.last for c in self.children if c.name != "loader"]
+        loader = next((c.last for c in self.children if c.name == "loader"), {})
+        merged: dict[str, Any] = {"workers": workers, **loader}
+        for key in ("consumed", "rate", "accepted", "repartitioned", "emitted", "pending_timers"):
+            merged[key] = sum(w.get(key, 0) for w in workers)
+        for key in ("triggers", "dead_letters", "per_topic"):
+            total: dict[str, int] = {}
+            for w in workers:
+                for name, n in w.get(key, {}).items():
+                    total[name] = total.get(name, 0) + n
+            merged[key] = total
+        merged["ready"] = bool(workers) and all(w.get("ready") for w in workers)
+        merged["clock"] = datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC).isoformat(
+            timespec="minutes"
+        )
+        return merged
+
+
+def run_all(
+    settings: Settings,
+    *,
+    workers: int,
+    simulation: SimulationOptions | None,
+    status_every: float,
+    status_json: bool = False,
+    loglevel: str = "warning",
+    local_sender: bool = False,
+) -> None:
+    """``journey run``: the loader and ``workers`` journey workers as child processes, and here
+    the simulator, the local email sender and the status display, until Ctrl-C / SIGTERM."""
+    prepare_topics(settings)
+    # One journey clock for every process: the simulator's speed, starting now.
+    speed = simulation.speed if simulation is not None else settings.clock_speed
+    clock = Clock(speed, settings.clock_epoch_ms or None)
+    supervisor = Supervisor(settings, workers, clock, loglevel)
+    display = StatusDisplay(supervisor, settings, status_every, json_lines=status_json)
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        supervisor.start(status_every)
+        tasks = [asyncio.ensure_future(display.run(stop))]
+        if simulation is not None:
+            tasks.append(
+                asyncio.ensure_future(run_simulation(settings, simulation, display, clock=clock))
+            )
+        if local_sender:
+            tasks.append(asyncio.ensure_future(_run_local_sender(settings, clock, display)))
+        try:
+            while not stop.is_set():
+                failed = supervisor.failed()
+                if failed is not None:
+                    raise RuntimeError(
+                        f"{failed.name} exited with {failed.process.returncode}:\n"
+                        + "".join(failed.lines[-20:])
+                    )
+                for task in tasks:
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        supervisor.stop()
+
+
+class StatusDisplay:
+    """Prints, every few seconds, what flows through the workers and what ClickHouse holds."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        settings: Settings,
+        every: float,
+        out: Any = None,
+        json_lines: bool = False,
+    ) -> None:
+        self.supervisor = supervisor
+        self.settings = settings
+        self.json = json_lines
+        self.every = every
+        self.out = out or sys.stdout
+        self.started = time.monotonic()
+        self.simulated: str = ""
+        self.sender: Any = None  # the local email sender of `make run`, when it runs
+        self.recipients: Any = None  # and the simulated recipients behind its inbox
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.every)
+            self.show()
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = self.supervisor.status()
+        snap["elapsed_s"] = round(time.monotonic() - self.started, 1)
+        if self.simulated:
+            snap["simulator"] = self.simulated
+        return snap
+
+    def show(self) -> None:
+        snap = self.snapshot()
+        if self.json:
+            self.out.write(json.dumps(snap, default=str) + "\n")
+            self.out.flush()
+            return
+        elapsed = int(snap["elapsed_s"])
+        lines = [
+            f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {len(snap['workers'])} workers: consumed "
+            f"{snap['consumed']:,} ({snap['rate']:,.0f}/s), triggers emitted {snap['emitted']:,}, "
+            f"pending timers {snap['pending_timers']:,}   journey clock {snap['clock']}",
+            *(f"    {worker_lines(w)}" for w in snap["workers"] if w),
+            f"    {loader_line(snap)}",
+        ]
+        if self.simulated:
+            lines.append(f"    simulator: {self.simulated}")
+        if self.sender is not None:
+            from streams.sender.service import describe
+
+            lines.append(
+                f"    email sender: {describe(self.sender.counts)} "
+                f"(local SMTP server, mails in {self.settings.data_dir / 'mail'})"
+            )
+            if self.recipients is not None:
+                lines.append(f"    simulated recipients (demo): {describe(self.recipients.counts)}")
+        if self.settings.web_port:
+            lines.append(
+                f"    dashboard: http://{self.settings.web_host}:{self.settings.web_port}/   "
+                "analytics: journey report"
+            )
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+
+
+async def _run_local_sender(settings: Settings, clock: Clock, display: StatusDisplay) -> None:
     from streams.sender.local_smtp import LocalMailServer
     from streams.sender.recipients import SimulatedRecipients
     from streams.sender.service import EmailSender
 
+    codec = Codec.load(max_value_bytes=settings.max_value_bytes)
     # Demo only: made-up people behind the local inbox open, click, unsubscribe and complain,
     # reported per message (trigger id) like an email service would, so the dashboard's
     # engagement rates are not empty. `journey sender` (real SMTP) never starts them.
@@ -283,24 +461,20 @@ def _run_local_sender(
             "sender_smtp_username": None,
         }
     )
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def _send_emails() -> None:
-        mail.start()
-        sender = EmailSender(local, clock_ms=clock.now_ms, codec=codec)
-        if display is not None:
-            display.sender, display.recipients = sender, recipients
-        await recipients.publisher.start()
-        # Either failing (Kafka gone, say) fails the task: no silently missing engagement.
-        tasks = [asyncio.ensure_future(sender.run()), asyncio.ensure_future(recipients.run())]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            mail.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await recipients.publisher.close()
+    mail.start()
+    sender = EmailSender(local, clock_ms=clock.now_ms, codec=codec)
+    display.sender, display.recipients = sender, recipients
+    await recipients.publisher.start()
+    # Either failing (Kafka gone, say) fails the task: no silently missing engagement.
+    tasks = [asyncio.ensure_future(sender.run()), asyncio.ensure_future(recipients.run())]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        mail.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await recipients.publisher.close()
 
 
 def _base36(number: int) -> str:

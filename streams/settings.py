@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import PydanticBaseEnvSettingsSource
 
+from streams.clock import Clock
 from streams.durations import DurationMs
 from streams.durations import parse_duration_ms as parse_duration_ms  # moved there; re-exported
 from streams.journey.config import JourneyConfig
@@ -77,6 +78,12 @@ class Settings(BaseSettings):
     # --- Output topics ------------------------------------------------------------------------
     topic_triggers: str = "journey.triggers"
     topic_deadletter: str = "journey.deadletter"
+    # What the journey workers decide and know, for the loader and any other consumer
+    # (docs/topics.md): every trigger decision, every accepted event in canonical form, and the
+    # customer snapshot (compacted; a tombstone on erasure).
+    topic_decisions: str = "journey.decisions"
+    topic_journey_events: str = "journey.events"
+    topic_snapshots: str = "journey.customers"
     # Events keyed by something other than their customer_id are re-keyed through this topic.
     topic_repartition: str = "journey.repartition"
     # The worker's own clock ticks, one per partition, so timers fire inside the agent.
@@ -124,11 +131,25 @@ class Settings(BaseSettings):
     sink_dedup_window: int = Field(default=1_000, ge=1)
     sink_retry_backoff: DurationMs = duration("500ms")
     sink_retry_backoff_max: DurationMs = duration("30s")
-    # How often the worker refits the lifetime-value predictions (customer_predictions); 0: never
+    # How often the loader refits the lifetime-value predictions (customer_predictions); 0: never
     # (then only `journey predict` writes them). Wall-clock time.
     prediction_interval: DurationMs = duration("6h")
 
-    # --- The worker's HTTP endpoint: /health, /ready, /metrics, read-only /sql, the dashboard --
+    # --- The journey worker (journey worker): Kafka in, Kafka out ------------------------------
+    # A consumed message is acknowledged once the broker has every record it caused; the worker
+    # checks this often, and stops reading while this many records wait for the broker.
+    ack_interval: DurationMs = duration("50ms")
+    max_pending_records: int = Field(default=20_000, ge=1)
+    # The worker's own HTTP endpoint: /health, /ready, /metrics, /status (JSON). 0: none.
+    worker_web_port: int = Field(default=6067, ge=0, le=65535)
+    # Several workers on one machine each need their own local state: data_dir/faust/<name>.
+    worker_name: str = Field(default="worker", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # The workers' /status URLs (comma-separated) whose figures the dashboard shows per worker;
+    # `journey run` sets it for the workers it starts.
+    worker_urls: str = ""
+
+    # --- The loader's HTTP endpoint (journey loader): /health, /ready, /metrics, read-only /sql,
+    # the dashboard
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)  # 0: no HTTP endpoint
 
@@ -165,6 +186,12 @@ class Settings(BaseSettings):
 
     # --- Clock: 1 = real time; the simulator and demos run it faster ---------------------------
     clock_speed: float = Field(default=1.0, gt=0)
+    # Where a faster clock starts (epoch ms; 0: when the process starts). Processes that must
+    # agree on the time (`journey run`'s workers, loader and simulator) are given the same one.
+    clock_epoch_ms: int = Field(default=0, ge=0)
+
+    def clock(self) -> Clock:
+        return Clock(self.clock_speed, self.clock_epoch_ms or None)
 
     @model_validator(mode="before")
     @classmethod
@@ -241,6 +268,16 @@ class Settings(BaseSettings):
             self.topic("repartition"),
             self.topic("ticks"),
             self.topic("triggers"),
+            self.topic("deadletter"),
+            *self.fact_topics(),
+        ]
+
+    def fact_topics(self) -> list[str]:
+        """The workers' outputs the loader stores in ClickHouse (dead letters are one of them)."""
+        return [
+            self.topic("journey_events"),
+            self.topic("decisions"),
+            self.topic("snapshots"),
             self.topic("deadletter"),
         ]
 

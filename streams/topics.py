@@ -80,6 +80,9 @@ async def create_topics(settings: Settings, partitions: int | None = None) -> di
             config = {}
             if topic == settings.topic("deadletter"):
                 config["retention.ms"] = str(DEADLETTER_RETENTION_MS)
+            elif topic == settings.topic("snapshots"):
+                # The newest snapshot per customer is the current one; a tombstone erases.
+                config["cleanup.policy"] = "compact"
             elif topic == settings.topic("ticks"):
                 # Ticks only matter for a moment; keep the topic small.
                 config["retention.ms"] = str(TICKS_RETENTION_MS)

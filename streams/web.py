@@ -1,13 +1,16 @@
-"""The worker's HTTP endpoint (aiohttp, which Faust already brings).
+"""The HTTP endpoints (aiohttp, which Faust already brings) of a worker and of the loader.
 
-* ``/health``: the process is alive.
-* ``/ready``: partitions are assigned and the journey table is recovered (timers indexed); 503
-  "degraded" while the sink refuses an impossible stored offset (forged watermark).
-* ``/metrics``: Prometheus text format.
-* ``/sql?query=...``: one read-only statement against this worker's ClickHouse, as JSON. The
-  embedded ClickHouse can be opened by one process only, so while a worker runs, ``journey sql``
-  and ``journey report`` ask it here instead of opening the data path themselves.
-* ``/``: the dashboard (see ``streams/dashboard.py``).
+Both serve ``/health`` (the process is alive), ``/ready`` and ``/metrics`` (Prometheus).
+
+* A **worker** (``WorkerWeb``, ``JOURNEY_WORKER_WEB_PORT``): ``/ready`` when its partitions are
+  assigned, the journey table is recovered (timers indexed) and the broker answers; ``/status``:
+  its figures as JSON (what the console and the dashboard show per worker).
+* The **loader** (``LoaderWeb``, ``JOURNEY_WEB_PORT``): ``/ready`` when its partitions are
+  assigned, broker and ClickHouse answer, and no impossible stored offset (forged watermark) is
+  refused; ``/sql?query=...``: one read-only statement against the loader's ClickHouse, as JSON
+  (the embedded ClickHouse can be opened by one process only, so while the loader runs,
+  ``journey sql`` and ``journey report`` ask it here); ``/``: the dashboard
+  (``streams/dashboard.py``).
 
 ``/sql`` and the dashboard read customer data: they need the bearer token ``JOURNEY_WEB_TOKEN``
 (the dashboard also takes it as the password of HTTP basic auth, for browsers) or, without a
@@ -31,17 +34,18 @@ import urllib.parse
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sinks.clickhouse.client import AnalystQueries, NotReadOnly, QueryError, redact_url
-from streams.journey.decisions import Status
-from streams.metrics import Metrics
 from streams.query import to_json
 from streams.settings import Settings
+from streams.status import loader_status, worker_status
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
+    from streams.loader import Loader
 
 log = logging.getLogger(__name__)
 
@@ -128,32 +132,26 @@ class Gate:
         return ""
 
 
-class WebServer:
-    def __init__(self, pipeline: Pipeline, metrics: Metrics) -> None:
-        self.pipeline = pipeline
-        self.metrics = metrics
-        self.settings = pipeline.settings
-        self.gate = Gate(self.settings)
-        self.analyst = AnalystQueries(self.settings)
+class _Server:
+    """What both roles serve: ``/health``, ``/metrics``, and the ``/ready`` of the subclass."""
+
+    def __init__(self, settings: Settings, registry: Any, host: str, port: int) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.host, self.port = host, port
         self.app = web.Application(client_max_size=256 * 1024)
         self.app.add_routes(
             [
                 web.get("/health", self.health),
                 web.get("/ready", self.ready),
                 web.get("/metrics", self.prometheus),
-                web.get("/sql", self.sql),
-                web.post("/sql", self.sql),
-                web.get("/", self.dashboard),
             ]
         )
         self._runner: web.AppRunner | None = None
-        # (wall time, events consumed) every few seconds, for the live throughput chart.
-        self.history: deque[tuple[float, int]] = deque(maxlen=90)
-        self._sampler: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.web_host}:{self.settings.web_port}"
+        return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
         # handler_cancellation: a client that goes away cancels its handler, and so its query.
@@ -167,43 +165,106 @@ class WebServer:
             keepalive_timeout=self.settings.web_header_timeout / 1000,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.web_host, self.settings.web_port)
+        site = web.TCPSite(self._runner, self.host, self.port)
         try:
             await site.start()
         except OSError as exc:
             raise RuntimeError(
                 f"cannot serve HTTP on {self.url} ({exc.strerror}): another process uses the port. "
-                "Set JOURNEY_WEB_PORT to a free port (0 turns the endpoint off)."
+                f"Set {self.port_setting} to a free port (0 turns the endpoint off)."
             ) from exc
-        log.info("serving /health, /ready, /metrics, /sql and the dashboard on %s", self.url)
+        log.info("serving %s on %s", ", ".join(sorted(self.routes())), self.url)
+
+    port_setting = "JOURNEY_WEB_PORT"
+
+    def routes(self) -> set[str]:
+        return {r.resource.canonical for r in self.app.router.routes() if r.resource is not None}
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def ready(self, request: web.Request) -> web.Response:
+        raise NotImplementedError
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _assigned(app: Any) -> bool:
+    try:
+        return bool(app.consumer.assignment()) and not app.rebalancing
+    except Exception:
+        return False
+
+
+class WorkerWeb(_Server):
+    """A journey worker's endpoint: ``/health``, ``/ready``, ``/metrics``, ``/status``."""
+
+    port_setting = "JOURNEY_WORKER_WEB_PORT"
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        settings = pipeline.settings
+        super().__init__(
+            settings, pipeline.metrics.registry, settings.web_host, settings.worker_web_port
+        )
+        self.pipeline = pipeline
+        self.app.add_routes([web.get("/status", self.status)])
+
+    def is_ready(self) -> bool:
+        return _assigned(self.pipeline.app) and self.pipeline.engine.rebuilds > 0
+
+    async def ready(self, request: web.Request) -> web.Response:
+        problem = self.pipeline.health.problem()  # the broker unreachable
+        if problem is None and self.is_ready():
+            return web.Response(text="ready\n")
+        why = problem or "partitions not assigned or recovering"
+        return web.Response(text=f"not ready: {why}\n", status=503)
+
+    async def status(self, request: web.Request) -> web.Response:
+        # Figures only (counts, no customer data), like /metrics: open as /metrics is.
+        return json_response(worker_status(self.pipeline))
+
+
+class LoaderWeb(_Server):
+    """The loader's endpoint: ``/health``, ``/ready``, ``/metrics``, ``/sql`` and the dashboard."""
+
+    def __init__(self, loader: Loader) -> None:
+        settings = loader.settings
+        super().__init__(settings, loader.metrics.registry, settings.web_host, settings.web_port)
+        self.loader = loader
+        self.gate = Gate(settings)
+        self.analyst = AnalystQueries(settings)
+        self.app.add_routes(
+            [web.get("/sql", self.sql), web.post("/sql", self.sql), web.get("/", self.dashboard)]
+        )
+        # (wall time, events loaded) every few seconds, for the live throughput chart.
+        self.history: deque[tuple[float, int]] = deque(maxlen=90)
+        self._sampler: asyncio.Task[None] | None = None
+        self.worker_urls = [u.strip() for u in settings.worker_urls.split(",") if u.strip()]
+
+    async def start(self) -> None:
+        await super().start()
         self._sampler = asyncio.get_running_loop().create_task(self._sample())
 
     async def stop(self) -> None:
         if self._sampler is not None:
             self._sampler.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().stop()
         self.analyst.close()
 
     async def _sample(self) -> None:
+        events = self.settings.topic("journey_events")
         while True:
-            self.history.append((time.time(), sum(self.pipeline.ingest.consumed.values())))
+            self.history.append((time.time(), self.loader.stats.consumed.get(events, 0)))
             await asyncio.sleep(2)
 
-    # --- handlers ------------------------------------------------------------------------------
-    async def health(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    def is_ready(self) -> bool:
-        app = self.pipeline.app
-        try:
-            assigned = bool(app.consumer.assignment())
-        except Exception:
-            return False
-        return assigned and self.pipeline.engine.rebuilds > 0 and not app.rebalancing
-
     async def ready(self, request: web.Request) -> web.Response:
-        impossible = self.pipeline.sink.impossible_watermarks
+        impossible = self.loader.sink.impossible_watermarks
         if impossible:
             shown = ", ".join(f"{t} {topic}[{p}]" for t, topic, p in sorted(impossible)[:5])
             return web.Response(
@@ -211,15 +272,24 @@ class WebServer:
                 "see docs/runbook.md\n",
                 status=503,
             )
-        problem = self.pipeline.health.problem()  # broker or ClickHouse unreachable
-        if problem is None and self.is_ready():
+        problem = self.loader.health.problem()  # broker or ClickHouse unreachable
+        if problem is None and _assigned(self.loader.app) and self.loader.rebuilt:
             return web.Response(text="ready\n")
-        why = problem or "partitions not assigned or recovering"
+        why = problem or "partitions not assigned or watermarks not loaded"
         return web.Response(text=f"not ready: {why}\n", status=503)
 
-    async def prometheus(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def workers(self) -> list[dict[str, Any]]:
+        """Each worker's /status (``JOURNEY_WORKER_URLS``); an error entry if it does not answer."""
+        found: list[dict[str, Any]] = []
+        timeout = aiohttp.ClientTimeout(total=1.5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for url in self.worker_urls:
+                try:
+                    async with session.get(url.rstrip("/") + "/status") as response:
+                        found.append({"url": url, **(await response.json())})
+                except Exception as exc:
+                    found.append({"url": url, "error": f"{type(exc).__name__}"})
+        return found
 
     async def sql(self, request: web.Request) -> web.Response:
         refused = self.gate.refuse(request, browser=False)
@@ -261,25 +331,42 @@ class WebServer:
     async def render_dashboard(self) -> str:
         from streams import dashboard as d
 
-        ingest, engine = self.pipeline.ingest, self.pipeline.engine
-        consumed = sum(ingest.consumed.values())
-        emitted = sum(n for (_, status), n in engine.decisions.items() if status == Status.EMITTED)
+        status = loader_status(self.loader)
+        workers = await self.workers()
         samples = list(self.history)
         rates = [
             (later[1] - earlier[1]) / max(later[0] - earlier[0], 1e-9)
             for earlier, later in itertools.pairwise(samples)
         ]
         rate_labels = [time.strftime("%H:%M:%S", time.localtime(t)) for t, _ in samples[1:]]
+        totals = await self._rows(
+            "SELECT (SELECT count() FROM {db}.events FINAL), "
+            "(SELECT count() FROM {db}.triggers FINAL WHERE status = 'EMITTED'), "
+            "(SELECT count() FROM {db}.deadletters FINAL)"
+        )
+        stored, emitted, dead_total = totals[0] if totals else (0, 0, 0)
+        per_worker = [
+            [
+                w.get("name", w["url"]),
+                "answers" if "error" not in w else f"not answering ({w['error']})",
+                f"{w.get('consumed', 0):,}",
+                f"{w.get('rate', 0):,.0f}",
+                f"{w.get('emitted', 0):,}",
+                f"{w.get('pending_timers', 0):,}",
+                ", ".join(str(p) for p in w.get("partitions", [])) or "-",
+            ]
+            for w in workers
+        ]
         sections = [
             d.section(
                 "Live",
                 d.kpis(
                     [
-                        ("events consumed", f"{consumed:,}"),
-                        ("events/s now", f"{rates[-1]:,.0f}" if rates else "-"),
+                        ("events stored", f"{stored:,}"),
+                        ("events/s loaded now", f"{rates[-1]:,.0f}" if rates else "-"),
                         ("triggers emitted", f"{emitted:,}"),
-                        ("dead letters", f"{sum(ingest.dead.values()):,}"),
-                        ("pending timers", f"{len(engine.index):,}"),
+                        ("dead letters", f"{dead_total:,}"),
+                        ("workers", f"{len(workers)}" if workers else "-"),
                     ]
                 )
                 + d.line_chart(
@@ -287,11 +374,33 @@ class WebServer:
                     [d.Series("events/s", rates, d.PALETTE[0])],
                     "Throughput",
                     height=200,
+                )
+                + (
+                    d.table(
+                        [
+                            "worker",
+                            "state",
+                            "consumed",
+                            "events/s",
+                            "emitted",
+                            "pending timers",
+                            "partitions",
+                        ],
+                        per_worker,
+                    )
+                    if per_worker
+                    else ""
                 ),
-                "Throughput of this worker, sampled every 2 s.",
+                "Events loaded into ClickHouse per second (sampled every 2 s), and each journey "
+                f"worker's own figures. Loader: {status['loaded']:,} facts read, "
+                f"{status['sink_rows']:,} rows stored, {status['duplicate_rows']:,} duplicates "
+                "dropped.",
             )
         ]
-        dead = sorted(ingest.dead.items(), key=lambda kv: -kv[1])
+        dead = await self._rows(
+            "SELECT reason_code, count() AS n FROM {db}.deadletters FINAL "
+            "GROUP BY reason_code ORDER BY n DESC"
+        )
         sections.append(
             d.section(
                 "Dead letters by reason",

@@ -32,9 +32,11 @@ Delivery guarantees, and what provides each:
   cannot hold) is bisected until the failing rows are isolated; each becomes a dead letter
   (``insert_failed``, through ``on_bad_row``) and the rest is stored. Failures of ClickHouse
   itself (down, hanging, disk full) are retried with backoff: that is backpressure, not data.
-* **Re-sent outputs are stored.** Rows the journey re-sends from a recovered outbox are added with
-  ``force_key``: they bypass the watermarks (the message storing them may be a redelivery) and
-  their keys go into the insert token, so the insert is never mistaken for an earlier one.
+* **A fact published twice is stored once.** A journey worker that crashes publishes some facts
+  again (a redelivered message's canonical event, a re-sent outbox decision), at new offsets of
+  the fact topic. A table registered with ``unique`` key columns drops, before each insert, the
+  rows whose key the batch already holds or ClickHouse already stores: one physical row per
+  event, not only one after ``FINAL``.
 """
 
 from __future__ import annotations
@@ -59,10 +61,8 @@ log = logging.getLogger(__name__)
 Position = tuple[str, int]  # (topic, partition)
 # The broker's end offset of each partition asked for (the offset its next message will get).
 EndOffsets = Callable[[list[Position]], Awaitable[dict[Position, int]]]
-# (table, row, exception) -> (dead-letter table, its row, the dead-letter topic's delivery)
-OnBadRow = Callable[
-    [str, Sequence[Any], BaseException], Awaitable[tuple[str, Sequence[Any], Awaitable[Any]]]
-]
+# (table, row, exception) -> the dead letter's delivery, awaited before the row's message is acked
+OnBadRow = Callable[[str, Sequence[Any], BaseException], Awaitable[Awaitable[Any]]]
 # Raised while building the insert from the rows (client side): the data is wrong, not ClickHouse.
 DATA_ERRORS = (
     DataError, ProgrammingError, TypeError, ValueError, AttributeError, OverflowError,
@@ -81,8 +81,8 @@ class _TableBuffer:
     latest: dict[str, Sequence[Any]] = field(default_factory=dict)
     # Offset range per source partition, for the deduplication token.
     ranges: dict[Position, list[int]] = field(default_factory=dict)
-    # Keys of re-sent rows (``force_key``), for the deduplication token.
-    forced: list[str] = field(default_factory=list)
+    # Positions of the key columns of a table whose rows are stored once per key.
+    unique: tuple[int, ...] = ()
 
 
 @dataclass
@@ -91,6 +91,7 @@ class FlushStats:
     batches: int = 0
     failures: int = 0
     skipped_rows: int = 0
+    duplicate_rows: int = 0  # rows of a unique key already in the batch or in ClickHouse
     bad_rows: int = 0
     last_flush_seconds: float = 0.0
     rows_per_table: dict[str, int] = field(default_factory=dict)
@@ -141,8 +142,13 @@ class ClickHouseSink:
         return not self._failing and (busy is None or time.monotonic() - busy < STALLED_SECONDS)
 
     # --- set-up ------------------------------------------------------------------------------
-    def register_table(self, table: str, columns: Sequence[str]) -> None:
-        self._tables[table] = _TableBuffer(columns=tuple(columns))
+    def register_table(
+        self, table: str, columns: Sequence[str], unique: Sequence[str] = ()
+    ) -> None:
+        """``unique``: key columns; a row whose key is stored already is not inserted again."""
+        self._tables[table] = _TableBuffer(
+            columns=tuple(columns), unique=tuple(columns.index(c) for c in unique)
+        )
 
     def setup(self) -> None:
         self._clickhouse = self._open(self.settings)
@@ -223,17 +229,13 @@ class ClickHouseSink:
         topic: str,
         partition: int,
         offset: int,
-        force_key: str | None = None,
     ) -> None:
-        """Buffer one row produced by the message at ``topic``/``partition``/``offset``.
-        ``force_key``: store it even below the watermark (a re-sent output), keyed so."""
-        if force_key is None and offset <= self._watermarks.get((table, topic, partition), -1):
+        """Buffer one row produced by the message at ``topic``/``partition``/``offset``."""
+        if offset <= self._watermarks.get((table, topic, partition), -1):
             self.stats.skipped_rows += 1
             return
         buffer = self._tables[table]
         buffer.rows.append(row)
-        if force_key is not None:
-            buffer.forced.append(force_key)
         self._track(buffer, topic, partition, offset)
 
     def add_latest(
@@ -292,8 +294,8 @@ class ClickHouseSink:
             for table, buffer in self._tables.items():
                 if buffer.rows or buffer.latest:
                     rows = buffer.rows + list(buffer.latest.values())
-                    batches.append((table, buffer.columns, rows, buffer.ranges, buffer.forced))
-                    self._tables[table] = _TableBuffer(columns=buffer.columns)
+                    batches.append((table, buffer, rows))
+                    self._tables[table] = _TableBuffer(columns=buffer.columns, unique=buffer.unique)
             erasures, self._erasures = self._erasures, {}
             acks, self._acks = self._acks, []
             pending, self._pending = self._pending, []
@@ -301,9 +303,11 @@ class ClickHouseSink:
             started = time.perf_counter()
             written = 0
             bad: list[tuple[str, Sequence[Any], BaseException]] = []
-            for table, columns, rows, ranges, forced in batches:
+            for table, buffer, rows in batches:
+                if buffer.unique:
+                    rows = await self._new_keys_only(table, buffer, rows)
                 written += await self._insert_isolating(
-                    table, columns, rows, _token(table, ranges, forced), bad
+                    table, buffer.columns, rows, _token(table, buffer.ranges), bad
                 )
                 self.stats.rows_per_table[table] = self.stats.rows_per_table.get(table, 0) + len(
                     rows
@@ -365,25 +369,43 @@ class ClickHouseSink:
     async def _dead_letter_rows(
         self, bad: list[tuple[str, Sequence[Any], BaseException]]
     ) -> list[Awaitable[Any]]:
-        """Dead letters for refused rows, stored before the acks of the messages behind them."""
+        """Dead letters for refused rows, on the broker before the messages behind them are
+        acked (the loader stores them when it reads them back)."""
         if self.on_bad_row is None:
             return []
-        deliveries: list[Awaitable[Any]] = []
-        by_table: dict[str, list[Sequence[Any]]] = {}
-        for table, row, exc in bad:
-            letter_table, letter_row, delivery = await self.on_bad_row(table, row, exc)
-            deliveries.append(delivery)
-            by_table.setdefault(letter_table, []).append(letter_row)
-        for letter_table, letter_rows in by_table.items():
-            keys = [str(row[0]) for row in letter_rows]
-            refused: list[tuple[str, Sequence[Any], BaseException]] = []
-            await self._insert_isolating(
-                letter_table, self._tables[letter_table].columns, letter_rows,
-                _token(letter_table, {}, keys), refused,
-            )  # fmt: skip
-            for _, row, exc in refused:  # the topic has it; nothing more can be done here
-                log.error("dead letter %s cannot be stored either: %s", row[0], _summary(exc))
-        return deliveries
+        return [await self.on_bad_row(table, row, exc) for table, row, exc in bad]
+
+    async def _new_keys_only(
+        self, table: str, buffer: _TableBuffer, rows: list[Sequence[Any]]
+    ) -> list[Sequence[Any]]:
+        """The rows whose key is neither earlier in the batch nor stored in ClickHouse."""
+        positions = buffer.unique
+        fresh: dict[tuple[Any, ...], Sequence[Any]] = {}
+        for row in rows:
+            fresh.setdefault(tuple(row[i] for i in positions), row)
+        names = [buffer.columns[i] for i in positions]
+        where = " AND ".join(f"{name} IN {{k{n}:Array(String)}}" for n, name in enumerate(names))
+        ch = self.clickhouse
+        stored = await self._query_with_retry(
+            f"lookup of {len(fresh)} keys in {table}",
+            f"SELECT {', '.join(names)} FROM {ch.database}.{table} WHERE {where}",
+            {f"k{n}": sorted({str(key[n]) for key in fresh}) for n in range(len(names))},
+        )
+        for key in stored:
+            fresh.pop(tuple(key), None)
+        self.stats.duplicate_rows += len(rows) - len(fresh)
+        return list(fresh.values())
+
+    async def _query_with_retry(
+        self, what: str, sql: str, parameters: dict[str, Any]
+    ) -> list[Sequence[Any]]:
+        result: list[Sequence[Any]] = []
+
+        def run() -> None:
+            result[:] = self.clickhouse.client.query(sql, parameters=parameters).result_rows
+
+        await self._with_retry(what, run)
+        return result
 
     async def _insert_with_retry(
         self, table: str, columns: Sequence[str], rows: list[Sequence[Any]], token: str
@@ -497,11 +519,8 @@ def _summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-def _token(table: str, ranges: dict[Position, list[int]], forced: Sequence[str] = ()) -> str:
+def _token(table: str, ranges: dict[Position, list[int]]) -> str:
     spans: Iterable[str] = (
         f"{topic}:{partition}:{lo}-{hi}" for (topic, partition), (lo, hi) in sorted(ranges.items())
     )
-    text = "|".join(spans)
-    if forced:
-        text += "|forced:" + ",".join(sorted(forced))
-    return table + ":" + hashlib.sha1(text.encode()).hexdigest()
+    return table + ":" + hashlib.sha1("|".join(spans).encode()).hexdigest()

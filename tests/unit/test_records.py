@@ -127,6 +127,9 @@ def test_schema_files_follow_the_conventions() -> None:
         "customer_changed",
         "trigger",
         "dead_letter",
+        "decision",
+        "journey_event",
+        "customer_snapshot",
     }
     for path in files:
         schema = json.loads(path.read_text())

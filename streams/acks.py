@@ -1,0 +1,122 @@
+"""Where a consumed message is acknowledged: once the broker has acknowledged what it caused.
+
+The worker's agent hands every message it has handled to ``Acks.after`` (its ``ack``), and every
+record that message caused (triggers, decisions, canonical events, snapshots, dead letters,
+re-routed events) to ``Acks.wait_for`` (the producer's delivery future), in that order. A
+background loop, every ``interval`` or as soon as ``max_pending`` deliveries wait, awaits the
+deliveries registered so far and then runs the callbacks registered before them, in order. Faust
+commits only acknowledged offsets, so a crash before that redelivers the message, and the engine's
+outbox (``streams/engine.py``) re-sends what a recovered state had decided.
+
+A delivery that fails (the broker refused the record for good) stops the worker: acknowledging
+the messages behind it would lose the record; not acknowledging them would stall their partitions
+silently. The restarted worker sends it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STOP_SECONDS = 10.0
+
+
+class Acks:
+    def __init__(
+        self,
+        *,
+        interval: float = 0.05,
+        max_pending: int = 10_000,
+        on_fatal: Callable[[BaseException], object] | None = None,
+        before_flush: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """``before_flush``: sends what an output object coalesced (snapshots) first."""
+        self.interval = interval
+        self.max_pending = max_pending
+        self.on_fatal = on_fatal
+        self.before_flush = before_flush
+        self._pending: list[Awaitable[Any]] = []
+        self._callbacks: list[Callable[[], object]] = []
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: asyncio.Task[None] | None = None
+        self.acked = 0  # callbacks run (messages acknowledged, outbox entries made durable)
+        self.flushes = 0
+
+    def wait_for(self, delivery: Awaitable[Any]) -> None:
+        """A record on its way: what is registered after this waits for its acknowledgement."""
+        self._pending.append(delivery)
+        if len(self._pending) >= self.max_pending:
+            self._wake.set()
+            self._room.clear()
+
+    def after(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once every record registered so far is acknowledged by the broker."""
+        self._callbacks.append(callback)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def wait_for_room(self) -> None:
+        """Backpressure: wait while ``max_pending`` deliveries are outstanding."""
+        if not self._room.is_set():
+            self._wake.set()
+            await self._room.wait()
+
+    async def flush(self) -> int:
+        """Await the deliveries registered so far, then run the callbacks registered before them.
+        Returns the callbacks run."""
+        async with self._lock:
+            if self.before_flush is not None:
+                await self.before_flush()
+            pending, self._pending = self._pending, []
+            callbacks, self._callbacks = self._callbacks, []
+            for delivery in pending:
+                try:
+                    await delivery
+                except Exception as exc:
+                    log.error("the broker refused a record the worker sent: %r; stopping", exc)
+                    if self.on_fatal is not None:
+                        self.on_fatal(exc)
+                    raise
+            for callback in callbacks:
+                callback()
+            self.acked += len(callbacks)
+            self.flushes += 1
+            self._room.set()
+            return len(callbacks)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="acks")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # reported above; the loop that acks every message must not stop
+                await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        """Acknowledge what the broker has, within ``STOP_SECONDS``; the rest is redelivered."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await asyncio.wait_for(self.flush(), timeout=STOP_SECONDS)
+        except Exception as exc:
+            log.warning("stopping before the broker acknowledged everything (%r): the messages "
+                        "behind it are redelivered to the next worker", exc)  # fmt: skip

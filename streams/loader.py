@@ -1,0 +1,286 @@
+"""The analytics loader (``journey loader``): the workers' fact topics into ClickHouse.
+
+It reads ``journey.events``, ``journey.decisions``, ``journey.customers`` and
+``journey.deadletter`` (one Faust agent, one consumer group ``<app_id>-loader``) and stores each
+record as a row of ``events``, ``triggers``, ``customers`` and ``deadletters``, with the
+guarantees of ``sinks/clickhouse/sink.py``: a message is acknowledged (so its offset committed)
+only after its row is stored, every insert carries a deduplication token, restart watermarks skip
+rows already stored, and a fact published twice by a worker that crashed is stored once.
+
+A tombstone on ``journey.customers`` (an erasure) deletes the customer's rows from every table
+and is remembered in ``erasures``: facts of that customer read afterwards (on another topic, or
+published before the erasure) are not stored.
+
+The loader owns the embedded ClickHouse (chdb allows one process per data path) and serves the
+dashboard, ``/sql`` and what ``journey sql``/``journey report`` ask, on analyst sessions of their
+own (``AnalystQueries``), so a long query never stalls loading. Against a ClickHouse server,
+several loaders split the partitions of the fact topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from schemas.codec import Codec, DecodeError
+from schemas.records import CustomerSnapshot, DeadLetter, Decision, JourneyEvent
+from sinks.clickhouse.rows import (
+    CUSTOMERS_COLUMNS,
+    CUSTOMERS_TABLE,
+    DEADLETTERS_COLUMNS,
+    DEADLETTERS_TABLE,
+    EVENTS_COLUMNS,
+    EVENTS_TABLE,
+    TRIGGERS_COLUMNS,
+    TRIGGERS_TABLE,
+    customer_row,
+    deadletter_row,
+    event_row,
+    trigger_row,
+)
+from sinks.clickhouse.sink import ClickHouseSink
+from streams.app import broker_credentials
+from streams.clock import Clock
+from streams.health import BrokerProbe, Health
+from streams.metrics import LoaderMetrics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ERASURES_TABLE = "erasures"
+ERASURES_COLUMNS = ("customer_id", "erased_at", "source_topic", "source_partition", "source_offset")
+# Tables whose rows of an erased customer are deleted.
+ERASE_TABLES = ("events", "triggers", "customers", "customer_stages", "customer_predictions")
+DEADLETTER_VALUE_LIMIT = 512 * 1024
+
+
+@dataclass
+class LoaderStats:
+    """What the loader has done, read by the console, ``/metrics`` and the dashboard."""
+
+    consumed: dict[str, int] = field(default_factory=dict)  # per fact topic
+    erased: int = 0
+    undecodable: int = 0
+    skipped_erased: int = 0  # facts of erased customers not stored
+
+
+@dataclass
+class Loader:
+    settings: Settings
+    app: faust.App
+    sink: ClickHouseSink
+    codec: Codec
+    clock: Clock
+    metrics: LoaderMetrics
+    health: Health
+    stats: LoaderStats
+    erased: set[str]
+    web: Any = None
+    started: float = field(default_factory=time.monotonic)
+    rebuilt: bool = False
+
+
+def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
+    clock = clock or settings.clock()
+    codec = Codec.load(max_value_bytes=settings.max_value_bytes)
+    datadir = settings.data_dir / "faust" / "loader"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"{settings.app_id}-loader",
+        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
+        datadir=str(datadir),
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=settings.commit_interval / 1000,
+        broker_commit_every=settings.commit_every,
+        broker_session_timeout=settings.consumer_session_timeout / 1000,
+        broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3000),
+        web_enabled=False,
+        autodiscover=False,
+    )
+    metrics = LoaderMetrics()
+    deadletters = app.topic(
+        settings.topic("deadletter"), key_serializer="raw", value_serializer="raw"
+    )
+    stats = LoaderStats()
+
+    async def bad_row(table: str, row: Sequence[Any], exc: BaseException) -> Any:
+        """A row ClickHouse refused (its data): a dead letter naming the fact it came from."""
+        topic, partition, offset = str(row[-3]), int(row[-2]), int(row[-1])
+        summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        # json, not orjson: the refused value may be an integer beyond 64 bits.
+        value = json.dumps(list(row), default=repr).encode()
+        letter = DeadLetter(
+            dead_letter_id=f"{topic}/{partition}/{offset}#{table}",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            reason_code="insert_failed",
+            reason=f"its row for ClickHouse table {table} was refused: {summary[:1000]}",
+            failed_at=time.time_ns() // 1_000_000,
+            key=str(row[0]).encode()[:1024],
+            value=value[:DEADLETTER_VALUE_LIMIT],
+            record_type=f"row:{table}",
+        )
+        return await deadletters.send(key=letter.key, value=codec.encode(letter))
+
+    sink = ClickHouseSink(
+        settings,
+        on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)),
+        on_flush=metrics.sink_flush.observe,
+        on_bad_row=bad_row,
+    )
+    sink.register_table(EVENTS_TABLE, EVENTS_COLUMNS, unique=("customer_id", "event_id"))
+    sink.register_table(
+        TRIGGERS_TABLE, TRIGGERS_COLUMNS, unique=("customer_id", "trigger_id", "status")
+    )
+    sink.register_table(CUSTOMERS_TABLE, CUSTOMERS_COLUMNS)
+    sink.register_table(DEADLETTERS_TABLE, DEADLETTERS_COLUMNS, unique=("dead_letter_id",))
+    sink.register_table(ERASURES_TABLE, ERASURES_COLUMNS)
+    loader = Loader(
+        settings=settings,
+        app=app,
+        sink=sink,
+        codec=codec,
+        clock=clock,
+        metrics=metrics,
+        health=Health(BrokerProbe(settings.kafka_bootstrap), lambda: sink.reachable),
+        stats=stats,
+        erased=set(),
+    )
+    store = FactStore(loader)
+    facts = app.topic(*settings.fact_topics(), key_serializer="raw", value_serializer="raw")
+
+    @app.agent(facts, name="loader", concurrency=1)
+    async def load(stream: Any) -> None:
+        async for event in stream.noack().events():
+            await sink.wait_for_watermarks()
+            message = event.message
+            store.add(message.topic, message.partition, message.offset, message.key, message.value)
+            # Acknowledged once its row is stored (and a refused row's dead letter is on Kafka).
+            sink.after_flush(event.ack)
+            await sink.wait_for_room()
+
+    consumed = set(settings.fact_topics())
+
+    async def end_offsets(positions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        tps = [TP(t, p) for t, p in positions if t in consumed]
+        ends = await app.consumer.highwaters(*tps) if tps else {}
+        return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def _forget(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        sink.forget_watermarks()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        rows = await sink.clickhouse.aquery_rows(
+            f"SELECT customer_id FROM {sink.clickhouse.database}.{ERASURES_TABLE}"
+        )
+        loader.erased = {str(row[0]) for row in rows}
+        await sink.load_watermarks(end_offsets)
+        loader.rebuilt = True
+
+    metrics.attach(loader)
+    if settings.web_port:
+        from streams.web import LoaderWeb
+
+        loader.web = LoaderWeb(loader)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _start() -> None:
+        sink.start()
+        loader.health.broker.start()
+        if loader.web is not None:
+            await loader.web.start()
+
+    if settings.prediction_interval:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def _predict() -> None:
+            from streams.predictions import predict_every
+
+            await predict_every(lambda: sink.clickhouse, settings.prediction_interval, clock.now_ms)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _stop(app: faust.App, **kwargs: Any) -> None:
+        await loader.health.broker.stop()
+        await sink.stop()
+        if loader.web is not None:
+            await loader.web.stop()
+
+    return loader
+
+
+class FactStore:
+    """One fact-topic record into its row (or an erasure)."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+        self.sink = loader.sink
+        self.codec = loader.codec
+        settings = loader.settings
+        self.events = settings.topic("journey_events")
+        self.decisions = settings.topic("decisions")
+        self.snapshots = settings.topic("snapshots")
+        self.deadletters = settings.topic("deadletter")
+
+    def add(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        stats = self.loader.stats
+        stats.consumed[topic] = stats.consumed.get(topic, 0) + 1
+        lineage = (topic, partition, offset)
+        if topic == self.snapshots and value is None:
+            self._erase(key, lineage)
+            return
+        try:
+            if topic == self.events:
+                event: JourneyEvent = self.codec.decode(value, JourneyEvent)
+                if self._kept(event.customer_id):
+                    self.sink.add(EVENTS_TABLE, event_row(event, lineage), *lineage)
+            elif topic == self.decisions:
+                decision: Decision = self.codec.decode(value, Decision)
+                if self._kept(decision.customer_id):
+                    self.sink.add(TRIGGERS_TABLE, trigger_row(decision, lineage), *lineage)
+            elif topic == self.snapshots:
+                customer: CustomerSnapshot = self.codec.decode(value, CustomerSnapshot)
+                if self._kept(customer.customer_id):
+                    self.sink.add_latest(
+                        CUSTOMERS_TABLE, customer.customer_id, customer_row(customer, lineage),
+                        *lineage,
+                    )  # fmt: skip
+            elif topic == self.deadletters:
+                letter: DeadLetter = self.codec.decode(value, DeadLetter)
+                self.sink.add(DEADLETTERS_TABLE, deadletter_row(letter, lineage), *lineage)
+        except DecodeError as exc:
+            # Only journey workers write these topics: a record that does not decode was written
+            # by something else. Logged and counted (/metrics); there is nothing to store.
+            stats.undecodable += 1
+            log.error("%s/%d/%d is not a record of this topic: %s", *lineage, exc.reason)
+
+    def _kept(self, customer_id: str) -> bool:
+        if customer_id in self.loader.erased:
+            self.loader.stats.skipped_erased += 1
+            return False
+        return True
+
+    def _erase(self, key: bytes | None, lineage: tuple[str, int, int]) -> None:
+        if not key:
+            return
+        customer_id = key.decode("utf-8", "replace")
+        self.loader.erased.add(customer_id)
+        self.loader.stats.erased += 1
+        self.sink.erase("customer_id", customer_id, ERASE_TABLES)
+        row = (customer_id, time.time_ns() // 1_000_000, *lineage)
+        self.sink.add(ERASURES_TABLE, row, *lineage)

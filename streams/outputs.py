@@ -1,0 +1,85 @@
+"""What a journey worker publishes: every output is a Kafka record, keyed by customer_id.
+
+* ``journey.triggers``: ``Trigger``, a message to send (the email sender reads it);
+* ``journey.decisions``: ``Decision``, every trigger decision whatever its status;
+* ``journey.events``: ``JourneyEvent``, every accepted event in canonical form;
+* ``journey.customers`` (compacted): ``CustomerSnapshot``; a tombstone on erasure;
+* ``journey.deadletter``: ``DeadLetter``, what could not be used, and why;
+* ``journey.repartition``: an input record re-routed to its customer's partition.
+
+Every send is registered with ``Acks``, so the message that caused it is acknowledged only after
+the broker has it. Snapshots are coalesced: only the newest per customer is sent, just before the
+acknowledgements that depend on it (a backlog of one customer's events gives one record, not one
+per event). The loader (``streams/loader.py``) stores the first four fact topics in ClickHouse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from streams.acks import Acks
+from streams.settings import Settings
+
+Headers = Sequence[tuple[str, bytes]]
+# (topic, key, value or None for a tombstone, headers) -> the broker's delivery future
+Produce = Callable[[str, bytes, bytes | None, Headers | None], Awaitable[Awaitable[Any]]]
+
+
+class Outputs:
+    def __init__(self, settings: Settings, produce: Produce, acks: Acks) -> None:
+        self.produce = produce
+        self.acks = acks
+        acks.before_flush = self.send_snapshots
+        self.triggers = settings.topic("triggers")
+        self.decisions = settings.topic("decisions")
+        self.events = settings.topic("journey_events")
+        self.snapshots = settings.topic("snapshots")
+        self.deadletters = settings.topic("deadletter")
+        self.repartition_topic = settings.topic("repartition")
+        self._snapshots: dict[bytes, bytes] = {}
+        self.sent: dict[str, int] = dict.fromkeys(
+            ("triggers", "decisions", "events", "snapshots", "tombstones", "deadletters",
+             "repartitioned"), 0,
+        )  # fmt: skip
+
+    async def _send(
+        self, topic: str, key: bytes, value: bytes | None, headers: Headers | None = None
+    ) -> None:
+        self.acks.wait_for(await self.produce(topic, key, value, headers))
+
+    async def trigger(self, key: bytes, value: bytes) -> None:
+        await self._send(self.triggers, key, value)
+        self.sent["triggers"] += 1
+
+    async def decision(self, key: bytes, value: bytes) -> None:
+        await self._send(self.decisions, key, value)
+        self.sent["decisions"] += 1
+
+    async def event(self, key: bytes, value: bytes) -> None:
+        await self._send(self.events, key, value)
+        self.sent["events"] += 1
+
+    def snapshot(self, key: bytes, value: bytes) -> None:
+        """The customer's newest snapshot: sent before the next acknowledgements."""
+        self._snapshots[key] = value
+
+    async def erased(self, key: bytes) -> None:
+        """A tombstone on the compacted snapshot topic: consumers delete the customer."""
+        self._snapshots.pop(key, None)
+        await self._send(self.snapshots, key, None)
+        self.sent["tombstones"] += 1
+
+    async def dead_letter(self, key: bytes, value: bytes) -> None:
+        await self._send(self.deadletters, key, value)
+        self.sent["deadletters"] += 1
+
+    async def repartition(self, key: bytes, value: bytes, headers: Headers) -> None:
+        await self._send(self.repartition_topic, key, value, headers)
+        self.sent["repartitioned"] += 1
+
+    async def send_snapshots(self) -> None:
+        snapshots, self._snapshots = self._snapshots, {}
+        for key, value in snapshots.items():
+            await self._send(self.snapshots, key, value)
+        self.sent["snapshots"] += len(snapshots)
