@@ -149,4 +149,4 @@ def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
         return None  # no worker here: open the data path directly
     if body.get("clickhouse") != redact_url(url):
         return None  # a worker of another installation: not our data
-    return Result(body["columns"], body["rows"], f"the running worker at {endpoint}")
+    return Result(body["columns"], body["rows"], f"the running loader at {endpoint}")

@@ -96,6 +96,7 @@ def new_env(tmp_path: Path) -> Env:
             "JOURNEY_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}",
             "JOURNEY_SINK_FLUSH_INTERVAL": "200ms",
             "JOURNEY_WEB_PORT": str(free_port()),
+            "JOURNEY_WORKER_WEB_PORT": str(free_port()),
             # A killed worker's partitions move on after 6 s (the broker's minimum), not 45 s.
             "JOURNEY_CONSUMER_SESSION_TIMEOUT": "6s",
             # No scheduled lifetime-value fit unless a test asks for one (test_views does).
@@ -107,7 +108,9 @@ def new_env(tmp_path: Path) -> Env:
 
 @dataclass
 class Worker:
-    """A `journey worker` subprocess and the JSON status lines it prints."""
+    """A pipeline as `journey run` starts it (the loader and journey workers, each a process of
+    the same process group), and the JSON status lines it prints (the workers' figures summed,
+    the loader's, and ``workers``: each worker's)."""
 
     process: subprocess.Popen[str]
     statuses: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
@@ -140,29 +143,40 @@ class Worker:
         raise AssertionError(f"timed out; last status {self.last}\n{''.join(self.output[-8:])}")
 
     def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, as an operator would: the worker shuts down cleanly."""
+        """SIGTERM, as an operator would: the pipeline shuts down cleanly."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise AssertionError("worker did not stop within a minute of SIGTERM") from None
+            self.kill()
+            raise AssertionError("pipeline did not stop within a minute of SIGTERM") from None
+        self._kill_group()  # nothing may outlive it
+        return code
 
     def kill(self) -> None:
-        """SIGKILL: a crash, nothing gets to clean up."""
-        self.process.kill()
+        """SIGKILL to every process of the pipeline: a crash, nothing gets to clean up."""
+        self._kill_group()
         self.process.wait(30)
 
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
-def launch_worker(env: Env, **extra: str) -> Worker:
-    """Start a `journey worker` of ``env``; the caller kills it (``start_worker`` does)."""
+
+def launch_worker(env: Env, workers: int = 1, **extra: str) -> Worker:
+    """Start the pipeline of ``env`` (the loader and ``workers`` journey workers, as
+    `journey run --no-simulate --no-sender` does); the caller kills it (``start_worker`` does)."""
     process = subprocess.Popen(
         [
             JOURNEY,
             "--log-level",
             os.environ.get("JOURNEY_TEST_LOG_LEVEL", "warning"),
-            "worker",
+            "run",
+            "--no-simulate",
+            "--no-sender",
+            "--workers",
+            str(workers),
             "--status-every",
             "0.3",
             "--status-format",
@@ -173,6 +187,7 @@ def launch_worker(env: Env, **extra: str) -> Worker:
         stderr=subprocess.STDOUT,
         text=True,
         cwd=env.tmp,
+        start_new_session=True,  # its own process group: kill() reaches the children too
     )
     worker = Worker(process)
     threading.Thread(target=worker._read, daemon=True).start()

@@ -178,7 +178,7 @@ def test_attacks_fail_and_leave_nothing_behind(env: Env, start_worker: Any, tmp_
                        JOURNEY_WEB_TOKEN=TOKEN)  # fmt: skip
     assert json.loads(done.stdout) == [{"n": len(events)}]
     report = env.journey("report", JOURNEY_WEB_TOKEN=TOKEN).stdout
-    assert "Funnel" in report and "running worker" in report
+    assert "Funnel" in report and "running loader" in report
     without = env.journey("sql", "SELECT 1", check=False)
     assert without.returncode != 0 and "JOURNEY_WEB_TOKEN" in without.stderr
     assert TOKEN not in "".join(worker.output)

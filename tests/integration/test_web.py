@@ -1,4 +1,5 @@
-"""The worker's HTTP endpoint: health, readiness, Prometheus metrics and read-only SQL."""
+"""The HTTP endpoints: a worker's (health, readiness, metrics, status) and the loader's
+(health, readiness, metrics, read-only SQL)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from streams.metrics import METRIC_NAMES
+from streams.metrics import LOADER_METRIC_NAMES, WORKER_METRIC_NAMES
 from tests.integration.conftest import Env, publish
 from tests.integration.test_ingest_path import as_messages, valid_events
 
@@ -34,17 +35,21 @@ def sample(metrics: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_move_as_events_are_processed(env: Env, start_worker: Any) -> None:
-    base = f"http://127.0.0.1:{env.vars['JOURNEY_WEB_PORT']}"
+    base = f"http://127.0.0.1:{env.vars['JOURNEY_WEB_PORT']}"  # the loader
+    own = f"http://127.0.0.1:{env.vars['JOURNEY_WORKER_WEB_PORT']}"  # the (one) worker
     env.journey("topics", "create")
     worker = start_worker()
-    worker.wait_until(lambda s: s.get("ready"))
-    assert get(f"{base}/health") == (200, "ok\n")
-    assert get(f"{base}/ready")[0] == 200
+    worker.wait_until(lambda s: s.get("ready") and s.get("loader_ready"))
+    for url in (base, own):
+        assert get(f"{url}/health") == (200, "ok\n")
+        assert get(f"{url}/ready")[0] == 200
 
-    status, before = get(f"{base}/metrics")
+    status, before = get(f"{own}/metrics")
     assert status == 200
-    for name in METRIC_NAMES:
-        assert f"# HELP {name}" in before or f"# HELP {name.removesuffix('_total')}" in before, name
+    _, loader_before = get(f"{base}/metrics")
+    for names, text in ((WORKER_METRIC_NAMES, before), (LOADER_METRIC_NAMES, loader_before)):
+        for name in names:
+            assert f"# HELP {name}" in text or f"# HELP {name.removesuffix('_total')}" in text, name
     orders_topic = env.settings().topic("orders")
     assert sample(before, "journey_events_consumed_total", topic=orders_topic) == 0
 
@@ -54,14 +59,18 @@ def test_metrics_move_as_events_are_processed(env: Env, start_worker: Any) -> No
         lambda s: s.get("events_rows", 0) >= len(events) and s.get("deadletter_rows", 0) >= 1
     )
 
-    _, after = get(f"{base}/metrics")
+    _, after = get(f"{own}/metrics")
     assert sample(after, "journey_events_consumed_total", topic=orders_topic) == 6
     assert sample(after, "journey_dead_letters_total", reason="bad_header") == 1
     assert sample(after, "journey_triggers_total", type="ORDER_CONFIRMATION", status="EMITTED") == 5
     assert sample(after, "journey_event_processing_seconds_count") >= len(events)
-    assert sample(after, "journey_sink_rows_total", table="events") >= len(events)
-    assert sample(after, "journey_sink_batches_total") >= 1
-    assert sample(after, "journey_sink_flush_seconds_count") >= 1
+    assert sample(after, "journey_records_sent_total", kind="events") == len(events)
+    _, loaded = get(f"{base}/metrics")
+    assert sample(loaded, "journey_sink_rows_total", table="events") >= len(events)
+    assert sample(loaded, "journey_sink_batches_total") >= 1
+    assert sample(loaded, "journey_sink_flush_seconds_count") >= 1
+    _, status_json = get(f"{own}/status")
+    assert '"role": "worker"' in status_json
     for partition in range(3):
         assert (
             sample(after, "journey_consumer_lag", topic=orders_topic, partition=str(partition)) == 0
@@ -71,7 +80,7 @@ def test_metrics_move_as_events_are_processed(env: Env, start_worker: Any) -> No
     done = env.journey("sql", "SELECT count() AS n FROM journey.events FINAL", "--format", "json")
     assert done.stdout.strip() == f'[{{"n": {len(events)}}}]'
     report = env.journey("report").stdout
-    assert "Funnel" in report and "running worker" in report
+    assert "Funnel" in report and "running loader" in report
     refused = env.journey("sql", "DROP TABLE journey.events", check=False)
     assert refused.returncode != 0 and "read-only" in refused.stderr
     status, body = get(

@@ -94,7 +94,7 @@ def test_sql_finds_the_worker_on_another_port(worker: tuple[Settings, int]) -> N
     assert served.web_port == 6066 and port != 6066  # the client does not know the port
     result = run_query(served, "SELECT 1")
     assert result.rows == [[1, "SELECT 1"]]
-    assert result.source == f"the running worker at http://127.0.0.1:{port}/sql"
+    assert result.source == f"the running loader at http://127.0.0.1:{port}/sql"
 
 
 def test_cli_sql_with_format_clause(worker: tuple[Settings, int], tmp_path: Path) -> None:
