@@ -43,7 +43,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import functools
 import io
 import json
 import operator
@@ -52,7 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, is_dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 import fastavro
 import orjson
@@ -63,11 +62,7 @@ from schemas import records
 from schemas.registry import CONFLUENT_HEADER_LEN, confluent_frame, confluent_schema_id
 from schemas.resolution import resolution_problem
 
-if TYPE_CHECKING:
-    from faust.serializers.codecs import Codec as FaustCodec
-
 __all__ = [
-    "FAUST_CODEC_NAME",
     "REASON_CODES",
     "SOE_MAGIC",
     "Codec",
@@ -76,13 +71,10 @@ __all__ = [
     "ReasonCode",
     "SchemaLoadError",
     "SchemaVersion",
-    "faust_codec_class",
-    "register_faust_codecs",
 ]
 
 SOE_MAGIC: Final = b"\xc3\x01"
 _HEADER_LEN: Final = 10
-FAUST_CODEC_NAME: Final = "journey-avro"
 DEFAULT_SCHEMA_DIR: Final = Path(__file__).resolve().parent
 
 ReasonCode = Literal[
@@ -1419,40 +1411,3 @@ class Codec:
         except _Invalid as exc:
             raise DecodeError("validation", str(exc.args[0])) from None
         return record.build(datum)
-
-
-# --------------------------------------------------------------------------------------------
-# Faust
-# --------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def faust_codec_class() -> type[FaustCodec]:
-    """The Faust codec class (built on first use: importing Faust takes a fifth of a second)."""
-    from faust.serializers import codecs as faust_codecs
-
-    class FaustAvroCodec(faust_codecs.Codec):
-        """Faust codec ``journey-avro``: record <-> single-object encoding (by fingerprint)."""
-
-        def __init__(
-            self, children: tuple[Any, ...] | None = None, *, codec: Codec, **kwargs: Any
-        ) -> None:
-            super().__init__(children, codec=codec, **kwargs)
-            self.codec = codec
-
-        def _dumps(self, s: Any) -> bytes:
-            return self.codec.encode(s)
-
-        def _loads(self, s: bytes) -> Any:
-            return self.codec.decode(s, None)
-
-    return FaustAvroCodec
-
-
-def register_faust_codecs(codec: Codec, name: str = FAUST_CODEC_NAME) -> FaustCodec:
-    """Register the ``journey-avro`` codec with Faust (``value_serializer="journey-avro"``)."""
-    from faust.serializers import codecs as faust_codecs
-
-    faust_codec = faust_codec_class()(codec=codec)
-    faust_codecs.register(name, faust_codec)
-    return faust_codec

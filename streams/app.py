@@ -27,7 +27,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from schemas.codec import Codec, register_faust_codecs
+from schemas.codec import Codec
 from streams.acks import Acks
 from streams.clock import Clock
 from streams.engine import JourneyEngine
@@ -110,7 +110,6 @@ def create_pipeline(
     partitions = partitions or settings.partitions
     clock = clock or Clock(settings.clock_speed)
     codec = codec or Codec.load(max_value_bytes=settings.max_value_bytes)
-    register_faust_codecs(codec)
     datadir = settings.data_dir / "faust" / settings.worker_name
     datadir.mkdir(parents=True, exist_ok=True)
     app = _App(

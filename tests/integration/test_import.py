@@ -16,7 +16,7 @@ import orjson
 
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS, CustomerChanged
-from sinks.clickhouse.rows import event_type
+from streams.facts import event_type
 from streams.simulator import DAY, Behaviour, SimulationConfig, generate
 from tests.integration.conftest import Env, consume_all
 

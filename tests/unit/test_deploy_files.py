@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.metrics import METRIC_NAMES
+from streams.metrics import LOADER_METRIC_NAMES, WORKER_METRIC_NAMES
 from streams.settings import ENV_PREFIX, Settings, variable_names
 
+METRIC_NAMES = (*WORKER_METRIC_NAMES, *LOADER_METRIC_NAMES)
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_DIR = DEPLOY / "compose"
@@ -329,11 +330,11 @@ def promql_expressions() -> list[str]:
 
 
 def exposition() -> dict[str, set[str]]:
-    """Sample name -> label names, from what a worker's /metrics really serves."""
+    """Sample name -> label names, from what a worker's and the loader's /metrics serve."""
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from streams.metrics import Metrics
+    from streams.metrics import LoaderMetrics, Metrics
 
     pipeline = SimpleNamespace(
         ingest=SimpleNamespace(
@@ -345,16 +346,27 @@ def exposition() -> dict[str, set[str]]:
         ),
         ordering=_FakeOrdering(),
         engine=SimpleNamespace(decisions={("NPS_SURVEY", "EMITTED"): 1}, index={"c1": 1}),
-        sink=SimpleNamespace(
-            stats=SimpleNamespace(rows_per_table={"events": 2}, batches=1, failures=0),
-            impossible_watermarks={},
-        ),
+        outputs=SimpleNamespace(sent={"events": 3}),
+        acks=SimpleNamespace(pending=1),
     )
     metrics = Metrics()
     metrics.attach(pipeline, lambda: {("shop.orders", 0): 5})  # type: ignore[arg-type]
-    for histogram in (metrics.timer_lateness, metrics.processing, metrics.sink_flush):
+    for histogram in (metrics.timer_lateness, metrics.processing):
         histogram.observe(0.01)
+    loader = SimpleNamespace(
+        sink=SimpleNamespace(
+            stats=SimpleNamespace(
+                rows_per_table={"events": 2}, batches=1, failures=0, duplicate_rows=0
+            ),
+            impossible_watermarks={},
+        ),
+        stats=SimpleNamespace(consumed={"journey.events": 2}, undecodable=0),
+    )
+    loader_metrics = LoaderMetrics()
+    loader_metrics.attach(loader)  # type: ignore[arg-type]
+    loader_metrics.sink_flush.observe(0.01)
     text = generate_latest(metrics.registry).decode()
+    text += generate_latest(loader_metrics.registry).decode()
     labels: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -1,64 +1,103 @@
-"""The engine's outbox and copy-on-write, with an in-memory table, sink and producer."""
+"""The engine against an in-memory table and broker (no Kafka, no ClickHouse): the outbox,
+copy-on-write, and the records each message publishes."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 import streams.engine as engine_module
 from schemas.codec import Codec
-from schemas.records import OrderChanged, OrderItem, Trigger
-from sinks.clickhouse.sink import ClickHouseSink
+from schemas.records import (
+    CustomerSnapshot,
+    Decision,
+    JourneyEvent,
+    OrderChanged,
+    OrderItem,
+    Trigger,
+)
+from streams.acks import Acks
 from streams.clock import Clock
 from streams.engine import JourneyEngine, unpack, unpack_prefix
 from streams.journey.config import JourneyConfig
+from streams.outputs import Outputs
 from streams.settings import Settings
-from tests.unit.test_sink import FakeClickHouse, FakeClient
 
 CODEC = Codec.load()
 T = 1_780_000_000_000
+SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+class FakeBroker:
+    """Records what is produced; deliveries complete when ``acknowledge`` is called."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes | None]] = []
+        self.headers: list[list[Any]] = []
+        self.waiting: list[asyncio.Future[None]] = []
+
+    async def produce(
+        self, topic: str, key: bytes, value: bytes | None, headers: Sequence[Any] | None
+    ) -> Any:
+        self.records.append((topic, key, value))
+        self.headers.append(list(headers or ()))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(done)
+        return done
+
+    def acknowledge(self) -> None:
+        for done in self.waiting:
+            if not done.done():
+                done.set_result(None)
+        self.waiting.clear()
+
+    def on(self, short: str, record: type | None = None) -> list[Any]:
+        topic = SETTINGS.topic(short)
+        found = [(key, value) for t, key, value in self.records if t == topic]
+        if record is None:
+            return found
+        return [CODEC.decode(value, record) for _, value in found]
 
 
 class World:
-    """A table that outlives workers (the changelog), and one worker's engine, sink, producer."""
+    """A table that outlives workers (the changelog), and one worker's engine and outputs."""
 
     def __init__(self, table: dict[bytes, bytes] | None = None) -> None:
         self.table: dict[bytes, bytes] = {} if table is None else table
-        self.client = FakeClient()
-        settings = Settings(_env_file=None, sink_retry_backoff="1ms")  # type: ignore[call-arg]
-        self.sink = ClickHouseSink(settings, clickhouse=lambda s: FakeClickHouse(self.client))  # type: ignore[arg-type,return-value]
-        for table_name in ("events", "deadletters"):
-            self.sink.register_table(table_name, ("x",))
-        self.sent: list[Trigger] = []
+        self.broker = FakeBroker()
+        self.acks = Acks()
+        self.outputs = Outputs(SETTINGS, self.broker.produce, self.acks)
         self.failures: list[tuple[str, BaseException]] = []
-
-        async def send(key: bytes, value: bytes) -> Any:
-            self.sent.append(CODEC.decode(value, Trigger))
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
 
         async def failed(t: str, p: int, o: int, customer: str, exc: BaseException) -> None:
             self.failures.append((customer, exc))
 
         self.engine = JourneyEngine(
             self.table,
-            self.sink,
+            self.outputs,
             CODEC,
             JourneyConfig(),
             Clock(wall_ms=lambda: T),
-            send,
             on_failure=failed,
         )
-        self.sink.setup()
 
-    def trigger_rows(self) -> list[Any]:
-        return [
-            row for table, rows, _ in self.client.inserts if "triggers" in table for row in rows
-        ]
+    @property
+    def sent(self) -> list[Trigger]:
+        return self.broker.on("triggers", Trigger)
+
+    def decisions(self) -> list[Decision]:
+        return self.broker.on("decisions", Decision)
+
+    async def durable(self) -> None:
+        """The broker acknowledges everything sent so far, and the acks run."""
+        self.broker.acknowledge()
+        flushing = asyncio.ensure_future(self.acks.flush())
+        await asyncio.sleep(0)
+        self.broker.acknowledge()  # snapshots sent by the flush itself
+        await flushing
 
 
 def placed(event_id: str = "e1", customer: str = "c1") -> OrderChanged:
@@ -67,18 +106,65 @@ def placed(event_id: str = "e1", customer: str = "c1") -> OrderChanged:
     )
 
 
-async def test_decisions_stay_in_the_outbox_until_a_flush_stored_them() -> None:
+async def test_decisions_stay_in_the_outbox_until_the_broker_acknowledged_them() -> None:
     world = World()
     await world.engine.on_event(placed(), "shop.orders", 0, 5)
     (confirmation,) = world.sent
     value = world.table[b"c1"]
     assert unpack_prefix(value)[2] is True  # flagged: the rebuild finds it without decoding
     assert [entry[1][0] for entry in unpack(value).outbox] == [confirmation.trigger_id]
-    await world.sink.flush()
-    await world.engine.on_tick(0, "journey.ticks", 1)  # trims what the flush made durable
+    await world.engine.on_tick(0, "journey.ticks", 1)
+    assert unpack(world.table[b"c1"]).outbox != []  # not acknowledged yet: kept
+    await world.durable()
+    await world.engine.on_tick(0, "journey.ticks", 2)  # trims what became durable
     value = world.table[b"c1"]
     assert unpack_prefix(value)[2] is False and unpack(value).outbox == []
-    assert [row[0] for row in world.trigger_rows()] == [confirmation.trigger_id]
+    assert [d.trigger_id for d in world.decisions()] == [confirmation.trigger_id]
+
+
+async def test_a_message_publishes_its_event_decisions_and_snapshot() -> None:
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 2, 7)
+    (event,) = world.broker.on("journey_events", JourneyEvent)
+    assert (event.event_id, event.event_type, event.amount_minor) == ("e1", "order.placed", 2_000)
+    assert (event.input_topic, event.input_partition, event.input_offset) == ("shop.orders", 2, 7)
+    (decision,) = world.decisions()
+    assert decision.status == "EMITTED" and decision.trigger_type == "ORDER_CONFIRMATION"
+    assert world.broker.on("snapshots") == []  # coalesced: sent before the next acks
+    await world.durable()
+    (snapshot,) = world.broker.on("snapshots", CustomerSnapshot)
+    assert (snapshot.customer_id, snapshot.orders_count, snapshot.revenue_minor) == ("c1", 1, 2_000)
+    # Every record is keyed by customer_id (the loader and any consumer rely on it).
+    assert {key for _, key, _ in world.broker.records} == {b"c1"}
+
+
+async def test_a_message_is_acknowledged_only_after_everything_it_caused() -> None:
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    acked: list[int] = []
+    world.acks.after(lambda: acked.append(5))
+    flushing = asyncio.ensure_future(world.acks.flush())
+    await asyncio.sleep(0.01)
+    assert acked == [] and not flushing.done()  # the broker has not acknowledged yet
+    world.broker.acknowledge()
+    await asyncio.sleep(0)
+    world.broker.acknowledge()  # the snapshot the flush sent first
+    await flushing
+    assert acked == [5]
+
+
+async def test_an_erasure_sends_a_tombstone_and_nothing_after_it() -> None:
+    from schemas.records import CustomerChanged
+
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    await world.engine.on_event(
+        CustomerChanged("x1", "c1", T + 1, "ERASED"), "shop.customers", 0, 6
+    )
+    await world.engine.on_event(placed("e9"), "shop.orders", 0, 7)
+    await world.durable()
+    assert world.broker.on("snapshots") == [(b"c1", None)]  # the coalesced snapshot is dropped
+    assert [e.event_id for e in world.broker.on("journey_events", JourneyEvent)] == ["e1"]
 
 
 async def test_a_crash_before_the_flush_resends_the_outbox_with_the_same_ids() -> None:
@@ -90,9 +176,11 @@ async def test_a_crash_before_the_flush_resends_the_outbox_with_the_same_ids() -
     # The redelivered event is a duplicate for the model, but its outputs are not lost.
     await second.engine.on_event(placed(), "shop.orders", 0, 5)
     await second.engine.on_tick(0, "journey.ticks", 9)
-    await second.sink.flush()
+    await second.durable()
     assert [t.trigger_id for t in second.sent] == [t.trigger_id for t in first.sent]
-    assert [row[0] for row in second.trigger_rows()] == [first.sent[0].trigger_id]
+    assert [d.trigger_id for d in second.decisions()] == [first.sent[0].trigger_id]
+    # The redelivered message publishes its event again (same event_id: the loader keeps one).
+    assert [e.event_id for e in second.broker.on("journey_events", JourneyEvent)] == ["e1"]
     assert second.engine.resent == 1
     await second.engine.on_tick(0, "journey.ticks", 10)
     assert unpack(second.table[b"c1"]).outbox == []
@@ -104,9 +192,11 @@ async def test_a_recovered_outbox_is_resent_on_the_partitions_tick() -> None:
     second = World(first.table)
     second.engine.rebuild(second.table.items(), {0})
     await second.engine.on_tick(0, "journey.ticks", 9)
-    await second.sink.flush()
+    await second.durable()
     assert [t.trigger_id for t in second.sent] == [t.trigger_id for t in first.sent]
-    assert len(second.trigger_rows()) == 1
+    assert len(second.decisions()) == 1
+    # A re-sent outbox goes with a fresh snapshot (the first one may have been lost too).
+    assert [s.customer_id for s in second.broker.on("snapshots", CustomerSnapshot)] == ["c1"]
 
 
 async def test_a_failing_step_leaves_the_stored_state_as_it_was(
@@ -139,7 +229,7 @@ async def test_a_customer_failing_in_a_tick_is_reported_and_the_others_fire(
     world = World()
     for customer in ("c1", "c2"):
         await world.engine.on_event(placed("e-" + customer, customer), "shop.orders", 0, 5)
-    await world.sink.flush()
+    await world.durable()
     real = engine_module.fire_due
 
     def broken_for_c1(state: Any, now: int, config: Any) -> Any:

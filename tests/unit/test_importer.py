@@ -30,8 +30,8 @@ from schemas.records import (
     PageViewed,
     ShipmentChanged,
 )
-from sinks.clickhouse.rows import event_type
 from streams.cli import main
+from streams.facts import event_type
 from streams.importer import (
     EVENT_TYPES,
     ImportFileError,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 
 from schemas.codec import Codec
 from schemas.records import FeedbackGiven
+from streams.acks import Acks
 from streams.ingest import SOURCE_HEADER, Ingest, key_partition
+from streams.outputs import Outputs
 from streams.settings import Settings
+from tests.unit.test_engine import FakeBroker
 
 # Kafka's own test vectors for Utils.murmur2 (clients/.../utils/UtilsTest.java).
 JAVA_MURMUR2 = {
@@ -30,42 +32,13 @@ def test_key_partition_is_the_java_clients_default(key: bytes, partitions: int) 
     assert key_partition(key, partitions) == (JAVA_MURMUR2[key] & 0x7FFFFFFF) % partitions
 
 
-class FakeSink:
-    def __init__(self) -> None:
-        self.rows: list[Any] = []
-
-    def register_table(self, table: str, columns: Any) -> None:
-        pass
-
-    def wait_for(self, delivery: Any) -> None:
-        pass
-
-    def add(self, table: str, row: Any, *source: Any) -> None:
-        self.rows.append((table, row))
-
-
 async def test_a_record_on_another_partition_than_its_key_is_rerouted_not_applied(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     codec = Codec.load()
     settings = Settings(_env_file=None, partitions=3)  # type: ignore[call-arg]
-    sent: list[tuple[bytes, bytes, Any]] = []
-
-    async def send_repartition(key: bytes, value: bytes, headers: Any) -> None:
-        sent.append((key, value, list(headers)))
-
-    async def send_deadletter(key: bytes, value: bytes, headers: Any) -> None:
-        raise AssertionError("not a dead letter")
-
-    sink = FakeSink()
-    ingest = Ingest(
-        settings,
-        codec,
-        sink,  # type: ignore[arg-type]
-        send_deadletter=send_deadletter,  # type: ignore[arg-type]
-        send_repartition=send_repartition,  # type: ignore[arg-type]
-        partitions=3,
-    )
+    broker = FakeBroker()
+    ingest = Ingest(settings, codec, Outputs(settings, broker.produce, Acks()), partitions=3)
     record = FeedbackGiven("e1", "c-cart", 1_000, "NPS", 10)
     key, value = b"c-cart", codec.encode(record)
     right = key_partition(key, 3)
@@ -75,7 +48,8 @@ async def test_a_record_on_another_partition_than_its_key_is_rerouted_not_applie
     with caplog.at_level(logging.WARNING, logger="streams.ingest"):
         assert await ingest.handle(topic, wrong, 5, key, value, []) is None
         assert await ingest.handle(topic, wrong, 6, key, value, []) is None
-    assert sent == [(key, value, [(SOURCE_HEADER, b"feedback")])] * 2
+    assert broker.records == [(settings.topic("repartition"), key, value)] * 2
+    assert broker.headers == [[(SOURCE_HEADER, b"feedback")]] * 2  # no dead letter either
     assert ingest.misrouted == {topic: 2}
     assert ingest.repartitioned == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from streams.metrics import Metrics
+from streams.metrics import LoaderMetrics
 from streams.settings import Settings
-from streams.web import WebServer
+from streams.web import LoaderWeb
 
 HEADER_TIMEOUT = 1.0
 # Generous: 5 other engineers' test suites share 2 cores. A connection that is never cut fails
@@ -31,15 +31,17 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[WebServer]:
+async def server(tmp_path: Path) -> AsyncIterator[LoaderWeb]:
     overrides: dict[str, Any] = {
         "web_port": free_port(),
         "web_header_timeout": f"{HEADER_TIMEOUT}s",
         "data_dir": tmp_path,
     }
     settings = Settings(_env_file=None, **overrides)
-    pipeline: Any = SimpleNamespace(settings=settings, ingest=SimpleNamespace(consumed={}))
-    web = WebServer(pipeline, Metrics())
+    loader: Any = SimpleNamespace(
+        settings=settings, metrics=LoaderMetrics(), stats=SimpleNamespace(consumed={})
+    )
+    web = LoaderWeb(loader)
     await web.start()
     try:
         yield web
@@ -85,7 +87,7 @@ async def trickle(writer: asyncio.StreamWriter, head: bytes, seconds: float) -> 
     ],
 )
 async def test_slow_or_idle_connection_is_cut_while_health_answers(
-    server: WebServer, head: bytes
+    server: LoaderWeb, head: bytes
 ) -> None:
     port = server.settings.web_port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -108,7 +110,7 @@ async def _idle() -> None:
     await asyncio.sleep(3600)
 
 
-async def test_idle_keep_alive_connection_is_cut_after_its_response(server: WebServer) -> None:
+async def test_idle_keep_alive_connection_is_cut_after_its_response(server: LoaderWeb) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.settings.web_port)
     writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -120,7 +122,7 @@ async def test_idle_keep_alive_connection_is_cut_after_its_response(server: WebS
     assert elapsed >= HEADER_TIMEOUT * 0.9
 
 
-async def test_a_prompt_request_is_answered(server: WebServer) -> None:
+async def test_a_prompt_request_is_answered(server: LoaderWeb) -> None:
     """The timeout bounds the request head only: a normal client is not affected by it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.settings.web_port)
     writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
