@@ -204,6 +204,7 @@ def loader_line(snap: dict[str, Any]) -> str:
 # Faust's worker hides and shows the terminal cursor even when its output is a pipe.
 TERMINAL_CODES = re.compile(r"\x1b\[\?25[lh]")
 
+
 @dataclass
 class Child:
     """A process ``journey run`` started, and the last JSON status line it printed."""
