@@ -787,7 +787,7 @@ def tail_command(
     limit: int | None,
     seconds: float | None,
 ) -> None:
-    """Follow the triggers (topic), every decision (ClickHouse) or the dead letters (topic)."""
+    """Follow the triggers, every decision (any status) or the dead letters, from their topics."""
     from streams.tail import run_tail
 
     run_tail(
