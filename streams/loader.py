@@ -60,6 +60,7 @@ ERASURES_COLUMNS = ("customer_id", "erased_at", "source_topic", "source_partitio
 # Tables whose rows of an erased customer are deleted.
 ERASE_TABLES = ("events", "triggers", "customers", "customer_stages", "customer_predictions")
 DEADLETTER_VALUE_LIMIT = 512 * 1024
+FACT_VALUE_LIMIT = 4 * 1024 * 1024
 
 
 @dataclass
@@ -90,7 +91,9 @@ class Loader:
 
 def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
     clock = clock or settings.clock()
-    codec = Codec.load(max_value_bytes=settings.max_value_bytes)
+    # The facts are the workers' own records (a dead letter carries up to 512 KiB of its input):
+    # the input limit (JOURNEY_MAX_VALUE_BYTES) is not theirs.
+    codec = Codec.load(max_value_bytes=max(settings.max_value_bytes, FACT_VALUE_LIMIT))
     datadir = settings.data_dir / "faust" / "loader"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -158,7 +161,7 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
         stats=stats,
         erased=set(),
     )
-    store = FactStore(loader)
+    store = FactStore(loader, deadletters)
     facts = app.topic(*settings.fact_topics(), key_serializer="raw", value_serializer="raw")
 
     @app.agent(facts, name="loader", concurrency=1)
@@ -166,7 +169,9 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
         async for event in stream.noack().events():
             await sink.wait_for_watermarks()
             message = event.message
-            store.add(message.topic, message.partition, message.offset, message.key, message.value)
+            await store.add(
+                message.topic, message.partition, message.offset, message.key, message.value
+            )
             # Acknowledged once its row is stored (and a refused row's dead letter is on Kafka).
             sink.after_flush(event.ack)
             await sink.wait_for_room()
@@ -225,8 +230,9 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
 class FactStore:
     """One fact-topic record into its row (or an erasure)."""
 
-    def __init__(self, loader: Loader) -> None:
+    def __init__(self, loader: Loader, deadletters: Any) -> None:
         self.loader = loader
+        self.deadletters = deadletters
         self.sink = loader.sink
         self.codec = loader.codec
         settings = loader.settings
@@ -235,7 +241,7 @@ class FactStore:
         self.snapshots = settings.topic("snapshots")
         self.deadletters = settings.topic("deadletter")
 
-    def add(
+    async def add(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
         stats = self.loader.stats
@@ -265,9 +271,24 @@ class FactStore:
                 self.sink.add(DEADLETTERS_TABLE, deadletter_row(letter, lineage), *lineage)
         except DecodeError as exc:
             # Only journey workers write these topics: a record that does not decode was written
-            # by something else. Logged and counted (/metrics); there is nothing to store.
+            # by something else. A dead letter (stored when it is read back), logged, counted.
             stats.undecodable += 1
             log.error("%s/%d/%d is not a record of this topic: %s", *lineage, exc.reason)
+            letter = DeadLetter(
+                dead_letter_id=f"{topic}/{partition}/{offset}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                reason_code=exc.reason_code,
+                reason=f"not a record of this fact topic: {exc.reason}",
+                failed_at=time.time_ns() // 1_000_000,
+                key=key,
+                value=(value or b"")[:DEADLETTER_VALUE_LIMIT],
+            )
+            delivery = await self.deadletters.send(
+                key=key or letter.dead_letter_id.encode(), value=self.codec.encode(letter)
+            )
+            self.sink.wait_for(delivery)
 
     def _kept(self, customer_id: str) -> bool:
         if customer_id in self.loader.erased:

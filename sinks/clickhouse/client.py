@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from streams.settings import Settings
+from sinks.clickhouse.config import ClickHouseConfig
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def _embedded_path(url: str) -> Path | None:
 
 
 def open_client(
-    settings: Settings, *, analyst: bool = False, session: dict[str, Any] | None = None
+    settings: ClickHouseConfig, *, analyst: bool = False, session: dict[str, Any] | None = None
 ) -> Client:
     """A new client. ``analyst``: with the analysts' server user, if one is configured;
     ``session``: settings sent with every request (a server) or kept by the session."""
@@ -129,7 +129,7 @@ def _redact(url: str) -> str:
 class _Engine:
     """A client and the single thread that calls it; one per ClickHouse URL per process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ClickHouseConfig) -> None:
         self.url = settings.resolved_clickhouse_url()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         # Opened on the thread that will use it: the embedded engine is happiest that way.
@@ -142,7 +142,7 @@ class ClickHouse:
     _engine: _Engine | None = None
     _lock = threading.Lock()
 
-    def __init__(self, settings: Settings, engine: _Engine) -> None:
+    def __init__(self, settings: ClickHouseConfig, engine: _Engine) -> None:
         self.settings = settings
         self.database = settings.clickhouse_database
         self.url = engine.url
@@ -150,7 +150,7 @@ class ClickHouse:
         self._executor = engine.executor
 
     @classmethod
-    def shared(cls, settings: Settings) -> ClickHouse:
+    def shared(cls, settings: ClickHouseConfig) -> ClickHouse:
         """chdb opens one data path per process: every caller shares the one engine."""
         with cls._lock:
             if cls._engine is None:
@@ -268,7 +268,7 @@ class AnalystQueries:
     a setting, any write and any table function that needs more than reading (docs/security.md).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ClickHouseConfig) -> None:
         self.settings = settings
         self.url = settings.resolved_clickhouse_url()
         self.embedded = self.url.startswith("chdb://")

@@ -54,7 +54,7 @@ from typing import Any
 from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
 
 from sinks.clickhouse.client import ClickHouse
-from streams.settings import Settings
+from sinks.clickhouse.config import ClickHouseConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,9 @@ class FlushStats:
 class ClickHouseSink:
     def __init__(
         self,
-        settings: Settings,
+        settings: ClickHouseConfig,
         *,
-        clickhouse: Callable[[Settings], ClickHouse] = ClickHouse.shared,
+        clickhouse: Callable[[ClickHouseConfig], ClickHouse] = ClickHouse.shared,
         on_fatal: Callable[[BaseException], object] | None = None,
         on_flush: Callable[[float], object] | None = None,
         on_bad_row: OnBadRow | None = None,
