@@ -103,8 +103,30 @@ def kafka_brokers() -> dict[str, dict[str, Any]]:
     }
 
 
-def workers() -> dict[str, dict[str, Any]]:
-    return {name: svc for name, svc in services().items() if svc.get("command") == ["worker"]}
+def role(command: str) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in services().items() if svc.get("command") == [command]}
+
+
+def worker() -> dict[str, Any]:
+    (svc,) = role("worker").values()
+    return svc
+
+
+def loader() -> dict[str, Any]:
+    (svc,) = role("loader").values()
+    return svc
+
+
+def journey_services() -> dict[str, dict[str, Any]]:
+    """Every service that runs the journey image."""
+    image = services()["init"]["image"]
+    return {name: svc for name, svc in services().items() if svc.get("image") == image}
+
+
+# What the settings default to: the ports the deploy files must agree with.
+WORKER_PORT = Settings.model_fields["worker_web_port"].default
+LOADER_PORT = Settings.model_fields["web_port"].default
+CLICKHOUSE_ACCESS = re.compile(r"JOURNEY_CLICKHOUSE_|JOURNEY_WEB_TOKEN|CLICKHOUSE_\w*PASSWORD")
 
 
 def resolve(value: Any) -> str:
@@ -121,9 +143,9 @@ def resolve(value: Any) -> str:
 
 def test_compose_has_the_whole_stack() -> None:
     names = set(services())
-    assert {"clickhouse", "init", "prometheus", "grafana"} <= names
+    assert {"clickhouse", "init", "prometheus", "grafana", "worker", "loader"} <= names
     assert len(kafka_brokers()) == 3
-    assert len(workers()) >= 2
+    assert set(role("worker")) == {"worker"} and set(role("loader")) == {"loader"}
     assert services()["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
     assert services()["prometheus"]["image"].startswith("prom/prometheus:")
     assert services()["grafana"]["image"].startswith("grafana/grafana:")
@@ -163,36 +185,76 @@ def test_kafka_is_a_three_node_kraft_cluster_with_replication_3_and_min_isr_2() 
     assert len({svc["volumes"][0].split(":")[0] for svc in brokers.values()}) == 3
 
 
-def test_the_journey_settings_reach_kafka_and_clickhouse_with_replication_3() -> None:
+def test_every_journey_service_reaches_kafka_with_replication_3() -> None:
     kafka_hosts = {f"{name}:9092" for name in kafka_brokers()}
-    for name in [*workers(), "init"]:
-        env = services()[name]["environment"]
+    assert {"worker", "loader", "init", "simulator"} <= set(journey_services())
+    for name, svc in journey_services().items():
+        env = svc["environment"]
         assert set(env["JOURNEY_KAFKA_BOOTSTRAP"].split(",")) == kafka_hosts, name
         assert int(env["JOURNEY_REPLICATION_FACTOR"]) == 3, name
+
+
+def test_only_the_loader_and_init_get_clickhouse_access() -> None:
+    """The workers (and the simulator) hold no ClickHouse address, password or web token."""
+    for name in ("worker", "simulator"):
+        env = services()[name]["environment"]
+        leaked = [k for k, v in env.items() if CLICKHOUSE_ACCESS.search(f"{k}={v}")]
+        assert not leaked, f"{name} gets ClickHouse access: {leaked}"
+        assert "clickhouse" not in services()[name].get("depends_on", {}), name
+    for name in ("loader", "init"):
+        env = services()[name]["environment"]
         assert env["JOURNEY_CLICKHOUSE_URL"] == "http://clickhouse:8123", name
         assert env["JOURNEY_CLICKHOUSE_USERNAME"] == "journey", name
         # A secret is a reference to .env, never a literal in the compose file.
         assert str(env["JOURNEY_CLICKHOUSE_PASSWORD"]).startswith("${"), name
+        assert services()[name]["depends_on"]["clickhouse"]["condition"] == "service_healthy"
+    assert str(loader()["environment"]["JOURNEY_WEB_TOKEN"]).startswith("${")
 
 
-def test_every_worker_has_its_own_state_volume_and_waits_for_init() -> None:
+def test_the_worker_service_scales() -> None:
+    """`docker compose up --scale worker=N`: nothing in the service may be one per replica."""
+    svc = worker()
+    env = svc["environment"]
+    assert svc["deploy"]["replicas"] >= 2
+    assert "container_name" not in svc and "hostname" not in svc
+    # Static membership with one id for every replica: each new one would fence the others.
+    assert "JOURNEY_GROUP_INSTANCE_ID" not in env
+    # The table state: an anonymous volume (one per replica), never a named or bind volume that
+    # all replicas would share.
+    assert svc["volumes"] == [env["JOURNEY_DATA_DIR"]]
+    for port in svc.get("ports", []):
+        parts = str(port).split(":")
+        assert len(parts) == 3 and parts[1] == "", f"{port}: a fixed host port cannot scale"
+    assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert svc["restart"] == "unless-stopped"
+    assert "resources" in svc["deploy"]
+
+
+def test_the_ports_and_healthchecks_match_the_settings_defaults() -> None:
+    svc = worker()
+    assert svc["environment"]["JOURNEY_WORKER_WEB_PORT"] == WORKER_PORT
+    assert svc["environment"]["JOURNEY_WEB_HOST"] == "0.0.0.0"
+    assert f":{WORKER_PORT}/health" in " ".join(svc["healthcheck"]["test"])
+    assert [str(p).rsplit(":", 1)[1] for p in svc["ports"]] == [str(WORKER_PORT)]
+    svc = loader()
+    assert svc["environment"]["JOURNEY_WEB_PORT"] == LOADER_PORT
+    assert svc["environment"]["JOURNEY_WEB_HOST"] == "0.0.0.0"
+    assert f":{LOADER_PORT}/health" in " ".join(svc["healthcheck"]["test"])
+    assert [str(p).rsplit(":", 1)[1] for p in svc["ports"]] == [str(LOADER_PORT)]
+
+
+def test_the_loader_keeps_its_state_and_knows_the_workers() -> None:
+    svc = loader()
+    env = svc["environment"]
     named_volumes = set(compose()["volumes"])
-    seen: set[str] = set()
-    for name, svc in workers().items():
-        data_dir = svc["environment"]["JOURNEY_DATA_DIR"]
-        mounts = dict(reversed(v.split(":")[:2]) for v in svc["volumes"])
-        assert data_dir in mounts, f"{name} mounts nothing at JOURNEY_DATA_DIR={data_dir}"
-        volume = mounts[data_dir]
-        assert volume in named_volumes, f"{name}: {volume} is not a named volume"
-        assert volume not in seen, f"{name} shares the state volume {volume}"
-        seen.add(volume)
-        assert svc["environment"]["JOURNEY_WEB_HOST"] == "0.0.0.0"
-        assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
-        assert svc["restart"] == "unless-stopped"
-        assert "/health" in " ".join(svc["healthcheck"]["test"])
-        assert "deploy" in svc and "resources" in svc["deploy"]
-    host_ports = [p.rsplit(":", 1)[0] for svc in workers().values() for p in svc.get("ports", [])]
-    assert len(host_ports) == len(set(host_ports)), "two workers publish the same host port"
+    mounts = dict(reversed(v.split(":")[:2]) for v in svc["volumes"])
+    assert mounts.get(env["JOURNEY_DATA_DIR"]) in named_volumes
+    assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert svc["hostname"] in env["JOURNEY_WEB_ALLOWED_HOSTS"].split(",")
+    # The dashboard's per-worker figures: the worker containers by name, on the worker port.
+    project = compose()["name"]
+    for url in resolve(env["JOURNEY_WORKER_URLS"]).split(","):
+        assert re.fullmatch(rf"http://{project}-worker-\d+:{WORKER_PORT}", url), url
 
 
 def test_init_creates_topics_and_migrates_once_the_brokers_and_clickhouse_are_healthy() -> None:
@@ -285,16 +347,28 @@ def test_docker_compose_config_accepts_the_file() -> None:
 
 
 # --- Prometheus ------------------------------------------------------------------------------
-def test_prometheus_scrapes_every_worker() -> None:
-    config = load(PROMETHEUS)
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    job = jobs["journey-workers"]
-    assert job.get("metrics_path", "/metrics") == "/metrics"
-    targets = {target for group in job["static_configs"] for target in group["targets"]}
-    expected = {
-        f"{name}:{svc['environment']['JOURNEY_WEB_PORT']}" for name, svc in workers().items()
-    }
-    assert targets == expected
+def scrape_jobs() -> dict[str, dict[str, Any]]:
+    return {job["job_name"]: job for job in load(PROMETHEUS)["scrape_configs"]}
+
+
+def test_prometheus_scrapes_every_worker_and_the_loader() -> None:
+    jobs = scrape_jobs()
+    workers = jobs["journey-workers"]
+    assert workers.get("metrics_path", "/metrics") == "/metrics"
+    # Every replica of the scaled service, found by the service name in Docker's DNS.
+    (sd,) = workers["dns_sd_configs"]
+    assert sd["names"] == ["worker"] and sd["type"] == "A"
+    assert sd["port"] == worker()["environment"]["JOURNEY_WORKER_WEB_PORT"]
+    assert "static_configs" not in workers
+    targets = {t for group in jobs["journey-loader"]["static_configs"] for t in group["targets"]}
+    assert targets == {f"loader:{loader()['environment']['JOURNEY_WEB_PORT']}"}
+
+
+def test_every_job_the_alerts_and_panels_select_is_scraped() -> None:
+    jobs = set(scrape_jobs())
+    for expr in promql_expressions():
+        for job in re.findall(r'job\s*=\s*"([^"]+)"', expr):
+            assert job in jobs, f"{expr!r} selects job {job!r}, which prometheus.yml has not"
 
 
 def test_prometheus_loads_the_alert_rules_mounted_by_compose() -> None:
@@ -526,13 +600,18 @@ def settings_from(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Setti
     return Settings(_env_file=None)  # type: ignore[call-arg]
 
 
-def test_the_compose_worker_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    for svc in workers().values():
-        settings = settings_from(svc["environment"], monkeypatch)
-        assert settings.web_host == "0.0.0.0"
-        assert settings.replication_factor == 3
-        assert str(settings.data_dir) == svc["environment"]["JOURNEY_DATA_DIR"]
-        assert settings.clickhouse_password is not None
+def test_the_compose_settings_of_both_roles_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = worker()
+    settings = settings_from(svc["environment"], monkeypatch)
+    assert settings.web_host == "0.0.0.0"
+    assert settings.replication_factor == 3
+    assert str(settings.data_dir) == svc["environment"]["JOURNEY_DATA_DIR"]
+    assert settings.clickhouse_url == "" and settings.clickhouse_password is None
+    svc = loader()
+    settings = settings_from(svc["environment"], monkeypatch)
+    assert settings.web_host == "0.0.0.0"
+    assert settings.clickhouse_url == "http://clickhouse:8123"
+    assert settings.clickhouse_password is not None and settings.web_token is not None
 
 
 def test_the_kubernetes_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
