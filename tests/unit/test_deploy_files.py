@@ -510,6 +510,31 @@ def test_every_label_used_by_grafana_and_the_alerts_exists() -> None:
         assert not unknown, f"{expr!r} uses labels {unknown} that these metrics do not have"
 
 
+def test_each_dashboard_row_shows_the_metrics_of_its_role() -> None:
+    """A row about the workers shows worker metrics, the loader's row loader metrics: a panel
+    asking for a metric the role does not serve stays empty."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    allowed: set[str] | None = None
+    seen = {"workers": 0, "loader": 0}
+    for panel in panels:
+        if panel["type"] == "row":
+            title = panel["title"].lower()
+            role = "loader" if "loader" in title else "workers" if "workers" in title else None
+            allowed = {"loader": set(LOADER_METRIC_NAMES), "workers": set(WORKER_METRIC_NAMES)}.get(
+                role or "", None
+            )
+            continue
+        for target in panel.get("targets", []):
+            for name in metric_names(target.get("expr", "")):
+                assert allowed is not None, f"{panel['title']!r} is in no role's row"
+                assert strip_histogram_suffix(name) in allowed, (
+                    f"{panel['title']!r} shows {name}, which this row's role does not serve"
+                )
+                seen["loader" if allowed == set(LOADER_METRIC_NAMES) else "workers"] += 1
+    assert seen["workers"] and seen["loader"], seen
+
+
 # --- Grafana's ClickHouse panels -------------------------------------------------------------
 def clickhouse_objects() -> set[str]:
     text = "\n".join(path.read_text() for path in MIGRATIONS.glob("*.sql"))
