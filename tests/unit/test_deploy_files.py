@@ -639,84 +639,249 @@ def test_the_compose_settings_of_both_roles_are_valid(monkeypatch: pytest.Monkey
     assert settings.clickhouse_password is not None and settings.web_token is not None
 
 
-def test_the_kubernetes_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {**k8s("ConfigMap")["data"], **k8s("Secret", "journey-credentials")["stringData"]}
-    settings = settings_from(env, monkeypatch)
-    assert settings.web_host == "0.0.0.0"
-    assert settings.kafka_security_protocol == "SASL_SSL"
-    assert settings.kafka_sasl_password is not None
-    assert settings.clickhouse_url.startswith("https://")
-
-
 # --- Kubernetes ------------------------------------------------------------------------------
-def pod_labels_match(selector: dict[str, str]) -> bool:
-    labels = k8s("StatefulSet")["spec"]["template"]["metadata"]["labels"]
-    return all(labels.get(key) == value for key, value in selector.items())
+WORKLOADS = ("StatefulSet", "Deployment", "Job")
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [doc for doc in k8s_docs() if doc["kind"] in WORKLOADS]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    (one,) = pod_spec(workload)["containers"]
+    return one
+
+
+def component(workload: dict[str, Any]) -> str:
+    return str(workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+def by_component(name: str) -> dict[str, Any]:
+    (workload,) = [w for w in workloads() if component(w) == name]
+    return workload
+
+
+def pod_env(workload: dict[str, Any]) -> dict[str, Any]:
+    """Every variable the pod's container gets: its ConfigMaps and Secrets, then its env."""
+    env: dict[str, Any] = {}
+    for ref in container(workload).get("envFrom", []):
+        if "configMapRef" in ref:
+            env.update(k8s("ConfigMap", ref["configMapRef"]["name"])["data"])
+        else:
+            env.update(k8s("Secret", ref["secretRef"]["name"])["stringData"])
+    for var in container(workload).get("env", []):
+        env[var["name"]] = var.get("value", var.get("valueFrom"))
+    return env
 
 
 def test_the_manifests_hold_every_workload_object() -> None:
     kinds = sorted(doc["kind"] for doc in k8s_docs())
-    for kind in ("StatefulSet", "ConfigMap", "Secret", "PodDisruptionBudget", "Job", "Namespace"):
+    for kind in ("StatefulSet", "Deployment", "ConfigMap", "Secret", "Job", "Namespace"):
         assert kind in kinds, kind
-    assert kinds.count("Service") == 2
+    assert sorted(component(w) for w in workloads()) == ["init", "loader", "worker"]
+    assert by_component("worker")["kind"] == "StatefulSet"
+    assert kinds.count("Service") == 3
+    assert kinds.count("PodDisruptionBudget") == 2
 
 
-def test_the_statefulset_probes_state_and_identity() -> None:
-    config = k8s("ConfigMap")["data"]
-    sts = k8s("StatefulSet")["spec"]
-    pod = sts["template"]["spec"]
-    (container,) = pod["containers"]
-    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert ports["http"] == int(config["JOURNEY_WEB_PORT"])
-    assert config["JOURNEY_WEB_HOST"] == "0.0.0.0"
-    ready, alive = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+def test_the_worker_pods_carry_no_clickhouse_variables() -> None:
+    env = pod_env(by_component("worker"))
+    leaked = sorted(name for name in env if CLICKHOUSE_ACCESS.search(f"{name}="))
+    assert not leaked, f"the workers get ClickHouse access or the web token: {leaked}"
+    assert "JOURNEY_KAFKA_SASL_PASSWORD" in env, "the workers need Kafka's credentials"
+
+
+def test_only_the_loader_and_the_init_job_reach_clickhouse() -> None:
+    with_clickhouse = {
+        component(w) for w in workloads() if "JOURNEY_CLICKHOUSE_PASSWORD" in pod_env(w)
+    }
+    assert with_clickhouse == {"loader", "init"}
+    with_token = {component(w) for w in workloads() if "JOURNEY_WEB_TOKEN" in pod_env(w)}
+    assert with_token == {"loader"}
+    # Not by a Secret any other workload mounts either.
+    for workload in workloads():
+        if component(workload) == "worker":
+            for volume in pod_spec(workload).get("volumes", []):
+                secret = volume.get("secret", {}).get("secretName", "")
+                assert "clickhouse" not in secret and "web-token" not in secret, volume
+
+
+def test_the_worker_statefulset_probes_state_and_identity() -> None:
+    sts = by_component("worker")
+    env = pod_env(sts)
+    spec, pod, one = sts["spec"], pod_spec(sts), container(sts)
+    ports = {port["name"]: port["containerPort"] for port in one["ports"]}
+    assert ports["http"] == WORKER_PORT == int(env["JOURNEY_WORKER_WEB_PORT"])
+    assert env["JOURNEY_WEB_HOST"] == "0.0.0.0"
+    assert one["args"] == ["worker"]
+    ready, alive = one["readinessProbe"]["httpGet"], one["livenessProbe"]["httpGet"]
     assert (ready["path"], alive["path"]) == ("/ready", "/health")
-    assert ready["port"] in (ports["http"], "http") and alive["port"] in (ports["http"], "http")
-    claims = {claim["metadata"]["name"] for claim in sts["volumeClaimTemplates"]}
-    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
-    assert mounts.get(config["JOURNEY_DATA_DIR"]) in claims, "table state is not on the PVC"
-    assert sts["serviceName"] == k8s("Service", sts["serviceName"])["metadata"]["name"]
-    assert k8s("Service", sts["serviceName"])["spec"]["clusterIP"] == "None"
-    assert pod_labels_match(sts["selector"]["matchLabels"])
-    assert sts["replicas"] <= int(config["JOURNEY_PARTITIONS"]), "idle workers never get ready"
-    refs = {(k, v["name"]) for ref in container["envFrom"] for k, v in ref.items()}
-    assert refs == {("configMapRef", "journey-config"), ("secretRef", "journey-credentials")}
+    assert one["startupProbe"]["httpGet"]["path"] == "/health"
+    for probe in (ready, alive, one["startupProbe"]["httpGet"]):
+        assert probe["port"] in (ports["http"], "http")
+    claims = {claim["metadata"]["name"] for claim in spec["volumeClaimTemplates"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in one["volumeMounts"]}
+    assert mounts.get(env["JOURNEY_DATA_DIR"]) in claims, "table state is not on the PVC"
+    headless = k8s("Service", spec["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert spec["replicas"] == 3
+    assert spec["replicas"] <= int(env["JOURNEY_PARTITIONS"]), "idle workers never get ready"
+    # Static membership from the stable pod name.
+    assert env["JOURNEY_GROUP_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["terminationGracePeriodSeconds"] >= 30
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(WORKER_PORT)
+
+
+def test_the_loader_deployment_serves_probes_and_knows_the_workers() -> None:
+    loader_ = by_component("loader")
+    env = pod_env(loader_)
+    pod, one = pod_spec(loader_), container(loader_)
+    ports = {port["name"]: port["containerPort"] for port in one["ports"]}
+    assert ports["http"] == LOADER_PORT == int(env["JOURNEY_WEB_PORT"])
+    assert one["args"] == ["loader"]
+    ready, alive = one["readinessProbe"]["httpGet"], one["livenessProbe"]["httpGet"]
+    assert (ready["path"], alive["path"]) == ("/ready", "/health")
+    for probe in (ready, alive, one["startupProbe"]["httpGet"]):
+        assert probe["port"] in (ports["http"], "http")
+    assert env["JOURNEY_CLICKHOUSE_URL"].startswith("https://")
+    # A writable data dir (serving.json, Faust's directory) under a read-only root.
+    mounts = {mount["mountPath"]: mount["name"] for mount in one["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts[env["JOURNEY_DATA_DIR"]]]
+    assert loader_["spec"]["replicas"] >= 1
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    annotations = loader_["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(LOADER_PORT)
+    # Its Service name is a Host name /sql answers to.
+    service = k8s("Service", "journey-loader")["metadata"]["name"]
+    assert service in env["JOURNEY_WEB_ALLOWED_HOSTS"].split(",")
+    # The dashboard's per-worker figures: one URL per worker pod, on the worker port.
+    sts = by_component("worker")
+    headless = sts["spec"]["serviceName"]
+    expected = [
+        f"http://{sts['metadata']['name']}-{n}.{headless}:{WORKER_PORT}"
+        for n in range(sts["spec"]["replicas"])
+    ]
+    assert env["JOURNEY_WORKER_URLS"].split(",") == expected
 
 
 def test_the_kafka_ca_file_is_mounted_where_the_settings_look() -> None:
-    cafile = k8s("ConfigMap")["data"].get("JOURNEY_KAFKA_SSL_CAFILE")
-    if cafile is None:
-        return
-    for pod in (k8s("StatefulSet"), k8s("Job")):
-        (container,) = pod["spec"]["template"]["spec"]["containers"]
-        mounts = [m["mountPath"] for m in container["volumeMounts"]]
-        assert str(Path(cafile).parent) in mounts, f"{pod['kind']}: {cafile} is not mounted"
+    for workload in workloads():
+        cafile = pod_env(workload)["JOURNEY_KAFKA_SSL_CAFILE"]
+        mounts = [m["mountPath"] for m in container(workload)["volumeMounts"]]
+        assert str(Path(cafile).parent) in mounts, f"{component(workload)}: {cafile} not mounted"
 
 
-def test_the_services_and_the_pdb_select_the_workers() -> None:
-    config = k8s("ConfigMap")["data"]
-    for service in (d for d in k8s_docs() if d["kind"] == "Service"):
-        assert pod_labels_match(service["spec"]["selector"]), service["metadata"]["name"]
-    metrics = k8s("Service", "journey-worker-metrics")
-    annotations = metrics["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == config["JOURNEY_WEB_PORT"]
-    assert annotations["prometheus.io/path"] == "/metrics"
-    assert pod_labels_match(k8s("PodDisruptionBudget")["spec"]["selector"]["matchLabels"])
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def selects(selector: dict[str, str], workload: dict[str, Any]) -> bool:
+    return all(pod_labels(workload).get(key) == value for key, value in selector.items())
+
+
+def test_each_service_and_pdb_selects_one_role_on_its_port() -> None:
+    for doc in k8s_docs():
+        if doc["kind"] == "Service":
+            selector = doc["spec"]["selector"]
+        elif doc["kind"] == "PodDisruptionBudget":
+            selector = doc["spec"]["selector"]["matchLabels"]
+        else:
+            continue
+        (target,) = [w for w in workloads() if selects(selector, w)]
+        assert component(target) in ("worker", "loader"), doc["metadata"]["name"]
+        port = {p["name"]: p["containerPort"] for p in container(target)["ports"]}["http"]
+        if doc["kind"] == "Service":
+            assert [p["port"] for p in doc["spec"]["ports"]] == [port]
+            annotations = doc["metadata"].get("annotations", {})
+            if annotations:
+                assert annotations["prometheus.io/port"] == str(port)
+    # The job labels a ServiceMonitor gives (the Service name) are the ones the alerts select.
+    jobs = {job for e in promql_expressions() for job in re.findall(r'job="([^"]+)"', e)}
+    services = {d["metadata"]["name"] for d in k8s_docs() if d["kind"] == "Service"}
+    assert {"journey-workers", "journey-loader"} <= jobs <= services
+
+
+def reachable(workload: dict[str, Any]) -> set[tuple[str, int]]:
+    """(namespace or pod component, port) the network policies let this workload reach."""
+    found: set[tuple[str, int]] = set()
+    policies = [d for d in k8s_docs() if d["kind"] == "NetworkPolicy"]
+    mine = [p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], workload)]
+    assert len(mine) == 1, f"{component(workload)}: {len(mine)} network policies"
+    (policy,) = mine
+    assert "Egress" in policy["spec"]["policyTypes"], "outbound traffic is not restricted"
+    for rule in policy["spec"].get("egress", []):
+        peers = rule.get("to") or [{"anywhere": True}]
+        for peer in peers:
+            if "namespaceSelector" in peer:
+                where = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            elif "podSelector" in peer:
+                where = "pod:" + peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            else:
+                where = "*"
+            for port in rule["ports"]:
+                found.add((where, int(port["port"])))
+    return found
+
+
+def endpoint(url: str) -> tuple[str, int]:
+    """kafka-bootstrap.kafka.svc...:9093 or https://clickhouse.clickhouse.svc...:8443 ->
+    (namespace, port)."""
+    host, port = url.split("://")[-1].split("/")[0].rsplit(":", 1)
+    return host.split(".")[1], int(port)
+
+
+def test_the_network_policies_give_only_the_loader_and_init_a_route_to_clickhouse() -> None:
+    config = k8s("ConfigMap", "journey-config")["data"]
+    kafka = endpoint(config["JOURNEY_KAFKA_BOOTSTRAP"].split(",")[0])
+    clickhouse = endpoint(
+        k8s("ConfigMap", "journey-clickhouse-config")["data"]["JOURNEY_CLICKHOUSE_URL"]
+    )
+    for workload in workloads():
+        routes = reachable(workload)
+        assert kafka in routes, component(workload)
+        assert ("*", 53) in routes, f"{component(workload)}: no DNS"
+        assert all(where != "*" or port == 53 for where, port in routes), routes
+        has_clickhouse = clickhouse in routes
+        assert has_clickhouse == (component(workload) in ("loader", "init")), component(workload)
+    # The loader reads each worker's /status; the workers let it in on their port.
+    assert ("pod:worker", WORKER_PORT) in reachable(by_component("loader"))
+    policy = k8s("NetworkPolicy", "journey-worker")["spec"]
+    ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {WORKER_PORT}
+    policy = k8s("NetworkPolicy", "journey-loader")["spec"]
+    assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} == {LOADER_PORT}
 
 
 def test_the_init_job_creates_topics_and_migrates() -> None:
     job = k8s("Job")["spec"]
-    (container,) = job["template"]["spec"]["containers"]
-    script = " ".join([*container.get("command", []), *container.get("args", [])])
+    one = container(k8s("Job"))
+    script = " ".join([*one.get("command", []), *one.get("args", [])])
     assert "journey topics create" in script and "journey migrate" in script
     assert job["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
-    assert (
-        container["image"]
-        == k8s("StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
-    )
+    assert len({container(w)["image"] for w in workloads()}) == 1, "one image for every role"
+
+
+def test_the_kubernetes_settings_of_each_role_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    for workload in workloads():
+        env = {k: v for k, v in pod_env(workload).items() if isinstance(v, str)}
+        settings = settings_from(env, monkeypatch)
+        assert settings.web_host == "0.0.0.0"
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_sasl_password is not None
+        if component(workload) == "worker":
+            assert settings.clickhouse_url == "" and settings.clickhouse_password is None
+        else:
+            assert settings.clickhouse_url.startswith("https://")
+            assert settings.clickhouse_password is not None
 
 
 def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
@@ -766,20 +931,28 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     ]
 
 
-def test_the_worker_image() -> None:
+def test_the_image() -> None:
     instructions = dockerfile_instructions()
     values = {kind: [arg for k, arg in instructions if k == kind] for kind, _ in instructions}
     assert values["ARG"][0] == "PYTHON_IMAGE=python:3.11-slim"
     assert len(values["FROM"]) == 2, "a build stage and a runtime stage"
-    assert values["EXPOSE"] == [str(Settings.model_fields["web_port"].default)]
+    assert set(values["EXPOSE"][0].split()) == {str(LOADER_PORT), str(WORKER_PORT)}
     assert json.loads(values["ENTRYPOINT"][0]) == ["journey"]
     assert json.loads(values["CMD"][0]) == ["worker"]
-    assert "/health" in values["HEALTHCHECK"][0]
+    # Alive whichever role runs: it asks both roles' ports (by their variables) for /health.
+    health = values["HEALTHCHECK"][0]
+    assert "/health" in health
+    assert "JOURNEY_WORKER_WEB_PORT" in health and "JOURNEY_WEB_PORT" in health
     user = values["USER"][-1].split(":")[0]
     assert user not in ("root", "0")
-    run_as = k8s("StatefulSet")["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
-    assert int(user) == run_as, "the image's uid and the StatefulSet's runAsUser differ"
-    assert "JOURNEY_WEB_HOST=0.0.0.0" in " ".join(values["ENV"])
+    for workload in workloads():
+        run_as = pod_spec(workload)["securityContext"]["runAsUser"]
+        assert int(user) == run_as, f"the image's uid and {component(workload)}'s runAsUser differ"
+    env = " ".join(values["ENV"])
+    assert "JOURNEY_WEB_HOST=0.0.0.0" in env
+    assert (
+        f"JOURNEY_WEB_PORT={LOADER_PORT}" in env and f"JOURNEY_WORKER_WEB_PORT={WORKER_PORT}" in env
+    )
 
 
 def test_the_image_installs_every_package_of_the_project() -> None:
