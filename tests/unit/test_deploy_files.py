@@ -515,23 +515,21 @@ def test_each_dashboard_row_shows_the_metrics_of_its_role() -> None:
     asking for a metric the role does not serve stays empty."""
     dashboard = json.loads(DASHBOARD.read_text())
     panels = sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
-    allowed: set[str] | None = None
+    roles = {"loader": set(LOADER_METRIC_NAMES), "workers": set(WORKER_METRIC_NAMES)}
+    role: str | None = None
     seen = {"workers": 0, "loader": 0}
     for panel in panels:
         if panel["type"] == "row":
             title = panel["title"].lower()
-            role = "loader" if "loader" in title else "workers" if "workers" in title else None
-            allowed = {"loader": set(LOADER_METRIC_NAMES), "workers": set(WORKER_METRIC_NAMES)}.get(
-                role or "", None
-            )
+            role = next((name for name in roles if name in title), None)
             continue
         for target in panel.get("targets", []):
             for name in metric_names(target.get("expr", "")):
-                assert allowed is not None, f"{panel['title']!r} is in no role's row"
-                assert strip_histogram_suffix(name) in allowed, (
+                assert role is not None, f"{panel['title']!r} is in no role's row"
+                assert strip_histogram_suffix(name) in roles[role], (
                     f"{panel['title']!r} shows {name}, which this row's role does not serve"
                 )
-                seen["loader" if allowed == set(LOADER_METRIC_NAMES) else "workers"] += 1
+                seen[role] += 1
     assert seen["workers"] and seen["loader"], seen
 
 
