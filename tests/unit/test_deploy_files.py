@@ -103,8 +103,30 @@ def kafka_brokers() -> dict[str, dict[str, Any]]:
     }
 
 
-def workers() -> dict[str, dict[str, Any]]:
-    return {name: svc for name, svc in services().items() if svc.get("command") == ["worker"]}
+def role(command: str) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in services().items() if svc.get("command") == [command]}
+
+
+def worker() -> dict[str, Any]:
+    (svc,) = role("worker").values()
+    return svc
+
+
+def loader() -> dict[str, Any]:
+    (svc,) = role("loader").values()
+    return svc
+
+
+def journey_services() -> dict[str, dict[str, Any]]:
+    """Every service that runs the journey image."""
+    image = services()["init"]["image"]
+    return {name: svc for name, svc in services().items() if svc.get("image") == image}
+
+
+# What the settings default to: the ports the deploy files must agree with.
+WORKER_PORT = Settings.model_fields["worker_web_port"].default
+LOADER_PORT = Settings.model_fields["web_port"].default
+CLICKHOUSE_ACCESS = re.compile(r"JOURNEY_CLICKHOUSE_|JOURNEY_WEB_TOKEN|CLICKHOUSE_\w*PASSWORD")
 
 
 def resolve(value: Any) -> str:
@@ -121,9 +143,9 @@ def resolve(value: Any) -> str:
 
 def test_compose_has_the_whole_stack() -> None:
     names = set(services())
-    assert {"clickhouse", "init", "prometheus", "grafana"} <= names
+    assert {"clickhouse", "init", "prometheus", "grafana", "worker", "loader"} <= names
     assert len(kafka_brokers()) == 3
-    assert len(workers()) >= 2
+    assert set(role("worker")) == {"worker"} and set(role("loader")) == {"loader"}
     assert services()["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
     assert services()["prometheus"]["image"].startswith("prom/prometheus:")
     assert services()["grafana"]["image"].startswith("grafana/grafana:")
@@ -163,36 +185,76 @@ def test_kafka_is_a_three_node_kraft_cluster_with_replication_3_and_min_isr_2() 
     assert len({svc["volumes"][0].split(":")[0] for svc in brokers.values()}) == 3
 
 
-def test_the_journey_settings_reach_kafka_and_clickhouse_with_replication_3() -> None:
+def test_every_journey_service_reaches_kafka_with_replication_3() -> None:
     kafka_hosts = {f"{name}:9092" for name in kafka_brokers()}
-    for name in [*workers(), "init"]:
-        env = services()[name]["environment"]
+    assert {"worker", "loader", "init", "simulator"} <= set(journey_services())
+    for name, svc in journey_services().items():
+        env = svc["environment"]
         assert set(env["JOURNEY_KAFKA_BOOTSTRAP"].split(",")) == kafka_hosts, name
         assert int(env["JOURNEY_REPLICATION_FACTOR"]) == 3, name
+
+
+def test_only_the_loader_and_init_get_clickhouse_access() -> None:
+    """The workers (and the simulator) hold no ClickHouse address, password or web token."""
+    for name in ("worker", "simulator"):
+        env = services()[name]["environment"]
+        leaked = [k for k, v in env.items() if CLICKHOUSE_ACCESS.search(f"{k}={v}")]
+        assert not leaked, f"{name} gets ClickHouse access: {leaked}"
+        assert "clickhouse" not in services()[name].get("depends_on", {}), name
+    for name in ("loader", "init"):
+        env = services()[name]["environment"]
         assert env["JOURNEY_CLICKHOUSE_URL"] == "http://clickhouse:8123", name
         assert env["JOURNEY_CLICKHOUSE_USERNAME"] == "journey", name
         # A secret is a reference to .env, never a literal in the compose file.
         assert str(env["JOURNEY_CLICKHOUSE_PASSWORD"]).startswith("${"), name
+        assert services()[name]["depends_on"]["clickhouse"]["condition"] == "service_healthy"
+    assert str(loader()["environment"]["JOURNEY_WEB_TOKEN"]).startswith("${")
 
 
-def test_every_worker_has_its_own_state_volume_and_waits_for_init() -> None:
+def test_the_worker_service_scales() -> None:
+    """`docker compose up --scale worker=N`: nothing in the service may be one per replica."""
+    svc = worker()
+    env = svc["environment"]
+    assert svc["deploy"]["replicas"] >= 2
+    assert "container_name" not in svc and "hostname" not in svc
+    # Static membership with one id for every replica: each new one would fence the others.
+    assert "JOURNEY_GROUP_INSTANCE_ID" not in env
+    # The table state: an anonymous volume (one per replica), never a named or bind volume that
+    # all replicas would share.
+    assert svc["volumes"] == [env["JOURNEY_DATA_DIR"]]
+    for port in svc.get("ports", []):
+        parts = str(port).split(":")
+        assert len(parts) == 3 and parts[1] == "", f"{port}: a fixed host port cannot scale"
+    assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert svc["restart"] == "unless-stopped"
+    assert "resources" in svc["deploy"]
+
+
+def test_the_ports_and_healthchecks_match_the_settings_defaults() -> None:
+    svc = worker()
+    assert svc["environment"]["JOURNEY_WORKER_WEB_PORT"] == WORKER_PORT
+    assert svc["environment"]["JOURNEY_WEB_HOST"] == "0.0.0.0"
+    assert f":{WORKER_PORT}/health" in " ".join(svc["healthcheck"]["test"])
+    assert [str(p).rsplit(":", 1)[1] for p in svc["ports"]] == [str(WORKER_PORT)]
+    svc = loader()
+    assert svc["environment"]["JOURNEY_WEB_PORT"] == LOADER_PORT
+    assert svc["environment"]["JOURNEY_WEB_HOST"] == "0.0.0.0"
+    assert f":{LOADER_PORT}/health" in " ".join(svc["healthcheck"]["test"])
+    assert [str(p).rsplit(":", 1)[1] for p in svc["ports"]] == [str(LOADER_PORT)]
+
+
+def test_the_loader_keeps_its_state_and_knows_the_workers() -> None:
+    svc = loader()
+    env = svc["environment"]
     named_volumes = set(compose()["volumes"])
-    seen: set[str] = set()
-    for name, svc in workers().items():
-        data_dir = svc["environment"]["JOURNEY_DATA_DIR"]
-        mounts = dict(reversed(v.split(":")[:2]) for v in svc["volumes"])
-        assert data_dir in mounts, f"{name} mounts nothing at JOURNEY_DATA_DIR={data_dir}"
-        volume = mounts[data_dir]
-        assert volume in named_volumes, f"{name}: {volume} is not a named volume"
-        assert volume not in seen, f"{name} shares the state volume {volume}"
-        seen.add(volume)
-        assert svc["environment"]["JOURNEY_WEB_HOST"] == "0.0.0.0"
-        assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
-        assert svc["restart"] == "unless-stopped"
-        assert "/health" in " ".join(svc["healthcheck"]["test"])
-        assert "deploy" in svc and "resources" in svc["deploy"]
-    host_ports = [p.rsplit(":", 1)[0] for svc in workers().values() for p in svc.get("ports", [])]
-    assert len(host_ports) == len(set(host_ports)), "two workers publish the same host port"
+    mounts = dict(reversed(v.split(":")[:2]) for v in svc["volumes"])
+    assert mounts.get(env["JOURNEY_DATA_DIR"]) in named_volumes
+    assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert svc["hostname"] in env["JOURNEY_WEB_ALLOWED_HOSTS"].split(",")
+    # The dashboard's per-worker figures: the worker containers by name, on the worker port.
+    project = compose()["name"]
+    for url in resolve(env["JOURNEY_WORKER_URLS"]).split(","):
+        assert re.fullmatch(rf"http://{project}-worker-\d+:{WORKER_PORT}", url), url
 
 
 def test_init_creates_topics_and_migrates_once_the_brokers_and_clickhouse_are_healthy() -> None:
@@ -285,16 +347,28 @@ def test_docker_compose_config_accepts_the_file() -> None:
 
 
 # --- Prometheus ------------------------------------------------------------------------------
-def test_prometheus_scrapes_every_worker() -> None:
-    config = load(PROMETHEUS)
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    job = jobs["journey-workers"]
-    assert job.get("metrics_path", "/metrics") == "/metrics"
-    targets = {target for group in job["static_configs"] for target in group["targets"]}
-    expected = {
-        f"{name}:{svc['environment']['JOURNEY_WEB_PORT']}" for name, svc in workers().items()
-    }
-    assert targets == expected
+def scrape_jobs() -> dict[str, dict[str, Any]]:
+    return {job["job_name"]: job for job in load(PROMETHEUS)["scrape_configs"]}
+
+
+def test_prometheus_scrapes_every_worker_and_the_loader() -> None:
+    jobs = scrape_jobs()
+    workers = jobs["journey-workers"]
+    assert workers.get("metrics_path", "/metrics") == "/metrics"
+    # Every replica of the scaled service, found by the service name in Docker's DNS.
+    (sd,) = workers["dns_sd_configs"]
+    assert sd["names"] == ["worker"] and sd["type"] == "A"
+    assert sd["port"] == worker()["environment"]["JOURNEY_WORKER_WEB_PORT"]
+    assert "static_configs" not in workers
+    targets = {t for group in jobs["journey-loader"]["static_configs"] for t in group["targets"]}
+    assert targets == {f"loader:{loader()['environment']['JOURNEY_WEB_PORT']}"}
+
+
+def test_every_job_the_alerts_and_panels_select_is_scraped() -> None:
+    jobs = set(scrape_jobs())
+    for expr in promql_expressions():
+        for job in re.findall(r'job\s*=\s*"([^"]+)"', expr):
+            assert job in jobs, f"{expr!r} selects job {job!r}, which prometheus.yml has not"
 
 
 def test_prometheus_loads_the_alert_rules_mounted_by_compose() -> None:
@@ -436,6 +510,29 @@ def test_every_label_used_by_grafana_and_the_alerts_exists() -> None:
         assert not unknown, f"{expr!r} uses labels {unknown} that these metrics do not have"
 
 
+def test_each_dashboard_row_shows_the_metrics_of_its_role() -> None:
+    """A row about the workers shows worker metrics, the loader's row loader metrics: a panel
+    asking for a metric the role does not serve stays empty."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    roles = {"loader": set(LOADER_METRIC_NAMES), "workers": set(WORKER_METRIC_NAMES)}
+    role: str | None = None
+    seen = {"workers": 0, "loader": 0}
+    for panel in panels:
+        if panel["type"] == "row":
+            title = panel["title"].lower()
+            role = next((name for name in roles if name in title), None)
+            continue
+        for target in panel.get("targets", []):
+            for name in metric_names(target.get("expr", "")):
+                assert role is not None, f"{panel['title']!r} is in no role's row"
+                assert strip_histogram_suffix(name) in roles[role], (
+                    f"{panel['title']!r} shows {name}, which this row's role does not serve"
+                )
+                seen[role] += 1
+    assert seen["workers"] and seen["loader"], seen
+
+
 # --- Grafana's ClickHouse panels -------------------------------------------------------------
 def clickhouse_objects() -> set[str]:
     text = "\n".join(path.read_text() for path in MIGRATIONS.glob("*.sql"))
@@ -526,93 +623,263 @@ def settings_from(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Setti
     return Settings(_env_file=None)  # type: ignore[call-arg]
 
 
-def test_the_compose_worker_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    for svc in workers().values():
-        settings = settings_from(svc["environment"], monkeypatch)
-        assert settings.web_host == "0.0.0.0"
-        assert settings.replication_factor == 3
-        assert str(settings.data_dir) == svc["environment"]["JOURNEY_DATA_DIR"]
-        assert settings.clickhouse_password is not None
-
-
-def test_the_kubernetes_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {**k8s("ConfigMap")["data"], **k8s("Secret", "journey-credentials")["stringData"]}
-    settings = settings_from(env, monkeypatch)
+def test_the_compose_settings_of_both_roles_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = worker()
+    settings = settings_from(svc["environment"], monkeypatch)
     assert settings.web_host == "0.0.0.0"
-    assert settings.kafka_security_protocol == "SASL_SSL"
-    assert settings.kafka_sasl_password is not None
-    assert settings.clickhouse_url.startswith("https://")
+    assert settings.replication_factor == 3
+    assert str(settings.data_dir) == svc["environment"]["JOURNEY_DATA_DIR"]
+    assert settings.clickhouse_url == "" and settings.clickhouse_password is None
+    svc = loader()
+    settings = settings_from(svc["environment"], monkeypatch)
+    assert settings.web_host == "0.0.0.0"
+    assert settings.clickhouse_url == "http://clickhouse:8123"
+    assert settings.clickhouse_password is not None and settings.web_token is not None
 
 
 # --- Kubernetes ------------------------------------------------------------------------------
-def pod_labels_match(selector: dict[str, str]) -> bool:
-    labels = k8s("StatefulSet")["spec"]["template"]["metadata"]["labels"]
-    return all(labels.get(key) == value for key, value in selector.items())
+WORKLOADS = ("StatefulSet", "Deployment", "Job")
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [doc for doc in k8s_docs() if doc["kind"] in WORKLOADS]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    (one,) = pod_spec(workload)["containers"]
+    return one
+
+
+def component(workload: dict[str, Any]) -> str:
+    return str(workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+def by_component(name: str) -> dict[str, Any]:
+    (workload,) = [w for w in workloads() if component(w) == name]
+    return workload
+
+
+def pod_env(workload: dict[str, Any]) -> dict[str, Any]:
+    """Every variable the pod's container gets: its ConfigMaps and Secrets, then its env."""
+    env: dict[str, Any] = {}
+    for ref in container(workload).get("envFrom", []):
+        if "configMapRef" in ref:
+            env.update(k8s("ConfigMap", ref["configMapRef"]["name"])["data"])
+        else:
+            env.update(k8s("Secret", ref["secretRef"]["name"])["stringData"])
+    for var in container(workload).get("env", []):
+        env[var["name"]] = var.get("value", var.get("valueFrom"))
+    return env
 
 
 def test_the_manifests_hold_every_workload_object() -> None:
     kinds = sorted(doc["kind"] for doc in k8s_docs())
-    for kind in ("StatefulSet", "ConfigMap", "Secret", "PodDisruptionBudget", "Job", "Namespace"):
+    for kind in ("StatefulSet", "Deployment", "ConfigMap", "Secret", "Job", "Namespace"):
         assert kind in kinds, kind
-    assert kinds.count("Service") == 2
+    assert sorted(component(w) for w in workloads()) == ["init", "loader", "worker"]
+    assert by_component("worker")["kind"] == "StatefulSet"
+    assert kinds.count("Service") == 3
+    assert kinds.count("PodDisruptionBudget") == 2
 
 
-def test_the_statefulset_probes_state_and_identity() -> None:
-    config = k8s("ConfigMap")["data"]
-    sts = k8s("StatefulSet")["spec"]
-    pod = sts["template"]["spec"]
-    (container,) = pod["containers"]
-    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert ports["http"] == int(config["JOURNEY_WEB_PORT"])
-    assert config["JOURNEY_WEB_HOST"] == "0.0.0.0"
-    ready, alive = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+def test_the_worker_pods_carry_no_clickhouse_variables() -> None:
+    env = pod_env(by_component("worker"))
+    leaked = sorted(name for name in env if CLICKHOUSE_ACCESS.search(f"{name}="))
+    assert not leaked, f"the workers get ClickHouse access or the web token: {leaked}"
+    assert "JOURNEY_KAFKA_SASL_PASSWORD" in env, "the workers need Kafka's credentials"
+
+
+def test_only_the_loader_and_the_init_job_reach_clickhouse() -> None:
+    with_clickhouse = {
+        component(w) for w in workloads() if "JOURNEY_CLICKHOUSE_PASSWORD" in pod_env(w)
+    }
+    assert with_clickhouse == {"loader", "init"}
+    with_token = {component(w) for w in workloads() if "JOURNEY_WEB_TOKEN" in pod_env(w)}
+    assert with_token == {"loader"}
+    # Not by a Secret any other workload mounts either.
+    for workload in workloads():
+        if component(workload) == "worker":
+            for volume in pod_spec(workload).get("volumes", []):
+                secret = volume.get("secret", {}).get("secretName", "")
+                assert "clickhouse" not in secret and "web-token" not in secret, volume
+
+
+def test_the_worker_statefulset_probes_state_and_identity() -> None:
+    sts = by_component("worker")
+    env = pod_env(sts)
+    spec, pod, one = sts["spec"], pod_spec(sts), container(sts)
+    ports = {port["name"]: port["containerPort"] for port in one["ports"]}
+    assert ports["http"] == WORKER_PORT == int(env["JOURNEY_WORKER_WEB_PORT"])
+    assert env["JOURNEY_WEB_HOST"] == "0.0.0.0"
+    assert one["args"] == ["worker"]
+    ready, alive = one["readinessProbe"]["httpGet"], one["livenessProbe"]["httpGet"]
     assert (ready["path"], alive["path"]) == ("/ready", "/health")
-    assert ready["port"] in (ports["http"], "http") and alive["port"] in (ports["http"], "http")
-    claims = {claim["metadata"]["name"] for claim in sts["volumeClaimTemplates"]}
-    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
-    assert mounts.get(config["JOURNEY_DATA_DIR"]) in claims, "table state is not on the PVC"
-    assert sts["serviceName"] == k8s("Service", sts["serviceName"])["metadata"]["name"]
-    assert k8s("Service", sts["serviceName"])["spec"]["clusterIP"] == "None"
-    assert pod_labels_match(sts["selector"]["matchLabels"])
-    assert sts["replicas"] <= int(config["JOURNEY_PARTITIONS"]), "idle workers never get ready"
-    refs = {(k, v["name"]) for ref in container["envFrom"] for k, v in ref.items()}
-    assert refs == {("configMapRef", "journey-config"), ("secretRef", "journey-credentials")}
+    assert one["startupProbe"]["httpGet"]["path"] == "/health"
+    for probe in (ready, alive, one["startupProbe"]["httpGet"]):
+        assert probe["port"] in (ports["http"], "http")
+    claims = {claim["metadata"]["name"] for claim in spec["volumeClaimTemplates"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in one["volumeMounts"]}
+    assert mounts.get(env["JOURNEY_DATA_DIR"]) in claims, "table state is not on the PVC"
+    headless = k8s("Service", spec["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert spec["replicas"] == 3
+    assert spec["replicas"] <= int(env["JOURNEY_PARTITIONS"]), "idle workers never get ready"
+    # Static membership from the stable pod name.
+    assert env["JOURNEY_GROUP_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["terminationGracePeriodSeconds"] >= 30
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(WORKER_PORT)
+
+
+def test_the_loader_deployment_serves_probes_and_knows_the_workers() -> None:
+    loader_ = by_component("loader")
+    env = pod_env(loader_)
+    pod, one = pod_spec(loader_), container(loader_)
+    ports = {port["name"]: port["containerPort"] for port in one["ports"]}
+    assert ports["http"] == LOADER_PORT == int(env["JOURNEY_WEB_PORT"])
+    assert one["args"] == ["loader"]
+    ready, alive = one["readinessProbe"]["httpGet"], one["livenessProbe"]["httpGet"]
+    assert (ready["path"], alive["path"]) == ("/ready", "/health")
+    for probe in (ready, alive, one["startupProbe"]["httpGet"]):
+        assert probe["port"] in (ports["http"], "http")
+    assert env["JOURNEY_CLICKHOUSE_URL"].startswith("https://")
+    # A writable data dir (serving.json, Faust's directory) under a read-only root.
+    mounts = {mount["mountPath"]: mount["name"] for mount in one["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts[env["JOURNEY_DATA_DIR"]]]
+    assert loader_["spec"]["replicas"] >= 1
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    annotations = loader_["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(LOADER_PORT)
+    # Its Service name is a Host name /sql answers to.
+    service = k8s("Service", "journey-loader")["metadata"]["name"]
+    assert service in env["JOURNEY_WEB_ALLOWED_HOSTS"].split(",")
+    # The dashboard's per-worker figures: one URL per worker pod, on the worker port.
+    sts = by_component("worker")
+    headless = sts["spec"]["serviceName"]
+    expected = [
+        f"http://{sts['metadata']['name']}-{n}.{headless}:{WORKER_PORT}"
+        for n in range(sts["spec"]["replicas"])
+    ]
+    assert env["JOURNEY_WORKER_URLS"].split(",") == expected
 
 
 def test_the_kafka_ca_file_is_mounted_where_the_settings_look() -> None:
-    cafile = k8s("ConfigMap")["data"].get("JOURNEY_KAFKA_SSL_CAFILE")
-    if cafile is None:
-        return
-    for pod in (k8s("StatefulSet"), k8s("Job")):
-        (container,) = pod["spec"]["template"]["spec"]["containers"]
-        mounts = [m["mountPath"] for m in container["volumeMounts"]]
-        assert str(Path(cafile).parent) in mounts, f"{pod['kind']}: {cafile} is not mounted"
+    for workload in workloads():
+        cafile = pod_env(workload)["JOURNEY_KAFKA_SSL_CAFILE"]
+        mounts = [m["mountPath"] for m in container(workload)["volumeMounts"]]
+        assert str(Path(cafile).parent) in mounts, f"{component(workload)}: {cafile} not mounted"
 
 
-def test_the_services_and_the_pdb_select_the_workers() -> None:
-    config = k8s("ConfigMap")["data"]
-    for service in (d for d in k8s_docs() if d["kind"] == "Service"):
-        assert pod_labels_match(service["spec"]["selector"]), service["metadata"]["name"]
-    metrics = k8s("Service", "journey-worker-metrics")
-    annotations = metrics["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == config["JOURNEY_WEB_PORT"]
-    assert annotations["prometheus.io/path"] == "/metrics"
-    assert pod_labels_match(k8s("PodDisruptionBudget")["spec"]["selector"]["matchLabels"])
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def selects(selector: dict[str, str], workload: dict[str, Any]) -> bool:
+    return all(pod_labels(workload).get(key) == value for key, value in selector.items())
+
+
+def test_each_service_and_pdb_selects_one_role_on_its_port() -> None:
+    for doc in k8s_docs():
+        if doc["kind"] == "Service":
+            selector = doc["spec"]["selector"]
+        elif doc["kind"] == "PodDisruptionBudget":
+            selector = doc["spec"]["selector"]["matchLabels"]
+        else:
+            continue
+        (target,) = [w for w in workloads() if selects(selector, w)]
+        assert component(target) in ("worker", "loader"), doc["metadata"]["name"]
+        port = {p["name"]: p["containerPort"] for p in container(target)["ports"]}["http"]
+        if doc["kind"] == "Service":
+            assert [p["port"] for p in doc["spec"]["ports"]] == [port]
+            annotations = doc["metadata"].get("annotations", {})
+            if annotations:
+                assert annotations["prometheus.io/port"] == str(port)
+    # The job labels a ServiceMonitor gives (the Service name) are the ones the alerts select.
+    jobs = {job for e in promql_expressions() for job in re.findall(r'job="([^"]+)"', e)}
+    services = {d["metadata"]["name"] for d in k8s_docs() if d["kind"] == "Service"}
+    assert {"journey-workers", "journey-loader"} <= jobs <= services
+
+
+def reachable(workload: dict[str, Any]) -> set[tuple[str, int]]:
+    """(namespace or pod component, port) the network policies let this workload reach."""
+    found: set[tuple[str, int]] = set()
+    policies = [d for d in k8s_docs() if d["kind"] == "NetworkPolicy"]
+    mine = [p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], workload)]
+    assert len(mine) == 1, f"{component(workload)}: {len(mine)} network policies"
+    (policy,) = mine
+    assert "Egress" in policy["spec"]["policyTypes"], "outbound traffic is not restricted"
+    for rule in policy["spec"].get("egress", []):
+        peers = rule.get("to") or [{"anywhere": True}]
+        for peer in peers:
+            if "namespaceSelector" in peer:
+                where = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            elif "podSelector" in peer:
+                where = "pod:" + peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            else:
+                where = "*"
+            for port in rule["ports"]:
+                found.add((where, int(port["port"])))
+    return found
+
+
+def endpoint(url: str) -> tuple[str, int]:
+    """kafka-bootstrap.kafka.svc...:9093 or https://clickhouse.clickhouse.svc...:8443 ->
+    (namespace, port)."""
+    host, port = url.split("://")[-1].split("/")[0].rsplit(":", 1)
+    return host.split(".")[1], int(port)
+
+
+def test_the_network_policies_give_only_the_loader_and_init_a_route_to_clickhouse() -> None:
+    config = k8s("ConfigMap", "journey-config")["data"]
+    kafka = endpoint(config["JOURNEY_KAFKA_BOOTSTRAP"].split(",")[0])
+    clickhouse = endpoint(
+        k8s("ConfigMap", "journey-clickhouse-config")["data"]["JOURNEY_CLICKHOUSE_URL"]
+    )
+    for workload in workloads():
+        routes = reachable(workload)
+        assert kafka in routes, component(workload)
+        assert ("*", 53) in routes, f"{component(workload)}: no DNS"
+        assert all(where != "*" or port == 53 for where, port in routes), routes
+        has_clickhouse = clickhouse in routes
+        assert has_clickhouse == (component(workload) in ("loader", "init")), component(workload)
+    # The loader reads each worker's /status; the workers let it in on their port.
+    assert ("pod:worker", WORKER_PORT) in reachable(by_component("loader"))
+    policy = k8s("NetworkPolicy", "journey-worker")["spec"]
+    ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {WORKER_PORT}
+    policy = k8s("NetworkPolicy", "journey-loader")["spec"]
+    assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} == {LOADER_PORT}
 
 
 def test_the_init_job_creates_topics_and_migrates() -> None:
     job = k8s("Job")["spec"]
-    (container,) = job["template"]["spec"]["containers"]
-    script = " ".join([*container.get("command", []), *container.get("args", [])])
+    one = container(k8s("Job"))
+    script = " ".join([*one.get("command", []), *one.get("args", [])])
     assert "journey topics create" in script and "journey migrate" in script
     assert job["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
-    assert (
-        container["image"]
-        == k8s("StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
-    )
+    assert len({container(w)["image"] for w in workloads()}) == 1, "one image for every role"
+
+
+def test_the_kubernetes_settings_of_each_role_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    for workload in workloads():
+        env = {k: v for k, v in pod_env(workload).items() if isinstance(v, str)}
+        settings = settings_from(env, monkeypatch)
+        assert settings.web_host == "0.0.0.0"
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_sasl_password is not None
+        if component(workload) == "worker":
+            assert settings.clickhouse_url == "" and settings.clickhouse_password is None
+        else:
+            assert settings.clickhouse_url.startswith("https://")
+            assert settings.clickhouse_password is not None
 
 
 def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
@@ -662,20 +929,28 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     ]
 
 
-def test_the_worker_image() -> None:
+def test_the_image() -> None:
     instructions = dockerfile_instructions()
     values = {kind: [arg for k, arg in instructions if k == kind] for kind, _ in instructions}
     assert values["ARG"][0] == "PYTHON_IMAGE=python:3.11-slim"
     assert len(values["FROM"]) == 2, "a build stage and a runtime stage"
-    assert values["EXPOSE"] == [str(Settings.model_fields["web_port"].default)]
+    assert set(values["EXPOSE"][0].split()) == {str(LOADER_PORT), str(WORKER_PORT)}
     assert json.loads(values["ENTRYPOINT"][0]) == ["journey"]
     assert json.loads(values["CMD"][0]) == ["worker"]
-    assert "/health" in values["HEALTHCHECK"][0]
+    # Alive whichever role runs: it asks both roles' ports (by their variables) for /health.
+    health = values["HEALTHCHECK"][0]
+    assert "/health" in health
+    assert "JOURNEY_WORKER_WEB_PORT" in health and "JOURNEY_WEB_PORT" in health
     user = values["USER"][-1].split(":")[0]
     assert user not in ("root", "0")
-    run_as = k8s("StatefulSet")["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
-    assert int(user) == run_as, "the image's uid and the StatefulSet's runAsUser differ"
-    assert "JOURNEY_WEB_HOST=0.0.0.0" in " ".join(values["ENV"])
+    for workload in workloads():
+        run_as = pod_spec(workload)["securityContext"]["runAsUser"]
+        assert int(user) == run_as, f"the image's uid and {component(workload)}'s runAsUser differ"
+    env = " ".join(values["ENV"])
+    assert "JOURNEY_WEB_HOST=0.0.0.0" in env
+    assert (
+        f"JOURNEY_WEB_PORT={LOADER_PORT}" in env and f"JOURNEY_WORKER_WEB_PORT={WORKER_PORT}" in env
+    )
 
 
 def test_the_image_installs_every_package_of_the_project() -> None:
