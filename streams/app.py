@@ -249,6 +249,10 @@ def create_pipeline(
                 stream._set_current_event(ready)
                 if not await handle(ready):
                     return
+            # Hold no reference to a message the merge keeps: on a stop the merge is emptied and
+            # Faust waits until every message still referenced (a weak set) is acked.
+            stream._set_current_event(None)
+            event = message = ready = None
 
     async def handle(event: Any) -> bool:
         """Apply one released message; False when the worker must stop (see dead_letter)."""

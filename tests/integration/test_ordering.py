@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import urllib.request
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +40,6 @@ from tests.integration.conftest import (
     Env,
     Worker,
     consume_all,
-    free_port,
     launch_worker,
     new_env,
     publish,
@@ -270,55 +267,34 @@ def publish_mixed(env: Env, events: list[InputEvent], *, crc32: bool) -> list[tu
     return placed
 
 
-def owned_partitions(port: int) -> set[int]:
-    """The input partitions a worker consumes, from its lag gauge."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return set()
-    return {int(p) for p in re.findall(r'^journey_consumer_lag\{.*partition="(\d+)"', text, re.M)}
-
-
 def run_two_workers(env: Env, *, crc32: bool) -> dict[str, Any]:
     settings = journey_settings()
     env.journey("topics", "create")
-    ports = [free_port() for _ in range(2)]
-    # chdb lets one process open a data path: each worker has its own (only triggers compared).
-    workers = [
-        launch_worker(
-            env,
-            **settings,
-            JOURNEY_DATA_DIR=str(env.tmp / f"worker-{i}"),
-            JOURNEY_CLICKHOUSE_URL=f"chdb://{env.tmp / f'chdb-{i}'}",
-            JOURNEY_WEB_PORT=str(port),
-        )
-        for i, port in enumerate(ports)
-    ]
+    # Two journey workers in one group (and the loader), as `journey run --workers 2` starts them.
+    pipeline = launch_worker(env, workers=2, **settings)
     try:
-        for worker in workers:
-            worker.wait_until(lambda s: s.get("ready"))
         # Both in the group, each with its share of the 3 partitions.
-        deadline = time.monotonic() + 90
-        while True:
-            owned = [owned_partitions(port) for port in ports]
-            if all(owned) and set().union(*owned) == {0, 1, 2} and not owned[0] & owned[1]:
-                break
-            assert time.monotonic() < deadline, f"partitions never shared: {owned}"
-            time.sleep(0.5)
+        def shared(s: dict[str, Any]) -> bool:
+            owned = [set(w.get("partitions", [])) for w in s.get("workers", [])]
+            return (
+                len(owned) == 2
+                and all(owned)
+                and set().union(*owned) == {0, 1, 2}
+                and not owned[0] & owned[1]
+            )
+
+        pipeline.wait_until(lambda s: s.get("ready") and shared(s), timeout=120)
         events = journeys(now_ms() + 1_000)
         placed = publish_mixed(env, events, crc32=crc32)
         triggers = triggers_on_topic(env, len(EMITTED), settle=6)
-        for worker in workers:
-            while not worker.statuses.empty():  # the latest status line (they queue up)
-                worker.last = worker.statuses.get()
+        while not pipeline.statuses.empty():  # the latest status line (they queue up)
+            pipeline.last = pipeline.statuses.get()
     finally:
-        for worker in workers:
-            if worker.process.poll() is None:
-                worker.kill()
+        if pipeline.process.poll() is None:
+            pipeline.kill()
     return {
         "placed": placed,
-        "repartitioned": [w.last.get("repartitioned", 0) for w in workers],
+        "repartitioned": [w.get("repartitioned", 0) for w in pipeline.last.get("workers", [])],
         "sent": sorted((tr.trigger_id, tr.trigger_type, tr.customer_id) for tr in triggers),
     }
 
