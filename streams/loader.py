@@ -87,6 +87,25 @@ class Loader:
     web: Any = None
     started: float = field(default_factory=time.monotonic)
     rebuilt: bool = False
+    # The last offset read per fact-topic partition, for the lag.
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the end of each assigned fact-topic partition (known once fetched)."""
+        behind: dict[tuple[str, int], int] = {}
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # not started
+            return behind
+        for tp in assignment:
+            try:
+                highwater = self.app.consumer.highwater(tp)
+            except Exception:
+                continue
+            if highwater is not None:
+                position = self.positions.get((tp.topic, tp.partition), -1)
+                behind[(tp.topic, tp.partition)] = max(0, highwater - position - 1)
+        return behind
 
 
 def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
@@ -246,6 +265,7 @@ class FactStore:
     ) -> None:
         stats = self.loader.stats
         stats.consumed[topic] = stats.consumed.get(topic, 0) + 1
+        self.loader.positions[(topic, partition)] = offset
         lineage = (topic, partition, offset)
         if topic == self.snapshots and value is None:
             self._erase(key, lineage)

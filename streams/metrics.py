@@ -44,6 +44,7 @@ LOADER_METRIC_NAMES = (
     "journey_sink_flush_seconds",
     "journey_sink_impossible_watermarks",
     "journey_facts_undecodable_total",
+    "journey_loader_lag",
 )
 
 
@@ -194,3 +195,11 @@ class _LoaderCollector(Collector):
         )
         impossible.add_metric([], len(sink.impossible_watermarks))
         yield impossible
+        lag = GaugeMetricFamily(
+            "journey_loader_lag",
+            "Fact-topic messages the loader has not read yet, per partition.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), behind in sorted(self.loader.lag().items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag

@@ -312,7 +312,12 @@ class Supervisor:
                 for name, n in w.get(key, {}).items():
                     total[name] = total.get(name, 0) + n
             merged[key] = total
-        merged["ready"] = bool(workers) and all(w.get("ready") for w in workers)
+        # The pipeline is ready when every worker and the loader are.
+        merged["ready"] = (
+            bool(workers)
+            and all(w.get("ready") for w in workers)
+            and bool(loader.get("loader_ready"))
+        )
         merged["clock"] = datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC).isoformat(
             timespec="minutes"
         )

@@ -90,6 +90,8 @@ def loader_status(loader: Loader) -> dict[str, Any]:
         "erased": stats.erased,
         "undecodable_facts": stats.undecodable,
         "loader_ready": loader.rebuilt,
+        # Fact-topic messages not read yet (0 once caught up with what the workers published).
+        "loader_lag": sum(loader.lag().values()),
     }
 
 

@@ -142,6 +142,22 @@ class Worker:
                 return self.last
         raise AssertionError(f"timed out; last status {self.last}\n{''.join(self.output[-8:])}")
 
+    def wait_loaded(self, timeout: float = 120) -> dict[str, Any]:
+        """Until the loader has stored everything the workers published: no record waits for the
+        broker, and the loader's lag is 0 in two status lines a second apart."""
+
+        def caught_up(s: dict[str, Any]) -> bool:
+            workers = s.get("workers", [])
+            return (
+                bool(workers)
+                and all(w.get("unacknowledged", 1) == 0 for w in workers)
+                and s.get("loader_lag") == 0
+            )
+
+        self.wait_until(caught_up, timeout)
+        time.sleep(1)
+        return self.wait_until(caught_up, timeout)
+
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, as an operator would: the pipeline shuts down cleanly."""
         if self.process.poll() is None:

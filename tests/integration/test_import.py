@@ -80,6 +80,7 @@ def run_worker_until_done(env: Env, start_worker: Any, good: int, again: bool = 
     assert status["consumed"] >= good if again else status["consumed"] == good, status
     assert not status["dead_letters"], status
     assert status["emitted"] == 0, status["triggers"]
+    worker.wait_loaded()
     assert worker.stop() == 0
 
 

@@ -218,8 +218,10 @@ def test_crash_between_insert_and_commit_leaves_one_row_per_event(env: Env, star
     # The loader recognised its redelivered messages as stored (watermarks), and the events the
     # worker published again (new offsets, same event ids) as known (unique keys).
     second.wait_until(
-        lambda s: s.get("sink_skipped_rows", 0) >= len(events)
-        and s.get("duplicate_rows", 0) >= len(events)
+        lambda s: (
+            s.get("sink_skipped_rows", 0) >= len(events)
+            and s.get("duplicate_rows", 0) >= len(events)
+        )
     )
     assert second.stop() == 0
 

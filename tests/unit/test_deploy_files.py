@@ -435,6 +435,7 @@ def exposition() -> dict[str, set[str]]:
             impossible_watermarks={},
         ),
         stats=SimpleNamespace(consumed={"journey.events": 2}, undecodable=0),
+        lag=lambda: {("journey.events", 0): 1},
     )
     loader_metrics = LoaderMetrics()
     loader_metrics.attach(loader)  # type: ignore[arg-type]
