@@ -79,7 +79,6 @@ def step(
         del state.seen[: len(state.seen) - config.seen_event_ids_per_customer]
     if state.first_seen_at is None or event.occurred_at < state.first_seen_at:
         state.first_seen_at = event.occurred_at
-    state.updated_at = max(state.updated_at, event.occurred_at)
     # Timers that were due before this event happened fire first: the customer had not
     # acted by then (this matters when a backlog is processed late).
     _fire(state, min(now, event.occurred_at), now, config, out)
@@ -146,7 +145,6 @@ def _page_viewed(
         state.stage = Stage.CONSIDERATION
     if event.page_type != "PRODUCT" or not event.product_id:
         return
-    state.last_product_view_at = max(state.last_product_view_at or 0, event.occurred_at)
     attributes = {"product_id": event.product_id, "viewed_at": str(event.occurred_at)}
     if event.category:
         attributes["category"] = event.category
@@ -194,7 +192,6 @@ def _cart_changed(
         return
     if event.occurred_at >= cart.last_change_at:
         cart.last_change_at = event.occurred_at
-        cart.last_change_event = event.event_id
     if state.stage != Stage.PURCHASE:
         state.stage = Stage.CONSIDERATION
     if not cart.lines:

@@ -19,9 +19,11 @@ import orjson
 
 from streams.journey.decisions import Reason, Stage
 
-STATE_VERSION = 2
-# Version 1 had no outbox (its two trailing fields); it still decodes.
-_READABLE_VERSIONS = (1, 2)
+STATE_VERSION = 3
+# Version 1 had no outbox (its two trailing fields); version 3 dropped three fields nothing read
+# (the last product view, the state's updated_at, a cart's last change event): their slots stay,
+# null, so positions never move. Every version still decodes.
+_READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(slots=True)
@@ -58,7 +60,6 @@ class Cart:
     value_minor: int = 0
     currency: str = ""
     last_change_at: int = 0
-    last_change_event: str = ""
     reminders_emitted: int = 0
     ordered: bool = False
 
@@ -95,7 +96,6 @@ class JourneyState:
     orders_count: int = 0
     revenue_minor: int = 0
     last_nps: int | None = None
-    last_product_view_at: int | None = None
     last_cart_add_at: int | None = None
     last_marketing_at: int | None = None
     unengaged: int = 0  # marketing triggers emitted since the last open, click or order
@@ -106,7 +106,6 @@ class JourneyState:
     # an answer delivered again long after changes no stage and decides no trigger again.
     feedback_seen: list[str] = field(default_factory=list)
     timers: dict[str, Timer] = field(default_factory=dict)  # key -> timer
-    updated_at: int = 0
     # Outputs not yet durable: [sequence, triggers-table row without lineage, Trigger fields or
     # None]. ``outbox_seq`` numbers them, so the engine can tell which ones a flush stored.
     outbox: list[list[Any]] = field(default_factory=list)
@@ -130,7 +129,7 @@ def _order_row(o: Order) -> list[Any]:
 def _cart_row(c: Cart) -> list[Any]:
     return [
         c.cart_id, c.lines, c.categories, c.value_minor, c.currency, c.last_change_at,
-        c.last_change_event, c.reminders_emitted, c.ordered,
+        c.reminders_emitted, c.ordered,
     ]  # fmt: skip
 
 
@@ -148,9 +147,9 @@ def encode_state(state: JourneyState) -> bytes:
             s.blocked, s.time_zone, [_order_row(o) for o in s.orders.values()],
             [_cart_row(c) for c in s.carts.values()], s.first_order_at, s.last_order_at,
             s.last_order_id, s.orders_count, s.revenue_minor, s.last_nps,
-            s.last_product_view_at, s.last_cart_add_at, s.last_marketing_at, s.unengaged,
+            None, s.last_cart_add_at, s.last_marketing_at, s.unengaged,
             s.last_emitted, s.win_back_order, s.seen, [_timer_row(t) for t in s.timers.values()],
-            s.updated_at, [*s.timers], s.outbox, s.outbox_seq, s.feedback_seen,
+            None, [*s.timers], s.outbox, s.outbox_seq, s.feedback_seen,
     ]  # fmt: skip
     return orjson.dumps(row)
 
@@ -163,13 +162,14 @@ def decode_state(data: bytes) -> JourneyState:
     (
         _, customer_id, stage, erased, first_seen_at, consent, blocked, time_zone, orders,
         carts, first_order_at, last_order_at, last_order_id, orders_count, revenue_minor,
-        last_nps, last_product_view_at, last_cart_add_at, last_marketing_at, unengaged,
-        last_emitted, win_back_order, seen, timers, updated_at, timer_keys,
+        last_nps, _, last_cart_add_at, last_marketing_at, unengaged,
+        last_emitted, win_back_order, seen, timers, _, timer_keys,
     ) = row[:26]  # fmt: skip
     # Appended after the outbox (version 2 onwards): absent in older states.
     feedback_seen = row[28] if len(row) > 28 else []
     order_objs = [Order(*o) for o in orders]
-    cart_objs = [Cart(*c) for c in carts]
+    # Before version 3 a cart row held its last change event (slot 6).
+    cart_objs = [Cart(*c[:6], *c[7:]) if row[0] < 3 else Cart(*c) for c in carts]
     return JourneyState(
         customer_id=customer_id,
         stage=Stage(stage),
@@ -186,7 +186,6 @@ def decode_state(data: bytes) -> JourneyState:
         orders_count=orders_count,
         revenue_minor=revenue_minor,
         last_nps=last_nps,
-        last_product_view_at=last_product_view_at,
         last_cart_add_at=last_cart_add_at,
         last_marketing_at=last_marketing_at,
         unengaged=unengaged,
@@ -194,7 +193,6 @@ def decode_state(data: bytes) -> JourneyState:
         win_back_order=win_back_order,
         seen=seen,
         timers={key: Timer(*t) for key, t in zip(timer_keys, timers, strict=True)},
-        updated_at=updated_at,
         feedback_seen=feedback_seen,
         outbox=outbox,
         outbox_seq=outbox_seq,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from schemas.records import InputEvent
@@ -782,3 +783,15 @@ def test_bytes_per_typical_customer() -> None:
     assert sim.state.timers
     size = len(encode_state(sim.state))
     assert size < 4_096, size
+
+
+def test_a_version_2_state_decodes_with_its_carts_and_timers() -> None:
+    """Stored by the previous release: cart rows held a last change event, two slots held
+    values nothing read. A worker of this release reads them and writes version 3."""
+    sim = Sim(start=B).play(RICH[:8])
+    state = sim.state
+    assert state.carts and state.timers
+    row = orjson.loads(encode_state(state))
+    row[0], row[16], row[24] = 2, 1_234, 5_678  # the slots version 2 filled
+    row[9] = [[*cart[:6], "ev-last-change", *cart[6:]] for cart in row[9]]
+    assert decode_state(orjson.dumps(row)) == state
