@@ -100,31 +100,13 @@ class Drop:
 
 
 @dataclass(frozen=True, slots=True)
-class Schedule:
-    """A timer was set (or moved): the trigger is evaluated again at ``fire_at``."""
-
-    key: str
-    trigger_id: str
-    trigger_type: str
-    fire_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class Unschedule:
-    """A timer is gone without a decision of its own (replaced by a newer one for the same key)."""
-
-    key: str
-    trigger_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class Erase:
     """Delete everything stored about the customer (ClickHouse rows included)."""
 
     customer_id: str
 
 
-Decision = Emit | Drop | Schedule | Unschedule | Erase
+Decision = Emit | Drop | Erase
 
 
 def trigger_id(customer_id: str, trigger_type: str, subject: str, source_event_id: str) -> str:

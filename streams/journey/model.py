@@ -42,11 +42,9 @@ from streams.journey.decisions import (
     Emit,
     Erase,
     Reason,
-    Schedule,
     Segment,
     Stage,
     Status,
-    Unschedule,
     trigger_id,
 )
 from streams.journey.state import Cart, JourneyState, Order, Timer
@@ -613,12 +611,9 @@ def _in_year(day: date, year: int) -> date:
 def _set_timer(state: JourneyState, out: list[Decision], key: str, timer: Timer) -> None:
     """Its id names the event that caused it: the same event sets the same timer once."""
     previous = state.timers.get(key)
-    if previous is not None:
-        if previous.trigger_id == timer.trigger_id:
-            return
-        out.append(Unschedule(key, previous.trigger_id))
-    state.timers[key] = timer
-    out.append(Schedule(key, timer.trigger_id, timer.trigger_type, timer.due_at))
+    if previous is not None and previous.trigger_id == timer.trigger_id:
+        return
+    state.timers[key] = timer  # a newer trigger for the same key replaces the older one
 
 
 def _cancel_exited(state: JourneyState, now: int, out: list[Decision]) -> None:
@@ -680,9 +675,7 @@ def _evaluate(
         if capped and send_at > timer.due_at + config.frequency_cap_drop_after:
             return finish(Status.SUPPRESSED, Reason.FREQUENCY_CAP)
         if send_at > now:
-            if send_at != timer.fire_at:
-                timer.fire_at = send_at
-                out.append(Schedule(key, timer.trigger_id, timer.trigger_type, send_at))
+            timer.fire_at = send_at  # deferred: evaluated again then
             return None
     del state.timers[key]
     out.append(Emit(_trigger(state, timer, now)))

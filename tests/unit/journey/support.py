@@ -28,7 +28,7 @@ from schemas.records import (
     Trigger,
 )
 from streams.journey.config import JourneyConfig
-from streams.journey.decisions import Decision, Drop, Emit, Schedule
+from streams.journey.decisions import Decision, Drop, Emit
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState
 
@@ -280,24 +280,52 @@ def erased(at: int, **kw: Any) -> CustomerChanged:
 
 
 # --- the fake worker --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scheduled:
+    """Seen by the fake worker (not a decision of the model): a timer was set, replaced or
+    moved in the state; the trigger is evaluated at ``fire_at``."""
+
+    key: str
+    trigger_id: str
+    trigger_type: str
+    fire_at: int
+
+
+Logged = Decision | Scheduled
+
+
+def timers_of(state: JourneyState) -> dict[str, tuple[str, int]]:
+    return {key: (t.trigger_id, t.fire_at) for key, t in state.timers.items()}
+
+
+def timer_changes(before: dict[str, tuple[str, int]], state: JourneyState) -> list[Scheduled]:
+    return [
+        Scheduled(key, t.trigger_id, t.trigger_type, t.fire_at)
+        for key, t in state.timers.items()
+        if before.get(key) != (t.trigger_id, t.fire_at)
+    ]
+
+
 def advance(
     state: JourneyState, t: int, t2: int, config: JourneyConfig
-) -> tuple[JourneyState, list[tuple[int, Decision]]]:
+) -> tuple[JourneyState, list[tuple[int, Logged]]]:
     """A worker's timer wheel from ``t`` to ``t2``: ``fire_due`` at each timer's fire time (so
     deferrals are honoured), then once at ``t2``. Returns the decisions with their clock."""
-    out: list[tuple[int, Decision]] = []
+    out: list[tuple[int, Logged]] = []
     now = t
     while True:
         nxt = state.next_fire_at()
         if nxt is None or nxt > t2:
             break
         now = max(now, nxt)
+        before = timers_of(state)
         state, decisions = fire_due(state, now, config)
-        out += [(now, d) for d in decisions]
+        out += [(now, d) for d in [*decisions, *timer_changes(before, state)]]
         following = state.next_fire_at()
         assert following is None or following > now, "fire_due left a timer due behind"
+    before = timers_of(state)
     state, decisions = fire_due(state, max(now, t2), config)
-    out += [(max(now, t2), d) for d in decisions]
+    out += [(max(now, t2), d) for d in [*decisions, *timer_changes(before, state)]]
     return state, out
 
 
@@ -315,7 +343,7 @@ class Sim:
         self.config = config
         self.now = start
         self.state = new_state(customer_id)
-        self.log: list[tuple[int, Decision]] = []
+        self.log: list[tuple[int, Logged]] = []
         self._n = 0
 
     def _id(self, event: InputEvent) -> InputEvent:
@@ -324,7 +352,7 @@ class Sim:
             return event
         return dataclasses.replace(event, event_id=f"e{self._n}")
 
-    def run(self, until: int) -> list[Decision]:
+    def run(self, until: int) -> list[Logged]:
         """Advance the clock to ``until`` firing timers on the way."""
         until = max(until, self.now)
         self.state, got = advance(self.state, self.now, until, self.config)
@@ -342,8 +370,9 @@ class Sim:
         if worker and at > self.now:
             self.run(at)
         self.now = max(self.now, at)
+        before = timers_of(self.state)
         self.state, decisions = step(self.state, self._id(event), self.now, self.config)
-        self.log += [(self.now, d) for d in decisions]
+        self.log += [(self.now, d) for d in [*decisions, *timer_changes(before, self.state)]]
         return decisions
 
     def play(self, events: Iterable[InputEvent], until: int | None = None) -> Sim:
@@ -355,7 +384,7 @@ class Sim:
 
     # views of the log
     @property
-    def decisions(self) -> list[Decision]:
+    def decisions(self) -> list[Logged]:
         return [d for _, d in self.log]
 
     def emitted(self, trigger_type: str | None = None) -> list[Trigger]:
@@ -364,11 +393,11 @@ class Sim:
     def dropped(self, trigger_type: str | None = None) -> list[Drop]:
         return drops(self.decisions, trigger_type)
 
-    def schedules(self, trigger_type: str | None = None) -> list[Schedule]:
+    def schedules(self, trigger_type: str | None = None) -> list[Scheduled]:
         return [
             d
             for d in self.decisions
-            if isinstance(d, Schedule) and trigger_type in (None, d.trigger_type)
+            if isinstance(d, Scheduled) and trigger_type in (None, d.trigger_type)
         ]
 
 
@@ -387,7 +416,14 @@ def drops(decisions: Iterable[Decision], trigger_type: str | None = None) -> lis
 def fate(sim: Sim, key: str) -> tuple[str, int | str]:
     """What became of the last trigger scheduled under timer ``key``: ("EMITTED", emitted_at),
     (status, reason) for a Drop, or ("PENDING", "")."""
-    ids = [d.trigger_id for d in sim.decisions if isinstance(d, Schedule) and d.key == key]
+    ids = [d.trigger_id for d in sim.decisions if isinstance(d, Scheduled) and d.key == key]
+    if not ids:  # set and decided within one step (due at once): the decision names its key
+        trigger_type, _, subject = key.partition(":")
+        ids = [
+            d.trigger_id if isinstance(d, Drop) else d.trigger.trigger_id
+            for d in sim.decisions
+            if isinstance(d, Emit | Drop) and _key_of(d) == (trigger_type, subject)
+        ]
     assert ids, f"{key} was never scheduled"
     wanted = ids[-1]
     for d in sim.decisions:
@@ -396,3 +432,10 @@ def fate(sim: Sim, key: str) -> tuple[str, int | str]:
         if isinstance(d, Drop) and d.trigger_id == wanted:
             return (d.status, d.reason)
     return ("PENDING", "")
+
+
+def _key_of(decision: Emit | Drop) -> tuple[str, str]:
+    if isinstance(decision, Emit):
+        t = decision.trigger
+        return t.trigger_type, t.order_id or t.cart_id or t.shipment_id or ""
+    return decision.trigger_type, decision.order_id or decision.cart_id or ""

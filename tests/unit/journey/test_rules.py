@@ -19,7 +19,6 @@ from streams.journey.decisions import (
     Drop,
     Emit,
     Erase,
-    Schedule,
     Status,
 )
 from streams.journey.model import fire_due, new_state, segment
@@ -33,6 +32,7 @@ from tests.unit.journey.support import (
     HOUR,
     MINUTE,
     NYC,
+    Scheduled,
     Sim,
     cancelled,
     cart_add,
@@ -559,7 +559,7 @@ def test_stale_cart_change_does_not_reopen(name: str, stale_change: InputEvent) 
     sim.send(stale_change, now=B + 5 * MINUTE)  # arrives after the order
     sim.run(B + 3 * DAY)
     new = sim.decisions[mark:]
-    assert [d for d in new if isinstance(d, Schedule) and d.trigger_type == T.ABANDONED_CART] == []
+    assert [d for d in new if isinstance(d, Scheduled) and d.trigger_type == T.ABANDONED_CART] == []
     assert emits(new, T.ABANDONED_CART) == []
 
 
