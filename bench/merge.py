@@ -18,18 +18,22 @@ from typing import Any
 # The merge as a pass-through: the buffer holds one message, which pop_ready() hands over at
 # once (in order when nothing can be older, given up as "capacity" otherwise).
 MERGE_OFF = {"JOURNEY_ORDERING_BUFFER": "1"}
-GAVE_UP_METRIC = "journey_ordering_gave_up_total"
+GAVE_UP_METRIC = "journey_ordering_gave_up"
 
 
-def parse_metric(text: str, name: str, label: str) -> dict[str, float]:
-    """The samples of one Prometheus counter by the value of one label, from /metrics text:
-    ``name{label="x"} 3.0`` -> ``{"x": 3.0}``; other labels of the sample are ignored."""
+def counter_by_label(text: str, family: str, label: str) -> dict[str, float] | None:
+    """A Prometheus counter's samples by the value of one label, from /metrics text:
+    ``family_total{label="x"} 3.0`` -> ``{"x": 3.0}`` (other labels ignored); ``{}`` when the
+    counter has no samples yet, None when the worker does not export it at all."""
+    if f"# TYPE {family} counter" not in text:
+        return None
+    sample = f"{family}_total{{"
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if not line.startswith(name + "{"):
+        if not line.startswith(sample):
             continue
         labels, _, value = line.rpartition(" ")
-        for pair in labels[len(name) + 1 : labels.rfind("}")].split(","):
+        for pair in labels[len(sample) : labels.rfind("}")].split(","):
             key, _, quoted = pair.partition("=")
             if key.strip() == label:
                 out[quoted.strip().strip('"')] = float(value)

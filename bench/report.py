@@ -308,9 +308,8 @@ def merge_section(r: dict[str, Any]) -> list[str]:
         ):
             s = summary.get(side) or {}
             runs = [p[side] for p in rounds if p.get(side)]
-            gave_up = " / ".join(
-                f"{_num((x.get('gave_up') or {}).get('wait'))} / "
-                f"{_num((x.get('gave_up') or {}).get('capacity'))}"
+            gave_up = ", ".join(
+                f"{_num(x['gave_up'].get('wait', 0))} / {_num(x['gave_up'].get('capacity', 0))}"
                 if x.get("gave_up") is not None
                 else "n/a"
                 for x in runs

@@ -58,8 +58,8 @@ from bench.merge import (
     GAVE_UP_METRIC,
     MERGE_OFF,
     compare_latency,
+    counter_by_label,
     merge_round,
-    parse_metric,
     summarize_merge,
 )
 from bench.report import write_markdown
@@ -349,7 +349,7 @@ def run_e2e(
     # What the event-time merge gave up on (step 8): from the worker's own counter.
     metrics = worker.metrics()
     e2e["ordering_gave_up"] = (
-        parse_metric(metrics, GAVE_UP_METRIC, "reason") if metrics is not None else None
+        counter_by_label(metrics, GAVE_UP_METRIC, "reason") if metrics is not None else None
     )
     if step == "e2e":
         results["e2e"] = e2e
