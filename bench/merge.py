@@ -25,7 +25,8 @@ def counter_by_label(text: str, family: str, label: str) -> dict[str, float] | N
     """A Prometheus counter's samples by the value of one label, from /metrics text:
     ``family_total{label="x"} 3.0`` -> ``{"x": 3.0}`` (other labels ignored); ``{}`` when the
     counter has no samples yet, None when the worker does not export it at all."""
-    if f"# TYPE {family} counter" not in text:
+    # (prometheus_client's text format names the family with _total, OpenMetrics without.)
+    if not any(f"# TYPE {name} counter" in text for name in (family, f"{family}_total")):
         return None
     sample = f"{family}_total{{"
     out: dict[str, float] = {}

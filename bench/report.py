@@ -380,7 +380,7 @@ def merge_section(r: dict[str, Any]) -> list[str]:
             "",
         ]
     elif summary:
-        lines += ["Live latency with and without the merge: not measured (step 3 skipped).", ""]
+        lines += ["Live latency with and without the merge: not measured this run.", ""]
     return lines
 
 

@@ -238,6 +238,11 @@ def e2e_rate(history: list[Status], total: int) -> dict[str, Any]:
     b = next((i for i, (_, c) in enumerate(points) if c >= total), len(points) - 1)
     ta, ca = points[a]
     tb, cb = points[b]
+    if b == a:  # everything between two status lines: no duration to divide by
+        return {
+            "events": cb,
+            "too_short": "all consumed within one status interval: raise --events",
+        }
     partial = cb < total
     if partial:  # stopped by the time limit: the rate of what was consumed
         total = cb
