@@ -339,9 +339,10 @@ def merge_section(r: dict[str, Any]) -> list[str]:
             "that second decode is in both figures, not in the difference: a whole decode "
             f"costs {_num(decode, digits=4)} ms per event (the decode contestant of step 7). "
             "Triggers: with the merge a customer's events are applied in event-time order, so "
-            "the counts are the same every round; without it they depend on how the fetches "
-            "interleaved the topics. `gave up order`: the worker's "
-            "`journey_ordering_gave_up_total` at the end of the run (with the pass-through, "
+            "the counts should be the same every round (unless it gave up order, next column); "
+            "without it they depend on how the fetches interleaved the topics. "
+            "`gave up order`: the worker's `journey_ordering_gave_up_total` at the end of the "
+            "run (with the pass-through, "
             "`capacity` counts each message that was handed over while an input partition of "
             "its partition number was still behind).",
             "",
