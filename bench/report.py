@@ -295,8 +295,9 @@ def merge_section(r: dict[str, Any]) -> list[str]:
             f"The e2e worker over the same {_num(w.get('events'))} pre-filled events from offset "
             "0, a new app id each run, with the merge (default: `JOURNEY_ORDERING_BUFFER` "
             f"{_num(buffer)}, `JOURNEY_ORDERING_WAIT` {_num(wait)} ms) and without it "
-            f"(`JOURNEY_ORDERING_BUFFER=1`: a pass-through), alternating ({order}). Median of "
-            "the rounds; each round's value in brackets.",
+            f"(`JOURNEY_ORDERING_BUFFER=1`: a pass-through), alternating ({order}). Timed from "
+            "the worker's `ready` to the last event handled (so the merge's holding of the "
+            "backlog's start counts). Median of the rounds; each round's value in brackets.",
             "",
             "| worker | CPU s / 1k events | events/s | triggers | merge gave up order "
             "(wait / capacity) |",

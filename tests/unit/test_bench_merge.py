@@ -10,8 +10,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
-from bench.merge import GAVE_UP_METRIC, compare_latency, counter_by_label, summarize_merge
+from bench.common import CpuSample, Status
+from bench.merge import (
+    GAVE_UP_METRIC,
+    compare_latency,
+    counter_by_label,
+    merge_round,
+    summarize_merge,
+)
 from bench.report import merge_section
+from bench.run import from_ready
 
 
 class _Exported:
@@ -120,3 +128,33 @@ def test_report_section_shows_both_sides_the_ratio_and_the_latency() -> None:
     assert "0 / 50, n/a" in text  # without; n/a where the counter was not exported
     assert "**10 ms**" in text and "**-50 ms**" in text
     assert merge_section({}) == []  # skipped: no section
+
+
+def status(at: float, consumed: int, cpu: float) -> Status:
+    return Status(at, {"consumed": consumed}, CpuSample(at, cpu, None, None))
+
+
+def test_a_run_is_timed_from_ready_so_that_holding_messages_counts() -> None:
+    # Ready at 10 s (2 events already handled), nothing handled while the merge held the
+    # backlog (10-14 s, 1.5 CPU s), then the rest handled by 16 s.
+    ready, held, done = status(10.0, 2, 1.0), status(14.0, 2, 2.5), status(16.0, 4002, 3.5)
+    assert from_ready(ready, done) == {
+        "events": 4000,
+        "seconds": 6.0,
+        "events_per_s": round(4000 / 6, 1),
+        "cpu_s_per_1k": 0.625,  # 2.5 CPU s / 4,000 events, the holding included
+    }
+    assert "cpu_s_per_1k" not in from_ready(ready, held)  # no event: no per-event figure
+
+
+def test_the_comparison_uses_the_from_ready_figures() -> None:
+    e2e = {
+        "events_per_s": 9000.0,
+        "events_per_worker_cpu_s": 5000.0,  # from the first handled: 0.2 CPU s / 1k
+        "from_ready": {"events_per_s": 3000.0, "cpu_s_per_1k": 0.5, "seconds": 6.0},
+        "ordering_gave_up": {"wait": 9.0},
+    }
+    run = merge_round(e2e, 10_000)
+    assert (run["events_per_s"], run["cpu_s_per_1k"]) == (3000.0, 0.5)
+    assert run["from_first_handled"] == {"events_per_s": 9000.0, "cpu_s_per_1k": 0.2}
+    assert run["gave_up"] == {"wait": 9.0}
