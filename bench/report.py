@@ -345,7 +345,7 @@ def merge_section(r: dict[str, Any]) -> list[str]:
             "`gave up order`: the worker's `journey_ordering_gave_up_total` at the end of the "
             "run (with the pass-through, "
             "`capacity` counts each message that was handed over while an input partition of "
-            "its partition number was still behind).",
+            "its partition number was still behind: during a catch-up, nearly every one).",
             "",
         ]
     lat = merge.get("latency")
