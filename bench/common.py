@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -300,6 +301,15 @@ class WorkerProcess:
             self.process.wait(30)
         self.drain()
         return time.monotonic() - started
+
+    def metrics(self, timeout: float = 5.0) -> str | None:
+        """The worker's Prometheus ``/metrics`` text (None if it does not answer)."""
+        url = f"http://127.0.0.1:{self.env['JOURNEY_WEB_PORT']}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
 
     def kill(self) -> None:
         if self.process.poll() is None:

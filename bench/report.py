@@ -275,6 +275,117 @@ def targets_section(r: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def merge_section(r: dict[str, Any]) -> list[str]:
+    """Step 8 (issue 11): the event-time merge's cost in throughput and in live latency."""
+    merge = r.get("merge")
+    if not merge:
+        return []
+    summary = merge.get("summary") or {}
+    rounds = merge.get("rounds") or []
+    w = r.get("workload") or {}
+    lines = [
+        "## Cost of the event-time merge (step 8)",
+        "",
+    ]
+    if summary:
+        buffer = merge.get("with_ordering_buffer")
+        wait = merge.get("with_ordering_wait_ms")
+        order = "; ".join(f"round {p['round']}: {', '.join(p['order'])}" for p in rounds)
+        lines += [
+            f"The e2e worker over the same {_num(w.get('events'))} pre-filled events from offset "
+            "0, a new app id each run, with the merge (default: `JOURNEY_ORDERING_BUFFER` "
+            f"{_num(buffer)}, `JOURNEY_ORDERING_WAIT` {_num(wait)} ms) and without it "
+            f"(`JOURNEY_ORDERING_BUFFER=1`: a pass-through), alternating ({order}). Timed from "
+            "the worker's `ready` to the last event handled (so the merge's holding of the "
+            "backlog's start counts). Median of the rounds; each round's value in brackets.",
+            "",
+            "| worker | CPU s / 1k events | events/s | triggers | merge gave up order "
+            "(wait / capacity) |",
+            "|---|---:|---:|---|---|",
+        ]
+        for side, label in (
+            ("with", "with the merge (default)"),
+            ("without", "without (`JOURNEY_ORDERING_BUFFER=1`)"),
+        ):
+            s = summary.get(side) or {}
+            runs = [p[side] for p in rounds if p.get(side)]
+            gave_up = ", ".join(
+                f"{_num(x['gave_up'].get('wait', 0))} / {_num(x['gave_up'].get('capacity', 0))}"
+                if x.get("gave_up") is not None
+                else "n/a"
+                for x in runs
+            )
+            lines.append(
+                f"| {label} | **{_num(s.get('cpu_s_per_1k'), digits=3)}** "
+                f"({' / '.join(_num(v, digits=3) for v in s.get('cpu_s_per_1k_rounds', []))}) | "
+                f"**{_num(s.get('events_per_s'))}** "
+                f"({' / '.join(_num(v) for v in s.get('events_per_s_rounds', []))})"
+                f"{' partial' if s.get('partial') else ''} | "
+                f"{' / '.join(_num(t) for t in s.get('triggers', []))} | {gave_up} |"
+            )
+        lines.append(
+            f"| with / without | **{_num(summary.get('cpu_ratio'), digits=3)}** ("
+            f"{' / '.join(_num(v, digits=3) for v in summary.get('cpu_ratio_rounds', []))}) | "
+            f"**{_num(summary.get('rate_ratio'), digits=3)}** ("
+            f"{' / '.join(_num(v, digits=3) for v in summary.get('rate_ratio_rounds', []))}) "
+            "| | |"
+        )
+        added = summary.get("cpu_ms_per_event_added")
+        decode = _get(r, "contest", "summary", "decode", "cpu_s_per_1k")
+        lines += [
+            "",
+            f"The merge adds {_num(added, digits=4)} ms of worker CPU per event (median with - "
+            "median without; negative: within the noise). Without the merge the worker still "
+            "reads each message's `occurred_at` (the agent decodes it before the buffer), so "
+            "that second decode is in both figures, not in the difference: a whole decode "
+            f"costs {_num(decode, digits=4)} ms per event (the decode contestant of step 7). "
+            "Triggers: with the merge a customer's events are applied in event-time order, so "
+            "the counts should be the same every round (unless it gave up order, next column); "
+            "without it they depend on how the fetches interleaved the topics. "
+            "`gave up order`: the worker's `journey_ordering_gave_up_total` at the end of the "
+            "run (with the pass-through, "
+            "`capacity` counts each message that was handed over while an input partition of "
+            "its partition number was still behind: during a catch-up, nearly every one).",
+            "",
+        ]
+    lat = merge.get("latency")
+    if lat:
+        with_, without = lat["with"], lat["without"]
+        lines += [
+            "Live: step 3's probe (orders -> ORDER_CONFIRMATION, broker append times) on a "
+            "worker with the merge (step 3's) and on one without it (a fresh prefix, the same "
+            "rates, run after it). Added = with - without (negative: the run with the merge "
+            "was faster; one probe each, so the difference includes the run-to-run noise).",
+            "",
+            "| orders/s | p50 with | p50 without | p50 added | p99 with | p99 without | "
+            "p99 added |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| {_num(with_.get('orders_per_s'))} / {_num(without.get('orders_per_s'))} | "
+            f"{_num(with_.get('p50_ms'), 'ms')} | {_num(without.get('p50_ms'), 'ms')} | "
+            f"**{_num(lat.get('added_p50_ms'), 'ms')}** | {_num(with_.get('p99_ms'), 'ms')} | "
+            f"{_num(without.get('p99_ms'), 'ms')} | **{_num(lat.get('added_p99_ms'), 'ms')}** |",
+        ]
+        wu, wou = with_.get("unloaded") or {}, without.get("unloaded") or {}
+        if wu.get("p50_ms") is not None or wou.get("p50_ms") is not None:
+            lines.append(
+                f"| {_num(wu.get('orders_per_s'))} / {_num(wou.get('orders_per_s'))} (idle) | "
+                f"{_num(wu.get('p50_ms'), 'ms')} | {_num(wou.get('p50_ms'), 'ms')} | "
+                f"**{_num(lat.get('added_unloaded_p50_ms'), 'ms')}** | "
+                f"{_num(wu.get('p99_ms'), 'ms')} | {_num(wou.get('p99_ms'), 'ms')} | "
+                f"**{_num(lat.get('added_unloaded_p99_ms'), 'ms')}** |"
+            )
+        lines += [
+            "",
+            f"Triggers matched with / without: {_num(with_.get('triggers_matched'))} / "
+            f"{_num(without.get('triggers_matched'))} (missing "
+            f"{_num(with_.get('triggers_missing'))} / {_num(without.get('triggers_missing'))}).",
+            "",
+        ]
+    elif summary:
+        lines += ["Live latency with and without the merge: not measured this run.", ""]
+    return lines
+
+
 def write_markdown(r: dict[str, Any], path: Path) -> None:
     m = r.get("machine", {})
     lines = [
@@ -289,6 +400,7 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         "",
     ]
     lines += contest_section(r)
+    lines += merge_section(r)
     lines += [
         "## All figures",
         "",

@@ -13,7 +13,11 @@ Steps (each prints progress; sizes come from flags or BENCH_* environment variab
    changelog: customers/s (start to ready), raw and net of an empty-table baseline;
 3. on that worker: orders at half the e2e rate, broker append of the order to broker append of
    its ORDER_CONFIRMATION, p50/p99;
-4. in-process, no Kafka: 1M pending timers fired by 250 ms ticks, lateness p50/p99.
+4. in-process, no Kafka: 1M pending timers fired by 250 ms ticks, lateness p50/p99;
+8. the cost of the event-time merge (issue 11): in each round of 7 the worker also runs
+   without it (JOURNEY_ORDERING_BUFFER=1), alternating with the default worker: CPU seconds
+   per 1,000 events and events/s with and without, and their ratio; then step 3's latency
+   probe on a worker without the merge, at the same rates: p50/p99 of both and the difference.
 
 The numbers are written as measured: nothing here passes or fails.
 """
@@ -50,13 +54,21 @@ from bench.common import (
     log,
 )
 from bench.contest import run_contestants, summarize, worker_round
+from bench.merge import (
+    GAVE_UP_METRIC,
+    MERGE_OFF,
+    compare_latency,
+    counter_by_label,
+    merge_round,
+    summarize_merge,
+)
 from bench.report import write_markdown
 from schemas.codec import Codec
 from streams.settings import parse_duration_ms
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-STEPS = ("e2e", "contest", "state", "recovery", "latency", "timers")
+STEPS = ("e2e", "contest", "state", "recovery", "latency", "timers", "merge")
 
 
 def _env(name: str, default: str) -> str:
@@ -226,6 +238,11 @@ def e2e_rate(history: list[Status], total: int) -> dict[str, Any]:
     b = next((i for i, (_, c) in enumerate(points) if c >= total), len(points) - 1)
     ta, ca = points[a]
     tb, cb = points[b]
+    if b == a:  # everything between two status lines: no duration to divide by
+        return {
+            "events": cb,
+            "too_short": "all consumed within one status interval: raise --events",
+        }
     partial = cb < total
     if partial:  # stopped by the time limit: the rate of what was consumed
         total = cb
@@ -266,10 +283,13 @@ def run_e2e(
     total: int,
     results: dict[str, Any],
     profile_to: Path | None = None,
+    step: str = "e2e",
 ) -> Any:
-    log(f"[1] e2e: one journey worker ({world.app_id}) consumes the {total:,} events")
+    """One worker consumes the pre-filled topics (step 1; step 8 runs it with other settings)."""
+    label = "[1] e2e" if step == "e2e" else f"[8] {step}"
+    log(f"{label}: one journey worker ({world.app_id}) consumes the {total:,} events")
     worker = WorkerProcess(world, "1", status_every=args.status_every)
-    results["workers"].append({"step": "e2e", "argv": worker.argv, "env": worker.env})
+    results["workers"].append({"step": step, "argv": worker.argv, "env": worker.env})
     last_print = [0.0]
 
     def show(status: Status) -> None:
@@ -282,7 +302,7 @@ def run_e2e(
                 f"pending timers {d.get('pending_timers', 0):,}"
             )
 
-    worker.wait_until(lambda d: d.get("ready", False), 180, show)
+    ready = worker.wait_until(lambda d: d.get("ready", False), 180, show)
     ready_s = time.monotonic() - worker.started
     profiler = None
     if profile_to is not None:
@@ -292,7 +312,7 @@ def run_e2e(
     try:
         done = worker.wait_until(lambda d: d.get("consumed", 0) >= total, args.e2e_timeout, show)
     except TimeoutError:
-        log(f"  e2e: time limit of {args.e2e_timeout:.0f}s reached: reporting the partial rate")
+        log(f"  {step}: time limit of {args.e2e_timeout:.0f}s reached: the partial rate")
         assert worker.last is not None
         done = worker.last
     e2e = e2e_rate(worker.history, total)
@@ -310,8 +330,9 @@ def run_e2e(
             # Robust to other load on the machine: what one core of worker time gets through.
             events = done.data["consumed"] - busy[0].data["consumed"]
             e2e["events_per_worker_cpu_s"] = round(events / (last - first), 1)
+    e2e["from_ready"] = from_ready(ready, done)
     log(
-        f"  e2e: {e2e.get('events_per_s', 0):,.0f} events/s ({e2e.get('events', 0):,} events in "
+        f"  {step}: {e2e.get('events_per_s', 0):,.0f} events/s ({e2e.get('events', 0):,} events in "
         f"{e2e.get('seconds')}s; steady {e2e.get('steady_events_per_s')}/s); cores used "
         f"{e2e.get('cpu_cores')}"
     )
@@ -330,7 +351,14 @@ def run_e2e(
     e2e["events_rows"] = rows
     e2e["all_rows_stored_after_s"] = round(rows_at - done.data["elapsed_s"], 1)
     e2e["status_trace"] = trace(worker.history)
-    results["e2e"] = e2e
+    e2e["app_id"] = world.app_id
+    # What the event-time merge gave up on (step 8): from the worker's own counter.
+    metrics = worker.metrics()
+    e2e["ordering_gave_up"] = (
+        counter_by_label(metrics, GAVE_UP_METRIC, "reason") if metrics is not None else None
+    )
+    if step == "e2e":
+        results["e2e"] = e2e
     e2e["shutdown_s"] = round(worker.stop(), 1)
     e2e["final_status"] = worker.last.data if worker.last else None
     from bench.workload import topic_records
@@ -340,6 +368,23 @@ def run_e2e(
         e2e["changelog_records"] = asyncio.run(topic_records(world.bootstrap, changelog))
         log(f"  the table's changelog {changelog} holds {e2e['changelog_records']:,} records")
     return e2e
+
+
+def from_ready(ready: Status, done: Status) -> dict[str, Any]:
+    """Events/s and worker CPU s per 1,000 events from the worker's first ``ready`` status line
+    to the one that showed the last event handled (step 8). Unlike step 1's window (first event
+    handled to last) it includes the time and CPU spent fetching and holding messages before the
+    first is handled, which the event-time merge does at the start of a backlog."""
+    events = done.data.get("consumed", 0) - ready.data.get("consumed", 0)
+    seconds = done.at - ready.at
+    out: dict[str, Any] = {"events": events, "seconds": round(seconds, 2)}
+    if events > 0 and seconds > 0:
+        out["events_per_s"] = round(events / seconds, 1)
+    if events > 0 and ready.cpu and done.cpu:
+        first, last = ready.cpu.worker, done.cpu.worker
+        if first is not None and last is not None and last > first:
+            out["cpu_s_per_1k"] = round(1000 * (last - first) / events, 4)
+    return out
 
 
 def trace(history: list[Status]) -> list[list[Any]]:
@@ -426,6 +471,24 @@ def run_latency(
     return latency
 
 
+def run_without_merge(
+    world: World,
+    args: argparse.Namespace,
+    total: int,
+    results: dict[str, Any],
+    pair: dict[str, Any],
+) -> None:
+    """Step 8: the e2e worker without the event-time merge, its own app id, same topics."""
+    off = replace(
+        world,
+        app_suffix=f"-nomerge{pair['round']}",
+        extra_env={**world.extra_env, **MERGE_OFF},
+    )
+    run = run_e2e(off, args, total, results, step="merge-without")
+    pair["without"] = merge_round(run, int(MERGE_OFF["JOURNEY_ORDERING_BUFFER"]))
+    pair["order"].append("without")
+
+
 def read_settle_status(worker: WorkerProcess, seconds: float = 3.0) -> dict[str, Any]:
     """The worker's latest status after a short wait (a status line is at most 1 s old)."""
     time.sleep(seconds)
@@ -446,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="journey-bench-"))
     main_world = World("main", bootstrap, root, args.partitions, extra_env)
     base_world = World("base", bootstrap, root, args.partitions, extra_env, tag=main_world.tag)
+    # Step 8's latency probe without the merge.
+    off_env = {**extra_env, **MERGE_OFF}
+    off_world = World("nomerge", bootstrap, root, args.partitions, off_env, tag=main_world.tag)
     results: dict[str, Any] = {
         "machine": machine(),
         "bootstrap": bootstrap,
@@ -496,22 +562,51 @@ def main(argv: list[str] | None = None) -> int:
 
         e2e: dict[str, Any] = {}
         rounds: dict[str, list[dict[str, Any]]] = {}
+        merge_pairs: list[dict[str, Any]] = []
+        default_buffer = settings.ordering_buffer
+        merging = "merge" not in args.skip
         for round_no in range(1, max(1, args.rounds) + 1):
             if "contest" not in args.skip:
                 run_contestants(
                     main_world, round_no, total, args.peer_timeout, rounds, args.prototypes
                 )
+            # Step 8: the worker without the merge, before the default one in even rounds and
+            # after it in odd ones, so that drifting load weighs on both.
+            pair: dict[str, Any] = {"round": round_no, "order": []}
+            if merging:
+                merge_pairs.append(pair)
+            if merging and round_no % 2 == 0:
+                run_without_merge(main_world, args, total, results, pair)
+            last = round_no == max(1, args.rounds)
+            profiled = last and args.profile > 0
             if "e2e" not in args.skip:
-                last = round_no == max(1, args.rounds)
                 world = (
                     main_world if round_no == 1 else replace(main_world, app_suffix=f"-r{round_no}")
                 )
-                profile_to = args.out / "profile-worker" if last and args.profile > 0 else None
+                profile_to = args.out / "profile-worker" if profiled else None
                 e2e_round = run_e2e(world, args, total, results, profile_to)
                 rounds.setdefault("worker", []).append(worker_round(e2e_round))
                 results.setdefault("e2e_rounds", []).append(e2e_round)
                 if round_no == 1:  # recovery restores this run's table
                     e2e = e2e_round
+                if merging and not profiled:  # (py-spy would share the CPU)
+                    pair["with"] = merge_round(e2e_round, default_buffer)
+                    pair["order"].append("with")
+            if merging and "with" not in pair:
+                with_world = replace(main_world, app_suffix=f"-merge{round_no}")
+                with_round = run_e2e(with_world, args, total, results, step="merge-with")
+                pair["with"] = merge_round(with_round, default_buffer)
+                pair["order"].append("with")
+            if merging and round_no % 2 == 1:
+                run_without_merge(main_world, args, total, results, pair)
+        if merge_pairs:
+            results["merge"] = {
+                "rounds": merge_pairs,
+                "summary": summarize_merge(merge_pairs),
+                "without_env": MERGE_OFF,
+                "with_ordering_buffer": default_buffer,
+                "with_ordering_wait_ms": settings.ordering_wait,
+            }
         if e2e:
             results["e2e"] = e2e  # (each round's run_e2e wrote its own)
         if rounds:
@@ -569,6 +664,23 @@ def main(argv: list[str] | None = None) -> int:
                 results["latency"] = run_latency(worker2, base_world, codec, args, rate)
             worker2.stop()
 
+            if "latency" not in args.skip and "merge" not in args.skip:
+                log(
+                    f"[8] merge cost, live: the same probe at {rate:,.0f}/s on a worker without "
+                    "the merge (JOURNEY_ORDERING_BUFFER=1), fresh prefix"
+                )
+                asyncio.run(_create(off_world))
+                worker3, _ = run_recovery(off_world, args, "1", results, "merge-latency-without")
+                without = run_latency(worker3, off_world, codec, args, rate)
+                worker3.stop()
+                merge = results.setdefault("merge", {})
+                merge["latency"] = compare_latency(results["latency"], without)
+                merge["latency_without"] = without
+                log(
+                    f"  merge adds p50 {merge['latency']['added_p50_ms']} ms, p99 "
+                    f"{merge['latency']['added_p99_ms']} ms at {rate:,.0f} orders/s"
+                )
+
         if "timers" not in args.skip:
             from bench.timers import timer_lateness
 
@@ -603,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"changelog__{main_world.app_id}",  # the Quix contestants'
                             base_world.prefix,
                             base_world.app_id,
+                            off_world.prefix,
+                            off_world.app_id,
                         ),
                     )
                 )
