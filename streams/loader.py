@@ -102,9 +102,14 @@ class Loader:
                 highwater = self.app.consumer.highwater(tp)
             except Exception:
                 continue
-            if highwater is not None:
-                position = self.positions.get((tp.topic, tp.partition), -1)
-                behind[(tp.topic, tp.partition)] = max(0, highwater - position - 1)
+            if highwater is None:
+                continue
+            # The next offset to read: after the last one read, or where the group committed
+            # (a restarted loader may have nothing new to read on a partition).
+            read = self.positions.get((tp.topic, tp.partition))
+            committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+            following = max(read + 1 if read is not None else 0, int(committed or 0))
+            behind[(tp.topic, tp.partition)] = max(0, int(highwater) - following)
         return behind
 
 

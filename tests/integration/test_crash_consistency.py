@@ -1,7 +1,8 @@
 """Kill -9 while the simulator publishes, then compare with a clean run of the same input.
 
 The crashed world: a worker is killed at random moments while ``journey simulate`` publishes,
-once more after it consumed everything but before any flush (its flush interval is an hour),
+once more after it consumed everything but acknowledged nothing (its acknowledgement interval,
+and its loader's flush interval, are an hour),
 and a last worker recovers. The clean world: one worker reads the very same input topics (its
 own consumer group, ClickHouse and output topics) without interruption. Every trigger id the
 clean run emitted and every decision row it stored must be in the crashed world too.
@@ -161,6 +162,10 @@ def test_kill_9_during_publishing_loses_no_decision(env: Env, start_worker: Any)
         "JOURNEY_TOPIC_DEADLETTER": "clean.deadletter",
         "JOURNEY_TOPIC_REPARTITION": "clean.repartition",
         "JOURNEY_TOPIC_TICKS": "clean.ticks",
+        "JOURNEY_TOPIC_DECISIONS": "clean.decisions",
+        "JOURNEY_TOPIC_JOURNEY_EVENTS": "clean.events",
+        "JOURNEY_TOPIC_SNAPSHOTS": "clean.customers",
+        "JOURNEY_WORKER_WEB_PORT": str(free_port()),
     }
     if os.environ.get("JOURNEY_CRASH_MEMBERSHIP") == "static":  # the opt-in, to compare
         env.vars["JOURNEY_GROUP_INSTANCE_ID"] = "crash-test-worker"
@@ -186,8 +191,13 @@ def test_kill_9_during_publishing_loses_no_decision(env: Env, start_worker: Any)
     finally:
         if simulator.poll() is None:
             simulator.kill()
-    # Everything consumed, nothing flushed: the state is in the changelog, no row is stored.
-    unflushed = start_worker(JOURNEY_SINK_FLUSH_INTERVAL="1h", JOURNEY_SINK_BATCH_ROWS="100000000")
+    # Everything consumed, nothing acknowledged: the state is in the changelog, the inputs are
+    # not committed (the worker never acknowledges), and the loader stores no row.
+    unflushed = start_worker(
+        JOURNEY_ACK_INTERVAL="1h",
+        JOURNEY_SINK_FLUSH_INTERVAL="1h",
+        JOURNEY_SINK_BATCH_ROWS="100000000",
+    )
     wait_idle(unflushed)
     unflushed.kill()
 
