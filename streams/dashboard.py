@@ -230,7 +230,7 @@ header span { color: #9ca3af; font-size: 13px; }
 main { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px;
        padding: 16px 24px; }
 section { background: white; border-radius: 8px; padding: 12px 16px;
-          box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+          box-shadow: 0 1px 2px rgba(0,0,0,.08); min-width: 0; overflow-x: auto; }
 section h2 { font-size: 15px; margin: 4px 0 8px; }
 section p.note { color: #6b7280; font-size: 12px; margin: 4px 0 0; }
 .kpis { display: flex; gap: 12px; flex-wrap: wrap; }
