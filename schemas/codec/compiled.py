@@ -1,0 +1,253 @@
+"""Per-record machinery compiled once from a schema: building records from data and back."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from schemas.codec.base import _BAD_ENUM, _COMPLEX, Build, Check, SchemaLoadError
+
+# --------------------------------------------------------------------------------------------
+# Per-record machinery compiled once from a schema
+# --------------------------------------------------------------------------------------------
+
+
+def _named(parsed: dict[str, Any]) -> dict[str, Any]:
+    named: dict[str, Any] = parsed.get("__named_schemas", {})
+    return named
+
+
+def _deref(node: Any, named: Mapping[str, Any]) -> Any:
+    """Resolve named references and unwrap ``{"type": "long", ...}`` to the bare type."""
+    while True:
+        if isinstance(node, str) and node in named:
+            node = named[node]
+        elif isinstance(node, dict) and node.get("type") not in _COMPLEX:
+            node = node["type"]
+        else:
+            return node
+
+
+def _type_name(node: Any) -> str:
+    if isinstance(node, str):
+        return node.rpartition(".")[2]
+    if isinstance(node, list):
+        return " or ".join(_type_name(b) for b in node)
+    kind = node.get("type")
+    if kind in ("record", "error", "enum", "fixed"):
+        return str(node["name"]).rpartition(".")[2]
+    if kind == "array":
+        return "array"
+    if kind == "map":
+        return "map"
+    return _type_name(kind)
+
+
+def _class_field_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def _check_class(cls: type, record: dict[str, Any]) -> None:
+    schema_fields = [f["name"] for f in record["fields"]]
+    if not is_dataclass(cls):
+        raise SchemaLoadError(f"{cls.__qualname__} is not a dataclass")
+    class_fields = _class_field_names(cls)
+    if class_fields != schema_fields:
+        raise SchemaLoadError(
+            f"{cls.__qualname__} has fields {class_fields}, but the newest schema of "
+            f"{record['name']} has {schema_fields}"
+        )
+
+
+def _constructor(cls: type) -> Build:
+    """dict with every field -> instance, bypassing the dataclass ``__init__``.
+
+    Setting the slots through their descriptors takes half the time of the generated frozen
+    ``__init__`` (which goes through ``object.__setattr__``). Falls back to ``cls(**d)`` for
+    classes with ``__post_init__`` or without slots.
+    """
+    names = _class_field_names(cls)
+    descriptors: list[Any] = [cls.__dict__.get(name) for name in names]
+    if hasattr(cls, "__post_init__") or not all(
+        type(d).__name__ == "member_descriptor" for d in descriptors
+    ):
+        return lambda d: cls(**d)
+    setters = [(d.__set__, name) for d, name in zip(descriptors, names, strict=True)]
+    new = object.__new__
+
+    def construct(d: dict[str, Any]) -> Any:
+        obj: Any = new(cls)
+        for setter, name in setters:
+            setter(obj, d[name])
+        return obj
+
+    return construct
+
+
+def _compile_build(
+    node: Any, named: Mapping[str, Any], classes: Mapping[str, type]
+) -> Build | None:
+    """fastavro/JSON output (dicts) -> dataclass instances; ``None`` means "keep as is"."""
+    node = _deref(node, named)
+    if isinstance(node, list):
+        branches = [(b, _compile_build(b, named, classes)) for b in node if b != "null"]
+        built = [b for _, b in branches if b is not None]
+        if not built:
+            return None
+        if len(branches) > 1:
+            raise SchemaLoadError("unions of several records, arrays or maps are not supported")
+        inner = built[0]
+        return lambda v: None if v is None else inner(v)
+    if not isinstance(node, dict):
+        return None
+    kind = node.get("type")
+    if kind in ("record", "error"):
+        name = node["name"]
+        cls = classes.get(name)
+        if cls is None:
+            raise SchemaLoadError(f"no Python class for the record {name}")
+        _check_class(cls, node)
+        subs = [
+            (f["name"], sub)
+            for f in node["fields"]
+            if (sub := _compile_build(f["type"], named, classes)) is not None
+        ]
+        make = _constructor(cls)
+        if not subs:
+            return make
+
+        def build_record(d: dict[str, Any]) -> Any:
+            for fname, sub in subs:
+                d[fname] = sub(d[fname])
+            return make(d)
+
+        return build_record
+    if kind == "array":
+        item = _compile_build(node["items"], named, classes)
+        if item is None:
+            return None
+        return lambda v: [item(x) for x in v]
+    if kind == "map":
+        value = _compile_build(node["values"], named, classes)
+        if value is None:
+            return None
+        return lambda v: {k: value(x) for k, x in v.items()}
+    return None
+
+
+def _compile_unbuild(node: Any, named: Mapping[str, Any]) -> Build | None:
+    """Dataclass instances -> dicts for fastavro; ``None`` means "keep as is"."""
+    node = _deref(node, named)
+    if isinstance(node, list):
+        subs = [s for b in node if b != "null" and (s := _compile_unbuild(b, named)) is not None]
+        if not subs:
+            return None
+        inner = subs[0]
+        return lambda v: None if v is None else inner(v)
+    if not isinstance(node, dict):
+        return None
+    kind = node.get("type")
+    if kind in ("record", "error"):
+        names = tuple(f["name"] for f in node["fields"])
+        getter = operator.attrgetter(*names)
+        subs2 = [
+            (f["name"], sub)
+            for f in node["fields"]
+            if (sub := _compile_unbuild(f["type"], named)) is not None
+        ]
+        if len(names) == 1:
+            only = names[0]
+
+            def one(obj: Any) -> dict[str, Any]:
+                return {only: getattr(obj, only)}
+
+            base: Build = one
+        else:
+
+            def many(obj: Any) -> dict[str, Any]:
+                return dict(zip(names, getter(obj), strict=True))
+
+            base = many
+        if not subs2:
+            return base
+
+        def unbuild_record(obj: Any) -> dict[str, Any]:
+            d: dict[str, Any] = base(obj)
+            for fname, sub in subs2:
+                d[fname] = sub(d[fname])
+            return d
+
+        return unbuild_record
+    if kind == "array":
+        item = _compile_unbuild(node["items"], named)
+        if item is None:
+            return None
+        return lambda v: [item(x) for x in v]
+    if kind == "map":
+        value = _compile_unbuild(node["values"], named)
+        if value is None:
+            return None
+        return lambda v: {k: value(x) for k, x in v.items()}
+    return None
+
+
+def _has_sentinel(value: Any) -> bool:
+    if isinstance(value, str):
+        return value == _BAD_ENUM
+    if isinstance(value, dict):
+        return any(_has_sentinel(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_sentinel(v) for v in value)
+    return False
+
+
+def _compile_enum_check(node: Any, named: Mapping[str, Any]) -> Check | None:
+    """True if a decoded value holds no sentinel enum symbol; ``None``: no enums inside."""
+    node = _deref(node, named)
+    if isinstance(node, list):
+        branches = [b for b in node if b != "null"]
+        subs = [s for b in branches if (s := _compile_enum_check(b, named)) is not None]
+        if not subs:
+            return None
+        if len(branches) == 1:
+            inner = subs[0]
+            return lambda v: v is None or inner(v)
+        return lambda v: not _has_sentinel(v)  # which branch was read is not known here
+    if not isinstance(node, dict):
+        return None
+    kind = node.get("type")
+    if kind == "enum":
+        return lambda v: v != _BAD_ENUM
+    if kind in ("record", "error"):
+        subs2 = [
+            (f["name"], sub)
+            for f in node["fields"]
+            if (sub := _compile_enum_check(f["type"], named)) is not None
+        ]
+        if not subs2:
+            return None
+
+        if len(subs2) == 1:
+            ((only_name, only_sub),) = subs2
+            return lambda d: only_sub(d[only_name])
+
+        def check_record(d: dict[str, Any]) -> bool:
+            for fname, sub in subs2:  # noqa: SIM110 - a loop is faster than all(generator)
+                if not sub(d[fname]):
+                    return False
+            return True
+
+        return check_record
+    if kind == "array":
+        item = _compile_enum_check(node["items"], named)
+        if item is None:
+            return None
+        return lambda v: all(item(x) for x in v)
+    if kind == "map":
+        value = _compile_enum_check(node["values"], named)
+        if value is None:
+            return None
+        return lambda v: all(value(x) for x in v.values())
+    return None
