@@ -26,6 +26,7 @@ from faust.types import TP
 from schemas.codec import Codec, register_faust_codecs
 from sinks.clickhouse.sink import ClickHouseSink
 from streams.clock import Clock
+from streams.commit_guard import install_commit_guard
 from streams.engine import JourneyEngine
 from streams.health import BrokerProbe, Health
 from streams.ingest import Headers, Ingest
@@ -129,6 +130,7 @@ def create_pipeline(
         web_enabled=False,
         autodiscover=False,
     )
+    install_commit_guard(app)  # commit an offset only when every message below it was acked
     metrics = Metrics()
     sink = ClickHouseSink(
         settings,
