@@ -19,13 +19,14 @@ The guard replaces ``_new_offset`` with a conservative walk: from the committed 
 none is committed, the first offset fetched for the partition since it was assigned: the position
 the consumer started from) it advances over acked offsets and over **holes**, offsets proven not
 to be messages (compacted away, transaction markers, deleted by retention). Holes are recorded by
-the guard itself from the records the consumer takes from aiokafka (``_to_message``, called for
-every record before it reaches the streams): the offsets between two consecutive records of a
-partition, and those between the offset a seek went to and the first record after it. Faust's
-own gap tree is not used (it is trimmed so it does not grow). Every record the consumer took
-counts as a message that must be acked, so a message that was fetched and then dropped unacked
-(by a stream, a buffer, a rebalance) stalls the partition's commit instead of being skipped: it is
-delivered again by the next seek to the committed offset (a rebalance or a restart).
+the guard itself from the records aiokafka hands to the consumer (``_getmany``, before Faust
+filters any): the offsets between two consecutive records of a partition, and those between the
+offset a seek went to and the first record after it (a fetch that was in flight across a seek
+proves nothing). Faust's own gap tree is not used (it is trimmed so it does not grow). Every
+record fetched counts as a message that must be acked, so a message that was fetched and then
+dropped unacked (by a stream, a buffer, a rebalance, Faust's own filters) stalls the partition's
+commit instead of being skipped: it is delivered again by the next seek to the committed offset
+(a rebalance or a restart).
 
 The overridden methods and the private bookkeeping they use (``_acked``, ``_acked_index``,
 ``_committed_offset``, ``_gap``) are those of the pinned faust-streaming version; another version
@@ -60,8 +61,11 @@ class CommitGuard(Consumer):
     _guard_next: dict[TP, int]
     _guard_first: dict[TP, int]
     _guard_holes: dict[TP, list[tuple[int, int]]]
+    # Counts the seeks, to tell the fetches that were in flight across one.
+    _guard_epoch: int
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._guard_epoch = 0
         self._guard_next = {}
         self._guard_first = {}
         self._guard_holes = {}
@@ -72,15 +76,29 @@ class CommitGuard(Consumer):
     # The two ``safe-super`` ignores: this class is only used in front of a concrete consumer
     # (``guarded``), which implements the abstract methods after it in the MRO.
 
-    def _to_message(self, tp: TP, record: Any) -> Any:
-        message = super()._to_message(tp, record)  # type: ignore[safe-super]
-        if self.app.topics.acks_enabled_for(message.topic):
-            self.guard_fetched(tp, message.offset)
-        return message
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        # Every record aiokafka hands over counts, before Faust filters any (a paused partition,
+        # a changed generation, an offset below its read offset): one Faust drops unacked
+        # stalls the commit instead of looking like a hole.
+        epoch = self._guard_epoch
+        records = await super()._getmany(active_partitions, timeout)  # type: ignore[safe-super]
+        # A seek while the fetch was in flight: its records may be from the old position.
+        trusted = epoch == self._guard_epoch
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        for tp, batch in records.items():
+            if batch and acks_enabled_for(tp.topic):
+                for record in batch:
+                    self.guard_fetched(tp, record.offset, trusted=trusted)
+        return records
 
-    def guard_fetched(self, tp: TP, offset: int) -> None:
-        """The consumer took the record at ``offset`` of ``tp`` from the broker."""
+    def guard_fetched(self, tp: TP, offset: int, *, trusted: bool = True) -> None:
+        """The consumer took the record at ``offset`` of ``tp`` from aiokafka. An untrusted one
+        (fetched across a seek) proves no hole and does not mark where the partition starts."""
         expected = self._guard_next.get(tp)
+        if not trusted:
+            if expected is not None and offset >= expected:
+                self._guard_next[tp] = offset + 1
+            return
         if expected is None:
             self._guard_first.setdefault(tp, offset)
         elif offset > expected:
@@ -91,6 +109,7 @@ class CommitGuard(Consumer):
     def guard_positioned(self, tp: TP, offset: int) -> None:
         """The consumer's position in ``tp`` was set to ``offset``: the next record fetched is
         the first message at or after it."""
+        self._guard_epoch += 1
         self._guard_next[tp] = offset
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -111,6 +130,7 @@ class CommitGuard(Consumer):
         await super().on_partitions_revoked(revoked)
 
     def guard_forget(self, tps: Iterable[TP]) -> None:
+        self._guard_epoch += 1
         for tp in tps:
             self._guard_next.pop(tp, None)
             self._guard_first.pop(tp, None)
@@ -171,7 +191,7 @@ def install_commit_guard(app: faust.App) -> None:
         raise RuntimeError(
             f"streams/commit_guard.py overrides internals of faust-streaming "
             f"{PINNED_FAUST_VERSION}, but {faust.__version__} is installed: check Consumer."
-            f"_new_offset, _add_gap, _to_message, seek_to_committed and ack against the module's "
+            f"_new_offset, _getmany, _drain_messages, seek_to_committed and ack against the module's "
             f"docstring, run tests/unit/test_commit_guard.py, then update PINNED_FAUST_VERSION"
         )
     if getattr(app, "_consumer", None) is not None:

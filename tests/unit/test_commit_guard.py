@@ -81,7 +81,7 @@ class Partition:
             fetcher._stopped.set()
             return {}
 
-        self.consumer._getmany = getmany
+        self.consumer._thread.getmany = getmany  # what aiokafka returns
         await self.consumer._drain_messages(fetcher)
 
     def ack(self, offsets: Iterable[int]) -> None:
@@ -206,6 +206,39 @@ async def test_a_redelivery_after_a_rebalance_commits_from_the_committed_offset(
     assert p.commit() is None
     p.ack([3])
     assert p.commit() == 8
+
+
+async def test_a_fetch_in_flight_across_a_seek_proves_no_hole() -> None:
+    """A rebalance seeks back to 10 while a fetch from the old position is in flight: it
+    returns 15 and 16, Faust delivers them (above its read offset 10) and then drops 10..14 when
+    they come again (below its read offset 16). They are messages nobody acked."""
+    p = Partition(GUARDED)
+    p.committed = 10
+    p.consumer._thread.getmany = None  # set below
+
+    async def stale_fetch(active_partitions: Any, timeout: float) -> Any:
+        await p.seek_to_committed()  # completes while the fetch is in flight
+        return {
+            TP0: [ConsumerRecord(TOPIC, 0, o, 0, 0, None, b"v", None, 0, 1, ()) for o in (15, 16)]
+        }
+
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
+    calls = 0
+
+    async def getmany(active_partitions: Any, timeout: float) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return await stale_fetch(active_partitions, timeout)
+        fetcher._stopped.set()
+        return {}
+
+    p.consumer._thread.getmany = getmany
+    await p.consumer._drain_messages(fetcher)
+    await p.fetch(range(10, 17))  # the fresh fetch from 10
+    assert sorted(p.delivered) == [15, 16]  # Faust dropped 10..14
+    p.ack([15, 16])
+    assert p.commit() is None
 
 
 @pytest.mark.parametrize("seed", range(40))
