@@ -191,8 +191,9 @@ def install_commit_guard(app: faust.App) -> None:
         raise RuntimeError(
             f"streams/commit_guard.py overrides internals of faust-streaming "
             f"{PINNED_FAUST_VERSION}, but {faust.__version__} is installed: check Consumer."
-            f"_new_offset, _getmany, _drain_messages, seek_to_committed and ack against the module's "
-            f"docstring, run tests/unit/test_commit_guard.py, then update PINNED_FAUST_VERSION"
+            f"_new_offset, _getmany, _drain_messages, seek_to_committed and ack against the "
+            f"module's docstring, run tests/unit/test_commit_guard.py, then update "
+            f"PINNED_FAUST_VERSION"
         )
     if getattr(app, "_consumer", None) is not None:
         raise RuntimeError("install_commit_guard must run before the app's consumer is created")
