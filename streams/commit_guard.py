@@ -26,7 +26,8 @@ proves nothing). Faust's own gap tree is not used (it is trimmed so it does not 
 record fetched counts as a message that must be acked, so a message that was fetched and then
 dropped unacked (by a stream, a buffer, a rebalance, Faust's own filters) stalls the partition's
 commit instead of being skipped: it is delivered again by the next seek to the committed offset
-(a rebalance or a restart).
+(a rebalance or a restart). A hole the guard could not prove (a fetch across a seek) stalls the
+same way, until that next seek.
 
 The overridden methods and the private bookkeeping they use (``_acked``, ``_acked_index``,
 ``_committed_offset``, ``_gap``) are those of the pinned faust-streaming version; another version
@@ -61,11 +62,11 @@ class CommitGuard(Consumer):
     _guard_next: dict[TP, int]
     _guard_first: dict[TP, int]
     _guard_holes: dict[TP, list[tuple[int, int]]]
-    # Counts the seeks, to tell the fetches that were in flight across one.
-    _guard_epoch: int
+    # Counts the seeks per partition, to tell the fetches that were in flight across one.
+    _guard_epoch: dict[TP, int]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._guard_epoch = 0
+        self._guard_epoch = {}
         self._guard_next = {}
         self._guard_first = {}
         self._guard_holes = {}
@@ -80,13 +81,13 @@ class CommitGuard(Consumer):
         # Every record aiokafka hands over counts, before Faust filters any (a paused partition,
         # a changed generation, an offset below its read offset): one Faust drops unacked
         # stalls the commit instead of looking like a hole.
-        epoch = self._guard_epoch
+        epochs = dict(self._guard_epoch)
         records = await super()._getmany(active_partitions, timeout)  # type: ignore[safe-super]
-        # A seek while the fetch was in flight: its records may be from the old position.
-        trusted = epoch == self._guard_epoch
         acks_enabled_for = self.app.topics.acks_enabled_for
         for tp, batch in records.items():
             if batch and acks_enabled_for(tp.topic):
+                # A seek while the fetch was in flight: the records may be from the old position.
+                trusted = epochs.get(tp, 0) == self._guard_epoch.get(tp, 0)
                 for record in batch:
                     self.guard_fetched(tp, record.offset, trusted=trusted)
         return records
@@ -109,7 +110,7 @@ class CommitGuard(Consumer):
     def guard_positioned(self, tp: TP, offset: int) -> None:
         """The consumer's position in ``tp`` was set to ``offset``: the next record fetched is
         the first message at or after it."""
-        self._guard_epoch += 1
+        self._guard_epoch[tp] = self._guard_epoch.get(tp, 0) + 1
         self._guard_next[tp] = offset
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -130,8 +131,8 @@ class CommitGuard(Consumer):
         await super().on_partitions_revoked(revoked)
 
     def guard_forget(self, tps: Iterable[TP]) -> None:
-        self._guard_epoch += 1
         for tp in tps:
+            self._guard_epoch[tp] = self._guard_epoch.get(tp, 0) + 1
             self._guard_next.pop(tp, None)
             self._guard_first.pop(tp, None)
             self._guard_holes.pop(tp, None)
