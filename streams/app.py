@@ -30,6 +30,7 @@ from faust.types import TP
 from schemas.codec import Codec
 from streams.acks import Acks
 from streams.clock import Clock
+from streams.commit_guard import install_commit_guard
 from streams.engine import JourneyEngine
 from streams.health import BrokerProbe, Health
 from streams.ingest import Ingest
@@ -137,6 +138,7 @@ def create_pipeline(
         web_enabled=False,
         autodiscover=False,
     )
+    install_commit_guard(app)  # commit an offset only when every message below it was acked
     metrics = Metrics()
     acks = Acks(
         interval=settings.ack_interval / 1000,

@@ -1,0 +1,202 @@
+"""Commit an offset only when every message of its partition below it was acked.
+
+Faust commits, per partition, the end of the first run of acked offsets (``Consumer._new_offset``,
+called by ``_commit_tps``). In faust-streaming 0.15.3 that run can start above a message that was
+never acked, so the offset is committed past it and nothing ever delivers it again:
+
+1. **Nothing committed yet** (``_committed_offset`` is None, which is also what a committed 0
+   becomes in ``perform_seek``): the first acked run is taken wherever it starts. Acked 5,6,7 with
+   0..4 still in flight commits 8.
+2. **The message at the committed offset**: the check is ``min(acked) - committed > 1``, so with
+   committed C and acked C+1.. (C not acked) it commits past C. (Faust allows this because it
+   never records C as a gap when C is not a message: its read offset after a seek is C itself.)
+3. **The message that ends a gap**: when the fetcher sees offset O after offset R with O - R > 1
+   it calls ``_add_gap(tp, R + 1, O)``, and the interval it stores includes O itself. The next
+   ``_new_offset`` folds the gap into the acked offsets, so O counts as acked: with R and O+1
+   acked and O in flight, it commits O+2.
+
+The guard replaces ``_new_offset`` with a conservative walk: from the committed offset (or, when
+none is committed, the first offset fetched for the partition since it was assigned: the position
+the consumer started from) it advances over acked offsets and over **holes**, offsets proven not
+to be messages (compacted away, transaction markers, deleted by retention). Holes are recorded by
+the guard itself from the records aiokafka hands to the consumer (``_getmany``, before Faust
+filters any): the offsets between two consecutive records of a partition, and those between the
+offset a seek went to and the first record after it (a fetch that was in flight across a seek
+proves nothing). Faust's own gap tree is not used (it is trimmed so it does not grow). Every
+record fetched counts as a message that must be acked, so a message that was fetched and then
+dropped unacked (by a stream, a buffer, a rebalance, Faust's own filters) stalls the partition's
+commit instead of being skipped: it is delivered again by the next seek to the committed offset
+(a rebalance or a restart). A hole the guard could not prove (a fetch across a seek) stalls the
+same way, until that next seek.
+
+The overridden methods and the private bookkeeping they use (``_acked``, ``_acked_index``,
+``_committed_offset``, ``_gap``) are those of the pinned faust-streaming version; another version
+refuses to install until this module has been checked against it (``install_commit_guard``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import faust
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from faust.types.tuples import ack_lock
+
+log = logging.getLogger(__name__)
+
+# The version whose Consumer internals this module was checked against (read the module docstring
+# again, and the tests in tests/unit/test_commit_guard.py, before changing it).
+PINNED_FAUST_VERSION = "0.15.3"
+
+
+class CommitGuard(Consumer):
+    """Mixin for a concrete Faust consumer class (see ``guarded``): a conservative
+    ``_new_offset`` and the hole bookkeeping it needs."""
+
+    # Per partition of an acked topic: the offset right after the last record taken (or the
+    # offset a seek went to, before any record), the first offset taken since the partition was
+    # assigned, and the holes (half-open [begin, end) ranges, ascending) not yet committed past.
+    _guard_next: dict[TP, int]
+    _guard_first: dict[TP, int]
+    _guard_holes: dict[TP, list[tuple[int, int]]]
+    # Counts the seeks per partition, to tell the fetches that were in flight across one.
+    _guard_epoch: dict[TP, int]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._guard_epoch = {}
+        self._guard_next = {}
+        self._guard_first = {}
+        self._guard_holes = {}
+        super().__init__(*args, **kwargs)
+
+    # -- bookkeeping of what was fetched -------------------------------------------------------
+
+    # The two ``safe-super`` ignores: this class is only used in front of a concrete consumer
+    # (``guarded``), which implements the abstract methods after it in the MRO.
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        # Every record aiokafka hands over counts, before Faust filters any (a paused partition,
+        # a changed generation, an offset below its read offset): one Faust drops unacked
+        # stalls the commit instead of looking like a hole.
+        epochs = dict(self._guard_epoch)
+        records = await super()._getmany(active_partitions, timeout)  # type: ignore[safe-super]
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        for tp, batch in records.items():
+            if batch and acks_enabled_for(tp.topic):
+                # A seek while the fetch was in flight: the records may be from the old position.
+                trusted = epochs.get(tp, 0) == self._guard_epoch.get(tp, 0)
+                for record in batch:
+                    self.guard_fetched(tp, record.offset, trusted=trusted)
+        return records
+
+    def guard_fetched(self, tp: TP, offset: int, *, trusted: bool = True) -> None:
+        """The consumer took the record at ``offset`` of ``tp`` from aiokafka. An untrusted one
+        (fetched across a seek) proves no hole and does not mark where the partition starts."""
+        expected = self._guard_next.get(tp)
+        if not trusted:
+            if expected is not None and offset >= expected:
+                self._guard_next[tp] = offset + 1
+            return
+        if expected is None:
+            self._guard_first.setdefault(tp, offset)
+        elif offset > expected:
+            self._guard_holes.setdefault(tp, []).append((expected, offset))
+        # offset < expected: read again after a seek back; what was learnt about it still holds.
+        self._guard_next[tp] = offset + 1
+
+    def guard_positioned(self, tp: TP, offset: int) -> None:
+        """The consumer's position in ``tp`` was set to ``offset``: the next record fetched is
+        the first message at or after it."""
+        self._guard_epoch[tp] = self._guard_epoch.get(tp, 0) + 1
+        self._guard_next[tp] = offset
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()  # type: ignore[safe-super]
+        for tp, offset in committed.items():
+            # aiokafka seeks only to a committed offset above 0; otherwise the position stays
+            # where it was (where the fetches got to, or the reset policy's start).
+            if offset is not None and offset > 0:
+                self.guard_positioned(tp, offset)
+        return committed
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self.guard_positioned(partition, offset)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.guard_forget(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    def guard_forget(self, tps: Iterable[TP]) -> None:
+        for tp in tps:
+            self._guard_epoch[tp] = self._guard_epoch.get(tp, 0) + 1
+            self._guard_next.pop(tp, None)
+            self._guard_first.pop(tp, None)
+            self._guard_holes.pop(tp, None)
+
+    # -- the offset to commit -------------------------------------------------------------------
+
+    def _new_offset(self, tp: TP) -> int | None:
+        with ack_lock:  # ``ack()`` mutates the same lists under it
+            acked = self._acked[tp]
+            if not acked:
+                return None
+            committed = self._committed_offset[tp]
+            start = committed if committed is not None else self._guard_first.get(tp)
+            if start is None:  # acked, yet nothing fetched since the assignment: do not guess
+                return None
+            acked.sort()
+            holes = self._guard_holes.get(tp, [])
+            position, taken, hole = start, 0, 0
+            while True:
+                if taken < len(acked) and acked[taken] < position:
+                    taken += 1  # below the start, or a duplicate: already covered
+                elif taken < len(acked) and acked[taken] == position:
+                    taken += 1
+                    position += 1
+                else:
+                    while hole < len(holes) and holes[hole][1] <= position:
+                        hole += 1
+                    if hole < len(holes) and holes[hole][0] <= position:
+                        position = holes[hole][1]
+                        hole += 1
+                    else:
+                        break
+            if taken:
+                self._acked_index[tp].difference_update(acked[:taken])
+                del acked[:taken]
+            if holes:
+                self._guard_holes[tp] = [h for h in holes if h[1] > position]
+            gaps = self._gap.get(tp)
+            if gaps:
+                gaps.chop(0, position)  # Faust's own gap tree: unused here, kept from growing
+            if position == start or (committed is not None and position <= committed):
+                return None
+            return position
+
+
+def guarded(consumer_class: type[Consumer]) -> type[Consumer]:
+    """``consumer_class`` with the commit guard in front of it."""
+    if issubclass(consumer_class, CommitGuard):
+        return consumer_class
+    return type(f"Guarded{consumer_class.__name__}", (CommitGuard, consumer_class), {})
+
+
+def install_commit_guard(app: faust.App) -> None:
+    """Make ``app``'s consumer commit conservatively. Call before the consumer exists (before
+    the worker starts): Faust creates it from ``app.transport.Consumer``."""
+    if faust.__version__ != PINNED_FAUST_VERSION:
+        raise RuntimeError(
+            f"streams/commit_guard.py overrides internals of faust-streaming "
+            f"{PINNED_FAUST_VERSION}, but {faust.__version__} is installed: check Consumer."
+            f"_new_offset, _getmany, _drain_messages, seek_to_committed and ack against the "
+            f"module's docstring, run tests/unit/test_commit_guard.py, then update "
+            f"PINNED_FAUST_VERSION"
+        )
+    if getattr(app, "_consumer", None) is not None:
+        raise RuntimeError("install_commit_guard must run before the app's consumer is created")
+    transport: Any = app.transport
+    transport.Consumer = guarded(transport.Consumer)

@@ -1,0 +1,98 @@
+"""The commit guard in a real Faust app against the real broker: offsets 0, 1, 3 and 4 of a
+partition are acked, 2 never is. The group's committed offset must reach 2 and never pass it
+(stock faust-streaming 0.15.3 commits 5: ``streams/commit_guard.py``, case 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.commit_guard import install_commit_guard
+from tests.integration.conftest import BOOTSTRAP
+
+NEVER_ACKED = 2
+MESSAGES = 5
+
+
+async def committed(admin: AIOKafkaAdminClient, group: str, tp: TopicPartition) -> int | None:
+    offsets = await admin.list_consumer_group_offsets(group)
+    found = offsets.get(tp)
+    return None if found is None or found.offset < 0 else int(found.offset)
+
+
+async def run(tmp: Path, guard: bool) -> list[int | None]:
+    """The committed offsets seen while a Faust app handles the partition; the first entry is
+    the one after everything but offset 2 was acked and several commit intervals passed."""
+    tag = uuid.uuid4().hex[:10]
+    topic, group = f"it-{tag}.guard", f"guard-it-{tag}"
+    tp = TopicPartition(topic, 0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        await producer.start()
+        try:
+            for n in range(MESSAGES):
+                await producer.send_and_wait(topic, f"m{n}".encode(), partition=0)
+        finally:
+            await producer.stop()
+
+        app = faust.App(
+            group,
+            broker=f"kafka://{BOOTSTRAP}",
+            store="memory://",
+            datadir=str(tmp / "faust"),
+            web_enabled=False,
+            autodiscover=False,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=0.2,
+            topic_allow_declare=False,
+        )
+        if guard:
+            install_commit_guard(app)
+        handled: list[int] = []
+
+        @app.agent(app.topic(topic, key_serializer="raw", value_serializer="raw"))
+        async def agent(stream: Any) -> None:
+            async for event in stream.noack().events():
+                handled.append(event.message.offset)
+                if event.message.offset != NEVER_ACKED:
+                    event.ack()
+
+        await app.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(handled) < MESSAGES and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert sorted(handled) == list(range(MESSAGES)), handled
+            seen: list[int | None] = []
+            for _ in range(10):  # 2 s: ten commit intervals
+                await asyncio.sleep(0.2)
+                seen.append(await committed(admin, group, tp))
+            return seen
+        finally:
+            await app.stop()
+    finally:
+        await admin.close()
+
+
+def test_the_broker_never_gets_an_offset_past_a_message_that_was_not_acked(
+    tmp_path: Path,
+) -> None:
+    seen = asyncio.run(run(tmp_path, guard=True))
+    assert seen[-1] == NEVER_ACKED, seen
+    assert all(offset is None or offset <= NEVER_ACKED for offset in seen), seen
+
+
+def test_without_the_guard_faust_commits_past_it(tmp_path: Path) -> None:
+    """The attack is real: stock Faust commits 5 (re-check the guard if this ever fails)."""
+    seen = asyncio.run(run(tmp_path, guard=False))
+    assert seen[-1] == MESSAGES, seen

@@ -1,0 +1,311 @@
+"""The commit guard against Faust's own ``_new_offset``, through Faust's real fetch loop.
+
+Each scenario runs the consumer's real ``_drain_messages`` (read offsets, ``_add_gap``), its real
+``perform_seek``, ``ack`` and ``_filter_committable_offsets`` (which calls ``_new_offset``); only
+aiokafka underneath is replaced by a list of records. The stock consumer commits past a message
+that was never acked in the three cases of ``streams/commit_guard.py``; the guarded one never
+does, and still commits over offsets that are not messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
+
+from streams import commit_guard
+from streams.commit_guard import CommitGuard, guarded, install_commit_guard
+
+TOPIC = "journey-test.shop.orders"
+TP0 = TP(TOPIC, 0)
+
+
+class Partition:
+    """One consumer of one acked partition, driven the way a worker drives it."""
+
+    def __init__(self, consumer_class: type[Any]) -> None:
+        self.app = faust.App("commit-guard-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+        self.app.topics._acking_topics.add(TOPIC)
+        self.delivered: dict[int, Any] = {}
+
+        async def deliver(message: Any) -> None:
+            self.delivered[message.offset] = message
+
+        async def nothing(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        self.consumer = consumer_class(
+            self.app.transport,
+            callback=deliver,
+            on_partitions_revoked=nothing,
+            on_partitions_assigned=nothing,
+        )
+        self.consumer._active_partitions = {TP0}
+        self.consumer.highwater = lambda tp: 10**9
+        self.committed: int | None = None
+
+    async def seek_to_committed(self) -> None:
+        """What a rebalance or a restart does: aiokafka seeks to the committed offset (only
+        to one above 0), Faust's ``perform_seek`` resets its read and committed offsets."""
+
+        async def from_broker() -> dict[TP, int | None]:
+            return {TP0: self.committed}
+
+        self.consumer._thread.seek_to_committed = from_broker
+        await self.consumer.perform_seek()
+
+    async def rebalance(self) -> None:
+        """The partition is revoked and assigned again: the messages in flight are dropped
+        (never acked) and the consumer seeks to the committed offset."""
+        await self.consumer.on_partitions_revoked({TP0})
+        self.delivered.clear()
+        self.consumer._active_partitions = {TP0}
+        await self.seek_to_committed()
+
+    async def fetch(self, offsets: Iterable[int]) -> None:
+        """The broker returns records at these offsets (the others are not messages)."""
+        records = [ConsumerRecord(TOPIC, 0, o, 0, 0, None, b"v", None, 0, 1, ()) for o in offsets]
+        batches = [{TP0: records}]
+        fetcher = SimpleNamespace(_stopped=asyncio.Event())
+
+        async def getmany(active_partitions: Any, timeout: float) -> Any:
+            if batches:
+                return batches.pop(0)
+            fetcher._stopped.set()
+            return {}
+
+        self.consumer._thread.getmany = getmany  # what aiokafka returns
+        await self.consumer._drain_messages(fetcher)
+
+    def ack(self, offsets: Iterable[int]) -> None:
+        for offset in offsets:
+            self.consumer.ack(self.delivered[offset])
+
+    def commit(self) -> int | None:
+        """The offset the consumer commits now (and records as committed), or None."""
+        offsets = self.consumer._filter_committable_offsets([TP0])
+        if TP0 in offsets:
+            self.committed = offsets[TP0]
+            self.consumer._committed_offset.update(offsets)
+        return offsets.get(TP0)
+
+
+STOCK = faust.App("stock", broker="kafka://127.0.0.1:1").transport.Consumer
+GUARDED = guarded(STOCK)
+
+
+async def nothing_committed_first_message_in_flight(p: Partition) -> int:
+    await p.fetch(range(0, 4))
+    p.ack([1, 2, 3])
+    return 0
+
+
+async def committed_offset_in_flight(p: Partition) -> int:
+    p.committed = 10
+    await p.seek_to_committed()
+    await p.fetch(range(10, 14))
+    p.ack([11, 12, 13])
+    return 10
+
+
+async def message_ending_a_gap_in_flight(p: Partition) -> int:
+    p.committed = 10
+    await p.seek_to_committed()
+    await p.fetch([10, 13, 14])  # 11 and 12 compacted away
+    p.ack([10, 14])
+    return 13
+
+
+async def dropped_by_a_buffer_after_a_commit(p: Partition) -> int:
+    """A stream dropped the message at the committed offset unacked (no seek involved);
+    what came after it was acked."""
+    await p.fetch(range(0, 4))
+    p.ack(range(0, 4))
+    assert p.commit() == 4
+    await p.fetch(range(4, 12))
+    p.ack(range(5, 12))
+    return 4
+
+
+ATTACKS = [
+    nothing_committed_first_message_in_flight,
+    committed_offset_in_flight,
+    message_ending_a_gap_in_flight,
+    dropped_by_a_buffer_after_a_commit,
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+async def test_faust_commits_past_a_message_that_was_never_acked(attack: Any) -> None:
+    """The attacks are real: stock Faust 0.15.3 loses the message (if a new version stops
+    doing so, re-check the guard against it, see PINNED_FAUST_VERSION)."""
+    p = Partition(STOCK)
+    unacked = await attack(p)
+    offset = p.commit()
+    assert offset is not None and offset > unacked
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+async def test_the_guard_never_commits_past_a_message_that_was_never_acked(attack: Any) -> None:
+    p = Partition(GUARDED)
+    unacked = await attack(p)
+    offset = p.commit()
+    assert offset is None or offset <= unacked
+    # once the message is acked, everything up to the last acked offset is committed
+    p.ack([unacked])
+    assert p.commit() == max(p.delivered) + 1
+
+
+async def test_the_guard_commits_over_offsets_that_are_not_messages() -> None:
+    p = Partition(GUARDED)
+    await p.fetch([5, 6, 9, 10])  # the log starts at 5 (retention); 7, 8 compacted
+    p.ack([5, 6, 9, 10])
+    assert p.commit() == 11
+    await p.fetch([14])
+    p.ack([14])
+    assert p.commit() == 15
+
+
+async def test_the_guard_commits_over_a_committed_offset_that_is_no_message() -> None:
+    """Committed 10, but 10 is a transaction marker (or was deleted): the first record after
+    the seek is 11. Faust's own rule allows this case; the guard knows it from the seek."""
+    p = Partition(GUARDED)
+    p.committed = 10
+    await p.seek_to_committed()
+    await p.fetch([11, 12])
+    p.ack([11, 12])
+    assert p.commit() == 13
+
+
+async def test_the_guard_does_not_stall_where_faust_does() -> None:
+    """After the message at offset 0, Faust records no gap (its read offset 0 is falsy), so
+    stock Faust never commits past offsets 1..4 that are not messages."""
+    stock, guard = Partition(STOCK), Partition(GUARDED)
+    for p in (stock, guard):
+        await p.fetch([0, 5, 6])
+        p.ack([0, 5, 6])
+    assert stock.commit() == 1 and stock.commit() is None
+    assert guard.commit() == 7
+
+
+async def test_a_redelivery_after_a_rebalance_commits_from_the_committed_offset() -> None:
+    p = Partition(GUARDED)
+    await p.fetch(range(0, 6))
+    p.ack([0, 1, 2, 4, 5])
+    assert p.commit() == 3
+    await p.rebalance()
+    await p.fetch(range(3, 8))  # 3.. again
+    p.ack(range(4, 8))
+    assert p.commit() is None
+    p.ack([3])
+    assert p.commit() == 8
+
+
+async def test_a_fetch_in_flight_across_a_seek_proves_no_hole() -> None:
+    """A rebalance seeks back to 10 while a fetch from the old position is in flight: it
+    returns 15 and 16, Faust delivers them (above its read offset 10) and then drops 10..14 when
+    they come again (below its read offset 16). They are messages nobody acked."""
+    p = Partition(GUARDED)
+    p.committed = 10
+    p.consumer._thread.getmany = None  # set below
+
+    async def stale_fetch(active_partitions: Any, timeout: float) -> Any:
+        await p.seek_to_committed()  # completes while the fetch is in flight
+        return {
+            TP0: [ConsumerRecord(TOPIC, 0, o, 0, 0, None, b"v", None, 0, 1, ()) for o in (15, 16)]
+        }
+
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
+    calls = 0
+
+    async def getmany(active_partitions: Any, timeout: float) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return await stale_fetch(active_partitions, timeout)
+        fetcher._stopped.set()
+        return {}
+
+    p.consumer._thread.getmany = getmany
+    await p.consumer._drain_messages(fetcher)
+    await p.fetch(range(10, 17))  # the fresh fetch from 10
+    assert sorted(p.delivered) == [15, 16]  # Faust dropped 10..14
+    p.ack([15, 16])
+    assert p.commit() is None
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_random_fetches_acks_and_rebalances_never_commit_past_an_unacked_message(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    messages = sorted(rng.sample(range(0, 120), 60))  # the partition's messages; the rest holes
+    p = Partition(GUARDED)
+    processed: set[int] = set()  # acked at some point (before a rebalance counts too)
+    position = 0
+
+    def check() -> None:
+        first_unprocessed = min((m for m in messages if m not in processed), default=None)
+        if p.committed is not None and first_unprocessed is not None:
+            assert p.committed <= first_unprocessed, (seed, p.committed, first_unprocessed)
+
+    for _ in range(30):
+        step = rng.random()
+        if step < 0.4:  # the broker returns the next few messages
+            batch = [m for m in messages if m >= position][: rng.randint(1, 8)]
+            if batch:
+                await p.fetch(batch)
+                position = batch[-1] + 1
+        elif step < 0.7:  # the streams ack some of what was delivered, in any order
+            pending = [o for o in p.delivered if o not in p.consumer._acked_index[TP0]]
+            chosen = rng.sample(pending, min(len(pending), rng.randint(0, 4)))
+            p.ack(chosen)
+            processed.update(chosen)
+        elif step < 0.9:
+            p.commit()
+        else:  # a rebalance: what is in flight is dropped and fetched again
+            await p.rebalance()
+            position = p.committed or 0
+        check()
+    # and it is not stuck: once everything is processed, everything is committed
+    await p.rebalance()
+    await p.fetch([m for m in messages if m >= (p.committed or 0)])
+    p.ack(p.delivered)
+    processed.update(p.delivered)
+    p.commit()
+    check()
+    assert p.committed == messages[-1] + 1
+
+
+def test_install_refuses_another_faust_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = faust.App("guard-version", broker="kafka://127.0.0.1:1")
+    monkeypatch.setattr(faust, "__version__", "0.99.0")
+    with pytest.raises(RuntimeError, match=r"0\.99\.0 is installed"):
+        install_commit_guard(app)
+
+
+def test_install_makes_the_apps_consumer_a_guarded_one() -> None:
+    app = faust.App("guard-install", broker="kafka://127.0.0.1:1")
+    install_commit_guard(app)
+    install_commit_guard(app)  # twice is harmless
+    assert isinstance(app.consumer, CommitGuard)
+    assert type(app.consumer).__mro__[2] is STOCK
+    with pytest.raises(RuntimeError, match="before the app's consumer"):
+        install_commit_guard(faust_app_with_consumer())
+
+
+def faust_app_with_consumer() -> faust.App:
+    app = faust.App("guard-late", broker="kafka://127.0.0.1:1")
+    assert app.consumer is not None
+    return app
+
+
+def test_the_pinned_version_is_installed() -> None:
+    assert faust.__version__ == commit_guard.PINNED_FAUST_VERSION
