@@ -213,6 +213,22 @@ class CustomerSnapshot:
     last_order_at: int | None = None
     last_nps: int | None = None
     time_zone: str | None = None
+    probability_alive: float | None = None
+    predicted_clv_minor: int | None = None
+    expected_next_order_at: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class CustomerPrediction:
+    """The loader's newest lifetime-value prediction for a customer (journey.predictions)."""
+
+    event_id: str
+    customer_id: str
+    occurred_at: int  # when fitted
+    probability_alive: float
+    expected_orders_90d: float
+    predicted_clv_minor: int
+    expected_next_order_at: int | None = None
 
 
 # Input topic (short name, see streams.settings.INPUT_TOPICS) -> the record it carries.

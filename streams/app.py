@@ -346,7 +346,8 @@ def create_pipeline(
 # --- the event-time merge's view of the consumer ------------------------------------------------
 # Tie order: who sets consent and time zone first, the worker's ticks (timers) last.
 ORDERING_TOPICS = (
-    "customers", "engagement", "page_views", "cart", "orders", "shipments", "feedback",
+    "predictions", "customers", "engagement", "page_views", "cart", "orders", "shipments",
+    "feedback",
 )  # fmt: skip
 
 

@@ -343,7 +343,7 @@ def predict(ctx: click.Context) -> None:
 
     from sinks.clickhouse.client import ClickHouse
     from streams.clv import FitFailed
-    from streams.predictions import refresh_predictions
+    from streams.predictions import publish_predictions, refresh_predictions
 
     settings = _settings(ctx)
     ch = ClickHouse.shared(settings)
@@ -361,6 +361,17 @@ def predict(ctx: click.Context) -> None:
         f"log-likelihood {v.log_likelihood:.1f}"
     )
     click.echo(f"wrote predictions for {len(fit.predictions):,} customers to customer_predictions")
+    try:
+        sent = asyncio.run(publish_predictions(settings, fit))
+    except Exception as exc:  # the table has them; the workers get them at the next fit
+        click.secho(
+            f"not published to {settings.topic('predictions')} ({exc}): the journey workers "
+            "get them with the next fit",
+            fg="yellow",
+            err=True,
+        )
+    else:
+        click.echo(f"published {sent:,} to {settings.topic('predictions')} for the journey workers")
 
 
 # --- dead letters -----------------------------------------------------------------------------

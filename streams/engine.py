@@ -49,12 +49,12 @@ from functools import partial
 from typing import Any
 
 from schemas.codec import Codec
-from schemas.records import CustomerChanged, InputEvent, Trigger
+from schemas.records import CustomerChanged, CustomerPrediction, InputEvent, Trigger
 from streams import facts
 from streams.clock import Clock
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Decision, Drop, Emit, Erase, Status
-from streams.journey.model import fire_due, marketing_block, new_state, segment, step
+from streams.journey.model import fire_due, marketing_block, new_state, predicted, segment, step
 from streams.journey.state import JourneyState, decode_state, encode_state
 from streams.outputs import Outputs
 
@@ -270,10 +270,17 @@ class JourneyEngine:
         return count
 
     # --- the two things that happen ---------------------------------------------------------
-    async def on_event(self, record: InputEvent, topic: str, partition: int, offset: int) -> None:
+    async def on_event(
+        self, record: InputEvent | CustomerPrediction, topic: str, partition: int, offset: int
+    ) -> None:
         """Apply one event. Raises if handling it failed; then nothing of it was applied."""
         now = self.clock.now_ms()
         state = self.load(record.customer_id)
+        if isinstance(record, CustomerPrediction):
+            # Not an event of the shop: kept in the state, in the next snapshot, decides nothing.
+            if not state.erased:
+                await self._commit(self._prepare(predicted(state, record), [], now, partition))
+            return
         if state.erased:
             if isinstance(record, CustomerChanged) and record.action == "ERASED":
                 # Erasing again is harmless, and finishes one a crash interrupted.

@@ -137,4 +137,16 @@ def snapshot(state: JourneyState, segment: Segment, consent: bool, now: int) -> 
         marketing_consent=consent,
         time_zone=state.time_zone,
         updated_at=now,
+        **_prediction_fields(state),
     )
+
+
+def _prediction_fields(state: JourneyState) -> dict[str, Any]:
+    if state.prediction is None:
+        return {}
+    _, alive, _, clv, next_order_at = state.prediction
+    return {
+        "probability_alive": alive,
+        "predicted_clv_minor": int(clv),
+        "expected_next_order_at": next_order_at,
+    }

@@ -24,6 +24,7 @@ from schemas.codec import Codec, DecodeError
 from schemas.records import (
     TOPIC_RECORDS,
     CartChanged,
+    CustomerPrediction,
     DeadLetter,
     FeedbackGiven,
     InputEvent,
@@ -43,12 +44,15 @@ MISROUTED_WARNING_INTERVAL_S = 60.0
 
 log = logging.getLogger(__name__)
 
+# What a consumed message can be once accepted: a shop event, or the loader's prediction.
+Accepted = InputEvent | CustomerPrediction
+
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def semantic_problem(record: InputEvent) -> str | None:
+def semantic_problem(record: Accepted) -> str | None:
     """What the Avro schema cannot say but the journey needs. ``None`` when the record is fine."""
     if not record.event_id:
         return "event_id is empty"
@@ -66,12 +70,16 @@ def semantic_problem(record: InputEvent) -> str | None:
             return f"review score {score} is outside 1-5"
         case OrderChanged(total_minor=total) if total < 0:
             return f"total_minor {total} is negative"
+        case CustomerPrediction(probability_alive=p) if not 0.0 <= p <= 1.0:
+            return f"probability_alive {p} is outside 0-1"
+        case CustomerPrediction(expected_orders_90d=n) if not 0.0 <= n <= 1e6:
+            return f"expected_orders_90d {n} is outside 0-1,000,000"
         case CartChanged(quantity=quantity) if quantity is not None and quantity < 0:
             return f"quantity {quantity} is negative"
     return link_problem(record)
 
 
-def link_problem(record: InputEvent) -> str | None:
+def link_problem(record: Accepted) -> str | None:
     """Fields that go out in triggers as links a customer clicks (the shipping message's track &
     trace) must be http(s) URLs: ``javascript:``, ``data:`` and the like would be phishing."""
     match record:
@@ -117,6 +125,8 @@ class Ingest:
         self.clock = clock
         self.short_names = {full: short for short, full in settings.input_topics().items()}
         self.repartition_topic = settings.topic("repartition")
+        # The loader's predictions: not a shop input, but applied like one (docs/topics.md).
+        self.short_names[settings.topic("predictions")] = "predictions"
         self.consumed: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
         self.dead: Counter[str] = Counter()
@@ -136,7 +146,7 @@ class Ingest:
         key: bytes | None,
         value: bytes | None,
         headers: Any,
-    ) -> InputEvent | None:
+    ) -> Accepted | None:
         """Returns the accepted event, or ``None`` when it went elsewhere (dead letter, re-key).
 
         The caller acks the message (``Acks.after``) once everything it caused, here and in the
@@ -156,7 +166,7 @@ class Ingest:
         key: bytes | None,
         value: bytes | None,
         headers: Any,
-    ) -> InputEvent | None:
+    ) -> Accepted | None:
         short, expected = self._record_type(topic, headers)
         if short is None or expected is None:
             await self._dead_letter(
@@ -173,7 +183,7 @@ class Ingest:
         if self.schema_resolver is not None and value:
             await self.schema_resolver.ensure(value)
         try:
-            record: InputEvent = self.codec.decode(value or b"", expected)
+            record: Accepted = self.codec.decode(value or b"", expected)
         except DecodeError as exc:
             await self._dead_letter(
                 topic, partition, offset, key, value, expected.__name__, exc.reason_code, exc.reason
@@ -214,12 +224,14 @@ class Ingest:
             return None
         return record
 
-    def _record_type(self, topic: str, headers: Any) -> tuple[str | None, type[InputEvent] | None]:
+    def _record_type(self, topic: str, headers: Any) -> tuple[str | None, type[Accepted] | None]:
         """The input a message belongs to (short topic name) and the record it must hold."""
         short = self.short_names.get(topic)
         if short is None and topic == self.repartition_topic:
             source = _header(headers, SOURCE_HEADER)
             short = source.decode("utf-8", "replace") if source else None
+        if short == "predictions":
+            return short, CustomerPrediction
         return short, TOPIC_RECORDS.get(short) if short else None
 
     def event_time(self, topic: str, value: bytes | None, headers: Any) -> int | None:

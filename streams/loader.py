@@ -237,9 +237,14 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
 
         @app.task  # type: ignore[untyped-decorator]
         async def _predict() -> None:
-            from streams.predictions import predict_every
+            from streams.predictions import predict_every, publish_predictions
 
-            await predict_every(lambda: sink.clickhouse, settings.prediction_interval, clock.now_ms)
+            await predict_every(
+                lambda: sink.clickhouse,
+                settings.prediction_interval,
+                clock.now_ms,
+                lambda fit: publish_predictions(settings, fit),
+            )
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stop(app: faust.App, **kwargs: Any) -> None:

@@ -1,6 +1,9 @@
 """Predicted lifetime value per customer: read the purchase histories, fit, write.
 
-Runs from ``journey predict`` and, every ``JOURNEY_PREDICTION_INTERVAL``, in the worker. The
+Runs from ``journey predict`` and, every ``JOURNEY_PREDICTION_INTERVAL``, in the loader. The
+predictions are also handed to the journey workers on ``journey.predictions`` (a
+``CustomerPrediction`` per customer, keyed by customer_id): the WIN_BACK and CROSS_SELL triggers
+and the customer snapshot carry the newest one. The
 fit itself (numpy/scipy, a second or so for 100k customers) runs in a thread of its own, and
 ClickHouse calls on the ClickHouse thread, so the stream is never blocked by it. Histories come
 from the view ``orders`` (the contract's purchases), times in days since the first purchase.
@@ -10,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from schemas.bounds import MAX_MONEY_MINOR, MAX_TIME_MS, MIN_TIME_MS
+from schemas.records import CustomerPrediction
 from sinks.clickhouse.client import ClickHouse
 from streams.clv import BgNbd, GammaGamma, fit_bg_nbd, fit_gamma_gamma
+from streams.publish import Publisher
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +107,54 @@ async def refresh_predictions(ch: ClickHouse, now_ms: int) -> Fit:
     return fit
 
 
+def prediction_records(fit: Fit) -> list[CustomerPrediction]:
+    """The fit's rows as the records the workers read (within the bounds they check)."""
+    records = []
+    for customer_id, fitted_at, _, alive, orders_90d, _, clv, next_at in fit.predictions:
+        finite_clv = clv if math.isfinite(clv) else 0.0
+        records.append(
+            CustomerPrediction(
+                event_id=f"prediction/{customer_id}/{fitted_at}",
+                customer_id=customer_id,
+                occurred_at=fitted_at,
+                probability_alive=min(1.0, max(0.0, alive)) if math.isfinite(alive) else 0.0,
+                expected_orders_90d=min(1e6, max(0.0, orders_90d))
+                if math.isfinite(orders_90d)
+                else 0.0,
+                predicted_clv_minor=int(min(MAX_MONEY_MINOR, max(0.0, finite_clv))),
+                expected_next_order_at=next_at if MIN_TIME_MS <= next_at < MAX_TIME_MS else None,
+            )
+        )
+    return records
+
+
+async def publish_predictions(settings: Settings, fit: Fit) -> int:
+    """Hand the predictions to the journey workers; returns how many were published."""
+    publisher = Publisher(settings)
+    await publisher.start()
+    try:
+        for record in prediction_records(fit):
+            await publisher.send_record("predictions", record.customer_id, record)
+    finally:
+        await publisher.close()  # waits until the broker has them all
+    return len(fit.predictions)
+
+
 async def predict_every(
-    clickhouse: Callable[[], ClickHouse], interval_ms: int, now_ms: Callable[[], int]
+    clickhouse: Callable[[], ClickHouse],
+    interval_ms: int,
+    now_ms: Callable[[], int],
+    publish: Callable[[Fit], Awaitable[object]] | None = None,
 ) -> None:
-    """The worker's schedule: refit every interval; a failed fit is logged and retried at the
-    next one (too few buyers yet is the usual reason), never raised into the worker."""
+    """The loader's schedule: refit every interval, then ``publish`` the predictions; a failure
+    is logged and retried at the next one (too few buyers yet is the usual reason), never
+    raised into the loader."""
     while True:
         await asyncio.sleep(interval_ms / 1000)
         try:
             fit = await refresh_predictions(clickhouse(), now_ms())
             log.info("predictions refreshed for %d customers", len(fit.predictions))
-        except Exception as exc:  # a fit must never stop the worker
+            if publish is not None:
+                await publish(fit)
+        except Exception as exc:  # a fit must never stop the loader
             log.warning("predictions not refreshed: %s", exc)

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     topic_decisions: str = "journey.decisions"
     topic_journey_events: str = "journey.events"
     topic_snapshots: str = "journey.customers"
+    # Lifetime-value predictions the loader publishes for the workers (co-partitioned with the
+    # inputs): WIN_BACK / CROSS_SELL triggers and snapshots carry the newest per customer.
+    topic_predictions: str = "journey.predictions"
     # Events keyed by something other than their customer_id are re-keyed through this topic.
     topic_repartition: str = "journey.repartition"
     # The worker's own clock ticks, one per partition, so timers fire inside the agent.
@@ -269,6 +272,7 @@ class Settings(BaseSettings):
             self.topic("ticks"),
             self.topic("triggers"),
             self.topic("deadletter"),
+            self.topic("predictions"),
             *self.fact_topics(),
         ]
 
@@ -283,7 +287,12 @@ class Settings(BaseSettings):
 
     def copartitioned_topics(self) -> list[str]:
         """Topics the journey agent reads together: they must have the same partition count."""
-        return [*self.input_topics().values(), self.topic("repartition"), self.topic("ticks")]
+        return [
+            *self.input_topics().values(),
+            self.topic("predictions"),
+            self.topic("repartition"),
+            self.topic("ticks"),
+        ]
 
     def resolved_clickhouse_url(self) -> str:
         if self.clickhouse_url:

@@ -109,5 +109,6 @@ def _default_record_classes() -> dict[str, type]:
         records.Decision,
         records.JourneyEvent,
         records.CustomerSnapshot,
+        records.CustomerPrediction,
     )
     return {f"journey.{cls.__name__}": cls for cls in classes}

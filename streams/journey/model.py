@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from schemas.records import (
     CartChanged,
     CustomerChanged,
+    CustomerPrediction,
     FeedbackGiven,
     InputEvent,
     MessageEngagement,
@@ -65,6 +66,40 @@ FEEDBACK_IDS_KEPT = 32
 
 
 # --- entry points ----------------------------------------------------------------------------
+def predicted(state: JourneyState, prediction: CustomerPrediction) -> JourneyState:
+    """Keep the newest lifetime-value prediction (an older fit delivered late changes nothing).
+    It decides nothing by itself: WIN_BACK and CROSS_SELL carry it when they go out."""
+    if state.erased:
+        return state
+    if state.prediction is None or prediction.occurred_at >= state.prediction[0]:
+        state.prediction = [
+            prediction.occurred_at, prediction.probability_alive,
+            prediction.expected_orders_90d, prediction.predicted_clv_minor,
+            prediction.expected_next_order_at,
+        ]  # fmt: skip
+    return state
+
+
+# The triggers an email about coming back or buying more can time and word by the prediction.
+PREDICTION_TRIGGERS = frozenset({T.WIN_BACK, T.CROSS_SELL})
+
+
+def prediction_attributes(state: JourneyState) -> dict[str, str]:
+    """The newest prediction as trigger attributes (empty when there is none)."""
+    if state.prediction is None:
+        return {}
+    fitted_at, alive, orders_90d, clv, next_order_at = state.prediction
+    attributes = {
+        "probability_alive": f"{alive:.3f}",
+        "expected_orders_90d": f"{orders_90d:.3f}",
+        "predicted_clv_minor": str(int(clv)),
+        "predicted_at": str(fitted_at),
+    }
+    if next_order_at is not None:
+        attributes["expected_next_order_at"] = str(next_order_at)
+    return attributes
+
+
 def step(
     state: JourneyState, event: InputEvent, now: int, config: JourneyConfig
 ) -> tuple[JourneyState, list[Decision]]:
@@ -779,7 +814,11 @@ def _trigger(state: JourneyState, timer: Timer, now: int) -> Trigger:
         order_id=timer.order_id,
         cart_id=timer.cart_id,
         shipment_id=timer.shipment_id,
-        attributes=timer.attributes,
+        attributes=(
+            {**timer.attributes, **prediction_attributes(state)}
+            if timer.trigger_type in PREDICTION_TRIGGERS
+            else timer.attributes
+        ),
     )
 
 

@@ -110,6 +110,9 @@ class JourneyState:
     # None]. ``outbox_seq`` numbers them, so the engine can tell which ones a flush stored.
     outbox: list[list[Any]] = field(default_factory=list)
     outbox_seq: int = 0
+    # The newest lifetime-value prediction (journey.predictions): [fitted_at, probability_alive,
+    # expected_orders_90d, predicted_clv_minor, expected_next_order_at or None], or None.
+    prediction: list[Any] | None = None
 
     def next_fire_at(self) -> int | None:
         if not self.timers:
@@ -149,7 +152,7 @@ def encode_state(state: JourneyState) -> bytes:
             s.last_order_id, s.orders_count, s.revenue_minor, s.last_nps,
             None, s.last_cart_add_at, s.last_marketing_at, s.unengaged,
             s.last_emitted, s.win_back_order, s.seen, [_timer_row(t) for t in s.timers.values()],
-            None, [*s.timers], s.outbox, s.outbox_seq, s.feedback_seen,
+            None, [*s.timers], s.outbox, s.outbox_seq, s.feedback_seen, s.prediction,
     ]  # fmt: skip
     return orjson.dumps(row)
 
@@ -167,6 +170,7 @@ def decode_state(data: bytes) -> JourneyState:
     ) = row[:26]  # fmt: skip
     # Appended after the outbox (version 2 onwards): absent in older states.
     feedback_seen = row[28] if len(row) > 28 else []
+    prediction = row[29] if len(row) > 29 else None
     order_objs = [Order(*o) for o in orders]
     # Before version 3 a cart row held its last change event (slot 6).
     cart_objs = [Cart(*c[:6], *c[7:]) if row[0] < 3 else Cart(*c) for c in carts]
@@ -196,4 +200,5 @@ def decode_state(data: bytes) -> JourneyState:
         feedback_seen=feedback_seen,
         outbox=outbox,
         outbox_seq=outbox_seq,
+        prediction=prediction,
     )

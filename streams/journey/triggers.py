@@ -189,6 +189,14 @@ _DELIVERED = {
     "delivered_at": "when the order was delivered (epoch ms)",
     "categories": "comma-separated categories of the order (absent if none known)",
 }
+# The newest lifetime-value prediction (journey.predictions); absent until the first fit.
+_PREDICTION = {
+    "probability_alive": "predicted probability that the customer still buys, 0-1 (BG/NBD)",
+    "expected_orders_90d": "predicted purchases in the next 90 days",
+    "predicted_clv_minor": "predicted revenue in the next 365 days, minor units",
+    "expected_next_order_at": "median time of the next purchase if still a customer (epoch ms)",
+    "predicted_at": "when the prediction was fitted (epoch ms)",
+}
 _FEEDBACK = {
     "kind": "NPS or REVIEW",
     "score": "the score given (NPS 0-10, review 1-5)",
@@ -284,7 +292,7 @@ SPECS: Mapping[str, TriggerSpec] = {
             fires="shipment DELIVERED (first delivery of the order)",
             delays=("cross_sell_delay",),
             exit=newer_order,
-            attributes=_DELIVERED,
+            attributes={**_DELIVERED, **_PREDICTION},
         ),
         TriggerSpec(
             type=TriggerType.WIN_BACK,
@@ -295,6 +303,7 @@ SPECS: Mapping[str, TriggerSpec] = {
             attributes={
                 "last_order_at": "when the last order was placed (epoch ms)",
                 "orders": "the customer's number of orders that count",
+                **_PREDICTION,
             },
         ),
         TriggerSpec(

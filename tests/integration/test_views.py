@@ -22,6 +22,7 @@ from typing import Any
 
 from schemas.records import (
     CartChanged,
+    CustomerSnapshot,
     FeedbackGiven,
     InputEvent,
     MessageEngagement,
@@ -33,8 +34,8 @@ from schemas.records import (
 from streams.settings import parse_duration_ms
 from streams.simulator import DAY, HOUR, MINUTE, Behaviour, SimulationConfig, generate
 from tests.integration import expected_views as expect
-from tests.integration.conftest import Env, Worker, publish
-from tests.integration.test_ingest_path import as_messages
+from tests.integration.conftest import Env, Worker, consume_all, publish
+from tests.integration.test_ingest_path import CODEC, as_messages
 
 WINDOW = "5d"
 WINDOW_MS = parse_duration_ms(WINDOW)
@@ -362,6 +363,20 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
             break
         assert time.monotonic() < deadline, f"scheduled predictions: {fitted} of {buyers_now}"
         time.sleep(1)
+    # ... and handed to the journey workers (journey.predictions): the snapshots carry them.
+    snapshots_topic = env.settings().topic("snapshots")
+    deadline = time.monotonic() + 90
+    while True:
+        carried = {
+            snapshot.customer_id
+            for message in consume_all(env, snapshots_topic, 10**9, timeout=3)
+            if message.value
+            for snapshot in (CODEC.decode(message.value, CustomerSnapshot),)
+            if snapshot.probability_alive is not None
+        }
+        if len(carried) >= buyers_now:
+            break
+        assert time.monotonic() < deadline, f"snapshots with a prediction: {len(carried)}"
     assert worker.stop() == 0
 
     # --- the inputs of the independent computation ------------------------------------------

@@ -91,3 +91,23 @@ def test_nothing_to_fit_is_a_clear_error() -> None:
         fit_bg_nbd(np.array([]), np.array([]), np.array([]))
     with pytest.raises(FitFailed, match="repeat order"):
         fit_gamma_gamma(np.array([0.0, 0.0]), np.array([0.0, 0.0]))
+
+
+def test_prediction_records_stay_within_what_the_workers_accept() -> None:
+    """Non-finite or extreme model outputs are clamped, never sent as a poison pill."""
+    from schemas.bounds import bounds_problem
+    from streams.ingest import semantic_problem
+    from streams.predictions import Fit, prediction_records
+
+    rows = [
+        ("c1", 1_000, 2, 0.8, 0.5, 100.0, 4_321.9, 2_000),
+        ("c2", 1_000, 1, float("nan"), float("inf"), 0.0, float("inf"), 10**15),
+        ("c3", 1_000, 1, 1.0000001, -0.1, 0.0, 1e30, 0),
+    ]
+    fit = Fit(1_000, None, None, rows)  # type: ignore[arg-type]
+    records = prediction_records(fit)
+    assert [(r.probability_alive, r.predicted_clv_minor) for r in records] == [
+        (0.8, 4_321), (0.0, 0), (1.0, 10**12),
+    ]  # fmt: skip
+    assert [r.expected_next_order_at for r in records] == [2_000, None, None]
+    assert all(bounds_problem(r) is None and semantic_problem(r) is None for r in records)

@@ -30,6 +30,7 @@ from schemas.codec import (
 from schemas.records import (
     CartChanged,
     CustomerChanged,
+    CustomerPrediction,
     CustomerSnapshot,
     DeadLetter,
     Decision,
@@ -179,8 +180,11 @@ SAMPLES: list[Any] = [
         customer_id="cust-42", stage="SERVICE", segment="REPEAT", first_seen_at=T0,
         orders_count=2, revenue_minor=9_998, marketing_consent=True, updated_at=T0 + 9,
         first_order_at=T0 + 1, last_order_at=T0 + 2, last_nps=9, time_zone="Europe/Amsterdam",
+        probability_alive=0.9, predicted_clv_minor=5_000, expected_next_order_at=T0 + 3,
     ),
     CustomerSnapshot("cust-7", "AWARENESS", "PROSPECT", T0, 0, 0, False, T0),
+    CustomerPrediction("prediction/cust-42/1", "cust-42", T0, 0.42, 1.5, 12_345, T0 + 86_400_000),
+    CustomerPrediction("prediction/cust-7/1", "cust-7", T0, 0.0, 0.0, 0),
 ]  # fmt: skip
 SAMPLE_IDS = [
     f"{type(s).__name__}-{'full' if i % 2 == 0 else 'minimal'}" for i, s in enumerate(SAMPLES)

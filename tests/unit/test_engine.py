@@ -265,3 +265,37 @@ async def test_sums_beyond_int64_saturate_instead_of_failing() -> None:
         )  # fmt: skip
         await world.engine.on_event(add, "shop.cart", 0, n)
     assert world.engine.load("c1").carts["k"].value_minor == 2**63 - 1
+
+
+async def test_a_prediction_is_kept_in_the_snapshot_and_is_no_event() -> None:
+    from schemas.records import CustomerPrediction
+
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    await world.engine.on_event(
+        CustomerPrediction("prediction/c1/9", "c1", T, 0.75, 0.5, 4_200, T + 86_400_000),
+        SETTINGS.topic("predictions"), 0, 3,
+    )  # fmt: skip
+    await world.durable()
+    (snapshot,) = world.broker.on("snapshots", CustomerSnapshot)
+    assert (snapshot.probability_alive, snapshot.predicted_clv_minor) == (0.75, 4_200)
+    assert snapshot.expected_next_order_at == T + 86_400_000
+    # Not a shop event: no journey.events record, no decision.
+    assert [e.event_id for e in world.broker.on("journey_events", JourneyEvent)] == ["e1"]
+    assert len(world.decisions()) == 1
+
+
+async def test_a_prediction_out_of_bounds_is_a_dead_letter() -> None:
+    from schemas.records import CustomerPrediction, DeadLetter
+    from streams.ingest import Ingest, key_partition
+
+    world = World()
+    ingest = Ingest(SETTINGS, CODEC, world.outputs, partitions=12)
+    topic = SETTINGS.topic("predictions")
+    partition = key_partition(b"c1", 12)
+    good = CustomerPrediction("p/c1/1", "c1", T, 0.5, 0.1, 10)
+    bad = CustomerPrediction("p/c1/2", "c1", T, 1.5, 0.1, 10)
+    assert await ingest.handle(topic, partition, 1, b"c1", CODEC.encode(good), []) == good
+    assert await ingest.handle(topic, partition, 2, b"c1", CODEC.encode(bad), []) is None
+    (letter,) = world.broker.on("deadletter", DeadLetter)
+    assert letter.reason_code == "validation" and "probability_alive" in letter.reason

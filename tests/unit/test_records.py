@@ -24,6 +24,7 @@ PYTHON_TYPES = {
     "int": int,
     "long": int,
     "boolean": bool,
+    "double": float,
     "bytes": bytes,
     "array": list,
     "map": dict,
@@ -130,6 +131,7 @@ def test_schema_files_follow_the_conventions() -> None:
         "decision",
         "journey_event",
         "customer_snapshot",
+        "customer_prediction",
     }
     for path in files:
         schema = json.loads(path.read_text())

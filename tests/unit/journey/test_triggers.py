@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from tests.unit.journey.support import (
     AMS,
     BASE,
     CONFIG,
+    CUSTOMER,
     DAY,
     HOUR,
     MINUTE,
@@ -458,3 +460,42 @@ def test_a_birthday_beyond_the_calendar_is_no_birthday(days: int) -> None:
     assert sim.state.consent is True  # the rest of the update counts
     assert not sim.schedules(T.BIRTHDAY)
     assert [t.trigger_type for t in sim.emitted()] == [T.ABANDONED_CART]
+
+
+# --- the lifetime-value prediction on WIN_BACK and CROSS_SELL (journey.predictions) ----------
+def prediction(at: int, alive: float, next_order_at: int | None = None) -> Any:
+    from schemas.records import CustomerPrediction
+
+    return CustomerPrediction(f"prediction/{CUSTOMER}/{at}", CUSTOMER, at, alive, 0.4, 12_345,
+                              next_order_at)  # fmt: skip
+
+
+def test_win_back_and_cross_sell_carry_the_newest_prediction() -> None:
+    from streams.journey.model import predicted
+
+    sim = Sim().play((placed(B),))
+    sim.state = predicted(sim.state, prediction(B + 10 * DAY, 0.61, B + 40 * DAY))
+    sim.state = predicted(sim.state, prediction(B + 5 * DAY, 0.99))  # older, delivered late
+    sim.send(delivered(B + 2 * DAY))
+    sim.run(B + 91 * DAY)
+    (win_back,) = sim.emitted(T.WIN_BACK)
+    assert win_back.attributes == {
+        "last_order_at": str(B), "orders": "1", "probability_alive": "0.610",
+        "expected_orders_90d": "0.400", "predicted_clv_minor": "12345",
+        "expected_next_order_at": str(B + 40 * DAY), "predicted_at": str(B + 10 * DAY),
+    }  # fmt: skip
+    (cross_sell,) = sim.emitted(T.CROSS_SELL)
+    assert cross_sell.attributes["probability_alive"] == "0.610"
+    # Only these two: the others say nothing about a prediction.
+    assert all("probability_alive" not in t.attributes for t in sim.emitted(T.REVIEW_REQUEST))
+    assert set(SPECS[T.WIN_BACK].attributes) >= set(win_back.attributes)
+
+
+def test_without_a_prediction_win_back_carries_none_and_an_erased_customer_keeps_none() -> None:
+    from streams.journey.model import predicted
+
+    sim = Sim().play((placed(B),), B + 91 * DAY)
+    (win_back,) = sim.emitted(T.WIN_BACK)
+    assert "probability_alive" not in win_back.attributes
+    gone = Sim().play((erased(B),))
+    assert predicted(gone.state, prediction(B + DAY, 0.5)).prediction is None
