@@ -49,7 +49,12 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         },
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         # aiokafka logs every request at DEBUG: building those records costs time per event.
-        "loggers": {"aiokafka": {"level": max(logging.INFO, logging.getLevelName(level.upper()))}},
+        "loggers": {
+            "aiokafka": {"level": max(logging.INFO, logging.getLevelName(level.upper()))},
+            # "Timer ... is overlapping" whenever a busy worker runs a timer late: under load that
+            # is every few seconds and says nothing the timer lateness metric does not.
+            "mode.timers": {"level": max(logging.ERROR, logging.getLevelName(level.upper()))},
+        },
     }
 
 
