@@ -193,9 +193,18 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
         async for event in stream.noack().events():
             await sink.wait_for_watermarks()
             message = event.message
-            await store.add(
-                message.topic, message.partition, message.offset, message.key, message.value
-            )
+            try:
+                await store.add(
+                    message.topic, message.partition, message.offset, message.key, message.value
+                )
+            except Exception as exc:  # a bug must not stop loading: the fact becomes a letter
+                log.exception("loading %s/%d/%d failed", message.topic, message.partition,
+                              message.offset)  # fmt: skip
+                summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                await store.dead_letter(
+                    (message.topic, message.partition, message.offset), message.key,
+                    message.value, "processing_error", summary[:1000],
+                )  # fmt: skip
             # Acknowledged once its row is stored (and a refused row's dead letter is on Kafka).
             sink.after_flush(event.ack)
             await sink.wait_for_room()
@@ -268,7 +277,7 @@ class FactStore:
         self.events = settings.topic("journey_events")
         self.decisions = settings.topic("decisions")
         self.snapshots = settings.topic("snapshots")
-        self.deadletters = settings.topic("deadletter")
+        self.letters = settings.topic("deadletter")
 
     async def add(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
@@ -296,7 +305,7 @@ class FactStore:
                         CUSTOMERS_TABLE, customer.customer_id, customer_row(customer, lineage),
                         *lineage,
                     )  # fmt: skip
-            elif topic == self.deadletters:
+            elif topic == self.letters:
                 letter: DeadLetter = self.codec.decode(value, DeadLetter)
                 self.sink.add(DEADLETTERS_TABLE, deadletter_row(letter, lineage), *lineage)
         except DecodeError as exc:
@@ -304,21 +313,39 @@ class FactStore:
             # by something else. A dead letter (stored when it is read back), logged, counted.
             stats.undecodable += 1
             log.error("%s/%d/%d is not a record of this topic: %s", *lineage, exc.reason)
-            letter = DeadLetter(
-                dead_letter_id=f"{topic}/{partition}/{offset}",
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                reason_code=exc.reason_code,
-                reason=f"not a record of this fact topic: {exc.reason}",
-                failed_at=time.time_ns() // 1_000_000,
-                key=key,
-                value=(value or b"")[:DEADLETTER_VALUE_LIMIT],
+            await self.dead_letter(
+                lineage,
+                key,
+                value,
+                exc.reason_code,
+                f"not a record of this fact topic: {exc.reason}",
             )
-            delivery = await self.deadletters.send(
-                key=key or letter.dead_letter_id.encode(), value=self.codec.encode(letter)
-            )
-            self.sink.wait_for(delivery)
+
+    async def dead_letter(
+        self,
+        lineage: tuple[str, int, int],
+        key: bytes | None,
+        value: bytes | None,
+        reason_code: str,
+        reason: str,
+    ) -> None:
+        """A fact the loader cannot store: on the dead-letter topic before its message is acked."""
+        topic, partition, offset = lineage
+        letter = DeadLetter(
+            dead_letter_id=f"{topic}/{partition}/{offset}",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            reason_code=reason_code,
+            reason=reason,
+            failed_at=time.time_ns() // 1_000_000,
+            key=key,
+            value=(value or b"")[:DEADLETTER_VALUE_LIMIT],
+        )
+        delivery = await self.deadletters.send(
+            key=key or letter.dead_letter_id.encode(), value=self.codec.encode(letter)
+        )
+        self.sink.wait_for(delivery)
 
     def _kept(self, customer_id: str) -> bool:
         if customer_id in self.loader.erased:
