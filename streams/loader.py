@@ -51,6 +51,7 @@ from streams.app import broker_credentials
 from streams.clock import Clock
 from streams.health import BrokerProbe, Health
 from streams.metrics import LoaderMetrics
+from streams.schema_registry import resolver_for
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,9 @@ class FactStore:
         self.sink = loader.sink
         self.codec = loader.codec
         settings = loader.settings
+        # Facts written in the registry framing (JOURNEY_OUTPUT_FRAMING=confluent): their writer
+        # schemas are fetched before decoding, as the workers' ingest does.
+        self.resolver = resolver_for(settings, loader.codec)
         self.events = settings.topic("journey_events")
         self.decisions = settings.topic("decisions")
         self.snapshots = settings.topic("snapshots")
@@ -289,6 +293,8 @@ class FactStore:
         if topic == self.snapshots and value is None:
             self._erase(key, lineage)
             return
+        if self.resolver is not None and value:
+            await self.resolver.ensure(value)
         try:
             if topic == self.events:
                 event: JourneyEvent = self.codec.decode(value, JourneyEvent)

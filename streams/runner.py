@@ -151,6 +151,7 @@ def run_loader(
     prepare_topics(settings)
     migrate(settings)
     loader = create_loader(settings)
+    asyncio.run(prepare_output_framing(settings, loader.codec))  # its dead letters' framing
     loader.sink.setup()
     record_serving(settings, loader.clock)  # so that `journey sql`/`report` find the loader
     app = loader.app

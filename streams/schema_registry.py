@@ -16,7 +16,14 @@ from schemas.registry import RegistryClient, SchemaResolver, subject_for
 from streams.settings import Settings
 
 # Records the pipeline writes, by the short name of their topic.
-OUTPUT_RECORDS = {"triggers": "Trigger", "deadletter": "DeadLetter"}
+OUTPUT_RECORDS = {
+    "triggers": "Trigger",
+    "deadletter": "DeadLetter",
+    "decisions": "Decision",
+    "journey_events": "JourneyEvent",
+    "snapshots": "CustomerSnapshot",
+    "predictions": "CustomerPrediction",
+}
 
 
 def registry_client(settings: Settings) -> RegistryClient | None:
@@ -89,7 +96,7 @@ async def register_schemas(settings: Settings, codec: Codec) -> list[Registered]
 
 async def prepare_output_framing(settings: Settings, codec: Codec) -> dict[str, int]:
     """With ``JOURNEY_OUTPUT_FRAMING=confluent``: the ids of our output schemas, handed to the
-    codec so that triggers and dead letters are written in the registry framing."""
+    codec so that everything the pipeline publishes is written in the registry framing."""
     if settings.output_framing != "confluent":
         return {}
     client = registry_client(settings)
