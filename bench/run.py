@@ -46,6 +46,7 @@ from bench.common import (
     Status,
     WorkerProcess,
     World,
+    counter_by_label,
     cpu_between,
     create_topics,
     delete_topics,
@@ -58,7 +59,6 @@ from bench.merge import (
     GAVE_UP_METRIC,
     MERGE_OFF,
     compare_latency,
-    counter_by_label,
     merge_round,
     summarize_merge,
 )
