@@ -85,7 +85,8 @@ def group_window(histories: list[list[Status]], start: float, end: float) -> dic
     """Events and CPU of a group of workers between two moments: sums of each worker's
     interpolated ``consumed`` and CPU."""
     events = cpu = 0.0
-    for history in histories:
+    # (A worker that printed no status line by the end handled nothing: left out.)
+    for history in (h for h in histories if h):
         c0, c1 = value_at(history, start, "consumed"), value_at(history, end, "consumed")
         u0, u1 = value_at(history, start, "cpu"), value_at(history, end, "cpu")
         if c0 is None or c1 is None or u0 is None or u1 is None:
@@ -114,11 +115,17 @@ def group_figures(histories: list[list[Status]], total: int) -> dict[str, Any]:
     lines = sorted((s for h in histories for s in h), key=lambda s: s.at)
     if not lines:
         return {}
-    busy = [s.at for s in lines if s.data.get("consumed", 0) > 0]
-    if not busy:
+    # The first line showing an event, and the line before it of the same worker (which had
+    # handled none): the work began between the two.
+    began = [
+        (history[i - 1].at if i else s.at, s.at)
+        for history in histories
+        for i, s in enumerate(history)
+        if s.data.get("consumed", 0) > 0 and (i == 0 or history[i - 1].data.get("consumed", 0) == 0)
+    ]
+    if not began:
         return {"events": 0}
-    before = [s.at for s in lines if s.at < busy[0]]
-    start = before[-1] if before else busy[0]
+    start = min(began, key=lambda pair: pair[1])[0]
     end, partial = lines[-1].at, True
     for s in lines:
         summed = sum(value_at(h, s.at, "consumed") or 0 for h in histories)
@@ -127,7 +134,9 @@ def group_figures(histories: list[list[Status]], total: int) -> dict[str, Any]:
             break
     out: dict[str, Any] = group_window(histories, start, end) or {}
     out["partial"] = partial
+    # From the moment the last of them had handled its first event.
     firsts = [next((s.at for s in h if s.data.get("consumed", 0) > 0), None) for h in histories]
+    out["workers_that_handled_events"] = sum(f is not None for f in firsts)
     if all(f is not None for f in firsts):
         out["all_busy"] = group_window(histories, max(f for f in firsts if f is not None), end)
     return out
@@ -288,11 +297,12 @@ def run_loader(
         out = loader_window(loader.history, facts)
         out["start_to_ready_s"] = round(start_to_ready, 1)
         try:
+            db = world.settings().clickhouse_database
             (stored,) = loader.sql(
-                "SELECT (SELECT count() FROM events FINAL) AS events, "
-                "(SELECT count() FROM triggers FINAL) AS triggers, "
-                "(SELECT count() FROM customers FINAL) AS customers, "
-                "(SELECT count() FROM deadletters FINAL) AS deadletters"
+                f"SELECT (SELECT count() FROM {db}.events FINAL) AS events, "
+                f"(SELECT count() FROM {db}.triggers FINAL) AS triggers, "
+                f"(SELECT count() FROM {db}.customers FINAL) AS customers, "
+                f"(SELECT count() FROM {db}.deadletters FINAL) AS deadletters"
             )
             out["stored_final"] = stored
         except Exception as exc:  # the figures above stand without it

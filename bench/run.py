@@ -3,7 +3,8 @@
 Steps (each prints progress; sizes come from flags or BENCH_* environment variables):
 
 1. publish the first N simulator events of 100k customers (not timed), then one ``journey
-   worker`` consumes them: events/s from its first consumed event to the last;
+   worker`` (Kafka in, Kafka out) consumes them: events/s from its first consumed event to the
+   last, and the records it published per topic;
 7. on the same topics, each in its own subprocess, two rounds (issue 13): a Quix Streams app
    running our model with RocksDB state and changelog, a plain aiokafka loop with our model and
    a dict (the ceiling), decode alone (step 2, the raw ceiling); the worker of step 1 is run
@@ -17,7 +18,10 @@ Steps (each prints progress; sizes come from flags or BENCH_* environment variab
 8. the cost of the event-time merge (issue 11): in each round of 7 the worker also runs
    without it (JOURNEY_ORDERING_BUFFER=1), alternating with the default worker: CPU seconds
    per 1,000 events and events/s with and without, and their ratio; then step 3's latency
-   probe on a worker without the merge, at the same rates: p50/p99 of both and the difference.
+   probe on a worker without the merge, at the same rates: p50/p99 of both and the difference;
+9. the two roles apart (issue 12): one worker (step 1's rounds), N workers in one group on the
+   same input, and the loader alone on the facts of step 1's first run: events (rows) per
+   CPU-second of each role, records published per input event.
 
 The numbers are written as measured: nothing here passes or fails.
 """
