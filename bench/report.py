@@ -363,8 +363,10 @@ def roles_section(r: dict[str, Any]) -> list[str]:
             "interpolated between its own status lines), so the first rebalances are in it; "
             "events redelivered by a rebalance count twice in `consumed`. Meanwhile the broker "
             f"used {_num(machine.get('broker'), digits=2)} cores and the whole machine "
-            f"{_num(machine.get('machine_busy'), digits=2)} of {cpus}: with N workers on a "
-            f"{cpus}-core machine that also runs the broker, N x one worker is out of reach. "
+            f"{_num(machine.get('machine_busy'), digits=2)} of {cpus}. With N workers on a "
+            f"{cpus}-core machine that also runs the broker and other work, the ratio says as "
+            "much about the load during each run as about the workers (step 1's cores used, "
+            "above, show how much of a core one worker got): compare the CPU per event. "
             f"Per worker: {per_worker}.",
             "",
         ]
@@ -455,8 +457,11 @@ def published_table(one: dict[str, Any], group: dict[str, Any], events: Any) -> 
         )
     lines += [
         "",
-        "More records in the group's run than in one worker's are messages redelivered after "
-        "a rebalance (published again with the same ids; the loader stores them once).",
+        "`journey.events` holds one record per delivery of an input event: more than the "
+        "input are redeliveries (after a rebalance; published again with the same ids, the "
+        "loader stores them once). The other counts depend on time as well as on the input: "
+        "timers fire and ticks are sent as the clock moves (a longer run has more), and "
+        "snapshots are coalesced per acknowledgement flush, so they differ from run to run.",
         "",
     ]
     return lines
