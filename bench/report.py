@@ -352,6 +352,15 @@ def roles_section(r: dict[str, Any]) -> list[str]:
         )
         machine = group.get("machine") or {}
         over_one = _num(scaling.get("rate_over_one"), digits=2)
+        if group.get("stalled_s") is not None:
+            lines += [
+                f"**The group's run stopped early: no worker handled an event for "
+                f"{_num(group['stalled_s'])} s** (after {_num(group.get('consumed'))} of "
+                f"{_num(events)} events), so its figures are partial. Seen while writing this "
+                "step: a worker that had handled events when another joined waited forever in "
+                "Faust's rebalance (`wait_empty`) for the messages the event-time merge held.",
+                "",
+            ]
         lines += [
             f"**{_num(n)} workers** (`journey worker` x {_num(n)}, one consumer group, own names "
             f"and data dirs, started together): events/s = **{over_one} x one worker's** "

@@ -33,6 +33,8 @@ from bench.common import (
     log,
 )
 
+# The group's run stops when no worker has handled an event for this long (a stuck rebalance).
+STALL_S = 90.0
 # Fact topics the loader reads (Settings.fact_topics), by short name.
 FACTS = ("journey_events", "decisions", "snapshots", "deadletter")
 
@@ -163,7 +165,9 @@ def run_workers(
         results["workers"].append({"step": "roles-workers", "argv": worker.argv, "env": worker.env})
     deadline = time.monotonic() + ready_timeout + timeout
     last_print = 0.0
-    summed = 0
+    summed = moved = 0
+    moved_at = time.monotonic()
+    stalled: float | None = None
     while time.monotonic() < deadline:
         for worker in workers:
             if worker.process.poll() is not None:
@@ -187,6 +191,14 @@ def run_workers(
             )
         if summed >= total:
             break
+        if summed != moved:
+            moved, moved_at = summed, time.monotonic()
+        elif summed and time.monotonic() - moved_at > STALL_S:
+            # Seen here: a worker that has handled events stuck in a rebalance (Faust's
+            # wait_empty for the messages the event-time merge holds), the group waiting on it.
+            stalled = time.monotonic() - moved_at
+            log(f"  workers: no event handled for {stalled:.0f}s: stopping them (partial)")
+            break
         time.sleep(0.2)
     histories = [w.history for w in workers]
     figures = group_figures(histories, total)
@@ -208,13 +220,16 @@ def run_workers(
     ]
     figures["workers"] = count
     figures["consumed"] = summed
+    if stalled is not None:
+        figures["stalled_s"] = round(stalled, 1)
     log(
         f"  {count} workers: {figures.get('events_per_s', 0):,.0f} events/s, "
         f"{figures.get('cpu_s_per_1k')} CPU s per 1k events ({figures.get('cores')} cores)"
         f"{' PARTIAL' if figures.get('partial') else ''}"
     )
     for worker in workers:
-        worker.stop()
+        # (A stuck worker may ignore SIGTERM: it is killed after 30 s.)
+        worker.stop(timeout=30)
     figures["published"] = published_records(world)
     figures["app_id"] = world.app_id
     return figures

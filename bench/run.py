@@ -307,7 +307,7 @@ def run_e2e(
     step: str = "e2e",
 ) -> Any:
     """One worker consumes the pre-filled topics (step 1; step 8 runs it with other settings)."""
-    label = "[1] e2e" if step == "e2e" else f"[8] {step}"
+    label = "[1] e2e" if step == "e2e" else f"[{9 if step.startswith('roles') else 8}] {step}"
     log(f"{label}: one journey worker ({world.app_id}) consumes the {total:,} events")
     worker = WorkerProcess(world, "1", status_every=args.status_every)
     results["workers"].append({"step": step, "argv": worker.argv, "env": worker.env})

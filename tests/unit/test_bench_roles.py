@@ -190,3 +190,11 @@ def test_a_worker_that_never_printed_a_status_line_is_left_out_not_the_group() -
     assert figures["cpu_s"] == 1.0
     assert figures["workers_that_handled_events"] == 1
     assert "all_busy" not in figures
+
+
+def test_a_stalled_group_run_is_reported_as_partial() -> None:
+    group = {"workers": 3, "consumed": 2833, "stalled_s": 91.0, "events_per_s": 396.0}
+    one = one_worker([{"events_per_s": 2000.0, "events_per_worker_cpu_s": 2500.0}], 30_000)
+    r = {"machine": {"cpus": 2}, "roles": {"one_worker": one, "workers": group}}
+    text = "\n".join(roles_section(r))
+    assert "no worker handled an event for 91 s** (after 2,833 of 30,000 events)" in text
