@@ -244,7 +244,8 @@ def targets_section(r: dict[str, Any]) -> list[str]:
             f"N worker processes on N cores >= 0.8 x N x one worker (N = "
             f"{_num(_get(r, 'roles', 'workers', 'workers'))}, step 9; {_get(r, 'machine', 'cpus')}"
             " cores shared with the broker)",
-            _num(scale, "x N x one", 2) if scale is not None else not_measured,
+            (_num(scale, "x N x one", 2) if scale is not None else not_measured)
+            + (" (partial: see step 9)" if _get(r, "roles", "workers", "partial") else ""),
             by(scale, 0.8, higher=True),
         ),
         (

@@ -128,12 +128,12 @@ def group_figures(histories: list[list[Status]], total: int) -> dict[str, Any]:
     if not began:
         return {"events": 0}
     start = min(began, key=lambda pair: pair[1])[0]
-    end, partial = lines[-1].at, True
-    for s in lines:
-        summed = sum(value_at(h, s.at, "consumed") or 0 for h in histories)
-        if summed >= total:
-            end, partial = s.at, False
-            break
+    summed_at = [(s.at, sum(value_at(h, s.at, "consumed") or 0 for h in histories)) for s in lines]
+    reached = [at for at, summed in summed_at if summed >= total]
+    partial = not reached
+    # Partial (a time limit, or a stall): up to where the count stopped moving, not the idle tail.
+    most = max(summed for _, summed in summed_at)
+    end = reached[0] if reached else next(at for at, summed in summed_at if summed >= most)
     out: dict[str, Any] = group_window(histories, start, end) or {}
     out["partial"] = partial
     # From the moment the last of them had handled its first event.

@@ -198,3 +198,12 @@ def test_a_stalled_group_run_is_reported_as_partial() -> None:
     r = {"machine": {"cpus": 2}, "roles": {"one_worker": one, "workers": group}}
     text = "\n".join(roles_section(r))
     assert "no worker handled an event for 91 s** (after 2,833 of 30,000 events)" in text
+
+
+def test_a_stalled_group_is_timed_to_where_its_count_stopped_not_the_idle_tail() -> None:
+    a = [line(10.0, 0, 1.0), line(11.0, 100, 2.0), line(12.0, 200, 3.0)]
+    a += [line(12.0 + n, 200, 3.0 + n / 100) for n in range(1, 90)]  # stuck, barely busy
+    figures = group_figures([a], total=1_000)
+    assert figures["partial"] is True
+    assert figures["seconds"] == 2.0
+    assert figures["events"] == 200
