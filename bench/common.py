@@ -1,5 +1,6 @@
 """What every benchmark step shares: a bench world (topic prefix, app id, data dirs), the
-``journey worker`` subprocesses and their JSON status lines, and the admin client.
+``journey worker`` subprocesses and their JSON status lines, the ``journey loader`` subprocess
+and its ``/metrics``, and the admin client.
 
 The approach is the integration tests' (``tests/integration/conftest.py``): every run gets its
 own topic prefix, consumer group and data paths, and workers are real subprocesses.
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +35,10 @@ from streams.settings import Settings
 from streams.topics import TICKS_RETENTION_MS
 
 JOURNEY = str(Path(sys.executable).parent / "journey")
+# Short names (``Settings.topic``) of the topics a worker writes, besides its table changelog.
+OUTPUT_TOPICS = (
+    "triggers", "decisions", "journey_events", "snapshots", "deadletter", "repartition", "ticks",
+)  # fmt: skip
 
 
 def log(message: str) -> None:
@@ -48,6 +54,10 @@ def percentile(samples: Sequence[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _default_topic(short: str) -> str:
+    return str(Settings.model_fields[f"topic_{short}"].default)
+
+
 @dataclass
 class World:
     """One benchmark world: topics under one prefix, one consumer group, its own chdb."""
@@ -58,8 +68,12 @@ class World:
     partitions: int
     extra_env: dict[str, str] = field(default_factory=dict)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    # Another app (consumer group, table changelog, chdb, data dirs) on the same topics.
+    # Another app (consumer group, table changelog, chdb, data dirs) on the same input topics.
     app_suffix: str = ""
+    # The tag of the output topics (triggers, facts, ticks, repartition) this world's workers
+    # write and its loader reads; None: the app suffix's, so that every worker run publishes
+    # to topics of its own (records per topic count one run; a loader reads one run's facts).
+    outputs: str | None = None
 
     @property
     def prefix(self) -> str:
@@ -73,6 +87,20 @@ class World:
     def chdb_path(self) -> Path:
         return self.root / f"{self.name}{self.app_suffix}-chdb"
 
+    @property
+    def output_tag(self) -> str:
+        return self.app_suffix.lstrip("-") if self.outputs is None else self.outputs
+
+    def output_vars(self) -> dict[str, str]:
+        """Topic names (after the prefix) of this world's outputs, when they have a tag."""
+        tag = self.output_tag
+        if not tag:
+            return {}
+        return {
+            f"JOURNEY_TOPIC_{short.upper()}": f"{tag}.{_default_topic(short)}"
+            for short in OUTPUT_TOPICS
+        }
+
     def data_dir(self, label: str) -> Path:
         """A fresh (empty) JOURNEY_DATA_DIR per worker ``label``."""
         return self.root / f"{self.name}{self.app_suffix}-data-{label}"
@@ -85,6 +113,7 @@ class World:
             "JOURNEY_PARTITIONS": str(self.partitions),
             "JOURNEY_DATA_DIR": str(self.data_dir(data_label)),
             "JOURNEY_CLICKHOUSE_URL": f"chdb://{self.chdb_path}",
+            **self.output_vars(),
             **self.extra_env,
         }
 
@@ -203,15 +232,25 @@ class Status:
 
 
 class WorkerProcess:
-    """A ``journey worker`` subprocess and the JSON status lines it prints."""
+    """A ``journey worker`` subprocess and the JSON status lines it prints. ``elapsed_s`` of a
+    line: seconds from the process start to when the bench read it."""
 
     def __init__(
-        self, world: World, data_label: str, *, status_every: float = 1.0, loglevel: str = "warning"
+        self,
+        world: World,
+        data_label: str,
+        *,
+        status_every: float = 1.0,
+        loglevel: str = "warning",
+        name: str | None = None,
     ) -> None:
         self.world = world
         self.data_label = data_label
-        # Its own HTTP port (as the integration tests do), so that workers never clash.
-        self.env = {**world.vars(data_label), "JOURNEY_WEB_PORT": str(free_port())}
+        # Its own HTTP port (as the integration tests do), so that workers never clash; a name
+        # when several run in one group (the worker's own RocksDB directory).
+        self.env = {**world.vars(data_label), "JOURNEY_WORKER_WEB_PORT": str(free_port())}
+        if name is not None:
+            self.env["JOURNEY_WORKER_NAME"] = name
         self.broker_pid = broker_pid(world.bootstrap)
         self.argv = [
             JOURNEY, "--log-level", loglevel, "worker", "--status-every", str(status_every),
@@ -244,6 +283,7 @@ class WorkerProcess:
                 with contextlib.suppress(json.JSONDecodeError):
                     data = json.loads(line)
                     cpu = CpuSample.take(self.process.pid, self.broker_pid)
+                    data.setdefault("elapsed_s", round(at - self.started, 3))
                     self.statuses.put(Status(at, data, cpu))
                     continue
             self.output.append(line)
@@ -304,7 +344,7 @@ class WorkerProcess:
 
     def metrics(self, timeout: float = 5.0) -> str | None:
         """The worker's Prometheus ``/metrics`` text (None if it does not answer)."""
-        url = f"http://127.0.0.1:{self.env['JOURNEY_WEB_PORT']}/metrics"
+        url = f"http://127.0.0.1:{self.env['JOURNEY_WORKER_WEB_PORT']}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 return str(response.read().decode())
@@ -315,6 +355,162 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(30)
+
+
+def counter_by_label(text: str, family: str, label: str) -> dict[str, float] | None:
+    """A Prometheus counter's samples by the value of one label, from /metrics text:
+    ``family_total{label="x"} 3.0`` -> ``{"x": 3.0}`` (other labels ignored); ``{}`` when the
+    counter has no samples yet, None when the worker does not export it at all."""
+    # (prometheus_client's text format names the family with _total, OpenMetrics without.)
+    if not any(f"# TYPE {name} counter" in text for name in (family, f"{family}_total")):
+        return None
+    sample = f"{family}_total{{"
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(sample):
+            continue
+        labels, _, value = line.rpartition(" ")
+        for pair in labels[len(sample) : labels.rfind("}")].split(","):
+            key, _, quoted = pair.partition("=")
+            if key.strip() == label:
+                out[quoted.strip().strip('"')] = float(value)
+    return out
+
+
+def metric_total(text: str, family: str) -> float | None:
+    """The sum of a metric's samples over all its labels, from /metrics text (a counter's
+    ``family_total`` samples, or a gauge's ``family``); None when no sample has that name."""
+    names = (f"{family}_total", family)
+    values = [
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if not line.startswith("#") and line.split("{", 1)[0].split(" ", 1)[0] in names
+    ]
+    return sum(values) if values else None
+
+
+class LoaderProcess:
+    """A ``journey loader`` subprocess, watched through its ``/metrics`` and ``/ready``.
+
+    Not through ``--status-every`` lines: each of those runs four ``count() ... FINAL`` queries
+    in the loader, which would be counted as the CPU of loading. ``sample()`` reads the counters
+    (facts read, rows stored, duplicates, lag) and the process's CPU at the same moment."""
+
+    def __init__(self, world: World, data_label: str = "loader", loglevel: str = "warning") -> None:
+        self.world = world
+        self.env = {
+            **world.vars(data_label),
+            "JOURNEY_WEB_PORT": str(free_port()),
+            "JOURNEY_WORKER_URLS": "",
+        }
+        self.broker_pid = broker_pid(world.bootstrap)
+        self.argv = [JOURNEY, "--log-level", loglevel, "loader"]
+        self.cwd = world.root / f"{world.name}{world.app_suffix}-cwd-{data_label}"
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            self.argv,
+            env={**world.environ(data_label), **self.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=self.cwd,
+        )
+        _LIVE.append(self.process)
+        self.cpu_start = CpuSample.take(self.process.pid, self.broker_pid)
+        self.history: list[Status] = []
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            del self.output[:-200]
+
+    def _get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.env['JOURNEY_WEB_PORT']}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status), str(response.read().decode())
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+        except OSError:
+            return 0, ""
+
+    def sample(self) -> Status | None:
+        """The loader's counters now (None while its web server does not answer yet)."""
+        code, text = self._get("/metrics")
+        if code != 200:
+            return None
+        cpu = CpuSample.take(self.process.pid, self.broker_pid)
+        at = time.monotonic()
+        ready, _ = self._get("/ready")
+        data = loader_figures(text)
+        data["ready"] = ready == 200
+        data["elapsed_s"] = round(at - self.started, 3)
+        status = Status(at, data, cpu)
+        self.history.append(status)
+        return status
+
+    def wait_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float, every: float = 0.5
+    ) -> Status:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = "".join(self.output[-30:])
+                raise RuntimeError(f"loader exited with {self.process.returncode}:\n{tail}")
+            status = self.sample()
+            if status is not None and predicate(status.data):
+                return status
+            time.sleep(every)
+        last = self.history[-1].data if self.history else None
+        raise TimeoutError(f"loader: timed out after {timeout:.0f}s; last figures {last}")
+
+    def sql(self, query: str) -> list[dict[str, Any]]:
+        """A read-only query through the running loader (``journey sql``, as a user would)."""
+        done = subprocess.run(
+            [JOURNEY, "sql", query, "--format", "json"],
+            env={**self.world.environ("loader"), **self.env},
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"journey sql failed: {done.stderr[-2000:]}")
+        rows: list[dict[str, Any]] = json.loads(done.stdout)
+        return rows
+
+    def stop(self, timeout: float = 60) -> float:
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log(f"loader {self.world.app_id} ignored SIGTERM for {timeout}s: kill")
+            self.process.kill()
+            self.process.wait(30)
+        return time.monotonic() - started
+
+
+def loader_figures(metrics: str) -> dict[str, Any]:
+    """The loader's counters from its /metrics text, named as its status line names them."""
+    per_table = counter_by_label(metrics, "journey_sink_rows", "table") or {}
+    per_topic = counter_by_label(metrics, "journey_facts_consumed", "topic") or {}
+    return {
+        "loaded": int(sum(per_topic.values())),
+        "loaded_per_topic": {k: int(v) for k, v in per_topic.items()},
+        "sink_rows": int(sum(per_table.values())),
+        "sink_rows_per_table": {k: int(v) for k, v in per_table.items()},
+        "duplicate_rows": int(metric_total(metrics, "journey_sink_duplicate_rows") or 0),
+        "sink_batches": int(metric_total(metrics, "journey_sink_batches") or 0),
+        "sink_failures": int(metric_total(metrics, "journey_sink_failures") or 0),
+        "undecodable_facts": int(metric_total(metrics, "journey_facts_undecodable") or 0),
+        "loader_lag": metric_total(metrics, "journey_loader_lag"),
+    }
 
 
 # --- admin ---------------------------------------------------------------------------------
@@ -336,6 +532,8 @@ async def create_topics(settings: Settings) -> list[str]:
             config = {"message.timestamp.type": "LogAppendTime"}
             if topic == settings.topic("ticks"):
                 config["retention.ms"] = config["segment.ms"] = str(TICKS_RETENTION_MS)
+            elif topic == settings.topic("snapshots"):
+                config["cleanup.policy"] = "compact"  # as streams/topics.py creates it
             new = NewTopic(
                 topic, settings.partitions, settings.replication_factor, topic_configs=config
             )

@@ -37,7 +37,8 @@ _MODULE = {
     "faust-take-patched": ["bench.faust_batch", "--patch-fetch"],
 }
 LABELS = {
-    "worker": "`journey worker` (Faust table + changelog, timer ticks, triggers, ClickHouse sink)",
+    "worker": "`journey worker` (Faust table + changelog, timer ticks, triggers and the fact "
+    "topics: decisions, canonical events, snapshots)",
     "quix": "Quix Streams 3.28 running our `step`/`fire_due`, RocksDB state + changelog, "
     "triggers produced (no sink)",
     "dict": "plain aiokafka loop: decode, `step`/`fire_due`, dict state, triggers produced "

@@ -21,26 +21,6 @@ MERGE_OFF = {"JOURNEY_ORDERING_BUFFER": "1"}
 GAVE_UP_METRIC = "journey_ordering_gave_up"
 
 
-def counter_by_label(text: str, family: str, label: str) -> dict[str, float] | None:
-    """A Prometheus counter's samples by the value of one label, from /metrics text:
-    ``family_total{label="x"} 3.0`` -> ``{"x": 3.0}`` (other labels ignored); ``{}`` when the
-    counter has no samples yet, None when the worker does not export it at all."""
-    # (prometheus_client's text format names the family with _total, OpenMetrics without.)
-    if not any(f"# TYPE {name} counter" in text for name in (family, f"{family}_total")):
-        return None
-    sample = f"{family}_total{{"
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(sample):
-            continue
-        labels, _, value = line.rpartition(" ")
-        for pair in labels[len(sample) : labels.rfind("}")].split(","):
-            key, _, quoted = pair.partition("=")
-            if key.strip() == label:
-                out[quoted.strip().strip('"')] = float(value)
-    return out
-
-
 def merge_round(e2e_round: dict[str, Any], ordering_buffer: int) -> dict[str, Any]:
     """One worker run of the comparison, timed from the worker's ``ready`` to the last event
     handled (``from_ready`` of ``bench.run.run_e2e``), not from the first event handled as in

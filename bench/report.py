@@ -63,7 +63,7 @@ def figures(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         partial = f"; **partial: time limit reached after {_num(_get(r, 'e2e', 'events'))} events**"
     rows = [
         (
-            f"1. End-to-end events/s, one worker ({_num(customers)} customers, "
+            f"1. End-to-end events/s, one worker, Kafka to Kafka ({_num(customers)} customers, "
             f"{_num(_get(r, 'workload', 'events'))} events{partial})",
             _num(e2e, "/s"),
             ">= 30,000/s",
@@ -192,8 +192,9 @@ def contest_section(r: dict[str, Any]) -> list[str]:
         "Quix's `concat` hands over the seven topics' events in timestamp order (the same "
         "triggers every round), while aiokafka (the worker, `dict`) hands over whole per-topic "
         "batches, so a customer's events can be applied out of order and the triggers vary from "
-        "round to round. The worker also writes "
-        "every event, decision and customer snapshot to ClickHouse; the contestants do not. "
+        "round to round. The worker also publishes every decision, canonical event and "
+        "customer snapshot to the fact topics (step 9 counts them); the contestants do not, and "
+        "the loader's cost of storing them comes on top (step 9). "
         "Changelog records: what the state store's changelog topic holds after the round (the "
         "worker and Faust: one per table write; Quix: one per key changed per checkpoint).",
         "",
@@ -212,6 +213,7 @@ def targets_section(r: dict[str, Any]) -> list[str]:
     p99 = _get(r, "latency", "p99_ms")
     t99 = _get(r, "timers", "lateness_at_tick_p99_ms")
     rec = _get(r, "recovery", "net_customers_per_s") or _get(r, "recovery", "customers_per_s")
+    scale = _get(r, "roles", "workers", "scaling", "rate_over_n_x_one")
     not_measured = "not measured this run"
 
     def by(value: float | None, target: float, higher: bool) -> str:
@@ -238,7 +240,14 @@ def targets_section(r: dict[str, Any]) -> list[str]:
             _num(e2e, "/s"),
             by(e2e, 10_000, higher=True),
         ),
-        ("N worker processes on N cores >= 0.8 x N x one worker", not_measured, "n/a"),
+        (
+            f"N worker processes on N cores >= 0.8 x N x one worker (N = "
+            f"{_num(_get(r, 'roles', 'workers', 'workers'))}, step 9; {_get(r, 'machine', 'cpus')}"
+            " cores shared with the broker)",
+            (_num(scale, "x N x one", 2) if scale is not None else not_measured)
+            + (" (partial: see step 9)" if _get(r, "roles", "workers", "partial") else ""),
+            by(scale, 0.8, higher=True),
+        ),
         (
             f"p99 append-to-append trigger latency <= 100 ms at half the maximum rate "
             f"({_num(_get(r, 'latency', 'orders_per_s'))} orders/s = "
@@ -273,6 +282,199 @@ def targets_section(r: dict[str, Any]) -> list[str]:
             f"would take {1e6 / rec / 60:.1f} min.",
         ]
     return [*lines, ""]
+
+
+def roles_section(r: dict[str, Any]) -> list[str]:
+    """Step 9 (issue 12): one worker, N workers and the loader, each in its own processes."""
+    roles = r.get("roles")
+    if not roles:
+        return []
+    one = roles.get("one_worker") or {}
+    group = roles.get("workers") or {}
+    loader = roles.get("loader") or {}
+    n = group.get("workers")
+    events = one.get("events")
+    cpus = _get(r, "machine", "cpus")
+
+    def each(values: list[Any], digits: int = 0) -> str:
+        return f" ({' / '.join(_num(v, digits=digits) for v in values)})" if len(values) > 1 else ""
+
+    def per_1k(per_cpu_s: Any) -> str:
+        return _num(1000 / per_cpu_s, digits=3) if per_cpu_s else "n/a"
+
+    busy = group.get("all_busy") or {}
+    lines = [
+        "## Per role (step 9)",
+        "",
+        f"Issue 12's two roles measured apart, each in its own processes, on the same "
+        f"{_num(events)} pre-filled input events from offset 0 (a new app id or loader group "
+        "each). CPU = user + system seconds of the role's processes (all threads, from "
+        "`/proc`); per input event, so the roles add up to the pipeline's cost. "
+        f"The machine has {cpus} cores, shared with the broker and with other work: "
+        "events/s moves with that load, CPU per event much less.",
+        "",
+        "| role | processes | input events/s | CPU s / 1k input events | input events per "
+        "CPU-second | cores used |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| journey worker (step 1; median of {_num(one.get('rounds'))} rounds) | 1 | "
+        f"**{_num(one.get('events_per_s'))}**{each(one.get('events_per_s_rounds') or [])}"
+        f"{' partial' if one.get('partial') else ''} | "
+        f"**{_num(one.get('cpu_s_per_1k'), digits=3)}** | "
+        f"**{_num(one.get('events_per_cpu_s'))}**{each(one.get('events_per_cpu_s_rounds') or [])}"
+        f" | {' / '.join(_num(c, digits=2) for c in one.get('cores') or []) or 'n/a'} |",
+    ]
+    if group:
+        lines += [
+            f"| journey workers, one group, from the first event handled | {_num(n)} | "
+            f"**{_num(group.get('events_per_s'))}**{' partial' if group.get('partial') else ''} "
+            f"| **{_num(group.get('cpu_s_per_1k'), digits=3)}** | "
+            f"**{_num(group.get('events_per_cpu_s'))}** | {_num(group.get('cores'), digits=2)} |",
+            f"| ... once every one of them had handled an event | {_num(n)} | "
+            f"{_num(busy.get('events_per_s'))} | {_num(busy.get('cpu_s_per_1k'), digits=3)} | "
+            f"{_num(busy.get('events_per_cpu_s'))} | {_num(busy.get('cores'), digits=2)} |",
+        ]
+    if loader:
+        lines.append(
+            f"| the loader alone, the facts of step 1's first run | 1 | "
+            f"{_num(events / loader['seconds'] if events and loader.get('seconds') else None)}"
+            f"{' partial' if loader.get('partial') else ''} | "
+            f"**{per_1k(loader.get('input_events_per_cpu_s'))}** | "
+            f"**{_num(loader.get('input_events_per_cpu_s'))}** | "
+            f"{_num((loader.get('cores') or {}).get('worker'), digits=2)} |"
+        )
+    lines.append("")
+    scaling = group.get("scaling") or {}
+    if group:
+        per_worker = "; ".join(
+            f"{w.get('name')}: {_num(w.get('consumed'))} events, partitions {w.get('partitions')}"
+            if w.get("consumed") is not None
+            else f"{w.get('name')}: no status line (it had not started when the input was done)"
+            for w in group.get("per_worker") or []
+        )
+        machine = group.get("machine") or {}
+        over_one = _num(scaling.get("rate_over_one"), digits=2)
+        if group.get("stalled_s") is not None:
+            lines += [
+                f"**The group's run stopped early: no worker handled an event for "
+                f"{_num(group['stalled_s'])} s** (after {_num(group.get('consumed'))} of "
+                f"{_num(events)} events), so its figures are partial. Seen while writing this "
+                "step: a worker that had handled events when another joined waited forever in "
+                "Faust's rebalance (`wait_empty`) for the messages the event-time merge held.",
+                "",
+            ]
+        lines += [
+            f"**{_num(n)} workers** (`journey worker` x {_num(n)}, one consumer group, own names "
+            f"and data dirs, started together): events/s = **{over_one} x one worker's** "
+            f"({_num(scaling.get('rate_over_n_x_one'), digits=2)} x "
+            f"N x one worker's; issue 13's target is 0.8), CPU per event "
+            f"{_num(scaling.get('cpu_per_event_over_one'), digits=2)} x one worker's. Timed from "
+            "the status line before the first event handled by any of them to the moment the "
+            "sum of their `consumed` reached the input (each worker's `consumed` and CPU "
+            "interpolated between its own status lines), so the first rebalances are in it; "
+            "events redelivered by a rebalance count twice in `consumed`. Meanwhile the broker "
+            f"used {_num(machine.get('broker'), digits=2)} cores and the whole machine "
+            f"{_num(machine.get('machine_busy'), digits=2)} of {cpus}. With N workers on a "
+            f"{cpus}-core machine that also runs the broker and other work, the ratio says as "
+            "much about the load during each run as about the workers (step 1's cores used, "
+            "above, show how much of a core one worker got): compare the CPU per event. "
+            f"Per worker: {per_worker}.",
+            "",
+        ]
+    if loader:
+        stored = loader.get("stored_final") or {}
+        stored_text = (
+            ", ".join(f"{k} {_num(v)}" for k, v in stored.items())
+            if "error" not in stored
+            else f"not read ({stored['error'][-200:]})"
+        )
+        facts_read = ", ".join(
+            f"{_short(k)} {_num(v)}" for k, v in (loader.get("facts_per_topic") or {}).items()
+        )
+        rows = ", ".join(f"{k} {_num(v)}" for k, v in (loader.get("rows_per_table") or {}).items())
+        lines += [
+            f"**The loader** (`journey loader`, a new group and embedded ClickHouse, the fact "
+            f"topics of step 1's first worker run from offset 0): "
+            f"{_num(loader.get('facts'))} facts read of {_num(loader.get('facts_expected'))} "
+            f"({facts_read}), **{_num(loader.get('rows'))} rows stored** ({rows}), "
+            f"{_num(loader.get('duplicate_rows'))} duplicates dropped, in "
+            f"{_num(loader.get('seconds'), 's', 1)}: **{_num(loader.get('rows_per_cpu_s'))} rows "
+            f"per CPU-second** ({_num(loader.get('cpu_s_per_1k_rows'), digits=3)} CPU s per 1k "
+            f"rows; {_num(loader.get('facts_per_cpu_s'))} facts per CPU-second), "
+            f"{_num(loader.get('rows_per_s'))} rows/s. Timed from its last sample before the "
+            "first fact read to the first showing every row stored (`/metrics` read every "
+            "0.25 s; its `--status-every` lines are not used, as each runs four FINAL counts "
+            f"in the loader). Ready {_num(loader.get('start_to_ready_s'), 's', 1)} after start "
+            f"(not counted). ClickHouse holds (FINAL): {stored_text}.",
+            "",
+        ]
+    lines += published_table(one, group, events)
+    return lines
+
+
+def _short(topic: str) -> str:
+    """``bench-x-main.journey.events`` -> ``journey.events``."""
+    return topic[topic.find("journey.") :] if "journey." in topic else topic
+
+
+PUBLISHED_ROWS = (
+    ("triggers", "journey.triggers (`Trigger`, to send)"),
+    ("decisions", "journey.decisions (every decision)"),
+    ("journey_events", "journey.events (canonical events)"),
+    ("snapshots", "journey.customers (snapshots, compacted)"),
+    ("deadletter", "journey.deadletter"),
+    ("repartition", "journey.repartition"),
+    ("ticks", "journey.ticks (the workers' timer ticks)"),
+    ("changelog", "the journeys table's changelog (Faust)"),
+)
+
+
+def published_table(one: dict[str, Any], group: dict[str, Any], events: Any) -> list[str]:
+    """Records each worker run produced, per topic, counted on the broker."""
+    published = one.get("published") or {}
+    if not published:
+        return []
+    theirs = group.get("published") or {}
+    n = group.get("workers")
+
+    def ratio(value: Any) -> str:
+        return _num(value / events, digits=3) if events and value is not None else "n/a"
+
+    lines = [
+        "What a worker publishes, counted on the broker (each run writes output topics of its "
+        "own): records per topic and per input event. The facts are what the loader reads; "
+        "with the changelog they are the cost of the Kafka-to-Kafka worker beyond its "
+        "triggers.",
+        "",
+        f"| topic | one worker | per input event | {_num(n)} workers | per input event |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, label in PUBLISHED_ROWS:
+        lines.append(
+            f"| {label} | {_num(published.get(key))} | {ratio(published.get(key))} | "
+            f"{_num(theirs.get(key)) if theirs else 'n/a'} | "
+            f"{ratio(theirs.get(key)) if theirs else 'n/a'} |"
+        )
+    from bench.roles import FACTS
+
+    for label, keys in (
+        ("**facts** (events, decisions, snapshots, dead letters)", FACTS),
+        ("**all**", tuple(k for k, _ in PUBLISHED_ROWS)),
+    ):
+        mine = sum(published.get(k, 0) for k in keys)
+        other = sum(theirs.get(k, 0) for k in keys) if theirs else None
+        lines.append(
+            f"| {label} | {_num(mine)} | **{ratio(mine)}** | {_num(other)} | {ratio(other)} |"
+        )
+    lines += [
+        "",
+        "`journey.events` holds one record per delivery of an input event: more than the "
+        "input are redeliveries (after a rebalance; published again with the same ids, the "
+        "loader stores them once). The other counts depend on time as well as on the input: "
+        "timers fire and ticks are sent as the clock moves (a longer run has more), and "
+        "snapshots are coalesced per acknowledgement flush, so they differ from run to run.",
+        "",
+    ]
+    return lines
 
 
 def merge_section(r: dict[str, Any]) -> list[str]:
@@ -400,6 +602,7 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         "",
     ]
     lines += contest_section(r)
+    lines += roles_section(r)
     lines += merge_section(r)
     lines += [
         "## All figures",
@@ -447,9 +650,10 @@ def notes(r: dict[str, Any]) -> list[str]:
         f"N, from the worker's status lines (start and end interpolated inside 1 s intervals); "
         f"steady rate over whole intervals {_num(e2e.get('steady_events_per_s'), '/s')}. "
         f"Cores used meanwhile: {cores(e2e.get('cpu_cores'))}. "
-        f"Worker start to ready {e2e.get('worker_start_to_ready_s')} s (not counted). All "
-        f"`journey.events` rows were stored {e2e.get('all_rows_stored_after_s', 'n/a')} s after "
-        "the last event was consumed.",
+        f"Worker start to ready {e2e.get('worker_start_to_ready_s')} s (not counted). The "
+        "worker holds no ClickHouse connection: it publishes triggers, decisions, canonical "
+        "events and snapshots (records per topic in step 9), and the loader, measured on its "
+        "own in step 9, stores them.",
         "2: " + str((r.get("raw") or {}).get("how", "not run")) + ".",
         "3: on a running worker of a fresh prefix (the baseline worker of step 6: empty table, "
         "ready; not the restored main-world worker, whose timer lateness would also count the "
@@ -464,8 +668,10 @@ def notes(r: dict[str, Any]) -> list[str]:
         "dated so that their first abandoned-cart timer came due 2-12 s later, so that the "
         "worker's own `timer_lateness_p99_ms` (tick handled - fire_at, which includes the tick's "
         "Kafka round trip) has samples from this run.",
-        f"4: in-process, no Kafka: `JourneyEngine` over a dict, a no-op sink and send_trigger, "
-        f"the real clock; {tim.get('customers', 0):,} customers built with `step` (consent, then "
+        f"4: in-process, no Kafka: `JourneyEngine` over a dict, the worker's `Outputs` and "
+        "`Acks` over a broker that acknowledges each record at once (records encoded, outbox "
+        f"and acknowledgements included), the real clock; {tim.get('customers', 0):,} "
+        "customers built with `step` (consent, then "
         "a cart: an abandoned-cart timer each) due over "
         f"{tim.get('due_spread_s')} s; `on_tick` for each of {tim.get('partitions')} partitions "
         "every 250 ms. Lateness = tick time - fire_at (the worker's definition); every timer "

@@ -3,7 +3,8 @@
 Steps (each prints progress; sizes come from flags or BENCH_* environment variables):
 
 1. publish the first N simulator events of 100k customers (not timed), then one ``journey
-   worker`` consumes them: events/s from its first consumed event to the last;
+   worker`` (Kafka in, Kafka out) consumes them: events/s from its first consumed event to the
+   last, and the records it published per topic;
 7. on the same topics, each in its own subprocess, two rounds (issue 13): a Quix Streams app
    running our model with RocksDB state and changelog, a plain aiokafka loop with our model and
    a dict (the ceiling), decode alone (step 2, the raw ceiling); the worker of step 1 is run
@@ -17,7 +18,10 @@ Steps (each prints progress; sizes come from flags or BENCH_* environment variab
 8. the cost of the event-time merge (issue 11): in each round of 7 the worker also runs
    without it (JOURNEY_ORDERING_BUFFER=1), alternating with the default worker: CPU seconds
    per 1,000 events and events/s with and without, and their ratio; then step 3's latency
-   probe on a worker without the merge, at the same rates: p50/p99 of both and the difference.
+   probe on a worker without the merge, at the same rates: p50/p99 of both and the difference;
+9. the two roles apart (issue 12): one worker (step 1's rounds), N workers in one group on the
+   same input, and the loader alone on the facts of step 1's first run: events (rows) per
+   CPU-second of each role, records published per input event.
 
 The numbers are written as measured: nothing here passes or fails.
 """
@@ -46,6 +50,7 @@ from bench.common import (
     Status,
     WorkerProcess,
     World,
+    counter_by_label,
     cpu_between,
     create_topics,
     delete_topics,
@@ -58,17 +63,25 @@ from bench.merge import (
     GAVE_UP_METRIC,
     MERGE_OFF,
     compare_latency,
-    counter_by_label,
     merge_round,
     summarize_merge,
 )
 from bench.report import write_markdown
+from bench.roles import (
+    FACTS,
+    one_worker,
+    per_input_event,
+    published_records,
+    run_loader,
+    run_workers,
+    scaling,
+)
 from schemas.codec import Codec
 from streams.settings import parse_duration_ms
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-STEPS = ("e2e", "contest", "state", "recovery", "latency", "timers", "merge")
+STEPS = ("e2e", "contest", "state", "recovery", "latency", "timers", "merge", "roles")
 
 
 def _env(name: str, default: str) -> str:
@@ -131,6 +144,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also measure the Faust batch prototypes of bench/faust_batch.py in step 7",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "0")),
+        help="journey workers in one group in step 9; 0: one per core, at most one per partition",
+    )
     p.add_argument("--status-every", type=float, default=float(_env("STATUS_EVERY", "1")))
     p.add_argument("--latency-seconds", type=float, default=float(_env("LATENCY_SECONDS", "25")))
     p.add_argument(
@@ -167,6 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.workers <= 0:
+        args.workers = max(1, min(os.cpu_count() or 1, args.partitions))
     unknown = args.skip - set(STEPS)
     if unknown:
         p.error(f"unknown steps in --skip: {sorted(unknown)}")
@@ -286,7 +307,7 @@ def run_e2e(
     step: str = "e2e",
 ) -> Any:
     """One worker consumes the pre-filled topics (step 1; step 8 runs it with other settings)."""
-    label = "[1] e2e" if step == "e2e" else f"[8] {step}"
+    label = "[1] e2e" if step == "e2e" else f"[{9 if step.startswith('roles') else 8}] {step}"
     log(f"{label}: one journey worker ({world.app_id}) consumes the {total:,} events")
     worker = WorkerProcess(world, "1", status_every=args.status_every)
     results["workers"].append({"step": step, "argv": worker.argv, "env": worker.env})
@@ -298,8 +319,8 @@ def run_e2e(
             last_print[0] = status.at
             log(
                 f"  worker: consumed {d.get('consumed', 0):,}/{total:,} ({d.get('rate', 0):,.0f}/s)"
-                f", stored events {d.get('events_rows', '?')}, emitted {d.get('emitted', 0):,}, "
-                f"pending timers {d.get('pending_timers', 0):,}"
+                f", records sent {sum((d.get('sent') or {}).values()):,}, emitted "
+                f"{d.get('emitted', 0):,}, pending timers {d.get('pending_timers', 0):,}"
             )
 
     ready = worker.wait_until(lambda d: d.get("ready", False), 180, show)
@@ -336,20 +357,6 @@ def run_e2e(
         f"{e2e.get('seconds')}s; steady {e2e.get('steady_events_per_s')}/s); cores used "
         f"{e2e.get('cpu_cores')}"
     )
-    # When are all rows in ClickHouse? (Rows of erased customers are deleted: wait until the
-    # count stops moving rather than for one row per event.)
-    rows, rows_at = done.data.get("events_rows"), done.data["elapsed_s"]
-    with contextlib.suppress(TimeoutError):
-
-        def settled(d: dict[str, Any]) -> bool:
-            nonlocal rows, rows_at
-            if d.get("events_rows") != rows:
-                rows, rows_at = d.get("events_rows"), d["elapsed_s"]
-            return bool(d["elapsed_s"] - rows_at >= 3)
-
-        worker.wait_until(settled, 60)
-    e2e["events_rows"] = rows
-    e2e["all_rows_stored_after_s"] = round(rows_at - done.data["elapsed_s"], 1)
     e2e["status_trace"] = trace(worker.history)
     e2e["app_id"] = world.app_id
     # What the event-time merge gave up on (step 8): from the worker's own counter.
@@ -361,12 +368,10 @@ def run_e2e(
         results["e2e"] = e2e
     e2e["shutdown_s"] = round(worker.stop(), 1)
     e2e["final_status"] = worker.last.data if worker.last else None
-    from bench.workload import topic_records
-
-    changelog = f"{world.app_id}-journeys-changelog"
-    with contextlib.suppress(Exception):
-        e2e["changelog_records"] = asyncio.run(topic_records(world.bootstrap, changelog))
-        log(f"  the table's changelog {changelog} holds {e2e['changelog_records']:,} records")
+    # What this run published (its own output topics) and its table's changelog.
+    e2e["published"] = published_records(world)
+    e2e["changelog_records"] = e2e["published"]["changelog"]
+    log(f"  published (records per topic, changelog included): {e2e['published']}")
     return e2e
 
 
@@ -388,8 +393,8 @@ def from_ready(ready: Status, done: Status) -> dict[str, Any]:
 
 
 def trace(history: list[Status]) -> list[list[Any]]:
-    """[elapsed_s, consumed, events_rows, pending_timers, worker cores, machine busy cores] per
-    status line, for looking at stalls afterwards."""
+    """[elapsed_s, consumed, records waiting for the broker, pending_timers, worker cores,
+    machine busy cores] per status line, for looking at stalls afterwards."""
     rows: list[list[Any]] = []
     previous: Status | None = None
     for status in history:
@@ -397,7 +402,7 @@ def trace(history: list[Status]) -> list[list[Any]]:
         cores: dict[str, Any] = {}
         if previous is not None and previous.cpu and status.cpu:
             cores = cpu_between(previous.cpu, status.cpu)
-        row = [d.get("elapsed_s"), d.get("consumed"), d.get("events_rows")]
+        row = [d.get("elapsed_s"), d.get("consumed"), d.get("unacknowledged")]
         row += [d.get("pending_timers"), cores.get("worker"), cores.get("machine_busy")]
         rows.append(row)
         previous = status
@@ -487,6 +492,48 @@ def run_without_merge(
     run = run_e2e(off, args, total, results, step="merge-without")
     pair["without"] = merge_round(run, int(MERGE_OFF["JOURNEY_ORDERING_BUFFER"]))
     pair["order"].append("without")
+
+
+def run_roles(
+    main_world: World, args: argparse.Namespace, total: int, results: dict[str, Any]
+) -> None:
+    """Step 9 (issue 12): one worker (step 1's rounds, or a run of its own when step 1 is
+    skipped), ``--workers`` workers in one group, and the loader alone on the facts the first
+    one-worker run published."""
+    rounds = results.get("e2e_rounds") or []
+    facts_world = main_world  # step 1's first round
+    if not rounds:
+        facts_world = replace(main_world, app_suffix="-one")
+        rounds = [run_e2e(facts_world, args, total, results, step="roles-one")]
+    one = one_worker(rounds, total)
+    roles: dict[str, Any] = {"one_worker": one}
+    results["roles"] = roles
+    group_world = replace(main_world, app_suffix=f"-group{args.workers}")
+    asyncio.run(_create(group_world))  # (not by N workers starting at once)
+    group = run_workers(
+        group_world,
+        args.workers,
+        total,
+        status_every=args.status_every,
+        timeout=args.e2e_timeout,
+        ready_timeout=args.ready_timeout,
+        results=results,
+    )
+    group["per_input_event"] = per_input_event(group["published"], total)
+    group["scaling"] = scaling(one, group)
+    roles["workers"] = group
+    facts = sum(one["published"].get(short, 0) for short in FACTS)
+    loader = run_loader(
+        facts_world,
+        facts,
+        timeout=args.e2e_timeout,
+        ready_timeout=args.ready_timeout,
+        results=results,
+    )
+    if loader.get("cpu_s"):
+        # What one loader keeps up with, in the workers' terms.
+        loader["input_events_per_cpu_s"] = round(total / loader["cpu_s"], 1)
+    roles["loader"] = loader
 
 
 def read_settle_status(worker: WorkerProcess, seconds: float = 3.0) -> dict[str, Any]:
@@ -623,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
                 }
         if results.get("raw") and e2e.get("events_per_s"):
             results["e2e_over_raw"] = round(e2e["events_per_s"] / results["raw"]["events_per_s"], 3)
+
+        if "roles" not in args.skip:
+            run_roles(main_world, args, total, results)
 
         if "recovery" not in args.skip:
             log("[6] recovery: a fresh worker, empty data dir, restores the table from Kafka")

@@ -1,10 +1,11 @@
 """Timer lateness with a million pending timers: the engine in-process, without Kafka.
 
-A ``JourneyEngine`` over a plain dict (instead of the Faust table), a sink that does nothing
-(row *building* is still the engine's work and is included; buffering and inserting are not) and
-a ``send_trigger`` that does nothing. Customers are built by the pure model (``step``): each gave
-marketing consent and added a product to a cart, so each has an abandoned-cart timer; the first
-reminders come due over ``spread_s`` seconds of the real clock. The bench then calls
+A ``JourneyEngine`` over a plain dict (instead of the Faust table) and the worker's ``Outputs``
+and ``Acks`` over a broker that acknowledges every record at once (encoding the triggers,
+decisions and snapshots, the outbox and the acknowledgements are included; Kafka is not).
+Customers are built by the pure model (``step``): each gave marketing consent and added a
+product to a cart, so each has an abandoned-cart timer; the first reminders come due over
+``spread_s`` seconds of the real clock. The bench then calls
 ``on_tick`` for every partition every 250 ms, as the worker's ticker does, and records for every
 fired timer how late the tick was (tick time - fire_at: what the worker's status reports) and how
 late the end of that tick's work was (an upper bound of when its decision was out).
@@ -18,39 +19,34 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections import deque
+from collections import Counter, deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import log, percentile
 from schemas.codec import Codec
 from schemas.records import CartChanged, CustomerChanged
+from streams.acks import Acks
 from streams.clock import Clock
 from streams.engine import JourneyEngine, pack, tune_gc
 from streams.journey.config import JourneyConfig
 from streams.journey.model import new_state, step
+from streams.outputs import Outputs
+from streams.settings import Settings
 
 
-class NullSink:
-    """The sink interface the engine uses, doing nothing."""
+class InstantBroker:
+    """What ``Outputs`` produces with: counts the records per topic; each is acknowledged at
+    once (the engine still encodes every record and keeps its outbox until the acks run)."""
 
-    def register_table(self, table: str, columns: Any) -> None:
-        pass
+    def __init__(self) -> None:
+        self.records: Counter[str] = Counter()
 
-    def add(self, table: str, row: Any, topic: str, partition: int, offset: int, **_: Any) -> None:
-        pass
-
-    def add_latest(self, table: str, key: str, row: Any, *args: Any) -> None:
-        pass
-
-    def after_flush(self, ack: Any) -> None:
-        ack()  # nothing to store: durable at once (the engine then trims the outbox)
-
-    def wait_for(self, delivery: Any) -> None:
-        pass
-
-    def erase(self, column: str, value: str, tables: Any) -> None:
-        pass
+    async def produce(self, topic: str, key: bytes, value: bytes | None, headers: Any) -> Any:
+        self.records[topic] += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
 
 def daytime_zone(now_ms: int, config: JourneyConfig, minutes: int) -> str:
@@ -79,22 +75,11 @@ async def timer_lateness(
     config = JourneyConfig()
     codec = Codec.load()
     clock = _ShiftedClock()
-    sent = 0
-
-    async def send_trigger(key: bytes, value: bytes) -> Any:
-        nonlocal sent
-        sent += 1
-        return None
-
+    broker = InstantBroker()
+    acks = Acks()
+    outputs = Outputs(Settings(_env_file=None), broker.produce, acks)  # type: ignore[call-arg]
     table: dict[bytes, bytes] = {}
-    engine = JourneyEngine(
-        table=table,
-        sink=NullSink(),  # type: ignore[arg-type]
-        codec=codec,
-        config=config,
-        clock=clock,
-        send_trigger=send_trigger,
-    )
+    engine = JourneyEngine(table=table, outputs=outputs, codec=codec, config=config, clock=clock)
     # Keep every sample (the engine keeps a bounded window for its status).
     engine.timer_lateness_ms = deque()
     delay = config.abandoned_cart_first_delay
@@ -113,6 +98,7 @@ async def timer_lateness(
     gc.collect()
     gc.freeze()  # as the worker does after building its timer index
     clock.offset_ms = first_due - int(lead_s * 1000) - clock.wall_now_ms()
+    acks.start()  # as the worker's: flushes every 50 ms, then the engine trims the outboxes
 
     # The ticker.
     tick_lateness: list[int] = []
@@ -146,6 +132,7 @@ async def timer_lateness(
         ticks += 1
         next_tick += tick_ms / 1000
         await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+    await acks.stop()
     fire_s = (last_fire - first_fire) if first_fire is not None else 0.0
     fired_total = len(tick_lateness)
     return {
@@ -157,7 +144,8 @@ async def timer_lateness(
         "build_seconds": round(build_s, 1),
         "state_mb": round(table_mb, 1),
         "timers_fired": fired_total,
-        "triggers_emitted": sent,
+        "triggers_emitted": outputs.sent["triggers"],
+        "records_produced": dict(broker.records),
         "fire_seconds": round(fire_s, 1),
         "timers_fired_per_s": round(fired_total / fire_s, 1) if fire_s else None,
         "cpu_us_per_timer": round(busy_s / fired_total * 1e6, 1) if fired_total else None,

@@ -142,19 +142,26 @@ def state_sizes(
 
 async def topic_records(bootstrap: str, topic: str) -> int:
     """Records a topic holds (end - beginning offsets, over its partitions)."""
+    return (await topics_records(bootstrap, [topic]))[topic]
+
+
+async def topics_records(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """Records each topic holds (end - beginning offsets, over its partitions; 0 for a topic
+    that does not exist). A compacted topic's beginning stays at 0: every record produced."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
-        if not tps:
-            return 0
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        return sum(ends[tp] - starts[tp] for tp in tps)
+        await consumer._client.force_metadata_update()
+        counts: dict[str, int] = {}
+        for topic in topics:
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            if not tps:
+                counts[topic] = 0
+                continue
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.beginning_offsets(tps)
+            counts[topic] = sum(ends[tp] - starts[tp] for tp in tps)
+        return counts
     finally:
         await consumer.stop()
 

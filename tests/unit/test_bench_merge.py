@@ -10,11 +10,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
-from bench.common import CpuSample, Status
+from bench.common import CpuSample, Status, counter_by_label
 from bench.merge import (
     GAVE_UP_METRIC,
     compare_latency,
-    counter_by_label,
     merge_round,
     summarize_merge,
 )
