@@ -190,7 +190,7 @@ def loader(ctx: click.Context, status_every: float | None, status_format: str) -
 def sql(ctx: click.Context, query: str, fmt: str) -> None:
     """Run one read-only SQL statement against the configured ClickHouse.
 
-    While a worker runs on the embedded ClickHouse, the query goes through that worker. A
+    While the loader runs on the embedded ClickHouse, the query goes through it. A
     trailing FORMAT clause (JSONEachRow, JSON, TSV, CSV, PrettyCompact, ...) chooses the output.
     """
     from sinks.clickhouse.client import NotReadOnly
