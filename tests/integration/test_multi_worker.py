@@ -98,7 +98,7 @@ class Group:
     def start_worker(self, name: str) -> None:
         port = self.ports.setdefault(name, str(free_port()))  # the same one after a restart
         self.workers[name] = self.start_role(
-            "worker", JOURNEY_WORKER_NAME=name, JOURNEY_WORKER_WEB_PORT=port, **self.extra
+            "worker", **{**self.extra, "JOURNEY_WORKER_NAME": name, "JOURNEY_WORKER_WEB_PORT": port}
         )
 
     def kill_worker(self, name: str) -> None:
