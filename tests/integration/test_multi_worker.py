@@ -71,6 +71,8 @@ PARTITIONS = 6
 # Events per second the shop publishes while processes are killed, added and removed.
 RATE = float(os.environ.get("JOURNEY_MULTI_RATE", "40"))
 ALL = set(range(PARTITIONS))
+# The shop publishes at least this many: enough decisions to compare with the clean world.
+MIN_EVENTS = 2500
 
 
 def status_of(process: Worker) -> dict[str, Any]:
@@ -206,17 +208,22 @@ def lagging(
     return behind
 
 
-def simulate(env: Env, seed: int) -> subprocess.Popen[str]:
-    """The shop, publishing at ``RATE`` until the test stops it (``stop_simulator``)."""
+def simulate(env: Env, seed: int, rate: float = RATE) -> subprocess.Popen[str]:
+    """The shop, publishing at ``rate`` until the test stops it (``stop_simulator``)."""
     log = (env.tmp / "simulate.log").open("w")
     return subprocess.Popen(
-        [JOURNEY, "simulate", "--seed", str(seed), "--customers", "600", "--rate", str(RATE),
+        [JOURNEY, "simulate", "--seed", str(seed), "--customers", "600", "--rate", str(rate),
          "--speed", "20000", "--max-events", "20000", "--bad-rate", "0", "--run-id", "multi"],
         env=env.environ(), cwd=env.tmp, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
 
-def stop_simulator(simulator: subprocess.Popen[str]) -> None:
+def stop_simulator(simulator: subprocess.Popen[str], group: Group) -> None:
+    """Once the shop has published ``MIN_EVENTS`` (enough decisions to compare)."""
+    inputs = list(group.settings.input_topics().values())
+    group.wait(
+        lambda: sum(end_offsets(inputs).values()) >= MIN_EVENTS, f"{MIN_EVENTS} events published"
+    )
     assert simulator.poll() is None, "the shop stopped publishing before the test was done"
     simulator.send_signal(signal.SIGINT)
     try:
@@ -400,7 +407,7 @@ def test_kills_of_workers_and_loader(env: Env, start_role: Any) -> None:
             print(f"kill {worker_kills}: {victim} held {sorted(held)}; now {group.partitions()}")
         assert moved == ALL, f"partitions {sorted(ALL - moved)} never moved"
         assert loader_kills == 2
-        stop_simulator(simulator)
+        stop_simulator(simulator, group)
     finally:
         if simulator.poll() is None:
             simulator.kill()
@@ -414,7 +421,7 @@ def test_worker_added_and_removed_mid_stream(env: Env, start_role: Any) -> None:
     group, clean = worlds(env, start_role)
     group.start_worker("w1")
     group.wait(lambda: group.shared_by({"w1"}), "w1 has every partition")
-    simulator = simulate(env, seed)
+    simulator = simulate(env, seed, rate=1.5 * RATE)  # no session timeouts to wait for here
     try:
         group.wait(lambda: group.consumed("w1") > 300, "w1 consumes")
         group.start_worker("w2")  # joins mid-stream: w1 hands some partitions over
@@ -424,7 +431,7 @@ def test_worker_added_and_removed_mid_stream(env: Env, start_role: Any) -> None:
         group.wait(lambda: group.shared_by({"w2"}), "w2 takes every partition")
         before = group.consumed("w2")
         group.wait(lambda: group.consumed("w2") > before + 200, "w2 consumes them")
-        stop_simulator(simulator)
+        stop_simulator(simulator, group)
     finally:
         if simulator.poll() is None:
             simulator.kill()
