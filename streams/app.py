@@ -68,14 +68,29 @@ class _App(faust.App):
     ordering: EventTimeBuffer[Any] | None = None
 
     def on_rebalance_start(self) -> None:
-        if self.ordering is not None:
-            self.ordering.clear()
+        self.drop_held()
         super().on_rebalance_start()
 
     async def on_stop(self) -> None:
-        if self.ordering is not None:
-            self.ordering.clear()
+        self.drop_held()
         await super().on_stop()
+
+    def drop_held(self) -> None:
+        """Empty the merge, and stop Faust waiting for what it held. Faust forgets a message it
+        waits for only once it is acked or garbage-collected, and its stream keeps the last
+        message it received referenced until the next one arrives (none does while partitions
+        are paused): dropping it was not enough, a worker joined by another waited for it for
+        ever and lost its partitions (tests/integration/test_multi_worker.py). Untracked and
+        unacked, it is not committed: it is delivered again from the committed offset."""
+        if self.ordering is not None:
+            self.untrack(self.ordering.clear())
+
+    def untrack(self, dropped: list[Any]) -> None:
+        """Faust no longer waits for these events the merge dropped (see ``drop_held``)."""
+        if dropped and self._consumer is not None:
+            unacked = self._consumer.unacked
+            for event in dropped:
+                unacked.discard(event.message)
 
 
 def group_instance_id(settings: Settings) -> str | None:
@@ -276,17 +291,17 @@ def create_pipeline(
                 await ticks.send(value=tick_value(clock.now_ms()), partition=tp.partition)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def _forget_held(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        ordering.clear()  # unhandled, so unacked: delivered again from the committed offset
+    async def _forget_held(app: _App, revoked: Any, **kwargs: Any) -> None:
+        app.drop_held()  # unhandled, so unacked: delivered again from the committed offset
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def _rebuild_timers(app: faust.App, **kwargs: Any) -> None:
+    async def _rebuild_timers(app: _App, **kwargs: Any) -> None:
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_topic}
         engine.rebuild(journeys.items(), mine)
         # The merge learns the new assignment (it was emptied when the rebalance began; what
         # arrived since is kept) and where each assigned input partition begins.
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in ordering.rank]
-        ordering.assign((tp.topic, tp.partition) for tp in assigned)
+        app.untrack(ordering.assign((tp.topic, tp.partition) for tp in assigned))
         await offsets.assigned(assigned)
 
     lag_topics = set(settings.copartitioned_topics()) - {ticks_topic}
