@@ -60,20 +60,19 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 class _App(faust.App):
-    """Before a rebalance and before a stop Faust waits until every message it handed to the
-    agent is acked. Messages held by the event-time merge are not handled, so they never would
-    be: drop them first (they were not acked, so they are delivered again). Faust has no signal
-    that early; these two methods are its documented extension points."""
+    """Before a rebalance goes on, and before a stop, Faust waits until every message it handed
+    to the agent is acked (``_consumer_wait_empty``). Messages held by the event-time merge are
+    not handled, so they never would be: they are dropped there (not acked, they are delivered
+    again from the committed offset). There, not in ``on_rebalance_start``: that hook runs in the
+    consumer's thread while the agent uses the merge on the event loop, and the agent could hold
+    a message it received after it; at ``_consumer_wait_empty`` the flow is suspended (the
+    stream hands the agent nothing more) and it runs on the event loop."""
 
     ordering: EventTimeBuffer[Any] | None = None
 
-    def on_rebalance_start(self) -> None:
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         self.drop_held()
-        super().on_rebalance_start()
-
-    async def on_stop(self) -> None:
-        self.drop_held()
-        await super().on_stop()
+        await super()._consumer_wait_empty(consumer, logger)
 
     def drop_held(self) -> None:
         """Empty the merge, and stop Faust waiting for what it held. Faust forgets a message it
