@@ -7,8 +7,9 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka import TopicPartition
 
-from streams.app import _App
+from streams.app import _App, rewind_uncommitted
 from tests.unit.test_ordering import TOPICS, Broker, make
 
 
@@ -70,3 +71,33 @@ async def test_the_merge_is_emptied_on_the_event_loop_when_faust_waits_for_the_a
     await app._consumer_wait_empty(consumer, None)
     assert awaited == [{handling.message}]
     assert len(app.ordering) == 0
+
+
+async def test_a_kept_partition_without_a_committed_offset_is_read_again_from_its_beginning() -> (
+    None
+):
+    """aiokafka leaves a partition with no committed offset where it was after a rebalance: the
+    messages the merge dropped there were never delivered again (the multi-worker test lost
+    offset 0 of a partition that stayed with its worker)."""
+    rewound: list[tuple[str, int]] = []
+
+    class Thread:
+        async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+            rewound.extend((tp.topic, tp.partition) for tp in tps)
+
+    class FaustConsumer:
+        _thread = Thread()
+
+        async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
+            return {
+                TopicPartition("orders", 0): None,  # nothing committed yet
+                TopicPartition("orders", 1): 0,  # committed at 0: aiokafka does not seek either
+                TopicPartition("orders", 2): 7,  # moved back to 7 by aiokafka
+                TopicPartition("ticks", 0): None,  # ticks are not worth reading again
+            }
+
+    consumer = FaustConsumer()
+    rewind_uncommitted(consumer, lambda: frozenset({"orders"}))
+    committed = await consumer.seek_to_committed()
+    assert rewound == [("orders", 0), ("orders", 1)]
+    assert committed[TopicPartition("orders", 2)] == 7  # Faust gets what aiokafka said
