@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from typing import Any
@@ -70,12 +69,15 @@ class _App(faust.App):
     stream hands the agent nothing more) and it runs on the event loop."""
 
     ordering: EventTimeBuffer[Any] | None = None
-    # The input topics (and repartition) whose dropped messages must be delivered again.
-    rewound: frozenset[str] = frozenset()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (topic, partition) -> the first offset dropped from the merge since the last seek.
+        self.dropped: dict[tuple[str, int], int] = {}
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
-        rewind_uncommitted(consumer, lambda: self.rewound)
+        deliver_dropped_again(consumer, self.dropped)
         return consumer
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
@@ -90,7 +92,12 @@ class _App(faust.App):
         ever and lost its partitions (tests/integration/test_multi_worker.py). Untracked and
         unacked, it is not committed: it is delivered again from the committed offset."""
         if self.ordering is not None:
-            self.untrack(self.ordering.clear())
+            dropped = self.ordering.clear()
+            for event in dropped:
+                key = (event.message.topic, event.message.partition)
+                self.dropped[key] = min(self.dropped.get(key, event.message.offset),
+                                        event.message.offset)  # fmt: skip
+            self.untrack(dropped)
 
     def untrack(self, dropped: list[Any]) -> None:
         """Faust no longer waits for these events the merge dropped (see ``drop_held``)."""
@@ -100,23 +107,22 @@ class _App(faust.App):
                 unacked.discard(event.message)
 
 
-def rewind_uncommitted(consumer: Any, topics: Callable[[], frozenset[str]]) -> None:
+def deliver_dropped_again(consumer: Any, dropped: dict[tuple[str, int], int]) -> None:
     """After a rebalance Faust moves each partition it keeps back to its committed offset, so
-    what the merge dropped is delivered again; but aiokafka does not move a partition without a
-    committed offset (or at 0), and there the dropped messages were never delivered again: the
-    ones after them were, were acked, and Faust committed past them (the multi-worker test lost
-    offset 0 of a partition that stayed with its worker). Such a partition is moved to its
-    beginning: before the rebalance Faust committed every acked offset, so nothing of it was
-    handled."""
+    what the merge dropped (``dropped``: the first offset per partition) is delivered again; but
+    aiokafka does not move a partition without a committed offset (or at 0): there the dropped
+    messages were never delivered again, the ones after them were, were acked, and Faust
+    committed past them (the multi-worker test lost offset 0 of a partition that stayed with its
+    worker). Such a partition is moved back to its first dropped offset."""
     seek_to_committed = consumer.seek_to_committed
 
     async def seek_back() -> Any:
         committed = await seek_to_committed()
-        uncommitted = [
-            tp for tp, offset in committed.items() if not offset and tp.topic in topics()
-        ]
-        if uncommitted:
-            await consumer._thread.seek_to_beginning(*uncommitted)
+        for tp, offset in committed.items():
+            first = dropped.get((tp.topic, tp.partition))
+            if first is not None and not offset:
+                consumer._thread.seek(tp, first)
+        dropped.clear()
         return committed
 
     consumer.seek_to_committed = seek_back
@@ -232,7 +238,6 @@ def create_pipeline(
 
     offsets = ConsumerOffsets(app)
     ordering = app.ordering = ordered_intake(settings, offsets)
-    app.rewound = frozenset(set(settings.copartitioned_topics()) - {settings.topic("ticks")})
 
     async def apply(message: Any) -> None:
         if message.topic == ticks_topic:

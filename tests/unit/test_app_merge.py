@@ -9,13 +9,20 @@ import faust
 import pytest
 from aiokafka import TopicPartition
 
-from streams.app import _App, rewind_uncommitted
+from streams.app import _App, deliver_dropped_again
 from tests.unit.test_ordering import TOPICS, Broker, make
 
 
 @dataclass(eq=False)
+class Message:
+    topic: str = "orders"
+    partition: int = 0
+    offset: int = 5
+
+
+@dataclass(eq=False)
 class Event:
-    message: object = field(default_factory=object)
+    message: Message = field(default_factory=Message)
 
 
 @dataclass
@@ -43,6 +50,7 @@ def test_messages_the_merge_drops_are_no_longer_awaited_by_the_consumer() -> Non
     assert len(app.ordering) == 0
     assert consumer.unacked == {moved.message, handling.message}
     # Received between the seek and the end of the rebalance, for a partition no longer ours.
+    moved.message.partition, moved.message.offset = 1, 0
     app.ordering.push(moved, "orders", 1, 0, 1_000, now_ms=0)
     app.untrack(app.ordering.assign([("orders", 0)]))
     assert consumer.unacked == {handling.message}  # the one being handled is still awaited
@@ -73,17 +81,15 @@ async def test_the_merge_is_emptied_on_the_event_loop_when_faust_waits_for_the_a
     assert len(app.ordering) == 0
 
 
-async def test_a_kept_partition_without_a_committed_offset_is_read_again_from_its_beginning() -> (
-    None
-):
+async def test_a_kept_partition_without_a_committed_offset_is_read_again_where_it_dropped() -> None:
     """aiokafka leaves a partition with no committed offset where it was after a rebalance: the
     messages the merge dropped there were never delivered again (the multi-worker test lost
     offset 0 of a partition that stayed with its worker)."""
-    rewound: list[tuple[str, int]] = []
+    seeks: list[tuple[str, int, int]] = []
 
     class Thread:
-        async def seek_to_beginning(self, *tps: TopicPartition) -> None:
-            rewound.extend((tp.topic, tp.partition) for tp in tps)
+        def seek(self, tp: TopicPartition, offset: int) -> None:
+            seeks.append((tp.topic, tp.partition, offset))
 
     class FaustConsumer:
         _thread = Thread()
@@ -93,11 +99,26 @@ async def test_a_kept_partition_without_a_committed_offset_is_read_again_from_it
                 TopicPartition("orders", 0): None,  # nothing committed yet
                 TopicPartition("orders", 1): 0,  # committed at 0: aiokafka does not seek either
                 TopicPartition("orders", 2): 7,  # moved back to 7 by aiokafka
-                TopicPartition("ticks", 0): None,  # ticks are not worth reading again
+                TopicPartition("orders", 3): None,  # nothing dropped: left where it is
             }
 
     consumer = FaustConsumer()
-    rewind_uncommitted(consumer, lambda: frozenset({"orders"}))
+    dropped = {("orders", 0): 0, ("orders", 1): 4, ("orders", 2): 9, ("cart", 0): 3}
+    deliver_dropped_again(consumer, dropped)
     committed = await consumer.seek_to_committed()
-    assert rewound == [("orders", 0), ("orders", 1)]
+    assert seeks == [("orders", 0, 0), ("orders", 1, 4)]
     assert committed[TopicPartition("orders", 2)] == 7  # Faust gets what aiokafka said
+    assert dropped == {}  # until the merge drops something again
+
+
+def test_the_app_remembers_the_first_offset_it_dropped_per_partition() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 9
+    app = _App("test-app-merge-offsets", autodiscover=False, web_enabled=False)
+    app.ordering = make(broker)
+    for offset in (5, 6):
+        app.ordering.push(Event(Message(offset=offset)), "orders", 0, offset, 1_000, now_ms=0)
+    app.dropped[("orders", 0)] = 7  # an earlier rebalance of the same seek dropped 7 and on
+    app.drop_held()
+    assert app.dropped == {("orders", 0): 5}
