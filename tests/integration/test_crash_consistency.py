@@ -82,7 +82,8 @@ def sql(env: Env, query: str, **extra: str) -> list[dict[str, Any]]:
 
 
 def wait_idle(worker: Worker, quiet_for: float = 5.0, timeout: float = 240) -> dict[str, Any]:
-    """Until the worker consumed something and then nothing more for ``quiet_for`` seconds."""
+    """Until the worker, ready, consumed nothing more for ``quiet_for`` seconds (nothing at all
+    if the workers before it left nothing to consume)."""
     deadline = time.monotonic() + timeout
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:
@@ -90,7 +91,7 @@ def wait_idle(worker: Worker, quiet_for: float = 5.0, timeout: float = 240) -> d
         consumed = status.get("consumed", 0)
         if consumed != last or not status.get("ready"):
             last, since = consumed, time.monotonic()
-        elif consumed > 0 and time.monotonic() - since >= quiet_for:
+        elif time.monotonic() - since >= quiet_for:
             return status
     raise AssertionError(f"worker never went idle; last status {worker.last}")
 
