@@ -78,7 +78,6 @@ class _App(faust.App):
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
         deliver_dropped_again(consumer, self.dropped)
-        ack_handled_only(consumer)
         return consumer
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
@@ -127,22 +126,6 @@ def deliver_dropped_again(consumer: Any, dropped: dict[tuple[str, int], int]) ->
         return committed
 
     consumer.seek_to_committed = seek_back
-
-
-def ack_handled_only(consumer: Any) -> None:
-    """Faust's stream skips a message that arrives while a rebalance has stopped the flow, or
-    from the previous generation, and acks it although nothing handled it; its offset then
-    counts as done: committed before the rebalance, it was never delivered again (the
-    multi-worker test lost such messages, offset 106 of a partition that stayed with its worker
-    and offset 0 of another). Only a message the stream handed on (``tracked``) is acked."""
-    ack = consumer.ack
-
-    def ack_if_handed_on(message: Any) -> bool:
-        if not message.tracked:
-            return False
-        return bool(ack(message))
-
-    consumer.ack = ack_if_handed_on
 
 
 def group_instance_id(settings: Settings) -> str | None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import faust
 import pytest
 from aiokafka import TopicPartition
 
-from streams.app import _App, ack_handled_only, deliver_dropped_again
+from streams.app import _App, deliver_dropped_again
 from tests.unit.test_ordering import TOPICS, Broker, make
 
 
@@ -123,24 +122,3 @@ def test_the_app_remembers_the_first_offset_it_dropped_per_partition() -> None:
     app.dropped[("orders", 0)] = 7  # an earlier rebalance of the same seek dropped 7 and on
     app.drop_held()
     assert app.dropped == {("orders", 0): 5}
-
-
-def test_a_message_the_stream_skipped_is_not_acked() -> None:
-    """Faust's stream acks what it skips (a rebalance stopped the flow, an old generation):
-    counted as done, its offset was committed and it was never handled."""
-    acked: list[int] = []
-
-    class FaustConsumer:
-        def ack(self, message: Any) -> bool:
-            acked.append(message.offset)
-            return True
-
-    consumer = FaustConsumer()
-    ack_handled_only(consumer)
-    handed_on, skipped = (
-        SimpleNamespace(offset=5, tracked=True),
-        SimpleNamespace(offset=6, tracked=False),
-    )
-    assert consumer.ack(handed_on) is True
-    assert consumer.ack(skipped) is False
-    assert acked == [5]
