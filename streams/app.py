@@ -70,16 +70,6 @@ class _App(faust.App):
 
     ordering: EventTimeBuffer[Any] | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # (topic, partition) -> the first offset dropped from the merge since the last seek.
-        self.dropped: dict[tuple[str, int], int] = {}
-
-    def _new_consumer(self) -> Any:
-        consumer = super()._new_consumer()
-        deliver_dropped_again(consumer, self.dropped)
-        return consumer
-
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         self.drop_held()
         await super()._consumer_wait_empty(consumer, logger)
@@ -92,12 +82,7 @@ class _App(faust.App):
         ever and lost its partitions (tests/integration/test_multi_worker.py). Untracked and
         unacked, it is not committed: it is delivered again from the committed offset."""
         if self.ordering is not None:
-            dropped = self.ordering.clear()
-            for event in dropped:
-                key = (event.message.topic, event.message.partition)
-                self.dropped[key] = min(self.dropped.get(key, event.message.offset),
-                                        event.message.offset)  # fmt: skip
-            self.untrack(dropped)
+            self.untrack(self.ordering.clear())
 
     def untrack(self, dropped: list[Any]) -> None:
         """Faust no longer waits for these events the merge dropped (see ``drop_held``)."""
@@ -105,27 +90,6 @@ class _App(faust.App):
             unacked = self._consumer.unacked
             for event in dropped:
                 unacked.discard(event.message)
-
-
-def deliver_dropped_again(consumer: Any, dropped: dict[tuple[str, int], int]) -> None:
-    """After a rebalance Faust moves each partition it keeps back to its committed offset, so
-    what the merge dropped (``dropped``: the first offset per partition) is delivered again; but
-    aiokafka does not move a partition without a committed offset (or at 0): there the dropped
-    messages were never delivered again, the ones after them were, were acked, and Faust
-    committed past them (the multi-worker test lost offset 0 of a partition that stayed with its
-    worker). Such a partition is moved back to its first dropped offset."""
-    seek_to_committed = consumer.seek_to_committed
-
-    async def seek_back() -> Any:
-        committed = await seek_to_committed()
-        for tp, offset in committed.items():
-            first = dropped.get((tp.topic, tp.partition))
-            if first is not None and not offset:
-                consumer._thread.seek(tp, first)
-        dropped.clear()
-        return committed
-
-    consumer.seek_to_committed = seek_back
 
 
 def group_instance_id(settings: Settings) -> str | None:

@@ -7,9 +7,8 @@ from typing import Any
 
 import faust
 import pytest
-from aiokafka import TopicPartition
 
-from streams.app import _App, deliver_dropped_again
+from streams.app import _App
 from tests.unit.test_ordering import TOPICS, Broker, make
 
 
@@ -79,46 +78,3 @@ async def test_the_merge_is_emptied_on_the_event_loop_when_faust_waits_for_the_a
     await app._consumer_wait_empty(consumer, None)
     assert awaited == [{handling.message}]
     assert len(app.ordering) == 0
-
-
-async def test_a_kept_partition_without_a_committed_offset_is_read_again_where_it_dropped() -> None:
-    """aiokafka leaves a partition with no committed offset where it was after a rebalance: the
-    messages the merge dropped there were never delivered again (the multi-worker test lost
-    offset 0 of a partition that stayed with its worker)."""
-    seeks: list[tuple[str, int, int]] = []
-
-    class Thread:
-        def seek(self, tp: TopicPartition, offset: int) -> None:
-            seeks.append((tp.topic, tp.partition, offset))
-
-    class FaustConsumer:
-        _thread = Thread()
-
-        async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
-            return {
-                TopicPartition("orders", 0): None,  # nothing committed yet
-                TopicPartition("orders", 1): 0,  # committed at 0: aiokafka does not seek either
-                TopicPartition("orders", 2): 7,  # moved back to 7 by aiokafka
-                TopicPartition("orders", 3): None,  # nothing dropped: left where it is
-            }
-
-    consumer = FaustConsumer()
-    dropped = {("orders", 0): 0, ("orders", 1): 4, ("orders", 2): 9, ("cart", 0): 3}
-    deliver_dropped_again(consumer, dropped)
-    committed = await consumer.seek_to_committed()
-    assert seeks == [("orders", 0, 0), ("orders", 1, 4)]
-    assert committed[TopicPartition("orders", 2)] == 7  # Faust gets what aiokafka said
-    assert dropped == {}  # until the merge drops something again
-
-
-def test_the_app_remembers_the_first_offset_it_dropped_per_partition() -> None:
-    broker = Broker()
-    broker.caught_up(*TOPICS)
-    broker.end[("orders", 0)] = 9
-    app = _App("test-app-merge-offsets", autodiscover=False, web_enabled=False)
-    app.ordering = make(broker)
-    for offset in (5, 6):
-        app.ordering.push(Event(Message(offset=offset)), "orders", 0, offset, 1_000, now_ms=0)
-    app.dropped[("orders", 0)] = 7  # an earlier rebalance of the same seek dropped 7 and on
-    app.drop_held()
-    assert app.dropped == {("orders", 0): 5}
