@@ -61,22 +61,36 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 class _App(faust.App):
-    """Before a rebalance and before a stop Faust waits until every message it handed to the
-    agent is acked. Messages held by the event-time merge are not handled, so they never would
-    be: drop them first (they were not acked, so they are delivered again). Faust has no signal
-    that early; these two methods are its documented extension points."""
+    """Before a rebalance goes on, and before a stop, Faust waits until every message it handed
+    to the agent is acked (``_consumer_wait_empty``). Messages held by the event-time merge are
+    not handled, so they never would be: they are dropped there (not acked, they are delivered
+    again from the committed offset). There, not in ``on_rebalance_start``: that hook runs in the
+    consumer's thread while the agent uses the merge on the event loop, and the agent could hold
+    a message it received after it; at ``_consumer_wait_empty`` the flow is suspended (the
+    stream hands the agent nothing more) and it runs on the event loop."""
 
     ordering: EventTimeBuffer[Any] | None = None
 
-    def on_rebalance_start(self) -> None:
-        if self.ordering is not None:
-            self.ordering.clear()
-        super().on_rebalance_start()
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        self.drop_held()
+        await super()._consumer_wait_empty(consumer, logger)
 
-    async def on_stop(self) -> None:
+    def drop_held(self) -> None:
+        """Empty the merge, and stop Faust waiting for what it held. Faust forgets a message it
+        waits for only once it is acked or garbage-collected, and its stream keeps the last
+        message it received referenced until the next one arrives (none does while partitions
+        are paused): dropping it was not enough, a worker joined by another waited for it for
+        ever and lost its partitions (tests/integration/test_multi_worker.py). Untracked and
+        unacked, it is not committed: it is delivered again from the committed offset."""
         if self.ordering is not None:
-            self.ordering.clear()
-        await super().on_stop()
+            self.untrack(self.ordering.clear())
+
+    def untrack(self, dropped: list[Any]) -> None:
+        """Faust no longer waits for these events the merge dropped (see ``drop_held``)."""
+        if dropped and self._consumer is not None:
+            unacked = self._consumer.unacked
+            for event in dropped:
+                unacked.discard(event.message)
 
 
 def group_instance_id(settings: Settings) -> str | None:
@@ -282,17 +296,17 @@ def create_pipeline(
                 await ticks.send(value=tick_value(clock.now_ms()), partition=tp.partition)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def _forget_held(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        ordering.clear()  # unhandled, so unacked: delivered again from the committed offset
+    async def _forget_held(app: _App, revoked: Any, **kwargs: Any) -> None:
+        app.drop_held()  # unhandled, so unacked: delivered again from the committed offset
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def _rebuild_timers(app: faust.App, **kwargs: Any) -> None:
+    async def _rebuild_timers(app: _App, **kwargs: Any) -> None:
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_topic}
         engine.rebuild(journeys.items(), mine)
         # The merge learns the new assignment (it was emptied when the rebalance began; what
         # arrived since is kept) and where each assigned input partition begins.
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in ordering.rank]
-        ordering.assign((tp.topic, tp.partition) for tp in assigned)
+        app.untrack(ordering.assign((tp.topic, tp.partition) for tp in assigned))
         await offsets.assigned(assigned)
 
     lag_topics = set(settings.copartitioned_topics()) - {ticks_topic}

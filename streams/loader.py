@@ -49,6 +49,7 @@ from sinks.clickhouse.rows import (
 from sinks.clickhouse.sink import ClickHouseSink
 from streams.app import broker_credentials
 from streams.clock import Clock
+from streams.commit_guard import install_commit_guard
 from streams.health import BrokerProbe, Health
 from streams.metrics import LoaderMetrics
 from streams.schema_registry import resolver_for
@@ -136,6 +137,7 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
         web_enabled=False,
         autodiscover=False,
     )
+    install_commit_guard(app)  # commit an offset only when every message below it was stored
     metrics = LoaderMetrics()
     deadletters = app.topic(
         settings.topic("deadletter"), key_serializer="raw", value_serializer="raw"

@@ -183,16 +183,24 @@ class Worker:
 def launch_worker(env: Env, workers: int = 1, **extra: str) -> Worker:
     """Start the pipeline of ``env`` (the loader and ``workers`` journey workers, as
     `journey run --no-simulate --no-sender` does); the caller kills it (``start_worker`` does)."""
+    return _launch(env, ["run", "--no-simulate", "--no-sender", "--workers", str(workers)], extra)
+
+
+def launch_role(env: Env, role: str, **extra: str) -> Worker:
+    """Start one process of the pipeline of ``env`` on its own: ``journey loader`` or ``journey
+    worker`` (give each worker its own ``JOURNEY_WORKER_NAME`` and ``JOURNEY_WORKER_WEB_PORT``);
+    its status lines are that process's figures. The caller kills it (``start_role`` does)."""
+    assert role in ("loader", "worker"), role
+    return _launch(env, [role], extra)
+
+
+def _launch(env: Env, command: list[str], extra: dict[str, str]) -> Worker:
     process = subprocess.Popen(
         [
             JOURNEY,
             "--log-level",
             os.environ.get("JOURNEY_TEST_LOG_LEVEL", "warning"),
-            "run",
-            "--no-simulate",
-            "--no-sender",
-            "--workers",
-            str(workers),
+            *command,
             "--status-every",
             "0.3",
             "--status-format",
@@ -225,6 +233,39 @@ def start_worker(env: Env) -> Iterator[Callable[..., Worker]]:
             worker.kill()
         # What each worker said, for the post-mortem of a failed test.
         (env.tmp / f"worker-{number}.log").write_text("".join(worker.output))
+
+
+@pytest.fixture
+def start_role(env: Env) -> Iterator[Callable[..., Worker]]:
+    """``start_role("worker", JOURNEY_WORKER_NAME=...)``: ``launch_role``, killed at the end."""
+    started: list[tuple[str, Worker]] = []
+
+    def start(role: str, **extra: str) -> Worker:
+        process = launch_role(env, role, **extra)
+        started.append((extra.get("JOURNEY_WORKER_NAME", role), process))
+        return process
+
+    yield start
+    for number, (name, process) in enumerate(started):
+        if process.process.poll() is None:
+            process.kill()
+        (env.tmp / f"{name}-{number}.log").write_text("".join(process.output))
+
+
+def separate_outputs(env: Env, name: str) -> dict[str, str]:
+    """Overrides that give a second pipeline reading ``env``'s input topics a world of its own:
+    its consumer groups, ClickHouse, state, web ports and every topic it writes (so that, say, a
+    clean run and a crashed run of the same input can be compared)."""
+    outputs = ("triggers", "deadletter", "decisions", "journey_events", "snapshots",
+               "predictions", "repartition", "ticks")  # fmt: skip
+    return {
+        "JOURNEY_APP_ID": f"{env.vars['JOURNEY_APP_ID']}-{name}",
+        "JOURNEY_CLICKHOUSE_URL": f"chdb://{env.tmp / f'chdb-{name}'}",
+        "JOURNEY_DATA_DIR": str(env.tmp / f"data-{name}"),
+        "JOURNEY_WEB_PORT": str(free_port()),
+        "JOURNEY_WORKER_WEB_PORT": str(free_port()),
+        **{f"JOURNEY_TOPIC_{topic.upper()}": f"{name}.{topic}" for topic in outputs},
+    }
 
 
 def publish(env: Env, messages: list[tuple[str, bytes | None, bytes]]) -> None:

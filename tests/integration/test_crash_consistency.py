@@ -40,7 +40,7 @@ from schemas.records import TOPIC_RECORDS, CustomerChanged, InputEvent, Trigger
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Drop, Emit
 from streams.journey.model import new_state, step
-from tests.integration.conftest import BOOTSTRAP, JOURNEY, Env, Worker, free_port
+from tests.integration.conftest import BOOTSTRAP, JOURNEY, Env, Worker, separate_outputs
 
 CODEC = Codec.load()
 EVENTS = int(os.environ.get("JOURNEY_CRASH_EVENTS", "2500"))
@@ -83,7 +83,8 @@ def sql(env: Env, query: str, **extra: str) -> list[dict[str, Any]]:
 
 
 def wait_idle(worker: Worker, quiet_for: float = 5.0, timeout: float = 240) -> dict[str, Any]:
-    """Until the worker consumed something and then nothing more for ``quiet_for`` seconds."""
+    """Until the worker, ready, consumed nothing more for ``quiet_for`` seconds (nothing at all
+    if the workers before it left nothing to consume)."""
     deadline = time.monotonic() + timeout
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:
@@ -91,7 +92,7 @@ def wait_idle(worker: Worker, quiet_for: float = 5.0, timeout: float = 240) -> d
         consumed = status.get("consumed", 0)
         if consumed != last or not status.get("ready"):
             last, since = consumed, time.monotonic()
-        elif consumed > 0 and time.monotonic() - since >= quiet_for:
+        elif time.monotonic() - since >= quiet_for:
             return status
     raise AssertionError(f"worker never went idle; last status {worker.last}")
 
@@ -153,20 +154,9 @@ def test_kill_9_during_publishing_loses_no_decision(env: Env, start_worker: Any)
     seed = int(os.environ.get("JOURNEY_CRASH_SEED", str(time.time_ns() % 10_000)))
     rng = random.Random(seed)
     print(f"crash test seed {seed}: {EVENTS} events, {KILLS} kills")
-    clean = {
-        "JOURNEY_APP_ID": env.vars["JOURNEY_APP_ID"] + "-clean",
-        "JOURNEY_CLICKHOUSE_URL": f"chdb://{env.tmp / 'chdb-clean'}",
-        "JOURNEY_DATA_DIR": str(env.tmp / "data-clean"),
-        "JOURNEY_WEB_PORT": str(free_port()),
-        "JOURNEY_TOPIC_TRIGGERS": "clean.triggers",
-        "JOURNEY_TOPIC_DEADLETTER": "clean.deadletter",
-        "JOURNEY_TOPIC_REPARTITION": "clean.repartition",
-        "JOURNEY_TOPIC_TICKS": "clean.ticks",
-        "JOURNEY_TOPIC_DECISIONS": "clean.decisions",
-        "JOURNEY_TOPIC_JOURNEY_EVENTS": "clean.events",
-        "JOURNEY_TOPIC_SNAPSHOTS": "clean.customers",
-        "JOURNEY_WORKER_WEB_PORT": str(free_port()),
-    }
+    # Its own groups, ClickHouse and every output topic (journey.decisions and journey.events
+    # too: shared, the clean loader would also store the crashed world's facts).
+    clean = separate_outputs(env, "clean")
     if os.environ.get("JOURNEY_CRASH_MEMBERSHIP") == "static":  # the opt-in, to compare
         env.vars["JOURNEY_GROUP_INSTANCE_ID"] = "crash-test-worker"
     env.journey("topics", "create")

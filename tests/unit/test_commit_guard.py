@@ -84,9 +84,13 @@ class Partition:
         self.consumer._thread.getmany = getmany  # what aiokafka returns
         await self.consumer._drain_messages(fetcher)
 
-    def ack(self, offsets: Iterable[int]) -> None:
+    def ack(self, offsets: Iterable[int], *, handed_on: bool = True) -> None:
+        """The stream acks these messages: handled (it tracked them when it handed them on), or
+        skipped (``handed_on=False``: the flow was stopped by a rebalance)."""
         for offset in offsets:
-            self.consumer.ack(self.delivered[offset])
+            message = self.delivered[offset]
+            message.tracked = message.tracked or handed_on
+            self.consumer.ack(message)
 
     def commit(self) -> int | None:
         """The offset the consumer commits now (and records as committed), or None."""
@@ -134,11 +138,21 @@ async def dropped_by_a_buffer_after_a_commit(p: Partition) -> int:
     return 4
 
 
+async def skipped_by_the_stream_during_a_rebalance(p: Partition) -> int:
+    """Faust's stream acks a message it skipped because the flow was stopped, unhandled."""
+    await p.fetch(range(0, 4))
+    p.ack([0, 1])
+    p.ack([2], handed_on=False)
+    p.ack([3])
+    return 2
+
+
 ATTACKS = [
     nothing_committed_first_message_in_flight,
     committed_offset_in_flight,
     message_ending_a_gap_in_flight,
     dropped_by_a_buffer_after_a_commit,
+    skipped_by_the_stream_during_a_rebalance,
 ]
 
 

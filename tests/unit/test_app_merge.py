@@ -1,0 +1,80 @@
+"""The worker's Faust app and its event-time merge at a rebalance (streams/app.py ``_App``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import pytest
+
+from streams.app import _App
+from tests.unit.test_ordering import TOPICS, Broker, make
+
+
+@dataclass(eq=False)
+class Message:
+    topic: str = "orders"
+    partition: int = 0
+    offset: int = 5
+
+
+@dataclass(eq=False)
+class Event:
+    message: Message = field(default_factory=Message)
+
+
+@dataclass
+class Consumer:
+    """What Faust's consumer waits for before a rebalance goes on (``wait_empty``)."""
+
+    unacked: set[Any] = field(default_factory=set)
+
+
+def test_messages_the_merge_drops_are_no_longer_awaited_by_the_consumer() -> None:
+    """Faust waits at a rebalance until every message it tracks is acked or garbage; its stream
+    keeps the last one received referenced, so a message the merge held (and dropped) must be
+    untracked: else a worker joined by another waited for ever and lost its partitions."""
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 9
+    broker.end[("orders", 1)] = 9
+    app = _App("test-app-merge", autodiscover=False, web_enabled=False)
+    app.ordering = make(broker, partitions=2)
+    held, moved, handling = Event(), Event(), Event()
+    consumer = Consumer({held.message, moved.message, handling.message})
+    app._consumer = consumer  # type: ignore[assignment]
+    app.ordering.push(held, "orders", 0, 5, 1_000, now_ms=0)
+    app.drop_held()  # a rebalance begins
+    assert len(app.ordering) == 0
+    assert consumer.unacked == {moved.message, handling.message}
+    # Received between the seek and the end of the rebalance, for a partition no longer ours.
+    moved.message.partition, moved.message.offset = 1, 0
+    app.ordering.push(moved, "orders", 1, 0, 1_000, now_ms=0)
+    app.untrack(app.ordering.assign([("orders", 0)]))
+    assert consumer.unacked == {handling.message}  # the one being handled is still awaited
+
+
+async def test_the_merge_is_emptied_on_the_event_loop_when_faust_waits_for_the_agent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where Faust waits (after suspending the flow), not in ``on_rebalance_start``, which runs
+    in the consumer's thread while the agent may still put a message in the merge."""
+    awaited: list[set[Any]] = []
+
+    async def wait_empty(self: Any, consumer: Consumer, logger: Any) -> None:
+        awaited.append(set(consumer.unacked))
+
+    monkeypatch.setattr(faust.App, "_consumer_wait_empty", wait_empty)
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 9
+    app = _App("test-app-merge-wait", autodiscover=False, web_enabled=False)
+    app.ordering = make(broker)
+    held, handling = Event(), Event()
+    consumer = Consumer({held.message, handling.message})
+    app._consumer = consumer  # type: ignore[assignment]
+    app.ordering.push(held, "orders", 0, 5, 1_000, now_ms=0)
+    await app._consumer_wait_empty(consumer, None)
+    assert awaited == [{handling.message}]
+    assert len(app.ordering) == 0
