@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -235,6 +236,15 @@ def journey_command() -> list[str]:
     return [sys.executable, "-m", "streams.cli"]
 
 
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -249,8 +259,23 @@ class Supervisor:
         self.loglevel = loglevel
         self.children: list[Child] = []
 
-    def worker_url(self, number: int) -> str:
-        return f"http://127.0.0.1:{self.settings.worker_web_port + number}"
+    def worker_ports(self) -> list[int]:
+        """One HTTP port per worker: JOURNEY_WORKER_WEB_PORT and up, skipping ports in use (the
+        loader's, another program's); none when the setting is 0."""
+        base = self.settings.worker_web_port
+        if not base:
+            return [0] * self.workers
+        ports: list[int] = []
+        candidate = base
+        while len(ports) < self.workers:
+            if candidate != self.settings.web_port and port_is_free(
+                self.settings.web_host, candidate
+            ):
+                ports.append(candidate)
+            candidate += 1
+            if candidate > 65535:
+                raise RuntimeError(f"no free port from {base} up for {self.workers} workers")
+        return ports
 
     def start(self, status_every: float) -> None:
         common = {
@@ -259,15 +284,11 @@ class Supervisor:
             "JOURNEY_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
         }
         status = ["--status-every", str(status_every), "--status-format", "json"]
-        names = [f"worker-{n + 1}" for n in range(self.workers)]
-        urls = (
-            ",".join(self.worker_url(n) for n in range(self.workers))
-            if self.settings.worker_web_port
-            else ""
-        )
+        ports = self.worker_ports()
+        urls = ",".join(f"http://127.0.0.1:{port}" for port in ports if port)
         self._spawn("loader", ["loader", *status], {**common, "JOURNEY_WORKER_URLS": urls})
-        for number, name in enumerate(names):
-            port = self.settings.worker_web_port + number if self.settings.worker_web_port else 0
+        for number, port in enumerate(ports):
+            name = f"worker-{number + 1}"
             self._spawn(
                 name,
                 ["worker", *status],
