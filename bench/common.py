@@ -31,8 +31,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.ops.topics import TICKS_RETENTION_MS
 from streams.settings import Settings
-from streams.topics import TICKS_RETENTION_MS
 
 JOURNEY = str(Path(sys.executable).parent / "journey")
 # Short names (``Settings.topic``) of the topics a worker writes, besides its table changelog.
@@ -533,7 +533,7 @@ async def create_topics(settings: Settings) -> list[str]:
             if topic == settings.topic("ticks"):
                 config["retention.ms"] = config["segment.ms"] = str(TICKS_RETENTION_MS)
             elif topic == settings.topic("snapshots"):
-                config["cleanup.policy"] = "compact"  # as streams/topics.py creates it
+                config["cleanup.policy"] = "compact"  # as streams/ops/topics.py creates it
             new = NewTopic(
                 topic, settings.partitions, settings.replication_factor, topic_configs=config
             )

@@ -39,9 +39,9 @@ from typing import Any
 from bench.peers import Meter, apply, create_topic
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS
-from streams.ingest import wall_clock_ms
 from streams.journey.model import new_state
 from streams.journey.state import JourneyState, decode_state, encode_state
+from streams.runtime.ingest import wall_clock_ms
 from streams.settings import Settings
 
 

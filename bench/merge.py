@@ -1,4 +1,4 @@
-"""Step 8: what the event-time merge (``streams/ordering.py``, issue 11) costs.
+"""Step 8: what the event-time merge (``streams/runtime/ordering.py``, issue 11) costs.
 
 Throughput: in each round of step 7 the worker runs once with the merge (the default settings:
 the e2e worker of step 1 when it is not profiled) and once without it

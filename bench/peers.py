@@ -35,11 +35,11 @@ from typing import Any
 
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS
-from streams.ingest import wall_clock_ms
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Emit
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState, decode_state, encode_state
+from streams.runtime.ingest import wall_clock_ms
 from streams.settings import Settings
 
 _TICK = os.sysconf("SC_CLK_TCK")

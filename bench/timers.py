@@ -26,12 +26,12 @@ from typing import Any
 from bench.common import log, percentile
 from schemas.codec import Codec
 from schemas.records import CartChanged, CustomerChanged
-from streams.acks import Acks
 from streams.clock import Clock
-from streams.engine import JourneyEngine, pack, tune_gc
 from streams.journey.config import JourneyConfig
 from streams.journey.model import new_state, step
-from streams.outputs import Outputs
+from streams.runtime.acks import Acks
+from streams.runtime.engine import JourneyEngine, pack, tune_gc
+from streams.runtime.outputs import Outputs
 from streams.settings import Settings
 
 

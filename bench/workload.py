@@ -15,14 +15,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.common import log, percentile
 from schemas.codec import Codec
 from schemas.records import CartChanged, OrderChanged, OrderItem, Trigger
-from streams.engine import pack
-from streams.ingest import wall_clock_ms
 from streams.journey.config import JourneyConfig
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState
-from streams.publish import Publisher
+from streams.ops.publish import Publisher
+from streams.ops.simulator import SimulationConfig, generate
+from streams.runtime.engine import pack
+from streams.runtime.ingest import wall_clock_ms
 from streams.settings import Settings
-from streams.simulator import SimulationConfig, generate
 
 LOG_APPEND_TIME = 1  # aiokafka's timestamp_type of broker-side timestamps
 

@@ -38,7 +38,7 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "formatters": {"journey": formatter},
         # aiokafka repeats each connection error thousands of times a second while the broker is
         # away: one line per message per 30 s, with a count of the ones held back.
-        "filters": {"quiet_kafka": {"()": "streams.health.QuietKafkaLogs"}},
+        "filters": {"quiet_kafka": {"()": "streams.runtime.health.QuietKafkaLogs"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",

@@ -24,7 +24,7 @@ from schemas.bounds import MAX_MONEY_MINOR, MAX_TIME_MS, MIN_TIME_MS
 from schemas.records import CustomerPrediction
 from sinks.clickhouse.client import ClickHouse
 from streams.clv import BgNbd, GammaGamma, fit_bg_nbd, fit_gamma_gamma
-from streams.publish import Publisher
+from streams.ops.publish import Publisher
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     # The worker's own clock ticks, one per partition, so timers fire inside the agent.
     topic_ticks: str = "journey.ticks"
     timer_tick_interval: DurationMs = duration("250ms")
-    # Event-time merge (streams/ordering.py): how long a partition number waits for an empty
+    # Event-time merge (streams/runtime/ordering.py): how long a partition number waits for an empty
     # input topic-partition that is behind its end offset, and how many messages it buffers.
     ordering_wait: DurationMs = duration("200ms")
     ordering_buffer: int = Field(default=10_000, ge=1)

@@ -7,7 +7,7 @@ changelogged Faust table and moved with its partition. The encoding is a positio
 The state also carries its **outbox**: the trigger decisions the customer's messages caused
 that are not yet known to be stored in ClickHouse and acknowledged by the broker. The model
 never reads it; the engine appends to it, re-sends it after a crash and trims it once durable
-(see ``streams/engine.py``), so a state in the changelog is never ahead of what it caused.
+(see ``streams/runtime/engine.py``), so a state in the changelog is never ahead of what it caused.
 """
 
 from __future__ import annotations

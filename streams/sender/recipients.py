@@ -41,7 +41,7 @@ from schemas.records import MessageEngagement
 from streams.clock import Clock
 from streams.journey.decisions import Category
 from streams.journey.triggers import SPECS
-from streams.publish import Publisher
+from streams.ops.publish import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import Codec, DecodeError
 from schemas.records import CustomerChanged, MessageEngagement, Trigger
-from streams.ingest import wall_clock_ms
-from streams.publish import Publisher
+from streams.ops.publish import Publisher
+from streams.runtime.ingest import wall_clock_ms
 from streams.schema_registry import resolver_for
 from streams.sender.outbox import Outbox, outbox_path
 from streams.sender.render import Renderer

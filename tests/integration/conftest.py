@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.publish import Publisher
+from streams.ops.publish import Publisher
 from streams.settings import Settings
 
 BOOTSTRAP = os.environ.get("JOURNEY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")

@@ -1,6 +1,6 @@
 """The commit guard in a real Faust app against the real broker: offsets 0, 1, 3 and 4 of a
 partition are acked, 2 never is. The group's committed offset must reach 2 and never pass it
-(stock faust-streaming 0.15.3 commits 5: ``streams/commit_guard.py``, case 2)."""
+(stock faust-streaming 0.15.3 commits 5: ``streams/runtime/commit_guard.py``, case 2)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import faust
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.commit_guard import install_commit_guard
+from streams.runtime.commit_guard import install_commit_guard
 from tests.integration.conftest import BOOTSTRAP
 
 NEVER_ACKED = 2

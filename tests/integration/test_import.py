@@ -16,8 +16,8 @@ import orjson
 
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS, CustomerChanged
-from streams.facts import event_type
-from streams.simulator import DAY, Behaviour, SimulationConfig, generate
+from streams.ops.simulator import DAY, Behaviour, SimulationConfig, generate
+from streams.runtime.facts import event_type
 from tests.integration.conftest import Env, consume_all
 
 CODEC = Codec.load()

@@ -32,9 +32,9 @@ from schemas.records import (
     OrderItem,
     ShipmentChanged,
 )
-from streams.ingest import key_partition
 from streams.journey.decisions import trigger_id
-from streams.publish import Publisher
+from streams.ops.publish import Publisher
+from streams.runtime.ingest import key_partition
 from tests.integration.conftest import (
     BOOTSTRAP,
     Env,

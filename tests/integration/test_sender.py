@@ -17,8 +17,8 @@ from aiosmtpd.controller import Controller
 from schemas.codec import Codec
 from schemas.records import CustomerChanged, MessageEngagement, Trigger
 from streams.clock import Clock
-from streams.ingest import key_partition
-from streams.publish import Publisher
+from streams.ops.publish import Publisher
+from streams.runtime.ingest import key_partition
 from streams.sender.local_smtp import LocalMailServer, free_port
 from streams.sender.recipients import SimulatedRecipients, outcome
 from tests.integration.conftest import JOURNEY, Env, consume_all, publish

@@ -31,8 +31,8 @@ from schemas.records import (
     PageViewed,
     ShipmentChanged,
 )
+from streams.ops.simulator import DAY, HOUR, MINUTE, Behaviour, SimulationConfig, generate
 from streams.settings import parse_duration_ms
-from streams.simulator import DAY, HOUR, MINUTE, Behaviour, SimulationConfig, generate
 from tests.integration import expected_views as expect
 from tests.integration.conftest import Env, Worker, consume_all, publish
 from tests.integration.test_ingest_path import CODEC, as_messages

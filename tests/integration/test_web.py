@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from streams.metrics import LOADER_METRIC_NAMES, WORKER_METRIC_NAMES
+from streams.web.metrics import LOADER_METRIC_NAMES, WORKER_METRIC_NAMES
 from tests.integration.conftest import Env, publish
 from tests.integration.test_ingest_path import as_messages, valid_events
 

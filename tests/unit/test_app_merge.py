@@ -1,4 +1,4 @@
-"""The worker's Faust app and its event-time merge at a rebalance (streams/app.py ``_App``)."""
+"""The worker's Faust app and its event-time merge at a rebalance (streams/runtime/app.py ``_App``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import faust
 import pytest
 
-from streams.app import _App
+from streams.runtime.app import _App
 from tests.unit.test_ordering import TOPICS, Broker, make
 
 

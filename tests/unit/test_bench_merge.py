@@ -22,7 +22,7 @@ from bench.run import from_ready
 
 
 class _Exported:
-    """The worker's counters as streams/metrics.py exports them (a custom collector)."""
+    """The worker's counters as streams/web/metrics.py exports them (a custom collector)."""
 
     def __init__(self, **families: dict[str, float]) -> None:
         self.families = families

@@ -22,7 +22,7 @@ from bench.roles import (
     scaling,
     value_at,
 )
-from streams.metrics import _LoaderCollector
+from streams.web.metrics import _LoaderCollector
 
 
 def line(at: float, consumed: int, cpu: float, **data: Any) -> Status:

@@ -15,8 +15,8 @@ from schemas.records import (
     PageViewed,
     ShipmentChanged,
 )
-from streams.ingest import semantic_problem
-from streams.simulator import SimulationConfig, generate
+from streams.ops.simulator import SimulationConfig, generate
+from streams.runtime.ingest import semantic_problem
 
 T = 1_780_000_000_000
 BIG = 2**63 - 1  # Avro long's largest

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import main
+from streams.ops.cli import main
 
 
 @pytest.mark.parametrize("certificate", ["missing", "not-pem"])

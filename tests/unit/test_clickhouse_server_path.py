@@ -22,8 +22,8 @@ from sinks.clickhouse.client import (
     read_only_statement,
 )
 from sinks.clickhouse.migrations import apply_migrations, discover, repeatable
-from streams import query as query_module
 from streams.settings import Settings
+from streams.web import query as query_module
 
 
 class FakeResult:

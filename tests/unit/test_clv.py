@@ -96,8 +96,8 @@ def test_nothing_to_fit_is_a_clear_error() -> None:
 def test_prediction_records_stay_within_what_the_workers_accept() -> None:
     """Non-finite or extreme model outputs are clamped, never sent as a poison pill."""
     from schemas.bounds import bounds_problem
-    from streams.ingest import semantic_problem
     from streams.predictions import Fit, prediction_records
+    from streams.runtime.ingest import semantic_problem
 
     rows = [
         ("c1", 1_000, 2, 0.8, 0.5, 100.0, 4_321.9, 2_000),

@@ -3,7 +3,7 @@
 Each scenario runs the consumer's real ``_drain_messages`` (read offsets, ``_add_gap``), its real
 ``perform_seek``, ``ack`` and ``_filter_committable_offsets`` (which calls ``_new_offset``); only
 aiokafka underneath is replaced by a list of records. The stock consumer commits past a message
-that was never acked in the three cases of ``streams/commit_guard.py``; the guarded one never
+that was never acked in the three cases of ``streams/runtime/commit_guard.py``; the guarded one never
 does, and still commits over offsets that are not messages.
 """
 
@@ -20,8 +20,8 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from streams import commit_guard
-from streams.commit_guard import CommitGuard, guarded, install_commit_guard
+from streams.runtime import commit_guard
+from streams.runtime.commit_guard import CommitGuard, guarded, install_commit_guard
 
 TOPIC = "journey-test.shop.orders"
 TP0 = TP(TOPIC, 0)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from streams import dashboard as d
+from streams.web import dashboard as d
 
 
 def shown_labels(svg: str) -> list[tuple[float, str]]:

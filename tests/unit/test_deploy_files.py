@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.metrics import LOADER_METRIC_NAMES, WORKER_METRIC_NAMES
 from streams.settings import ENV_PREFIX, Settings, variable_names
+from streams.web.metrics import LOADER_METRIC_NAMES, WORKER_METRIC_NAMES
 
 METRIC_NAMES = (*WORKER_METRIC_NAMES, *LOADER_METRIC_NAMES)
 ROOT = Path(__file__).resolve().parents[2]
@@ -408,7 +408,7 @@ def exposition() -> dict[str, set[str]]:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from streams.metrics import LoaderMetrics, Metrics
+    from streams.web.metrics import LoaderMetrics, Metrics
 
     pipeline = SimpleNamespace(
         ingest=SimpleNamespace(
@@ -970,4 +970,4 @@ def test_the_image_installs_every_package_of_the_project() -> None:
                 f"{package} is not found by pyproject's [tool.setuptools.packages.find]: "
                 "`pip install .` (the image) would leave it out"
             )
-    assert pyproject["project"]["scripts"]["journey"] == "streams.cli:main"
+    assert pyproject["project"]["scripts"]["journey"] == "streams.ops.cli:main"

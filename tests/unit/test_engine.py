@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import streams.engine as engine_module
+import streams.runtime.engine as engine_module
 from schemas.codec import Codec
 from schemas.records import (
     CustomerSnapshot,
@@ -19,11 +19,11 @@ from schemas.records import (
     OrderItem,
     Trigger,
 )
-from streams.acks import Acks
 from streams.clock import Clock
-from streams.engine import JourneyEngine, unpack, unpack_prefix
 from streams.journey.config import JourneyConfig
-from streams.outputs import Outputs
+from streams.runtime.acks import Acks
+from streams.runtime.engine import JourneyEngine, unpack, unpack_prefix
+from streams.runtime.outputs import Outputs
 from streams.settings import Settings
 
 CODEC = Codec.load()
@@ -287,7 +287,7 @@ async def test_a_prediction_is_kept_in_the_snapshot_and_is_no_event() -> None:
 
 async def test_a_prediction_out_of_bounds_is_a_dead_letter() -> None:
     from schemas.records import CustomerPrediction, DeadLetter
-    from streams.ingest import Ingest, key_partition
+    from streams.runtime.ingest import Ingest, key_partition
 
     world = World()
     ingest = Ingest(SETTINGS, CODEC, world.outputs, partitions=12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from streams.health import BrokerProbe, Health, QuietKafkaLogs
+from streams.runtime.health import BrokerProbe, Health, QuietKafkaLogs
 from tests.integration.conftest import free_port
 
 
@@ -21,7 +21,7 @@ async def test_the_probe_sees_a_broker_go_away_and_come_back(caplog) -> None:  #
         await server.wait_closed()
     health = Health(probe, lambda: True)
     assert health.problem() is None
-    with caplog.at_level(logging.WARNING, logger="streams.health"):
+    with caplog.at_level(logging.WARNING, logger="streams.runtime.health"):
         probe.observe(False)
         probe.observe(False)
         assert health.problem() == "the Kafka broker is unreachable"
@@ -40,7 +40,7 @@ def test_repeated_kafka_errors_are_let_through_once_per_interval() -> None:
     passed = [quiet.filter(record("aiokafka.conn", "Unable connect to %s")) for _ in range(3200)]
     assert passed.count(True) == 1
     assert quiet.filter(record("aiokafka.conn", "another message"))
-    assert quiet.filter(record("streams.engine", "Unable connect to %s"))  # not aiokafka's
+    assert quiet.filter(record("streams.runtime.engine", "Unable connect to %s"))  # not aiokafka's
     assert quiet.filter(record("aiokafka.conn", "Unable connect to %s", logging.INFO))
     now[0] = 31
     summary = record("aiokafka.conn", "Unable connect to %s")

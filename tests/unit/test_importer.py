@@ -30,9 +30,8 @@ from schemas.records import (
     PageViewed,
     ShipmentChanged,
 )
-from streams.cli import main
-from streams.facts import event_type
-from streams.importer import (
+from streams.ops.cli import main
+from streams.ops.importer import (
     EVENT_TYPES,
     ImportFileError,
     ImportResult,
@@ -44,8 +43,9 @@ from streams.importer import (
     publish_rows,
     read_rows,
 )
+from streams.ops.simulator import DAY, SimulationConfig, generate
+from streams.runtime.facts import event_type
 from streams.settings import Settings
-from streams.simulator import DAY, SimulationConfig, generate
 
 CODEC = Codec.load()
 PARSER = RowParser(CODEC)

@@ -8,7 +8,7 @@ from typing import Any
 
 from schemas.codec import Codec
 from schemas.records import CustomerSnapshot, DeadLetter, JourneyEvent
-from streams.loader import FactStore, LoaderStats
+from streams.runtime.loader import FactStore, LoaderStats
 from streams.settings import Settings
 
 CODEC = Codec.load()

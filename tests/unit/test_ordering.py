@@ -1,11 +1,11 @@
-"""The event-time merge (streams/ordering.py): order, ties, idle topics, the cap."""
+"""The event-time merge (streams/runtime/ordering.py): order, ties, idle topics, the cap."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ordering import (
+from streams.runtime.ordering import (
     FORCED_BY_CAPACITY,
     FORCED_BY_WAIT,
     EventTimeBuffer,

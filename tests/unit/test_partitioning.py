@@ -8,9 +8,9 @@ import pytest
 
 from schemas.codec import Codec
 from schemas.records import FeedbackGiven
-from streams.acks import Acks
-from streams.ingest import SOURCE_HEADER, Ingest, key_partition
-from streams.outputs import Outputs
+from streams.runtime.acks import Acks
+from streams.runtime.ingest import SOURCE_HEADER, Ingest, key_partition
+from streams.runtime.outputs import Outputs
 from streams.settings import Settings
 from tests.unit.test_engine import FakeBroker
 
@@ -45,7 +45,7 @@ async def test_a_record_on_another_partition_than_its_key_is_rerouted_not_applie
     wrong = (right + 1) % 3
     topic = settings.topic("feedback")
 
-    with caplog.at_level(logging.WARNING, logger="streams.ingest"):
+    with caplog.at_level(logging.WARNING, logger="streams.runtime.ingest"):
         assert await ingest.handle(topic, wrong, 5, key, value, []) is None
         assert await ingest.handle(topic, wrong, 6, key, value, []) is None
     assert broker.records == [(settings.topic("repartition"), key, value)] * 2

@@ -9,7 +9,7 @@ import pytest
 from schemas.codec import Codec
 from schemas.records import CartChanged, OrderChanged
 from streams.clock import Clock
-from streams.publish import PublishError, records_from_lines
+from streams.ops.publish import PublishError, records_from_lines
 
 CODEC = Codec.load()
 ORDER = {

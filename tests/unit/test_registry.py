@@ -343,7 +343,7 @@ async def test_output_framing_needs_registered_schema_or_auto_register(codec: Co
 def test_cli_schemas_register() -> None:
     from click.testing import CliRunner
 
-    from streams.cli import main
+    from streams.ops.cli import main
 
     with RegistryReplay() as registry:
         out = CliRunner().invoke(

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import main
 from streams.clock import Clock
-from streams.query import QueryFailed, run_query, split_format
-from streams.serving import find_serving, record_path, record_serving
+from streams.ops.cli import main
+from streams.ops.serving import find_serving, record_path, record_serving
 from streams.settings import Settings
+from streams.web.query import QueryFailed, run_query, split_format
 
 
 @pytest.mark.parametrize(

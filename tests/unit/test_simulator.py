@@ -24,8 +24,7 @@ from schemas.records import (
     PageViewed,
     ShipmentChanged,
 )
-from streams.settings import INPUT_TOPICS
-from streams.simulator import (
+from streams.ops.simulator import (
     CATALOG,
     DAY,
     HOUR,
@@ -37,6 +36,7 @@ from streams.simulator import (
     generate,
     run,
 )
+from streams.settings import INPUT_TOPICS
 
 START = 1_717_200_000_000  # 2024-06-01 00:00 UTC
 
@@ -577,8 +577,8 @@ def test_stats_observe_counts_carts_once() -> None:
 def test_each_simulation_option_has_one_default() -> None:
     """`journey run`/`simulate`, the runner and SimulationConfig agree (they once said 2000,
     2000 and 1000 customers)."""
-    from streams.cli import simulate
-    from streams.runner import SimulationOptions
+    from streams.ops.cli import simulate
+    from streams.ops.runner import SimulationOptions
 
     cli = {p.name: p.default for p in simulate.params}
     options = SimulationOptions()

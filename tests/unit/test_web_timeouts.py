@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from streams.metrics import LoaderMetrics
 from streams.settings import Settings
-from streams.web import LoaderWeb
+from streams.web.metrics import LoaderMetrics
+from streams.web.server import LoaderWeb
 
 HEADER_TIMEOUT = 1.0
 # Generous: 5 other engineers' test suites share 2 cores. A connection that is never cut fails

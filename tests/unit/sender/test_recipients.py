@@ -14,7 +14,7 @@ import pytest
 from schemas.records import MessageEngagement
 from streams.clock import Clock
 from streams.journey.decisions import Category
-from streams.publish import Publisher
+from streams.ops.publish import Publisher
 from streams.sender.local_smtp import LocalMailServer
 from streams.sender.recipients import DAY, MINUTE, RATES, Received, SimulatedRecipients, outcome
 from streams.sender.render import Email

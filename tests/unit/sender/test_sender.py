@@ -386,8 +386,8 @@ async def test_header_injection_through_ids_is_refused(
 
 
 def test_dashboard_escapes_email_content() -> None:
-    from streams.dashboard import emails_section
     from streams.sender.outbox import SentEmail
+    from streams.web.dashboard import emails_section
 
     html = emails_section(
         [

@@ -21,11 +21,11 @@ from aiokafka.errors import KafkaConnectionError
 
 from schemas.codec import Codec, DecodeError
 from schemas.records import TOPIC_RECORDS, DeadLetter
-from streams.ingest import semantic_problem
-from streams.publish import Publisher
+from streams.ops.publish import Publisher
+from streams.ops.topics import partition_counts, unreachable
+from streams.runtime.ingest import semantic_problem
 from streams.schema_registry import resolver_for
 from streams.settings import Settings
-from streams.topics import partition_counts, unreachable
 
 # What an operator can do about each kind of failure.
 ADVICE = {

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from sinks.clickhouse.client import AnalystQueries, QueryError, read_only_statement, redact_url
-from streams.serving import find_serving
+from streams.ops.serving import find_serving
 from streams.settings import Settings
 
 

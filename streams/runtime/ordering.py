@@ -29,7 +29,7 @@ time (``occurred_at``; a tick by its clock time). So:
   soon as it is a head: no decision depends on it.
 
 Pure and synchronous: no Kafka, no Faust, no clock of its own (``now_ms`` is passed in, a
-monotonic time). The worker feeds it in ``streams/app.py``.
+monotonic time). The worker feeds it in ``app.py``.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ from schemas.records import (
 from streams.settings import Settings
 
 if TYPE_CHECKING:
-    from streams.console import Progress
-    from streams.publish import Publisher
+    from streams.ops.console import Progress
+    from streams.ops.publish import Publisher
 
 __all__ = [
     "EVENT_TYPES",
@@ -754,8 +754,8 @@ async def run_import(
     """
     from aiokafka.errors import KafkaError
 
-    from streams.publish import Publisher
-    from streams.topics import verify_layout
+    from streams.ops.publish import Publisher
+    from streams.ops.topics import verify_layout
 
     started = time.monotonic()
     kind = detect_format(path, fmt)

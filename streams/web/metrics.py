@@ -15,8 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
-    from streams.loader import Loader
+    from streams.runtime.app import Pipeline
+    from streams.runtime.loader import Loader
 
 # What the README documents; tests scrape these names.
 WORKER_METRIC_NAMES = (

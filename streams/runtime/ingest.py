@@ -5,7 +5,7 @@ topic with the reason; re-key events that arrived under another key than their c
 (through the repartition topic, so they reach the partition that owns the customer); and hand
 every accepted event to the journey engine (which publishes its canonical ``journey.events``
 record, unless the customer was erased). Nothing here knows about Faust: the agent passes the
-message's coordinates; acking it is ``streams/acks.py``'s, after the journey has run.
+message's coordinates; acking it is ``acks.py``'s, after the journey has run.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from schemas.records import (
     OrderChanged,
     ShipmentChanged,
 )
-from streams.outputs import Outputs
+from streams.runtime.outputs import Outputs
 from streams.schema_registry import resolver_for
 from streams.settings import Settings
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from streams.journey.decisions import Status
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
-    from streams.loader import Loader
+    from streams.runtime.app import Pipeline
+    from streams.runtime.loader import Loader
 
 
 class RateMeter:

@@ -6,7 +6,7 @@ re-routed events) to ``Acks.wait_for`` (the producer's delivery future), in that
 background loop, every ``interval`` or as soon as ``max_pending`` deliveries wait, awaits the
 deliveries registered so far and then runs the callbacks registered before them, in order. Faust
 commits only acknowledged offsets, so a crash before that redelivers the message, and the engine's
-outbox (``streams/engine.py``) re-sends what a recovered state had decided.
+outbox (``engine.py``) re-sends what a recovered state had decided.
 
 A delivery that fails (the broker refused the record for good) stops the worker: acknowledging
 the messages behind it would lose the record; not acknowledging them would stall their partitions

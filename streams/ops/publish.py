@@ -14,8 +14,8 @@ from aiokafka.errors import KafkaConnectionError
 
 from schemas.codec import Codec, EncodeError
 from schemas.records import TOPIC_RECORDS
+from streams.ops.topics import unreachable
 from streams.settings import Settings
-from streams.topics import unreachable
 
 
 class Publisher:

@@ -10,7 +10,7 @@
 Every send is registered with ``Acks``, so the message that caused it is acknowledged only after
 the broker has it. Snapshots are coalesced: only the newest per customer is sent, just before the
 acknowledgements that depend on it (a backlog of one customer's events gives one record, not one
-per event). The loader (``streams/loader.py``) stores the first four fact topics in ClickHouse.
+per event). The loader (``loader.py``) stores the first four fact topics in ClickHouse.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from streams.acks import Acks
+from streams.runtime.acks import Acks
 from streams.settings import Settings
 
 Headers = Sequence[tuple[str, bytes]]

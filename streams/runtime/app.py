@@ -3,14 +3,14 @@
 A single agent (concurrency 1: faust-streaming #606 commits past unprocessed messages above
 that) owns each customer's partition across all inputs, so the journey state of a customer has
 exactly one writer, and its timers fire in the same agent (on the ticks of its partition). The
-agent is thin: messages pass the event-time merge (``streams/ordering.py``: per partition number,
+agent is thin: messages pass the event-time merge (``ordering.py``: per partition number,
 oldest ``occurred_at`` first across the input topics), then go to ``Ingest`` (decode, dead
 letters, re-keying, the key's partition) and accepted events to the ``JourneyEngine``, which
 publishes what they caused through ``Outputs``. A worker holds no database connection: the
-loader (``streams/loader.py``) stores the published facts in ClickHouse.
+loader (``loader.py``) stores the published facts in ClickHouse.
 
 Where a message is acknowledged: ``handle`` below hands its ``ack`` to ``Acks.after``
-(``streams/acks.py``), which runs it once the broker has acknowledged every record the message
+(``acks.py``), which runs it once the broker has acknowledged every record the message
 caused; only acked offsets are committed. No exception escapes a message: whatever fails while
 handling one becomes a ``processing_error`` dead letter (the engine has left the customer's
 state as it was) and the stream goes on.
@@ -28,18 +28,18 @@ import faust
 from faust.types import TP
 
 from schemas.codec import Codec
-from streams.acks import Acks
 from streams.clock import Clock
-from streams.commit_guard import install_commit_guard
-from streams.engine import JourneyEngine
-from streams.health import BrokerProbe, Health
-from streams.ingest import Ingest
-from streams.metrics import Metrics
-from streams.ordering import EventTimeBuffer, tick_time, tick_value
-from streams.outputs import Headers, Outputs
+from streams.runtime.acks import Acks
+from streams.runtime.commit_guard import install_commit_guard
+from streams.runtime.engine import JourneyEngine
+from streams.runtime.health import BrokerProbe, Health
+from streams.runtime.ingest import Ingest
+from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
+from streams.runtime.outputs import Headers, Outputs
+from streams.runtime.status import RateMeter
 from streams.settings import Settings
-from streams.status import RateMeter
-from streams.web import WorkerWeb
+from streams.web.metrics import Metrics
+from streams.web.server import WorkerWeb
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def create_pipeline(
     async def journey(stream: Any) -> None:
         stream = stream.noack()
         async for event in stream.events():
-            # Event-time merge across the inputs of each partition number (streams/ordering.py).
+            # Event-time merge across the inputs of each partition number (ordering.py).
             # It is re-checked on every message; the worker's own ticks arrive every
             # timer_tick_interval, so an idle wait is noticed within about that much.
             message = event.message
@@ -281,7 +281,7 @@ def create_pipeline(
             if not await dead_letter(message, exc):
                 return False
         # Only now, after the table write (changelog) and every send it caused are registered:
-        # acked once the broker has them all (streams/acks.py).
+        # acked once the broker has them all (streams/runtime/acks.py).
         acks.after(event.ack)
         if message.topic != ticks_topic:
             processing.observe(perf_counter() - started)

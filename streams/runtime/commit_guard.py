@@ -202,7 +202,7 @@ def install_commit_guard(app: faust.App) -> None:
     the worker starts): Faust creates it from ``app.transport.Consumer``."""
     if faust.__version__ != PINNED_FAUST_VERSION:
         raise RuntimeError(
-            f"streams/commit_guard.py overrides internals of faust-streaming "
+            f"streams/runtime/commit_guard.py overrides internals of faust-streaming "
             f"{PINNED_FAUST_VERSION}, but {faust.__version__} is installed: check Consumer."
             f"_new_offset, _getmany, _drain_messages, seek_to_committed and ack against the "
             f"module's docstring, run tests/unit/test_commit_guard.py, then update "

@@ -10,7 +10,7 @@ Both serve ``/health`` (the process is alive), ``/ready`` and ``/metrics`` (Prom
   refused; ``/sql?query=...``: one read-only statement against the loader's ClickHouse, as JSON
   (the embedded ClickHouse can be opened by one process only, so while the loader runs,
   ``journey sql`` and ``journey report`` ask it here); ``/``: the dashboard
-  (``streams/dashboard.py``).
+  (``streams/web/dashboard.py``).
 
 ``/sql`` and the dashboard read customer data: they need the bearer token ``JOURNEY_WEB_TOKEN``
 (the dashboard also takes it as the password of HTTP basic auth, for browsers) or, without a
@@ -39,13 +39,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sinks.clickhouse.client import AnalystQueries, NotReadOnly, QueryError, redact_url
-from streams.query import to_json
+from streams.runtime.status import loader_status, worker_status
 from streams.settings import Settings
-from streams.status import loader_status, worker_status
+from streams.web.query import to_json
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
-    from streams.loader import Loader
+    from streams.runtime.app import Pipeline
+    from streams.runtime.loader import Loader
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ class LoaderWeb(_Server):
         return rows
 
     async def render_dashboard(self) -> str:
-        from streams import dashboard as d
+        from streams.web import dashboard as d
 
         status = loader_status(self.loader)
         workers = await self.workers()
@@ -532,7 +532,7 @@ class LoaderWeb(_Server):
     async def _funnel_section(self) -> str:
         """Distinct customers over the last 30 days of data: a customer who visited on three days
         is one visitor (a sum of the daily funnel would count them three times)."""
-        from streams import dashboard as d
+        from streams.web import dashboard as d
 
         funnel = await self._rows(
             "SELECT uniqExactIf(customer_id, visited), uniqExactIf(customer_id, viewed_product), "
@@ -555,7 +555,7 @@ class LoaderWeb(_Server):
         )
 
     async def _engagement_value_stage_sections(self) -> list[str]:
-        from streams import dashboard as d
+        from streams.web import dashboard as d
 
         engagement = await self._rows(
             "SELECT trigger_type, emitted, delivered, open_rate, click_rate, bounce_rate, "

@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import Codec, DecodeError
 from schemas.records import DeadLetter, Decision, Trigger
-from streams.query import to_json
 from streams.schema_registry import resolver_for
 from streams.settings import Settings
+from streams.web.query import to_json
 
 Emit = Callable[[str], None]
 

@@ -47,13 +47,13 @@ from sinks.clickhouse.rows import (
     trigger_row,
 )
 from sinks.clickhouse.sink import ClickHouseSink
-from streams.app import broker_credentials
 from streams.clock import Clock
-from streams.commit_guard import install_commit_guard
-from streams.health import BrokerProbe, Health
-from streams.metrics import LoaderMetrics
+from streams.runtime.app import broker_credentials
+from streams.runtime.commit_guard import install_commit_guard
+from streams.runtime.health import BrokerProbe, Health
 from streams.schema_registry import resolver_for
 from streams.settings import Settings
+from streams.web.metrics import LoaderMetrics
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
 
     metrics.attach(loader)
     if settings.web_port:
-        from streams.web import LoaderWeb
+        from streams.web.server import LoaderWeb
 
         loader.web = LoaderWeb(loader)
 

@@ -31,20 +31,20 @@ import faust
 from schemas.codec import Codec
 from sinks.clickhouse.client import ClickHouse
 from sinks.clickhouse.migrations import apply_migrations
-from streams import simulator
-from streams.app import create_pipeline
 from streams.clock import Clock
-from streams.console import Progress, describe_trigger
-from streams.engine import tune_gc
 from streams.journey.decisions import Status
 from streams.journey.triggers import TriggerType
 from streams.logs import logging_config
-from streams.publish import Publisher
+from streams.ops import simulator
+from streams.ops.console import Progress, describe_trigger
+from streams.ops.publish import Publisher
+from streams.ops.serving import record_serving
+from streams.ops.topics import create_topics, verify_layout, wait_for_group_coordinator
+from streams.runtime.app import create_pipeline
+from streams.runtime.engine import tune_gc
+from streams.runtime.status import loader_status, stored_counts, worker_status
 from streams.schema_registry import prepare_output_framing
-from streams.serving import record_serving
 from streams.settings import Settings
-from streams.status import loader_status, stored_counts, worker_status
-from streams.topics import create_topics, verify_layout, wait_for_group_coordinator
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def run_loader(
     log_format: str = "text",
 ) -> None:
     """The analytics loader, until Ctrl-C / SIGTERM."""
-    from streams.loader import create_loader
+    from streams.runtime.loader import create_loader
 
     prepare_topics(settings)
     migrate(settings)
@@ -233,7 +233,7 @@ class Child:
 
 def journey_command() -> list[str]:
     """This installation's ``journey`` (the same interpreter and environment)."""
-    return [sys.executable, "-m", "streams.cli"]
+    return [sys.executable, "-m", "streams.ops.cli"]
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from streams import simulator
 from streams.logs import setup_logging
-from streams.query import to_json
+from streams.ops import simulator
 from streams.settings import Settings, load_settings
+from streams.web.query import to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,7 +27,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from schemas.registry import RegistryRejected, RegistryUnavailable
     from sinks.clickhouse.client import ClickHouseUnavailable
     from sinks.clickhouse.migrations import MigrationError
-    from streams.topics import BrokerUnavailable, TopicLayoutError
+    from streams.ops.topics import BrokerUnavailable, TopicLayoutError
 
     # Odd input the user can fix (a missing or non-PEM certificate, an over-long CSV field):
     # one line that says what, not a traceback.
@@ -103,7 +103,7 @@ def topics() -> None:
 @friendly
 def topics_create(ctx: click.Context, partitions: int | None) -> None:
     """Create every contract topic that is missing (idempotent), then check co-partitioning."""
-    from streams.topics import create_topics, verify_layout
+    from streams.ops.topics import create_topics, verify_layout
 
     settings = _settings(ctx)
     outcome = asyncio.run(create_topics(settings, partitions))
@@ -118,7 +118,7 @@ def topics_create(ctx: click.Context, partitions: int | None) -> None:
 @friendly
 def topics_list(ctx: click.Context) -> None:
     """Partition count of every contract topic."""
-    from streams.topics import partition_counts
+    from streams.ops.topics import partition_counts
 
     settings = _settings(ctx)
     for topic, count in asyncio.run(partition_counts(settings, settings.all_topics())).items():
@@ -151,7 +151,7 @@ def migrate(ctx: click.Context) -> None:
 @friendly
 def worker(ctx: click.Context, status_every: float | None, status_format: str) -> None:
     """Run a journey worker (Kafka in, Kafka out) until Ctrl-C; run as many as you like."""
-    from streams.runner import run_worker
+    from streams.ops.runner import run_worker
 
     run_worker(
         _settings(ctx),
@@ -169,7 +169,7 @@ def worker(ctx: click.Context, status_every: float | None, status_format: str) -
 @friendly
 def loader(ctx: click.Context, status_every: float | None, status_format: str) -> None:
     """Run the analytics loader (the workers' fact topics into ClickHouse; dashboard, /sql)."""
-    from streams.runner import run_loader
+    from streams.ops.runner import run_loader
 
     run_loader(
         _settings(ctx),
@@ -194,7 +194,7 @@ def sql(ctx: click.Context, query: str, fmt: str) -> None:
     trailing FORMAT clause (JSONEachRow, JSON, TSV, CSV, PrettyCompact, ...) chooses the output.
     """
     from sinks.clickhouse.client import NotReadOnly
-    from streams.query import QueryFailed, run_query, split_format
+    from streams.web.query import QueryFailed, run_query, split_format
 
     try:
         query, clause = split_format(query)
@@ -318,7 +318,7 @@ REPORT = (
 @friendly
 def report(ctx: click.Context) -> None:
     """Print the key analytics views as tables (live while a worker runs)."""
-    from streams.query import QueryFailed, run_query
+    from streams.web.query import QueryFailed, run_query
 
     settings = _settings(ctx)
     source = ""
@@ -396,7 +396,7 @@ def dlq_list(ctx: click.Context, reason: str | None, topic: str | None, limit: i
     """What failed, newest last, with the reason."""
     from collections import Counter
 
-    from streams.dlq import read_letters_sync, select
+    from streams.ops.dlq import read_letters_sync, select
 
     letters = select(read_letters_sync(_settings(ctx)), reason=reason, topic=topic)
     letters.sort(key=lambda item: item.letter.failed_at)
@@ -426,7 +426,7 @@ def dlq_list(ctx: click.Context, reason: str | None, topic: str | None, limit: i
 @friendly
 def dlq_show(ctx: click.Context, dead_letter_id: str) -> None:
     """Everything about one dead letter, and what to do about it."""
-    from streams.dlq import ADVICE, read_letters_sync, select
+    from streams.ops.dlq import ADVICE, read_letters_sync, select
 
     found = select(read_letters_sync(_settings(ctx)), ids=[dead_letter_id])
     if not found:
@@ -465,8 +465,8 @@ def dlq_replay(
     everything: bool,
 ) -> None:
     """Republish chosen dead letters to their source topic (after fixing the cause)."""
-    from streams.console import Progress
-    from streams.dlq import read_letters_sync, replay, select
+    from streams.ops.console import Progress
+    from streams.ops.dlq import read_letters_sync, replay, select
 
     if not (dead_letter_ids or reason or topic or everything):
         raise click.UsageError("say what to replay: IDs, --reason, --topic or --all")
@@ -575,7 +575,7 @@ def run(
     """The loader, N journey workers, the shop simulator, the email sender and a live status
     display (make run); Ctrl-C stops them all."""
     from sinks.clickhouse.client import redact_url
-    from streams.runner import SimulationOptions, default_workers, run_all
+    from streams.ops.runner import SimulationOptions, default_workers, run_all
 
     settings = _settings(ctx)
     workers = workers or default_workers()
@@ -627,8 +627,8 @@ def simulate(
     run_id: str | None,
 ) -> None:
     """Publish simulated shop traffic to the input topics (needs the broker, not the worker)."""
-    from streams.console import Progress
-    from streams.runner import SimulationOptions, run_simulation
+    from streams.ops.console import Progress
+    from streams.ops.runner import SimulationOptions, run_simulation
 
     settings = _settings(ctx)
     progress = Progress("simulate", total=max_events)
@@ -661,8 +661,8 @@ def import_(ctx: click.Context, file: str, fmt: str, dry_run: bool, errors: str 
     """
     from pathlib import Path
 
-    from streams.console import Progress
-    from streams.importer import ImportFailed, run_import
+    from streams.ops.console import Progress
+    from streams.ops.importer import ImportFailed, run_import
 
     errors_path = Path(errors) if errors else None
     try:
@@ -765,8 +765,8 @@ def publish_command(ctx: click.Context, file: Any, topic: str | None, stamp: boo
     its time, so that what they trigger is not EXPIRED.
     """
     from streams.clock import Clock
-    from streams.publish import PublishError, publish_lines
-    from streams.serving import find_serving
+    from streams.ops.publish import PublishError, publish_lines
+    from streams.ops.serving import find_serving
 
     settings = _settings(ctx)
     serving = find_serving(settings)
@@ -799,7 +799,7 @@ def tail_command(
     seconds: float | None,
 ) -> None:
     """Follow the triggers, every decision (any status) or the dead letters, from their topics."""
-    from streams.tail import run_tail
+    from streams.ops.tail import run_tail
 
     run_tail(
         _settings(ctx),

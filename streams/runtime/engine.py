@@ -11,13 +11,13 @@
   topic, co-partitioned with the inputs: due timers are fired while handling the tick of their
   partition, in the same agent as the events, so a customer's state has a single writer and the
   table write has the partition of the message being handled.
-* **Everything it knows goes out as Kafka records** (``streams/outputs.py``): emitted triggers to
+* **Everything it knows goes out as Kafka records** (``outputs.py``): emitted triggers to
   ``journey.triggers``, every decision to ``journey.decisions``, every accepted event in canonical
   form to ``journey.events``, the customer's snapshot to ``journey.customers`` (a tombstone on
   erasure). The engine holds no database connection; the loader stores those topics.
 * **The state is never ahead of what it caused (the outbox).** The state is written to the table
   (and so to its changelog) as soon as a message is handled, but its records become durable only
-  when the broker acknowledges them (``streams/acks.py``). So every decision is first appended to
+  when the broker acknowledges them (``acks.py``). So every decision is first appended to
   the customer's outbox, in the state written with it, and leaves the outbox only after the
   broker acknowledged its decision and trigger records (trimmed on the next tick of the
   partition). A state recovered with a non-empty outbox (the stored value is flagged, so the
@@ -50,13 +50,13 @@ from typing import Any
 
 from schemas.codec import Codec
 from schemas.records import CustomerChanged, CustomerPrediction, InputEvent, Trigger
-from streams import facts
 from streams.clock import Clock
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Decision, Drop, Emit, Erase, Status
 from streams.journey.model import fire_due, marketing_block, new_state, predicted, segment, step
 from streams.journey.state import JourneyState, decode_state, encode_state
-from streams.outputs import Outputs
+from streams.runtime import facts
+from streams.runtime.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
