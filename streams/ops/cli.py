@@ -144,40 +144,43 @@ def migrate(ctx: click.Context) -> None:
 
 
 # --- running ----------------------------------------------------------------------------------
+def _role_options(fn: F) -> F:
+    """The options both long-running roles take."""
+    fn = click.option("--status-format", type=click.Choice(["text", "json"]), default="text")(fn)
+    return click.option(
+        "--status-every", type=float, default=None, help="Print a status line every N s."
+    )(fn)
+
+
+def _run_role(ctx: click.Context, role: str, status_every: float | None, fmt: str) -> None:
+    from streams.ops import runner
+
+    run = runner.run_worker if role == "worker" else runner.run_loader
+    run(
+        _settings(ctx),
+        status_every=status_every,
+        status_json=fmt == "json",
+        loglevel=ctx.meta.get("log_level", "info"),
+        log_format=ctx.meta.get("log_format", "text"),
+    )
+
+
 @main.command()
-@click.option("--status-every", type=float, default=None, help="Print a status block every N s.")
-@click.option("--status-format", type=click.Choice(["text", "json"]), default="text")
+@_role_options
 @click.pass_context
 @friendly
 def worker(ctx: click.Context, status_every: float | None, status_format: str) -> None:
     """Run a journey worker (Kafka in, Kafka out) until Ctrl-C; run as many as you like."""
-    from streams.ops.runner import run_worker
-
-    run_worker(
-        _settings(ctx),
-        status_every=status_every,
-        status_json=status_format == "json",
-        loglevel=ctx.meta.get("log_level", "info"),
-        log_format=ctx.meta.get("log_format", "text"),
-    )
+    _run_role(ctx, "worker", status_every, status_format)
 
 
 @main.command()
-@click.option("--status-every", type=float, default=None, help="Print a status line every N s.")
-@click.option("--status-format", type=click.Choice(["text", "json"]), default="text")
+@_role_options
 @click.pass_context
 @friendly
 def loader(ctx: click.Context, status_every: float | None, status_format: str) -> None:
     """Run the analytics loader (the workers' fact topics into ClickHouse; dashboard, /sql)."""
-    from streams.ops.runner import run_loader
-
-    run_loader(
-        _settings(ctx),
-        status_every=status_every,
-        status_json=status_format == "json",
-        loglevel=ctx.meta.get("log_level", "info"),
-        log_format=ctx.meta.get("log_format", "text"),
-    )
+    _run_role(ctx, "loader", status_every, status_format)
 
 
 @main.command()
