@@ -11,7 +11,7 @@ from typing import Any
 from schemas.records import CustomerSnapshot, DeadLetter, Decision, JourneyEvent
 
 # The last three columns of every table: the message a row was loaded from (topic, partition,
-# offset of the fact topic), which the loader's restart watermarks read.
+# offset of the fact topic): its lineage, for analysts and for deleting what a fact wrote.
 Lineage = tuple[str, int, int]
 
 

@@ -11,32 +11,26 @@ Delivery guarantees, and what provides each:
   Kafka (dead letters, repartitioned events) is acknowledged by the broker. A crash before that
   redelivers the message.
 * **Nothing doubled by a retry.** Each insert carries an ``insert_deduplication_token`` derived
-  from the table and the source topic, partition and offset range of its rows, and every table has
-  ``non_replicated_deduplication_window`` set, so ClickHouse drops a retried insert that had in fact
-  succeeded.
-* **Nothing doubled by a crash between insert and commit.** Every row records the source message
-  (``source_topic``, ``source_partition``, ``source_offset``). When partitions are assigned, the
-  sink reads the highest stored offset per source partition and table (its watermark) and drops
-  rows of redelivered messages at or below it. Inserts are single parts (tables have no PARTITION
-  BY), so a stored offset means every row of that insert is stored.
-* **No forged watermark.** A stored offset at or beyond its partition's end offset on the broker
-  cannot come from this sink (someone wrote the row): it is logged at error, counted
-  (``journey_sink_impossible_watermarks``, ``/ready`` degraded) and never used as a watermark;
-  the highest offset below the end is used instead, so no new event is skipped.
-  BY), so a stored offset means every row of that insert is stored. The watermarks are not moved
-  forward by this process's own inserts: Faust can deliver a partition out of order within a
-  process (a later offset first, then a seek back), and skipping the earlier offsets then would
-  lose them; a message delivered twice within a process is stored twice physically instead
-  (``FINAL`` collapses it).
+  from the table and the exact source messages (topic, partition, offset) of the rows it holds,
+  and every table has ``non_replicated_deduplication_window`` set, so ClickHouse drops a retried
+  insert that had in fact succeeded. The token names the rows, not a range of offsets: a later
+  insert of other rows from the same range (a message redelivered after a seek back) is never
+  taken for a retry.
+* **Nothing doubled by a crash between insert and commit.** A table registered with ``unique``
+  key columns drops, before each insert, the rows whose key the batch already holds or ClickHouse
+  already stores. A redelivered message (its offset not committed yet) and a fact a journey
+  worker published twice (a redelivered input, a re-sent outbox; new offsets of the fact topic)
+  are stored once: one physical row per event, not only one after ``FINAL``. Tables without a key
+  (snapshots) may get a physical duplicate that ``FINAL`` collapses.
+* **Nothing skipped by a guess.** The sink never skips a row because of offsets it has seen
+  stored: Faust can hand a partition's messages over out of order (a message its stream dropped
+  during a rebalance comes back after later ones were stored), so "the highest stored offset"
+  does not mean "everything below is stored". What is done is what the broker's committed offset
+  says (``streams/runtime/commit_guard.py``); above it, the keys decide.
 * **No row blocks the others.** An insert that fails because of its data (a value the column
   cannot hold) is bisected until the failing rows are isolated; each becomes a dead letter
   (``insert_failed``, through ``on_bad_row``) and the rest is stored. Failures of ClickHouse
   itself (down, hanging, disk full) are retried with backoff: that is backpressure, not data.
-* **A fact published twice is stored once.** A journey worker that crashes publishes some facts
-  again (a redelivered message's canonical event, a re-sent outbox decision), at new offsets of
-  the fact topic. A table registered with ``unique`` key columns drops, before each insert, the
-  rows whose key the batch already holds or ClickHouse already stores: one physical row per
-  event, not only one after ``FINAL``.
 """
 
 from __future__ import annotations
@@ -58,9 +52,7 @@ from sinks.clickhouse.config import ClickHouseConfig
 
 log = logging.getLogger(__name__)
 
-Position = tuple[str, int]  # (topic, partition)
-# The broker's end offset of each partition asked for (the offset its next message will get).
-EndOffsets = Callable[[list[Position]], Awaitable[dict[Position, int]]]
+Source = tuple[str, int, int]  # the message a row came from: (topic, partition, offset)
 # (table, row, exception) -> the dead letter's delivery, awaited before the row's message is acked
 OnBadRow = Callable[[str, Sequence[Any], BaseException], Awaitable[Awaitable[Any]]]
 # Raised while building the insert from the rows (client side): the data is wrong, not ClickHouse.
@@ -76,11 +68,10 @@ STOP_FLUSH_SECONDS = 10.0
 @dataclass
 class _TableBuffer:
     columns: Sequence[str]
-    rows: list[Sequence[Any]] = field(default_factory=list)
+    # (row, the message it came from), in arrival order.
+    rows: list[tuple[Sequence[Any], Source]] = field(default_factory=list)
     # Snapshot tables keep only the newest row per key between flushes.
-    latest: dict[str, Sequence[Any]] = field(default_factory=dict)
-    # Offset range per source partition, for the deduplication token.
-    ranges: dict[Position, list[int]] = field(default_factory=dict)
+    latest: dict[str, tuple[Sequence[Any], Source]] = field(default_factory=dict)
     # Positions of the key columns of a table whose rows are stored once per key.
     unique: tuple[int, ...] = ()
 
@@ -90,7 +81,6 @@ class FlushStats:
     rows: int = 0
     batches: int = 0
     failures: int = 0
-    skipped_rows: int = 0
     duplicate_rows: int = 0  # rows of a unique key already in the batch or in ClickHouse
     bad_rows: int = 0
     last_flush_seconds: float = 0.0
@@ -114,9 +104,6 @@ class ClickHouseSink:
         self._open = clickhouse
         self._clickhouse: ClickHouse | None = None
         self._tables: dict[str, _TableBuffer] = {}
-        self._watermarks: dict[tuple[str, str, int], int] = {}
-        # (table, topic, partition) -> the impossible offset ClickHouse holds for it.
-        self.impossible_watermarks: dict[tuple[str, str, int], int] = {}
         self._acks: list[Callable[[], object]] = []
         self._erasures: dict[str, dict[str, set[str]]] = {}
         self._pending: list[Awaitable[Any]] = []
@@ -126,8 +113,6 @@ class ClickHouseSink:
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
-        # Rows may be accepted only once the watermarks of the current assignment are known.
-        self._marks_ready: asyncio.Event | None = None
         self.stats = FlushStats()
         # Readiness: the last call to ClickHouse failed (not because of data), or one is stuck.
         self._failing = False
@@ -159,115 +144,28 @@ class ClickHouseSink:
             raise RuntimeError("ClickHouseSink.setup() was not called")
         return self._clickhouse
 
-    def _ready_event(self) -> asyncio.Event:
-        if self._marks_ready is None:
-            self._marks_ready = asyncio.Event()
-        return self._marks_ready
-
-    def forget_watermarks(self) -> None:
-        """Partitions are being revoked: hold new rows until the next assignment's marks load."""
-        self._ready_event().clear()
-
-    async def wait_for_watermarks(self) -> None:
-        """The agent waits here: a message handled before the watermarks of its partition are
-        known could write rows ClickHouse already holds (redelivered after a crash)."""
-        ready = self._ready_event()
-        if not ready.is_set():
-            await ready.wait()
-
-    async def load_watermarks(self, end_offsets: EndOffsets | None = None) -> None:
-        """Read what ClickHouse already holds, so redelivered messages are not written twice.
-
-        ``end_offsets`` (the broker's, for the partitions this worker consumes) unmasks stored
-        offsets no message ever had; those are reported and not used (see the module doc)."""
-        self._ready_event().clear()
-        ch = self.clickhouse
-        marks: dict[tuple[str, str, int], int] = {}
-        for table in self._tables:
-            rows = await ch.aquery_rows(
-                f"SELECT source_topic, source_partition, max(source_offset) "
-                f"FROM {ch.database}.{table} GROUP BY source_topic, source_partition"
-            )
-            for topic, partition, offset in rows:
-                marks[(table, str(topic), int(partition))] = int(offset)
-        if end_offsets is not None and marks:
-            await self._drop_impossible(marks, await end_offsets(sorted({k[1:] for k in marks})))
-        self._watermarks = marks
-        self._ready_event().set()
-        log.info("sink watermarks loaded for %d source partitions", len(marks))
-
-    async def _drop_impossible(
-        self, marks: dict[tuple[str, str, int], int], ends: dict[Position, int]
-    ) -> None:
-        ch = self.clickhouse
-        for key, offset in list(marks.items()):
-            table, topic, partition = key
-            end = ends.get((topic, partition))
-            if end is None or offset < end:
-                continue  # not a partition this worker consumes, or possible
-            self.impossible_watermarks[key] = offset
-            rows = await ch.aquery_rows(
-                f"SELECT max(source_offset), count() FROM {ch.database}.{table} "
-                "WHERE source_topic = {topic:String} AND source_partition = {partition:Int64} "
-                "AND source_offset < {end:Int64}",
-                {"topic": topic, "partition": partition, "end": end},
-            )
-            genuine = int(rows[0][0]) if rows and int(rows[0][1]) else -1
-            marks[key] = genuine
-            log.error(
-                "ClickHouse table %s holds source offset %d for %s[%d], but that partition ends at "
-                "%d: no message ever had it (a row written by someone else?). Not used as the "
-                "watermark (using %d); find and delete the row, see docs/runbook.md",
-                table, offset, topic, partition, end, genuine,
-            )  # fmt: skip
-
     # --- the hot path ------------------------------------------------------------------------
-    def add(
-        self,
-        table: str,
-        row: Sequence[Any],
-        topic: str,
-        partition: int,
-        offset: int,
-    ) -> None:
+    def add(self, table: str, row: Sequence[Any], topic: str, partition: int, offset: int) -> None:
         """Buffer one row produced by the message at ``topic``/``partition``/``offset``."""
-        if offset <= self._watermarks.get((table, topic, partition), -1):
-            self.stats.skipped_rows += 1
-            return
-        buffer = self._tables[table]
-        buffer.rows.append(row)
-        self._track(buffer, topic, partition, offset)
+        self._tables[table].rows.append((row, (topic, partition, offset)))
+        self._count()
 
     def add_latest(
         self, table: str, key: str, row: Sequence[Any], topic: str, partition: int, offset: int
     ) -> None:
         """Like ``add``, for snapshots: only the newest row per ``key`` is written per batch."""
-        if offset <= self._watermarks.get((table, topic, partition), -1):
-            self.stats.skipped_rows += 1
-            return
         buffer = self._tables[table]
         if key not in buffer.latest:
-            self._buffered += 1
-        buffer.latest[key] = row
-        self._track(buffer, topic, partition, offset, count=False)
+            self._count()
+        buffer.latest[key] = (row, (topic, partition, offset))
 
     def erase(self, column: str, value: str, tables: Sequence[str]) -> None:
         """Delete rows where ``column = value`` from ``tables`` once the current batch is in."""
         for table in tables:
             self._erasures.setdefault(table, {}).setdefault(column, set()).add(value)
 
-    def _track(
-        self, buffer: _TableBuffer, topic: str, partition: int, offset: int, count: bool = True
-    ) -> None:
-        span = buffer.ranges.get((topic, partition))
-        if span is None:
-            buffer.ranges[(topic, partition)] = [offset, offset]
-        elif offset < span[0]:
-            span[0] = offset
-        elif offset > span[1]:
-            span[1] = offset
-        if count:
-            self._buffered += 1
+    def _count(self) -> None:
+        self._buffered += 1
         if self._buffered >= self.settings.sink_batch_rows:
             self._wake.set()
             self._room.clear()
@@ -293,8 +191,7 @@ class ClickHouseSink:
             batches = []
             for table, buffer in self._tables.items():
                 if buffer.rows or buffer.latest:
-                    rows = buffer.rows + list(buffer.latest.values())
-                    batches.append((table, buffer, rows))
+                    batches.append((table, buffer, buffer.rows + list(buffer.latest.values())))
                     self._tables[table] = _TableBuffer(columns=buffer.columns, unique=buffer.unique)
             erasures, self._erasures = self._erasures, {}
             acks, self._acks = self._acks, []
@@ -303,12 +200,16 @@ class ClickHouseSink:
             started = time.perf_counter()
             written = 0
             bad: list[tuple[str, Sequence[Any], BaseException]] = []
-            for table, buffer, rows in batches:
+            for table, buffer, sourced in batches:
                 if buffer.unique:
-                    rows = await self._new_keys_only(table, buffer, rows)
+                    sourced = await self._new_keys_only(table, buffer, sourced)
+                if not sourced:
+                    continue
+                rows = [row for row, _ in sourced]
                 written += await self._insert_isolating(
-                    table, buffer.columns, rows, _token(table, buffer.ranges), bad
-                )
+                    table, buffer.columns, rows, _token(table, [source for _, source in sourced]),
+                    bad,
+                )  # fmt: skip
                 self.stats.rows_per_table[table] = self.stats.rows_per_table.get(table, 0) + len(
                     rows
                 )
@@ -376,13 +277,13 @@ class ClickHouseSink:
         return [await self.on_bad_row(table, row, exc) for table, row, exc in bad]
 
     async def _new_keys_only(
-        self, table: str, buffer: _TableBuffer, rows: list[Sequence[Any]]
-    ) -> list[Sequence[Any]]:
+        self, table: str, buffer: _TableBuffer, rows: list[tuple[Sequence[Any], Source]]
+    ) -> list[tuple[Sequence[Any], Source]]:
         """The rows whose key is neither earlier in the batch nor stored in ClickHouse."""
         positions = buffer.unique
-        fresh: dict[tuple[Any, ...], Sequence[Any]] = {}
-        for row in rows:
-            fresh.setdefault(tuple(row[i] for i in positions), row)
+        fresh: dict[tuple[Any, ...], tuple[Sequence[Any], Source]] = {}
+        for row, source in rows:
+            fresh.setdefault(tuple(row[i] for i in positions), (row, source))
         names = [buffer.columns[i] for i in positions]
         where = " AND ".join(f"{name} IN {{k{n}:Array(String)}}" for n, name in enumerate(names))
         ch = self.clickhouse
@@ -519,8 +420,9 @@ def _summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-def _token(table: str, ranges: dict[Position, list[int]]) -> str:
-    spans: Iterable[str] = (
-        f"{topic}:{partition}:{lo}-{hi}" for (topic, partition), (lo, hi) in sorted(ranges.items())
-    )
-    return table + ":" + hashlib.sha1("|".join(spans).encode()).hexdigest()
+def _token(table: str, sources: Iterable[Source]) -> str:
+    """The insert's deduplication token: the table and the exact messages its rows came from."""
+    digest = hashlib.sha1()
+    for topic, partition, offset in sorted(sources):
+        digest.update(f"{topic}:{partition}:{offset}|".encode())
+    return f"{table}:{digest.hexdigest()}"

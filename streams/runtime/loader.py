@@ -4,8 +4,9 @@ It reads ``journey.events``, ``journey.decisions``, ``journey.customers`` and
 ``journey.deadletter`` (one Faust agent, one consumer group ``<app_id>-loader``) and stores each
 record as a row of ``events``, ``triggers``, ``customers`` and ``deadletters``, with the
 guarantees of ``sinks/clickhouse/sink.py``: a message is acknowledged (so its offset committed)
-only after its row is stored, every insert carries a deduplication token, restart watermarks skip
-rows already stored, and a fact published twice by a worker that crashed is stored once.
+only after its row is stored, every insert carries a deduplication token naming its rows, and a
+fact stored already (a message redelivered after a crash, a fact a crashed worker published
+twice) is not stored again: ``events``, ``triggers`` and ``deadletters`` have unique keys.
 
 A tombstone on ``journey.customers`` (an erasure) deletes the customer's rows from every table
 and is remembered in ``erasures``: facts of that customer read afterwards (on another topic, or
@@ -28,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from schemas.codec import Codec, DecodeError
 from schemas.records import CustomerSnapshot, DeadLetter, Decision, JourneyEvent
@@ -88,7 +88,8 @@ class Loader:
     erased: set[str]
     web: Any = None
     started: float = field(default_factory=time.monotonic)
-    rebuilt: bool = False
+    rebuilt: bool = False  # partitions assigned and the erasures loaded
+    erasures_loaded: asyncio.Event = field(default_factory=asyncio.Event)
     # The last offset read per fact-topic partition, for the lag.
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -194,7 +195,8 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
     @app.agent(facts, name="loader", concurrency=1)
     async def load(stream: Any) -> None:
         async for event in stream.noack().events():
-            await sink.wait_for_watermarks()
+            if not loader.erasures_loaded.is_set():
+                await loader.erasures_loaded.wait()
             message = event.message
             try:
                 await store.add(
@@ -212,24 +214,16 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
             sink.after_flush(event.ack)
             await sink.wait_for_room()
 
-    consumed = set(settings.fact_topics())
-
-    async def end_offsets(positions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        tps = [TP(t, p) for t, p in positions if t in consumed]
-        ends = await app.consumer.highwaters(*tps) if tps else {}
-        return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def _forget(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        sink.forget_watermarks()
-
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        # The erased customers, before the first fact is stored (several loaders against a
+        # server each read what the others erased). Added to what this loader knows: an erasure
+        # it read may not be stored yet.
         rows = await sink.clickhouse.aquery_rows(
             f"SELECT customer_id FROM {sink.clickhouse.database}.{ERASURES_TABLE}"
         )
-        loader.erased = {str(row[0]) for row in rows}
-        await sink.load_watermarks(end_offsets)
+        loader.erased |= {str(row[0]) for row in rows}
+        loader.erasures_loaded.set()
         loader.rebuilt = True
 
     metrics.attach(loader)

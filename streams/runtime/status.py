@@ -85,7 +85,6 @@ def loader_status(loader: Loader) -> dict[str, Any]:
         "sink_rows_per_table": dict(sink.stats.rows_per_table),
         "sink_batches": sink.stats.batches,
         "sink_failures": sink.stats.failures,
-        "sink_skipped_rows": sink.stats.skipped_rows,
         "duplicate_rows": sink.stats.duplicate_rows,
         "erased": stats.erased,
         "undecodable_facts": stats.undecodable,

@@ -42,7 +42,6 @@ LOADER_METRIC_NAMES = (
     "journey_sink_batches_total",
     "journey_sink_failures_total",
     "journey_sink_flush_seconds",
-    "journey_sink_impossible_watermarks",
     "journey_facts_undecodable_total",
     "journey_loader_lag",
 )
@@ -189,12 +188,6 @@ class _LoaderCollector(Collector):
             counter = CounterMetricFamily(name, help_text)
             counter.add_metric([], value)
             yield counter
-        impossible = GaugeMetricFamily(
-            "journey_sink_impossible_watermarks",
-            "Stored source offsets beyond their partition's end (forged rows); not used.",
-        )
-        impossible.add_metric([], len(sink.impossible_watermarks))
-        yield impossible
         lag = GaugeMetricFamily(
             "journey_loader_lag",
             "Fact-topic messages the loader has not read yet, per partition.",

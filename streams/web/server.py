@@ -6,8 +6,8 @@ Both serve ``/health`` (the process is alive), ``/ready`` and ``/metrics`` (Prom
   assigned, the journey table is recovered (timers indexed) and the broker answers; ``/status``:
   its figures as JSON (what the console and the dashboard show per worker).
 * The **loader** (``LoaderWeb``, ``JOURNEY_WEB_PORT``): ``/ready`` when its partitions are
-  assigned, broker and ClickHouse answer, and no impossible stored offset (forged watermark) is
-  refused; ``/sql?query=...``: one read-only statement against the loader's ClickHouse, as JSON
+  assigned (and the erasures loaded), broker and ClickHouse answer; ``/sql?query=...``: one
+  read-only statement against the loader's ClickHouse, as JSON
   (the embedded ClickHouse can be opened by one process only, so while the loader runs,
   ``journey sql`` and ``journey report`` ask it here); ``/``: the dashboard
   (``streams/web/dashboard.py``).
@@ -264,18 +264,10 @@ class LoaderWeb(_Server):
             await asyncio.sleep(2)
 
     async def ready(self, request: web.Request) -> web.Response:
-        impossible = self.loader.sink.impossible_watermarks
-        if impossible:
-            shown = ", ".join(f"{t} {topic}[{p}]" for t, topic, p in sorted(impossible)[:5])
-            return web.Response(
-                text=f"degraded: ClickHouse holds impossible source offsets ({shown}); "
-                "see docs/runbook.md\n",
-                status=503,
-            )
         problem = self.loader.health.problem()  # broker or ClickHouse unreachable
         if problem is None and _assigned(self.loader.app) and self.loader.rebuilt:
             return web.Response(text="ready\n")
-        why = problem or "partitions not assigned or watermarks not loaded"
+        why = problem or "partitions not assigned or erasures not loaded"
         return web.Response(text=f"not ready: {why}\n", status=503)
 
     async def workers(self) -> list[dict[str, Any]]:

@@ -299,8 +299,12 @@ def check_stored_once(env: Env, group: Group, kept: set[str], erased: set[str]) 
         (SELECT uniqExact(dead_letter_id) FROM journey.deadletters) AS letter_ids""")  # fmt: skip
     print(f"stored: {counts}")
     stored = {r["event_id"] for r in sql(env, "SELECT event_id FROM journey.events")}
+    facts = read_topic(group.settings.topic("journey_events"), PARTITIONS)
+    on_topic = {CODEC.decode(m.value, JourneyEvent).event_id for m in facts}
+    missing = kept - stored
     assert stored == kept, (
-        f"accepted but not stored: {sorted(kept - stored)[:10]}; "
+        f"accepted but not stored: {sorted(missing)[:10]} (of these, published on "
+        f"journey.events by a worker: {sorted(missing & on_topic)[:10]}); "
         f"stored but not accepted: {sorted(stored - kept)[:10]}"
     )
     assert counts["events"] == counts["events_final"] == counts["event_ids"] == len(kept), counts
@@ -327,8 +331,7 @@ def check_stored_once(env: Env, group: Group, kept: set[str], erased: set[str]) 
         f"published but not stored: {sorted(on_topic - emitted_rows)[:10]}; "
         f"stored but not published: {sorted(emitted_rows - on_topic)[:10]}"
     )
-    facts = read_topic(group.settings.topic("journey_events"), PARTITIONS)
-    again_events = len(facts) - len({CODEC.decode(m.value, JourneyEvent).event_id for m in facts})
+    again_events = len(facts) - len(on_topic)
     again_triggers = sum(len(records) - 1 for records in by_id.values())
     print(f"published again: {again_events} events, {again_triggers} triggers")
     return again_events + again_triggers

@@ -20,7 +20,6 @@ from typing import Any
 from schemas.records import DeadLetter, ShipmentChanged, Trigger
 from tests.integration.conftest import Env, consume_all, publish
 from tests.integration.test_ingest_path import CODEC, as_messages, valid_events
-from tests.integration.test_web import sample
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "attack-table-token-" + uuid.uuid4().hex
@@ -229,7 +228,7 @@ def _basic(password: str) -> str:
     return base64.b64encode(f"analyst:{password}".encode()).decode()
 
 
-def test_a_forged_watermark_is_reported_and_not_used(env: Env, start_worker: Any) -> None:
+def test_a_forged_row_does_not_make_the_loader_skip_facts(env: Env, start_worker: Any) -> None:
     base = f"http://127.0.0.1:{env.vars['JOURNEY_WEB_PORT']}"
     env.journey("topics", "create")
     first = start_worker()
@@ -255,12 +254,9 @@ def test_a_forged_watermark_is_reported_and_not_used(env: Env, start_worker: Any
     publish(env, as_messages(events))
     # Every new event is stored, although each partition's stored offset says "already done".
     second.wait_until(lambda s: s.get("events_rows", 0) >= len(events) + 3, timeout=120)
-    status, text = request(f"{base}/ready")
-    assert status == 503 and "degraded" in text
-    metrics = request(f"{base}/metrics")[1]
-    assert sample(metrics, "journey_sink_impossible_watermarks") >= 1
+    status, _ = request(f"{base}/ready")
+    assert status == 200
     assert second.stop() == 0
-    assert any("no message ever had it" in line for line in second.output)
     rows = env.sql("SELECT count() AS n FROM journey.events WHERE customer_id != 'c-forged'")
     assert rows == [{"n": len(events)}]
 

@@ -97,7 +97,6 @@ def test_the_loader_figures_are_read_from_what_the_loader_exports() -> None:
                 batches=3,
                 failures=1,
             ),
-            impossible_watermarks=set(),
         ),
         stats=SimpleNamespace(
             consumed={"x.journey.events": 74, "x.journey.decisions": 20}, undecodable=2

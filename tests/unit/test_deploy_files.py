@@ -432,7 +432,6 @@ def exposition() -> dict[str, set[str]]:
             stats=SimpleNamespace(
                 rows_per_table={"events": 2}, batches=1, failures=0, duplicate_rows=0
             ),
-            impossible_watermarks={},
         ),
         stats=SimpleNamespace(consumed={"journey.events": 2}, undecodable=0),
         lag=lambda: {("journey.events", 0): 1},
