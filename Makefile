@@ -82,7 +82,7 @@ unit: install ## unit tests (no broker)
 integration: install ## integration tests against their own broker on TEST_KAFKA_PORT
 	@deploy/local/kcat.sh
 	@CHROMIUM="$$(deploy/local/chromium.sh)" && export CHROMIUM && \
-		deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q
+		deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q --durations=12
 
 test: install ## lint + unit + integration
 	$(MAKE) lint

@@ -33,13 +33,13 @@ class Acks:
         interval: float = 0.05,
         max_pending: int = 10_000,
         on_fatal: Callable[[BaseException], object] | None = None,
-        before_flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """``before_flush``: sends what an output object coalesced (snapshots) first."""
         self.interval = interval
         self.max_pending = max_pending
         self.on_fatal = on_fatal
-        self.before_flush = before_flush
+        # Run first by every flush: what was coalesced until now goes out (the engine's states,
+        # written behind; the outputs' snapshots), before the callbacks that depend on it.
+        self.before_flush: list[Callable[[], Awaitable[None]]] = []
         self._pending: list[Awaitable[Any]] = []
         self._callbacks: list[Callable[[], object]] = []
         self._lock = asyncio.Lock()
@@ -75,8 +75,8 @@ class Acks:
         """Await the deliveries registered so far, then run the callbacks registered before them.
         Returns the callbacks run."""
         async with self._lock:
-            if self.before_flush is not None:
-                await self.before_flush()
+            for hook in self.before_flush:
+                await hook()
             pending, self._pending = self._pending, []
             callbacks, self._callbacks = self._callbacks, []
             for delivery in pending:

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic, perf_counter
+from types import SimpleNamespace
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 from faust.types import TP
 
 from schemas.codec import Codec
@@ -93,6 +97,34 @@ class _App(faust.App):
                 unacked.discard(event.message)
 
 
+class _PartitionOf:
+    """Stands for the event being handled where Faust's table asks for one: its store and its
+    changelog write to ``current_event().message.partition``."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+def table_writer(table: Any) -> Callable[[int, bytes, bytes], None]:
+    """``write(partition, key, value)`` into a Faust table outside of the agent's handling of a
+    message (the engine writes states behind, from the acks loop): Faust's table takes the
+    partition of its RocksDB store and of the changelog record from the current event, so one
+    that names the partition is made current for the write."""
+    events: dict[int, _PartitionOf] = {}
+
+    def write(partition: int, key: bytes, value: bytes) -> None:
+        event = events.get(partition)
+        if event is None:
+            event = events[partition] = _PartitionOf(partition)
+        token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+        try:
+            table[key] = value
+        finally:
+            _current_event.reset(token)
+
+    return write
+
+
 def group_instance_id(settings: Settings) -> str | None:
     """Static membership id (one per worker, stable across its restarts), or None (dynamic)."""
     return settings.group_instance_id or None
@@ -152,7 +184,9 @@ def create_pipeline(
         web_enabled=False,
         autodiscover=False,
     )
-    install_commit_guard(app)  # commit an offset only when every message below it was acked
+    # Commit an offset only when every message below it was acked; fetch without four futures
+    # per message (streams/runtime/fetch_loop.py).
+    install_commit_guard(app, direct_callback=settings.fetch_direct)
     metrics = Metrics()
     acks = Acks(
         interval=settings.ack_interval / 1000,
@@ -191,6 +225,7 @@ def create_pipeline(
         clock,
         observe_lateness=metrics.timer_lateness.observe,
         on_failure=customer_failed,
+        write=table_writer(journeys),
     )
     positions: dict[tuple[str, int], int] = {}  # last offset handled per partition, for lag
     processing = metrics.processing

@@ -36,6 +36,17 @@ same way, until that next seek.
    commit until the seek that follows the rebalance delivers it again (the multi-worker test lost
    such messages).
 
+**A stalled partition heals itself.** A message that was fetched and then dropped unacked is
+normally delivered again by the next seek to the committed offset, but that seek only comes with
+a rebalance or a restart: a worker that keeps its partitions would stall the partition's commit
+for ever (the multi-worker hand-over test saw a partition's commit stop after the last
+rebalance). So when a partition's commit has waited ``STALL_SECONDS`` at the same offset while
+later offsets of it were acked, and no message at that offset is in flight (Faust's unacked set:
+held by the stream, the event-time merge or waiting for its acks), the guard seeks the partition
+back to that offset itself (``guard_heal``, every ``STALL_CHECK_SECONDS``), logs it and counts it
+(``heals``). The messages after it are delivered again: the journey's outputs and the loader's
+rows are idempotent (event ids, trigger ids, unique keys).
+
 The overridden methods and the private bookkeeping they use (``_acked``, ``_acked_index``,
 ``_committed_offset``, ``_gap``) are those of the pinned faust-streaming version; another version
 refuses to install until this module has been checked against it (``install_commit_guard``).
@@ -45,6 +56,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from time import monotonic
 from typing import Any
 
 import faust
@@ -52,7 +64,13 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.types.tuples import ack_lock
 
+from streams.runtime.fetch_loop import DirectCallback
+
 log = logging.getLogger(__name__)
+
+# A partition whose commit waits this long at an offset nothing is handling is sought back to it.
+STALL_SECONDS = 10.0
+STALL_CHECK_SECONDS = 2.0
 
 # The version whose Consumer internals this module was checked against (read the module docstring
 # again, and the tests in tests/unit/test_commit_guard.py, before changing it).
@@ -71,12 +89,17 @@ class CommitGuard(Consumer):
     _guard_holes: dict[TP, list[tuple[int, int]]]
     # Counts the seeks per partition, to tell the fetches that were in flight across one.
     _guard_epoch: dict[TP, int]
+    # Partitions whose commit waits at an offset while later ones are acked: since when.
+    _guard_waiting: dict[TP, tuple[int, float]]
+    heals: int
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._guard_epoch = {}
         self._guard_next = {}
         self._guard_first = {}
         self._guard_holes = {}
+        self._guard_waiting = {}
+        self.heals = 0
         super().__init__(*args, **kwargs)
 
     # -- bookkeeping of what was fetched -------------------------------------------------------
@@ -143,6 +166,37 @@ class CommitGuard(Consumer):
             self._guard_next.pop(tp, None)
             self._guard_first.pop(tp, None)
             self._guard_holes.pop(tp, None)
+            self._guard_waiting.pop(tp, None)
+
+    def guard_stalled(self, now: float) -> list[tuple[TP, int]]:
+        """(partition, offset) of every commit that has waited ``STALL_SECONDS`` at an offset
+        no message in flight has (see the module doc)."""
+        due = [
+            (tp, offset)
+            for tp, (offset, since) in self._guard_waiting.items()
+            if now - since >= STALL_SECONDS
+        ]
+        if not due:
+            return []
+        in_flight = {(m.tp, m.offset) for m in list(self._unacked_messages)}
+        return [(tp, offset) for tp, offset in due if (tp, offset) not in in_flight]
+
+    async def guard_heal(self) -> int:
+        """Seek every stalled partition back to where its commit waits. Returns how many."""
+        stalled = self.guard_stalled(monotonic())
+        for tp, offset in stalled:
+            if tp not in self.assignment():
+                self._guard_waiting.pop(tp, None)
+                continue
+            log.warning(
+                "%s[%d]: the message at offset %d was fetched but never handled, and the commit "
+                "waits for it; seeking back to it (the messages after it are delivered again)",
+                tp.topic, tp.partition, offset,
+            )  # fmt: skip
+            self._guard_waiting.pop(tp, None)
+            self.heals += 1
+            await self.seek(tp, offset)
+        return len(stalled)
 
     def ack(self, message: Any) -> bool:
         if not message.tracked:  # skipped by the stream (see 4. above): not handled
@@ -155,6 +209,7 @@ class CommitGuard(Consumer):
         with ack_lock:  # ``ack()`` mutates the same lists under it
             acked = self._acked[tp]
             if not acked:
+                self._guard_waiting.pop(tp, None)
                 return None
             committed = self._committed_offset[tp]
             start = committed if committed is not None else self._guard_first.get(tp)
@@ -180,6 +235,12 @@ class CommitGuard(Consumer):
             if taken:
                 self._acked_index[tp].difference_update(acked[:taken])
                 del acked[:taken]
+            if acked:  # later offsets acked: the commit waits at ``position``
+                waiting = self._guard_waiting.get(tp)
+                if waiting is None or waiting[0] != position:
+                    self._guard_waiting[tp] = (position, monotonic())
+            else:
+                self._guard_waiting.pop(tp, None)
             if holes:
                 self._guard_holes[tp] = [h for h in holes if h[1] > position]
             gaps = self._gap.get(tp)
@@ -190,16 +251,21 @@ class CommitGuard(Consumer):
             return position
 
 
-def guarded(consumer_class: type[Consumer]) -> type[Consumer]:
-    """``consumer_class`` with the commit guard in front of it."""
+def guarded(consumer_class: type[Consumer], *, direct_callback: bool = False) -> type[Consumer]:
+    """``consumer_class`` with the commit guard in front of it (and, with ``direct_callback``,
+    the fetch loop of ``fetch_loop.py``)."""
     if issubclass(consumer_class, CommitGuard):
         return consumer_class
-    return type(f"Guarded{consumer_class.__name__}", (CommitGuard, consumer_class), {})
+    bases: tuple[type, ...] = (CommitGuard, consumer_class)
+    if direct_callback:
+        bases = (CommitGuard, DirectCallback, consumer_class)
+    return type(f"Guarded{consumer_class.__name__}", bases, {})
 
 
-def install_commit_guard(app: faust.App) -> None:
-    """Make ``app``'s consumer commit conservatively. Call before the consumer exists (before
-    the worker starts): Faust creates it from ``app.transport.Consumer``."""
+def install_commit_guard(app: faust.App, *, direct_callback: bool = False) -> None:
+    """Make ``app``'s consumer commit conservatively (and, with ``direct_callback``, fetch with
+    ``fetch_loop.DirectCallback``). Call before the consumer exists (before the worker starts):
+    Faust creates it from ``app.transport.Consumer``."""
     if faust.__version__ != PINNED_FAUST_VERSION:
         raise RuntimeError(
             f"streams/runtime/commit_guard.py overrides internals of faust-streaming "
@@ -211,4 +277,10 @@ def install_commit_guard(app: faust.App) -> None:
     if getattr(app, "_consumer", None) is not None:
         raise RuntimeError("install_commit_guard must run before the app's consumer is created")
     transport: Any = app.transport
-    transport.Consumer = guarded(transport.Consumer)
+    transport.Consumer = guarded(transport.Consumer, direct_callback=direct_callback)
+
+    @app.timer(interval=STALL_CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def _heal_stalled_commits() -> None:
+        consumer: Any = app.consumer
+        if isinstance(consumer, CommitGuard):
+            await consumer.guard_heal()

@@ -3,8 +3,16 @@
 * **State** lives in the changelogged table ``journeys`` (customer_id -> bytes). A stored value
   is ``partition (2 bytes) + next timer time (8 bytes) + encode_state(state)``: the prefix lets
   the due-timer index be rebuilt from the table after a rebalance without decoding any state.
-  Decoded states are kept in a bounded cache in front of the table; this process is the only
+  Stored values are kept in a bounded cache in front of the table; this process is the only
   writer of its partitions, so the cache is coherent and is dropped on every rebalance.
+* **Written behind, once per customer per batch.** A handled message leaves its customer's new
+  state in ``_dirty``; every flush of ``Acks`` (each ``JOURNEY_ACK_INTERVAL``) first writes
+  each dirty customer's newest state to the table, then acknowledges the messages. A customer
+  with ten events in a batch costs one RocksDB write and one changelog record, not ten (the
+  table's write path was most of the worker's CPU: issue 13). Faust commits an offset only
+  after flushing its producer, so a state reaches the changelog before the offsets of the
+  messages that made it are committed; a crash before that loses the state *and* redelivers the
+  messages, which decide the same again.
 * **Timers** are due times in the states. An in-memory index (one heap per partition) says which
   customer to look at when; it is rebuilt from the table when partitions are assigned. The
   worker sends itself a tick per assigned partition a few times a second, through the ticks
@@ -188,8 +196,16 @@ class JourneyEngine:
         cache_size: int = 50_000,
         observe_lateness: Callable[[float], object] | None = None,
         on_failure: OnFailure | None = None,
+        write: Callable[[int, bytes, bytes], None] | None = None,
     ) -> None:
+        """``write(partition, key, value)``: how a state goes into ``table`` (the worker's sets
+        the partition Faust's table writes go to; default: ``table[key] = value``)."""
         self.table = table
+        self._write = write or (lambda partition, key, value: table.__setitem__(key, value))
+        # Customers whose newest state is not in the table yet: (partition, stored value).
+        self._dirty: dict[str, tuple[int, bytes]] = {}
+        self.state_writes = 0  # table writes (one per dirty customer per flush)
+        outputs.acks.before_flush.append(self.write_states)
         self.outputs = outputs
         self.codec = codec
         self.config = config
@@ -219,7 +235,8 @@ class JourneyEngine:
     # --- state ---------------------------------------------------------------------------------
     def load(self, customer_id: str) -> JourneyState:
         """A fresh copy of the customer's state: the caller may mutate it freely."""
-        stored = self._cache.get(customer_id)
+        dirty = self._dirty.get(customer_id)
+        stored = dirty[1] if dirty is not None else self._cache.get(customer_id)
         if stored is not None:
             self._cache.move_to_end(customer_id)
         else:
@@ -227,25 +244,54 @@ class JourneyEngine:
         return unpack(stored) if stored is not None else new_state(customer_id)
 
     def _store(self, partition: int, customer_id: str, value: bytes, next_fire: int | None) -> None:
-        # Assigning (never mutating in place) is what Faust writes to the changelog.
-        self.table[customer_id.encode()] = value
+        self._dirty[customer_id] = (partition, value)  # written by the next flush
         self._cache[customer_id] = value
         self._cache.move_to_end(customer_id)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         self.index.set(partition, customer_id, next_fire)
 
+    async def write_states(self) -> None:
+        """Write behind: each dirty customer's newest state into the table (and its changelog),
+        once, before the messages that made it are acknowledged (``Acks.before_flush``)."""
+        dirty, self._dirty = self._dirty, {}
+        write = self._write
+        for customer_id, (partition, value) in dirty.items():
+            write(partition, customer_id.encode(), value)
+        self.state_writes += len(dirty)
+
+    def keep_dirty(self, partitions: set[int]) -> int:
+        """Partitions were reassigned: states not written yet of partitions this worker no longer
+        owns are dropped (their messages are not acknowledged: the new owner takes them again);
+        the others stay, to be written by the next flush. Returns how many were dropped."""
+        gone = [c for c, (partition, _) in self._dirty.items() if partition not in partitions]
+        for customer_id in gone:
+            del self._dirty[customer_id]
+        return len(gone)
+
     def rebuild(self, items: Iterable[tuple[bytes, bytes]], partitions: set[int]) -> int:
         """After a rebalance: forget cached states, index the timers of our partitions, and
-        remember the states whose outbox must be re-sent."""
+        remember the states whose outbox must be re-sent (a state not written yet counts over
+        what the table holds)."""
         started = time.perf_counter()
+        dropped = self.keep_dirty(partitions)
+        if dropped:
+            log.warning("%d states of revoked partitions were not written: their messages are "
+                        "handled again by the partitions' new owners", dropped)  # fmt: skip
         self._cache.clear()
         self.index.clear()
         self._sent.clear()
         self._durable.clear()
         self._visit.clear()
         count = customers = outboxes = 0
-        for key, value in items:
+        pending = {c.encode(): value for c, (_, value) in self._dirty.items()}
+
+        def states() -> Iterable[tuple[bytes, bytes]]:
+            for key, stored in items:
+                yield key, pending.pop(key, stored)
+            yield from list(pending.items())  # new customers, not in the table yet
+
+        for key, value in states():
             customers += 1
             partition, next_fire, has_outbox = unpack_prefix(value)
             if partition not in partitions:

@@ -30,7 +30,7 @@ class Outputs:
     def __init__(self, settings: Settings, produce: Produce, acks: Acks) -> None:
         self.produce = produce
         self.acks = acks
-        acks.before_flush = self.send_snapshots
+        acks.before_flush.append(self.send_snapshots)
         self.triggers = settings.topic("triggers")
         self.decisions = settings.topic("decisions")
         self.events = settings.topic("journey_events")

@@ -37,6 +37,12 @@ def percentile(samples: Any, q: float) -> int | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
+def commit_heals(app: Any) -> int:
+    """Partitions the commit guard sought back to a message nobody handled."""
+    consumer = getattr(app, "_consumer", None)
+    return int(getattr(consumer, "heals", 0) or 0)
+
+
 def worker_status(pipeline: Pipeline) -> dict[str, Any]:
     ingest, engine, outputs = pipeline.ingest, pipeline.engine, pipeline.outputs
     consumed = sum(ingest.consumed.values())
@@ -64,6 +70,8 @@ def worker_status(pipeline: Pipeline) -> dict[str, Any]:
             n for (_, status), n in engine.decisions.items() if status == Status.EMITTED
         ),
         "resent": engine.resent,
+        "state_writes": engine.state_writes,
+        "commit_heals": commit_heals(pipeline.app),
         "pending_timers": len(engine.index),
         "partitions": partitions,
         "ready": engine.rebuilds > 0,
@@ -87,6 +95,7 @@ def loader_status(loader: Loader) -> dict[str, Any]:
         "sink_failures": sink.stats.failures,
         "duplicate_rows": sink.stats.duplicate_rows,
         "erased": stats.erased,
+        "commit_heals": commit_heals(loader.app),
         "undecodable_facts": stats.undecodable,
         "loader_ready": loader.rebuilt,
         # Fact-topic messages not read yet (0 once caught up with what the workers published).

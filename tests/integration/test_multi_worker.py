@@ -159,7 +159,12 @@ class Group:
         the loader commits the end of every fact topic."""
         s = self.settings
         inputs = [*s.input_topics().values(), s.topic("repartition")]
-        self.wait(lambda: lagging(s.app_id, inputs) == [], "the workers consumed every input", 240)
+        try:
+            self.wait(lambda: lagging(s.app_id, inputs) == [], "the workers consumed every input")
+        except AssertionError as exc:
+            status = {n: status_of(w) for n, w in self.workers.items()}
+            raise AssertionError(f"{exc}; behind (topic, partition, committed, end): "
+                                 f"{lagging(s.app_id, inputs)}; workers: {status}") from exc  # fmt: skip
         ticks = end_offsets([s.topic("ticks")])
         self.wait(lambda: lagging(s.app_id, [s.topic("ticks")], ticks) == [], "ticks handled")
         for name in list(self.workers):
@@ -167,7 +172,6 @@ class Group:
         self.wait(
             lambda: lagging(f"{s.app_id}-loader", s.fact_topics()) == [],
             "the loader stored every fact",
-            240,
         )
 
 

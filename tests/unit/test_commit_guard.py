@@ -103,6 +103,8 @@ class Partition:
 
 STOCK = faust.App("stock", broker="kafka://127.0.0.1:1").transport.Consumer
 GUARDED = guarded(STOCK)
+# The same, fetching with streams/runtime/fetch_loop.py (the worker's default).
+DIRECT = guarded(STOCK, direct_callback=True)
 
 
 async def nothing_committed_first_message_in_flight(p: Partition) -> int:
@@ -166,9 +168,12 @@ async def test_faust_commits_past_a_message_that_was_never_acked(attack: Any) ->
     assert offset is not None and offset > unacked
 
 
+@pytest.mark.parametrize("consumer_class", [GUARDED, DIRECT], ids=["faust-loop", "direct"])
 @pytest.mark.parametrize("attack", ATTACKS)
-async def test_the_guard_never_commits_past_a_message_that_was_never_acked(attack: Any) -> None:
-    p = Partition(GUARDED)
+async def test_the_guard_never_commits_past_a_message_that_was_never_acked(
+    attack: Any, consumer_class: type[Any]
+) -> None:
+    p = Partition(consumer_class)
     unacked = await attack(p)
     offset = p.commit()
     assert offset is None or offset <= unacked
@@ -323,3 +328,67 @@ def faust_app_with_consumer() -> faust.App:
 
 def test_the_pinned_version_is_installed() -> None:
     assert faust.__version__ == commit_guard.PINNED_FAUST_VERSION
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def stalled(monkeypatch: pytest.MonkeyPatch) -> tuple[Partition, Clock, list[Any]]:
+    """A partition whose commit waits at 4: fetched, dropped unacked, 5.. acked."""
+    clock = Clock()
+    monkeypatch.setattr(commit_guard, "monotonic", clock)
+    p = Partition(DIRECT)
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    p.consumer.assignment = lambda: {TP0}
+    p.consumer.seek = seek
+    await dropped_by_a_buffer_after_a_commit(p)
+    assert p.commit() is None  # waits at 4
+    return p, clock, sought
+
+
+async def test_a_commit_stalled_at_a_message_nobody_handles_seeks_back_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p, clock, sought = await stalled(monkeypatch)
+    clock.now += commit_guard.STALL_SECONDS - 1
+    assert p.commit() is None
+    assert await p.consumer.guard_heal() == 0 and sought == []  # not for long enough yet
+    clock.now += 1
+    assert await p.consumer.guard_heal() == 1
+    assert sought == [(TP0, 4)] and p.consumer.heals == 1
+    assert await p.consumer.guard_heal() == 0  # once
+
+
+async def test_no_seek_while_the_message_is_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    p, clock, sought = await stalled(monkeypatch)
+    p.consumer._unacked_messages.add(p.delivered[4])  # held by the merge, say
+    clock.now += commit_guard.STALL_SECONDS + 1
+    assert await p.consumer.guard_heal() == 0 and sought == []
+    p.ack([4])
+    assert p.commit() == 12
+    clock.now += commit_guard.STALL_SECONDS + 1
+    assert await p.consumer.guard_heal() == 0 and sought == []
+
+
+async def test_no_seek_while_the_commit_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiting at an offset is measured from when the commit first stopped there."""
+    clock = Clock()
+    monkeypatch.setattr(commit_guard, "monotonic", clock)
+    p = Partition(DIRECT)
+    await p.fetch(range(0, 30))
+    for n in range(10):  # acked out of order by two, committed step by step
+        p.ack([3 * n + 1, 3 * n + 2])
+        p.commit()
+        p.ack([3 * n])
+        p.commit()
+        clock.now += commit_guard.STALL_SECONDS / 3
+    assert p.committed == 30 and p.consumer.guard_stalled(clock.now) == []

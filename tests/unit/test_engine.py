@@ -110,13 +110,16 @@ async def test_decisions_stay_in_the_outbox_until_the_broker_acknowledged_them()
     world = World()
     await world.engine.on_event(placed(), "shop.orders", 0, 5)
     (confirmation,) = world.sent
+    await world.engine.write_states()  # what a flush does first
     value = world.table[b"c1"]
     assert unpack_prefix(value)[2] is True  # flagged: the rebuild finds it without decoding
     assert [entry[1][0] for entry in unpack(value).outbox] == [confirmation.trigger_id]
     await world.engine.on_tick(0, "journey.ticks", 1)
+    await world.engine.write_states()
     assert unpack(world.table[b"c1"]).outbox != []  # not acknowledged yet: kept
     await world.durable()
     await world.engine.on_tick(0, "journey.ticks", 2)  # trims what became durable
+    await world.engine.write_states()
     value = world.table[b"c1"]
     assert unpack_prefix(value)[2] is False and unpack(value).outbox == []
     assert [d.trigger_id for d in world.decisions()] == [confirmation.trigger_id]
@@ -170,7 +173,9 @@ async def test_an_erasure_sends_a_tombstone_and_nothing_after_it() -> None:
 async def test_a_crash_before_the_flush_resends_the_outbox_with_the_same_ids() -> None:
     first = World()
     await first.engine.on_event(placed(), "shop.orders", 0, 5)
-    # kill -9: the state reached the changelog, the row and the ack did not.
+    # A flush wrote the state (with its outbox) to the changelog; kill -9 before the broker
+    # acknowledged the decisions, so before the message was acknowledged.
+    await first.engine.write_states()
     second = World(first.table)
     second.engine.rebuild(second.table.items(), {0})
     # The redelivered event is a duplicate for the model, but its outputs are not lost.
@@ -183,12 +188,56 @@ async def test_a_crash_before_the_flush_resends_the_outbox_with_the_same_ids() -
     assert [e.event_id for e in second.broker.on("journey_events", JourneyEvent)] == ["e1"]
     assert second.engine.resent == 1
     await second.engine.on_tick(0, "journey.ticks", 10)
+    await second.engine.write_states()
     assert unpack(second.table[b"c1"]).outbox == []
+
+
+async def test_a_crash_before_the_state_was_written_decides_the_same_again() -> None:
+    first = World()
+    await first.engine.on_event(placed(), "shop.orders", 0, 5)
+    # kill -9 before the flush: the outputs may be on the broker, the state is not (nor the ack).
+    assert first.table == {}
+    second = World(first.table)
+    second.engine.rebuild(second.table.items(), {0})
+    await second.engine.on_event(placed(), "shop.orders", 0, 5)  # redelivered
+    await second.durable()
+    assert [t.trigger_id for t in second.sent] == [t.trigger_id for t in first.sent] != []
+    assert [d.trigger_id for d in second.decisions()] == [d.trigger_id for d in first.decisions()]
+
+
+async def test_a_state_is_written_once_per_customer_per_flush() -> None:
+    class CountingTable(dict[bytes, bytes]):
+        writes = 0
+
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            CountingTable.writes += 1
+            super().__setitem__(key, value)
+
+    world = World(CountingTable())
+    for n in range(10):
+        await world.engine.on_event(placed(f"e{n}"), "shop.orders", 0, n)
+    await world.engine.on_event(placed("x", customer="c2"), "shop.orders", 0, 10)
+    assert CountingTable.writes == 0  # nothing before the flush
+    # Read back before the flush: the newest state, not the table's.
+    assert {f"e{n}" for n in range(10)} <= set(world.engine.load("c1").seen)
+    await world.durable()
+    assert CountingTable.writes == 2 and world.engine.state_writes == 2
+    assert {f"e{n}" for n in range(10)} <= set(unpack(world.table[b"c1"]).seen)
+
+
+async def test_a_rebalance_drops_unwritten_states_of_revoked_partitions_only() -> None:
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    await world.engine.on_event(placed("x", customer="c2"), "shop.orders", 1, 5)
+    world.engine.rebuild(world.table.items(), {1})  # partition 0 went to another worker
+    await world.engine.write_states()
+    assert set(world.table) == {b"c2"}
 
 
 async def test_a_recovered_outbox_is_resent_on_the_partitions_tick() -> None:
     first = World()
     await first.engine.on_event(placed(), "shop.orders", 0, 5)
+    await first.engine.write_states()
     second = World(first.table)
     second.engine.rebuild(second.table.items(), {0})
     await second.engine.on_tick(0, "journey.ticks", 9)
@@ -204,6 +253,7 @@ async def test_a_failing_step_leaves_the_stored_state_as_it_was(
 ) -> None:
     world = World()
     await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    await world.engine.write_states()
     before = world.table[b"c1"]
     real_step: Callable[..., Any] = engine_module.step
 
@@ -215,6 +265,7 @@ async def test_a_failing_step_leaves_the_stored_state_as_it_was(
     monkeypatch.setattr(engine_module, "step", half_applies)
     with pytest.raises(ValueError):
         await world.engine.on_event(placed("e2"), "shop.orders", 0, 6)
+    await world.engine.write_states()
     assert world.table[b"c1"] == before
     loaded = world.engine.load("c1")
     assert "half-applied" not in loaded.seen and loaded.orders
