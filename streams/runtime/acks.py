@@ -47,6 +47,7 @@ class Acks:
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
+        self._failing = False
         self.acked = 0  # callbacks run (messages acknowledged, outbox entries made durable)
         self.flushes = 0
 
@@ -105,8 +106,16 @@ class Acks:
             self._wake.clear()
             try:
                 await self.flush()
-            except Exception:  # reported above; the loop that acks every message must not stop
+            except Exception as exc:  # the loop that acks every message must not stop
+                if not self._failing:
+                    log.error("acknowledging failed (retried every %.2fs): %r", self.interval, exc,
+                              exc_info=exc)  # fmt: skip
+                self._failing = True
                 await asyncio.sleep(self.interval)
+            else:
+                if self._failing:
+                    log.warning("acknowledging works again")
+                self._failing = False
 
     async def stop(self) -> None:
         """Acknowledge what the broker has, within ``STOP_SECONDS``; the rest is redelivered."""

@@ -254,11 +254,19 @@ class JourneyEngine:
     async def write_states(self) -> None:
         """Write behind: each dirty customer's newest state into the table (and its changelog),
         once, before the messages that made it are acknowledged (``Acks.before_flush``)."""
-        dirty, self._dirty = self._dirty, {}
+        dirty, self._dirty = list(self._dirty.items()), {}
         write = self._write
-        for customer_id, (partition, value) in dirty.items():
-            write(partition, customer_id.encode(), value)
-        self.state_writes += len(dirty)
+        done = 0
+        try:
+            for customer_id, (partition, value) in dirty:
+                write(partition, customer_id.encode(), value)
+                done += 1
+        finally:
+            self.state_writes += done
+            # A write that failed (and those after it) stays dirty, and the flush fails: the
+            # messages behind it are not acknowledged until a later flush has written it.
+            for customer_id, entry in dirty[done:]:
+                self._dirty.setdefault(customer_id, entry)
 
     def keep_dirty(self, partitions: set[int]) -> int:
         """Partitions were reassigned: states not written yet of partitions this worker no longer

@@ -350,3 +350,51 @@ async def test_a_prediction_out_of_bounds_is_a_dead_letter() -> None:
     assert await ingest.handle(topic, partition, 2, b"c1", CODEC.encode(bad), []) is None
     (letter,) = world.broker.on("deadletter", DeadLetter)
     assert letter.reason_code == "validation" and "probability_alive" in letter.reason
+
+
+async def test_a_state_write_that_fails_keeps_the_messages_unacknowledged() -> None:
+    class Refusing(dict[bytes, bytes]):
+        refuse = True
+
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            if Refusing.refuse:
+                raise OSError("the store is closed")
+            super().__setitem__(key, value)
+
+    world = World(Refusing())
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    acked: list[int] = []
+    world.acks.after(lambda: acked.append(5))
+    world.broker.acknowledge()
+    with pytest.raises(OSError):
+        await world.acks.flush()
+    assert acked == [] and world.table == {}
+    Refusing.refuse = False
+    await world.durable()
+    assert acked == [5] and b"c1" in world.table
+
+
+def test_the_worker_writes_states_into_a_faust_table_outside_of_a_message() -> None:
+    """The write-behind goes through Faust's Table API from the acks loop, where no event is
+    current: ``table_writer`` makes one that names the partition (and a co-partitioned topic)."""
+    from types import SimpleNamespace
+
+    import faust
+
+    from streams.runtime.app import table_writer
+
+    app = faust.App("write-behind-test", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("journeys", default=None, key_type=bytes, value_type=bytes, partitions=4)
+    app.consumer.topic_partitions = lambda topic: 4  # type: ignore[method-assign]
+    sent: list[tuple[int | None, bytes, bytes]] = []
+
+    def send_changelog(partition: int | None, key: bytes, value: bytes, *args: Any) -> Any:
+        sent.append((partition, key, value))
+        return SimpleNamespace(message=SimpleNamespace(partition=partition))
+
+    table.send_changelog = send_changelog  # type: ignore[method-assign]
+    write = table_writer(table, "x.journey.ticks")
+    write(3, b"c1", b"state-1")
+    write(1, b"c2", b"state-2")
+    assert sent == [(3, b"c1", b"state-1"), (1, b"c2", b"state-2")]
+    assert table[b"c1"] == b"state-1" and table[b"c2"] == b"state-2"
