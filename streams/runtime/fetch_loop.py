@@ -12,7 +12,10 @@ directly halved the cost of a Faust agent that only acknowledges.
 the stream's queue is full or the producer buffer is above its limit; then it waits until the
 agent took messages off the queue or the producer drained, which both go on during a rebalance
 (the stream keeps taking messages, and skips those of a stopped flow; ``commit_guard.py`` makes
-sure such a skipped message is delivered again). A stop cancels the loop in its await, as before.
+sure such a skipped message is delivered again). If a rebalance happened meanwhile, the rest of
+the batch is stale and the read offset is left where the rebalance's seek put it (setting it to
+the stale message's offset would make Faust drop the messages below it when they are fetched
+again). A stop cancels the loop in its await, as before.
 While the flow is suspended (a rebalance), Faust's own ``wait_first`` path is taken unchanged.
 
 The method body is a copy of the pinned version's (``Consumer._drain_messages``): the
@@ -76,7 +79,12 @@ class DirectCallback(Consumer):
                             if suspended():
                                 await self.wait_first(callback(message), self.suspend_flow.wait())
                             else:  # the change: no four futures per message
+                                generation = self.app.consumer_generation_id
                                 await callback(message)
+                                if self.app.consumer_generation_id != generation:
+                                    # A rebalance happened while the callback waited: the seek
+                                    # that ended it set the read offset; this batch is stale.
+                                    break
                             set_read_offset(tp, offset)
                     unset_flag(flag_consumer_fetching)
 

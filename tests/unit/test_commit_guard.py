@@ -392,3 +392,26 @@ async def test_no_seek_while_the_commit_moves(monkeypatch: pytest.MonkeyPatch) -
         p.commit()
         clock.now += commit_guard.STALL_SECONDS / 3
     assert p.committed == 30 and p.consumer.guard_stalled(clock.now) == []
+
+
+async def test_the_direct_loop_leaves_the_read_offset_to_a_rebalance_during_a_callback() -> None:
+    """The callback waited (a full queue) while a rebalance sought back to 0: the rest of the
+    stale batch is not delivered, and the read offset stays where the seek put it (Faust would
+    otherwise drop 0..2 when they are fetched again)."""
+    p = Partition(DIRECT)
+    rebalanced = False
+
+    async def deliver(message: Any) -> None:
+        nonlocal rebalanced
+        p.delivered[message.offset] = message
+        if message.offset == 2 and not rebalanced:
+            rebalanced = True
+            p.app.consumer_generation_id += 1
+            p.consumer._read_offset[TP0] = None  # perform_seek to the committed offset, 0
+
+    p.consumer.callback = deliver
+    await p.fetch(range(0, 6))
+    assert sorted(p.delivered) == [0, 1, 2] and p.consumer._read_offset[TP0] is None
+    p.delivered.clear()
+    await p.fetch(range(0, 6))  # fetched again after the seek: nothing dropped
+    assert sorted(p.delivered) == [0, 1, 2, 3, 4, 5]
