@@ -98,31 +98,33 @@ class _App(faust.App):
 
 
 class _PartitionOf:
-    """Stands for the event being handled where Faust's table asks for one: its store and its
-    changelog write to ``current_event().message.partition``, and it checks that the message's
-    topic has as many partitions as the changelog (``message.topic``)."""
+    """Stands for the event being handled where Faust's RocksDB store asks for one: it writes to
+    the database of ``current_event().message.partition``."""
 
-    def __init__(self, topic: str, partition: int) -> None:
-        self.message = SimpleNamespace(topic=topic, partition=partition)
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
 
 
-def table_writer(table: Any, source_topic: str) -> Callable[[int, bytes, bytes], None]:
+def table_writer(table: Any) -> Callable[[int, bytes, bytes], None]:
     """``write(partition, key, value)`` into a Faust table outside of the agent's handling of a
-    message (the engine writes states behind, from the acks loop): Faust's table takes the
-    partition of its RocksDB store and of the changelog record from the current event, so one
-    that names the partition (of ``source_topic``, co-partitioned with the table) is made current
-    for the write."""
+    message (the engine writes states behind, from the acks loop): what ``table[key] = value``
+    does in an agent, with the partition given instead of taken from the current event. The
+    store gets the value (made current: an event naming the partition), the changelog the record
+    (``send_changelog`` with the partition). Faust's check that the event's topic has as many
+    partitions as the changelog is left out: the worker checks the topic layout at start (and
+    Faust's check reads the consumer's metadata, which may not know a new changelog yet)."""
     events: dict[int, _PartitionOf] = {}
 
     def write(partition: int, key: bytes, value: bytes) -> None:
         event = events.get(partition)
         if event is None:
-            event = events[partition] = _PartitionOf(source_topic, partition)
+            event = events[partition] = _PartitionOf(partition)
         token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
         try:
-            table[key] = value
+            table.data[key] = value
         finally:
             _current_event.reset(token)
+        table.send_changelog(partition, key, value)
 
     return write
 
@@ -227,7 +229,7 @@ def create_pipeline(
         clock,
         observe_lateness=metrics.timer_lateness.observe,
         on_failure=customer_failed,
-        write=table_writer(journeys, settings.topic("ticks")),
+        write=table_writer(journeys),
     )
     positions: dict[tuple[str, int], int] = {}  # last offset handled per partition, for lag
     processing = metrics.processing
