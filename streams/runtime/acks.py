@@ -63,6 +63,11 @@ class Acks:
         self._callbacks.append(callback)
 
     @property
+    def failing(self) -> bool:
+        """The last flush failed (a state write or a delivery): nothing is acknowledged."""
+        return self._failing
+
+    @property
     def pending(self) -> int:
         return len(self._pending)
 

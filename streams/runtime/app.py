@@ -373,7 +373,9 @@ def create_pipeline(
         clock=clock,
         metrics=metrics,
         ordering=ordering,
-        health=Health(BrokerProbe(settings.kafka_bootstrap)),
+        health=Health(
+            BrokerProbe(settings.kafka_bootstrap), acknowledging=lambda: not acks.failing
+        ),
     )
     metrics.attach(pipeline, lag)
     if settings.worker_web_port:

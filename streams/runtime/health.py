@@ -121,11 +121,16 @@ class QuietKafkaLogs(logging.Filter):
 
 class Health:
     def __init__(
-        self, broker: BrokerProbe, clickhouse_reachable: Callable[[], bool] = lambda: True
+        self,
+        broker: BrokerProbe,
+        clickhouse_reachable: Callable[[], bool] = lambda: True,
+        acknowledging: Callable[[], bool] = lambda: True,
     ) -> None:
-        """``clickhouse_reachable``: the loader's; a worker holds no ClickHouse connection."""
+        """``clickhouse_reachable``: the loader's; a worker holds no ClickHouse connection.
+        ``acknowledging``: the worker's acknowledgement loop works (``Acks.failing``)."""
         self.broker = broker
         self._clickhouse_reachable = clickhouse_reachable
+        self._acknowledging = acknowledging
 
     def problem(self) -> str | None:
         """Why the worker cannot do its work right now, or ``None``."""
@@ -133,4 +138,6 @@ class Health:
             return "the Kafka broker is unreachable"
         if not self._clickhouse_reachable():
             return "ClickHouse is unreachable or not answering"
+        if not self._acknowledging():
+            return "acknowledging fails (states or records cannot be written: see the log)"
         return None

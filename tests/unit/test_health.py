@@ -45,3 +45,26 @@ def test_repeated_kafka_errors_are_let_through_once_per_interval() -> None:
     now[0] = 31
     summary = record("aiokafka.conn", "Unable connect to %s")
     assert quiet.filter(summary) and "3199 more like it" in str(summary.msg)
+
+
+async def test_a_failing_acknowledgement_makes_the_worker_not_ready() -> None:
+    from streams.runtime.acks import Acks
+
+    acks = Acks(interval=0.01)
+    broken = True
+
+    async def write_states() -> None:
+        if broken:
+            raise OSError("the store is closed")
+
+    acks.before_flush.append(write_states)
+    health = Health(BrokerProbe("127.0.0.1:1"), acknowledging=lambda: not acks.failing)
+    acks.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert health.problem() is not None and "acknowledging fails" in str(health.problem())
+        broken = False
+        await asyncio.sleep(0.05)
+        assert health.problem() is None
+    finally:
+        await acks.stop()
