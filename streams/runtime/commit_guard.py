@@ -6,7 +6,9 @@ never acked, so the offset is committed past it and nothing ever delivers it aga
 
 1. **Nothing committed yet** (``_committed_offset`` is None, which is also what a committed 0
    becomes in ``perform_seek``): the first acked run is taken wherever it starts. Acked 5,6,7 with
-   0..4 still in flight commits 8.
+   0..4 still in flight commits 8. Worse, a rebalance does not bring 0..4 back: aiokafka's
+   ``seek_to_committed`` leaves the position alone when nothing (or 0) is committed, so the guard
+   seeks such partitions to their beginning itself (``seek_to_committed`` below).
 2. **The message at the committed offset**: the check is ``min(acked) - committed > 1``, so with
    committed C and acked C+1.. (C not acked) it commits past C. (Faust allows this because it
    never records C as a gap when C is not a message: its read offset after a seek is C itself.)
@@ -146,10 +148,22 @@ class CommitGuard(Consumer):
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()  # type: ignore[safe-super]
         for tp, offset in committed.items():
-            # aiokafka seeks only to a committed offset above 0; otherwise the position stays
-            # where it was (where the fetches got to, or the reset policy's start).
             if offset is not None and offset > 0:
                 self.guard_positioned(tp, offset)
+        # aiokafka seeks only to a committed offset above 0: with nothing committed the position
+        # stays where the fetches got to, and the messages fetched before (held by the event-time
+        # merge, skipped by the stream during the rebalance) would never come again. The
+        # multi-worker test lost them when the partition stayed with its worker through the
+        # first rebalances. Seek such partitions to where the group starts: their beginning.
+        acked = self.app.topics.acks_enabled_for
+        fresh = [tp for tp, offset in committed.items() if not offset and acked(tp.topic)]
+        if fresh:
+            beginnings = await self.earliest_offsets(*fresh)
+            for tp in fresh:
+                start = int(beginnings.get(tp) or 0)
+                await self._seek(tp, start)
+                self.guard_positioned(tp, start)
+                self._guard_first[tp] = start
         return committed
 
     async def seek(self, partition: TP, offset: int) -> None:

@@ -50,6 +50,8 @@ class Partition:
         self.consumer._active_partitions = {TP0}
         self.consumer.highwater = lambda tp: 10**9
         self.committed: int | None = None
+        self.log_start = 0  # the partition's first offset (retention deletes below it)
+        self.sought: list[tuple[TP, int]] = []  # seeks to the beginning (nothing committed)
 
     async def seek_to_committed(self) -> None:
         """What a rebalance or a restart does: aiokafka seeks to the committed offset (only
@@ -58,7 +60,15 @@ class Partition:
         async def from_broker() -> dict[TP, int | None]:
             return {TP0: self.committed}
 
+        async def beginning(*tps: TP) -> dict[TP, int]:
+            return {tp: self.log_start for tp in tps}
+
+        def seek(tp: TP, offset: int) -> None:  # Faust calls the thread's seek directly
+            self.sought.append((tp, offset))
+
         self.consumer._thread.seek_to_committed = from_broker
+        self.consumer._thread.earliest_offsets = beginning
+        self.consumer._thread.seek = seek
         await self.consumer.perform_seek()
 
     async def rebalance(self) -> None:
@@ -415,3 +425,28 @@ async def test_the_direct_loop_leaves_the_read_offset_to_a_rebalance_during_a_ca
     p.delivered.clear()
     await p.fetch(range(0, 6))  # fetched again after the seek: nothing dropped
     assert sorted(p.delivered) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_rebalance_with_nothing_committed_seeks_to_the_beginning() -> None:
+    """aiokafka leaves the position alone when nothing is committed: 0..5, fetched and then
+    dropped (held by the merge) before the rebalance, would never come again, and the guard
+    would start from the first offset fetched after it (6). It seeks to the beginning instead."""
+    p = Partition(GUARDED)
+    await p.fetch(range(0, 6))  # held, never acked
+    await p.rebalance()
+    assert p.sought == [(TP0, 0)]
+    await p.fetch(range(0, 10))  # from the beginning again
+    p.ack(range(6, 10))
+    assert p.commit() is None
+    p.ack(range(0, 6))
+    assert p.commit() == 10
+
+
+async def test_the_beginning_is_where_retention_left_the_log() -> None:
+    p = Partition(GUARDED)
+    p.log_start = 40
+    await p.rebalance()
+    assert p.sought == [(TP0, 40)]
+    await p.fetch(range(40, 45))
+    p.ack(range(40, 45))
+    assert p.commit() == 45
