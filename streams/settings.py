@@ -59,9 +59,6 @@ class Settings(BaseSettings):
     commit_every: int = Field(default=10_000, ge=1)
     # How long the group waits for a silent worker before giving its partitions to another.
     consumer_session_timeout: DurationMs = duration("45s")
-    # Hand fetched messages to the agent without Faust's four futures per message
-    # (streams/runtime/fetch_loop.py); false: Faust's own loop, for comparison.
-    fetch_direct: bool = True
     # Static group membership (KIP-345), opt-in: a restarted worker with the same id gets its
     # partitions back at once instead of after the session timeout. Empty: dynamic membership.
     # Not the default: see README (Operating it) for what the crash test saw with it.

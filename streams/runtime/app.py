@@ -188,9 +188,7 @@ def create_pipeline(
         web_enabled=False,
         autodiscover=False,
     )
-    # Commit an offset only when every message below it was acked; fetch without four futures
-    # per message (streams/runtime/fetch_loop.py).
-    install_commit_guard(app, direct_callback=settings.fetch_direct)
+    install_commit_guard(app)  # commit an offset only when every message below it was acked
     metrics = Metrics()
     acks = Acks(
         interval=settings.ack_interval / 1000,

@@ -66,8 +66,6 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.types.tuples import ack_lock
 
-from streams.runtime.fetch_loop import DirectCallback
-
 log = logging.getLogger(__name__)
 
 # A partition whose commit waits this long at an offset nothing is handling is sought back to it.
@@ -265,21 +263,16 @@ class CommitGuard(Consumer):
             return position
 
 
-def guarded(consumer_class: type[Consumer], *, direct_callback: bool = False) -> type[Consumer]:
-    """``consumer_class`` with the commit guard in front of it (and, with ``direct_callback``,
-    the fetch loop of ``fetch_loop.py``)."""
+def guarded(consumer_class: type[Consumer]) -> type[Consumer]:
+    """``consumer_class`` with the commit guard in front of it."""
     if issubclass(consumer_class, CommitGuard):
         return consumer_class
-    bases: tuple[type, ...] = (CommitGuard, consumer_class)
-    if direct_callback:
-        bases = (CommitGuard, DirectCallback, consumer_class)
-    return type(f"Guarded{consumer_class.__name__}", bases, {})
+    return type(f"Guarded{consumer_class.__name__}", (CommitGuard, consumer_class), {})
 
 
-def install_commit_guard(app: faust.App, *, direct_callback: bool = False) -> None:
-    """Make ``app``'s consumer commit conservatively (and, with ``direct_callback``, fetch with
-    ``fetch_loop.DirectCallback``). Call before the consumer exists (before the worker starts):
-    Faust creates it from ``app.transport.Consumer``."""
+def install_commit_guard(app: faust.App) -> None:
+    """Make ``app``'s consumer commit conservatively. Call before the consumer exists (before
+    the worker starts): Faust creates it from ``app.transport.Consumer``."""
     if faust.__version__ != PINNED_FAUST_VERSION:
         raise RuntimeError(
             f"streams/runtime/commit_guard.py overrides internals of faust-streaming "
@@ -291,7 +284,7 @@ def install_commit_guard(app: faust.App, *, direct_callback: bool = False) -> No
     if getattr(app, "_consumer", None) is not None:
         raise RuntimeError("install_commit_guard must run before the app's consumer is created")
     transport: Any = app.transport
-    transport.Consumer = guarded(transport.Consumer, direct_callback=direct_callback)
+    transport.Consumer = guarded(transport.Consumer)
 
     @app.timer(interval=STALL_CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def _heal_stalled_commits() -> None:

@@ -138,8 +138,7 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
         web_enabled=False,
         autodiscover=False,
     )
-    # Commit an offset only when every message below it was stored.
-    install_commit_guard(app, direct_callback=settings.fetch_direct)
+    install_commit_guard(app)  # commit an offset only when every message below it was stored
     metrics = LoaderMetrics()
     deadletters = app.topic(
         settings.topic("deadletter"), key_serializer="raw", value_serializer="raw"

@@ -113,8 +113,6 @@ class Partition:
 
 STOCK = faust.App("stock", broker="kafka://127.0.0.1:1").transport.Consumer
 GUARDED = guarded(STOCK)
-# The same, fetching with streams/runtime/fetch_loop.py (the worker's default).
-DIRECT = guarded(STOCK, direct_callback=True)
 
 
 async def nothing_committed_first_message_in_flight(p: Partition) -> int:
@@ -178,12 +176,9 @@ async def test_faust_commits_past_a_message_that_was_never_acked(attack: Any) ->
     assert offset is not None and offset > unacked
 
 
-@pytest.mark.parametrize("consumer_class", [GUARDED, DIRECT], ids=["faust-loop", "direct"])
 @pytest.mark.parametrize("attack", ATTACKS)
-async def test_the_guard_never_commits_past_a_message_that_was_never_acked(
-    attack: Any, consumer_class: type[Any]
-) -> None:
-    p = Partition(consumer_class)
+async def test_the_guard_never_commits_past_a_message_that_was_never_acked(attack: Any) -> None:
+    p = Partition(GUARDED)
     unacked = await attack(p)
     offset = p.commit()
     assert offset is None or offset <= unacked
@@ -352,7 +347,7 @@ async def stalled(monkeypatch: pytest.MonkeyPatch) -> tuple[Partition, Clock, li
     """A partition whose commit waits at 4: fetched, dropped unacked, 5.. acked."""
     clock = Clock()
     monkeypatch.setattr(commit_guard, "monotonic", clock)
-    p = Partition(DIRECT)
+    p = Partition(GUARDED)
     sought: list[tuple[TP, int]] = []
 
     async def seek(tp: TP, offset: int) -> None:
@@ -393,7 +388,7 @@ async def test_no_seek_while_the_commit_moves(monkeypatch: pytest.MonkeyPatch) -
     """Waiting at an offset is measured from when the commit first stopped there."""
     clock = Clock()
     monkeypatch.setattr(commit_guard, "monotonic", clock)
-    p = Partition(DIRECT)
+    p = Partition(GUARDED)
     await p.fetch(range(0, 30))
     for n in range(10):  # acked out of order by two, committed step by step
         p.ack([3 * n + 1, 3 * n + 2])
@@ -402,29 +397,6 @@ async def test_no_seek_while_the_commit_moves(monkeypatch: pytest.MonkeyPatch) -
         p.commit()
         clock.now += commit_guard.STALL_SECONDS / 3
     assert p.committed == 30 and p.consumer.guard_stalled(clock.now) == []
-
-
-async def test_the_direct_loop_leaves_the_read_offset_to_a_rebalance_during_a_callback() -> None:
-    """The callback waited (a full queue) while a rebalance sought back to 0: the rest of the
-    stale batch is not delivered, and the read offset stays where the seek put it (Faust would
-    otherwise drop 0..2 when they are fetched again)."""
-    p = Partition(DIRECT)
-    rebalanced = False
-
-    async def deliver(message: Any) -> None:
-        nonlocal rebalanced
-        p.delivered[message.offset] = message
-        if message.offset == 2 and not rebalanced:
-            rebalanced = True
-            p.app.consumer_generation_id += 1
-            p.consumer._read_offset[TP0] = None  # perform_seek to the committed offset, 0
-
-    p.consumer.callback = deliver
-    await p.fetch(range(0, 6))
-    assert sorted(p.delivered) == [0, 1, 2] and p.consumer._read_offset[TP0] is None
-    p.delivered.clear()
-    await p.fetch(range(0, 6))  # fetched again after the seek: nothing dropped
-    assert sorted(p.delivered) == [0, 1, 2, 3, 4, 5]
 
 
 async def test_a_rebalance_with_nothing_committed_seeks_to_the_beginning() -> None:
