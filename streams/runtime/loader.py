@@ -88,10 +88,15 @@ class Loader:
     erased: set[str]
     web: Any = None
     started: float = field(default_factory=time.monotonic)
-    rebuilt: bool = False  # partitions assigned and the erasures loaded
+    # Set once partitions were assigned and the erased customers read: facts may be stored.
     erasures_loaded: asyncio.Event = field(default_factory=asyncio.Event)
     # The last offset read per fact-topic partition, for the lag.
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @property
+    def rebuilt(self) -> bool:
+        """Partitions assigned and the erasures loaded (``/ready``, the status)."""
+        return self.erasures_loaded.is_set()
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages behind the end of each assigned fact-topic partition (known once fetched)."""
@@ -224,7 +229,6 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
         )
         loader.erased |= {str(row[0]) for row in rows}
         loader.erasures_loaded.set()
-        loader.rebuilt = True
 
     metrics.attach(loader)
     if settings.web_port:
