@@ -81,10 +81,16 @@ class Acks:
         """Await the deliveries registered so far, then run the callbacks registered before them.
         Returns the callbacks run."""
         async with self._lock:
-            for hook in self.before_flush:
-                await hook()
-            pending, self._pending = self._pending, []
+            # The callbacks of the messages handled so far, taken before the hooks run: their
+            # states and snapshots are queued already, so the hooks send them in this flush.
             callbacks, self._callbacks = self._callbacks, []
+            try:
+                for hook in self.before_flush:
+                    await hook()
+            except BaseException:
+                self._callbacks[:0] = callbacks  # acknowledged by a later flush that succeeds
+                raise
+            pending, self._pending = self._pending, []
             for delivery in pending:
                 try:
                     await delivery

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import faust
@@ -90,7 +91,7 @@ class Loader:
     started: float = field(default_factory=time.monotonic)
     # Set once partitions were assigned and the erased customers read: facts may be stored.
     erasures_loaded: asyncio.Event = field(default_factory=asyncio.Event)
-    # The last offset read per fact-topic partition, for the lag.
+    # The highest offset stored per fact-topic partition, for the lag.
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
@@ -99,7 +100,8 @@ class Loader:
         return self.erasures_loaded.is_set()
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """Messages behind the end of each assigned fact-topic partition (known once fetched)."""
+        """Messages not stored yet up to the end of each assigned fact-topic partition (the end
+        as of the last fetch)."""
         behind: dict[tuple[str, int], int] = {}
         try:
             assignment = self.app.consumer.assignment()
@@ -112,11 +114,11 @@ class Loader:
                 continue
             if highwater is None:
                 continue
-            # The next offset to read: after the last one read, or where the group committed
-            # (a restarted loader may have nothing new to read on a partition).
-            read = self.positions.get((tp.topic, tp.partition))
+            # The next offset to store: after the highest one stored, or where the group
+            # committed (a restarted loader may have nothing new to store on a partition).
+            stored = self.positions.get((tp.topic, tp.partition))
             committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
-            following = max(read + 1 if read is not None else 0, int(committed or 0))
+            following = max(stored + 1 if stored is not None else 0, int(committed or 0))
             behind[(tp.topic, tp.partition)] = max(0, int(highwater) - following)
         return behind
 
@@ -197,6 +199,12 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
     store = FactStore(loader, deadletters)
     facts = app.topic(*settings.fact_topics(), key_serializer="raw", value_serializer="raw")
 
+    def stored(ack: Any, topic: str, partition: int, offset: int) -> None:
+        ack()
+        key = (topic, partition)
+        if offset > loader.positions.get(key, -1):
+            loader.positions[key] = offset
+
     @app.agent(facts, name="loader", concurrency=1)
     async def load(stream: Any) -> None:
         async for event in stream.noack().events():
@@ -216,7 +224,8 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
                     message.value, "processing_error", summary[:1000],
                 )  # fmt: skip
             # Acknowledged once its row is stored (and a refused row's dead letter is on Kafka).
-            sink.after_flush(event.ack)
+            sink.after_flush(partial(stored, event.ack, message.topic, message.partition,
+                                     message.offset))  # fmt: skip
             await sink.wait_for_room()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
@@ -288,7 +297,6 @@ class FactStore:
     ) -> None:
         stats = self.loader.stats
         stats.consumed[topic] = stats.consumed.get(topic, 0) + 1
-        self.loader.positions[(topic, partition)] = offset
         lineage = (topic, partition, offset)
         if topic == self.snapshots and value is None:
             self._erase(key, lineage)

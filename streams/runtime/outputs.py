@@ -79,7 +79,15 @@ class Outputs:
         self.sent["repartitioned"] += 1
 
     async def send_snapshots(self) -> None:
-        snapshots, self._snapshots = self._snapshots, {}
-        for key, value in snapshots.items():
+        """Send the coalesced snapshots (``Acks.before_flush``): each is taken off the queue once
+        handed to the producer, unless a newer one replaced it meanwhile. If a send fails, the
+        rest stay queued and the flush fails: nothing behind them is acknowledged."""
+        queue = self._snapshots
+        for key in list(queue):
+            value = queue.get(key)
+            if value is None:  # erased meanwhile: its tombstone is sent, the snapshot must not be
+                continue
             await self._send(self.snapshots, key, value)
-        self.sent["snapshots"] += len(snapshots)
+            self.sent["snapshots"] += 1
+            if queue.get(key) is value:
+                del queue[key]

@@ -98,7 +98,7 @@ def loader_status(loader: Loader) -> dict[str, Any]:
         "commit_heals": commit_heals(loader.app),
         "undecodable_facts": stats.undecodable,
         "loader_ready": loader.rebuilt,
-        # Fact-topic messages not read yet (0 once caught up with what the workers published).
+        # Fact-topic messages not stored yet (0 once everything the workers published is in).
         "loader_lag": sum(loader.lag().values()),
     }
 

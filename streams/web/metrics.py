@@ -190,7 +190,7 @@ class _LoaderCollector(Collector):
             yield counter
         lag = GaugeMetricFamily(
             "journey_loader_lag",
-            "Fact-topic messages the loader has not read yet, per partition.",
+            "Fact-topic messages the loader has not stored in ClickHouse yet, per partition.",
             labels=["topic", "partition"],
         )
         for (topic, partition), behind in sorted(self.loader.lag().items()):

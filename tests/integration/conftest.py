@@ -231,8 +231,11 @@ def start_worker(env: Env) -> Iterator[Callable[..., Worker]]:
     for number, worker in enumerate(workers):
         if worker.process.poll() is None:
             worker.kill()
-        # What each worker said, for the post-mortem of a failed test.
+        # What each worker said, for the post-mortem of a failed test (pytest shows the end of
+        # it with a failure; CI keeps only that).
         (env.tmp / f"worker-{number}.log").write_text("".join(worker.output))
+        said = [line for line in worker.output if not line.startswith("{")]
+        print(f"--- pipeline {number}: last status {worker.last}\n{''.join(said[-30:])}")
 
 
 @pytest.fixture
