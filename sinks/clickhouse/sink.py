@@ -116,6 +116,7 @@ class ClickHouseSink:
         self.stats = FlushStats()
         # Readiness: the last call to ClickHouse failed (not because of data), or one is stuck.
         self._failing = False
+        self._stopping = False
         self._busy_since: float | None = None
         self._last_ok = time.monotonic()
 
@@ -380,14 +381,20 @@ class ClickHouseSink:
 
     # --- background loop ---------------------------------------------------------------------
     def start(self) -> None:
+        self._stopping = False
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="clickhouse-sink")
 
     async def _run(self) -> None:
         interval = self.settings.sink_flush_interval / 1000
-        while True:
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for swallows a cancellation
+        # that arrives as the event is set, and this loop then never ended (stop hung).
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            if self._stopping:
+                return
             self._wake.clear()
             try:
                 written = await self.flush()
@@ -400,6 +407,7 @@ class ClickHouseSink:
     async def stop(self) -> None:
         """Flush what is buffered and stop the loop, within ``STOP_FLUSH_SECONDS``: what is not
         stored by then stays unacknowledged and is redelivered to the next worker."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -390,7 +390,8 @@ def run_all(
                     if task.done() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+                    async with asyncio.timeout(0.5):  # not wait_for: it may swallow a cancel
+                        await stop.wait()
         finally:
             for task in tasks:
                 task.cancel()
@@ -426,7 +427,8 @@ class StatusDisplay:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.every)
+                async with asyncio.timeout(self.every):  # not wait_for: it may swallow a cancel
+                    await stop.wait()
             self.show()
 
     def snapshot(self) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class Acks:
         self._room.set()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._stopping = False
         self.acked = 0  # callbacks run (messages acknowledged, outbox entries made durable)
         self.flushes = 0
 
@@ -107,13 +108,19 @@ class Acks:
             return len(callbacks)
 
     def start(self) -> None:
+        self._stopping = False
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="acks")
 
     async def _run(self) -> None:
-        while True:
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for swallows a cancellation
+        # that arrives as the event is set, and this loop then never ended (stop hung).
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            if self._stopping:
+                return
             self._wake.clear()
             try:
                 await self.flush()
@@ -130,6 +137,7 @@ class Acks:
 
     async def stop(self) -> None:
         """Acknowledge what the broker has, within ``STOP_SECONDS``; the rest is redelivered."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -171,4 +171,5 @@ class SimulatedRecipients:
             if published:
                 await self.publisher.flush()
             with contextlib.suppress(TimeoutError):  # poll_s passed: look again
-                await asyncio.wait_for(stop.wait(), poll_s)
+                async with asyncio.timeout(poll_s):  # not wait_for: it may swallow a cancel
+                    await stop.wait()
