@@ -296,7 +296,7 @@ def create_pipeline(
                 time_ms = None
             now = monotonic() * 1000
             ordering.push(event, message.topic, message.partition, message.offset, time_ms, now)
-            for ready in ordering.pop_ready(now):
+            for ready in ordering.pop_ready(now, message.partition):
                 # Faust's table writes go to the partition of the "current" event: make it the
                 # one handled (released events can come from another partition).
                 stream._set_current_event(ready)

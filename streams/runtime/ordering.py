@@ -46,6 +46,10 @@ TopicPartition = tuple[str, int]
 # (topic, partition) -> the offset after the last message on the broker, None if not known yet.
 OffsetLookup = Callable[[str, int], int | None]
 
+# How often ``pop_ready(now, partition)`` looks at every partition number again, not only the one
+# that just received a message: a wait that ran out, an end offset learned since.
+SWEEP_MS = 20.0
+
 FORCED_BY_CAPACITY = "capacity"
 FORCED_BY_WAIT = "wait"
 
@@ -78,6 +82,7 @@ class EventTimeBuffer(Generic[T]):
         end_offset: OffsetLookup,
         start_offset: OffsetLookup,
         idle_topics: Iterable[str] = (),
+        sweep_ms: float = SWEEP_MS,
     ) -> None:
         """``topic_order``: every topic merged, in tie-break order.
 
@@ -94,6 +99,8 @@ class EventTimeBuffer(Generic[T]):
         self.start_offset = start_offset
         self.idle_topics = frozenset(idle_topics)
         self._last_input_ms: float | None = None
+        self.sweep_ms = sweep_ms
+        self._swept_ms = float("-inf")
         self._groups: dict[int, _PartitionGroup[T]] = {}
         self._assigned: dict[int, list[str]] = {}  # partition -> topics assigned to us there
         self._next_offset: dict[TopicPartition, int] = {}  # after the last message received
@@ -174,10 +181,21 @@ class EventTimeBuffer(Generic[T]):
         if topic not in self.idle_topics:
             self._last_input_ms = now_ms
 
-    def pop_ready(self, now_ms: float) -> list[T]:
-        """Everything that may be handled now, in the order to handle it."""
+    def pop_ready(self, now_ms: float, partition: int | None = None) -> list[T]:
+        """Everything that may be handled now, in the order to handle it.
+
+        ``partition``: the partition number that just received a message (the worker's call,
+        once per message). Every other one was emptied or found waiting when it was last looked
+        at, and only time (the wait) or a newly learned end offset can release it: those are
+        looked at every ``sweep_ms``, not per message (per message, looking at all twelve was
+        the merge's main cost). ``None``: look at all of them now."""
         out: list[T] = []
-        for partition in sorted(self._groups):
+        if partition is None or now_ms - self._swept_ms >= self.sweep_ms:
+            self._swept_ms = now_ms
+            partitions: Iterable[int] = sorted(self._groups)
+        else:
+            partitions = (partition,) if partition in self._groups else ()
+        for partition in partitions:
             group = self._groups[partition]  # kept when empty: its wait state is still news
             while True:
                 head = self._oldest_head(group)

@@ -292,3 +292,28 @@ def test_clear_drops_the_buffer_and_keeps_the_assignment() -> None:
     assert buffer.pop_ready(now_ms=1) == []
     buffer.push("c1", "customers", 0, 0, 500, now_ms=2)
     assert buffer.pop_ready(now_ms=2) == ["c1", "o1"]
+
+
+def test_a_waiting_partition_is_released_by_the_sweep_of_another_partitions_message() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS, partition=0)
+    broker.caught_up(*TOPICS, partition=1)
+    broker.end[("orders", 0)] = 1
+    broker.end[("customers", 0)] = 5  # partition 0 waits for its laggard
+    broker.end[("orders", 1)] = 4
+    buffer = make(broker, wait_ms=100, partitions=2)  # sweeps every 20 ms
+    buffer.push("p0-order", "orders", 0, 0, 1_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=0, partition=0) == []
+    buffer.push("p1-a", "orders", 1, 0, 2_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=90, partition=1) == ["p1-a"]  # a sweep: 0 still waits
+    # 105 ms: partition 0's wait has run out, but this is within 20 ms of the last sweep, so
+    # only the partition of the message is looked at ...
+    buffer.push("p1-b", "orders", 1, 1, 2_001, now_ms=0)
+    assert buffer.pop_ready(now_ms=105, partition=1) == ["p1-b"]
+    # ... and the next one after that is a sweep: partition 0 is released, in partition order.
+    buffer.push("p1-c", "orders", 1, 2, 2_002, now_ms=0)
+    assert buffer.pop_ready(now_ms=111, partition=1) == ["p0-order", "p1-c"]
+    assert buffer.forced[FORCED_BY_WAIT] == 1
+    # Without a partition, every one is looked at at once.
+    buffer.push("p1-d", "orders", 1, 3, 2_003, now_ms=0)
+    assert buffer.pop_ready(now_ms=112) == ["p1-d"]
