@@ -76,8 +76,9 @@ async def timer_lateness(
     codec = Codec.load()
     clock = _ShiftedClock()
     broker = InstantBroker()
-    acks = Acks()
-    outputs = Outputs(Settings(_env_file=None), broker.produce, acks)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    acks = Acks(interval=settings.ack_interval / 1000)  # as the worker's
+    outputs = Outputs(settings, broker.produce, acks)
     table: dict[bytes, bytes] = {}
     engine = JourneyEngine(table=table, outputs=outputs, codec=codec, config=config, clock=clock)
     # Keep every sample (the engine keeps a bounded window for its status).
@@ -98,7 +99,7 @@ async def timer_lateness(
     gc.collect()
     gc.freeze()  # as the worker does after building its timer index
     clock.offset_ms = first_due - int(lead_s * 1000) - clock.wall_now_ms()
-    acks.start()  # as the worker's: flushes every 50 ms, then the engine trims the outboxes
+    acks.start()  # as the worker's: flushes every JOURNEY_ACK_INTERVAL, then the outboxes are trimmed
 
     # The ticker.
     tick_lateness: list[int] = []

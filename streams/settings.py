@@ -140,8 +140,12 @@ class Settings(BaseSettings):
 
     # --- The journey worker (journey worker): Kafka in, Kafka out ------------------------------
     # A consumed message is acknowledged once the broker has every record it caused; the worker
-    # checks this often, and stops reading while this many records wait for the broker.
-    ack_interval: DurationMs = duration("50ms")
+    # checks this often, and stops reading while this many records wait for the broker. Each
+    # check also writes the customers' states changed since the last (once per customer): a
+    # longer interval coalesces more (measured: 1 s instead of 50 ms cut the changelog from
+    # 330k to 179k records for 300k events, and the CPU per event by 13 %); offsets are only
+    # committed every JOURNEY_COMMIT_INTERVAL anyway. Triggers are sent at once either way.
+    ack_interval: DurationMs = duration("1s")
     max_pending_records: int = Field(default=20_000, ge=1)
     # The worker's own HTTP endpoint: /health, /ready, /metrics, /status (JSON). 0: none.
     worker_web_port: int = Field(default=6067, ge=0, le=65535)

@@ -236,11 +236,14 @@ class JourneyEngine:
     def load(self, customer_id: str) -> JourneyState:
         """A fresh copy of the customer's state: the caller may mutate it freely."""
         dirty = self._dirty.get(customer_id)
-        stored = dirty[1] if dirty is not None else self._cache.get(customer_id)
-        if stored is not None:
-            self._cache.move_to_end(customer_id)
+        if dirty is not None:  # not written yet (it may have left the cache meanwhile)
+            stored: bytes | None = dirty[1]
         else:
-            stored = self.table.get(customer_id.encode())
+            stored = self._cache.get(customer_id)
+            if stored is not None:
+                self._cache.move_to_end(customer_id)
+            else:
+                stored = self.table.get(customer_id.encode())
         return unpack(stored) if stored is not None else new_state(customer_id)
 
     def _store(self, partition: int, customer_id: str, value: bytes, next_fire: int | None) -> None:
