@@ -149,6 +149,11 @@ class Pipeline:
     ordering: EventTimeBuffer[Any] | None = None
     rate: RateMeter = field(default_factory=RateMeter)
 
+    @property
+    def unacknowledged(self) -> int:
+        """Records not acknowledged by the broker yet: sent, or queued for the next flush."""
+        return self.acks.pending + self.outputs.queued
+
 
 def create_pipeline(
     settings: Settings,

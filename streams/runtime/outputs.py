@@ -78,6 +78,11 @@ class Outputs:
         await self._send(self.repartition_topic, key, value, headers)
         self.sent["repartitioned"] += 1
 
+    @property
+    def queued(self) -> int:
+        """Snapshots waiting for the next flush (coalesced: not sent yet)."""
+        return len(self._snapshots)
+
     async def send_snapshots(self) -> None:
         """Send the coalesced snapshots (``Acks.before_flush``): each is taken off the queue once
         handed to the producer, unless a newer one replaced it meanwhile. If a send fails, the

@@ -125,9 +125,10 @@ class _PipelineCollector(Collector):
         yield pending
         yield _counter("journey_records_sent", "Records published, by kind.", "kind", outputs.sent)
         unacked = GaugeMetricFamily(
-            "journey_records_unacknowledged", "Records sent and not yet acknowledged by the broker."
+            "journey_records_unacknowledged",
+            "Records not yet acknowledged by the broker: sent, or queued for the next flush.",
         )
-        unacked.add_metric([], self.pipeline.acks.pending)
+        unacked.add_metric([], self.pipeline.unacknowledged)
         yield unacked
         lag = GaugeMetricFamily(
             "journey_consumer_lag",

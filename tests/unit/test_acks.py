@@ -52,9 +52,10 @@ async def test_a_snapshot_that_could_not_be_sent_stays_queued_and_holds_its_ack(
     with pytest.raises(RuntimeError):
         await acks.flush()
     assert acked == [] and producer.sent == []
+    assert outputs.queued == 2  # counted in the worker's "unacknowledged" until sent
     producer.fail = False
     assert await acks.flush() == 1
-    assert acked == ["m1"]
+    assert acked == ["m1"] and outputs.queued == 0
     assert sorted(producer.sent) == [(b"c1", b"s1"), (b"c2", b"s2")]
 
 
