@@ -422,6 +422,7 @@ def exposition() -> dict[str, set[str]]:
         engine=SimpleNamespace(decisions={("NPS_SURVEY", "EMITTED"): 1}, index={"c1": 1}),
         outputs=SimpleNamespace(sent={"events": 3}),
         acks=SimpleNamespace(pending=1),
+        unacknowledged=1,
     )
     metrics = Metrics()
     metrics.attach(pipeline, lambda: {("shop.orders", 0): 5})  # type: ignore[arg-type]
