@@ -95,7 +95,9 @@ class Settings(BaseSettings):
     # Event-time merge (streams/runtime/ordering.py): how long a partition number waits for an empty
     # input topic-partition that is behind its end offset, and how many messages it buffers.
     ordering_wait: DurationMs = duration("200ms")
-    ordering_buffer: int = Field(default=10_000, ge=1)
+    # Measured (make bench, 300k-event catch-up): 100,000 instead of 10,000 gave up order for
+    # 69k events instead of 169k, cost 12 % less CPU (more coalescing) and 30 MB more memory.
+    ordering_buffer: int = Field(default=100_000, ge=1)
 
     # --- Schema Registry (Confluent wire format: 0x00 + 4-byte schema id; docs/producing.md) ----
     schema_registry_url: str = ""  # empty: no registry; such values are dead letters (no_registry)
