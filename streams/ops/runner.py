@@ -502,7 +502,10 @@ async def _run_local_sender(settings: Settings, clock: Clock, display: StatusDis
     finally:
         mail.stop()
         for task in tasks:
-            task.cancel()
+            # Not twice: a task already being cancelled (the gather above passes a cancellation
+            # on) is cleaning up, and a second cancel would cut its clean-up short.
+            if not task.done() and not task.cancelling():
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await recipients.publisher.close()
 

@@ -182,11 +182,17 @@ class EmailSender:
                 if positions:
                     await consumer.commit(positions)
         finally:
-            await consumer.stop()
-            await self.publisher.close()
-            if self.resolver is not None:
-                await self.resolver.close()
-            self.outbox.close()
+            # Each step even if one before it fails or is cancelled (a second Ctrl-C): the
+            # producer left open printed "Unclosed AIOKafkaProducer" at exit.
+            try:
+                await consumer.stop()
+            finally:
+                try:
+                    await self.publisher.close()
+                finally:
+                    if self.resolver is not None:
+                        await self.resolver.close()
+                    self.outbox.close()
 
     async def _catch_up_customers(
         self,
