@@ -10,6 +10,7 @@ import pytest
 from streams.runtime.acks import Acks
 from streams.runtime.outputs import Outputs
 from streams.settings import Settings
+from tests.unit.loops import assert_stop_ends_when_a_wake_up_races_it
 
 SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
 SNAPSHOTS = SETTINGS.topic("snapshots")
@@ -99,14 +100,4 @@ async def test_an_erasure_during_a_send_is_not_followed_by_an_older_snapshot() -
 
 @pytest.mark.parametrize("turns", range(6))
 async def test_stop_ends_the_loop_even_when_a_wake_up_races_the_cancellation(turns: int) -> None:
-    """Python 3.11's ``asyncio.wait_for`` swallows a cancellation that arrives just as what it
-    waits for completes: a loop built on it never ended, and stopping hung for ever."""
-    acks = Acks(interval=10)
-    acks.start()
-    await asyncio.sleep(0.01)  # the loop waits for a wake-up
-    acks._wake.set()
-    for _ in range(turns):
-        await asyncio.sleep(0)
-    stopping = asyncio.ensure_future(acks.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=3)
-    assert stopping in done, "stop() did not end"
+    await assert_stop_ends_when_a_wake_up_races_it(Acks(interval=10), turns)
