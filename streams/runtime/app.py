@@ -19,6 +19,7 @@ state as it was) and the stream goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -245,7 +247,8 @@ def create_pipeline(
     )
 
     offsets = ConsumerOffsets(app)
-    ordering = app.ordering = ordered_intake(settings, offsets)
+    fetching = FetchSwitch(app)
+    ordering = app.ordering = ordered_intake(settings, offsets, fetching)
 
     async def apply(message: Any) -> None:
         if message.topic == ticks_topic:
@@ -336,6 +339,10 @@ def create_pipeline(
         for tp in app.consumer.assignment():
             if tp.topic == ticks_topic:
                 await ticks.send(value=tick_value(clock.now_ms()), partition=tp.partition)
+
+    @app.timer(interval=FetchSwitch.RECONCILE_S)  # type: ignore[untyped-decorator]
+    async def _reconcile_pauses() -> None:
+        fetching.reconcile(frozenset(ordering.paused))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_held(app: _App, revoked: Any, **kwargs: Any) -> None:
@@ -443,7 +450,58 @@ class ConsumerOffsets:
         self.earliest.update({(tp.topic, tp.partition): offset for tp, offset in found.items()})
 
 
-def ordered_intake(settings: Settings, offsets: ConsumerOffsets) -> EventTimeBuffer[Any]:
+class FetchSwitch:
+    """Pauses and resumes fetching of one input topic-partition for the event-time merge.
+
+    aiokafka's own ``pause``/``resume``, run in the consumer's thread (Faust runs aiokafka on a
+    loop of its own). Not Faust's ``pause_partitions``: Faust pauses and resumes those itself
+    around rebalances and recovery, and drops the rest of a fetched batch of a partition paused
+    there, which would leave a gap. aiokafka's pause only stops fetching; what it already
+    handed over still arrives. Faust never calls it, so every aiokafka pause is the merge's, and
+    ``reconcile`` resumes any the merge no longer wants (one made on an assignment the merge
+    had already forgotten). A rebalance creates a new assignment, which is not paused."""
+
+    RECONCILE_S = 1.0
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    def _in_consumer_thread(self, call: Callable[[Any], None]) -> None:
+        thread = getattr(self.app.consumer, "_thread", None)
+        loop = getattr(thread, "thread_loop", None)
+        if thread is None or loop is None or loop.is_closed():
+            return
+
+        def run() -> None:
+            consumer = getattr(thread, "_consumer", None)
+            if consumer is None:
+                return
+            try:
+                call(consumer)
+            except Exception as exc:  # a partition no longer assigned: nothing to pause
+                log.debug("pausing or resuming a fetch: %r", exc)
+
+        with contextlib.suppress(RuntimeError):  # the consumer's loop is closing
+            loop.call_soon_threadsafe(run)
+
+    def pause(self, topic: str, partition: int) -> None:
+        self._in_consumer_thread(lambda consumer: consumer.pause(TopicPartition(topic, partition)))
+
+    def resume(self, topic: str, partition: int) -> None:
+        self._in_consumer_thread(lambda consumer: consumer.resume(TopicPartition(topic, partition)))
+
+    def reconcile(self, wanted: frozenset[tuple[str, int]]) -> None:
+        def run(consumer: Any) -> None:
+            stale = [tp for tp in consumer.paused() if (tp.topic, tp.partition) not in wanted]
+            if stale:
+                consumer.resume(*stale)
+
+        self._in_consumer_thread(run)
+
+
+def ordered_intake(
+    settings: Settings, offsets: ConsumerOffsets, fetching: FetchSwitch | None = None
+) -> EventTimeBuffer[Any]:
     topic_order = [
         *(settings.topic(name) for name in ORDERING_TOPICS),
         settings.topic("repartition"),
@@ -456,4 +514,6 @@ def ordered_intake(settings: Settings, offsets: ConsumerOffsets) -> EventTimeBuf
         end_offset=offsets.end_offset,
         start_offset=offsets.start_offset,
         idle_topics=[settings.topic("ticks")],
+        pause=fetching.pause if fetching is not None else None,
+        resume=fetching.resume if fetching is not None else None,
     )

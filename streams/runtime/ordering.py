@@ -21,15 +21,23 @@ time (``occurred_at``; a tick by its clock time). So:
   topic-partition is caught up, so nothing waits.
 * **Ties** (the same time) go in a fixed topic order (``topic_order``: who sets consent and time
   zone first, ticks last), so the outcome never depends on delivery order.
-* **Bounded memory:** at ``capacity`` buffered messages the oldest head is released whether or
-  not an empty topic-partition might deliver something older; the caller takes nothing new from
-  the consumer until it has handled what was released, which is backpressure, never a deadlock.
-  Such releases are counted (``forced``) so an operator sees when order was given up.
+* **Bounded memory, by pausing the fetch** (Kafka Streams' ``buffered.records.per.partition``):
+  each assigned topic-partition may hold an equal share of half the ``capacity``; a queue that
+  reaches its share has its fetching paused (``pause``), and resumed (``resume``) once it is
+  down to half of it. So in a catch-up the topics that are ahead stop being fetched while the
+  one behind fetches its next batch, and order is kept instead of given up. Only what the
+  consumer had already handed over arrives after a pause (the other half of the buffer is for
+  that). If the buffer still reaches ``capacity``, the oldest head is released whether or not
+  an empty topic-partition might deliver something older, and the caller takes nothing new
+  from the consumer until it has handled what was released (backpressure, never a deadlock).
+  Such releases are counted (``forced``) so an operator sees when order was given up. A share
+  below two messages (``capacity`` 1: the bench's pass-through) pauses nothing.
 * A message without an event time (it will be dead-lettered: it cannot be decoded) goes as
   soon as it is a head: no decision depends on it.
 
 Pure and synchronous: no Kafka, no Faust, no clock of its own (``now_ms`` is passed in, a
-monotonic time). The worker feeds it in ``app.py``.
+monotonic time; pausing is a callback). The worker feeds it, and pauses the consumer's fetching,
+in ``app.py``.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ T = TypeVar("T")
 TopicPartition = tuple[str, int]
 # (topic, partition) -> the offset after the last message on the broker, None if not known yet.
 OffsetLookup = Callable[[str, int], int | None]
+# Pause or resume fetching one topic-partition.
+FetchSwitch = Callable[[str, int], None]
 
 # How often ``pop_ready(now, partition)`` looks at every partition number again, not only the one
 # that just received a message: a wait that ran out, an end offset learned since.
@@ -83,12 +93,17 @@ class EventTimeBuffer(Generic[T]):
         start_offset: OffsetLookup,
         idle_topics: Iterable[str] = (),
         sweep_ms: float = SWEEP_MS,
+        pause: FetchSwitch | None = None,
+        resume: FetchSwitch | None = None,
     ) -> None:
         """``topic_order``: every topic merged, in tie-break order.
 
         ``end_offset``: the highwater the consumer last saw for a topic-partition.
         ``start_offset``: where consumption of a topic-partition began after it was assigned
         (the committed offset), used until a message from it has been received.
+        ``pause``/``resume``: stop and restart fetching a topic-partition (see the module's
+        "Bounded memory"). A new assignment resumes everything by itself (the consumer's
+        pauses do not outlive a rebalance), so the buffer forgets its pauses there.
         """
         if capacity < 1:
             raise ValueError("the ordering buffer needs room for at least one message")
@@ -106,6 +121,11 @@ class EventTimeBuffer(Generic[T]):
         self._next_offset: dict[TopicPartition, int] = {}  # after the last message received
         self._size = 0
         self.forced: Counter[str] = Counter()  # releases that gave up waiting, by reason
+        self._pause = pause
+        self._resume = resume
+        self._share = 0  # messages a topic-partition may hold before its fetching pauses; 0: never
+        self.paused: set[TopicPartition] = set()
+        self.pauses = 0  # how often fetching was paused, for the metrics
 
     def __len__(self) -> int:
         return self._size
@@ -130,6 +150,13 @@ class EventTimeBuffer(Generic[T]):
         for topic, partition in partitions:
             if topic in self.rank:
                 self._assigned.setdefault(partition, []).append(topic)
+        # Half the buffer is shared out; the other half takes what the consumer had already
+        # handed over when a pause came (its poll batch and the agent's queue).
+        count = sum(len(topics) for topics in self._assigned.values())
+        share = self.capacity // max(1, 2 * count)
+        self._share = share if share >= 2 and self._pause is not None else 0
+        # Pauses made since the rebalance began were made on the new assignment: kept.
+        self.paused = {tp for tp in self.paused if tp[0] in self._assigned.get(tp[1], ())}
         dropped: list[T] = []
         for partition, group in list(self._groups.items()):
             mine = self._assigned.get(partition, ())
@@ -157,6 +184,7 @@ class EventTimeBuffer(Generic[T]):
         self._groups.clear()
         self._next_offset.clear()
         self._size = 0
+        self.paused.clear()  # a rebalance or a stop: the consumer's pauses end with it
         return dropped
 
     # --- in and out -----------------------------------------------------------------------------
@@ -180,6 +208,12 @@ class EventTimeBuffer(Generic[T]):
         self._size += 1
         if topic not in self.idle_topics:
             self._last_input_ms = now_ms
+        if self._share and len(queue) >= self._share:
+            tp = (topic, partition)
+            if tp not in self.paused and self._pause is not None:
+                self.paused.add(tp)
+                self.pauses += 1
+                self._pause(topic, partition)
 
     def pop_ready(self, now_ms: float, partition: int | None = None) -> list[T]:
         """Everything that may be handled now, in the order to handle it.
@@ -204,7 +238,7 @@ class EventTimeBuffer(Generic[T]):
                 topic, buffered = head
                 if buffered.time_ms is not None and self._must_wait(partition, group, now_ms):
                     break
-                self._take(group, topic, out)
+                self._take(partition, group, topic, out)
         while self.full:  # backpressure: give up order for the oldest head rather than stall
             self.forced[FORCED_BY_CAPACITY] += 1
             self._release_oldest(out)
@@ -231,10 +265,15 @@ class EventTimeBuffer(Generic[T]):
                 best, best_key = (topic, queue[0]), key
         return best
 
-    def _take(self, group: _PartitionGroup[T], topic: str, out: list[T]) -> None:
+    def _take(self, partition: int, group: _PartitionGroup[T], topic: str, out: list[T]) -> None:
         queue = group.queues[topic]
         out.append(queue.popleft().item)
         self._size -= 1
+        if self.paused and len(queue) <= self._share // 2:
+            tp = (topic, partition)
+            if tp in self.paused and self._resume is not None:
+                self.paused.discard(tp)
+                self._resume(topic, partition)
         if not queue:
             del group.queues[topic]
 
@@ -250,7 +289,7 @@ class EventTimeBuffer(Generic[T]):
             return
         _, partition, topic = chosen
         group = self._groups[partition]
-        self._take(group, topic, out)
+        self._take(partition, group, topic, out)
 
     def _laggards(self, partition: int, group: _PartitionGroup[T]) -> bool:
         """Whether an empty topic-partition of this partition number may still deliver."""

@@ -31,6 +31,8 @@ WORKER_METRIC_NAMES = (
     "journey_consumer_lag",
     "journey_events_misrouted_total",
     "journey_ordering_buffered",
+    "journey_ordering_paused",
+    "journey_ordering_pauses_total",
     "journey_ordering_gave_up_total",
     "journey_records_sent_total",
     "journey_records_unacknowledged",
@@ -105,6 +107,17 @@ class _PipelineCollector(Collector):
             )
             buffered.add_metric([], len(ordering))
             yield buffered
+            paused = GaugeMetricFamily(
+                "journey_ordering_paused",
+                "Input topic-partitions whose fetching the event-time merge paused (share full).",
+            )
+            paused.add_metric([], len(ordering.paused))
+            yield paused
+            pauses = CounterMetricFamily(
+                "journey_ordering_pauses", "Times the event-time merge paused fetching a partition."
+            )
+            pauses.add_metric([], ordering.pauses)
+            yield pauses
             yield _counter(
                 "journey_ordering_gave_up",
                 "Times the event-time merge released without knowing nothing older would come "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -317,3 +319,151 @@ def test_a_waiting_partition_is_released_by_the_sweep_of_another_partitions_mess
     # Without a partition, every one is looked at at once.
     buffer.push("p1-d", "orders", 1, 3, 2_003, now_ms=0)
     assert buffer.pop_ready(now_ms=112) == ["p1-d"]
+
+
+# --- bounded memory by pausing the fetch (Kafka Streams' buffered.records.per.partition) --------
+class Fetcher:
+    """A consumer that hands over one batch per topic-partition per round, skipping paused ones
+    (as aiokafka does); a batch already handed over arrives in full even if a pause comes
+    in the middle of it."""
+
+    def __init__(self, backlog: dict[tuple[str, int], list[int]], batch: int) -> None:
+        self.backlog = backlog  # (topic, partition) -> event times, in offset order
+        self.position = dict.fromkeys(backlog, 0)
+        self.batch = batch
+        self.paused: set[tuple[str, int]] = set()
+        self.calls: list[tuple[str, str, int]] = []
+
+    def pause(self, topic: str, partition: int) -> None:
+        assert (topic, partition) not in self.paused
+        self.paused.add((topic, partition))
+        self.calls.append(("pause", topic, partition))
+
+    def resume(self, topic: str, partition: int) -> None:
+        assert (topic, partition) in self.paused
+        self.paused.discard((topic, partition))
+        self.calls.append(("resume", topic, partition))
+
+    def run(self, buffer: EventTimeBuffer[tuple[str, int]]) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        peak = 0
+        while any(self.position[tp] < len(times) for tp, times in self.backlog.items()):
+            progressed = False
+            for tp, times in self.backlog.items():
+                if tp in self.paused or self.position[tp] >= len(times):
+                    continue
+                start = self.position[tp]
+                for offset in range(start, min(start + self.batch, len(times))):
+                    buffer.push((tp[0], times[offset]), *tp, offset, times[offset], now_ms=0)
+                    peak = max(peak, len(buffer))
+                    out.extend(buffer.pop_ready(now_ms=0, partition=tp[1]))
+                self.position[tp] = min(start + self.batch, len(times))
+                progressed = True
+            assert progressed, "every partition with a backlog is paused: a stall"
+        out.extend(buffer.pop_ready(now_ms=0))
+        assert len(buffer) == 0 and peak <= buffer.capacity
+        return out
+
+
+def paused_buffer(broker: Broker, fetcher: Fetcher, capacity: int) -> EventTimeBuffer[Any]:
+    buffer: EventTimeBuffer[Any] = EventTimeBuffer(
+        TOPICS,
+        wait_ms=60_000,
+        capacity=capacity,
+        end_offset=lambda topic, partition: broker.end.get((topic, partition)),
+        start_offset=lambda topic, partition: broker.start.get((topic, partition)),
+        idle_topics=("ticks",),
+        pause=fetcher.pause,
+        resume=fetcher.resume,
+    )
+    buffer.assign(list(fetcher.backlog))
+    return buffer
+
+
+def test_a_catch_up_larger_than_the_buffer_keeps_event_time_order_by_pausing_busy_topics() -> None:
+    """The bench's finding: the consumer hands over a batch per topic-partition, a rare topic's
+    batch spans hours of a busy topic's, and the buffer filled up and gave up order. Pausing a
+    topic-partition at its share of the buffer lets the rare topic's next batch in first."""
+    broker = Broker()
+    backlog = {
+        ("orders", 0): list(range(0, 20_000, 10)),  # busy: 2,000 events
+        ("customers", 0): list(range(5, 20_000, 400)),  # rare: 50 events over the same time
+        ("feedback", 0): list(range(7, 20_000, 100)),
+    }
+    for (topic, partition), times in backlog.items():
+        broker.end[(topic, partition)] = len(times)
+        broker.start[(topic, partition)] = 0
+    fetcher = Fetcher(backlog, batch=20)
+    buffer = paused_buffer(broker, fetcher, capacity=600)  # 100 per topic-partition
+    out = fetcher.run(buffer)
+    assert [time for _, time in out] == sorted(time for times in backlog.values() for time in times)
+    assert not buffer.forced
+    assert buffer.pauses > 0
+    assert fetcher.paused == set() and buffer.paused == set()
+
+
+def test_without_pausing_the_same_catch_up_gives_up_order() -> None:
+    """The control: the same backlog with a consumer that cannot pause."""
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    backlog = {("orders", 0): list(range(0, 20_000, 10)), ("customers", 0): [5, 10_005]}
+    for (topic, partition), times in backlog.items():
+        broker.end[(topic, partition)] = len(times)
+        broker.start[(topic, partition)] = 0
+    fetcher = Fetcher(backlog, batch=500)
+    buffer = make(broker, wait_ms=60_000, capacity=300)
+    out = fetcher.run(buffer)
+    assert buffer.forced[FORCED_BY_CAPACITY] > 0
+    assert [time for _, time in out] != sorted(time for _, time in out)
+
+
+def test_a_partition_is_resumed_at_half_its_share_and_paused_once() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 100
+    broker.end[("customers", 0)] = 1  # behind: orders wait for it
+    fetcher = Fetcher({("orders", 0): [], ("customers", 0): []}, batch=1)
+    buffer = paused_buffer(broker, fetcher, capacity=16)  # two topic-partitions: 4 each
+    for offset in range(6):
+        buffer.push(f"o{offset}", "orders", 0, offset, 1_000 + offset, now_ms=0)
+        assert buffer.pop_ready(now_ms=0) == []
+    assert fetcher.calls == [("pause", "orders", 0)]  # at 4, once, though 6 arrived
+    buffer.push("c0", "customers", 0, 0, 500, now_ms=0)
+    assert buffer.pop_ready(now_ms=0) == ["c0", "o0", "o1", "o2", "o3", "o4", "o5"]
+    assert fetcher.calls == [("pause", "orders", 0), ("resume", "orders", 0)]
+
+
+def test_a_pass_through_buffer_pauses_nothing() -> None:
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = 3
+    fetcher = Fetcher({("orders", 0): []}, batch=1)
+    buffer = paused_buffer(broker, fetcher, capacity=3)  # a share below 2
+    for offset in range(3):
+        buffer.push(f"o{offset}", "orders", 0, offset, offset, now_ms=0)
+        buffer.pop_ready(now_ms=0)
+    assert fetcher.calls == [] and not buffer.paused
+
+
+def test_pauses_end_with_a_rebalance_and_survive_its_completion() -> None:
+    """``clear()`` (a rebalance begins: the consumer's new assignment is not paused) forgets
+    every pause; ``assign()`` (it completes) keeps the pauses made since on partitions still
+    assigned: those were made on the new assignment and still have to be resumed."""
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("orders", 0)] = broker.end[("orders", 1)] = 100
+    broker.end[("customers", 0)] = broker.end[("customers", 1)] = 1  # behind
+    fetcher = Fetcher({tp: [] for tp in [("orders", 0), ("orders", 1), ("customers", 0)]}, 1)
+    buffer = paused_buffer(broker, fetcher, capacity=24)  # three topic-partitions: 4 each
+    for offset in range(4):
+        buffer.push(f"a{offset}", "orders", 0, offset, 1_000, now_ms=0)
+    assert buffer.paused == {("orders", 0)}
+    buffer.clear()
+    fetcher.paused.clear()  # the consumer's new assignment
+    assert buffer.paused == set()
+    for offset in range(4):
+        buffer.push(f"b{offset}", "orders", 0, offset, 1_000, now_ms=0)
+        buffer.push(f"c{offset}", "orders", 1, offset, 1_000, now_ms=0)
+    assert buffer.paused == {("orders", 0), ("orders", 1)}
+    buffer.assign([("orders", 0), ("customers", 0)])
+    assert buffer.paused == {("orders", 0)}
