@@ -99,7 +99,7 @@ async def timer_lateness(
     gc.collect()
     gc.freeze()  # as the worker does after building its timer index
     clock.offset_ms = first_due - int(lead_s * 1000) - clock.wall_now_ms()
-    acks.start()  # as the worker's: flushes every JOURNEY_ACK_INTERVAL, then the outboxes are trimmed
+    acks.start()  # as the worker: flushes every JOURNEY_ACK_INTERVAL, then outboxes are trimmed
 
     # The ticker.
     tick_lateness: list[int] = []

@@ -451,6 +451,8 @@ def exposition() -> dict[str, set[str]]:
 
 class _FakeOrdering:
     forced = {"wait": 1}
+    paused = {("shop.orders", 0)}
+    pauses = 3
 
     def __len__(self) -> int:
         return 2

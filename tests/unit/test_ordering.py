@@ -344,8 +344,8 @@ class Fetcher:
         self.paused.discard((topic, partition))
         self.calls.append(("resume", topic, partition))
 
-    def run(self, buffer: EventTimeBuffer[tuple[str, int]]) -> list[tuple[str, int]]:
-        out: list[tuple[str, int]] = []
+    def run(self, buffer: EventTimeBuffer[Any]) -> list[Any]:
+        out: list[Any] = []
         peak = 0
         while any(self.position[tp] < len(times) for tp, times in self.backlog.items()):
             progressed = False
