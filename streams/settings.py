@@ -97,7 +97,14 @@ class Settings(BaseSettings):
     ordering_wait: DurationMs = duration("200ms")
     # Measured (make bench, 300k-event catch-up): 100,000 instead of 10,000 gave up order for
     # 69k events instead of 169k, cost 12 % less CPU (more coalescing) and 30 MB more memory.
+    # Since a topic-partition's fetching pauses at its share of it (and polls are bounded below),
+    # order is no longer given up in that catch-up.
     ordering_buffer: int = Field(default=100_000, ge=1)
+    # Records one poll of the consumer hands over at most (Faust's broker_max_poll_records;
+    # unbounded there). Bounds what still arrives after the merge pauses a topic-partition:
+    # unbounded, a 300k-event catch-up gave up order for 74k events despite the pauses; at 500,
+    # for none, with 18 % less CPU per event (make bench; 72k without the pauses).
+    consumer_max_poll_records: int = Field(default=500, ge=1)
 
     # --- Schema Registry (Confluent wire format: 0x00 + 4-byte schema id; docs/producing.md) ----
     schema_registry_url: str = ""  # empty: no registry; such values are dead letters (no_registry)

@@ -185,6 +185,7 @@ def create_pipeline(
         # instead of one produce round trip each (measured: 20x the throughput).
         producer_linger=0.005,
         producer_max_batch_size=512 * 1024,
+        broker_max_poll_records=settings.consumer_max_poll_records,
         broker_commit_interval=settings.commit_interval / 1000,
         broker_commit_every=settings.commit_every,
         broker_session_timeout=settings.consumer_session_timeout / 1000,
