@@ -54,7 +54,7 @@ SETTINGS = {
     "JOURNEY_QUIET_HOURS_END": "0",
     "JOURNEY_MARKETING_CONSENT_DEFAULT": "true",
     "JOURNEY_ATTRIBUTION_WINDOW": WINDOW,
-    # The worker's scheduled lifetime-value fit, often (off in the other tests).
+    # The loader's scheduled lifetime-value fit, often (off in the other tests).
     "JOURNEY_PREDICTION_INTERVAL": "2s",
 }
 RECOVERING = ("v-a1", "v-a2", "v-a3", "v-a4", "v-a5", "v-a6", "v-a7", "v-a8", "v-a9")
@@ -357,7 +357,7 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     # Predictions are as of now: a5-a7 order in the future (the end of the attribution window).
     buyers_now = len(as_of(expect.orders(events), now_ms()))
     deadline = time.monotonic() + 60
-    while True:  # the scheduled fit in the worker, over every buyer
+    while True:  # the scheduled fit in the loader, over every buyer
         (fitted,) = env.sql(
             "SELECT count() AS n FROM journey.customer_predictions FINAL "
             "WHERE fitted_at = (SELECT max(fitted_at) FROM journey.prediction_fits)"
