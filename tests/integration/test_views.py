@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections import Counter
 from itertools import zip_longest
@@ -331,6 +332,27 @@ def assert_rows(
     assert not bad, f"{view}: {len(bad)} of {max(len(got), len(want))} rows differ\n{shown}"
 
 
+def report_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """The tables `journey report` printed, by title: each row's cells as printed (a cell lies
+    under its column's dashes; an empty one, such as the stage a customer entered from, is "")."""
+    tables = {}
+    for block in text.split("\n\n"):
+        lines = block.strip("\n").splitlines()
+        if len(lines) >= 3 and set(lines[2]) <= {"-", " "}:
+            spans = [m.span() for m in re.finditer("-+", lines[2])]
+            columns = [lines[1][a:b].strip() for a, b in spans]
+            tables[lines[0]] = [
+                dict(zip(columns, (row[a:b].strip() for a, b in spans), strict=True))
+                for row in lines[3:]
+            ]
+    return tables
+
+
+def printed(cell: str) -> float | None:
+    """A number as the report prints it ("1,234", "0.6667", "12,345.6", "-" for none)."""
+    return None if cell == "-" else float(cell.replace(",", ""))
+
+
 def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> None:
     rng = random.Random(20261122)
     t0 = now_ms()
@@ -556,10 +578,50 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     }
     assert len(known) >= n_buyers - 3
     assert all(0 <= r["alive"] <= 1 and r["n90"] >= 0 and r["aov"] > 0 for r in predicted)
-    report = env.journey("report").stdout
-    for title in ("Engagement per trigger type", "Retention and cumulative revenue",
-                  "Lifetime value: historic and predicted", "Stage transitions"):  # fmt: skip
-        assert title in report, title
+    report = report_tables(env.journey("report").stdout)
+    for title in ("Engagement per trigger type", "Lifetime value: historic and predicted",
+                  "Retention and cumulative revenue per customer by cohort, first 12 months",
+                  "Stage transitions, last 7 days"):  # fmt: skip
+        assert report.get(title), title
+    # The report's figures are the independent computation's, as printed.
+    counts = ("emitted", "delivered", "opened", "clicked", "bounced", "complained",
+              "unsubscribed", "conversions", "attributed_revenue_minor")  # fmt: skip
+    engaged = {r["trigger_type"]: r for r in report["Engagement per trigger type"]}
+    assert list(engaged) == [r["trigger_type"] for r in want_engagement]
+    for want in want_engagement:
+        got = engaged[want["trigger_type"]]
+        assert {c: printed(got[c]) for c in counts} == {c: want[c] for c in counts}, got
+        for rate in ("open_rate", "click_rate", "unsubscribe_rate", "conversion_rate"):
+            shown = printed(got[rate])
+            if want[rate] is None or shown is None:
+                assert shown == want[rate], (got, rate)
+            else:
+                assert abs(shown - want[rate]) <= 1e-4 + 1e-9, (got, rate)
+    assert (engaged["ABANDONED_CART"]["opened"], engaged["ABANDONED_CART"]["clicked"]) == ("2", "1")
+    retention = {
+        (r["cohort_month"], int(r["month"])): r
+        for r in report["Retention and cumulative revenue per customer by cohort, first 12 months"]
+    }
+    want_retention = {
+        (r["cohort_month"], r["months_since_first"]): r
+        for r in value
+        if r["months_since_first"] < 12
+    }
+    assert retention.keys() == want_retention.keys()
+    for cell, got in retention.items():
+        want = want_retention[cell]
+        figures = [printed(got[c]) for c in ("customers", "active", "revenue_minor")]
+        assert figures == [
+            want[c] for c in ("cohort_customers", "active_customers", "revenue_minor")
+        ], cell
+        ltv = printed(got["ltv_minor"])
+        assert ltv is not None
+        assert abs(ltv - want["cumulative_revenue_per_customer_minor"]) <= 0.1 + 1e-9, cell
+    (lifetime,) = report["Lifetime value: historic and predicted"]
+    assert printed(lifetime["buyers"]) == n_buyers
+    historic = printed(lifetime["historic_ltv_minor"])
+    assert historic is not None and abs(historic - revenue / n_buyers) <= 0.5 + 1e-9
+    assert printed(lifetime["predicted"]) == len(known)
 
     # Not trivially equal: every view has something to show.
     cohorts = expect.repeat_purchase_cohorts(orders)
