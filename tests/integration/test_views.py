@@ -544,10 +544,12 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     assert by_type["ABANDONED_CART"]["unsubscribed"] == by_type["ABANDONED_CART"]["bounced"] == 1
     assert by_type["CROSS_SELL"]["complained"] == 1
     assert by_type["ORDER_CONFIRMATION"]["opened"] == 1
-    daily = view("engagement_daily", "day, trigger_type")
-    for column in ("emitted", "delivered", "opened", "clicked", "conversions",
-                   "attributed_revenue_minor"):  # fmt: skip
-        assert sum(r[column] for r in daily) == sum(r[column] for r in want_engagement), column
+    assert_rows(
+        "engagement_daily",
+        view("engagement_daily", "day, trigger_type"),
+        expect.engagement_daily(events, orders, triggers, WINDOW_MS),
+        **rates,
+    )
     transitions = view("stage_transitions_daily", "day, from_stage, to_stage")
     assert expect.stage_balance(transitions) == {
         r["stage"]: r["customers"] for r in expect.stage_counts(stages)
