@@ -504,6 +504,27 @@ def engagement(
     return rows
 
 
+def stage_transitions_daily(snapshots: Iterable[tuple[str, int, str]]) -> list[dict[str, Any]]:
+    """Per UTC day of the snapshot, stage before and after: consecutive snapshots of a customer
+    (customer, written at, stage; in the order written) whose stages differ; the first one
+    comes from the stage "" (the customer entered). A snapshot written again at the same time
+    replaces the earlier copy."""
+    history: dict[str, dict[int, str]] = defaultdict(dict)
+    for customer, at, stage in snapshots:
+        history[customer][at] = stage
+    moves: Counter[tuple[str, str, str]] = Counter()
+    for stages in history.values():
+        before = ""
+        for at in sorted(stages):
+            if stages[at] != before:
+                moves[(day(at), before, stages[at])] += 1
+            before = stages[at]
+    return [
+        {"day": d, "from_stage": a, "to_stage": b, "customers": n}
+        for (d, a, b), n in sorted(moves.items())
+    ]
+
+
 def stage_balance(transitions: list[dict[str, Any]]) -> dict[str, int]:
     """Per stage: transitions into it less transitions out of it (customers there now)."""
     balance: Counter[str] = Counter()
