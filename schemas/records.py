@@ -216,6 +216,7 @@ class CustomerSnapshot:
     probability_alive: float | None = None
     predicted_clv_minor: int | None = None
     expected_next_order_at: int | None = None
+    expected_orders_90d: float | None = None  # since v2
 
 
 @dataclass(slots=True, frozen=True)

@@ -144,9 +144,10 @@ def snapshot(state: JourneyState, segment: Segment, consent: bool, now: int) -> 
 def _prediction_fields(state: JourneyState) -> dict[str, Any]:
     if state.prediction is None:
         return {}
-    _, alive, _, clv, next_order_at = state.prediction
+    _, alive, orders_90d, clv, next_order_at = state.prediction
     return {
         "probability_alive": alive,
         "predicted_clv_minor": int(clv),
         "expected_next_order_at": next_order_at,
+        "expected_orders_90d": float(orders_90d),
     }

@@ -582,6 +582,30 @@ class LoaderWeb(_Server):
                 "bounce, conversion per sent); conversions are last-touch purchases.",
             )
         ]
+        daily = await self._rows(
+            "SELECT toString(day), sum(delivered), sum(opened), sum(clicked) "
+            "FROM {db}.engagement_daily "
+            "WHERE day > (SELECT max(day) FROM {db}.engagement_daily) - 21 "
+            "GROUP BY day HAVING sum(delivered) > 0 ORDER BY day"
+        )
+        opens = [100 * float(r[2]) / float(r[1]) for r in daily]
+        clicks = [100 * float(r[3]) / float(r[1]) for r in daily]
+        sections.append(
+            d.section(
+                "Engagement per day",
+                d.line_chart(
+                    [r[0][5:] for r in daily],
+                    [
+                        d.Series("open rate %", opens, d.PALETTE[1]),
+                        d.Series("click rate %", clicks, d.PALETTE[2]),
+                    ],
+                    "Engagement per day",
+                    ceiling=100,
+                ),
+                "Opened and clicked per delivered message, all trigger types, by the day the "
+                "messages were sent (days with nothing reported delivered are left out).",
+            )
+        )
         matrix = await self._rows(
             "SELECT toString(cohort_month), months_since_first, cohort_customers, retention_rate, "
             "cumulative_revenue_per_customer_minor FROM {db}.customer_value_cohorts "

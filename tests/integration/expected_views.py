@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -430,6 +430,35 @@ def trigger_engagement(
     """Per type of emitted trigger: messages sent, messages with each reported action (an
     engagement counts when it names an emitted trigger of the same customer; once per message),
     messages with a purchase attributed (last touch) and its revenue; rates like the view's."""
+    return engagement(
+        events, all_orders, decisions, window_ms, lambda d: {"trigger_type": d.trigger_type}
+    )
+
+
+def engagement_daily(
+    events: list[InputEvent],
+    all_orders: dict[str, Order],
+    decisions: list[Decision],
+    window_ms: int,
+) -> list[dict[str, Any]]:
+    """The same per UTC day the message was sent and trigger type."""
+    return engagement(
+        events,
+        all_orders,
+        decisions,
+        window_ms,
+        lambda d: {"day": day(d.decided_at), "trigger_type": d.trigger_type},
+    )
+
+
+def engagement(
+    events: list[InputEvent],
+    all_orders: dict[str, Order],
+    decisions: list[Decision],
+    window_ms: int,
+    group: Callable[[Decision], dict[str, str]],
+) -> list[dict[str, Any]]:
+    """Engagement of the emitted triggers grouped by `group` (its key columns), in key order."""
     sent = {(d.customer_id, d.trigger_id): d for d in decisions if d.status == "EMITTED"}
     acted: dict[str, set[str]] = defaultdict(set)  # action -> trigger ids
     for e in events:
@@ -440,13 +469,16 @@ def trigger_engagement(
         ):
             acted[ENGAGEMENT_ACTIONS[e.action]].add(e.trigger_id or "")
     converted: set[str] = set()
-    revenue: Counter[str] = Counter()
+    revenue: Counter[str] = Counter()  # trigger id -> attributed revenue
     for order_id, trigger in attributions(all_orders, decisions, window_ms).items():
         converted.add(trigger.trigger_id)
-        revenue[trigger.trigger_type] += all_orders[order_id].revenue_minor
+        revenue[trigger.trigger_id] += all_orders[order_id].revenue_minor
+    groups: dict[tuple[tuple[str, str], ...], set[str]] = defaultdict(set)  # key -> trigger ids
+    for d in sent.values():
+        groups[tuple(group(d).items())].add(d.trigger_id)
     rows = []
-    for t in sorted({d.trigger_type for d in sent.values()}):
-        ids = {d.trigger_id for d in sent.values() if d.trigger_type == t}
+    for k in sorted(groups):
+        ids = groups[k]
         n = {name: len(acted[name] & ids) for name in ENGAGEMENT_ACTIONS.values()}
         emitted, delivered, conversions = len(ids), n["delivered"], len(converted & ids)
 
@@ -455,11 +487,11 @@ def trigger_engagement(
 
         rows.append(
             {
-                "trigger_type": t,
+                **dict(k),
                 "emitted": emitted,
                 **n,
                 "conversions": conversions,
-                "attributed_revenue_minor": revenue[t],
+                "attributed_revenue_minor": sum(revenue[i] for i in ids),
                 "delivery_rate": round(delivered / emitted, 4),
                 "open_rate": per_delivered(n["opened"]),
                 "click_rate": per_delivered(n["clicked"]),
@@ -470,6 +502,27 @@ def trigger_engagement(
             }
         )
     return rows
+
+
+def stage_transitions_daily(snapshots: Iterable[tuple[str, int, str]]) -> list[dict[str, Any]]:
+    """Per UTC day of the snapshot, stage before and after: consecutive snapshots of a customer
+    (customer, written at, stage; in the order written) whose stages differ; the first one
+    comes from the stage "" (the customer entered). A snapshot written again at the same time
+    replaces the earlier copy."""
+    history: dict[str, dict[int, str]] = defaultdict(dict)
+    for customer, at, stage in snapshots:
+        history[customer][at] = stage
+    moves: Counter[tuple[str, str, str]] = Counter()
+    for stages in history.values():
+        before = ""
+        for at in sorted(stages):
+            if stages[at] != before:
+                moves[(day(at), before, stages[at])] += 1
+            before = stages[at]
+    return [
+        {"day": d, "from_stage": a, "to_stage": b, "customers": n}
+        for (d, a, b), n in sorted(moves.items())
+    ]
 
 
 def stage_balance(transitions: list[dict[str, Any]]) -> dict[str, int]:

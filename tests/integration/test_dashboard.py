@@ -16,7 +16,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 SECTIONS = (
     "Live", "Dead letters by reason", "Funnel", "Cart recovery", "Repeat purchase by cohort",
     "NPS trend", "Triggers by status over time", "Engagement by trigger type",
-    "Customer lifetime value", "Stage transitions", "Delivery time",
+    "Engagement per day", "Customer lifetime value", "Stage transitions", "Delivery time",
 )  # fmt: skip
 
 
@@ -43,7 +43,7 @@ def test_dashboard_renders_charts_in_a_browser(env: Env, start_worker: Any, tmp_
         page = response.read().decode()
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in page, title
-    assert page.count("<svg") >= 7  # every chart section; engagement, value, stages are tables
+    assert page.count("<svg") >= 8  # every chart section; engagement, value, stages are tables
     assert 'http-equiv="refresh"' in page  # live: the page reloads itself
     assert "no data yet" not in page.split("<h2>Funnel</h2>")[1].split("</section>")[0]
 

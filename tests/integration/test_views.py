@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections import Counter
 from itertools import zip_longest
@@ -54,7 +55,7 @@ SETTINGS = {
     "JOURNEY_QUIET_HOURS_END": "0",
     "JOURNEY_MARKETING_CONSENT_DEFAULT": "true",
     "JOURNEY_ATTRIBUTION_WINDOW": WINDOW,
-    # The worker's scheduled lifetime-value fit, often (off in the other tests).
+    # The loader's scheduled lifetime-value fit, often (off in the other tests).
     "JOURNEY_PREDICTION_INTERVAL": "2s",
 }
 RECOVERING = ("v-a1", "v-a2", "v-a3", "v-a4", "v-a5", "v-a6", "v-a7", "v-a8", "v-a9")
@@ -331,6 +332,27 @@ def assert_rows(
     assert not bad, f"{view}: {len(bad)} of {max(len(got), len(want))} rows differ\n{shown}"
 
 
+def report_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """The tables `journey report` printed, by title: each row's cells as printed (a cell lies
+    under its column's dashes; an empty one, such as the stage a customer entered from, is "")."""
+    tables = {}
+    for block in text.split("\n\n"):
+        lines = block.strip("\n").splitlines()
+        if len(lines) >= 3 and set(lines[2]) <= {"-", " "}:
+            spans = [m.span() for m in re.finditer("-+", lines[2])]
+            columns = [lines[1][a:b].strip() for a, b in spans]
+            tables[lines[0]] = [
+                dict(zip(columns, (row[a:b].strip() for a, b in spans), strict=True))
+                for row in lines[3:]
+            ]
+    return tables
+
+
+def printed(cell: str) -> float | None:
+    """A number as the report prints it ("1,234", "0.6667", "12,345.6", "-" for none)."""
+    return None if cell == "-" else float(cell.replace(",", ""))
+
+
 def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> None:
     rng = random.Random(20261122)
     t0 = now_ms()
@@ -357,7 +379,7 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     # Predictions are as of now: a5-a7 order in the future (the end of the attribution window).
     buyers_now = len(as_of(expect.orders(events), now_ms()))
     deadline = time.monotonic() + 60
-    while True:  # the scheduled fit in the worker, over every buyer
+    while True:  # the scheduled fit in the loader, over every buyer
         (fitted,) = env.sql(
             "SELECT count() AS n FROM journey.customer_predictions FINAL "
             "WHERE fitted_at = (SELECT max(fitted_at) FROM journey.prediction_fits)"
@@ -381,6 +403,11 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
             break
         assert time.monotonic() < deadline, f"snapshots with a prediction: {len(carried)}"
     assert worker.stop() == 0
+    published = [
+        CODEC.decode(message.value, CustomerSnapshot)
+        for message in consume_all(env, snapshots_topic, 10**9, timeout=3)
+        if message.value
+    ]
 
     # --- the inputs of the independent computation ------------------------------------------
     orders = expect.orders(events)
@@ -522,11 +549,33 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     assert by_type["ABANDONED_CART"]["unsubscribed"] == by_type["ABANDONED_CART"]["bounced"] == 1
     assert by_type["CROSS_SELL"]["complained"] == 1
     assert by_type["ORDER_CONFIRMATION"]["opened"] == 1
-    daily = view("engagement_daily", "day, trigger_type")
-    for column in ("emitted", "delivered", "opened", "clicked", "conversions",
-                   "attributed_revenue_minor"):  # fmt: skip
-        assert sum(r[column] for r in daily) == sum(r[column] for r in want_engagement), column
+    assert_rows(
+        "engagement_daily",
+        view("engagement_daily", "day, trigger_type"),
+        expect.engagement_daily(events, orders, triggers, WINDOW_MS),
+        **rates,
+    )
+    # The loader stores the newest snapshot per customer of each batch it writes (and may stop
+    # before the last ones): the transitions are those between the published snapshots it
+    # stored, with the stages as published.
+    stored = {
+        (r["customer_id"], r["at"])
+        for r in env.sql(
+            "SELECT customer_id, toUnixTimestamp64Milli(at) AS at FROM journey.customer_stages FINAL"
+        )
+    }
+    assert stored <= {(s.customer_id, s.updated_at) for s in published}
+    assert {c for c, _ in stored} == set(stages)
     transitions = view("stage_transitions_daily", "day, from_stage, to_stage")
+    assert_rows(
+        "stage_transitions_daily",
+        transitions,
+        expect.stage_transitions_daily(
+            (s.customer_id, s.updated_at, s.stage)
+            for s in published
+            if (s.customer_id, s.updated_at) in stored
+        ),
+    )
     assert expect.stage_balance(transitions) == {
         r["stage"]: r["customers"] for r in expect.stage_counts(stages)
     }
@@ -556,10 +605,50 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     }
     assert len(known) >= n_buyers - 3
     assert all(0 <= r["alive"] <= 1 and r["n90"] >= 0 and r["aov"] > 0 for r in predicted)
-    report = env.journey("report").stdout
-    for title in ("Engagement per trigger type", "Retention and cumulative revenue",
-                  "Lifetime value: historic and predicted", "Stage transitions"):  # fmt: skip
-        assert title in report, title
+    report = report_tables(env.journey("report").stdout)
+    for title in ("Engagement per trigger type", "Lifetime value: historic and predicted",
+                  "Retention and cumulative revenue per customer by cohort, first 12 months",
+                  "Stage transitions, last 7 days"):  # fmt: skip
+        assert report.get(title), title
+    # The report's figures are the independent computation's, as printed.
+    counts = ("emitted", "delivered", "opened", "clicked", "bounced", "complained",
+              "unsubscribed", "conversions", "attributed_revenue_minor")  # fmt: skip
+    engaged = {r["trigger_type"]: r for r in report["Engagement per trigger type"]}
+    assert list(engaged) == [r["trigger_type"] for r in want_engagement]
+    for want in want_engagement:
+        got = engaged[want["trigger_type"]]
+        assert {c: printed(got[c]) for c in counts} == {c: want[c] for c in counts}, got
+        for rate in ("open_rate", "click_rate", "unsubscribe_rate", "conversion_rate"):
+            shown = printed(got[rate])
+            if want[rate] is None or shown is None:
+                assert shown == want[rate], (got, rate)
+            else:
+                assert abs(shown - want[rate]) <= 1e-4 + 1e-9, (got, rate)
+    assert (engaged["ABANDONED_CART"]["opened"], engaged["ABANDONED_CART"]["clicked"]) == ("2", "1")
+    retention = {
+        (r["cohort_month"], int(r["month"])): r
+        for r in report["Retention and cumulative revenue per customer by cohort, first 12 months"]
+    }
+    want_retention = {
+        (r["cohort_month"], r["months_since_first"]): r
+        for r in value
+        if r["months_since_first"] < 12
+    }
+    assert retention.keys() == want_retention.keys()
+    for cell, got in retention.items():
+        want = want_retention[cell]
+        figures = [printed(got[c]) for c in ("customers", "active", "revenue_minor")]
+        assert figures == [
+            want[c] for c in ("cohort_customers", "active_customers", "revenue_minor")
+        ], cell
+        ltv = printed(got["ltv_minor"])
+        assert ltv is not None
+        assert abs(ltv - want["cumulative_revenue_per_customer_minor"]) <= 0.1 + 1e-9, cell
+    (lifetime,) = report["Lifetime value: historic and predicted"]
+    assert printed(lifetime["buyers"]) == n_buyers
+    historic = printed(lifetime["historic_ltv_minor"])
+    assert historic is not None and abs(historic - revenue / n_buyers) <= 0.5 + 1e-9
+    assert printed(lifetime["predicted"]) == len(known)
 
     # Not trivially equal: every view has something to show.
     cohorts = expect.repeat_purchase_cohorts(orders)

@@ -181,6 +181,7 @@ SAMPLES: list[Any] = [
         orders_count=2, revenue_minor=9_998, marketing_consent=True, updated_at=T0 + 9,
         first_order_at=T0 + 1, last_order_at=T0 + 2, last_nps=9, time_zone="Europe/Amsterdam",
         probability_alive=0.9, predicted_clv_minor=5_000, expected_next_order_at=T0 + 3,
+        expected_orders_90d=1.25,
     ),
     CustomerSnapshot("cust-7", "AWARENESS", "PROSPECT", T0, 0, 0, False, T0),
     CustomerPrediction("prediction/cust-42/1", "cust-42", T0, 0.42, 1.5, 12_345, T0 + 86_400_000),
@@ -413,6 +414,18 @@ def test_v1_bytes_decode_under_v2_reader(codec: Codec, v2_dir: Path) -> None:
     assert rejected(codec, v2_bytes).reason_code == "unknown_fingerprint"
     # an older version can still be written on purpose
     assert v2.encode_dict("OrderChanged", dataclasses.asdict(order()), version=1) == v1_bytes
+
+
+def test_a_v1_snapshot_decodes_under_the_released_v2(codec: Codec) -> None:
+    # journey.customers is compacted: snapshots written before v2 stay on it for good.
+    full = next(s for s in SAMPLES if isinstance(s, CustomerSnapshot))
+    v1_fields = dataclasses.asdict(full)
+    del v1_fields["expected_orders_90d"]
+    v1_bytes = codec.encode_dict("CustomerSnapshot", v1_fields, version=1)
+    assert v1_bytes[2:10] != codec.encode(full)[2:10]  # another fingerprint
+    assert codec.decode(v1_bytes, CustomerSnapshot) == dataclasses.replace(
+        full, expected_orders_90d=None
+    )
 
 
 def test_v1_corrupt_enum_under_v2_reader(codec: Codec, v2_dir: Path) -> None:

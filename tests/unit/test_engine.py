@@ -331,6 +331,7 @@ async def test_a_prediction_is_kept_in_the_snapshot_and_is_no_event() -> None:
     (snapshot,) = world.broker.on("snapshots", CustomerSnapshot)
     assert (snapshot.probability_alive, snapshot.predicted_clv_minor) == (0.75, 4_200)
     assert snapshot.expected_next_order_at == T + 86_400_000
+    assert snapshot.expected_orders_90d == 0.5
     # Not a shop event: no journey.events record, no decision.
     assert [e.event_id for e in world.broker.on("journey_events", JourneyEvent)] == ["e1"]
     assert len(world.decisions()) == 1
