@@ -19,17 +19,15 @@ state as it was) and the stream goes on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import faust
-from aiokafka.structs import TopicPartition
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -38,6 +36,7 @@ from streams.clock import Clock
 from streams.runtime.acks import Acks
 from streams.runtime.commit_guard import install_commit_guard
 from streams.runtime.engine import JourneyEngine
+from streams.runtime.fetching import FetchControl, install_fetch_control
 from streams.runtime.health import BrokerProbe, Health
 from streams.runtime.ingest import Ingest
 from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
@@ -197,6 +196,7 @@ def create_pipeline(
         autodiscover=False,
     )
     install_commit_guard(app)  # commit an offset only when every message below it was acked
+    install_fetch_control(app, ordering_wait_ms=settings.ordering_wait)  # the merge's pauses
     metrics = Metrics()
     acks = Acks(
         interval=settings.ack_interval / 1000,
@@ -341,7 +341,7 @@ def create_pipeline(
             if tp.topic == ticks_topic:
                 await ticks.send(value=tick_value(clock.now_ms()), partition=tp.partition)
 
-    @app.timer(interval=FetchSwitch.RECONCILE_S)  # type: ignore[untyped-decorator]
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def _reconcile_pauses() -> None:
         fetching.reconcile(frozenset(ordering.paused))
 
@@ -452,52 +452,23 @@ class ConsumerOffsets:
 
 
 class FetchSwitch:
-    """Pauses and resumes fetching of one input topic-partition for the event-time merge.
-
-    aiokafka's own ``pause``/``resume``, run in the consumer's thread (Faust runs aiokafka on a
-    loop of its own). Not Faust's ``pause_partitions``: Faust pauses and resumes those itself
-    around rebalances and recovery, and drops the rest of a fetched batch of a partition paused
-    there, which would leave a gap. aiokafka's pause only stops fetching; what it already
-    handed over still arrives. Faust never calls it, so every aiokafka pause is the merge's, and
-    ``reconcile`` resumes any the merge no longer wants (one made on an assignment the merge
-    had already forgotten). A rebalance creates a new assignment, which is not paused."""
-
-    RECONCILE_S = 1.0
+    """The merge's pauses, on the worker's consumer (``streams/runtime/fetching.py``)."""
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
 
-    def _in_consumer_thread(self, call: Callable[[Any], None]) -> None:
-        thread = getattr(self.app.consumer, "_thread", None)
-        loop = getattr(thread, "thread_loop", None)
-        if thread is None or loop is None or loop.is_closed():
-            return
-
-        def run() -> None:
-            consumer = getattr(thread, "_consumer", None)
-            if consumer is None:
-                return
-            try:
-                call(consumer)
-            except Exception as exc:  # a partition no longer assigned: nothing to pause
-                log.debug("pausing or resuming a fetch: %r", exc)
-
-        with contextlib.suppress(RuntimeError):  # the consumer's loop is closing
-            loop.call_soon_threadsafe(run)
+    @property
+    def consumer(self) -> FetchControl:
+        return cast(FetchControl, self.app.consumer)
 
     def pause(self, topic: str, partition: int) -> None:
-        self._in_consumer_thread(lambda consumer: consumer.pause(TopicPartition(topic, partition)))
+        self.consumer.pause_fetching(TP(topic, partition))
 
     def resume(self, topic: str, partition: int) -> None:
-        self._in_consumer_thread(lambda consumer: consumer.resume(TopicPartition(topic, partition)))
+        self.consumer.resume_fetching(TP(topic, partition))
 
     def reconcile(self, wanted: frozenset[tuple[str, int]]) -> None:
-        def run(consumer: Any) -> None:
-            stale = [tp for tp in consumer.paused() if (tp.topic, tp.partition) not in wanted]
-            if stale:
-                consumer.resume(*stale)
-
-        self._in_consumer_thread(run)
+        self.consumer.reconcile(TP(topic, partition) for topic, partition in wanted)
 
 
 def ordered_intake(

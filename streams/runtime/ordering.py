@@ -36,8 +36,8 @@ time (``occurred_at``; a tick by its clock time). So:
   soon as it is a head: no decision depends on it.
 
 Pure and synchronous: no Kafka, no Faust, no clock of its own (``now_ms`` is passed in, a
-monotonic time; pausing is a callback). The worker feeds it, and pauses the consumer's fetching,
-in ``app.py``.
+monotonic time; pausing is a callback). The worker feeds it in ``app.py``; the pauses act on its
+consumer in ``fetching.py``.
 """
 
 from __future__ import annotations

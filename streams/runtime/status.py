@@ -72,6 +72,7 @@ def worker_status(pipeline: Pipeline) -> dict[str, Any]:
         "resent": engine.resent,
         "state_writes": engine.state_writes,
         "commit_heals": commit_heals(pipeline.app),
+        "ordering": ordering_status(pipeline),
         "pending_timers": len(engine.index),
         "partitions": partitions,
         "ready": engine.rebuilds > 0,
@@ -80,6 +81,20 @@ def worker_status(pipeline: Pipeline) -> dict[str, Any]:
         "clock": datetime.fromtimestamp(pipeline.clock.now_ms() / 1000, UTC).isoformat(
             timespec="minutes"
         ),
+    }
+
+
+def ordering_status(pipeline: Pipeline) -> dict[str, Any]:
+    """The event-time merge: held now, partitions whose fetching it paused now and how often,
+    and releases that gave up order (by reason)."""
+    ordering = pipeline.ordering
+    if ordering is None:
+        return {}
+    return {
+        "buffered": len(ordering),
+        "paused": len(ordering.paused),
+        "pauses": ordering.pauses,
+        "gave_up": dict(ordering.forced),
     }
 
 

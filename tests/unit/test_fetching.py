@@ -1,0 +1,84 @@
+"""The event-time merge's pauses on Faust's consumer (streams/runtime/fetching.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from streams.runtime.commit_guard import install_commit_guard
+from streams.runtime.fetching import FetchControl, fetch_wait_ms, install_fetch_control
+
+A, B = TP("shop.orders", 0), TP("shop.customers", 0)
+
+
+def consumer(assigned: set[TP]) -> Any:
+    app = faust.App("test-fetching", broker="kafka://127.0.0.1:1", autodiscover=False)
+    install_commit_guard(app)
+    install_fetch_control(app, ordering_wait_ms=200)
+    made: Any = app.consumer  # created, not started: no broker needed
+    assert isinstance(made, FetchControl)
+    made.assignment = lambda: set(assigned)
+    made._set_active_tps(set(assigned))
+    return made
+
+
+def test_a_paused_partition_is_not_fetched_but_the_batch_it_is_in_still_arrives() -> None:
+    c = consumer({A, B})
+    c.pause_fetching(A)
+    assert c._get_active_partitions() == {B}  # not asked of aiokafka: its fetched data waits
+    assert A in c._buffered_partitions  # Faust's getmany still yields the batch it is in
+    c.resume_fetching(A)
+    assert c._get_active_partitions() == {A, B} and A not in c._buffered_partitions
+
+
+def test_faust_lifting_its_own_buffer_pause_does_not_lift_the_merges() -> None:
+    c = consumer({A, B})
+    c.pause_fetching(A)
+    c.on_buffer_full(A)  # Faust's stream buffer filled up too, then drained
+    c.on_buffer_drop(A)
+    assert A not in c._get_active_partitions()
+    c.on_buffer_full(B)  # Faust's own pauses still work
+    assert B not in c._get_active_partitions()
+    c.on_buffer_drop(B)
+    assert B in c._get_active_partitions()
+
+
+def test_a_resume_does_not_undo_faust_pausing_for_a_rebalance_or_recovery() -> None:
+    c = consumer({A, B})
+    c.pause_fetching(A)
+    c.pause_partitions({A, B})  # Faust: a rebalance begins, or recovery
+    c.resume_fetching(A)
+    assert c._get_active_partitions() == set()
+    c.resume_partitions({A, B})
+    assert c._get_active_partitions() == {A, B}
+
+
+def test_a_new_assignment_ends_the_merges_pauses_and_reconcile_resumes_forgotten_ones() -> None:
+    c = consumer({A, B})
+    c.pause_fetching(A)
+    c._set_active_tps({A, B})  # a rebalance assigned them again
+    assert c.merge_paused == frozenset() and c._get_active_partitions() == {A, B}
+    c.pause_fetching(A)
+    c.pause_fetching(B)
+    c.reconcile([B])  # the merge holds only B paused
+    assert c.merge_paused == {B} and c._get_active_partitions() == {A}
+
+
+def test_a_partition_no_longer_assigned_is_not_fetched_again_on_resume() -> None:
+    c = consumer({A, B})
+    c.pause_fetching(A)
+    c.assignment = lambda: {B}
+    c.resume_fetching(A)
+    assert A not in c._get_active_partitions()
+
+
+async def test_the_long_poll_is_shorter_than_the_merges_wait() -> None:
+    assert fetch_wait_ms(200) == 100
+    assert fetch_wait_ms(0) == 10
+    assert fetch_wait_ms(60_000) == 500
+    c = consumer({A})
+    thread = c._new_consumer_thread()
+    made = thread._create_worker_consumer(c.app.transport)  # aiokafka's, not started
+    assert made._fetch_max_wait_ms == 100  # Faust's own is 1500
