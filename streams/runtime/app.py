@@ -132,7 +132,10 @@ def table_writer(table: Any) -> Callable[[int, bytes, bytes], None]:
 
 
 def group_instance_id(settings: Settings) -> str | None:
-    """Static membership id (one per worker, stable across its restarts), or None (dynamic)."""
+    """Static membership id (one per worker, stable across its restarts), or None (dynamic:
+    unset or ``none``)."""
+    if settings.group_instance_id.lower() == "none":
+        return None
     return settings.group_instance_id or None
 
 
