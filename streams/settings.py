@@ -59,9 +59,11 @@ class Settings(BaseSettings):
     commit_every: int = Field(default=10_000, ge=1)
     # How long the group waits for a silent worker before giving its partitions to another.
     consumer_session_timeout: DurationMs = duration("45s")
-    # Static group membership (KIP-345), opt-in: a restarted worker with the same id gets its
-    # partitions back at once instead of after the session timeout. Empty: dynamic membership.
-    # Not the default: see README (Operating it) for what the crash test saw with it.
+    # Static group membership (KIP-345): a restarted worker with the same id gets its partitions
+    # back at once instead of after the session timeout. Empty or "none": dynamic membership.
+    # Opt-in for `journey worker` (a static member that stops for good keeps its partitions
+    # until its session times out); `journey run` gives each of its workers an id unless "none"
+    # (streams/ops/runner.py, worker_instance_ids).
     group_instance_id: str = ""
     topic_prefix: str = ""
     partitions: int = Field(default=12, ge=1)

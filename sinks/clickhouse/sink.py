@@ -27,10 +27,12 @@ Delivery guarantees, and what provides each:
   during a rebalance comes back after later ones were stored), so "the highest stored offset"
   does not mean "everything below is stored". What is done is what the broker's committed offset
   says (``streams/runtime/commit_guard.py``); above it, the keys decide.
-* **No row blocks the others.** An insert that fails because of its data (a value the column
-  cannot hold) is bisected until the failing rows are isolated; each becomes a dead letter
-  (``insert_failed``, through ``on_bad_row``) and the rest is stored. Failures of ClickHouse
-  itself (down, hanging, disk full) are retried with backoff: that is backpressure, not data.
+* **No row blocks the others.** An insert that fails because of its data (a value the client
+  cannot encode, or one ClickHouse refuses with an error code about values, ``refuses_data``)
+  is bisected until the failing rows are isolated; each becomes a dead letter (``insert_failed``,
+  through ``on_bad_row``) and the rest is stored. Failures of ClickHouse itself (down, hanging,
+  disk full, a missing table or column) are retried with backoff: that is backpressure, not
+  data.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, ProgrammingError
 
 from sinks.clickhouse.client import ClickHouse
 from sinks.clickhouse.config import ClickHouseConfig
@@ -60,6 +62,36 @@ DATA_ERRORS = (
     DataError, ProgrammingError, TypeError, ValueError, AttributeError, OverflowError,
     struct.error,
 )  # fmt: skip
+# Error codes with which ClickHouse itself (a server, or chdb: clickhouse-connect's
+# DatabaseError.code) refuses the values of an insert: a row is wrong, retrying cannot help.
+# Not here, so retried: the schema's errors (an unknown table or column: a migration is missing,
+# and every row would be refused) and the engine's (memory, too many parts, timeouts, read-only,
+# disk), like every connection error.
+REFUSED_DATA_CODES = frozenset({
+    6,    # CANNOT_PARSE_TEXT
+    25,   # CANNOT_PARSE_ESCAPE_SEQUENCE
+    26,   # CANNOT_PARSE_QUOTED_STRING
+    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,   # CANNOT_PARSE_DATE
+    41,   # CANNOT_PARSE_DATETIME
+    53,   # TYPE_MISMATCH
+    69,   # ARGUMENT_OUT_OF_BOUND
+    70,   # CANNOT_CONVERT_TYPE
+    72,   # CANNOT_PARSE_NUMBER
+    117,  # INCORRECT_DATA
+    128,  # TOO_LARGE_ARRAY_SIZE
+    131,  # TOO_LARGE_STRING_SIZE
+    153,  # ILLEGAL_DIVISION
+    190,  # SIZES_OF_ARRAYS_DONT_MATCH
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    376,  # CANNOT_PARSE_UUID
+    395,  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+    407,  # DECIMAL_OVERFLOW
+    467,  # CANNOT_PARSE_BOOL
+    469,  # VIOLATED_CONSTRAINT
+    691,  # UNKNOWN_ELEMENT_OF_ENUM
+})  # fmt: skip
 # ClickHouse counts as unreachable while one call has been running this long.
 STALLED_SECONDS = 10.0
 STOP_FLUSH_SECONDS = 10.0
@@ -253,7 +285,9 @@ class ClickHouseSink:
         try:
             await self._insert_with_retry(table, columns, rows, token)
             return len(rows)
-        except DATA_ERRORS as exc:
+        except Exception as exc:
+            if not refuses_data(exc):
+                raise
             if len(rows) == 1:
                 self.stats.bad_rows += 1
                 log.error(
@@ -336,7 +370,7 @@ class ClickHouseSink:
     ) -> None:
         """Retry until ClickHouse takes it: the stream waits meanwhile (backpressure). Inserts
         are safe to retry thanks to their deduplication token, deletes by nature. A refusal of
-        the data itself (``DATA_ERRORS``) is raised at once: retrying cannot fix it."""
+        the data itself (``refuses_data``) is raised at once: retrying cannot fix it."""
         backoff = self.settings.sink_retry_backoff / 1000
         while True:
             self._busy_since = time.monotonic()
@@ -345,10 +379,10 @@ class ClickHouseSink:
                 self._failing = False
                 self._last_ok = time.monotonic()
                 return
-            except DATA_ERRORS:
-                self._failing = False
-                raise
             except Exception as exc:
+                if refuses_data(exc):
+                    self._failing = False  # ClickHouse answered
+                    raise
                 self.stats.failures += 1
                 if not self._failing:
                     log.warning(
@@ -421,6 +455,14 @@ class ClickHouseSink:
                 "not acknowledged and will be redelivered",
                 STOP_FLUSH_SECONDS,
             )
+
+
+def refuses_data(exc: BaseException) -> bool:
+    """The call failed because of the rows' values: found while the client built the insert
+    (``DATA_ERRORS``), or reported by ClickHouse with a code of ``REFUSED_DATA_CODES``."""
+    if isinstance(exc, DATA_ERRORS):
+        return True
+    return isinstance(exc, DatabaseError) and exc.code in REFUSED_DATA_CODES
 
 
 def _summary(exc: BaseException) -> str:

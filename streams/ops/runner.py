@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -249,6 +250,23 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def worker_instance_ids(settings: Settings, names: list[str]) -> dict[str, str]:
+    """Static group membership ids for the workers of ``journey run``: a worker restarted after a
+    crash (the run started again) gets its partitions back at once, instead of after the session
+    timeout. Stable across runs: the base is ``JOURNEY_GROUP_INSTANCE_ID`` if set, else the app
+    id, host and data directory; each worker adds its name (one id shared by two live members
+    would make them fence each other). Kafka allows ``[a-zA-Z0-9._-]``, 249 characters.
+    ``none``: no ids, dynamic membership."""
+    base = settings.group_instance_id
+    if base.lower() == "none":
+        return {name: "none" for name in names}
+    if not base:
+        where = hashlib.sha1(str(settings.data_dir.resolve()).encode()).hexdigest()[:8]
+        base = f"{settings.app_id}.{socket.gethostname()}.{where}"
+    base = re.sub(r"[^a-zA-Z0-9._-]", "-", base)[:200]
+    return {name: f"{base}.{name}" for name in names}
+
+
 class Supervisor:
     """Starts and watches the children of ``journey run``; SIGTERM/Ctrl-C stops them all."""
 
@@ -287,12 +305,18 @@ class Supervisor:
         ports = self.worker_ports()
         urls = ",".join(f"http://127.0.0.1:{port}" for port in ports if port)
         self._spawn("loader", ["loader", *status], {**common, "JOURNEY_WORKER_URLS": urls})
-        for number, port in enumerate(ports):
-            name = f"worker-{number + 1}"
+        names = [f"worker-{number + 1}" for number in range(len(ports))]
+        instance_ids = worker_instance_ids(self.settings, names)
+        for name, port in zip(names, ports, strict=True):
             self._spawn(
                 name,
                 ["worker", *status],
-                {**common, "JOURNEY_WORKER_NAME": name, "JOURNEY_WORKER_WEB_PORT": str(port)},
+                {
+                    **common,
+                    "JOURNEY_WORKER_NAME": name,
+                    "JOURNEY_WORKER_WEB_PORT": str(port),
+                    "JOURNEY_GROUP_INSTANCE_ID": instance_ids[name],
+                },
             )
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:

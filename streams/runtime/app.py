@@ -9,11 +9,11 @@ letters, re-keying, the key's partition) and accepted events to the ``JourneyEng
 publishes what they caused through ``Outputs``. A worker holds no database connection: the
 loader (``loader.py``) stores the published facts in ClickHouse.
 
-Where a message is acknowledged: ``handle`` below hands its ``ack`` to ``Acks.after``
-(``acks.py``), which runs it once the broker has acknowledged every record the message
-caused; only acked offsets are committed. No exception escapes a message: whatever fails while
-handling one becomes a ``processing_error`` dead letter (the engine has left the customer's
-state as it was) and the stream goes on.
+Where a message is acknowledged: ``handle`` below applies it (``MessageHandler``) and hands its
+``ack`` to ``Acks.after`` (``acks.py``), which runs it once the broker has acknowledged every
+record the message caused; only acked offsets are committed. No exception escapes a message:
+whatever fails while handling one becomes a ``processing_error`` dead letter (the engine has
+left the customer's state as it was) and the stream goes on.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from types import SimpleNamespace
@@ -131,8 +131,66 @@ def table_writer(table: Any) -> Callable[[int, bytes, bytes], None]:
 
 
 def group_instance_id(settings: Settings) -> str | None:
-    """Static membership id (one per worker, stable across its restarts), or None (dynamic)."""
+    """Static membership id (one per worker, stable across its restarts), or None (dynamic:
+    unset or ``none``)."""
+    if settings.group_instance_id.lower() == "none":
+        return None
     return settings.group_instance_id or None
+
+
+@dataclass
+class MessageHandler:
+    """Applies one message: a tick to the engine's timers, an input through ``Ingest`` to the
+    engine. No exception escapes it: whatever fails becomes a ``processing_error`` dead letter
+    with the exception's summary (the engine left the customer's state as it was)."""
+
+    ingest: Ingest
+    engine: JourneyEngine
+    ticks_topic: str
+    crash: Callable[[BaseException], Awaitable[Any]]
+
+    async def __call__(self, message: Any) -> bool:
+        """False if even the dead letter failed: then the worker stops (``crash``), and the
+        message, unacknowledged, is redelivered to the next one."""
+        try:
+            await self.apply(message)
+        except Exception as exc:
+            return await self.dead_letter(message, exc)
+        return True
+
+    async def apply(self, message: Any) -> None:
+        if message.topic == self.ticks_topic:
+            await self.engine.on_tick(message.partition, message.topic, message.offset)
+            return
+        record = await self.ingest.handle(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            message.headers,
+        )
+        if record is not None:
+            await self.engine.on_event(record, message.topic, message.partition, message.offset)
+
+    async def dead_letter(self, message: Any, exc: Exception) -> bool:
+        log.error(
+            "handling %s/%d/%d failed: %r",
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+            exc_info=exc,
+        )
+        try:
+            await self.ingest.processing_error(
+                message.topic, message.partition, message.offset, message.key, message.value, exc
+            )
+        except Exception as fatal:
+            log.critical("cannot write the dead letter either: %r; stopping", fatal)
+            await self.crash(fatal)
+            return False
+        return True
 
 
 @dataclass
@@ -251,41 +309,7 @@ def create_pipeline(
     fetching = FetchSwitch(app)
     ordering = app.ordering = ordered_intake(settings, offsets, fetching)
 
-    async def apply(message: Any) -> None:
-        if message.topic == ticks_topic:
-            await engine.on_tick(message.partition, message.topic, message.offset)
-            return
-        record = await ingest.handle(
-            message.topic,
-            message.partition,
-            message.offset,
-            message.key,
-            message.value,
-            message.headers,
-        )
-        if record is not None:
-            await engine.on_event(record, message.topic, message.partition, message.offset)
-
-    async def dead_letter(message: Any, exc: Exception) -> bool:
-        """The message failed: a dead letter. False if even that failed (then the worker stops,
-        and the message, unacknowledged, is redelivered to the next one)."""
-        log.error(
-            "handling %s/%d/%d failed: %r",
-            message.topic,
-            message.partition,
-            message.offset,
-            exc,
-            exc_info=exc,
-        )
-        try:
-            await ingest.processing_error(
-                message.topic, message.partition, message.offset, message.key, message.value, exc
-            )
-        except Exception as fatal:
-            log.critical("cannot write the dead letter either: %r; stopping", fatal)
-            await app.crash(fatal)
-            return False
-        return True
+    apply = MessageHandler(ingest, engine, ticks_topic, app.crash)
 
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
@@ -321,11 +345,8 @@ def create_pipeline(
         message = event.message
         positions[(message.topic, message.partition)] = message.offset
         started = perf_counter()
-        try:
-            await apply(message)
-        except Exception as exc:
-            if not await dead_letter(message, exc):
-                return False
+        if not await apply(message):
+            return False
         # Only now, after the table write (changelog) and every send it caused are registered:
         # acked once the broker has them all (streams/runtime/acks.py).
         acks.after(event.ack)

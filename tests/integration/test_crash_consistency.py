@@ -18,7 +18,9 @@ that depends on ticks), and erased customers (their rows are deleted in both wor
 asserts that what is left is most of the clean run, so the comparison is never vacuous.
 
 ``JOURNEY_CRASH_EVENTS`` and ``JOURNEY_CRASH_KILLS`` scale it up (the acceptance run: 50,000
-events, 4 kills); ``make test`` runs the small default.
+events, 4 kills); ``make test`` runs the small default. The workers are static group members
+(``journey run`` gives them stable ids), so a restarted one gets its partitions back at once;
+``JOURNEY_CRASH_MEMBERSHIP=dynamic`` runs it with dynamic membership, to compare.
 """
 
 from __future__ import annotations
@@ -157,8 +159,9 @@ def test_kill_9_during_publishing_loses_no_decision(env: Env, start_worker: Any)
     # Its own groups, ClickHouse and every output topic (journey.decisions and journey.events
     # too: shared, the clean loader would also store the crashed world's facts).
     clean = separate_outputs(env, "clean")
-    if os.environ.get("JOURNEY_CRASH_MEMBERSHIP") == "static":  # the opt-in, to compare
-        env.vars["JOURNEY_GROUP_INSTANCE_ID"] = "crash-test-worker"
+    # `journey run` makes its workers static members; dynamic membership, to compare.
+    if os.environ.get("JOURNEY_CRASH_MEMBERSHIP") == "dynamic":
+        env.vars["JOURNEY_GROUP_INSTANCE_ID"] = "none"
     env.journey("topics", "create")
     env.journey("topics", "create", **clean)
     rate = max(100, EVENTS // 25)  # publishing lasts about 25 s, whatever the size

@@ -1,5 +1,6 @@
-"""``/ready`` says 503 while the Kafka broker is down and 200 again once it is back; ``/health``
-stays 200 throughout (the process is alive and catches up by itself).
+"""``/ready`` of the loader and of a journey worker says 503 while the Kafka broker is down and
+200 again once it is back; ``/health`` stays 200 throughout (the process is alive and catches up
+by itself).
 
 The test kills a broker, so it starts one of its own (``deploy/local/kafka.sh`` on a free port
 pair, its state under ``.local/kafka-<port>``, removed afterwards): the shared test broker and
@@ -104,29 +105,39 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float) -> float:
 def test_ready_is_503_while_the_broker_is_down_and_200_when_it_is_back(
     env: Env, start_worker: Any, own_broker: OwnBroker
 ) -> None:
+    """Both processes of `journey run`: the loader (JOURNEY_WEB_PORT) and its one journey worker
+    (JOURNEY_WORKER_WEB_PORT: the runner gives its first worker that port)."""
     env.vars["JOURNEY_KAFKA_BOOTSTRAP"] = own_broker.bootstrap
-    base = f"http://127.0.0.1:{env.vars['JOURNEY_WEB_PORT']}"
+    endpoints = {
+        "loader": f"http://127.0.0.1:{env.vars['JOURNEY_WEB_PORT']}",
+        "worker": f"http://127.0.0.1:{env.vars['JOURNEY_WORKER_WEB_PORT']}",
+    }
 
-    def ready() -> tuple[int, str]:
+    def ready(base: str) -> tuple[int, str]:
         try:
             return get(f"{base}/ready")
         except OSError:  # not listening yet
             return 0, ""
 
+    def all_ready(status: int) -> Callable[[], bool]:
+        return lambda: all(ready(base)[0] == status for base in endpoints.values())
+
     env.journey("topics", "create")
     worker = start_worker()
-    wait_for("/ready 200 after the start", lambda: ready()[0] == 200, 90)
+    wait_for("/ready 200 after the start", all_ready(200), 90)
 
     own_broker.kill()
     # The probe runs every 2 s with a 3 s connect timeout; a refused connection is immediate.
-    wait_for("/ready 503 after the broker was killed", lambda: ready()[0] == 503, 15)
-    for _ in range(3):  # and it stays so while the broker is away; the process stays healthy
-        status, text = ready()
-        assert status == 503 and "broker is unreachable" in text, (status, text)
-        assert get(f"{base}/health") == (200, "ok\n")
+    wait_for("/ready 503 after the broker was killed", all_ready(503), 15)
+    for _ in range(3):  # and it stays so while the broker is away; the processes stay healthy
+        for role, base in endpoints.items():
+            status, text = ready(base)
+            assert status == 503 and "broker is unreachable" in text, (role, status, text)
+            assert get(f"{base}/health") == (200, "ok\n"), role
         time.sleep(1)
-    assert worker.process.poll() is None, "the worker exited while the broker was down"
+    assert worker.process.poll() is None, "the pipeline exited while the broker was down"
 
     own_broker.up()
-    wait_for("/ready 200 after the broker came back", lambda: ready()[0] == 200, 60)
-    assert get(f"{base}/health") == (200, "ok\n")
+    wait_for("/ready 200 after the broker came back", all_ready(200), 60)
+    for role, base in endpoints.items():
+        assert get(f"{base}/health") == (200, "ok\n"), role

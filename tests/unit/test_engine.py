@@ -413,3 +413,56 @@ async def test_more_customers_changed_between_flushes_than_the_cache_holds() -> 
         assert world.engine.load(f"c{i}").orders_count == 1
     await world.durable()
     assert not world.engine._dirty and len(world.table) == 5
+
+
+async def test_a_message_that_fails_is_a_processing_error_dead_letter_and_the_next_is_handled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's own handling (``MessageHandler``, what the agent calls per message): an
+    exception in the model leaves the state as it was, becomes a dead letter with its summary,
+    and the stream goes on."""
+    from types import SimpleNamespace
+
+    from schemas.records import DeadLetter
+    from streams.runtime.app import MessageHandler
+    from streams.runtime.ingest import Ingest, key_partition
+
+    world = World()
+    crashes: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashes.append(exc)
+
+    ingest = Ingest(SETTINGS, CODEC, world.outputs, partitions=12)
+    handle = MessageHandler(ingest, world.engine, SETTINGS.topic("ticks"), crash)
+    topic, partition = SETTINGS.topic("orders"), key_partition(b"c1", 12)
+
+    def message(offset: int, event_id: str) -> Any:
+        value = CODEC.encode(placed(event_id))
+        return SimpleNamespace(
+            topic=topic, partition=partition, offset=offset, key=b"c1", value=value, headers=[]
+        )
+
+    real_step: Callable[..., Any] = engine_module.step
+
+    def fails_on_e2(state: Any, record: Any, *args: Any) -> Any:
+        if record.event_id == "e2":
+            state.seen.append("half-applied")  # in place, then the exception
+            raise ValueError("year 97036 is out of range\nsecond line")
+        return real_step(state, record, *args)
+
+    monkeypatch.setattr(engine_module, "step", fails_on_e2)
+    assert await handle(message(5, "e1"))
+    before = world.engine.load("c1")
+    assert await handle(message(6, "e2"))
+    after = world.engine.load("c1")
+    assert after.seen == before.seen and "half-applied" not in after.seen
+    (letter,) = world.broker.on("deadletter", DeadLetter)
+    assert (letter.topic, letter.partition, letter.offset) == (topic, partition, 6)
+    assert letter.reason_code == "processing_error"
+    assert letter.reason == "ValueError: year 97036 is out of range"
+    assert letter.value == message(6, "e2").value and letter.record_type == "OrderChanged"
+    assert await handle(message(7, "e3"))  # the stream goes on
+    assert "e3" in world.engine.load("c1").seen and crashes == []
+    events = world.broker.on("journey_events", JourneyEvent)
+    assert [e.event_id for e in events] == ["e1", "e3"]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -161,6 +165,158 @@ async def test_a_row_that_cannot_be_inserted_is_isolated_and_dead_lettered() -> 
     assert letters == [("events", (2**63,), "DataError")]
     assert acked == list(range(len(rows)))  # nothing blocks: every message is acked
     assert sink.stats.bad_rows == 1 and sink.reachable
+
+
+class RefusingClickHouse(FakeClient):
+    """ClickHouse itself (a server, or chdb) refuses any batch holding a negative value, with the
+    error clickhouse-connect raises for it: a DatabaseError carrying the code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__()
+        self.code = code
+
+    def insert(
+        self, table: str, rows: list[Any], column_names: list[str], settings: dict[str, str]
+    ) -> None:
+        self.attempts.append(settings["insert_deduplication_token"])
+        if any(isinstance(v, int) and v < 0 for row in rows for v in row):
+            from clickhouse_connect.driver.exceptions import DatabaseError
+
+            raise DatabaseError(
+                f"Code: {self.code}. DB::Exception: Value in column Int64 cannot be safely "
+                "converted into type UInt8",
+                code=self.code,
+            )
+        self.inserts.append((table, list(rows), settings["insert_deduplication_token"]))
+
+
+def collect_letters(sink: ClickHouseSink) -> list[tuple[str, Any, str]]:
+    letters: list[tuple[str, Any, str]] = []
+
+    async def on_bad_row(table: str, row: Any, exc: BaseException) -> Any:
+        letters.append((table, row, str(exc)))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    sink.on_bad_row = on_bad_row
+    return letters
+
+
+# CANNOT_PARSE_TEXT, TYPE_MISMATCH, CANNOT_CONVERT_TYPE, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+@pytest.mark.parametrize("code", [6, 53, 70, 321])
+async def test_a_row_clickhouse_itself_refuses_is_isolated_and_dead_lettered(code: int) -> None:
+    client = RefusingClickHouse(code)
+    sink = make_sink(client)
+    letters = collect_letters(sink)
+    acked: list[int] = []
+    rows = [(i,) for i in range(5)] + [(-1,)] + [(i,) for i in range(6, 9)]
+    for offset, row in enumerate(rows):
+        sink.add("events", row, "shop.orders", 0, offset)
+        sink.after_flush(lambda offset=offset: acked.append(offset))  # type: ignore[misc]
+    await asyncio.wait_for(sink.flush(), 5)
+    stored = sorted(r for _, batch, _ in client.inserts for r in batch)
+    assert stored == sorted(r for r in rows if r != (-1,))
+    assert [(table, row) for table, row, _ in letters] == [("events", (-1,))]
+    assert letters[0][2].startswith(f"Code: {code}.")
+    assert acked == list(range(len(rows)))
+    assert sink.stats.bad_rows == 1 and sink.stats.failures == 0 and sink.reachable
+
+
+# Run in a process of its own: chdb opens one data path per process, for the life of it.
+REAL_CHDB = """
+import asyncio, json, sys
+from sinks.clickhouse.sink import ClickHouseSink
+from streams.settings import Settings
+
+async def main() -> None:
+    settings = Settings(_env_file=None, clickhouse_url="chdb://" + sys.argv[1])
+    sink = ClickHouseSink(settings)
+    sink.setup()
+    ch = sink.clickhouse
+    ch.call(ch.client.command, f"CREATE DATABASE IF NOT EXISTS {ch.database}")
+    # ClickHouse computes the column while it inserts, and refuses a value that does not fit.
+    ch.call(ch.client.command, f"CREATE TABLE {ch.database}.narrow (n Int64, "
+            "small UInt8 MATERIALIZED accurateCast(n, 'UInt8')) ENGINE = MergeTree ORDER BY n")
+    letters = []
+
+    async def on_bad_row(table, row, exc):
+        letters.append([table, list(row), str(exc)])
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    sink.on_bad_row = on_bad_row
+    sink.register_table("narrow", ("n",))
+    for offset, n in enumerate([1, 2, 1000, 3]):
+        sink.add("narrow", (n,), "shop.orders", 0, offset)
+    await asyncio.wait_for(sink.flush(), 30)
+    stored = ch.call(ch.client.query, f"SELECT n FROM {ch.database}.narrow ORDER BY n")
+    print(json.dumps({"stored": [r[0] for r in stored.result_rows], "letters": letters}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_row_chdb_refuses_is_dead_lettered_and_the_others_stored(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", REAL_CHDB, str(tmp_path / "chdb")],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["stored"] == [1, 2, 3]
+    ((table, row, error),) = result["letters"]
+    assert (table, row) == ("narrow", [1000])
+    assert "Code: 70." in error and "CANNOT_CONVERT_TYPE" in error
+
+
+class UnavailableClickHouse(FakeClient):
+    """Fails the first ``failures`` inserts with ``error``, then takes everything."""
+
+    def __init__(self, error: Exception, failures: int) -> None:
+        super().__init__(failures)
+        self.error = error
+
+    def insert(
+        self, table: str, rows: list[Any], column_names: list[str], settings: dict[str, str]
+    ) -> None:
+        if self.failures:
+            self.failures -= 1
+            self.attempts.append(settings["insert_deduplication_token"])
+            raise self.error
+        super().insert(table, rows, column_names, settings)
+
+
+def _unavailable() -> list[Exception]:
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    return [
+        OperationalError("Error HTTPConnectionPool: Connection refused executing HTTP request"),
+        DatabaseError("Code: 241. DB::Exception: Memory limit exceeded", code=241),
+        DatabaseError("Code: 252. DB::Exception: Too many parts", code=252),
+        DatabaseError("Code: 60. DB::Exception: Table journey.events does not exist", code=60),
+        DatabaseError("The ClickHouse server returned an error"),  # no code
+    ]
+
+
+@pytest.mark.parametrize("error", _unavailable(), ids=lambda e: str(getattr(e, "code", None)))
+async def test_clickhouse_unavailable_is_retried_not_dead_lettered(error: Exception) -> None:
+    client = UnavailableClickHouse(error, failures=3)
+    sink = make_sink(client)
+    letters = collect_letters(sink)
+    acked: list[int] = []
+    for offset in range(3):
+        sink.add("events", (offset,), "shop.orders", 0, offset)
+        sink.after_flush(lambda offset=offset: acked.append(offset))  # type: ignore[misc]
+    await asyncio.wait_for(sink.flush(), 5)
+    assert letters == [] and sink.stats.bad_rows == 0
+    assert sink.stats.failures == 3 and len(set(client.attempts)) == 1  # the whole batch, again
+    assert [rows for _, rows, _ in client.inserts] == [[(0,), (1,), (2,)]]
+    assert acked == [0, 1, 2]
 
 
 async def test_stop_returns_while_clickhouse_keeps_failing() -> None:
