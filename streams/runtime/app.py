@@ -254,7 +254,7 @@ def create_pipeline(
         autodiscover=False,
     )
     install_commit_guard(app)  # commit an offset only when every message below it was acked
-    install_fetch_control(app, ordering_wait_ms=settings.ordering_wait)  # the merge's pauses
+    install_fetch_control(app)  # the event-time merge pauses what it has enough of
     metrics = Metrics()
     acks = Acks(
         interval=settings.ack_interval / 1000,

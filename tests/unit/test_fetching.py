@@ -8,7 +8,7 @@ import faust
 from faust.types import TP
 
 from streams.runtime.commit_guard import install_commit_guard
-from streams.runtime.fetching import FetchControl, fetch_wait_ms, install_fetch_control
+from streams.runtime.fetching import FetchControl, install_fetch_control
 
 A, B = TP("shop.orders", 0), TP("shop.customers", 0)
 
@@ -16,7 +16,7 @@ A, B = TP("shop.orders", 0), TP("shop.customers", 0)
 def consumer(assigned: set[TP]) -> Any:
     app = faust.App("test-fetching", broker="kafka://127.0.0.1:1", autodiscover=False)
     install_commit_guard(app)
-    install_fetch_control(app, ordering_wait_ms=200)
+    install_fetch_control(app)
     made: Any = app.consumer  # created, not started: no broker needed
     assert isinstance(made, FetchControl)
     made.assignment = lambda: set(assigned)
@@ -72,13 +72,3 @@ def test_a_partition_no_longer_assigned_is_not_fetched_again_on_resume() -> None
     c.assignment = lambda: {B}
     c.resume_fetching(A)
     assert A not in c._get_active_partitions()
-
-
-async def test_the_long_poll_is_shorter_than_the_merges_wait() -> None:
-    assert fetch_wait_ms(200) == 100
-    assert fetch_wait_ms(0) == 10
-    assert fetch_wait_ms(60_000) == 500
-    c = consumer({A})
-    thread = c._new_consumer_thread()
-    made = thread._create_worker_consumer(c.app.transport)  # aiokafka's, not started
-    assert made._fetch_max_wait_ms == 100  # Faust's own is 1500
