@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     ordering_buffer: int = Field(default=100_000, ge=1)
     # Records one poll of the consumer hands over at most (Faust's broker_max_poll_records;
     # unbounded there). Bounds what still arrives after the merge pauses a topic-partition:
-    # unbounded, a 300k-event catch-up gave up order for 74k events despite the pauses; at 500,
-    # for none, with 18 % less CPU per event (make bench; 72k without the pauses).
+    # unbounded, a 300k-event catch-up released 74k events for lack of room despite the pauses;
+    # at 500, none (make bench; 72k without the pauses).
     consumer_max_poll_records: int = Field(default=500, ge=1)
 
     # --- Schema Registry (Confluent wire format: 0x00 + 4-byte schema id; docs/producing.md) ----
