@@ -1,15 +1,20 @@
-"""The ClickHouse sink: buffer rows, insert them in batches, then let Kafka commit.
+"""The ClickHouse sink: buffer rows, insert them in batches. It only stores rows.
 
 Shape after quix-streams' sinks: ``__init__`` stores config, ``setup()`` connects, ``add()``
 buffers, ``flush()`` writes one batch per table; a failing insert is retried with backoff and
-holds the stream back (backpressure), it never crashes the worker.
+holds the stream back (backpressure), it never crashes the loader.
+
+The sink knows nothing of Kafka: it neither acknowledges messages nor sends records. Messages
+are acknowledged in ``streams/runtime/acks.py``: the loader (``streams/runtime/loader.py``) runs
+this ``flush()`` as the hook before each round of acknowledgements, and a row ClickHouse refuses
+goes to ``on_bad_row``, which the loader makes a dead letter.
 
 Delivery guarantees, and what provides each:
 
-* **Nothing lost.** A consumed message is acknowledged to Faust (so its offset may be committed)
-  only by ``flush()``, after every row it produced is in ClickHouse and every record it caused on
-  Kafka (dead letters, repartitioned events) is acknowledged by the broker. A crash before that
-  redelivers the message.
+* **Nothing lost.** ``flush()`` returns only after every row buffered before it is in ClickHouse
+  (or, refused, handed to ``on_bad_row``); a failed call leaves them buffered. The loader
+  acknowledges a message only after that (and after the refused rows' dead letters are
+  acknowledged by the broker), so a crash before it redelivers the message.
 * **Nothing doubled by a retry.** Each insert carries an ``insert_deduplication_token`` derived
   from the table and the exact source messages (topic, partition, offset) of the rows it holds,
   and every table has ``non_replicated_deduplication_window`` set, so ClickHouse drops a retried
@@ -38,7 +43,6 @@ Delivery guarantees, and what provides each:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import struct
@@ -55,8 +59,9 @@ from sinks.clickhouse.config import ClickHouseConfig
 log = logging.getLogger(__name__)
 
 Source = tuple[str, int, int]  # the message a row came from: (topic, partition, offset)
-# (table, row, exception) -> the dead letter's delivery, awaited before the row's message is acked
-OnBadRow = Callable[[str, Sequence[Any], BaseException], Awaitable[Awaitable[Any]]]
+# (table, row, exception): a row ClickHouse refuses. The loader sends it as a dead letter and
+# makes the acknowledgements wait for its delivery.
+OnBadRow = Callable[[str, Sequence[Any], BaseException], Awaitable[object]]
 # Raised while building the insert from the rows (client side): the data is wrong, not ClickHouse.
 DATA_ERRORS = (
     DataError, ProgrammingError, TypeError, ValueError, AttributeError, OverflowError,
@@ -94,7 +99,8 @@ REFUSED_DATA_CODES = frozenset({
 })  # fmt: skip
 # ClickHouse counts as unreachable while one call has been running this long.
 STALLED_SECONDS = 10.0
-STOP_FLUSH_SECONDS = 10.0
+# While idle, ClickHouse is asked whether it is there when nothing succeeded for this long.
+PROBE_AFTER_SECONDS = 5.0
 
 
 @dataclass
@@ -125,30 +131,27 @@ class ClickHouseSink:
         settings: ClickHouseConfig,
         *,
         clickhouse: Callable[[ClickHouseConfig], ClickHouse] = ClickHouse.shared,
-        on_fatal: Callable[[BaseException], object] | None = None,
         on_flush: Callable[[float], object] | None = None,
         on_bad_row: OnBadRow | None = None,
+        on_batch_full: Callable[[], object] | None = None,
     ) -> None:
+        """``on_batch_full``: a batch (``sink_batch_rows``) is buffered; whoever calls
+        ``flush()`` should do it now rather than at its next interval."""
         self.settings = settings
         self.on_bad_row = on_bad_row
-        self._on_fatal = on_fatal
+        self.on_batch_full = on_batch_full
         self._on_flush = on_flush
         self._open = clickhouse
         self._clickhouse: ClickHouse | None = None
         self._tables: dict[str, _TableBuffer] = {}
-        self._acks: list[Callable[[], object]] = []
         self._erasures: dict[str, dict[str, set[str]]] = {}
-        self._pending: list[Awaitable[Any]] = []
         self._buffered = 0
         self._flush_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._task: asyncio.Task[None] | None = None
         self.stats = FlushStats()
         # Readiness: the last call to ClickHouse failed (not because of data), or one is stuck.
         self._failing = False
-        self._stopping = False
         self._busy_since: float | None = None
         self._last_ok = time.monotonic()
 
@@ -200,77 +203,87 @@ class ClickHouseSink:
     def _count(self) -> None:
         self._buffered += 1
         if self._buffered >= self.settings.sink_batch_rows:
-            self._wake.set()
+            self._batch_full()
             self._room.clear()
 
-    def after_flush(self, ack: Callable[[], object]) -> None:
-        """Call ``ack`` once everything buffered so far is stored (acks the Kafka message)."""
-        self._acks.append(ack)
-
-    def wait_for(self, delivery: Awaitable[Any]) -> None:
-        """A Kafka send that must be acknowledged before the messages behind it are acked."""
-        self._pending.append(delivery)
+    def _batch_full(self) -> None:
+        if self.on_batch_full is not None:
+            self.on_batch_full()
 
     async def wait_for_room(self) -> None:
         """Backpressure: wait while twice a batch is buffered (ClickHouse is slow or down)."""
         if self._buffered >= 2 * self.settings.sink_batch_rows:
-            self._wake.set()
+            self._batch_full()
             await self._room.wait()
 
     # --- writing -----------------------------------------------------------------------------
     async def flush(self) -> int:
-        """Write every buffered row, then run the acks. Returns the rows written."""
+        """Write every buffered row (and the erasures), retrying until ClickHouse takes them;
+        refused rows go to ``on_bad_row``. Returns the rows written. If it raises (or is
+        cancelled), what it took is buffered again for the next flush."""
         async with self._flush_lock:
-            batches = []
-            for table, buffer in self._tables.items():
-                if buffer.rows or buffer.latest:
-                    batches.append((table, buffer, buffer.rows + list(buffer.latest.values())))
-                    self._tables[table] = _TableBuffer(columns=buffer.columns, unique=buffer.unique)
+            taken = [(table, buffer) for table, buffer in self._tables.items()
+                     if buffer.rows or buffer.latest]  # fmt: skip
+            for table, buffer in taken:
+                self._tables[table] = _TableBuffer(columns=buffer.columns, unique=buffer.unique)
             erasures, self._erasures = self._erasures, {}
-            acks, self._acks = self._acks, []
-            pending, self._pending = self._pending, []
             self._buffered = 0
-            started = time.perf_counter()
-            written = 0
-            bad: list[tuple[str, Sequence[Any], BaseException]] = []
-            for table, buffer, sourced in batches:
-                if buffer.unique:
-                    sourced = await self._new_keys_only(table, buffer, sourced)
-                if not sourced:
-                    continue
-                rows = [row for row, _ in sourced]
-                written += await self._insert_isolating(
-                    table, buffer.columns, rows, _token(table, [source for _, source in sourced]),
-                    bad,
-                )  # fmt: skip
-                self.stats.rows_per_table[table] = self.stats.rows_per_table.get(table, 0) + len(
-                    rows
-                )
-            if bad:
-                pending += await self._dead_letter_rows(bad)
-            for table, by_column in erasures.items():
-                for column, values in by_column.items():
-                    await self._delete_with_retry(table, column, sorted(values))
-            for delivery in pending:
-                try:
-                    await delivery
-                except Exception as exc:
-                    # The messages behind it stay unacknowledged and will be redelivered after a
-                    # restart; carrying on would stall their partitions silently.
-                    log.error("a Kafka send the sink waited for failed: %r", exc)
-                    if self._on_fatal is not None:
-                        self._on_fatal(exc)
-                    raise
-            for ack in acks:
-                ack()
-            if batches:
-                self.stats.rows += written
-                self.stats.batches += len(batches)
-                self.stats.last_flush_seconds = time.perf_counter() - started
-                if self._on_flush is not None:
-                    self._on_flush(self.stats.last_flush_seconds)
+            try:
+                written = await self._write(taken, erasures)
+            except BaseException:
+                self._put_back(taken, erasures)
+                raise
             self._room.set()
             return written
+
+    async def _write(
+        self, taken: list[tuple[str, _TableBuffer]], erasures: dict[str, dict[str, set[str]]]
+    ) -> int:
+        started = time.perf_counter()
+        written = 0
+        bad: list[tuple[str, Sequence[Any], BaseException]] = []
+        for table, buffer in taken:
+            sourced = buffer.rows + list(buffer.latest.values())
+            if buffer.unique:
+                sourced = await self._new_keys_only(table, buffer, sourced)
+            if not sourced:
+                continue
+            rows = [row for row, _ in sourced]
+            written += await self._insert_isolating(
+                table, buffer.columns, rows, _token(table, [source for _, source in sourced]), bad
+            )
+            self.stats.rows_per_table[table] = self.stats.rows_per_table.get(table, 0) + len(rows)
+        if bad and self.on_bad_row is not None:
+            for table, row, exc in bad:
+                await self.on_bad_row(table, row, exc)
+        for table, by_column in erasures.items():
+            for column, values in by_column.items():
+                await self._delete_with_retry(table, column, sorted(values))
+        if taken:
+            self.stats.rows += written
+            self.stats.batches += len(taken)
+            self.stats.last_flush_seconds = time.perf_counter() - started
+            if self._on_flush is not None:
+                self._on_flush(self.stats.last_flush_seconds)
+        return written
+
+    def _put_back(
+        self, taken: list[tuple[str, _TableBuffer]], erasures: dict[str, dict[str, set[str]]]
+    ) -> None:
+        """A failed flush: its rows go before those buffered since, its erasures with theirs.
+        Rows it did store are stored again at most once per unique key (``unique``); a snapshot
+        may get a physical duplicate that ``FINAL`` collapses."""
+        for table, old in taken:
+            buffer = self._tables[table]
+            buffer.rows[:0] = old.rows
+            self._buffered += len(old.rows)
+            for key, row in old.latest.items():
+                if key not in buffer.latest:  # a snapshot buffered since is newer
+                    buffer.latest[key] = row
+                    self._buffered += 1
+        for table, by_column in erasures.items():
+            for column, values in by_column.items():
+                self._erasures.setdefault(table, {}).setdefault(column, set()).update(values)
 
     async def _insert_isolating(
         self,
@@ -301,15 +314,6 @@ class ClickHouseSink:
             return await self._insert_isolating(
                 table, columns, rows[:half], token + ":a", bad
             ) + await self._insert_isolating(table, columns, rows[half:], token + ":b", bad)
-
-    async def _dead_letter_rows(
-        self, bad: list[tuple[str, Sequence[Any], BaseException]]
-    ) -> list[Awaitable[Any]]:
-        """Dead letters for refused rows, on the broker before the messages behind them are
-        acked (the loader stores them when it reads them back)."""
-        if self.on_bad_row is None:
-            return []
-        return [await self.on_bad_row(table, row, exc) for table, row, exc in bad]
 
     async def _new_keys_only(
         self, table: str, buffer: _TableBuffer, rows: list[tuple[Sequence[Any], Source]]
@@ -397,8 +401,11 @@ class ClickHouseSink:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.sink_retry_backoff_max / 1000)
 
-    async def _probe(self) -> None:
-        """While idle, ask ClickHouse whether it is there, so that readiness stays honest."""
+    async def probe_when_idle(self) -> None:
+        """While idle, ask ClickHouse whether it is there, so that readiness stays honest (run
+        after each ``flush()``; nothing is asked while calls succeed)."""
+        if time.monotonic() - self._last_ok <= PROBE_AFTER_SECONDS:
+            return
         self._busy_since = time.monotonic()
         try:
             await self.clickhouse.run(self.clickhouse.client.query, "SELECT 1")
@@ -412,49 +419,6 @@ class ClickHouseSink:
             self._failing = True
         finally:
             self._busy_since = None
-
-    # --- background loop ---------------------------------------------------------------------
-    def start(self) -> None:
-        self._stopping = False
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="clickhouse-sink")
-
-    async def _run(self) -> None:
-        interval = self.settings.sink_flush_interval / 1000
-        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for swallows a cancellation
-        # that arrives as the event is set, and this loop then never ended (stop hung).
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
-            if self._stopping:
-                return
-            self._wake.clear()
-            try:
-                written = await self.flush()
-                if not written and time.monotonic() - self._last_ok > 5:
-                    await self._probe()
-            except Exception:  # a bug must not stop the loop that acks every message
-                log.exception("sink flush failed")
-                await asyncio.sleep(interval)
-
-    async def stop(self) -> None:
-        """Flush what is buffered and stop the loop, within ``STOP_FLUSH_SECONDS``: what is not
-        stored by then stays unacknowledged and is redelivered to the next worker."""
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        try:
-            await asyncio.wait_for(self.flush(), timeout=STOP_FLUSH_SECONDS)
-        except TimeoutError:
-            log.warning(
-                "ClickHouse did not take the last batch within %.0fs: its messages are "
-                "not acknowledged and will be redelivered",
-                STOP_FLUSH_SECONDS,
-            )
 
 
 def refuses_data(exc: BaseException) -> bool:

@@ -261,73 +261,19 @@ def format_table(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-REPORT = (
-    (
-        "Funnel, last 14 days (distinct customers)",
-        "SELECT * FROM {db}.funnel_daily ORDER BY day DESC LIMIT 14",
-    ),
-    (
-        "Cart recovery, last 14 days",
-        "SELECT * FROM {db}.cart_recovery_daily ORDER BY day DESC LIMIT 14",
-    ),
-    ("Triggers: last-touch attribution", "SELECT * FROM {db}.trigger_attribution"),
-    (
-        "Trigger decisions",
-        "SELECT trigger_type, status, count() AS decisions FROM {db}.triggers FINAL "
-        "GROUP BY trigger_type, status ORDER BY trigger_type, status",
-    ),
-    ("Repeat purchase by cohort", "SELECT * FROM {db}.repeat_purchase_cohorts"),
-    ("NPS, last 14 days", "SELECT * FROM {db}.nps_daily ORDER BY day DESC LIMIT 14"),
-    ("Deliveries, last 14 days", "SELECT * FROM {db}.delivery_daily ORDER BY day DESC LIMIT 14"),
-    ("Customers by stage", "SELECT * FROM {db}.stage_counts"),
-    *(
-        ("Funnel over all the data (distinct customers)", "SELECT * FROM {db}.funnel_totals"),
-        (
-            "Engagement per trigger type",
-            "SELECT trigger_type, emitted, delivered, opened, clicked, bounced, complained, "
-            "unsubscribed, conversions, attributed_revenue_minor, open_rate, click_rate, "
-            "unsubscribe_rate, conversion_rate FROM {db}.trigger_engagement",
-        ),
-        (
-            "Retention and cumulative revenue per customer by cohort, first 12 months",
-            "SELECT cohort_month, months_since_first AS month, cohort_customers AS customers, "
-            "active_customers AS active, retention_rate, revenue_minor, "
-            "cumulative_revenue_per_customer_minor AS ltv_minor "
-            "FROM {db}.customer_value_cohorts WHERE months_since_first < 12",
-        ),
-        (
-            "Lifetime value: historic and predicted",
-            "SELECT count() AS buyers, round(avg(b.revenue_minor)) AS historic_ltv_minor, "
-            "countIf(p.customer_id != '') AS predicted, "
-            "round(avgIf(p.predicted_clv_minor, p.customer_id != '')) AS predicted_clv_1y_minor, "
-            "round(avgIf(p.probability_alive, p.customer_id != ''), 3) AS avg_p_alive, "
-            "round(sumIf(p.expected_orders_90d, p.customer_id != ''), 1) AS orders_next_90d "
-            "FROM {db}.buyers AS b LEFT JOIN (SELECT * FROM {db}.customer_predictions FINAL) AS p "
-            "ON b.customer_id = p.customer_id",
-        ),
-        (
-            "Stage transitions, last 7 days",
-            "SELECT from_stage, to_stage, sum(customers) AS transitions "
-            "FROM {db}.stage_transitions_daily "
-            "WHERE day > (SELECT max(day) FROM {db}.stage_transitions_daily) - 7 "
-            "GROUP BY from_stage, to_stage ORDER BY transitions DESC",
-        ),
-    ),
-)
-
-
 @main.command()
 @click.pass_context
 @friendly
 def report(ctx: click.Context) -> None:
     """Print the key analytics views as tables (live while a worker runs)."""
     from streams.web.query import QueryFailed, run_query
+    from streams.web.reports import REPORT, in_database
 
     settings = _settings(ctx)
     source = ""
     for title, query in REPORT:
         try:
-            result = run_query(settings, query.format(db=settings.clickhouse_database))
+            result = run_query(settings, in_database(query, settings.clickhouse_database))
         except QueryFailed as exc:
             raise click.ClickException(f"{title}: {exc}") from exc
         source = result.source

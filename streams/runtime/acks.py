@@ -1,16 +1,27 @@
-"""Where a consumed message is acknowledged: once the broker has acknowledged what it caused.
+"""Where a consumed message is acknowledged, in both roles: here, and nowhere else.
 
-The worker's agent hands every message it has handled to ``Acks.after`` (its ``ack``), and every
-record that message caused (triggers, decisions, canonical events, snapshots, dead letters,
-re-routed events) to ``Acks.wait_for`` (the producer's delivery future), in that order. A
-background loop, every ``interval`` or as soon as ``max_pending`` deliveries wait, awaits the
-deliveries registered so far and then runs the callbacks registered before them, in order. Faust
-commits only acknowledged offsets, so a crash before that redelivers the message, and the engine's
-outbox (``engine.py``) re-sends what a recovered state had decided.
+A message is acknowledged (so Faust may commit its offset) once what it caused is durable. Its
+agent hands the message's ``ack`` to ``Acks.after``, and every record it caused on Kafka to
+``Acks.wait_for`` (the producer's delivery future), in that order. A background loop, every
+``interval`` or as soon as it is woken (``max_pending`` deliveries wait, or ``wake()``), runs the
+``before_flush`` hooks (what was coalesced or buffered until now goes out), awaits the deliveries
+registered so far and then runs the callbacks registered before them, in order. A crash before
+that redelivers the message.
 
-A delivery that fails (the broker refused the record for good) stops the worker: acknowledging
-the messages behind it would lose the record; not acknowledging them would stall their partitions
-silently. The restarted worker sends it again.
+* **Worker** (``app.py``): the records are triggers, decisions, canonical events, dead letters
+  and re-routed events (``outputs.py``); the hooks write the engine's states behind
+  (``engine.py``, whose outbox re-sends what a recovered state had decided) and send the
+  coalesced snapshots (``outputs.py``).
+* **Loader** (``loader.py``): the hook is the ClickHouse sink's ``flush()``
+  (``sinks/clickhouse/sink.py``), which stores the rows buffered so far; the records are dead
+  letters (a fact that does not decode, a row ClickHouse refused). A fact is acknowledged after
+  its row is stored and, for a refused row, after its dead letter is on the broker.
+
+A hook that fails (ClickHouse or a state write) acknowledges nothing: its callbacks wait for a
+later flush that succeeds, retried every ``interval`` (``failing`` meanwhile, which ``/ready``
+reports). A delivery that fails (the broker refused the record for good) stops the process:
+acknowledging the messages behind it would lose the record; not acknowledging them would stall
+their partitions silently. The restarted process sends it again.
 """
 
 from __future__ import annotations
@@ -37,9 +48,10 @@ class Acks:
         self.interval = interval
         self.max_pending = max_pending
         self.on_fatal = on_fatal
-        # Run first by every flush: what was coalesced until now goes out (the engine's states,
-        # written behind; the outputs' snapshots), before the callbacks that depend on it.
-        self.before_flush: list[Callable[[], Awaitable[None]]] = []
+        # Run first by every flush: what was coalesced until now goes out (the worker: the
+        # engine's states, written behind, and the outputs' snapshots; the loader: the sink's
+        # rows), before the callbacks that depend on it.
+        self.before_flush: list[Callable[[], Awaitable[object]]] = []
         self._pending: list[Awaitable[Any]] = []
         self._callbacks: list[Callable[[], object]] = []
         self._lock = asyncio.Lock()
@@ -60,12 +72,17 @@ class Acks:
             self._room.clear()
 
     def after(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` once every record registered so far is acknowledged by the broker."""
+        """Run ``callback`` once every record registered so far is acknowledged by the broker
+        (and the hooks of a flush that took it succeeded)."""
         self._callbacks.append(callback)
+
+    def wake(self) -> None:
+        """Flush now rather than at the next interval (the loader's sink has a full batch)."""
+        self._wake.set()
 
     @property
     def failing(self) -> bool:
-        """The last flush failed (a state write or a delivery): nothing is acknowledged."""
+        """The last flush failed (a hook or a delivery): nothing is acknowledged."""
         return self._failing
 
     @property
@@ -96,7 +113,7 @@ class Acks:
                 try:
                     await delivery
                 except Exception as exc:
-                    log.error("the broker refused a record the worker sent: %r; stopping", exc)
+                    log.error("the broker refused a record sent: %r; stopping", exc)
                     if self.on_fatal is not None:
                         self.on_fatal(exc)
                     raise
@@ -136,7 +153,8 @@ class Acks:
                 self._failing = False
 
     async def stop(self) -> None:
-        """Acknowledge what the broker has, within ``STOP_SECONDS``; the rest is redelivered."""
+        """One last flush, within ``STOP_SECONDS`` (even while ClickHouse or the broker refuses
+        everything): what it does not acknowledge is redelivered."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
@@ -146,5 +164,5 @@ class Acks:
         try:
             await asyncio.wait_for(self.flush(), timeout=STOP_SECONDS)
         except Exception as exc:
-            log.warning("stopping before the broker acknowledged everything (%r): the messages "
-                        "behind it are redelivered to the next worker", exc)  # fmt: skip
+            log.warning("stopping before everything was stored or acknowledged by the broker "
+                        "(%r): the messages not acknowledged are redelivered", exc)  # fmt: skip

@@ -3,10 +3,17 @@
 It reads ``journey.events``, ``journey.decisions``, ``journey.customers`` and
 ``journey.deadletter`` (one Faust agent, one consumer group ``<app_id>-loader``) and stores each
 record as a row of ``events``, ``triggers``, ``customers`` and ``deadletters``, with the
-guarantees of ``sinks/clickhouse/sink.py``: a message is acknowledged (so its offset committed)
-only after its row is stored, every insert carries a deduplication token naming its rows, and a
-fact stored already (a message redelivered after a crash, a fact a crashed worker published
-twice) is not stored again: ``events``, ``triggers`` and ``deadletters`` have unique keys.
+guarantees of ``sinks/clickhouse/sink.py``: every insert carries a deduplication token naming its
+rows, and a fact stored already (a message redelivered after a crash, a fact a crashed worker
+published twice) is not stored again: ``events``, ``triggers`` and ``deadletters`` have unique
+keys.
+
+Where a message is acknowledged: the agent (``load`` below) buffers the fact's row in the sink
+and hands the message's ``ack`` to ``Acks.after`` (``acks.py``, the worker's acknowledgement
+too). Each flush of ``Acks`` first runs the sink's ``flush()`` (the rows buffered so far into
+ClickHouse, retried until stored), then awaits the dead letters' deliveries, then acks: a fact's
+offset is committed only after its row is stored, and for a row ClickHouse refused after its
+dead letter is on the broker. The sink stores rows and knows nothing of Kafka.
 
 A tombstone on ``journey.customers`` (an erasure) deletes the customer's rows from every table
 and is remembered in ``erasures``: facts of that customer read afterwards (on another topic, or
@@ -24,7 +31,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -49,6 +56,7 @@ from sinks.clickhouse.rows import (
 )
 from sinks.clickhouse.sink import ClickHouseSink
 from streams.clock import Clock
+from streams.runtime.acks import Acks
 from streams.runtime.app import broker_credentials
 from streams.runtime.commit_guard import install_commit_guard
 from streams.runtime.health import BrokerProbe, Health
@@ -81,6 +89,7 @@ class Loader:
     settings: Settings
     app: faust.App
     sink: ClickHouseSink
+    acks: Acks
     codec: Codec
     clock: Clock
     metrics: LoaderMetrics
@@ -123,6 +132,21 @@ class Loader:
         return behind
 
 
+def acks_after_storing(
+    sink: ClickHouseSink,
+    settings: Settings,
+    *,
+    on_fatal: Callable[[BaseException], object] | None = None,
+) -> Acks:
+    """The loader's acknowledgement: each flush first stores the rows the sink buffered (the
+    hook), then awaits the dead letters' deliveries, then acks the messages handled before it.
+    A full batch flushes at once; otherwise every ``JOURNEY_SINK_FLUSH_INTERVAL``."""
+    acks = Acks(interval=settings.sink_flush_interval / 1000, on_fatal=on_fatal)
+    acks.before_flush += [sink.flush, sink.probe_when_idle]
+    sink.on_batch_full = acks.wake
+    return acks
+
+
 def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
     clock = clock or settings.clock()
     # The facts are the workers' own records (a dead letter carries up to 512 KiB of its input):
@@ -152,8 +176,9 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
     )
     stats = LoaderStats()
 
-    async def bad_row(table: str, row: Sequence[Any], exc: BaseException) -> Any:
-        """A row ClickHouse refused (its data): a dead letter naming the fact it came from."""
+    async def bad_row(table: str, row: Sequence[Any], exc: BaseException) -> None:
+        """A row ClickHouse refused (its data): a dead letter naming the fact it came from, on
+        the broker before the messages behind it are acked (stored when it is read back)."""
         topic, partition, offset = str(row[-3]), int(row[-2]), int(row[-1])
         summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         # json, not orjson: the refused value may be an integer beyond 64 bits.
@@ -170,13 +195,11 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
             value=value[:DEADLETTER_VALUE_LIMIT],
             record_type=f"row:{table}",
         )
-        return await deadletters.send(key=letter.key, value=codec.encode(letter))
+        acks.wait_for(await deadletters.send(key=letter.key, value=codec.encode(letter)))
 
-    sink = ClickHouseSink(
-        settings,
-        on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)),
-        on_flush=metrics.sink_flush.observe,
-        on_bad_row=bad_row,
+    sink = ClickHouseSink(settings, on_flush=metrics.sink_flush.observe, on_bad_row=bad_row)
+    acks = acks_after_storing(
+        sink, settings, on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc))
     )
     sink.register_table(EVENTS_TABLE, EVENTS_COLUMNS, unique=("customer_id", "event_id"))
     sink.register_table(
@@ -189,10 +212,15 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
         settings=settings,
         app=app,
         sink=sink,
+        acks=acks,
         codec=codec,
         clock=clock,
         metrics=metrics,
-        health=Health(BrokerProbe(settings.kafka_bootstrap), lambda: sink.reachable),
+        health=Health(
+            BrokerProbe(settings.kafka_bootstrap),
+            clickhouse_reachable=lambda: sink.reachable,
+            acknowledging=lambda: not acks.failing,
+        ),
         stats=stats,
         erased=set(),
     )
@@ -224,9 +252,10 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
                     message.value, "processing_error", summary[:1000],
                 )  # fmt: skip
             # Acknowledged once its row is stored (and a refused row's dead letter is on Kafka).
-            sink.after_flush(partial(stored, event.ack, message.topic, message.partition,
-                                     message.offset))  # fmt: skip
-            await sink.wait_for_room()
+            acks.after(partial(stored, event.ack, message.topic, message.partition,
+                               message.offset))  # fmt: skip
+            await sink.wait_for_room()  # rows buffered
+            await acks.wait_for_room()  # dead letters not yet acknowledged by the broker
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
@@ -247,7 +276,7 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
 
     @app.task  # type: ignore[untyped-decorator]
     async def _start() -> None:
-        sink.start()
+        acks.start()
         loader.health.broker.start()
         if loader.web is not None:
             await loader.web.start()
@@ -268,7 +297,7 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stop(app: faust.App, **kwargs: Any) -> None:
         await loader.health.broker.stop()
-        await sink.stop()
+        await acks.stop()  # the last rows, within STOP_SECONDS; the rest is redelivered
         if loader.web is not None:
             await loader.web.stop()
 
@@ -282,6 +311,7 @@ class FactStore:
         self.loader = loader
         self.deadletters = deadletters
         self.sink = loader.sink
+        self.acks = loader.acks
         self.codec = loader.codec
         settings = loader.settings
         # Facts written in the registry framing (JOURNEY_OUTPUT_FRAMING=confluent): their writer
@@ -359,7 +389,7 @@ class FactStore:
         delivery = await self.deadletters.send(
             key=key or letter.dead_letter_id.encode(), value=self.codec.encode(letter)
         )
-        self.sink.wait_for(delivery)
+        self.acks.wait_for(delivery)
 
     def _kept(self, customer_id: str) -> bool:
         if customer_id in self.loader.erased:

@@ -165,7 +165,7 @@ class LoaderMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.sink_flush = Histogram(
             "journey_sink_flush_seconds",
-            "Duration of one ClickHouse sink flush (every table's batch, then the acks).",
+            "Duration of one ClickHouse sink flush (every table's batch and the erasures).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )

@@ -41,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sinks.clickhouse.client import AnalystQueries, NotReadOnly, QueryError, redact_url
 from streams.runtime.status import loader_status, worker_status
 from streams.settings import Settings
+from streams.web import reports
 from streams.web.query import to_json
 
 if TYPE_CHECKING:
@@ -314,7 +315,9 @@ class LoaderWeb(_Server):
 
     async def _rows(self, sql: str) -> list[list[Any]]:
         try:
-            _, rows = await self.analyst.query(sql.format(db=self.settings.clickhouse_database))
+            _, rows = await self.analyst.query(
+                reports.in_database(sql, self.settings.clickhouse_database)
+            )
         except (NotReadOnly, QueryError) as exc:
             log.warning("dashboard query failed: %s", exc)
             return []
@@ -331,11 +334,7 @@ class LoaderWeb(_Server):
             for earlier, later in itertools.pairwise(samples)
         ]
         rate_labels = [time.strftime("%H:%M:%S", time.localtime(t)) for t, _ in samples[1:]]
-        totals = await self._rows(
-            "SELECT (SELECT count() FROM {db}.events FINAL), "
-            "(SELECT count() FROM {db}.triggers FINAL WHERE status = 'EMITTED'), "
-            "(SELECT count() FROM {db}.deadletters FINAL)"
-        )
+        totals = await self._rows(reports.LIVE_TOTALS)
         stored, emitted, dead_total = totals[0] if totals else (0, 0, 0)
         per_worker = [
             [
@@ -389,10 +388,7 @@ class LoaderWeb(_Server):
                 "dropped.",
             )
         ]
-        dead = await self._rows(
-            "SELECT reason_code, count() AS n FROM {db}.deadletters FINAL "
-            "GROUP BY reason_code ORDER BY n DESC"
-        )
+        dead = await self._rows(reports.DEAD_LETTERS_BY_REASON)
         sections.append(
             d.section(
                 "Dead letters by reason",
@@ -408,10 +404,7 @@ class LoaderWeb(_Server):
             )
         )
         sections.append(await self._funnel_section())
-        recovery = await self._rows(
-            "SELECT toString(day), carts_abandoned, reminders_emitted, carts_recovered "
-            "FROM (SELECT * FROM {db}.cart_recovery_daily ORDER BY day DESC LIMIT 21) ORDER BY day"
-        )
+        recovery = await self._rows(reports.CART_RECOVERY_BY_DAY)
         sections.append(
             d.section(
                 "Cart recovery",
@@ -427,10 +420,7 @@ class LoaderWeb(_Server):
                 "Per day: carts left, abandoned-cart reminders sent, carts ordered after one.",
             )
         )
-        cohorts = await self._rows(
-            "SELECT toString(cohort_month), customers, repeat_rate "
-            "FROM {db}.repeat_purchase_cohorts"
-        )
+        cohorts = await self._rows(reports.REPEAT_PURCHASE_BY_COHORT)
         sections.append(
             d.section(
                 "Repeat purchase by cohort",
@@ -442,10 +432,7 @@ class LoaderWeb(_Server):
                 "Share of each first-order month's customers who ordered again.",
             )
         )
-        nps = await self._rows(
-            "SELECT toString(day), nps, responses FROM "
-            "(SELECT * FROM {db}.nps_daily ORDER BY day DESC LIMIT 30) ORDER BY day"
-        )
+        nps = await self._rows(reports.NPS_BY_DAY)
         sections.append(
             d.section(
                 "NPS trend",
@@ -459,19 +446,11 @@ class LoaderWeb(_Server):
                 "% promoters (9-10) minus % detractors (0-6), per day.",
             )
         )
-        by_day = await self._rows(
-            "SELECT toString(toDate(decided_at)) AS day, status, count() FROM {db}.triggers FINAL "
-            "WHERE decided_at >= (SELECT max(decided_at) FROM {db}.triggers) - INTERVAL 21 DAY "
-            "GROUP BY day, status ORDER BY day"
-        )
+        by_day = await self._rows(reports.TRIGGERS_BY_DAY_AND_STATUS)
         days = sorted({r[0] for r in by_day})
         statuses = [s for s in d.STATUS_COLOURS if any(r[1] == s for r in by_day)]
         counts = {(r[0], r[1]): r[2] for r in by_day}
-        by_type = await self._rows(
-            "SELECT trigger_type, countIf(status = 'EMITTED'), countIf(status = 'SUPPRESSED'), "
-            "countIf(status = 'EXPIRED'), countIf(status = 'CANCELLED') FROM {db}.triggers FINAL "
-            "GROUP BY trigger_type ORDER BY trigger_type"
-        )
+        by_type = await self._rows(reports.TRIGGERS_BY_TYPE_AND_STATUS)
         sections.append(
             d.section(
                 "Triggers by status over time",
@@ -491,11 +470,7 @@ class LoaderWeb(_Server):
             )
         )
         sections += await self._engagement_value_stage_sections()
-        delivery = await self._rows(
-            "SELECT toString(day), shipped, delivered, median_hours_to_deliver FROM "
-            "(SELECT * FROM {db}.delivery_daily WHERE median_hours_to_deliver IS NOT NULL "
-            "ORDER BY day DESC LIMIT 21) ORDER BY day"
-        )
+        delivery = await self._rows(reports.DELIVERY_TIME_BY_DAY)
         sections.append(
             d.section(
                 "Delivery time",
@@ -526,13 +501,7 @@ class LoaderWeb(_Server):
         is one visitor (a sum of the daily funnel would count them three times)."""
         from streams.web import dashboard as d
 
-        funnel = await self._rows(
-            "SELECT uniqExactIf(customer_id, visited), uniqExactIf(customer_id, viewed_product), "
-            "uniqExactIf(customer_id, added_to_cart), uniqExactIf(customer_id, started_checkout), "
-            "uniqExactIf(customer_id, purchased), toString(min(day)), toString(max(day)) "
-            "FROM {db}.funnel_steps "
-            "WHERE day > (SELECT max(day) FROM {db}.funnel_steps) - 30"
-        )
+        funnel = await self._rows(reports.FUNNEL_LAST_30_DAYS)
         steps = ("visitors", "product viewers", "cart adders", "checkout starters", "purchasers")
         row = funnel[0] if funnel and funnel[0][0] else None
         return d.section(
@@ -549,11 +518,7 @@ class LoaderWeb(_Server):
     async def _engagement_value_stage_sections(self) -> list[str]:
         from streams.web import dashboard as d
 
-        engagement = await self._rows(
-            "SELECT trigger_type, emitted, delivered, open_rate, click_rate, bounce_rate, "
-            "unsubscribe_rate, conversion_rate, attributed_revenue_minor "
-            "FROM {db}.trigger_engagement"
-        )
+        engagement = await self._rows(reports.ENGAGEMENT_BY_TRIGGER_TYPE)
 
         def pct(value: Any) -> str:
             return "-" if value is None else f"{100 * float(value):.1f}%"
@@ -582,12 +547,7 @@ class LoaderWeb(_Server):
                 "bounce, conversion per sent); conversions are last-touch purchases.",
             )
         ]
-        daily = await self._rows(
-            "SELECT toString(day), sum(delivered), sum(opened), sum(clicked) "
-            "FROM {db}.engagement_daily "
-            "WHERE day > (SELECT max(day) FROM {db}.engagement_daily) - 21 "
-            "GROUP BY day HAVING sum(delivered) > 0 ORDER BY day"
-        )
+        daily = await self._rows(reports.ENGAGEMENT_BY_DAY)
         opens = [100 * float(r[2]) / float(r[1]) for r in daily]
         clicks = [100 * float(r[3]) / float(r[1]) for r in daily]
         sections.append(
@@ -606,12 +566,7 @@ class LoaderWeb(_Server):
                 "messages were sent (days with nothing reported delivered are left out).",
             )
         )
-        matrix = await self._rows(
-            "SELECT toString(cohort_month), months_since_first, cohort_customers, retention_rate, "
-            "cumulative_revenue_per_customer_minor FROM {db}.customer_value_cohorts "
-            "WHERE cohort_month >= (SELECT max(cohort_month) FROM {db}.customer_value_cohorts) "
-            "- INTERVAL 11 MONTH AND months_since_first <= 6"
-        )
+        matrix = await self._rows(reports.VALUE_BY_COHORT_MONTH)
         cohorts = sorted({r[0] for r in matrix})
         cell = {(r[0], r[1]): r for r in matrix}
         months = range(7)
@@ -628,10 +583,7 @@ class LoaderWeb(_Server):
             ]
             for c in cohorts
         ]
-        predicted = await self._rows(
-            "SELECT count(), avg(predicted_clv_minor), avg(probability_alive) "
-            "FROM {db}.customer_predictions FINAL"
-        )
+        predicted = await self._rows(reports.PREDICTED_VALUE)
         kpi_items = []
         if predicted and predicted[0][0]:
             n, clv, alive = predicted[0]
@@ -653,12 +605,7 @@ class LoaderWeb(_Server):
                 "revenue so far per cohort customer (major units). Predictions: journey predict.",
             )
         )
-        transitions = await self._rows(
-            "SELECT if(from_stage = '', '(new)', from_stage), to_stage, sum(customers) AS n "
-            "FROM {db}.stage_transitions_daily "
-            "WHERE day > (SELECT max(day) FROM {db}.stage_transitions_daily) - 7 "
-            "GROUP BY from_stage, to_stage ORDER BY n DESC LIMIT 12"
-        )
+        transitions = await self._rows(reports.STAGE_TRANSITIONS_LAST_7_DAYS)
         sections.append(
             d.section(
                 "Stage transitions",

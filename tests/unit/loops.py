@@ -1,4 +1,4 @@
-"""A shared check for the background loops of ``Acks`` and ``ClickHouseSink``."""
+"""A check for the background loop of ``Acks`` (the worker's and the loader's acknowledgement)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""``Acks`` with ``Outputs``: a message is acknowledged only after its snapshot is on the broker."""
+"""``Acks``, where a message is acknowledged, in both roles: the worker's (with ``Outputs``: only
+after its snapshot is on the broker) and the loader's (with the ClickHouse sink: only after its
+row is stored)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ from typing import Any
 
 import pytest
 
+from sinks.clickhouse.sink import ClickHouseSink
 from streams.runtime.acks import Acks
+from streams.runtime.loader import acks_after_storing
 from streams.runtime.outputs import Outputs
 from streams.settings import Settings
+from tests.unit.fake_clickhouse import FakeClient, RefusingClickHouse, make_sink
 from tests.unit.loops import assert_stop_ends_when_a_wake_up_races_it
 
 SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
@@ -101,3 +106,132 @@ async def test_an_erasure_during_a_send_is_not_followed_by_an_older_snapshot() -
 @pytest.mark.parametrize("turns", range(6))
 async def test_stop_ends_the_loop_even_when_a_wake_up_races_the_cancellation(turns: int) -> None:
     await assert_stop_ends_when_a_wake_up_races_it(Acks(interval=10), turns)
+
+
+# --- the loader: ``Acks`` with the ClickHouse sink as its hook (``acks_after_storing``) -------
+
+
+def loader_acks(client: FakeClient) -> tuple[ClickHouseSink, Acks, list[BaseException]]:
+    sink = make_sink(client)
+    fatal: list[BaseException] = []
+    return sink, acks_after_storing(sink, sink.settings, on_fatal=fatal.append), fatal  # type: ignore[arg-type]
+
+
+def delivery() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()
+
+
+async def test_a_fact_is_acked_only_after_its_row_is_stored() -> None:
+    client = FakeClient(failures=2)  # ClickHouse fails twice: the flush retries
+    sink, acks, _ = loader_acks(client)
+    acked: list[int] = []
+    for offset in range(3):
+        sink.add("events", (offset,), "journey.events", 0, offset)
+        acks.after(lambda o=offset: acked.append(o))  # type: ignore[misc]
+    assert acked == []
+    assert await acks.flush() == 3
+    assert acked == [0, 1, 2]
+    assert len(client.attempts) == 3 and [rows for _, rows, _ in client.inserts] == [
+        [(0,), (1,), (2,)]
+    ]
+
+
+async def test_a_refused_rows_fact_is_acked_after_its_dead_letter_is_on_the_broker() -> None:
+    client = RefusingClickHouse(code=53)
+    sink, acks, _ = loader_acks(client)
+    letter = delivery()
+
+    async def on_bad_row(table: str, row: Any, exc: BaseException) -> None:
+        acks.wait_for(letter)  # what the loader's bad_row does with the dead letter's send
+
+    sink.on_bad_row = on_bad_row
+    acked: list[int] = []
+    for offset, value in enumerate([1, -1, 2]):
+        sink.add("events", (value,), "journey.events", 0, offset)
+        acks.after(lambda o=offset: acked.append(o))  # type: ignore[misc]
+    flushing = asyncio.ensure_future(acks.flush())
+    await asyncio.sleep(0.01)
+    assert acked == [] and sorted(r for _, rows, _ in client.inserts for r in rows) == [(1,), (2,)]
+    letter.set_result(None)
+    assert await flushing == 3
+    assert acked == [0, 1, 2]  # no row blocks the others
+
+
+async def test_a_dead_letter_the_broker_refuses_keeps_facts_unacked_and_stops() -> None:
+    _, acks, fatal = loader_acks(FakeClient())
+    letter = delivery()
+    letter.set_exception(RuntimeError("broker gone"))
+    acks.wait_for(letter)  # a fact that did not decode: FactStore.dead_letter
+    acked: list[int] = []
+    acks.after(lambda: acked.append(1))
+    with pytest.raises(RuntimeError):
+        await acks.flush()
+    assert acked == [] and len(fatal) == 1
+
+
+async def test_a_failed_flush_acks_nothing_until_its_rows_are_stored() -> None:
+    client = RefusingClickHouse(code=53)
+    sink, acks, _ = loader_acks(client)
+    refusals = [RuntimeError("the producer's buffer is full")]
+
+    async def on_bad_row(table: str, row: Any, exc: BaseException) -> None:
+        if refusals:
+            raise refusals.pop()
+
+    sink.on_bad_row = on_bad_row
+    acked: list[int] = []
+    sink.add("events", (-1,), "journey.events", 0, 0)
+    acks.after(lambda: acked.append(0))
+    sink.add("events", (1,), "journey.events", 0, 1)
+    acks.after(lambda: acked.append(1))
+    with pytest.raises(RuntimeError):
+        await acks.flush()
+    assert acked == []
+    sink.add("events", (2,), "journey.events", 0, 2)
+    acks.after(lambda: acked.append(2))
+    assert await acks.flush() == 3
+    assert acked == [0, 1, 2]
+    assert sorted(r for _, rows, _ in client.inserts for r in rows) == [(1,), (1,), (2,)]
+
+
+async def test_a_full_batch_is_flushed_without_waiting_for_the_interval() -> None:
+    client = FakeClient()
+    sink, acks, _ = loader_acks(client)
+    acks.interval = 600
+    acked: list[int] = []
+    acks.start()
+    try:
+        await asyncio.sleep(0.01)  # the loop waits
+        for offset in range(3):  # a batch
+            sink.add("events", (offset,), "journey.events", 0, offset)
+            acks.after(lambda o=offset: acked.append(o))  # type: ignore[misc]
+        for _ in range(100):
+            if acked:
+                break
+            await asyncio.sleep(0.01)
+        assert acked == [0, 1, 2]
+    finally:
+        await acks.stop()
+
+
+async def test_stop_returns_while_clickhouse_keeps_failing() -> None:
+    import streams.runtime.acks as acks_module
+
+    sink, acks, _ = loader_acks(FakeClient(failures=10**9))
+    sink.add("events", ("x",), "journey.events", 0, 1)
+    acked: list[bool] = []
+    acks.after(lambda: acked.append(True))
+    old = acks_module.STOP_SECONDS
+    acks_module.STOP_SECONDS = 0.3
+    try:
+        await asyncio.wait_for(acks.stop(), timeout=5)
+    finally:
+        acks_module.STOP_SECONDS = old
+    assert acked == [] and not sink.reachable
+
+
+@pytest.mark.parametrize("turns", range(4))
+async def test_the_loaders_stop_ends_the_loop_even_when_a_wake_up_races_it(turns: int) -> None:
+    _, acks, _ = loader_acks(FakeClient())
+    acks.interval = 10
+    await assert_stop_ends_when_a_wake_up_races_it(acks, turns)

@@ -1,4 +1,5 @@
-"""The sink's guarantees, against a stand-in ClickHouse that can fail on purpose."""
+"""The sink's guarantees, against a stand-in ClickHouse that can fail on purpose. The sink only
+stores rows; acknowledging the messages after them is ``Acks``'s (``test_acks.py``)."""
 
 from __future__ import annotations
 
@@ -6,73 +7,21 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sinks.clickhouse.sink import ClickHouseSink
-from streams.settings import Settings
-from tests.unit.loops import assert_stop_ends_when_a_wake_up_races_it
+from tests.unit.fake_clickhouse import FakeClient, RefusingClickHouse, make_sink
 
 
-class FakeClient:
-    def __init__(self, failures: int = 0) -> None:
-        self.failures = failures
-        self.inserts: list[tuple[str, list[Any], str]] = []
-        self.attempts: list[str] = []
-
-    def insert(
-        self, table: str, rows: list[Any], column_names: list[str], settings: dict[str, str]
-    ) -> None:
-        token = settings["insert_deduplication_token"]
-        self.attempts.append(token)
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("ClickHouse is down")
-        self.inserts.append((table, list(rows), token))
-
-    def query(self, sql: str, parameters: dict[str, Any]) -> Any:
-        """The key lookup of unique tables: the stored rows whose key columns match."""
-        wanted = list(parameters.values())
-        stored = [row for _, rows, _ in self.inserts for row in rows]
-        found = [
-            (row[0], row[1])
-            for row in stored
-            if str(row[0]) in wanted[0] and (len(wanted) < 2 or str(row[1]) in wanted[1])
-        ]
-        return type("Result", (), {"result_rows": found})()
-
-
-class FakeClickHouse:
-    database = "journey"
-
-    def __init__(self, client: FakeClient) -> None:
-        self.client = client
-
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-
-def make_sink(client: FakeClient) -> ClickHouseSink:
-    settings = Settings(_env_file=None, sink_retry_backoff="1ms", sink_batch_rows=3)  # type: ignore[call-arg]
-    sink = ClickHouseSink(settings, clickhouse=lambda s: FakeClickHouse(client))  # type: ignore[arg-type,return-value]
-    sink.register_table("events", ("a",))
-    sink.setup()
-    return sink
-
-
-async def test_messages_are_acked_only_after_their_rows_are_stored() -> None:
+async def test_a_retried_insert_carries_one_token() -> None:
     client = FakeClient(failures=2)
     sink = make_sink(client)
-    acked: list[int] = []
     for offset in range(3):
         sink.add("events", (offset,), "shop.orders", 0, offset)
-        sink.after_flush(lambda o=offset: acked.append(o))
-    assert acked == []
-    await sink.flush()
-    assert acked == [0, 1, 2]
+    assert await sink.flush() == 3
     # Two failed attempts, then success, all with one token: ClickHouse drops a retried
     # insert that had in fact landed.
     assert len(client.attempts) == 3 and len(set(client.attempts)) == 1
@@ -145,59 +94,27 @@ async def test_a_row_that_cannot_be_inserted_is_isolated_and_dead_lettered() -> 
     sink.register_table("deadletters", ("id",))
     letters: list[tuple[str, Any, str]] = []
 
-    async def on_bad_row(table: str, row: Any, exc: BaseException) -> Any:
+    async def on_bad_row(table: str, row: Any, exc: BaseException) -> None:
         letters.append((table, row, type(exc).__name__))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done  # the dead letter's delivery; the loader stores it when it reads it back
 
     sink.on_bad_row = on_bad_row
-    acked: list[int] = []
     rows = [(i,) for i in range(7)] + [(2**63,)] + [(i,) for i in range(8, 10)]
     for offset, row in enumerate(rows):
         sink.add("events", row, "shop.orders", 0, offset)
-        sink.after_flush(lambda offset=offset: acked.append(offset))  # type: ignore[misc]
-    await sink.flush()
+    assert await sink.flush() == len(rows) - 1  # nothing blocks: the flush is done
     stored = sorted(
         r for table, batch, _ in client.inserts if table.endswith("events") for r in batch
     )
     assert stored == sorted(r for r in rows if r != (2**63,))
     assert letters == [("events", (2**63,), "DataError")]
-    assert acked == list(range(len(rows)))  # nothing blocks: every message is acked
     assert sink.stats.bad_rows == 1 and sink.reachable
-
-
-class RefusingClickHouse(FakeClient):
-    """ClickHouse itself (a server, or chdb) refuses any batch holding a negative value, with the
-    error clickhouse-connect raises for it: a DatabaseError carrying the code."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__()
-        self.code = code
-
-    def insert(
-        self, table: str, rows: list[Any], column_names: list[str], settings: dict[str, str]
-    ) -> None:
-        self.attempts.append(settings["insert_deduplication_token"])
-        if any(isinstance(v, int) and v < 0 for row in rows for v in row):
-            from clickhouse_connect.driver.exceptions import DatabaseError
-
-            raise DatabaseError(
-                f"Code: {self.code}. DB::Exception: Value in column Int64 cannot be safely "
-                "converted into type UInt8",
-                code=self.code,
-            )
-        self.inserts.append((table, list(rows), settings["insert_deduplication_token"]))
 
 
 def collect_letters(sink: ClickHouseSink) -> list[tuple[str, Any, str]]:
     letters: list[tuple[str, Any, str]] = []
 
-    async def on_bad_row(table: str, row: Any, exc: BaseException) -> Any:
+    async def on_bad_row(table: str, row: Any, exc: BaseException) -> None:
         letters.append((table, row, str(exc)))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
 
     sink.on_bad_row = on_bad_row
     return letters
@@ -209,17 +126,14 @@ async def test_a_row_clickhouse_itself_refuses_is_isolated_and_dead_lettered(cod
     client = RefusingClickHouse(code)
     sink = make_sink(client)
     letters = collect_letters(sink)
-    acked: list[int] = []
     rows = [(i,) for i in range(5)] + [(-1,)] + [(i,) for i in range(6, 9)]
     for offset, row in enumerate(rows):
         sink.add("events", row, "shop.orders", 0, offset)
-        sink.after_flush(lambda offset=offset: acked.append(offset))  # type: ignore[misc]
-    await asyncio.wait_for(sink.flush(), 5)
+    assert await asyncio.wait_for(sink.flush(), 5) == len(rows) - 1
     stored = sorted(r for _, batch, _ in client.inserts for r in batch)
     assert stored == sorted(r for r in rows if r != (-1,))
     assert [(table, row) for table, row, _ in letters] == [("events", (-1,))]
     assert letters[0][2].startswith(f"Code: {code}.")
-    assert acked == list(range(len(rows)))
     assert sink.stats.bad_rows == 1 and sink.stats.failures == 0 and sink.reachable
 
 
@@ -242,9 +156,6 @@ async def main() -> None:
 
     async def on_bad_row(table, row, exc):
         letters.append([table, list(row), str(exc)])
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
 
     sink.on_bad_row = on_bad_row
     sink.register_table("narrow", ("n",))
@@ -308,32 +219,12 @@ async def test_clickhouse_unavailable_is_retried_not_dead_lettered(error: Except
     client = UnavailableClickHouse(error, failures=3)
     sink = make_sink(client)
     letters = collect_letters(sink)
-    acked: list[int] = []
     for offset in range(3):
         sink.add("events", (offset,), "shop.orders", 0, offset)
-        sink.after_flush(lambda offset=offset: acked.append(offset))  # type: ignore[misc]
-    await asyncio.wait_for(sink.flush(), 5)
+    assert await asyncio.wait_for(sink.flush(), 5) == 3
     assert letters == [] and sink.stats.bad_rows == 0
     assert sink.stats.failures == 3 and len(set(client.attempts)) == 1  # the whole batch, again
     assert [rows for _, rows, _ in client.inserts] == [[(0,), (1,), (2,)]]
-    assert acked == [0, 1, 2]
-
-
-async def test_stop_returns_while_clickhouse_keeps_failing() -> None:
-    import sinks.clickhouse.sink as sink_module
-
-    client = FakeClient(failures=10**9)
-    sink = make_sink(client)
-    sink.add("events", ("x",), "shop.orders", 0, 1)
-    acked: list[bool] = []
-    sink.after_flush(lambda: acked.append(True))
-    old = sink_module.STOP_FLUSH_SECONDS
-    sink_module.STOP_FLUSH_SECONDS = 0.3
-    try:
-        await asyncio.wait_for(sink.stop(), timeout=5)
-    finally:
-        sink_module.STOP_FLUSH_SECONDS = old
-    assert acked == [] and not sink.reachable
 
 
 async def test_a_message_redelivered_below_stored_ones_is_stored() -> None:
@@ -352,46 +243,14 @@ async def test_a_message_redelivered_below_stored_ones_is_stored() -> None:
     assert client.inserts[1][1] == [(41,), (42,), (43,)]
 
 
-async def test_kafka_sends_are_awaited_before_acks() -> None:
-    client = FakeClient()
-    sink = make_sink(client)
-    delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    acked: list[str] = []
-    sink.wait_for(delivery)
-    sink.after_flush(lambda: acked.append("dead letter source"))
-    flushing = asyncio.create_task(sink.flush())
-    await asyncio.sleep(0.01)
-    assert acked == []
-    delivery.set_result(None)
-    await flushing
-    assert acked == ["dead letter source"]
-
-
-async def test_failed_kafka_send_keeps_messages_unacked_and_reports() -> None:
-    client = FakeClient()
-    fatal: list[BaseException] = []
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    sink = ClickHouseSink(
-        settings,
-        clickhouse=lambda s: FakeClickHouse(client),
-        on_fatal=fatal.append,  # type: ignore[arg-type,return-value]
-    )
-    sink.setup()
-    delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    delivery.set_exception(RuntimeError("broker gone"))
-    acked: list[int] = []
-    sink.wait_for(delivery)
-    sink.after_flush(lambda: acked.append(1))
-    with pytest.raises(RuntimeError):
-        await sink.flush()
-    assert acked == [] and len(fatal) == 1
-
-
 async def test_backpressure_waits_while_two_batches_are_buffered() -> None:
     client = FakeClient()
     sink = make_sink(client)  # batch of 3 rows
+    full: list[int] = []
+    sink.on_batch_full = lambda: full.append(len(client.inserts))
     for offset in range(6):
         sink.add("events", (offset,), "t", 0, offset)
+    assert full  # whoever flushes is asked to do it now
     waiting = asyncio.create_task(sink.wait_for_room())
     await asyncio.sleep(0.01)
     assert not waiting.done()
@@ -399,6 +258,38 @@ async def test_backpressure_waits_while_two_batches_are_buffered() -> None:
     await asyncio.wait_for(waiting, 1)
 
 
-@pytest.mark.parametrize("turns", range(4))
-async def test_stop_ends_the_loop_even_when_a_wake_up_races_the_cancellation(turns: int) -> None:
-    await assert_stop_ends_when_a_wake_up_races_it(make_sink(FakeClient()), turns)
+class DeadLetterRefused(Exception):
+    pass
+
+
+async def test_a_failed_flush_buffers_its_rows_again() -> None:
+    """A flush that raises (here: the dead letter of a refused row cannot be sent) stored some
+    rows and not others; it keeps nothing back: the next flush stores everything it took."""
+    client = RefusingClickHouse(code=53)
+    sink = make_sink(client)
+    sink.register_table("customers", ("customer_id", "n"))
+    sink.register_table("keyed", ("id", "n"), unique=("id",))
+    failures = [DeadLetterRefused("the broker is gone")]
+    letters: list[Any] = []
+
+    async def on_bad_row(table: str, row: Any, exc: BaseException) -> None:
+        if failures:
+            raise failures.pop()
+        letters.append(row)
+
+    sink.on_bad_row = on_bad_row
+    sink.add("keyed", ("k1", 1), "t", 0, 1)
+    sink.add("events", (-1,), "t", 0, 2)
+    sink.add_latest("customers", "c1", ("c1", 1), "t", 0, 3)
+    sink.erase("customer_id", "c9", ("customers",))
+    with pytest.raises(DeadLetterRefused):
+        await sink.flush()
+    assert client.commands == []  # the erasure was not run: it is run by the next flush
+    sink.add_latest("customers", "c1", ("c1", 2), "t", 0, 4)  # newer than the one put back
+    sink.add("events", (5,), "t", 0, 5)
+    assert await sink.flush() == 2
+    assert letters == [(-1,)] and len(client.commands) == 1
+    stored = [(table.split(".")[-1], rows) for table, rows, _ in client.inserts]
+    assert stored.count(("keyed", [("k1", 1)])) == 1
+    assert stored[-2:] == [("events", [(5,)]), ("customers", [("c1", 2)])]
+    assert sink.stats.duplicate_rows == 1  # k1, stored by the failed flush, not again
