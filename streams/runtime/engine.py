@@ -57,10 +57,16 @@ from functools import partial
 from typing import Any
 
 from schemas.codec import Codec
-from schemas.records import CustomerChanged, CustomerPrediction, InputEvent, Trigger
+from schemas.records import (
+    CustomerChanged,
+    CustomerPrediction,
+    CustomerSnapshot,
+    InputEvent,
+    Trigger,
+)
 from streams.clock import Clock
 from streams.journey.config import JourneyConfig
-from streams.journey.decisions import Decision, Drop, Emit, Erase, Status
+from streams.journey.decisions import Decision, Drop, Emit, Erase, Segment, Status
 from streams.journey.model import fire_due, marketing_block, new_state, predicted, segment, step
 from streams.journey.state import JourneyState, decode_state, encode_state
 from streams.runtime import facts
@@ -107,6 +113,24 @@ def wall_clock_ms() -> int:
 
 def unpack(value: bytes) -> JourneyState:
     return decode_state(value[_PREFIX.size :])
+
+
+def _unchanged(
+    snapshot: CustomerSnapshot, published: CustomerSnapshot | None, state: JourneyState
+) -> bool:
+    """The snapshot says what the last one sent for the customer said (``updated_at`` aside).
+
+    ``published`` is the previous state's snapshot built at the same clock time, not the record
+    sent back then: the two can differ only where the clock enters. A customer becomes LAPSED
+    as time passes (the win-back timer fires just then), and one never seen counts as first seen
+    now; in both cases the snapshot is sent. Every stored state had its snapshot sent, or will
+    have it sent again: a message whose snapshot a crash lost is redelivered (an event always
+    sends one) and a timer's is re-sent with its recovered outbox."""
+    return (
+        snapshot == published
+        and snapshot.segment != Segment.LAPSED
+        and state.first_seen_at is not None
+    )
 
 
 def trigger_fields(trigger: Trigger) -> list[Any]:
@@ -364,8 +388,11 @@ class JourneyEngine:
                     self.timer_lateness_ms.append(late)
                     if self.observe_lateness is not None:
                         self.observe_lateness(late / 1000 / self.clock.speed)
+                # Taken before the model mutates the state: most timers change nothing a
+                # snapshot shows, and then none is sent (a third of a timer's encoding).
+                published = None if state.erased else self._snapshot(state, now)
                 state, decisions = fire_due(state, now, self.config)
-                prepared = self._prepare(state, decisions, now, partition)
+                prepared = self._prepare(state, decisions, now, partition, published=published)
                 await self._commit(prepared)
             except Exception as exc:
                 await self._failed(topic, partition, offset, customer_id, exc)
@@ -400,9 +427,14 @@ class JourneyEngine:
         now: int,
         partition: int,
         snapshot: bool = True,
+        published: CustomerSnapshot | None = None,
     ) -> _Prepared:
         """Pure: append the decisions to the outbox, drop what is durable, and build every row,
-        record and the stored value. Raises on anything the message cannot be carried through."""
+        record and the stored value. Raises on anything the message cannot be carried through.
+
+        ``published``: the snapshot of the state this one was made from, built at ``now``. A
+        snapshot equal to it is not sent again, unless the clock alone may have changed what the
+        last one sent said (see ``_unchanged``)."""
         customer_id = state.customer_id
         recovered = state.outbox_seq
         erase = False
@@ -448,12 +480,16 @@ class JourneyEngine:
             changed=bool(decisions) or bool(outgoing) or len(state.outbox) != before,
         )
         # A re-sent outbox goes with a fresh snapshot: the one of its message may be lost too.
-        if (snapshot or any(out.resend for out in outgoing)) and not state.erased:
-            consent = marketing_block(state, self.config) is None
-            prepared.snapshot = self.codec.encode(
-                facts.snapshot(state, segment(state, now, self.config), consent, now)
-            )
+        resend = any(out.resend for out in outgoing)
+        if (snapshot or resend) and not state.erased:
+            record = self._snapshot(state, now)
+            if resend or not _unchanged(record, published, state):
+                prepared.snapshot = self.codec.encode(record)
         return prepared
+
+    def _snapshot(self, state: JourneyState, now: int) -> CustomerSnapshot:
+        consent = marketing_block(state, self.config) is None
+        return facts.snapshot(state, segment(state, now, self.config), consent, now)
 
     async def _commit(self, prepared: _Prepared) -> None:
         """Do what ``_prepare`` computed, then swap the new state in."""
