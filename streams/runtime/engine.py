@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import orjson
+
 from schemas.codec import Codec
 from schemas.records import (
     CustomerChanged,
@@ -68,7 +70,13 @@ from streams.clock import Clock
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Decision, Drop, Emit, Erase, Segment, Status
 from streams.journey.model import fire_due, marketing_block, new_state, predicted, segment, step
-from streams.journey.state import JourneyState, decode_state, encode_state
+from streams.journey.state import (
+    OUTBOX_AT,
+    STATE_VERSION,
+    JourneyState,
+    decode_state,
+    encode_state,
+)
 from streams.runtime import facts
 from streams.runtime.outputs import Outputs
 
@@ -259,16 +267,19 @@ class JourneyEngine:
     # --- state ---------------------------------------------------------------------------------
     def load(self, customer_id: str) -> JourneyState:
         """A fresh copy of the customer's state: the caller may mutate it freely."""
+        stored = self._stored(customer_id)
+        return unpack(stored) if stored is not None else new_state(customer_id)
+
+    def _stored(self, customer_id: str) -> bytes | None:
+        """The customer's newest stored value."""
         dirty = self._dirty.get(customer_id)
         if dirty is not None:  # not written yet (it may have left the cache meanwhile)
-            stored: bytes | None = dirty[1]
-        else:
-            stored = self._cache.get(customer_id)
-            if stored is not None:
-                self._cache.move_to_end(customer_id)
-            else:
-                stored = self.table.get(customer_id.encode())
-        return unpack(stored) if stored is not None else new_state(customer_id)
+            return dirty[1]
+        stored = self._cache.get(customer_id)
+        if stored is not None:
+            self._cache.move_to_end(customer_id)
+            return stored
+        return self.table.get(customer_id.encode())
 
     def _store(self, partition: int, customer_id: str, value: bytes, next_fire: int | None) -> None:
         self._dirty[customer_id] = (partition, value)  # written by the next flush
@@ -398,6 +409,8 @@ class JourneyEngine:
                 await self._failed(topic, partition, offset, customer_id, exc)
         for customer_id in self._visit.pop(partition, ()):
             try:
+                if self._trim(customer_id, partition):
+                    continue
                 prepared = self._prepare(self.load(customer_id), [], now, partition, snapshot=False)
                 if prepared.changed:
                     await self._commit(prepared)
@@ -526,6 +539,34 @@ class JourneyEngine:
             self._sent.pop(customer_id, None)
             self._durable.pop(customer_id, None)
         self._store(prepared.partition, customer_id, prepared.value, prepared.next_fire)
+
+    def _trim(self, customer_id: str, partition: int) -> bool:
+        """Drop the durable entries of the customer's outbox from its stored value, when nothing
+        in it is left to send: on the positional row, without building the state's objects (a
+        second decode per fired timer otherwise). False: the full path is needed (entries to
+        re-send, another state version, no state)."""
+        stored = self._stored(customer_id)
+        if stored is None:
+            return False
+        row = orjson.loads(memoryview(stored)[_PREFIX.size :])
+        if row[0] != STATE_VERSION or row[OUTBOX_AT] is None:
+            return False
+        outbox: list[list[Any]] = row[OUTBOX_AT]
+        sent = self._sent.get(customer_id, 0)
+        if any(entry[0] > sent for entry in outbox):
+            return False
+        durable = self._durable.get(customer_id, 0)
+        kept = [entry for entry in outbox if entry[0] > durable]
+        if len(kept) != len(outbox):
+            row[OUTBOX_AT] = kept
+            _, next_fire = _PREFIX.unpack_from(stored)
+            flags = OUTBOX_FLAG if kept else 0
+            value = _PREFIX.pack(partition | flags, next_fire) + orjson.dumps(row)
+            self._store(partition, customer_id, value, next_fire)
+        if not kept:
+            self._sent.pop(customer_id, None)
+            self._durable.pop(customer_id, None)
+        return True
 
     def _became_durable(self, customer_id: str, partition: int, seq: int) -> None:
         """The broker acknowledged the outbox's records up to ``seq``."""
