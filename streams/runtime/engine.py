@@ -48,6 +48,7 @@ import dataclasses
 import gc
 import heapq
 import logging
+import operator
 import struct
 import time
 from collections import Counter, OrderedDict, deque
@@ -141,8 +142,12 @@ def _unchanged(
     )
 
 
+# ``dataclasses.fields`` per call was 4 % of a fired timer's CPU.
+_trigger_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Trigger)))
+
+
 def trigger_fields(trigger: Trigger) -> list[Any]:
-    return [getattr(trigger, f.name) for f in dataclasses.fields(trigger)]
+    return list(_trigger_values(trigger))
 
 
 def _saturate(state: JourneyState) -> None:
