@@ -69,7 +69,14 @@ from schemas.codec.base import (
     _Invalid,
     _Truncated,
 )
-from schemas.codec.compiled import _compile_build, _compile_enum_check, _compile_unbuild, _named
+from schemas.codec.compiled import (
+    Write,
+    _compile_build,
+    _compile_enum_check,
+    _compile_unbuild,
+    _compile_writer,
+    _named,
+)
 from schemas.codec.diagnose import _Walker
 from schemas.codec.json_input import _compile_conv, _describe, _plural
 from schemas.codec.versions import SchemaVersion, _default_record_classes, _snake
@@ -105,6 +112,7 @@ class _Record:
         "newest",
         "to_dict",
         "versions",
+        "write",
     )
 
     def __init__(self, versions: list[SchemaVersion], classes: Mapping[str, type]) -> None:
@@ -123,6 +131,7 @@ class _Record:
         assert build is not None and unbuild is not None  # records always build
         self.build: Build = build
         self.to_dict: Build = unbuild
+        self.write: Write | None = _compile_writer(schema, named)
         typed = self.newest.typed_schema
         self.json_conv: Conv = _compile_conv(typed, _named(typed), json_input=True)
         self.native_convs: dict[int, Conv] = {}
@@ -284,10 +293,15 @@ class Codec:
         rec = self._by_class.get(type(record))
         if rec is None:
             raise TypeError(f"{type(record).__qualname__} is not a record of the journey schemas")
-        datum = rec.to_dict(record)
         version = rec.newest
         schema_id = self._output_ids.get(rec.full_name)
         header = version.header if schema_id is None else confluent_frame(schema_id, b"")
+        if rec.write is not None:
+            try:
+                return rec.write(record, header)
+            except Exception:
+                pass
+        datum = rec.to_dict(record)
         out = io.BytesIO(header)
         out.seek(len(header))
         try:

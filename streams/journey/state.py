@@ -24,6 +24,8 @@ STATE_VERSION = 3
 # (the last product view, the state's updated_at, a cart's last change event): their slots stay,
 # null, so positions never move. Every version still decodes.
 _READABLE_VERSIONS = (1, 2, 3)
+# The outbox's slot in the encoded row (versions 2 and 3): the engine trims it in place.
+OUTBOX_AT = 26
 
 
 @dataclass(slots=True)
@@ -161,7 +163,7 @@ def decode_state(data: bytes) -> JourneyState:
     row = orjson.loads(data)
     if row[0] not in _READABLE_VERSIONS:
         raise ValueError(f"journey state version {row[0]} is not one of {_READABLE_VERSIONS}")
-    outbox, outbox_seq = (row[26], row[27]) if row[0] >= 2 else ([], 0)
+    outbox, outbox_seq = (row[OUTBOX_AT], row[OUTBOX_AT + 1]) if row[0] >= 2 else ([], 0)
     (
         _, customer_id, stage, erased, first_seen_at, consent, blocked, time_zone, orders,
         carts, first_order_at, last_order_at, last_order_id, orders_count, revenue_minor,

@@ -123,6 +123,9 @@ async def test_decisions_stay_in_the_outbox_until_the_broker_acknowledged_them()
     value = world.table[b"c1"]
     assert unpack_prefix(value)[2] is False and unpack(value).outbox == []
     assert [d.trigger_id for d in world.decisions()] == [confirmation.trigger_id]
+    # Trimmed on the encoded row: the value a decode, trim and pack of the state would give.
+    state = unpack(world.table[b"c1"])
+    assert value == engine_module.pack(0, state)
 
 
 async def test_a_message_publishes_its_event_decisions_and_snapshot() -> None:
@@ -466,3 +469,51 @@ async def test_a_message_that_fails_is_a_processing_error_dead_letter_and_the_ne
     assert "e3" in world.engine.load("c1").seen and crashes == []
     events = world.broker.on("journey_events", JourneyEvent)
     assert [e.event_id for e in events] == ["e1", "e3"]
+
+
+class Wall:
+    """A journey clock the test moves."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+async def test_a_timer_that_changes_nothing_a_snapshot_shows_sends_no_snapshot() -> None:
+    from schemas.records import CartChanged, CustomerChanged
+
+    wall = Wall(T)
+    world = World()
+    world.engine.clock = Clock(wall_ms=wall)
+    # T is 20:26 UTC: the reminder an hour later is at 13:26 in UTC-8, outside quiet hours.
+    consent = CustomerChanged("e0", "c1", T, "UPDATED", marketing_consent=True,
+                              time_zone="Etc/GMT+8")  # fmt: skip
+    add = CartChanged("e1", "c1", T, "k", "PRODUCT_ADDED", "p", "shoes", 1, 4_999, "EUR")
+    await world.engine.on_event(consent, "shop.customers", 0, 1)
+    await world.engine.on_event(add, "shop.cart", 0, 2)
+    await world.durable()
+    assert len(world.broker.on("snapshots")) == 1
+    wall.now = T + JourneyConfig().abandoned_cart_first_delay + 1_000
+    await world.engine.on_tick(0, "journey.ticks", 3)
+    await world.durable()
+    (reminder,) = world.sent
+    assert reminder.trigger_type == "ABANDONED_CART"
+    assert len(world.broker.on("snapshots")) == 1  # the customer looks the same
+
+
+async def test_a_customer_lapsing_on_a_timer_gets_a_snapshot() -> None:
+    wall = Wall(T)
+    world = World()
+    world.engine.clock = Clock(wall_ms=wall)
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    await world.durable()
+    (before,) = world.broker.on("snapshots", CustomerSnapshot)
+    assert before.segment == "NEW"
+    # Nothing but the clock changed the segment: the win-back timer's firing sends it.
+    wall.now = T + JourneyConfig().win_back_delay + 1_000
+    await world.engine.on_tick(0, "journey.ticks", 6)
+    await world.durable()
+    assert "WIN_BACK" in {d.trigger_type for d in world.decisions()}
+    assert [s.segment for s in world.broker.on("snapshots", CustomerSnapshot)] == ["NEW", "LAPSED"]
