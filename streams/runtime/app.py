@@ -415,6 +415,13 @@ def create_pipeline(
 
     @app.task  # type: ignore[untyped-decorator]
     async def _start() -> None:
+        # The states are written behind, a second's worth at once (acks.py), and their changelog
+        # records wait in Faust's producer buffer. Faust stops handing messages to the agent
+        # while that buffer holds more than 100 and logs a warning each time (`make run`
+        # printed one a second per worker): bounded by the worker's own limit instead.
+        app.producer.buffer.max_messages = max(
+            app.producer.buffer.max_messages, settings.max_pending_records
+        )
         acks.start()
         pipeline.health.broker.start()
         if pipeline.web is not None:
