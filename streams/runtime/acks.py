@@ -52,7 +52,9 @@ class Acks:
         # engine's states, written behind, and the outputs' snapshots; the loader: the sink's
         # rows), before the callbacks that depend on it.
         self.before_flush: list[Callable[[], Awaitable[object]]] = []
-        self._pending: list[Awaitable[Any]] = []
+        # Deliveries to await, each once (a dict: ordered, and a batch's records share one).
+        self._pending: dict[Awaitable[Any], None] = {}
+        self._records = 0  # records registered since the last flush took them
         self._callbacks: list[Callable[[], object]] = []
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -65,9 +67,11 @@ class Acks:
         self.flushes = 0
 
     def wait_for(self, delivery: Awaitable[Any]) -> None:
-        """A record on its way: what is registered after this waits for its acknowledgement."""
-        self._pending.append(delivery)
-        if len(self._pending) >= self.max_pending:
+        """A record on its way: what is registered after this waits for its acknowledgement.
+        Records of one batch share its delivery (``batching.py``): it is kept once."""
+        self._records += 1
+        self._pending[delivery] = None
+        if self._records >= self.max_pending:
             self._wake.set()
             self._room.clear()
 
@@ -87,7 +91,8 @@ class Acks:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Records registered and not yet taken by a flush."""
+        return self._records
 
     async def wait_for_room(self) -> None:
         """Backpressure: wait while ``max_pending`` deliveries are outstanding."""
@@ -108,7 +113,8 @@ class Acks:
             except BaseException:
                 self._callbacks[:0] = callbacks  # acknowledged by a later flush that succeeds
                 raise
-            pending, self._pending = self._pending, []
+            pending, self._pending = self._pending, {}
+            self._records = 0
             for delivery in pending:
                 try:
                     await delivery

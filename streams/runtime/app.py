@@ -34,19 +34,23 @@ from faust.types import TP
 from schemas.codec import Codec
 from streams.clock import Clock
 from streams.runtime.acks import Acks
+from streams.runtime.batching import BatchProducer
 from streams.runtime.commit_guard import install_commit_guard
 from streams.runtime.engine import JourneyEngine
 from streams.runtime.fetching import FetchControl, install_fetch_control
 from streams.runtime.health import BrokerProbe, Health
 from streams.runtime.ingest import Ingest
 from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
-from streams.runtime.outputs import Headers, Outputs
+from streams.runtime.outputs import Outputs
 from streams.runtime.status import RateMeter
 from streams.settings import Settings
 from streams.web.metrics import Metrics
 from streams.web.server import WorkerWeb
 
 log = logging.getLogger(__name__)
+
+# How long records wait to fill a batch (Faust's producer, and the facts' BatchProducer).
+PRODUCER_LINGER = 0.005
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -106,15 +110,27 @@ class _PartitionOf:
         self.message = SimpleNamespace(partition=partition)
 
 
-def table_writer(table: Any) -> Callable[[int, bytes, bytes], None]:
+def table_writer(
+    table: Any, batches: BatchProducer, acks: Acks
+) -> Callable[[int, bytes, bytes], None]:
     """``write(partition, key, value)`` into a Faust table outside of the agent's handling of a
     message (the engine writes states behind, from the acks loop): what ``table[key] = value``
     does in an agent, with the partition given instead of taken from the current event. The
-    store gets the value (made current: an event naming the partition), the changelog the record
-    (``send_changelog`` with the partition). Faust's check that the event's topic has as many
-    partitions as the changelog is left out: the worker checks the topic layout at start (and
-    Faust's check reads the consumer's metadata, which may not know a new changelog yet)."""
+    store gets the value (made current: an event naming the partition); the changelog record
+    goes into the partition's record batch (``batching.py``, not one Faust send each), and
+    ``acks`` waits for it: the messages behind the state are acknowledged only once its
+    changelog record is on the broker. When a batch is, its last offset becomes the store's
+    persisted offset (what Faust does per record: a restarted worker reads the changelog from
+    there). Faust's check that the event's topic has as many partitions as the changelog is left
+    out: the worker checks the topic layout at start."""
     events: dict[int, _PartitionOf] = {}
+    topic = table.changelog_topic.get_topic_name()
+    store = table.data
+
+    def delivered(partition: int, offset: int) -> None:
+        store.set_persisted_offset(TP(topic, partition), offset)
+
+    batches.on_delivered[topic] = delivered
 
     def write(partition: int, key: bytes, value: bytes) -> None:
         event = events.get(partition)
@@ -122,10 +138,10 @@ def table_writer(table: Any) -> Callable[[int, bytes, bytes], None]:
             event = events[partition] = _PartitionOf(partition)
         token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
         try:
-            table.data[key] = value
+            store[key] = value
         finally:
             _current_event.reset(token)
-        table.send_changelog(partition, key, value)
+        acks.wait_for(batches.append(topic, partition, key, value, None))
 
     return write
 
@@ -240,7 +256,7 @@ def create_pipeline(
         producer_acks=-1,
         # Table changelog and trigger records are small and many: batch them per request
         # instead of one produce round trip each (measured: 20x the throughput).
-        producer_linger=0.005,
+        producer_linger=PRODUCER_LINGER,
         producer_max_batch_size=512 * 1024,
         broker_max_poll_records=settings.consumer_max_poll_records,
         broker_commit_interval=settings.commit_interval / 1000,
@@ -262,12 +278,12 @@ def create_pipeline(
         on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)),
     )
 
-    async def produce(topic: str, key: bytes, value: bytes | None, headers: Headers | None) -> Any:
-        return await app.producer.send(
-            topic, key, value, partition=None, timestamp=None, headers=list(headers or ()) or None
-        )
-
-    outputs = Outputs(settings, produce, acks)
+    # The facts go out in record batches, one per topic-partition (batching.py), on Faust's
+    # aiokafka producer; the table's changelog records still go through Faust.
+    batches = BatchProducer(
+        lambda: cast(Any, app.producer)._ensure_producer(), linger=PRODUCER_LINGER
+    )
+    outputs = Outputs(settings, batches.produce, acks)
     ticks = app.topic(settings.topic("ticks"), key_serializer="raw", value_serializer="raw")
     ingest = Ingest(settings, codec, outputs, partitions=partitions)
 
@@ -293,7 +309,7 @@ def create_pipeline(
         clock,
         observe_lateness=metrics.timer_lateness.observe,
         on_failure=customer_failed,
-        write=table_writer(journeys),
+        write=table_writer(journeys, batches, acks),
     )
     positions: dict[tuple[str, int], int] = {}  # last offset handled per partition, for lag
     processing = metrics.processing
@@ -415,13 +431,7 @@ def create_pipeline(
 
     @app.task  # type: ignore[untyped-decorator]
     async def _start() -> None:
-        # The states are written behind, a second's worth at once (acks.py), and their changelog
-        # records wait in Faust's producer buffer. Faust stops handing messages to the agent
-        # while that buffer holds more than 100 and logs a warning each time (`make run`
-        # printed one a second per worker): bounded by the worker's own limit instead.
-        app.producer.buffer.max_messages = max(
-            app.producer.buffer.max_messages, settings.max_pending_records
-        )
+        await batches.start(outputs.topics)
         acks.start()
         pipeline.health.broker.start()
         if pipeline.web is not None:
@@ -431,6 +441,7 @@ def create_pipeline(
     async def _stop(app: faust.App, **kwargs: Any) -> None:
         await pipeline.health.broker.stop()
         await acks.stop()
+        await batches.stop()
         if pipeline.web is not None:
             await pipeline.web.stop()
 

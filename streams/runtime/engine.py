@@ -9,10 +9,10 @@
   state in ``_dirty``; every flush of ``Acks`` (each ``JOURNEY_ACK_INTERVAL``) first writes
   each dirty customer's newest state to the table, then acknowledges the messages. A customer
   with ten events in a batch costs one RocksDB write and one changelog record, not ten (the
-  table's write path was most of the worker's CPU: issue 13). Faust commits an offset only
-  after flushing its producer, so a state reaches the changelog before the offsets of the
-  messages that made it are committed; a crash before that loses the state *and* redelivers the
-  messages, which decide the same again.
+  table's write path was most of the worker's CPU: issue 13). The changelog record of a state
+  is registered with ``Acks`` like every other record (``app.table_writer``), so the messages
+  that made it are acknowledged only once it is on the broker; a crash before that loses the
+  state *and* redelivers the messages, which decide the same again.
 * **Timers** are due times in the states. An in-memory index (one heap per partition) says which
   customer to look at when; it is rebuilt from the table when partitions are assigned. The
   worker sends itself a tick per assigned partition a few times a second, through the ticks

@@ -79,6 +79,12 @@ class Outputs:
         self.sent["repartitioned"] += 1
 
     @property
+    def topics(self) -> list[str]:
+        """Every topic this publishes to."""
+        return [self.triggers, self.decisions, self.events, self.snapshots, self.deadletters,
+                self.repartition_topic]  # fmt: skip
+
+    @property
     def queued(self) -> int:
         """Snapshots waiting for the next flush (coalesced: not sent yet)."""
         return len(self._snapshots)

@@ -378,30 +378,50 @@ async def test_a_state_write_that_fails_keeps_the_messages_unacknowledged() -> N
     assert acked == [5] and b"c1" in world.table
 
 
-def test_the_worker_writes_states_into_a_faust_table_outside_of_a_message() -> None:
+async def test_the_worker_writes_states_into_a_faust_table_outside_of_a_message() -> None:
     """The write-behind goes through Faust's Table API from the acks loop, where no event is
-    current: the store gets the value, the changelog a record of the given partition."""
+    current: the store gets the value, the changelog a record of the given partition (in that
+    partition's record batch), the acknowledgements wait for it, and once it is on the broker
+    its offset is the store's persisted offset."""
     from types import SimpleNamespace
 
     import faust
 
     from streams.runtime.app import table_writer
+    from streams.runtime.batching import BatchProducer
+    from tests.unit.test_batching import FakeProducer
 
     app = faust.App("write-behind-test", broker="kafka://127.0.0.1:1", store="memory://")
     table = app.Table("journeys", default=None, key_type=bytes, value_type=bytes, partitions=4)
     app.consumer.topic_partitions = lambda topic: 0  # metadata without the changelog yet
-    sent: list[tuple[int | None, bytes, bytes]] = []
-
-    def send_changelog(partition: int | None, key: bytes, value: bytes, *args: Any) -> Any:
-        sent.append((partition, key, value))
-        return SimpleNamespace(message=SimpleNamespace(partition=partition))
-
-    table.send_changelog = send_changelog  # type: ignore[method-assign]
-    write = table_writer(table)
+    persisted: list[tuple[Any, int]] = []
+    table.data.set_persisted_offset = lambda tp, offset: persisted.append((tp, offset))
+    producer = FakeProducer()
+    acks = Acks()
+    batches = BatchProducer(producer)
+    await batches.start([])
+    write = table_writer(table, batches, acks)
     write(3, b"c1", b"state-1")
     write(1, b"c2", b"state-2")
-    assert sent == [(3, b"c1", b"state-1"), (1, b"c2", b"state-2")]
+    write(3, b"c3", b"state-3")
     assert table[b"c1"] == b"state-1" and table[b"c2"] == b"state-2"
+    assert acks.pending == 3
+    flush = asyncio.ensure_future(acks.flush())
+    await asyncio.sleep(0.05)
+    assert not flush.done()  # the changelog records are not on the broker yet
+    changelog = "write-behind-test-journeys-changelog"
+    assert producer.batches == [
+        (changelog, 3, [(b"c1", b"state-1"), (b"c3", b"state-3")]),
+        (changelog, 1, [(b"c2", b"state-2")]),
+    ]
+    for base, delivery in zip((10, 20), producer.deliveries, strict=True):
+        delivery.set_result(SimpleNamespace(offset=base))
+    await flush
+    assert [(tp.topic, tp.partition, offset) for tp, offset in persisted] == [
+        (changelog, 3, 11),  # the batch's last record: base offset + 1
+        (changelog, 1, 20),
+    ]
+    await batches.stop()
 
 
 async def test_more_customers_changed_between_flushes_than_the_cache_holds() -> None:

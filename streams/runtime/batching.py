@@ -1,0 +1,202 @@
+"""The worker's output records, sent as one Kafka record batch per topic-partition.
+
+Every fact the worker publishes (``outputs.py``: canonical events, decisions, triggers,
+snapshots, dead letters, re-routed events; about 1.6 records per input event) used to be one
+``producer.send`` each: partitioning by a pure-Python murmur2, a delivery future per record, a
+callback per future when the broker answered, and Faust's producer wrapper around it. That was
+the largest block of the worker's CPU outside our own code (issue 13's profile). Here a record is
+appended to the open ``BatchBuilder`` of its topic-partition (aiokafka's, the record batch
+format in C), and a drain task hands each batch to aiokafka's ``send_batch`` about every
+``linger`` seconds (a full batch at once): one future per batch.
+
+* **Acknowledgement is unchanged** (``acks.py``): ``produce`` returns the delivery future of the
+  batch the record went into (a placeholder made when the batch was opened, resolved when the
+  broker acknowledged the batch, or failed with its error), and ``Outputs`` registers it with
+  ``Acks.wait_for`` before the message's own ``ack`` is registered, as before. A message is
+  acknowledged only after every batch holding a record it caused is acknowledged.
+* **Order per topic-partition is kept**: one drain task sends the batches in the order they
+  were opened, and aiokafka keeps a topic-partition's batches in order.
+* **Partitions** are those of Kafka's default partitioner (murmur2 of the key, as aiokafka's
+  ``send`` would choose: ``ingest.key_partition``), from the producer's metadata; a topic whose
+  metadata is not known yet (or a record without a key) goes through ``producer.send``.
+* **Timestamps**: each record gets the time it was appended (``producer.send``'s default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+from streams.runtime.ingest import key_partition
+from streams.runtime.outputs import Headers
+
+log = logging.getLogger(__name__)
+
+# Keys whose partition was computed (murmur2 is pure Python): cleared when it grows past this.
+_PARTITION_MEMO = 200_000
+
+
+def _settle(placeholder: asyncio.Future[Any], delivery: asyncio.Future[Any]) -> None:
+    if placeholder.done():
+        return
+    if delivery.cancelled():
+        placeholder.set_exception(asyncio.CancelledError("the batch's delivery was cancelled"))
+    elif (exc := delivery.exception()) is not None:
+        placeholder.set_exception(exc)
+    else:
+        placeholder.set_result(delivery.result())
+
+
+def _report(
+    report: Callable[[int, int], None], partition: int, records: int, delivery: asyncio.Future[Any]
+) -> None:
+    if delivery.cancelled() or delivery.exception() is not None:
+        return
+    try:
+        report(partition, delivery.result().offset + records - 1)
+    except Exception as exc:  # bookkeeping only: the record is on the broker
+        log.warning("after a batch of %d records to partition %d: %r", records, partition, exc)
+
+
+class _Open:
+    """A batch being filled: aiokafka's builder and the future of its delivery."""
+
+    __slots__ = ("builder", "delivery", "records")
+
+    def __init__(self, builder: Any, delivery: asyncio.Future[Any]) -> None:
+        self.builder = builder
+        self.delivery = delivery
+        self.records = 0
+
+
+class BatchProducer:
+    """``produce(topic, key, value, headers)`` for ``Outputs``, over an ``AIOKafkaProducer``
+    (``producer()``: Faust's, once started)."""
+
+    def __init__(self, producer: Any, linger: float = 0.005) -> None:
+        self._producer = producer
+        self.linger = linger
+        self._open: dict[tuple[str, int], _Open] = {}
+        self._full: list[tuple[str, int, _Open]] = []
+        self._partitions: dict[str, int] = {}
+        self._hashes: dict[bytes, int] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._refreshed = 0.0
+        # Per topic: told (partition, offset of the batch's last record) once a batch is on the
+        # broker (the journeys table's changelog: the store's persisted offset).
+        self.on_delivered: dict[str, Callable[[int, int], None]] = {}
+        self.batches = 0  # batches handed to aiokafka
+        self.records = 0  # records appended to them
+        self.unbatched = 0  # records sent one by one (metadata unknown, no key)
+
+    @property
+    def producer(self) -> Any:
+        return self._producer() if callable(self._producer) else self._producer
+
+    async def start(self, topics: Sequence[str]) -> None:
+        """Learn the output topics' partition counts (waits for their metadata), start draining."""
+        for topic in topics:
+            self._partitions[topic] = len(await self.producer.partitions_for(topic))
+        self._refreshed = time.monotonic()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batches")
+
+    async def stop(self) -> None:
+        """Send what is open (after the last acknowledgement flush has awaited it, nothing is)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.drain()
+
+    async def produce(
+        self, topic: str, key: bytes, value: bytes | None, headers: Headers | None
+    ) -> asyncio.Future[Any]:
+        """Append the record to its topic-partition's open batch; the batch's delivery future."""
+        partitions = self._partitions.get(topic)
+        if not partitions or key is None:
+            self.unbatched += 1
+            delivery: asyncio.Future[Any] = await self.producer.send(
+                topic, value, key=key, headers=list(headers) if headers else None
+            )
+            return delivery
+        hashes = self._hashes
+        hashed = hashes.get(key)
+        if hashed is None:
+            if len(hashes) >= _PARTITION_MEMO:
+                hashes.clear()
+            hashed = hashes[key] = key_partition(key, 1 << 31)  # murmur2, positive
+        return self.append(topic, hashed % partitions, key, value, headers)
+
+    def append(
+        self, topic: str, partition: int, key: bytes, value: bytes | None, headers: Headers | None
+    ) -> asyncio.Future[Any]:
+        """Append a record to the open batch of ``topic``'s ``partition``; the batch's delivery
+        future."""
+        tp = (topic, partition)
+        batch = self._open.get(tp) or self._open_batch(tp)
+        record = {"timestamp": None, "key": key, "value": value, "headers": headers or []}
+        if batch.builder.append(**record) is None:
+            # Full: it goes as it is, the record starts the next one (a first record always fits).
+            del self._open[tp]
+            self._full.append((*tp, batch))
+            batch = self._open_batch(tp)
+            if batch.builder.append(**record) is None:
+                raise ValueError(f"a record for {topic} does not fit in an empty batch")
+        batch.records += 1
+        self.records += 1
+        return batch.delivery
+
+    def _open_batch(self, tp: tuple[str, int]) -> _Open:
+        batch = self._open[tp] = _Open(
+            self.producer.create_batch(), asyncio.get_running_loop().create_future()
+        )
+        self._wake.set()
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            if not self._full:
+                await asyncio.sleep(self.linger)  # let the batches fill
+            self._wake.clear()
+            try:
+                await self.drain()
+            except Exception as exc:  # every batch's future carries its own failure
+                log.error("sending record batches failed: %r", exc, exc_info=exc)
+
+    async def drain(self) -> None:
+        """Hand every full and open batch to aiokafka, in the order they were opened per
+        topic-partition; a batch aiokafka refuses fails its delivery future."""
+        full, self._full = self._full, []
+        batches = full + [(*tp, batch) for tp, batch in self._open.items()]
+        self._open = {}
+        producer = self.producer
+        for topic, partition, batch in batches:
+            batch.builder.close()
+            try:
+                delivery = await producer.send_batch(batch.builder, topic, partition=partition)
+            except Exception as exc:
+                if not batch.delivery.done():
+                    batch.delivery.set_exception(exc)
+                continue
+            self.batches += 1
+            delivery.add_done_callback(partial(_settle, batch.delivery))
+            report = self.on_delivered.get(topic)
+            if report is not None:
+                delivery.add_done_callback(partial(_report, report, partition, batch.records))
+        now = time.monotonic()
+        if now - self._refreshed > 1.0:  # partitions added to an output topic
+            self._refreshed = now
+            cluster = producer.client.cluster
+            for topic in self._partitions:
+                found = cluster.partitions_for_topic(topic)
+                if found:
+                    self._partitions[topic] = len(found)
