@@ -27,8 +27,17 @@ BENCH_PYTHON = Path(
 )
 
 # Report order: the worker first, then the peer it is compared with, then the floors.
-ORDER = ("worker", "faust-event", "faust-take", "faust-take-patched", "quix", "dict", "decode")
-CONTESTANTS = ("decode", "dict", "quix")
+ORDER = (
+    "worker", "faust-event", "faust-take", "faust-take-patched", "quix-facts", "quix",
+    "dict-facts", "dict", "decode",
+)  # fmt: skip
+CONTESTANTS = ("decode", "dict", "dict-facts", "quix", "quix-facts")
+# Issue 13's peer: the Quix Streams application that "produces the same outputs" as the worker.
+# Since issue 12 the worker publishes, per event, its canonical event, every decision, the
+# triggers and the customer's snapshot: ``quix-facts`` produces those, ``quix`` the triggers only
+# (kept beside it, with its ratio, as the figure of earlier runs).
+PEER = "quix-facts"
+TRIGGERS_ONLY = "quix"
 # Prototypes of issue 13's proposals (bench/faust_batch.py), with --prototypes only.
 PROTOTYPES = ("faust-event", "faust-take", "faust-take-patched")
 _MODULE = {
@@ -39,9 +48,14 @@ _MODULE = {
 LABELS = {
     "worker": "`journey worker` (Faust table + changelog, timer ticks, triggers and the fact "
     "topics: decisions, canonical events, snapshots)",
+    "quix-facts": "**issue 13's peer**: Quix Streams 3.28 running our `step`/`fire_due`, "
+    "RocksDB state + changelog, producing the worker's outputs: canonical event, every decision, "
+    "triggers, snapshot (one snapshot per event: Quix has no cheap way to coalesce them)",
     "quix": "Quix Streams 3.28 running our `step`/`fire_due`, RocksDB state + changelog, "
-    "triggers produced (no sink)",
-    "dict": "plain aiokafka loop: decode, `step`/`fire_due`, dict state, triggers produced "
+    "triggers only (not the worker's outputs since issue 12)",
+    "dict-facts": "plain aiokafka loop: decode, `step`/`fire_due`, dict state, the worker's "
+    "outputs produced (snapshots coalesced per batch) (no durability)",
+    "dict": "plain aiokafka loop: decode, `step`/`fire_due`, dict state, triggers only "
     "(no durability)",
     "decode": "aiokafka loop + `Codec.decode` only",
     "faust-event": "Faust agent, `stream.events()`, `step`/`fire_due`, one table write per "
@@ -58,8 +72,9 @@ def run_peer(
     """One contestant of ``bench.peers`` in a subprocess; its one JSON result line."""
     name = f"{contestant}{round_no}"
     module = _MODULE.get(contestant) or ["bench.peers", contestant]
-    python = str(BENCH_PYTHON) if contestant == "quix" else sys.executable
-    if contestant == "quix" and not BENCH_PYTHON.exists():
+    quix = contestant.startswith("quix")
+    python = str(BENCH_PYTHON) if quix else sys.executable
+    if quix and not BENCH_PYTHON.exists():
         raise RuntimeError(f"no {BENCH_PYTHON}: run `make bench`, which creates the bench venv")
     argv = [
         python, "-m", *module,
@@ -68,6 +83,7 @@ def run_peer(
         "--group", f"{world.app_id}-{name}",
         "--state-dir", str(world.root / f"{name}-state"),
         "--triggers-topic", f"{world.prefix}bench.{name}.triggers",
+        "--facts-prefix", f"{world.prefix}bench.{name}.",
     ]  # fmt: skip
     if contestant not in _MODULE:
         argv += ["--timeout", str(timeout)]
@@ -96,7 +112,7 @@ def run_peer(
     group = f"{world.app_id}-{name}"
     changelog = (
         f"changelog__{group}--journeys--default"
-        if contestant == "quix"
+        if quix
         else f"{group}-journeys-changelog"
         if contestant in _MODULE
         else None
@@ -106,6 +122,19 @@ def run_peer(
 
         with contextlib.suppress(Exception):
             result["changelog_records"] = asyncio.run(topic_records(world.bootstrap, changelog))
+    if contestant.endswith("-facts"):
+        # What the topics hold after the round, beside what the contestant counted producing.
+        from bench.workload import topics_records
+
+        outs = {
+            "events": f"{world.prefix}bench.{name}.events",
+            "decisions": f"{world.prefix}bench.{name}.decisions",
+            "triggers": f"{world.prefix}bench.{name}.triggers",
+            "customers": f"{world.prefix}bench.{name}.customers",
+        }
+        with contextlib.suppress(Exception):
+            held = asyncio.run(topics_records(world.bootstrap, list(outs.values())))
+            result["topic_records"] = {kind: held[topic] for kind, topic in outs.items()}
     result["argv"] = argv[2:]
     return result
 
@@ -121,11 +150,22 @@ def worker_round(e2e: dict[str, Any]) -> dict[str, Any]:
         "cores": (e2e.get("cpu_cores") or {}).get("worker"),
         "triggers": (e2e.get("last_status") or {}).get("emitted"),
         "changelog_records": e2e.get("changelog_records"),
+        "produced": (e2e.get("last_status") or {}).get("sent"),
     }
 
 
+def produced_per_event(run: dict[str, Any]) -> float | None:
+    """Records a round produced per input event (the worker's: its ``sent`` counts, which
+    include snapshots, tombstones, dead letters and repartitioned records), changelog aside."""
+    produced, events = run.get("produced"), run.get("events")
+    if not produced or not events:
+        return None
+    return round(float(sum(produced.values())) / float(events), 3)
+
+
 def summarize(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Median per contestant, and the ratios to the Quix Streams contestant."""
+    """Median per contestant, and the ratios to issue 13's peer (``quix-facts``: the same
+    outputs as the worker) and to the triggers-only ``quix``."""
     out: dict[str, Any] = {}
     for name, runs in rounds.items():
         cpu = [r["cpu_s_per_1k"] for r in runs if r.get("cpu_s_per_1k")]
@@ -138,13 +178,18 @@ def summarize(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "triggers": [r.get("triggers") for r in runs],
             "changelog_records": [r.get("changelog_records") for r in runs],
             "cores": [r.get("cores") for r in runs],
+            "produced": [r.get("produced") for r in runs],
+            "produced_per_event": [produced_per_event(r) for r in runs],
         }
-    quix = out.get("quix") or {}
-    for entry in out.values():
-        if quix.get("cpu_s_per_1k") and entry["cpu_s_per_1k"]:
-            entry["cpu_vs_quix"] = round(entry["cpu_s_per_1k"] / quix["cpu_s_per_1k"], 2)
-        if quix.get("events_per_s") and entry["events_per_s"]:
-            entry["rate_vs_quix"] = round(entry["events_per_s"] / quix["events_per_s"], 2)
+    # ``*_vs_peer``: to quix-facts (issue 13's comparison); ``*_vs_quix``: to the triggers-only
+    # quix (the ratio of the runs before quix-facts existed).
+    for suffix, name in (("peer", PEER), ("quix", TRIGGERS_ONLY)):
+        peer = out.get(name) or {}
+        for entry in out.values():
+            if peer.get("cpu_s_per_1k") and entry["cpu_s_per_1k"]:
+                entry[f"cpu_vs_{suffix}"] = round(entry["cpu_s_per_1k"] / peer["cpu_s_per_1k"], 2)
+            if peer.get("events_per_s") and entry["events_per_s"]:
+                entry[f"rate_vs_{suffix}"] = round(entry["events_per_s"] / peer["events_per_s"], 2)
     return out
 
 
@@ -164,4 +209,5 @@ def run_contestants(
             f"  {contestant}: {result['events_per_s']:,.0f} events/s, "
             f"{result['cpu_s_per_1k']} CPU s per 1k events ({result['cores']} cores), "
             f"{result['triggers']:,} triggers"
+            + (f", produced {result['produced']}" if result.get("produced") else "")
         )

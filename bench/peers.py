@@ -9,6 +9,18 @@
 * ``dict``: the ceiling: an aiokafka loop over ``getmany``, decode, the same ``step`` /
   ``fire_due``, state objects in a dict, triggers produced; no durability at all.
 * ``decode``: an aiokafka loop over ``getmany`` and ``Codec.decode``, nothing else.
+* ``quix-facts`` and ``dict-facts``: the same two, producing what the journey worker produces
+  per event since issue 12 (``streams/runtime/engine.py``, ``outputs.py``), built by the
+  project's own functions (``apply_facts``): the canonical event, a decision record per decision
+  (emitted and dropped), the triggers, the customer's snapshot (a tombstone on erasure), each
+  keyed by customer id, to topics of their own (``--facts-prefix``: ``events``, ``decisions``,
+  ``customers``; the triggers to ``--triggers-topic``). ``dict-facts`` coalesces the snapshots
+  per ``getmany`` batch (the newest per customer, as the worker does per acknowledgement flush);
+  ``quix-facts`` produces one per event: Quix has no per-checkpoint hook in a dataframe to
+  coalesce them with (a sink is flushed per checkpoint, but would need a producer of its own).
+  Neither keeps the worker's outbox (decisions kept in the state until the broker acknowledged
+  them): Quix's at-least-once checkpoint flushes the producer before committing, the dict loop
+  has no durability.
 
 All read the pre-filled input topics from offset 0 (a fresh consumer group, or none). Each
 prints one JSON line at the end: events, seconds and CPU seconds of this process (all threads,
@@ -34,16 +46,20 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codec import Codec
-from schemas.records import TOPIC_RECORDS
+from schemas.records import TOPIC_RECORDS, CustomerChanged
 from streams.journey.config import JourneyConfig
-from streams.journey.decisions import Emit
+from streams.journey.decisions import Drop, Emit, Erase
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState, decode_state, encode_state
+from streams.runtime import facts
+from streams.runtime.engine import customer_snapshot
 from streams.runtime.ingest import wall_clock_ms
 from streams.settings import Settings
 
 _TICK = os.sysconf("SC_CLK_TCK")
-CONTESTANTS = ("quix", "dict", "decode")
+CONTESTANTS = ("quix", "quix-facts", "dict", "dict-facts", "decode")
+# What the facts contestants produce, as the worker's ``Outputs`` counts it.
+KINDS = ("events", "decisions", "triggers", "snapshots", "tombstones")
 
 
 def cpu_s() -> float:
@@ -99,9 +115,61 @@ def apply(
     return state, [d.trigger for d in decisions if isinstance(d, Emit)]
 
 
+def _decided(
+    decisions: list[Any], stage: str, codec: Codec, out: list[tuple[str, bytes | None]]
+) -> bool:
+    """The records of the decisions (as the engine's ``_prepare`` builds them): a decision record
+    each, the trigger after an emitted one's. True if one of them erases the customer."""
+    erase = False
+    for decision in decisions:
+        match decision:
+            case Emit(trigger=trigger):
+                out.append(("decisions", codec.encode(facts.decision(facts.emitted(trigger)))))
+                out.append(("triggers", codec.encode(trigger)))
+            case Drop():
+                out.append(
+                    ("decisions", codec.encode(facts.decision(facts.dropped(decision, stage))))
+                )
+            case Erase():
+                erase = True
+    return erase
+
+
+def apply_facts(
+    state: JourneyState,
+    record: Any,
+    now: int,
+    config: JourneyConfig,
+    codec: Codec,
+    where: tuple[str, int, int],
+) -> tuple[JourneyState, list[tuple[str, bytes | None]]]:
+    """``apply``, and what the worker publishes for the event (``JourneyEngine.on_event``), in its
+    order: the canonical event, each decision (and trigger), then the customer's snapshot, or a
+    tombstone (None) if erased. ``where``: the input (topic, partition, offset). The due timers
+    fired here go with the event (the worker fires them on its ticks, with their own snapshot)."""
+    out: list[tuple[str, bytes | None]] = []
+    if state.erased:  # nothing about an erased customer is kept or sent
+        if isinstance(record, CustomerChanged) and record.action == "ERASED":
+            out.append(("tombstones", None))
+        return state, out
+    state, decisions = step(state, record, now, config)
+    if not state.erased:
+        out.append(("events", codec.encode(facts.canonical_event(record, now, *where))))
+    erase = _decided(decisions, state.stage, codec, out)
+    fire = state.next_fire_at()
+    if fire is not None and fire <= now and not state.erased:
+        state, more = fire_due(state, now, config)
+        erase = _decided(more, state.stage, codec, out) or erase
+    if erase:
+        out.append(("tombstones", None))
+    elif not state.erased:
+        out.append(("snapshots", codec.encode(customer_snapshot(state, now, config))))
+    return state, out
+
+
 # --- decode and dict: plain aiokafka loops -----------------------------------------------------
 async def aiokafka_loop(
-    args: argparse.Namespace, settings: Settings, model: bool
+    args: argparse.Namespace, settings: Settings, model: bool, with_facts: bool = False
 ) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -121,8 +189,11 @@ async def aiokafka_loop(
     await consumer.start()
     await producer.start()
     out_topic = args.triggers_topic
+    topics = output_topics(args) if with_facts else {"triggers": out_topic}
     if model:
-        await create_topic(settings, out_topic)
+        for topic in set(topics.values()):
+            await create_topic(settings, topic)
+    produced = dict.fromkeys(KINDS, 0)
     meter = Meter(args.expected)
     states: dict[str, JourneyState] = {}
     decode = codec.decode
@@ -137,6 +208,7 @@ async def aiokafka_loop(
             if not meter.count:
                 meter.start()
             sends = []
+            snapshots: dict[bytes, bytes] = {}  # dict-facts: the newest per customer per batch
             for tp, messages in batch.items():
                 cls = record_of[tp.topic]
                 for message in messages:
@@ -146,21 +218,51 @@ async def aiokafka_loop(
                     now = wall_clock_ms()
                     key = record.customer_id
                     state = states.get(key) or new_state(key)
+                    if with_facts:
+                        where = (message.topic, message.partition, message.offset)
+                        states[key], out = apply_facts(state, record, now, config, codec, where)
+                        bkey = key.encode()
+                        for kind, value in out:
+                            if kind == "snapshots" and value is not None:
+                                snapshots[bkey] = value
+                                continue
+                            if kind == "tombstones":
+                                snapshots.pop(bkey, None)
+                            produced[kind] += 1
+                            meter.triggers += kind == "triggers"
+                            sends.append(await producer.send(topics[kind], value, key=bkey))
+                        continue
                     states[key], triggers = apply(state, record, now, config)
                     for trigger in triggers:
                         sends.append(
                             await producer.send(out_topic, codec.encode(trigger), key=key.encode())
                         )
+                    meter.triggers += len(triggers)
                 meter.count += len(messages)
+            for bkey, value in snapshots.items():
+                sends.append(await producer.send(topics["snapshots"], value, key=bkey))
+            produced["snapshots"] += len(snapshots)
             if sends:
-                meter.triggers += len(sends)
                 await asyncio.gather(*sends)  # the ceiling still waits for its outputs
             if meter.done():
                 meter.finish()
     finally:
         await consumer.stop()
         await producer.stop()
-    return meter.result(customers=len(states) if model else None)
+    extra: dict[str, Any] = {"produced": produced} if with_facts else {}
+    return meter.result(customers=len(states) if model else None, **extra)
+
+
+def output_topics(args: argparse.Namespace) -> dict[str, str]:
+    """The facts contestants' output topics, per kind (tombstones go with the snapshots)."""
+    snapshots = args.facts_prefix + "customers"
+    return {
+        "events": args.facts_prefix + "events",
+        "decisions": args.facts_prefix + "decisions",
+        "triggers": args.triggers_topic,
+        "snapshots": snapshots,
+        "tombstones": snapshots,
+    }
 
 
 async def create_topic(settings: Settings, name: str) -> None:
@@ -190,10 +292,13 @@ def _state_loads(value: bytes) -> bytes:
     return value
 
 
-def quix_app(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+def quix_app(
+    args: argparse.Namespace, settings: Settings, with_facts: bool = False
+) -> dict[str, Any]:
     import logging
 
-    from quixstreams import Application
+    from quixstreams import Application, message_context
+    from quixstreams.models.serializers import Serializer
     from quixstreams.models.topics import TopicConfig
     from quixstreams.state.rocksdb import RocksDBOptions
 
@@ -225,12 +330,6 @@ def quix_app(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     # The merged stream's id (its store and changelog name) would join all seven topic names,
     # past Kafka's 249 characters: the same stream under a short id.
     sdf = sdf.__dataframe_clone__(stream=sdf.stream, stream_id="journeys")
-    out = app.topic(
-        args.triggers_topic,
-        value_serializer="bytes",
-        key_serializer="bytes",
-        config=TopicConfig(num_partitions=settings.partitions, replication_factor=1),
-    )
 
     def journey(record: Any, state: Any) -> list[bytes]:
         if not meter.count:
@@ -246,12 +345,64 @@ def quix_app(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             app.stop()
         return [codec.encode(t) for t in triggers]
 
-    sdf = sdf.apply(journey, stateful=True, expand=True)
-    sdf.to_topic(out)
+    if not with_facts:
+        out = app.topic(
+            args.triggers_topic,
+            value_serializer="bytes",
+            key_serializer="bytes",
+            config=TopicConfig(num_partitions=settings.partitions, replication_factor=1),
+        )
+        sdf = sdf.apply(journey, stateful=True, expand=True)
+        sdf.to_topic(out)
+        app.run()
+        if not meter.t1:
+            meter.finish()
+        return meter.result()
+
+    # quix-facts: every record goes out as (topic, key, value) through one `to_topic` that picks
+    # the topic per record (Quix's dynamic topic selection) and takes the key from the record.
+    class Third(Serializer):  # type: ignore[misc]  # (the bench venv's, untyped here)
+        def __call__(self, value: Any, ctx: Any) -> Any:
+            return value[2]
+
+    by_name: dict[str, Any] = {}
+    outs: dict[str, Any] = {}
+    for kind, name in output_topics(args).items():
+        if name not in by_name:
+            by_name[name] = app.topic(
+                name,
+                value_serializer=Third(),
+                key_serializer="bytes",
+                config=TopicConfig(num_partitions=settings.partitions, replication_factor=1),
+            )
+        outs[kind] = by_name[name]
+    produced = dict.fromkeys(KINDS, 0)
+
+    def journey_facts(record: Any, state: Any) -> list[tuple[Any, bytes, bytes | None]]:
+        if not meter.count:
+            meter.start()
+        stored = state.get("s")
+        js = decode_state(stored) if stored is not None else new_state(record.customer_id)
+        ctx = message_context()
+        where = (ctx.topic, ctx.partition, ctx.offset)
+        js, records = apply_facts(js, record, wall_clock_ms(), config, codec, where)
+        state.set("s", encode_state(js))
+        meter.count += 1
+        key = record.customer_id.encode()
+        for kind, _ in records:
+            produced[kind] += 1
+            meter.triggers += kind == "triggers"
+        if meter.done():
+            meter.finish()
+            app.stop()
+        return [(outs[kind], key, value) for kind, value in records]
+
+    sdf = sdf.apply(journey_facts, stateful=True, expand=True)
+    sdf.to_topic(lambda value, key, timestamp, headers: value[0], key=lambda value: value[1])
     app.run()
     if not meter.t1:
         meter.finish()
-    return meter.result()
+    return meter.result(produced=produced)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group", default="")
     p.add_argument("--state-dir", default="")
     p.add_argument("--triggers-topic", default="")
+    p.add_argument(
+        "--facts-prefix", default="", help="quix-facts, dict-facts: prefix of the fact topics"
+    )
     p.add_argument("--timeout", type=float, default=600)
     args = p.parse_args(argv)
     settings = Settings(  # type: ignore[call-arg]
@@ -272,10 +426,12 @@ def main(argv: list[str] | None = None) -> int:
         topic_prefix=args.prefix,
         partitions=args.partitions,
     )
-    if args.contestant == "quix":
-        result = quix_app(args, settings)
+    with_facts = args.contestant.endswith("-facts")
+    if args.contestant.startswith("quix"):
+        result = quix_app(args, settings, with_facts)
     else:
-        result = asyncio.run(aiokafka_loop(args, settings, model=args.contestant == "dict"))
+        model = args.contestant != "decode"
+        result = asyncio.run(aiokafka_loop(args, settings, model, with_facts))
     result["contestant"] = args.contestant
     print(json.dumps(result), flush=True)
     return 0
