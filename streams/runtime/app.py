@@ -36,7 +36,6 @@ from streams.clock import Clock
 from streams.runtime.acks import Acks
 from streams.runtime.batching import BatchProducer
 from streams.runtime.commit_guard import install_commit_guard
-from streams.runtime.eager import install_eager_callback
 from streams.runtime.engine import JourneyEngine
 from streams.runtime.fetching import FetchControl, install_fetch_control
 from streams.runtime.health import BrokerProbe, Health
@@ -272,7 +271,6 @@ def create_pipeline(
     )
     install_commit_guard(app)  # commit an offset only when every message below it was acked
     install_fetch_control(app)  # the event-time merge pauses what it has enough of
-    install_eager_callback(app)  # the fetch loop's per-message callback without four tasks
     metrics = Metrics()
     acks = Acks(
         interval=settings.ack_interval / 1000,
