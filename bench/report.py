@@ -345,6 +345,21 @@ def targets_section(r: dict[str, Any]) -> list[str]:
             _num(p99, "ms"),
             by(p99, 100, higher=False),
         ),
+    ]
+    half = r.get("latency_half_max")
+    if half:
+        rows.append(
+            (
+                f"... at half the maximum rate of the probe's own workload: "
+                f"{_num(half.get('orders_per_s'))} orders/s = 0.5 x the "
+                f"{_num(half.get('sustained_triggers_per_s'))} orders/s the worker sustained "
+                "while it was behind in the probe above (orders of new customers, each a "
+                "trigger, a decision, a snapshot and a state: dearer than the e2e mix)",
+                _num(half.get("p99_ms"), "ms"),
+                by(half.get("p99_ms"), 100, higher=False),
+            )
+        )
+    rows += [
         (
             f"Timer lateness p99 <= 1 s with {_num(_get(r, 'timers', 'customers'))} pending "
             "timers (in-process, step 4)",
