@@ -339,7 +339,13 @@ def create_pipeline(
                 time_ms = (
                     tick_time(message.value, int(message.timestamp * 1000))
                     if message.topic == ticks_topic
-                    else ingest.event_time(message.topic, message.value, message.headers)
+                    else ingest.event_time(
+                        message.topic,
+                        message.value,
+                        message.headers,
+                        message.partition,
+                        message.offset,
+                    )
                 )
             except Exception:  # undecodable: it goes first and becomes a dead letter in apply()
                 time_ms = None
@@ -385,6 +391,7 @@ def create_pipeline(
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_held(app: _App, revoked: Any, **kwargs: Any) -> None:
         app.drop_held()  # unhandled, so unacked: delivered again from the committed offset
+        ingest.forget_decoded()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _rebuild_timers(app: _App, **kwargs: Any) -> None:

@@ -59,3 +59,32 @@ async def test_a_record_on_another_partition_than_its_key_is_rerouted_not_applie
     assert await ingest.handle(topic, right, 7, key, value, []) == record
     assert ingest.event_time(topic, value, []) == 1_000
     assert ingest.event_time(topic, b"garbage", []) is None
+
+
+async def test_a_record_decoded_for_the_merge_is_not_decoded_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codec = Codec.load()
+    settings = Settings(_env_file=None, partitions=3)  # type: ignore[call-arg]
+    ingest = Ingest(settings, codec, Outputs(settings, FakeBroker().produce, Acks()), partitions=3)
+    record = FeedbackGiven("e1", "c-cart", 1_000, "NPS", 10)
+    key, value = b"c-cart", codec.encode(record)
+    topic, partition = settings.topic("feedback"), key_partition(key, 3)
+    decodes = 0
+    decode = codec.decode
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal decodes
+        decodes += 1
+        return decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(codec, "decode", counting)
+    assert ingest.event_time(topic, value, [], partition, 7) == 1_000
+    assert await ingest.handle(topic, partition, 7, key, value, []) == record
+    assert decodes == 1
+    # Another message (or one the merge dropped at a rebalance) is decoded as before.
+    assert ingest.event_time(topic, value, [], partition, 8) == 1_000
+    ingest.forget_decoded()
+    assert await ingest.handle(topic, partition, 8, key, value, []) == record
+    assert await ingest.handle(topic, partition, 9, key, value, []) == record
+    assert decodes == 4
