@@ -424,6 +424,8 @@ def run_recovery(
         "customers": rebuild.get("customers"),
         "with_timers": rebuild.get("with_timers"),
         "index_rebuild_s": round(rebuild.get("seconds", 0.0), 3),
+        # changelog records read and applied (the rest were compacted away by the broker)
+        "restored_records": status.data.get("restored_records"),
     }
 
 

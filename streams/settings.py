@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     # unbounded, a 300k-event catch-up released 74k events for lack of room despite the pauses;
     # at 500, none (make bench; 72k without the pauses).
     consumer_max_poll_records: int = Field(default=500, ge=1)
+    # How long the broker may hold a fetch of the worker's consumer that finds nothing new
+    # (aiokafka's fetch_max_wait_ms; Faust's 1500 ms). Faust's consumer sends its other requests
+    # to the broker on the fetch's connection, behind it: at the end of a table's recovery the
+    # earliest offsets and the seek to the committed offsets each waited out a whole empty fetch
+    # (1.3 and 1.5 s of a 6 s restore, bench/README.md "Session 7: recovery").
+    consumer_fetch_max_wait: DurationMs = duration("200ms")
 
     # --- Schema Registry (Confluent wire format: 0x00 + 4-byte schema id; docs/producing.md) ----
     schema_registry_url: str = ""  # empty: no registry; such values are dead letters (no_registry)
@@ -197,6 +203,13 @@ class Settings(BaseSettings):
     # --- Local state --------------------------------------------------------------------------
     data_dir: Path = Path(".local")
     table_store: str = "rocksdb://"
+    # The journeys table's changelog topic, when the worker creates it (Faust leaves an existing
+    # topic as it is): a worker restoring the table reads every record the cleaner has not
+    # compacted yet. Kafka never compacts the active segment (7 days or 1 GiB by default) and
+    # cleans only once half the log is dirty: a recovery read 3.6 records per customer. A segment
+    # rolls after changelog_segment_ms, and is cleaned once changelog_dirty_ratio of the log is.
+    changelog_segment_ms: DurationMs = duration("10s")
+    changelog_dirty_ratio: float = Field(default=0.1, gt=0, le=1)
 
     # --- The journey: trigger timing, windows and delivery rules (streams/journey/config.py).
     # Each is read from JOURNEY_<NAME> (JOURNEY_FREQUENCY_CAP, ...), see _JourneyEnvironment.

@@ -92,6 +92,11 @@ def _faust_worker(app: faust.App, loglevel: str, log_format: str) -> None:
         redirect_stdouts=False,
         logging_config=logging_config(loglevel, log_format),
     )
+    # No terminal spinner: at --log-level warning or above Faust's worker sets up one that turns
+    # on every log call, by setting the root logger to DEBUG, for ever. Every debug call of
+    # Faust and mode then built a record (11 % of a restoring worker's samples: two per changelog
+    # record in Faust's recovery, bench/README.md "Session 7: recovery").
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

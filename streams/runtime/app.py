@@ -42,6 +42,7 @@ from streams.runtime.health import BrokerProbe, Health
 from streams.runtime.ingest import Ingest
 from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
 from streams.runtime.outputs import Outputs
+from streams.runtime.restore import install_bulk_restore
 from streams.runtime.status import RateMeter
 from streams.settings import Settings
 from streams.web.metrics import Metrics
@@ -144,6 +145,15 @@ def table_writer(
         acks.wait_for(batches.append(topic, partition, key, value, None))
 
     return write
+
+
+def changelog_config(settings: Settings) -> dict[str, str]:
+    """The changelog topic's compaction (see ``Settings.changelog_segment_ms``): fewer records
+    for a restoring worker to read."""
+    return {
+        "segment.ms": str(settings.changelog_segment_ms),
+        "min.cleanable.dirty.ratio": str(settings.changelog_dirty_ratio),
+    }
 
 
 def group_instance_id(settings: Settings) -> str | None:
@@ -271,6 +281,8 @@ def create_pipeline(
     )
     install_commit_guard(app)  # commit an offset only when every message below it was acked
     install_fetch_control(app)  # the event-time merge pauses what it has enough of
+    # tables restored from their changelog a poll at a time
+    install_bulk_restore(app, fetch_max_wait_ms=settings.consumer_fetch_max_wait)
     metrics = Metrics()
     acks = Acks(
         interval=settings.ack_interval / 1000,
@@ -300,6 +312,7 @@ def create_pipeline(
         key_type=bytes,  # bytes in and out: Faust then uses its "raw" serializer everywhere
         value_type=bytes,
         partitions=partitions,
+        extra_topic_configs=changelog_config(settings),
     )
     engine = JourneyEngine(
         journeys,

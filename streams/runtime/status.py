@@ -43,6 +43,12 @@ def commit_heals(app: Any) -> int:
     return int(getattr(consumer, "heals", 0) or 0)
 
 
+def restored_records(app: Any) -> int:
+    """Changelog records this worker applied to its table in bulk while restoring it."""
+    consumer = getattr(app, "_consumer", None)
+    return int(getattr(consumer, "restored_records", 0) or 0)
+
+
 def worker_status(pipeline: Pipeline) -> dict[str, Any]:
     ingest, engine, outputs = pipeline.ingest, pipeline.engine, pipeline.outputs
     consumed = sum(ingest.consumed.values())
@@ -77,6 +83,7 @@ def worker_status(pipeline: Pipeline) -> dict[str, Any]:
         "partitions": partitions,
         "ready": engine.rebuilds > 0,
         "index_rebuild": engine.last_rebuild,
+        "restored_records": restored_records(pipeline.app),
         "timer_lateness_p99_ms": percentile(engine.timer_lateness_ms, 0.99),
         "clock": datetime.fromtimestamp(pipeline.clock.now_ms() / 1000, UTC).isoformat(
             timespec="minutes"

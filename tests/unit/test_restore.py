@@ -1,0 +1,126 @@
+"""Tables restored a poll at a time (streams/runtime/restore.py), on Faust's own Recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from streams.runtime.commit_guard import install_commit_guard
+from streams.runtime.fetching import install_fetch_control
+from streams.runtime.restore import RESTORE_POLL_RECORDS, BulkRestore, install_bulk_restore
+
+C0, C1 = TP("app-journeys-changelog", 0), TP("app-journeys-changelog", 1)
+INPUT = TP("shop.orders", 0)
+
+
+class FakeTable:
+    def __init__(self) -> None:
+        self.written: list[tuple[int, int, bytes | None, bytes | None]] = []
+
+    def apply_changelog_batch(self, batch: Any) -> None:
+        for event in batch:
+            m = event.message
+            self.written.append((m.partition, m.offset, m.key, m.value))
+
+
+class FakeThread:
+    """Stands for Faust's consumer thread: hands over the queued fetches, remembers the limit."""
+
+    def __init__(self, *fetches: dict[TP, list[Any]]) -> None:
+        self.fetches = list(fetches)
+        self._consumer = SimpleNamespace(_max_poll_records=500)
+        self.limits: list[int] = []
+
+    async def getmany(self, active: Any, timeout: float) -> dict[TP, list[Any]]:
+        self.limits.append(self._consumer._max_poll_records)
+        return self.fetches.pop(0)
+
+
+def record(offset: int, key: bytes = b"k", value: bytes | None = b"v") -> Any:
+    return SimpleNamespace(offset=offset, key=key, value=value)
+
+
+def restoring(thread: FakeThread) -> tuple[Any, Any, FakeTable]:
+    app = faust.App("test-restore", broker="kafka://127.0.0.1:1", autodiscover=False)
+    install_commit_guard(app)
+    install_fetch_control(app)
+    install_bulk_restore(app)
+    consumer: Any = app.consumer  # created, not started: no broker needed
+    assert isinstance(consumer, BulkRestore)
+    consumer._thread = thread
+    consumer.flow_active = True
+    table = FakeTable()
+    recovery: Any = app.tables.recovery
+    recovery.active_tps = {C0, C1}
+    recovery.tp_to_table = {C0: table, C1: table}
+    recovery.active_offsets.update({C0: -1, C1: 4})  # C1: offsets up to 4 already in RocksDB
+    recovery.active_highwaters.update({C0: 2, C1: 6})  # Faust keeps highwater - 1
+    recovery._set_recovery_started()
+    return consumer, recovery, table
+
+
+def test_changelog_records_are_applied_in_bulk_and_the_end_of_recovery_is_signalled() -> None:
+    thread = FakeThread(
+        {C0: [record(0), record(1, value=None)], C1: [record(3), record(4), record(5)]},
+        {C0: [record(2, b"x")], C1: [record(6)]},
+    )
+    consumer, recovery, table = restoring(thread)
+    left = asyncio.run(consumer._getmany({C0, C1}, 1.0))
+    assert left == {}  # nothing for Faust's per-message path
+    # Records at or below the offset Faust starts from are skipped (as _slurp_changelogs does).
+    assert table.written == [(0, 0, b"k", b"v"), (0, 1, b"k", None), (1, 5, b"k", b"v")]
+    assert recovery.active_offsets == {C0: 1, C1: 5}
+    assert recovery.in_recovery and not recovery.signal_recovery_end.is_set()
+    asyncio.run(consumer._getmany({C0, C1}, 1.0))
+    assert recovery.active_offsets == {C0: 2, C1: 6}
+    assert not recovery.in_recovery and recovery.signal_recovery_end.is_set()
+    assert thread.limits == [RESTORE_POLL_RECORDS, RESTORE_POLL_RECORDS]
+    assert consumer.restored_records == 5
+
+
+def test_other_partitions_and_fetches_outside_a_recovery_go_to_faust_with_the_usual_limit() -> None:
+    standby = TP("app-journeys-changelog", 7)
+    thread = FakeThread(
+        {INPUT: [record(0)], C0: [record(0)]},
+        {C0: [record(1)], INPUT: [record(1)]},
+    )
+    consumer, recovery, table = restoring(thread)
+    recovery.standby_tps = {standby}
+    left = asyncio.run(consumer._getmany({C0, INPUT}, 1.0))
+    assert list(left) == [INPUT] and table.written == [(0, 0, b"k", b"v")]
+    assert thread.limits == [500]  # an input partition is fetched: the merge's bound holds
+    recovery._set_recovery_ended()
+    left = asyncio.run(consumer._getmany({C0, standby}, 1.0))
+    assert set(left) == {C0, INPUT} and len(table.written) == 1
+    assert thread.limits == [500, 500]
+
+
+def test_a_batch_fetched_across_a_rebalance_is_left_to_faust() -> None:
+    thread = FakeThread({C0: [record(0)]})
+    consumer, _, table = restoring(thread)
+
+    async def rebalance_meanwhile(active: Any, timeout: float) -> dict[TP, list[Any]]:
+        consumer.app.consumer_generation_id += 1
+        return {C0: [record(0)]}
+
+    thread.getmany = rebalance_meanwhile  # type: ignore[method-assign]
+    left = asyncio.run(consumer._getmany({C0}, 1.0))
+    assert set(left) == {C0} and table.written == []
+
+
+def test_the_consumer_gets_the_fetch_long_poll_of_the_settings() -> None:
+    app = faust.App("test-restore-wait", broker="kafka://127.0.0.1:1", autodiscover=False)
+    install_commit_guard(app)
+    install_fetch_control(app)
+    install_bulk_restore(app, fetch_max_wait_ms=200)
+    thread: Any = app.consumer._thread  # type: ignore[attr-defined]
+
+    async def made() -> Any:
+        return thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(made())
+    assert consumer._fetch_max_wait_ms == 200
