@@ -145,18 +145,37 @@ def _timer_row(t: Timer) -> list[Any]:
     ]  # fmt: skip
 
 
-def encode_state(state: JourneyState) -> bytes:
-    s = state
-    row = [
+def _head(s: JourneyState) -> list[Any]:
+    """The encoded row before the outbox (``OUTBOX_AT`` slots)."""
+    return [
             STATE_VERSION, s.customer_id, s.stage, s.erased, s.first_seen_at, s.consent,
             s.blocked, s.time_zone, [_order_row(o) for o in s.orders.values()],
             [_cart_row(c) for c in s.carts.values()], s.first_order_at, s.last_order_at,
             s.last_order_id, s.orders_count, s.revenue_minor, s.last_nps,
             None, s.last_cart_add_at, s.last_marketing_at, s.unengaged,
             s.last_emitted, s.win_back_order, s.seen, [_timer_row(t) for t in s.timers.values()],
-            None, [*s.timers], s.outbox, s.outbox_seq, s.feedback_seen, s.prediction,
+            None, [*s.timers],
     ]  # fmt: skip
-    return orjson.dumps(row)
+
+
+def _tail(s: JourneyState) -> list[Any]:
+    """The encoded row after the outbox."""
+    return [s.outbox_seq, s.feedback_seen, s.prediction]
+
+
+def encode_state(state: JourneyState) -> bytes:
+    return orjson.dumps([*_head(state), state.outbox, *_tail(state)])
+
+
+def encode_state_outbox(state: JourneyState) -> tuple[bytes, int, int]:
+    """``encode_state(state)`` (the same bytes) and where its outbox's JSON starts and ends in
+    them: the engine drops an outbox that became durable from the bytes, without decoding them
+    (``b"[]"`` in its place gives the bytes of the same state with an empty outbox)."""
+    outbox = orjson.dumps(state.outbox)
+    tail = _tail(state)
+    data = orjson.dumps([*_head(state), orjson.Fragment(outbox), *tail])
+    end = len(data) - len(orjson.dumps(tail))  # the tail's "[" stands for the "," before it
+    return data, end - len(outbox), end
 
 
 def decode_state(data: bytes) -> JourneyState:

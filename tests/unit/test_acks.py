@@ -235,3 +235,31 @@ async def test_the_loaders_stop_ends_the_loop_even_when_a_wake_up_races_it(turns
     _, acks, _ = loader_acks(FakeClient())
     acks.interval = 10
     await assert_stop_ends_when_a_wake_up_races_it(acks, turns)
+
+
+async def test_durable_callbacks_and_after_delivery_hooks_run_between_deliveries_and_acks() -> None:
+    acks = Acks()
+    order: list[str] = []
+    delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    acks.wait_for(delivery)
+    acks.durable(lambda: order.append("durable"))
+    acks.after(lambda: order.append("ack"))
+    fail = True
+
+    async def write() -> None:
+        order.append("write")
+        if fail:
+            raise OSError("the store is closed")
+
+    acks.after_deliveries.append(write)
+    flushing = asyncio.ensure_future(acks.flush())
+    await asyncio.sleep(0.01)
+    assert order == []  # nothing before the broker acknowledged
+    delivery.set_result(None)
+    with pytest.raises(OSError):
+        await flushing
+    # The records are durable (a fact), the message is not acknowledged (its state not written).
+    assert order == ["durable", "write"]
+    fail = False
+    assert await acks.flush() == 1
+    assert order == ["durable", "write", "write", "ack"]

@@ -22,7 +22,13 @@ from streams.journey.decisions import (
     Status,
 )
 from streams.journey.model import fire_due, new_state, segment
-from streams.journey.state import STATE_VERSION, JourneyState, decode_state, encode_state
+from streams.journey.state import (
+    STATE_VERSION,
+    JourneyState,
+    decode_state,
+    encode_state,
+    encode_state_outbox,
+)
 from streams.journey.triggers import TriggerType as T
 from tests.unit.journey.support import (
     AMS,
@@ -737,6 +743,30 @@ def test_trigger_id_names_its_source_event() -> None:
 
 
 # --- state encoding --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "outbox, feedback_seen, prediction",
+    [
+        ([], [], None),
+        ([[7, ["t", "],[", {"k": "]"}], None]], ["e,]", "[1]"], [1, 0.5, 2.0, 300, None]),
+        ([[1, ["a"], [1, None]], [2, ["b"], None]], [], [1, 0.5, 2.0, 300, 1_780_000_000_000]),
+    ],
+)
+def test_the_outbox_is_where_encode_state_outbox_says(
+    outbox: list[list[object]], feedback_seen: list[str], prediction: list[object] | None
+) -> None:
+    """The engine drops a durable outbox from the stored bytes at the span given: the same bytes
+    as ``encode_state``, the span holds the outbox, and ``[]`` there encodes the state without."""
+    state = Sim().play(PURCHASE).state
+    state.outbox, state.outbox_seq = outbox, 9
+    state.feedback_seen, state.prediction = feedback_seen, prediction
+    data, start, end = encode_state_outbox(state)
+    assert data == encode_state(state)
+    assert orjson.loads(data[start:end]) == outbox
+    emptied = replace(state, outbox=[])
+    assert data[:start] + b"[]" + data[end:] == encode_state(emptied)
+    assert decode_state(data[:start] + b"[]" + data[end:]) == emptied
+
+
 def test_state_round_trip_after_every_step() -> None:
     sim = Sim(start=B - 3 * HOUR)
     assert decode_state(encode_state(sim.state)) == sim.state
