@@ -5,7 +5,7 @@ from __future__ import annotations
 import keyword
 import operator
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -356,22 +356,33 @@ def _write_value(node: Any, named: Mapping[str, Any], value: str, indent: str) -
     return None
 
 
-def _compile_writer(schema: Any, named: Mapping[str, Any]) -> Write | None:
+def _compile_writer(
+    schema: Any, named: Mapping[str, Any], row: Sequence[str] | None = None
+) -> Write | None:
     """``write(record, header) -> header + Avro body`` for a flat record (primitives, enums,
     maps, optional fields), straight from the dataclass's attributes: half the time of
     fastavro's ``schemaless_writer`` and the dict built for it (a fired timer encodes two or
     three records). ``None`` when the record has a type this writer leaves to fastavro. It trusts
     the dataclass's types as ``Codec.encode`` does; whatever it raises on, the caller encodes
-    again with fastavro, which says what is wrong."""
+    again with fastavro, which says what is wrong.
+
+    ``row``: the record comes as a sequence of its field values in this order (every field of
+    the schema, once) instead of as an instance: the same bytes, without building it."""
     node = _deref(schema, named)
     if not isinstance(node, dict) or node.get("type") != "record":
         return None
+    if row is not None and sorted(row) != sorted(f["name"] for f in node["fields"]):
+        raise SchemaLoadError(f"a row of {node['name']} must have each of its fields once: {row}")
     lines = ["def write(r, header):", " p = [header]", " a = p.append"]
     for f in node["fields"]:
         name = f["name"]
-        if not name.isidentifier() or keyword.iskeyword(name):
+        if row is not None:
+            value = f"r[{row.index(name)}]"
+        elif not name.isidentifier() or keyword.iskeyword(name):
             return None
-        body = _write_value(f["type"], named, f"r.{name}", " ")
+        else:
+            value = f"r.{name}"
+        body = _write_value(f["type"], named, value, " ")
         if body is None:
             return None
         lines += body

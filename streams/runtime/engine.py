@@ -71,9 +71,11 @@ from schemas.codec import Codec
 from schemas.records import (
     CustomerChanged,
     CustomerPrediction,
-    CustomerSnapshot,
     InputEvent,
     Trigger,
+)
+from schemas.records import (
+    Decision as DecisionRecord,
 )
 from streams.clock import Clock
 from streams.journey.config import JourneyConfig
@@ -154,25 +156,25 @@ def unpack(value: bytes) -> JourneyState:
 
 
 def _unchanged(
-    snapshot: CustomerSnapshot, published: CustomerSnapshot | None, state: JourneyState
+    shows: facts.SnapshotShows, published: facts.SnapshotShows | None, state: JourneyState
 ) -> bool:
     """The snapshot says what the last one sent for the customer said (``updated_at`` aside).
 
-    ``published`` is the previous state's snapshot built at the same clock time, not the record
+    ``published`` is what the previous state's snapshot shows at the same clock time, not the record
     sent back then: the two can differ only where the clock enters. A customer becomes LAPSED
     as time passes (the win-back timer fires just then), and one never seen counts as first seen
     now; in both cases the snapshot is sent. Every stored state had its snapshot sent, or will
     have it sent again: a message whose snapshot a crash lost is redelivered (an event always
     sends one) and a timer's is re-sent with its recovered outbox."""
     return (
-        snapshot == published
-        and snapshot.segment != Segment.LAPSED
-        and state.first_seen_at is not None
+        shows == published and shows.segment != Segment.LAPSED and state.first_seen_at is not None
     )
 
 
-# ``dataclasses.fields`` per call was 4 % of a fired timer's CPU.
-_trigger_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Trigger)))
+# The fields of a Trigger, in the order the outbox keeps them. ``dataclasses.fields`` per call
+# was 4 % of a fired timer's CPU.
+TRIGGER_FIELDS = tuple(f.name for f in dataclasses.fields(Trigger))
+_trigger_values = operator.attrgetter(*TRIGGER_FIELDS)
 
 
 def trigger_fields(trigger: Trigger) -> list[Any]:
@@ -276,6 +278,9 @@ class JourneyEngine:
         outputs.acks.after_deliveries.append(self.write_states)
         self.outputs = outputs
         self.codec = codec
+        # An outbox entry's decision and trigger are written from its rows.
+        self._encode_decision = codec.row_encoder(DecisionRecord, facts.OUTBOX_FIELDS)
+        self._encode_trigger = codec.row_encoder(Trigger, TRIGGER_FIELDS)
         self.config = config
         self.clock = clock
         self.observe_lateness = observe_lateness
@@ -457,7 +462,7 @@ class JourneyEngine:
                         self.observe_lateness(late / 1000 / self.clock.speed)
                 # Taken before the model mutates the state: most timers change nothing a
                 # snapshot shows, and then none is sent (a third of a timer's encoding).
-                published = None if state.erased else self._snapshot(state, now)
+                published = None if state.erased else self._shows(state, now)
                 state, decisions = fire_due(state, now, self.config)
                 prepared = self._prepare(state, decisions, now, partition, published=published)
                 await self._commit(prepared)
@@ -496,14 +501,14 @@ class JourneyEngine:
         now: int,
         partition: int,
         snapshot: bool = True,
-        published: CustomerSnapshot | None = None,
+        published: facts.SnapshotShows | None = None,
     ) -> _Prepared:
         """Pure: append the decisions to the outbox, drop what is durable, and build every row,
         record and the stored value. Raises on anything the message cannot be carried through.
 
-        ``published``: the snapshot of the state this one was made from, built at ``now``. A
-        snapshot equal to it is not sent again, unless the clock alone may have changed what the
-        last one sent said (see ``_unchanged``)."""
+        ``published``: what the snapshot of the state this one was made from shows at ``now``. A
+        snapshot that shows the same is not sent again, unless the clock alone may have changed
+        what the last one sent said (see ``_unchanged``)."""
         customer_id = state.customer_id
         recovered = state.outbox_seq
         erase = False
@@ -529,8 +534,8 @@ class JourneyEngine:
         outgoing = [
             _Outgoing(
                 seq=seq,
-                decision=self.codec.encode(facts.decision(entry)),
-                trigger=self.codec.encode(Trigger(*fields)) if fields is not None else None,
+                decision=self._encode_decision(entry),
+                trigger=self._encode_trigger(fields) if fields is not None else None,
                 resend=seq <= recovered,
             )
             for seq, entry, fields in state.outbox
@@ -553,14 +558,14 @@ class JourneyEngine:
         # A re-sent outbox goes with a fresh snapshot: the one of its message may be lost too.
         resend = any(out.resend for out in outgoing)
         if (snapshot or resend) and not state.erased:
-            record = self._snapshot(state, now)
-            if resend or not _unchanged(record, published, state):
-                prepared.snapshot = self.codec.encode(record)
+            shows = self._shows(state, now)
+            if resend or not _unchanged(shows, published, state):
+                prepared.snapshot = self.codec.encode(facts.snapshot(shows, now))
         return prepared
 
-    def _snapshot(self, state: JourneyState, now: int) -> CustomerSnapshot:
+    def _shows(self, state: JourneyState, now: int) -> facts.SnapshotShows:
         consent = marketing_block(state, self.config) is None
-        return facts.snapshot(state, segment(state, now, self.config), consent, now)
+        return facts.snapshot_shows(state, segment(state, now, self.config), consent, now)
 
     async def _commit(self, prepared: _Prepared) -> None:
         """Do what ``_prepare`` computed, then swap the new state in."""
