@@ -19,6 +19,7 @@ from streams.journey.decisions import (
     Drop,
     Emit,
     Erase,
+    Reason,
     Status,
 )
 from streams.journey.model import fire_due, new_state, segment
@@ -825,3 +826,18 @@ def test_a_version_2_state_decodes_with_its_carts_and_timers() -> None:
     row[0], row[16], row[24] = 2, 1_234, 5_678  # the slots version 2 filled
     row[9] = [[*cart[:6], "ev-last-change", *cart[6:]] for cart in row[9]]
     assert decode_state(orjson.dumps(row)) == state
+
+
+def test_a_version_1_state_decodes_without_an_outbox() -> None:
+    """Version 1 ended before the outbox: no outbox, no fields appended after it."""
+    sim = Sim(start=B).play(RICH[:8])
+    state = sim.state
+    state.blocked = Reason.BOUNCED
+    assert state.carts and state.timers
+    row = orjson.loads(encode_state(state))
+    row[0] = 1
+    row[9] = [[*cart[:6], "ev-last-change", *cart[6:]] for cart in row[9]]
+    del row[26:]
+    decoded = decode_state(orjson.dumps(row))
+    assert decoded == replace(state, outbox=[], outbox_seq=0, feedback_seen=[], prediction=None)
+    assert decoded.stage is state.stage and decoded.blocked is Reason.BOUNCED
