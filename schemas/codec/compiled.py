@@ -264,8 +264,10 @@ _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-def _varint(n: int) -> bytearray:
+def _varint(n: int) -> bytes | bytearray:
     """Avro's variable-length zigzag encoding of ``n`` (a long)."""
+    if -64 <= n < 64:
+        return _SMALL[n]
     if not _INT64[0] <= n <= _INT64[1]:
         raise OverflowError(f"{n} is out of the long range")
     n = (n << 1) ^ (n >> 63)
@@ -277,7 +279,16 @@ def _varint(n: int) -> bytearray:
     return out
 
 
-def _int(n: int) -> bytearray:
+def _small(n: int) -> bytes:
+    """The one byte of a long in [-64, 64)."""
+    return bytes(((n << 1) ^ (n >> 63),))
+
+
+# Indexed by the value itself: negative indexes count from the end.
+_SMALL = tuple(_small(n) for n in range(64)) + tuple(_small(n) for n in range(-64, 0))
+
+
+def _int(n: int) -> bytes | bytearray:
     if not _INT32[0] <= n <= _INT32[1]:
         raise OverflowError(f"{n} is out of the int range")
     return _varint(n)
@@ -323,7 +334,8 @@ def _write_value(node: Any, named: Mapping[str, Any], value: str, indent: str) -
                 f"{indent} a(_varint(len(m)))",
                 f"{indent} for k, v in m.items():",
                 f"{indent}  b = k.encode()",
-                f"{indent}  a(_LENGTH[len(b)] if len(b) < 4096 else _varint(len(b)))",
+                f"{indent}  n = len(b)",
+                f"{indent}  a(_LENGTH[n] if n < 4096 else _varint(n))",
                 f"{indent}  a(b)",
                 *item,
                 f"{indent}a(b'\\x00')",
@@ -332,13 +344,15 @@ def _write_value(node: Any, named: Mapping[str, Any], value: str, indent: str) -
     if node == "string":
         return [
             f"{indent}b = {value}.encode()",
-            f"{indent}a(_LENGTH[len(b)] if len(b) < 4096 else _varint(len(b)))",
+            f"{indent}n = len(b)",
+            f"{indent}a(_LENGTH[n] if n < 4096 else _varint(n))",
             f"{indent}a(b)",
         ]
     if node == "bytes":
         return [
             f"{indent}b = bytes({value})",
-            f"{indent}a(_LENGTH[len(b)] if len(b) < 4096 else _varint(len(b)))",
+            f"{indent}n = len(b)",
+            f"{indent}a(_LENGTH[n] if n < 4096 else _varint(n))",
             f"{indent}a(b)",
         ]
     if node == "long":

@@ -226,7 +226,7 @@ class TimerIndex:
         return len(self._next)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outgoing:
     """One outbox entry on its way: its encoded decision and trigger (emits), and whether it is a
     re-send of an entry found in a recovered state (then it may duplicate a published one)."""
@@ -237,7 +237,7 @@ class _Outgoing:
     resend: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prepared:
     """Everything a message does to one customer, computed before any of it is done."""
 

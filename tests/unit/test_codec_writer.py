@@ -113,3 +113,14 @@ def test_a_row_the_compiled_writer_refuses_goes_through_encode() -> None:
             encode_row(bad)
     with pytest.raises(SchemaLoadError):
         CODEC.row_encoder(Decision, OUTBOX_FIELDS[:-1])
+
+
+def test_varint_is_avros_zigzag_encoding_around_the_one_byte_table() -> None:
+    from schemas.codec.compiled import _varint
+
+    for n in [*range(-200, 200), 1_780_000_000_000, -(2**63), 2**63 - 1]:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, "long", n)
+        assert bytes(_varint(n)) == out.getvalue(), n
+    with pytest.raises(OverflowError):
+        _varint(2**63)
