@@ -264,31 +264,44 @@ _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-def _varint(n: int) -> bytes | bytearray:
+def _varint(n: int) -> bytes:
     """Avro's variable-length zigzag encoding of ``n`` (a long)."""
     if -64 <= n < 64:
         return _SMALL[n]
     if not _INT64[0] <= n <= _INT64[1]:
         raise OverflowError(f"{n} is out of the long range")
     n = (n << 1) ^ (n >> 63)
+    if n < 0x4000:
+        return _LAST[n]
+    # 14 bits at a time from tables (a time in ms is three lookups, not six turns of a loop).
+    out = []
+    while n >= 0x4000:
+        out.append(_GROUPS[n & 0x3FFF])
+        n >>= 14
+    out.append(_LAST[n])
+    return b"".join(out)
+
+
+def _unsigned(n: int) -> bytes:
+    """The 7-bit groups of ``n >= 0``, least significant first, the last without the high bit."""
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
-    return out
-
-
-def _small(n: int) -> bytes:
-    """The one byte of a long in [-64, 64)."""
-    return bytes(((n << 1) ^ (n >> 63),))
+    return bytes(out)
 
 
 # Indexed by the value itself: negative indexes count from the end.
-_SMALL = tuple(_small(n) for n in range(64)) + tuple(_small(n) for n in range(-64, 0))
+_SMALL = tuple(_unsigned(n << 1) for n in range(64)) + tuple(
+    _unsigned((n << 1) ^ -1) for n in range(-64, 0)
+)
+# 14 bits followed by more (both bytes with the high bit), and the last 14 bits or fewer.
+_GROUPS = tuple(bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14))
+_LAST = tuple(_unsigned(n) for n in range(1 << 14))
 
 
-def _int(n: int) -> bytes | bytearray:
+def _int(n: int) -> bytes:
     if not _INT32[0] <= n <= _INT32[1]:
         raise OverflowError(f"{n} is out of the int range")
     return _varint(n)

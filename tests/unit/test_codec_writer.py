@@ -115,10 +115,11 @@ def test_a_row_the_compiled_writer_refuses_goes_through_encode() -> None:
         CODEC.row_encoder(Decision, OUTBOX_FIELDS[:-1])
 
 
-def test_varint_is_avros_zigzag_encoding_around_the_one_byte_table() -> None:
+def test_varint_is_avros_zigzag_encoding_around_the_edges_of_its_tables() -> None:
     from schemas.codec.compiled import _varint
 
-    for n in [*range(-200, 200), 1_780_000_000_000, -(2**63), 2**63 - 1]:
+    edges = [sign * (2**k + d) for k in range(5, 63) for d in (-1, 0, 1) for sign in (1, -1)]
+    for n in [*range(-200, 200), *edges, 1_780_000_000_000, -(2**63), 2**63 - 1]:
         out = io.BytesIO()
         fastavro.schemaless_writer(out, "long", n)
         assert bytes(_varint(n)) == out.getvalue(), n
