@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codec import Codec
-from schemas.records import TOPIC_RECORDS, CustomerChanged
+from schemas.records import TOPIC_RECORDS, CustomerChanged, Decision
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Drop, Emit, Erase
 from streams.journey.model import fire_due, new_state, step
@@ -124,15 +124,19 @@ def _decided(
     for decision in decisions:
         match decision:
             case Emit(trigger=trigger):
-                out.append(("decisions", codec.encode(facts.decision(facts.emitted(trigger)))))
+                out.append(("decisions", _decision_writer(codec)(facts.emitted(trigger))))
                 out.append(("triggers", codec.encode(trigger)))
             case Drop():
-                out.append(
-                    ("decisions", codec.encode(facts.decision(facts.dropped(decision, stage))))
-                )
+                out.append(("decisions", _decision_writer(codec)(facts.dropped(decision, stage))))
             case Erase():
                 erase = True
     return erase
+
+
+@functools.cache
+def _decision_writer(codec: Codec) -> Any:
+    """A decision record from its outbox entry, as the engine writes it (``Codec.row_encoder``)."""
+    return codec.row_encoder(Decision, facts.OUTBOX_FIELDS)
 
 
 def apply_facts(

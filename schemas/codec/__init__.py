@@ -44,7 +44,7 @@ import base64
 import copy
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -294,8 +294,7 @@ class Codec:
         if rec is None:
             raise TypeError(f"{type(record).__qualname__} is not a record of the journey schemas")
         version = rec.newest
-        schema_id = self._output_ids.get(rec.full_name)
-        header = version.header if schema_id is None else confluent_frame(schema_id, b"")
+        header = self._header(rec)
         if rec.write is not None:
             try:
                 return rec.write(record, header)
@@ -309,6 +308,30 @@ class Codec:
         except Exception as exc:
             raise self._encode_failure(rec, version, datum, exc) from None
         return out.getvalue()
+
+    def _header(self, rec: _Record) -> bytes:
+        schema_id = self._output_ids.get(rec.full_name)
+        return rec.newest.header if schema_id is None else confluent_frame(schema_id, b"")
+
+    def row_encoder(self, cls: type, fields: Sequence[str]) -> Callable[[Sequence[Any]], bytes]:
+        """``encode(cls(**dict(zip(fields, row))))`` for rows of these fields in this order, the
+        same bytes without building the instance (the engine's outbox keeps a decision as such a
+        row). A row the compiled writer cannot write goes through ``encode``, which writes it
+        with fastavro or says what is wrong."""
+        rec = self._record(cls)
+        schema = rec.newest.write_schema
+        write = _compile_writer(schema, _named(schema), fields)
+        names = tuple(fields)
+
+        def encode_row(row: Sequence[Any]) -> bytes:
+            if write is not None:
+                try:
+                    return write(row, self._header(rec))
+                except Exception:
+                    pass
+            return self.encode(cls(**dict(zip(names, row, strict=True))))
+
+        return encode_row
 
     def encode_dict(
         self, record_name: str, data: Mapping[str, Any], version: int | None = None

@@ -5,13 +5,16 @@ agent hands the message's ``ack`` to ``Acks.after``, and every record it caused 
 ``Acks.wait_for`` (the producer's delivery future), in that order. A background loop, every
 ``interval`` or as soon as it is woken (``max_pending`` deliveries wait, or ``wake()``), runs the
 ``before_flush`` hooks (what was coalesced or buffered until now goes out), awaits the deliveries
-registered so far and then runs the callbacks registered before them, in order. A crash before
-that redelivers the message.
+registered so far, runs the ``Acks.durable`` callbacks registered before them (bookkeeping of
+what is now known durable), then the ``after_deliveries`` hooks (what may be written only once
+those records are durable) and awaits the deliveries they registered, and then runs the
+callbacks registered before them, in order. A crash before that redelivers the message.
 
 * **Worker** (``app.py``): the records are triggers, decisions, canonical events, dead letters
   and re-routed events (``outputs.py``); the hooks write the engine's states behind
-  (``engine.py``, whose outbox re-sends what a recovered state had decided) and send the
-  coalesced snapshots (``outputs.py``).
+  (``engine.py``, an ``after_deliveries`` hook: a state is written once the records it caused are
+  durable, with their outbox entries already dropped; its outbox re-sends what a recovered state
+  had decided) and send the coalesced snapshots (``outputs.py``, a ``before_flush`` hook).
 * **Loader** (``loader.py``): the hook is the ClickHouse sink's ``flush()``
   (``sinks/clickhouse/sink.py``), which stores the rows buffered so far; the records are dead
   letters (a fact that does not decode, a row ClickHouse refused). A fact is acknowledged after
@@ -52,10 +55,15 @@ class Acks:
         # engine's states, written behind, and the outputs' snapshots; the loader: the sink's
         # rows), before the callbacks that depend on it.
         self.before_flush: list[Callable[[], Awaitable[object]]] = []
+        # Run by every flush once the deliveries it took are acknowledged, after the ``durable``
+        # callbacks and before the others (the worker: the engine's states, written behind once
+        # what they caused is durable, so without those outbox entries).
+        self.after_deliveries: list[Callable[[], Awaitable[object]]] = []
         # Deliveries to await, each once (a dict: ordered, and a batch's records share one).
         self._pending: dict[Awaitable[Any], None] = {}
         self._records = 0  # records registered since the last flush took them
         self._callbacks: list[Callable[[], object]] = []
+        self._durable: list[Callable[[], object]] = []
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -79,6 +87,12 @@ class Acks:
         """Run ``callback`` once every record registered so far is acknowledged by the broker
         (and the hooks of a flush that took it succeeded)."""
         self._callbacks.append(callback)
+
+    def durable(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` as soon as every record registered so far is acknowledged by the
+        broker: before the ``after_deliveries`` hooks of that flush, and even if they fail (it
+        states a fact about the broker, it acknowledges no message)."""
+        self._durable.append(callback)
 
     def wake(self) -> None:
         """Flush now rather than at the next interval (the loader's sink has a full batch)."""
@@ -107,28 +121,46 @@ class Acks:
             # The callbacks of the messages handled so far, taken before the hooks run: their
             # states and snapshots are queued already, so the hooks send them in this flush.
             callbacks, self._callbacks = self._callbacks, []
+            durable, self._durable = self._durable, []
             try:
                 for hook in self.before_flush:
                     await hook()
             except BaseException:
                 self._callbacks[:0] = callbacks  # acknowledged by a later flush that succeeds
+                self._durable[:0] = durable
                 raise
-            pending, self._pending = self._pending, {}
-            self._records = 0
-            for delivery in pending:
-                try:
-                    await delivery
-                except Exception as exc:
-                    log.error("the broker refused a record sent: %r; stopping", exc)
-                    if self.on_fatal is not None:
-                        self.on_fatal(exc)
-                    raise
+            await self._deliveries()
+            for callback in durable:
+                callback()
+            try:
+                for hook in self.after_deliveries:
+                    await hook()
+            except BaseException:
+                self._callbacks[:0] = callbacks
+                raise
+            if self.after_deliveries:
+                # What those hooks sent (the worker: the states' changelog records) is on the
+                # broker before the messages behind it are acknowledged.
+                await self._deliveries()
             for callback in callbacks:
                 callback()
             self.acked += len(callbacks)
             self.flushes += 1
             self._room.set()
             return len(callbacks)
+
+    async def _deliveries(self) -> None:
+        """Await every delivery registered so far."""
+        pending, self._pending = self._pending, {}
+        self._records = 0
+        for delivery in pending:
+            try:
+                await delivery
+            except Exception as exc:
+                log.error("the broker refused a record sent: %r; stopping", exc)
+                if self.on_fatal is not None:
+                    self.on_fatal(exc)
+                raise
 
     def start(self) -> None:
         self._stopping = False

@@ -6,13 +6,18 @@
   Stored values are kept in a bounded cache in front of the table; this process is the only
   writer of its partitions, so the cache is coherent and is dropped on every rebalance.
 * **Written behind, once per customer per batch.** A handled message leaves its customer's new
-  state in ``_dirty``; every flush of ``Acks`` (each ``JOURNEY_ACK_INTERVAL``) first writes
-  each dirty customer's newest state to the table, then acknowledges the messages. A customer
+  state in ``_dirty``; every flush of ``Acks`` (each ``JOURNEY_ACK_INTERVAL``) awaits the
+  broker's acknowledgement of the records sent so far, then writes each dirty customer's newest
+  state to the table (with the outbox entries just made durable already dropped), then
+  acknowledges the messages. A customer
   with ten events in a batch costs one RocksDB write and one changelog record, not ten (the
   table's write path was most of the worker's CPU: issue 13). The changelog record of a state
-  is registered with ``Acks`` like every other record (``app.table_writer``), so the messages
-  that made it are acknowledged only once it is on the broker; a crash before that loses the
-  state *and* redelivers the messages, which decide the same again.
+  is registered with ``Acks`` like every other record (``app.table_writer``) and awaited by the
+  same flush, so the messages that made it are acknowledged only once it is on the broker; a
+  crash before that loses the state *and* redelivers the messages, which decide the same again
+  (same trigger ids: they come from the triggering event, or from the timer stored in the
+  state; a timer whose firing was not written is still due in the stored state, so the rebuilt
+  index fires it again on a later tick, whether or not the tick that fired it is redelivered).
 * **Timers** are due times in the states. An in-memory index (one heap per partition) says which
   customer to look at when; it is rebuilt from the table when partitions are assigned. The
   worker sends itself a tick per assigned partition a few times a second, through the ticks
@@ -27,13 +32,16 @@
   (and so to its changelog) as soon as a message is handled, but its records become durable only
   when the broker acknowledges them (``acks.py``). So every decision is first appended to
   the customer's outbox, in the state written with it, and leaves the outbox only after the
-  broker acknowledged its decision and trigger records (trimmed on the next tick of the
-  partition). A state recovered with a non-empty outbox (the stored value is flagged, so the
-  rebuild finds it without decoding) is re-sent on the partition's next tick, or as soon as the
-  customer is touched, with the same trigger ids (consumers keep one record per trigger id and
-  status). Canonical events need no outbox: a message is acknowledged only after its event
-  record is, so a crash redelivers the message and its event is published again (same
-  ``event_id``). Faust's transactions would be the other way, but are not reliable
+  broker acknowledged its decision and trigger records. Since a flush writes the states after
+  awaiting the records sent before it started, those entries are dropped as the state is
+  written (``_drop_durable``: one write per fired timer); the outbox is written only for
+  decisions taken while the flush awaited the broker, and trimmed on a later tick of the
+  partition (``_trim``). A state recovered with a non-empty outbox (the stored value is
+  flagged, so the rebuild finds it without decoding) is re-sent on the partition's next tick,
+  or as soon as the customer is touched, with the same trigger ids (consumers keep one record
+  per trigger id and status). Canonical events need no outbox: a message is acknowledged only
+  after its event record is, so a crash redelivers the message and its event is published
+  again (same ``event_id``). Faust's transactions would be the other way, but are not reliable
   (faust-streaming #517, #323).
 * **A message either applies completely or not at all.** The model mutates the state it is given,
   so every message is stepped on a fresh decode of the stored bytes (the cache holds bytes, never
@@ -67,6 +75,9 @@ from schemas.records import (
     InputEvent,
     Trigger,
 )
+from schemas.records import (
+    Decision as DecisionRecord,
+)
 from streams.clock import Clock
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Decision, Drop, Emit, Erase, Segment, Status
@@ -77,6 +88,7 @@ from streams.journey.state import (
     JourneyState,
     decode_state,
     encode_state,
+    encode_state_outbox,
 )
 from streams.runtime import facts
 from streams.runtime.outputs import Outputs
@@ -86,7 +98,11 @@ log = logging.getLogger(__name__)
 _PREFIX = struct.Struct(">Hq")
 # Set in the stored partition number: the state has an outbox (outputs not known durable).
 OUTBOX_FLAG = 0x8000
+_OUTBOX_BYTE = OUTBOX_FLAG >> 8  # the flag in the stored value's first byte
 NO_TIMER = 2**62
+# Where a stored value's outbox is: (start, end) of its JSON in the value, and the sequence of
+# its last entry (when that is durable, ``b"[]"`` in its place is the value without it).
+OutboxAt = tuple[int, int, int]
 # Triggers kept for the console and the dashboard (the newest).
 RECENT_TRIGGERS = 1_000
 # (topic, partition, offset, customer_id, exception): one customer's work in a tick failed.
@@ -104,10 +120,26 @@ def pack(partition: int, state: JourneyState, next_fire: int | None = None) -> b
     """``next_fire``: ``state.next_fire_at()`` when the caller has it already."""
     if next_fire is None:
         next_fire = state.next_fire_at()
+    return _prefix(partition, state, next_fire) + encode_state(state)
+
+
+def _prefix(partition: int, state: JourneyState, next_fire: int | None) -> bytes:
     flags = OUTBOX_FLAG if state.outbox else 0
     return _PREFIX.pack(
         partition | flags, NO_TIMER if next_fire is None else min(next_fire, NO_TIMER)
-    ) + encode_state(state)
+    )
+
+
+def pack_outbox(
+    partition: int, state: JourneyState, next_fire: int | None
+) -> tuple[bytes, OutboxAt | None]:
+    """``pack``, and where the outbox is in the value when it has one (``OutboxAt``)."""
+    prefix = _prefix(partition, state, next_fire)
+    if not state.outbox:
+        return prefix + encode_state(state), None
+    data, start, end = encode_state_outbox(state)
+    at = len(prefix)
+    return prefix + data, (at + start, at + end, state.outbox[-1][0])
 
 
 def unpack_prefix(value: bytes) -> tuple[int, int, bool]:
@@ -125,32 +157,38 @@ def unpack(value: bytes) -> JourneyState:
 
 
 def _unchanged(
-    snapshot: CustomerSnapshot, published: CustomerSnapshot | None, state: JourneyState
+    shows: facts.SnapshotShows, published: facts.SnapshotShows | None, state: JourneyState
 ) -> bool:
     """The snapshot says what the last one sent for the customer said (``updated_at`` aside).
 
-    ``published`` is the previous state's snapshot built at the same clock time, not the record
+    ``published`` is what the previous state's snapshot shows at the same clock time, not the record
     sent back then: the two can differ only where the clock enters. A customer becomes LAPSED
     as time passes (the win-back timer fires just then), and one never seen counts as first seen
     now; in both cases the snapshot is sent. Every stored state had its snapshot sent, or will
     have it sent again: a message whose snapshot a crash lost is redelivered (an event always
     sends one) and a timer's is re-sent with its recovered outbox."""
     return (
-        snapshot == published
-        and snapshot.segment != Segment.LAPSED
-        and state.first_seen_at is not None
+        shows == published and shows.segment != Segment.LAPSED and state.first_seen_at is not None
     )
 
 
-def customer_snapshot(state: JourneyState, now: int, config: JourneyConfig) -> CustomerSnapshot:
-    """The customer's snapshot (``journey.customers``) at ``now``: its segment and whether
-    marketing may reach it, from the model. Pure (the bench's contestants build theirs with it)."""
+def snapshot_shows(state: JourneyState, now: int, config: JourneyConfig) -> facts.SnapshotShows:
+    """What the customer's snapshot shows at ``now`` (``updated_at`` aside): its segment and
+    whether marketing may reach it, from the model."""
     consent = marketing_block(state, config) is None
-    return facts.snapshot(state, segment(state, now, config), consent, now)
+    return facts.snapshot_shows(state, segment(state, now, config), consent, now)
 
 
-# ``dataclasses.fields`` per call was 4 % of a fired timer's CPU.
-_trigger_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Trigger)))
+def customer_snapshot(state: JourneyState, now: int, config: JourneyConfig) -> CustomerSnapshot:
+    """The customer's snapshot (``journey.customers``) at ``now``. Pure (the bench's contestants
+    build theirs with it)."""
+    return facts.snapshot(snapshot_shows(state, now, config), now)
+
+
+# The fields of a Trigger, in the order the outbox keeps them. ``dataclasses.fields`` per call
+# was 4 % of a fired timer's CPU.
+TRIGGER_FIELDS = tuple(f.name for f in dataclasses.fields(Trigger))
+_trigger_values = operator.attrgetter(*TRIGGER_FIELDS)
 
 
 def trigger_fields(trigger: Trigger) -> list[Any]:
@@ -202,7 +240,7 @@ class TimerIndex:
         return len(self._next)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outgoing:
     """One outbox entry on its way: its encoded decision and trigger (emits), and whether it is a
     re-send of an entry found in a recovered state (then it may duplicate a published one)."""
@@ -213,13 +251,14 @@ class _Outgoing:
     resend: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prepared:
     """Everything a message does to one customer, computed before any of it is done."""
 
     state: JourneyState
     partition: int
     value: bytes
+    outbox_at: OutboxAt | None
     next_fire: int | None
     outgoing: list[_Outgoing] = field(default_factory=list)
     snapshot: bytes | None = None
@@ -246,12 +285,16 @@ class JourneyEngine:
         the partition Faust's table writes go to; default: ``table[key] = value``)."""
         self.table = table
         self._write = write or (lambda partition, key, value: table.__setitem__(key, value))
-        # Customers whose newest state is not in the table yet: (partition, stored value).
-        self._dirty: dict[str, tuple[int, bytes]] = {}
+        # Customers whose newest state is not in the table yet: (partition, stored value, where
+        # its outbox is in it, if known).
+        self._dirty: dict[str, tuple[int, bytes, OutboxAt | None]] = {}
         self.state_writes = 0  # table writes (one per dirty customer per flush)
-        outputs.acks.before_flush.append(self.write_states)
+        outputs.acks.after_deliveries.append(self.write_states)
         self.outputs = outputs
         self.codec = codec
+        # An outbox entry's decision and trigger are written from its rows.
+        self._encode_decision = codec.row_encoder(DecisionRecord, facts.OUTBOX_FIELDS)
+        self._encode_trigger = codec.row_encoder(Trigger, TRIGGER_FIELDS)
         self.config = config
         self.clock = clock
         self.observe_lateness = observe_lateness
@@ -293,8 +336,15 @@ class JourneyEngine:
             return stored
         return self.table.get(customer_id.encode())
 
-    def _store(self, partition: int, customer_id: str, value: bytes, next_fire: int | None) -> None:
-        self._dirty[customer_id] = (partition, value)  # written by the next flush
+    def _store(
+        self,
+        partition: int,
+        customer_id: str,
+        value: bytes,
+        next_fire: int | None,
+        outbox_at: OutboxAt | None = None,
+    ) -> None:
+        self._dirty[customer_id] = (partition, value, outbox_at)  # written by the next flush
         self._cache[customer_id] = value
         self._cache.move_to_end(customer_id)
         if len(self._cache) > self._cache_size:
@@ -303,14 +353,27 @@ class JourneyEngine:
 
     async def write_states(self) -> None:
         """Write behind: each dirty customer's newest state into the table (and its changelog),
-        once, before the messages that made it are acknowledged (``Acks.before_flush``)."""
+        once, before the messages that made it are acknowledged (``Acks.after_deliveries``: the
+        broker has acknowledged the records of those messages, and the outbox entries it made
+        durable are dropped from the value written, so a fired timer costs one write, not a
+        second one to trim its outbox)."""
         dirty, self._dirty = list(self._dirty.items()), {}
         write = self._write
+        durable = self._durable
         done = 0
         try:
-            for customer_id, (partition, value) in dirty:
-                write(partition, customer_id.encode(), value)
+            for customer_id, (partition, value, outbox_at) in dirty:
+                kept = value
+                if outbox_at is not None and customer_id in durable:
+                    kept = self._drop_durable(customer_id, value, outbox_at)
+                write(partition, customer_id.encode(), kept)
                 done += 1
+                if kept is not value:
+                    if self._cache.get(customer_id) is value:
+                        self._cache[customer_id] = kept
+                    if not kept[0] & _OUTBOX_BYTE:  # every entry up to ``_sent`` is durable
+                        self._sent.pop(customer_id, None)
+                        self._durable.pop(customer_id, None)
         finally:
             self.state_writes += done
             # A write that failed (and those after it) stays dirty, and the flush fails: the
@@ -322,7 +385,7 @@ class JourneyEngine:
         """Partitions were reassigned: states not written yet of partitions this worker no longer
         owns are dropped (their messages are not acknowledged: the new owner takes them again);
         the others stay, to be written by the next flush. Returns how many were dropped."""
-        gone = [c for c, (partition, _) in self._dirty.items() if partition not in partitions]
+        gone = [c for c, (partition, *_) in self._dirty.items() if partition not in partitions]
         for customer_id in gone:
             del self._dirty[customer_id]
         return len(gone)
@@ -342,7 +405,7 @@ class JourneyEngine:
         self._durable.clear()
         self._visit.clear()
         count = customers = outboxes = 0
-        pending = {c.encode(): value for c, (_, value) in self._dirty.items()}
+        pending = {c.encode(): value for c, (_, value, _) in self._dirty.items()}
 
         def states() -> Iterable[tuple[bytes, bytes]]:
             for key, stored in items:
@@ -413,7 +476,7 @@ class JourneyEngine:
                         self.observe_lateness(late / 1000 / self.clock.speed)
                 # Taken before the model mutates the state: most timers change nothing a
                 # snapshot shows, and then none is sent (a third of a timer's encoding).
-                published = None if state.erased else self._snapshot(state, now)
+                published = None if state.erased else self._shows(state, now)
                 state, decisions = fire_due(state, now, self.config)
                 prepared = self._prepare(state, decisions, now, partition, published=published)
                 await self._commit(prepared)
@@ -452,14 +515,14 @@ class JourneyEngine:
         now: int,
         partition: int,
         snapshot: bool = True,
-        published: CustomerSnapshot | None = None,
+        published: facts.SnapshotShows | None = None,
     ) -> _Prepared:
         """Pure: append the decisions to the outbox, drop what is durable, and build every row,
         record and the stored value. Raises on anything the message cannot be carried through.
 
-        ``published``: the snapshot of the state this one was made from, built at ``now``. A
-        snapshot equal to it is not sent again, unless the clock alone may have changed what the
-        last one sent said (see ``_unchanged``)."""
+        ``published``: what the snapshot of the state this one was made from shows at ``now``. A
+        snapshot that shows the same is not sent again, unless the clock alone may have changed
+        what the last one sent said (see ``_unchanged``)."""
         customer_id = state.customer_id
         recovered = state.outbox_seq
         erase = False
@@ -485,8 +548,8 @@ class JourneyEngine:
         outgoing = [
             _Outgoing(
                 seq=seq,
-                decision=self.codec.encode(facts.decision(entry)),
-                trigger=self.codec.encode(Trigger(*fields)) if fields is not None else None,
+                decision=self._encode_decision(entry),
+                trigger=self._encode_trigger(fields) if fields is not None else None,
                 resend=seq <= recovered,
             )
             for seq, entry, fields in state.outbox
@@ -494,10 +557,12 @@ class JourneyEngine:
         ]
         _saturate(state)
         next_fire = state.next_fire_at()
+        value, outbox_at = pack_outbox(partition, state, next_fire)
         prepared = _Prepared(
             state=state,
             partition=partition,
-            value=pack(partition, state, next_fire),
+            value=value,
+            outbox_at=outbox_at,
             next_fire=next_fire,
             outgoing=outgoing,
             erase=erase,
@@ -507,13 +572,13 @@ class JourneyEngine:
         # A re-sent outbox goes with a fresh snapshot: the one of its message may be lost too.
         resend = any(out.resend for out in outgoing)
         if (snapshot or resend) and not state.erased:
-            record = self._snapshot(state, now)
-            if resend or not _unchanged(record, published, state):
-                prepared.snapshot = self.codec.encode(record)
+            shows = self._shows(state, now)
+            if resend or not _unchanged(shows, published, state):
+                prepared.snapshot = self.codec.encode(facts.snapshot(shows, now))
         return prepared
 
-    def _snapshot(self, state: JourneyState, now: int) -> CustomerSnapshot:
-        return customer_snapshot(state, now, self.config)
+    def _shows(self, state: JourneyState, now: int) -> facts.SnapshotShows:
+        return snapshot_shows(state, now, self.config)
 
     async def _commit(self, prepared: _Prepared) -> None:
         """Do what ``_prepare`` computed, then swap the new state in."""
@@ -545,11 +610,15 @@ class JourneyEngine:
         if prepared.outgoing:
             last = prepared.outgoing[-1].seq
             self._sent[customer_id] = last
-            outputs.acks.after(partial(self._became_durable, customer_id, prepared.partition, last))
+            outputs.acks.durable(
+                partial(self._became_durable, customer_id, prepared.partition, last)
+            )
         elif not state.outbox:
             self._sent.pop(customer_id, None)
             self._durable.pop(customer_id, None)
-        self._store(prepared.partition, customer_id, prepared.value, prepared.next_fire)
+        self._store(
+            prepared.partition, customer_id, prepared.value, prepared.next_fire, prepared.outbox_at
+        )
 
     def _trim(self, customer_id: str, partition: int) -> bool:
         """Drop the durable entries of the customer's outbox from its stored value, when nothing
@@ -579,8 +648,28 @@ class JourneyEngine:
             self._durable.pop(customer_id, None)
         return True
 
+    def _drop_durable(self, customer_id: str, value: bytes, outbox_at: OutboxAt) -> bytes:
+        """``value`` (a dirty state about to be written) without its durable outbox entries. All
+        of them durable (the usual case): ``b"[]"`` in the outbox's place, without decoding;
+        some (decided while the flush awaited the broker): on the positional row."""
+        start, end, last = outbox_at
+        durable = self._durable.get(customer_id, 0)
+        if durable >= last:
+            return bytes((value[0] & ~_OUTBOX_BYTE,)) + value[1:start] + b"[]" + value[end:]
+        row = orjson.loads(memoryview(value)[_PREFIX.size :])
+        outbox: list[list[Any]] = row[OUTBOX_AT]
+        kept = [entry for entry in outbox if entry[0] > durable]
+        if len(kept) == len(outbox):
+            return value
+        row[OUTBOX_AT] = kept  # not empty: the value keeps its outbox flag
+        return value[: _PREFIX.size] + orjson.dumps(row)
+
     def _became_durable(self, customer_id: str, partition: int, seq: int) -> None:
-        """The broker acknowledged the outbox's records up to ``seq``."""
+        """The broker acknowledged the outbox's records up to ``seq`` (``Acks.durable``: before
+        the flush writes the states). A dirty state is trimmed as it is written; one written
+        already (by an earlier flush, while these records were on their way) is trimmed by a
+        visit on the partition's next tick."""
         if seq > self._durable.get(customer_id, 0):
             self._durable[customer_id] = seq
-            self._visit.setdefault(partition, set()).add(customer_id)
+            if customer_id not in self._dirty:
+                self._visit.setdefault(partition, set()).add(customer_id)

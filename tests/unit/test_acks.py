@@ -235,3 +235,70 @@ async def test_the_loaders_stop_ends_the_loop_even_when_a_wake_up_races_it(turns
     _, acks, _ = loader_acks(FakeClient())
     acks.interval = 10
     await assert_stop_ends_when_a_wake_up_races_it(acks, turns)
+
+
+async def test_durable_callbacks_and_after_delivery_hooks_run_between_deliveries_and_acks() -> None:
+    acks = Acks()
+    order: list[str] = []
+    delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    acks.wait_for(delivery)
+    acks.durable(lambda: order.append("durable"))
+    acks.after(lambda: order.append("ack"))
+    fail = True
+
+    async def write() -> None:
+        order.append("write")
+        if fail:
+            raise OSError("the store is closed")
+
+    acks.after_deliveries.append(write)
+    flushing = asyncio.ensure_future(acks.flush())
+    await asyncio.sleep(0.01)
+    assert order == []  # nothing before the broker acknowledged
+    delivery.set_result(None)
+    with pytest.raises(OSError):
+        await flushing
+    # The records are durable (a fact), the message is not acknowledged (its state not written).
+    assert order == ["durable", "write"]
+    fail = False
+    assert await acks.flush() == 1
+    assert order == ["durable", "write", "write", "ack"]
+
+
+async def test_what_an_after_deliveries_hook_sends_is_acknowledged_before_the_message() -> None:
+    """The worker writes a state (and sends its changelog record) once the records the state
+    caused are durable: the message behind it is acknowledged only after that record is too."""
+    acks = Acks()
+    acked: list[str] = []
+    changelog: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def write_states() -> None:
+        acks.wait_for(changelog)
+
+    acks.after_deliveries.append(write_states)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    acks.wait_for(done)  # the message's own record
+    acks.after(lambda: acked.append("m1"))
+    flush = asyncio.ensure_future(acks.flush())
+    await asyncio.sleep(0.01)
+    assert acked == [] and not flush.done()
+    changelog.set_result(None)
+    assert await flush == 1 and acked == ["m1"]
+
+
+async def test_a_refused_changelog_record_acknowledges_nothing() -> None:
+    fatal: list[BaseException] = []
+    acks = Acks(on_fatal=fatal.append)
+    acked: list[str] = []
+    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    refused.set_exception(RuntimeError("changelog partition offline"))
+
+    async def write_states() -> None:
+        acks.wait_for(refused)
+
+    acks.after_deliveries.append(write_states)
+    acks.after(lambda: acked.append("m1"))
+    with pytest.raises(RuntimeError):
+        await acks.flush()
+    assert acked == [] and len(fatal) == 1

@@ -370,12 +370,22 @@ async def test_a_state_write_that_fails_keeps_the_messages_unacknowledged() -> N
     acked: list[int] = []
     world.acks.after(lambda: acked.append(5))
     world.broker.acknowledge()
+    flushing = asyncio.ensure_future(world.acks.flush())
+    await asyncio.sleep(0)
+    world.broker.acknowledge()  # the snapshot the flush sent first: then the states are written
     with pytest.raises(OSError):
-        await world.acks.flush()
+        await flushing
     assert acked == [] and world.table == {}
     Refusing.refuse = False
+    decided = len(world.decisions())
     await world.durable()
     assert acked == [5] and b"c1" in world.table
+    # Written on the retry without the entries that became durable in the failed flush.
+    assert unpack_prefix(world.table[b"c1"])[2] is False
+    assert unpack(world.table[b"c1"]).outbox == []
+    await world.engine.on_tick(0, "journey.ticks", 1)
+    await world.durable()
+    assert len(world.decisions()) == decided  # nothing re-sent
 
 
 async def test_the_worker_writes_states_into_a_faust_table_outside_of_a_message() -> None:
@@ -537,3 +547,72 @@ async def test_a_customer_lapsing_on_a_timer_gets_a_snapshot() -> None:
     await world.durable()
     assert "WIN_BACK" in {d.trigger_type for d in world.decisions()}
     assert [s.segment for s in world.broker.on("snapshots", CustomerSnapshot)] == ["NEW", "LAPSED"]
+
+
+async def test_a_flush_writes_the_state_once_its_records_are_durable_without_its_outbox() -> None:
+    """The state is written after the broker acknowledged what it caused, with those outbox
+    entries already dropped: one write per customer, no second write to trim the outbox."""
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    acked: list[int] = []
+    world.acks.after(lambda: acked.append(5))
+    flushing = asyncio.ensure_future(world.acks.flush())
+    await asyncio.sleep(0.01)
+    assert world.table == {} and acked == []  # deliveries first, then the states
+    world.broker.acknowledge()
+    await asyncio.sleep(0)
+    world.broker.acknowledge()  # the snapshot the flush sent first
+    await flushing
+    value = world.table[b"c1"]
+    assert unpack_prefix(value)[2] is False and unpack(value).outbox == []
+    assert value == engine_module.pack(0, unpack(value))  # what the full path would store
+    assert world.engine.load("c1").outbox == []  # the cache holds the trimmed value too
+    assert acked == [5] and world.engine.state_writes == 1
+    await world.engine.on_tick(0, "journey.ticks", 1)  # nothing left to visit
+    await world.durable()
+    assert world.engine.state_writes == 1 and len(world.decisions()) == 1
+
+
+async def test_a_state_changed_while_a_flush_awaits_the_broker_keeps_its_new_entries() -> None:
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    flushing = asyncio.ensure_future(world.acks.flush())
+    await asyncio.sleep(0)  # the flush sent the snapshot and awaits the deliveries
+    taken = len(world.broker.waiting)
+    # Handled while the flush awaits the broker: its decision is not durable in this flush.
+    second = OrderChanged(
+        "e2", "c1", T + 1, "o2", "PLACED", 1_000, "EUR", [OrderItem("p", 1, 1_000)]
+    )
+    await world.engine.on_event(second, "shop.orders", 0, 6)
+    assert len(world.sent) == 2
+    for done in world.broker.waiting[:taken]:
+        done.set_result(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert world.engine.state_writes == 1  # written once the first records were acknowledged
+    # The flush then awaits what was registered meanwhile (in the worker: the states' changelog
+    # records) before it acknowledges the messages.
+    world.broker.acknowledge()
+    await flushing
+    stored = unpack(world.table[b"c1"])
+    # The first decision's entry is dropped, the second's is kept (written with its state).
+    assert [entry[0] for entry in stored.outbox] == list(range(2, stored.outbox_seq + 1))
+    assert len(stored.outbox) == len(world.decisions()) - 1 >= 1
+    world.broker.acknowledge()
+    await world.durable()  # c1 was written already: the next tick trims it
+    await world.engine.on_tick(0, "journey.ticks", 1)
+    await world.durable()
+    assert unpack(world.table[b"c1"]).outbox == []
+    assert len(world.decisions()) == stored.outbox_seq  # each sent once, none re-sent
+
+
+async def test_a_state_written_before_its_records_were_durable_is_trimmed_on_a_tick() -> None:
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    await world.engine.write_states()  # as a flush that took the state but not its records
+    assert unpack(world.table[b"c1"]).outbox
+    await world.durable()  # not dirty any more: a visit of the next tick trims it
+    assert unpack(world.table[b"c1"]).outbox
+    await world.engine.on_tick(0, "journey.ticks", 1)
+    await world.engine.write_states()
+    assert unpack(world.table[b"c1"]).outbox == []

@@ -19,10 +19,17 @@ from streams.journey.decisions import (
     Drop,
     Emit,
     Erase,
+    Reason,
     Status,
 )
 from streams.journey.model import fire_due, new_state, segment
-from streams.journey.state import STATE_VERSION, JourneyState, decode_state, encode_state
+from streams.journey.state import (
+    STATE_VERSION,
+    JourneyState,
+    decode_state,
+    encode_state,
+    encode_state_outbox,
+)
 from streams.journey.triggers import TriggerType as T
 from tests.unit.journey.support import (
     AMS,
@@ -737,6 +744,30 @@ def test_trigger_id_names_its_source_event() -> None:
 
 
 # --- state encoding --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "outbox, feedback_seen, prediction",
+    [
+        ([], [], None),
+        ([[7, ["t", "],[", {"k": "]"}], None]], ["e,]", "[1]"], [1, 0.5, 2.0, 300, None]),
+        ([[1, ["a"], [1, None]], [2, ["b"], None]], [], [1, 0.5, 2.0, 300, 1_780_000_000_000]),
+    ],
+)
+def test_the_outbox_is_where_encode_state_outbox_says(
+    outbox: list[list[object]], feedback_seen: list[str], prediction: list[object] | None
+) -> None:
+    """The engine drops a durable outbox from the stored bytes at the span given: the same bytes
+    as ``encode_state``, the span holds the outbox, and ``[]`` there encodes the state without."""
+    state = Sim().play(PURCHASE).state
+    state.outbox, state.outbox_seq = outbox, 9
+    state.feedback_seen, state.prediction = feedback_seen, prediction
+    data, start, end = encode_state_outbox(state)
+    assert data == encode_state(state)
+    assert orjson.loads(data[start:end]) == outbox
+    emptied = replace(state, outbox=[])
+    assert data[:start] + b"[]" + data[end:] == encode_state(emptied)
+    assert decode_state(data[:start] + b"[]" + data[end:]) == emptied
+
+
 def test_state_round_trip_after_every_step() -> None:
     sim = Sim(start=B - 3 * HOUR)
     assert decode_state(encode_state(sim.state)) == sim.state
@@ -795,3 +826,18 @@ def test_a_version_2_state_decodes_with_its_carts_and_timers() -> None:
     row[0], row[16], row[24] = 2, 1_234, 5_678  # the slots version 2 filled
     row[9] = [[*cart[:6], "ev-last-change", *cart[6:]] for cart in row[9]]
     assert decode_state(orjson.dumps(row)) == state
+
+
+def test_a_version_1_state_decodes_without_an_outbox() -> None:
+    """Version 1 ended before the outbox: no outbox, no fields appended after it."""
+    sim = Sim(start=B).play(RICH[:8])
+    state = sim.state
+    state.blocked = Reason.BOUNCED
+    assert state.carts and state.timers
+    row = orjson.loads(encode_state(state))
+    row[0] = 1
+    row[9] = [[*cart[:6], "ev-last-change", *cart[6:]] for cart in row[9]]
+    del row[26:]
+    decoded = decode_state(orjson.dumps(row))
+    assert decoded == replace(state, outbox=[], outbox_seq=0, feedback_seen=[], prediction=None)
+    assert decoded.stage is state.stage and decoded.blocked is Reason.BOUNCED
