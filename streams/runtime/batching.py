@@ -7,7 +7,8 @@ callback per future when the broker answered, and Faust's producer wrapper aroun
 the largest block of the worker's CPU outside our own code (issue 13's profile). Here a record is
 appended to the open ``BatchBuilder`` of its topic-partition (aiokafka's, the record batch
 format in C), and a drain task hands each batch to aiokafka's ``send_batch`` about every
-``linger`` seconds (a full batch at once): one future per batch.
+``linger`` seconds (a full batch at once): one future per batch. The journeys table's changelog
+records go the same way (``app.table_writer``), with their partition given.
 
 * **Acknowledgement is unchanged** (``acks.py``): ``produce`` returns the delivery future of the
   batch the record went into (a placeholder made when the batch was opened, resolved when the
