@@ -290,8 +290,8 @@ def create_pipeline(
         on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)),
     )
 
-    # The facts go out in record batches, one per topic-partition (batching.py), on Faust's
-    # aiokafka producer; the table's changelog records still go through Faust.
+    # The facts and the table's changelog records go out in record batches, one per
+    # topic-partition (batching.py), on Faust's aiokafka producer.
     batches = BatchProducer(
         lambda: cast(Any, app.producer)._ensure_producer(), linger=PRODUCER_LINGER
     )

@@ -143,13 +143,13 @@ class BatchProducer:
         future."""
         tp = (topic, partition)
         batch = self._open.get(tp) or self._open_batch(tp)
-        record = {"timestamp": None, "key": key, "value": value, "headers": headers or []}
-        if batch.builder.append(**record) is None:
+        headers = headers or []
+        if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             # Full: it goes as it is, the record starts the next one (a first record always fits).
             del self._open[tp]
             self._full.append((*tp, batch))
             batch = self._open_batch(tp)
-            if batch.builder.append(**record) is None:
+            if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 raise ValueError(f"a record for {topic} does not fit in an empty batch")
         batch.records += 1
         self.records += 1

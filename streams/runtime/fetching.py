@@ -25,7 +25,7 @@ thread when it fetches, as it is when Faust changes it itself).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.consumer import Consumer
@@ -76,13 +76,20 @@ class FetchControl(Consumer):
         return super()._set_active_tps(tps)
 
 
+def install_consumer_mixin(app: faust.App, mixin: type, prefix: str) -> type:
+    """Put ``mixin`` in front of ``app``'s consumer class (once). Call before the consumer
+    exists: Faust creates it from ``app.transport.Consumer``."""
+    if getattr(app, "_consumer", None) is not None:
+        raise RuntimeError(f"{mixin.__name__} must be installed before the app's consumer exists")
+    transport: Any = app.transport
+    base = transport.Consumer
+    if not issubclass(base, mixin):
+        base = type(f"{prefix}{base.__name__}", (mixin, base), {})
+    transport.Consumer = base
+    return cast(type, base)
+
+
 def install_fetch_control(app: faust.App) -> None:
     """Give ``app``'s consumer the merge's pauses. Call before the consumer exists, after
     ``install_commit_guard`` (it wraps that class)."""
-    if getattr(app, "_consumer", None) is not None:
-        raise RuntimeError("install_fetch_control must run before the app's consumer is created")
-    transport: Any = app.transport
-    base = transport.Consumer
-    if not issubclass(base, FetchControl):
-        base = type(f"FetchControlled{base.__name__}", (FetchControl, base), {})
-    transport.Consumer = base
+    install_consumer_mixin(app, FetchControl, "FetchControlled")

@@ -40,6 +40,8 @@ import faust
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
+from streams.runtime.fetching import install_consumer_mixin
+
 log = logging.getLogger(__name__)
 
 # Records one poll may hand over while only changelog partitions are fetched.
@@ -147,12 +149,7 @@ class BulkRestore(Consumer):
 def install_bulk_restore(app: faust.App, fetch_max_wait_ms: int | None = None) -> None:
     """Make ``app``'s consumer restore tables a poll at a time. Call before the consumer exists
     (with the commit guard and the fetch control: it wraps whichever class is there)."""
-    if getattr(app, "_consumer", None) is not None:
-        raise RuntimeError("install_bulk_restore must run before the app's consumer is created")
-    transport: Any = app.transport
-    base = transport.Consumer
-    if not issubclass(base, BulkRestore):
-        base = type(f"BulkRestoring{base.__name__}", (BulkRestore, base), {})
+    base = install_consumer_mixin(app, BulkRestore, "BulkRestoring")
     if fetch_max_wait_ms is not None:
-        base = type(base.__name__, (base,), {"fetch_max_wait_ms": fetch_max_wait_ms})
-    transport.Consumer = base
+        transport: Any = app.transport
+        transport.Consumer = type(base.__name__, (base,), {"fetch_max_wait_ms": fetch_max_wait_ms})
