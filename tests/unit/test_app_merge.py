@@ -78,3 +78,19 @@ async def test_the_merge_is_emptied_on_the_event_loop_when_faust_waits_for_the_a
     await app._consumer_wait_empty(consumer, None)
     assert awaited == [{handling.message}]
     assert len(app.ordering) == 0
+
+
+async def test_the_input_topics_events_carry_the_messages_own_bytes() -> None:
+    """``RawSchema``: no serializer runs; the key, value (None too) and headers are the
+    message's, as Faust's ``raw`` serializer gave them."""
+    from faust.types import Message as FaustMessage
+
+    from streams.runtime.app import RawSchema
+
+    app = faust.App("test-raw-schema", broker="kafka://127.0.0.1:1", autodiscover=False)
+    topic = app.topic("journey.orders", schema=RawSchema())
+    for value in (b"\x00\xff avro", None):
+        message = FaustMessage("journey.orders", 3, 7, 0.0, 0, [("h", b"1")], b"c-1", value, None)
+        event = await topic.decode(message)
+        assert (event.key, event.value, event.message) == (b"c-1", value, message)
+        assert event.headers == {"h": b"1"}
