@@ -85,6 +85,16 @@ class _App(faust.App):
 
     ordering: EventTimeBuffer[Any] | None = None
 
+    def on_init_dependencies(self) -> Any:
+        """Faust's ``Monitor`` keeps statistics of every message and event (rates, latencies,
+        counts) that nothing here reads (the worker's metrics are ``streams/web/metrics.py``);
+        taken out of the sensors, it costs no calls per message. Faust's direct calls to it
+        (commits, end offsets) still work."""
+        dependencies = super().on_init_dependencies()
+        if self.monitor in set(self.sensors):
+            self.sensors.remove(self.monitor)
+        return dependencies
+
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         self.drop_held()
         await super()._consumer_wait_empty(consumer, logger)

@@ -38,9 +38,6 @@ from streams.runtime.outputs import Headers
 
 log = logging.getLogger(__name__)
 
-# Keys whose partition was computed (murmur2 is pure Python): cleared when it grows past this.
-_PARTITION_MEMO = 200_000
-
 
 def _settle(placeholder: asyncio.Future[Any], delivery: asyncio.Future[Any]) -> None:
     if placeholder.done():
@@ -85,7 +82,6 @@ class BatchProducer:
         self._open: dict[tuple[str, int], _Open] = {}
         self._full: list[tuple[str, int, _Open]] = []
         self._partitions: dict[str, int] = {}
-        self._hashes: dict[bytes, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._refreshed = 0.0
@@ -128,13 +124,7 @@ class BatchProducer:
                 topic, value, key=key, headers=list(headers) if headers else None
             )
             return delivery
-        hashes = self._hashes
-        hashed = hashes.get(key)
-        if hashed is None:
-            if len(hashes) >= _PARTITION_MEMO:
-                hashes.clear()
-            hashed = hashes[key] = key_partition(key, 1 << 31)  # murmur2, positive
-        return self.append(topic, hashed % partitions, key, value, headers)
+        return self.append(topic, key_partition(key, partitions), key, value, headers)
 
     def append(
         self, topic: str, partition: int, key: bytes, value: bytes | None, headers: Headers | None

@@ -10,6 +10,7 @@ message's coordinates; acking it is ``acks.py``'s, after the journey has run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import urllib.parse
@@ -93,10 +94,20 @@ def is_web_url(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
+# Keys whose hash is kept (murmur2 is pure Python, and a customer's key comes again and again).
+KEY_HASHES_KEPT = 1 << 18
+
+
+@functools.lru_cache(maxsize=KEY_HASHES_KEPT)
+def key_hash(key: bytes) -> int:
+    """Kafka's default partitioner's hash of a key: murmur2, positive."""
+    return int(murmur2(key) & 0x7FFFFFFF)
+
+
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a key: murmur2, as the Java client and
     aiokafka (librdkafka clients need ``partitioner=murmur2_random`` to agree)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+    return key_hash(key) % partitions
 
 
 def _header(headers: Any, name: str) -> bytes | None:

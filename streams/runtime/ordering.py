@@ -231,14 +231,21 @@ class EventTimeBuffer(Generic[T]):
             partitions = (partition,) if partition in self._groups else ()
         for partition in partitions:
             group = self._groups[partition]  # kept when empty: its wait state is still news
+            # Whether an empty topic-partition may still deliver: looked up once, and again only
+            # when a queue empties (nothing else here changes it).
+            lagging: bool | None = None
             while True:
                 head = self._oldest_head(group)
                 if head is None:
                     break
                 topic, buffered = head
-                if buffered.time_ms is not None and self._must_wait(partition, group, now_ms):
-                    break
-                self._take(partition, group, topic, out)
+                if buffered.time_ms is not None:
+                    if lagging is None:
+                        lagging = self._laggards(partition, group)
+                    if self._must_wait(group, now_ms, lagging):
+                        break
+                if self._take(partition, group, topic, out):
+                    lagging = None
         while self.full:  # backpressure: give up order for the oldest head rather than stall
             self.forced[FORCED_BY_CAPACITY] += 1
             self._release_oldest(out)
@@ -265,7 +272,8 @@ class EventTimeBuffer(Generic[T]):
                 best, best_key = (topic, queue[0]), key
         return best
 
-    def _take(self, partition: int, group: _PartitionGroup[T], topic: str, out: list[T]) -> None:
+    def _take(self, partition: int, group: _PartitionGroup[T], topic: str, out: list[T]) -> bool:
+        """Release the head of ``topic``'s queue; True if that emptied the queue."""
         queue = group.queues[topic]
         out.append(queue.popleft().item)
         self._size -= 1
@@ -276,6 +284,8 @@ class EventTimeBuffer(Generic[T]):
                 self._resume(topic, partition)
         if not queue:
             del group.queues[topic]
+            return True
+        return False
 
     def _release_oldest(self, out: list[T]) -> None:
         chosen: tuple[tuple[int, int], int, str] | None = None
@@ -306,8 +316,9 @@ class EventTimeBuffer(Generic[T]):
                 return True
         return False
 
-    def _must_wait(self, partition: int, group: _PartitionGroup[T], now_ms: float) -> bool:
-        if not self._laggards(partition, group):
+    def _must_wait(self, group: _PartitionGroup[T], now_ms: float, lagging: bool) -> bool:
+        """``lagging``: ``_laggards`` of the group."""
+        if not lagging:
             group.blocked_since, group.waited_out = None, False
             return False
         if group.waited_out:

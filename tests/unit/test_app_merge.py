@@ -94,3 +94,11 @@ async def test_the_input_topics_events_carry_the_messages_own_bytes() -> None:
         event = await topic.decode(message)
         assert (event.key, event.value, event.message) == (b"c-1", value, message)
         assert event.headers == {"h": b"1"}
+
+
+def test_fausts_monitor_is_not_called_per_message() -> None:
+    app = _App("test-no-monitor", broker="kafka://127.0.0.1:1", autodiscover=False)
+    app.on_init_dependencies()
+    assert app.monitor not in set(app.sensors)
+    app.on_init_dependencies()  # again (a restart of the app's services): no error
+    assert app.monitor not in set(app.sensors)
