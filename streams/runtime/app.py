@@ -123,10 +123,10 @@ class RawSchema(faust.Schema[bytes, bytes]):
     returns the same bytes)."""
 
     def compile(self, app: Any, **kwargs: Any) -> Any:
-        create_event = app.create_event
+        event = app.conf.Event  # what app.create_event makes, without a settings lookup each
 
         async def decode(message: Any, *, propagate: bool = False) -> Any:
-            return create_event(message.key, message.value, message.headers, message)
+            return event(app, message.key, message.value, message.headers, message)
 
         return decode
 
