@@ -53,9 +53,6 @@ log = logging.getLogger(__name__)
 
 # How long records wait to fill a batch (Faust's producer, and the facts' BatchProducer).
 PRODUCER_LINGER = 0.005
-# The agent lets the other tasks run (the batches' linger, the producer, the acks) at least this
-# often while it handles a burst of queued messages.
-HANDLING_SLICE_MS = 5.0
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -367,7 +364,6 @@ def create_pipeline(
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
         stream = stream.noack()
-        yielded = monotonic() * 1000
         async for event in stream.events():
             # Event-time merge across the inputs of each partition number (ordering.py).
             # It is re-checked on every message; the worker's own ticks arrive every
@@ -399,13 +395,6 @@ def create_pipeline(
             # Faust waits until every message still referenced (a weak set) is acked.
             stream._set_current_event(None)
             event = message = ready = None
-            # With messages queued, the stream hands them over without ever yielding: in a burst
-            # the record batches (5 ms linger), aiokafka's sender and the acks loop would wait
-            # until the queue ran dry (a whole poll of 500 events, ~100 ms: the trigger latency's
-            # p50 under load). Yield to them at least every HANDLING_SLICE_MS.
-            if now - yielded >= HANDLING_SLICE_MS:
-                await asyncio.sleep(0)
-                yielded = monotonic() * 1000
 
     async def handle(event: Any) -> bool:
         """Apply one released message; False when the worker must stop (see dead_letter)."""
