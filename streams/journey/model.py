@@ -107,6 +107,10 @@ def step(
     out: list[Decision] = []
     if state.erased or event.event_id in state.seen:
         return state, out
+    if isinstance(event, CustomerChanged) and event.action == "ERASED":
+        # Before the timers due before it: the customer asked for erasure, so nothing more is
+        # sent or recorded for them, not even what a worker running late would have sent first.
+        return _erase(state, out)
     state.seen.append(event.event_id)
     if len(state.seen) > config.seen_event_ids_per_customer:
         del state.seen[: len(state.seen) - config.seen_event_ids_per_customer]
@@ -130,8 +134,6 @@ def step(
         case MessageEngagement():
             _engagement(state, event)
         case CustomerChanged():
-            if event.action == "ERASED":
-                return _erase(state, out)
             _customer_changed(state, event, config, out)
 
     _cancel_exited(state, now, out)

@@ -22,7 +22,7 @@ from streams.journey.decisions import (
     Reason,
     Status,
 )
-from streams.journey.model import fire_due, new_state, segment
+from streams.journey.model import fire_due, new_state, segment, step
 from streams.journey.state import (
     STATE_VERSION,
     JourneyState,
@@ -483,6 +483,22 @@ def test_no_trigger_after_erasure(name: str, after: tuple[InputEvent, ...]) -> N
     assert tombstone.erased and tombstone.timers == {} and tombstone.next_fire_at() is None
     # a worker that still had the old timers in its wheel gets nothing either
     assert fire_due(decode_state(encode_state(tombstone)), D + 3 * DAY, CONFIG)[1] == []
+
+
+def test_an_erasure_processed_late_sends_nothing_of_the_timers_due_before_it() -> None:
+    """A backlog: the erasure reaches a worker after timers that came due before it. The
+    customer asked for erasure, so nothing more is sent or recorded for them: the step is the
+    erasure alone, whatever the worker's bookkeeping of what it sent before (the engine numbered
+    such decisions from 0 again in the tombstone's outbox, so they were published or not
+    depending on whether the outbox had been trimmed)."""
+    sim = Sim().play((*PURCHASE, cart_add(D + HOUR, cart="k2"), nps(D + HOUR, 10)))
+    state = decode_state(encode_state(sim.state))
+    late = D + 2 * DAY
+    due = fire_due(decode_state(encode_state(state)), late, CONFIG)[1]
+    assert any(isinstance(d, Emit) for d in due) and any(isinstance(d, Drop) for d in due)
+    tombstone, decisions = step(state, erased(late - HOUR), late, CONFIG)
+    assert decisions == [Erase("c1")]
+    assert tombstone.erased and tombstone.outbox == [] and tombstone.timers == {}
 
 
 # --- duplicate event ids ---------------------------------------------------------------------
