@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import faust
@@ -24,6 +25,20 @@ def consumer() -> Any:
     made: Any = app.consumer  # created, not started: no broker needed
     assert isinstance(made, OneTaskHandover)
     return made
+
+
+def blocked(cancelled: list[str]) -> Callable[[str], Coroutine[Any, Any, None]]:
+    """A callback that waits for ever (a full stream buffer, the flow control) and notes its
+    cancellation."""
+
+    async def callback(message: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(message)
+            raise
+
+    return callback
 
 
 def waiters(c: Any) -> int:
@@ -81,13 +96,7 @@ async def test_a_callback_that_waits_is_awaited_until_it_finishes() -> None:
 async def test_a_suspended_flow_or_a_stop_cuts_a_waiting_callback_short(event: str) -> None:
     c = consumer()
     cancelled: list[str] = []
-
-    async def callback(message: str) -> None:
-        try:
-            await asyncio.Event().wait()  # e.g. a full stream buffer, the flow control
-        except asyncio.CancelledError:
-            cancelled.append(message)
-            raise
+    callback = blocked(cancelled)
 
     waiting = asyncio.ensure_future(c.wait_first(callback("m1"), c.suspend_flow.wait()))
     await asyncio.sleep(0.01)
@@ -101,13 +110,7 @@ async def test_with_the_flow_already_suspended_it_is_modes_wait_first() -> None:
     c = consumer()
     c.suspend_flow.set()
     cancelled: list[str] = []
-
-    async def callback(message: str) -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.append(message)
-            raise
+    callback = blocked(cancelled)
 
     result = await asyncio.wait_for(c.wait_first(callback("m1"), c.suspend_flow.wait()), 1)
     await asyncio.sleep(0)
@@ -136,13 +139,7 @@ async def test_an_error_in_the_callback_reaches_the_fetch_loop() -> None:
 async def test_the_fetch_loop_cancelled_cancels_the_callback() -> None:
     c = consumer()
     cancelled: list[str] = []
-
-    async def callback(message: str) -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.append(message)
-            raise
+    callback = blocked(cancelled)
 
     waiting = asyncio.ensure_future(c.wait_first(callback("m1"), c.suspend_flow.wait()))
     await asyncio.sleep(0.01)
