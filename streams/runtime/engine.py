@@ -207,10 +207,17 @@ def _saturate(state: JourneyState) -> None:
 
 
 class TimerIndex:
-    """Which customer has a timer due when, per partition. Stale entries are skipped lazily."""
+    """Which customer has a timer due when, per partition. Stale entries are skipped lazily.
+
+    Per partition, a heap of due times (ints) and, per due time, the customer or customers due
+    then. The heap held ``(fire_at, customer_id)`` tuples before: with a million timers, a pop
+    compared tuples scattered in memory on each of its ~17 levels (8 % of a fired timer's CPU
+    at 1M in session 8's profile); ints compare in a fraction of that."""
 
     def __init__(self) -> None:
-        self._heaps: dict[int, list[tuple[int, str]]] = {}
+        self._heaps: dict[int, list[int]] = {}
+        # Per partition: due time -> the customer due then, or a list when several are.
+        self._due: dict[int, dict[int, str | list[str]]] = {}
         self._next: dict[str, int] = {}
 
     def set(self, partition: int, customer_id: str, fire_at: int | None) -> None:
@@ -220,20 +227,39 @@ class TimerIndex:
         if self._next.get(customer_id) == fire_at:
             return
         self._next[customer_id] = fire_at
-        heapq.heappush(self._heaps.setdefault(partition, []), (fire_at, customer_id))
+        due = self._due.get(partition)
+        if due is None:
+            due = self._due[partition] = {}
+            self._heaps[partition] = []
+        then = due.get(fire_at)
+        if then is None:
+            due[fire_at] = customer_id
+            heapq.heappush(self._heaps[partition], fire_at)
+        elif isinstance(then, str):
+            due[fire_at] = [then, customer_id]
+        else:
+            then.append(customer_id)
 
     def pop_due(self, partition: int, now: int) -> list[str]:
         heap = self._heaps.get(partition)
-        due: list[str] = []
-        while heap and heap[0][0] <= now:
-            fire_at, customer_id = heapq.heappop(heap)
-            if self._next.get(customer_id) == fire_at:
-                del self._next[customer_id]
-                due.append(customer_id)
-        return due
+        found: list[str] = []
+        if not heap or heap[0] > now:
+            return found
+        due = self._due[partition]
+        pop = heapq.heappop
+        current = self._next
+        while heap and heap[0] <= now:
+            fire_at = pop(heap)
+            then = due.pop(fire_at)
+            for customer_id in (then,) if isinstance(then, str) else then:
+                if current.get(customer_id) == fire_at:
+                    del current[customer_id]
+                    found.append(customer_id)
+        return found
 
     def clear(self) -> None:
         self._heaps.clear()
+        self._due.clear()
         self._next.clear()
 
     def __len__(self) -> int:
