@@ -385,12 +385,12 @@ class JourneyEngine:
         broker has acknowledged the records of those messages, and the outbox entries it made
         durable are dropped from the value written, so a fired timer costs one write, not a
         second one to trim its outbox)."""
-        dirty, self._dirty = list(self._dirty.items()), {}
+        dirty, self._dirty = self._dirty, {}
         write = self._write
         durable = self._durable
         done = 0
         try:
-            for customer_id, (partition, value, outbox_at) in dirty:
+            for customer_id, (partition, value, outbox_at) in dirty.items():
                 kept = value
                 if outbox_at is not None and customer_id in durable:
                     kept = self._drop_durable(customer_id, value, outbox_at)
@@ -406,8 +406,9 @@ class JourneyEngine:
             self.state_writes += done
             # A write that failed (and those after it) stays dirty, and the flush fails: the
             # messages behind it are not acknowledged until a later flush has written it.
-            for customer_id, entry in dirty[done:]:
-                self._dirty.setdefault(customer_id, entry)
+            if done < len(dirty):
+                for customer_id, entry in list(dirty.items())[done:]:
+                    self._dirty.setdefault(customer_id, entry)
 
     def keep_dirty(self, partitions: set[int]) -> int:
         """Partitions were reassigned: states not written yet of partitions this worker no longer
