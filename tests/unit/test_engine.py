@@ -648,3 +648,24 @@ def test_a_timer_moved_away_and_back_is_due_once() -> None:
     index.clear()
     index.set(0, "b", T)
     assert index.pop_due(0, T) == ["b"] and len(index) == 0
+
+
+async def test_a_write_failing_after_others_keeps_it_and_the_rest_dirty() -> None:
+    class RefusingC2(dict[bytes, bytes]):
+        refuse = True
+
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            if key == b"c2" and RefusingC2.refuse:
+                raise OSError("the store is closed")
+            super().__setitem__(key, value)
+
+    world = World(RefusingC2())
+    for customer in ("c1", "c2", "c3"):
+        await world.engine.on_event(placed("e-" + customer, customer), "shop.orders", 0, 5)
+    with pytest.raises(OSError):
+        await world.engine.write_states()
+    assert set(world.table) == {b"c1"}  # written before the failure, and not dirty any more
+    RefusingC2.refuse = False
+    await world.engine.write_states()
+    assert set(world.table) == {b"c1", b"c2", b"c3"}
+    assert world.engine.state_writes == 3  # c1 was not written twice
