@@ -92,6 +92,11 @@ async def timer_lateness(
     zone = daytime_zone(now, config, minutes=30)
     log(f"  building {customers:,} customers with a pending timer (time zone {zone})")
     _build(engine, customers, now, first_due, delay, zone, config, partitions, spread_s)
+    # The built states are written before the clock starts (and the table's size is taken): a
+    # worker writes each state as the message that made it is acknowledged, long before its
+    # timer is due. (Until session 8 the first flush wrote them inside the measured CPU: about
+    # 0.9 us per fired timer.)
+    await acks.flush()
     build_s = time.monotonic() - build_started
     pending = len(engine.index)
     table_mb = sum(len(k) + len(v) for k, v in table.items()) / 1e6
@@ -99,6 +104,7 @@ async def timer_lateness(
     gc.collect()
     gc.freeze()  # as the worker does after building its timer index
     clock.offset_ms = first_due - int(lead_s * 1000) - clock.wall_now_ms()
+    built_writes = engine.state_writes
     acks.start()  # as the worker: flushes every JOURNEY_ACK_INTERVAL, then outboxes are trimmed
 
     # The ticker.
@@ -157,9 +163,9 @@ async def timer_lateness(
         "capacity_timers_per_s": round(fired_total / busy_s, 1) if busy_s else None,
         "process_cpu_us_per_timer": round(cpu_s / fired_total * 1e6, 1) if fired_total else None,
         # Table writes (in the worker: a RocksDB write and a changelog record each) per fired
-        # timer; the first flush writes each built customer once, before any timer is due.
+        # timer (the built customers were written before the first tick).
         "state_writes_per_timer": (
-            round((engine.state_writes - customers) / fired_total, 2) if fired_total else None
+            round((engine.state_writes - built_writes) / fired_total, 2) if fired_total else None
         ),
         "timers_per_process_cpu_s": round(fired_total / cpu_s, 1) if cpu_s else None,
         "lateness_at_tick_p50_ms": percentile(tick_lateness, 0.50),

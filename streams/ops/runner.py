@@ -129,7 +129,7 @@ def run_worker(
                 _print_json(status)
             else:
                 sys.stdout.write(worker_lines(status) + "\n")
-                for trigger in list(pipeline.engine.recent)[-5:]:
+                for trigger in list(pipeline.engine.recent):
                     sys.stdout.write(f"  -> {describe_trigger(trigger)}\n")
                 pipeline.engine.recent.clear()
                 sys.stdout.flush()

@@ -8,9 +8,11 @@
 * ``journey.repartition``: an input record re-routed to its customer's partition.
 
 Every send is registered with ``Acks``, so the message that caused it is acknowledged only after
-the broker has it. Snapshots are coalesced: only the newest per customer is sent, just before the
-acknowledgements that depend on it (a backlog of one customer's events gives one record, not one
-per event). The loader (``loader.py``) stores the first four fact topics in ClickHouse.
+the broker has it (``acks.wait_for(await produce(...))`` in each method: a helper coroutine in
+between was one more coroutine per record, two per fired timer). Snapshots are coalesced: only
+the newest per customer is sent, just before the acknowledgements that depend on it (a backlog
+of one customer's events gives one record, not one per event). The loader (``loader.py``) stores
+the first four fact topics in ClickHouse.
 """
 
 from __future__ import annotations
@@ -43,21 +45,16 @@ class Outputs:
              "repartitioned"), 0,
         )  # fmt: skip
 
-    async def _send(
-        self, topic: str, key: bytes, value: bytes | None, headers: Headers | None = None
-    ) -> None:
-        self.acks.wait_for(await self.produce(topic, key, value, headers))
-
     async def trigger(self, key: bytes, value: bytes) -> None:
-        await self._send(self.triggers, key, value)
+        self.acks.wait_for(await self.produce(self.triggers, key, value, None))
         self.sent["triggers"] += 1
 
     async def decision(self, key: bytes, value: bytes) -> None:
-        await self._send(self.decisions, key, value)
+        self.acks.wait_for(await self.produce(self.decisions, key, value, None))
         self.sent["decisions"] += 1
 
     async def event(self, key: bytes, value: bytes) -> None:
-        await self._send(self.events, key, value)
+        self.acks.wait_for(await self.produce(self.events, key, value, None))
         self.sent["events"] += 1
 
     def snapshot(self, key: bytes, value: bytes) -> None:
@@ -67,15 +64,15 @@ class Outputs:
     async def erased(self, key: bytes) -> None:
         """A tombstone on the compacted snapshot topic: consumers delete the customer."""
         self._snapshots.pop(key, None)
-        await self._send(self.snapshots, key, None)
+        self.acks.wait_for(await self.produce(self.snapshots, key, None, None))
         self.sent["tombstones"] += 1
 
     async def dead_letter(self, key: bytes, value: bytes) -> None:
-        await self._send(self.deadletters, key, value)
+        self.acks.wait_for(await self.produce(self.deadletters, key, value, None))
         self.sent["deadletters"] += 1
 
     async def repartition(self, key: bytes, value: bytes, headers: Headers) -> None:
-        await self._send(self.repartition_topic, key, value, headers)
+        self.acks.wait_for(await self.produce(self.repartition_topic, key, value, headers))
         self.sent["repartitioned"] += 1
 
     @property
@@ -98,7 +95,7 @@ class Outputs:
             value = queue.get(key)
             if value is None:  # erased meanwhile: its tombstone is sent, the snapshot must not be
                 continue
-            await self._send(self.snapshots, key, value)
+            self.acks.wait_for(await self.produce(self.snapshots, key, value, None))
             self.sent["snapshots"] += 1
             if queue.get(key) is value:
                 del queue[key]

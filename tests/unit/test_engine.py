@@ -616,3 +616,56 @@ async def test_a_state_written_before_its_records_were_durable_is_trimmed_on_a_t
     await world.engine.on_tick(0, "journey.ticks", 1)
     await world.engine.write_states()
     assert unpack(world.table[b"c1"]).outbox == []
+
+
+def test_the_timer_index_gives_each_due_customer_once_and_only_when_due() -> None:
+    index = engine_module.TimerIndex()
+    index.set(0, "a", T + 10)
+    index.set(0, "b", T + 10)  # the same time as a
+    index.set(0, "c", T + 10)
+    index.set(0, "d", T + 30)
+    index.set(1, "e", T)  # another partition
+    index.set(0, "c", T + 20)  # moved: its entry at T + 10 is stale
+    index.set(0, "f", T + 5)
+    index.set(0, "f", None)  # no timer any more
+    assert len(index) == 5
+    assert index.pop_due(0, T + 9) == []
+    assert sorted(index.pop_due(0, T + 10)) == ["a", "b"]
+    assert index.pop_due(0, T + 10) == []
+    index.set(0, "a", T + 10)  # set again at a time already fired: due at the next pop
+    assert index.pop_due(0, T + 25) == ["a", "c"]
+    assert index.pop_due(0, T + 1_000) == ["d"]
+    assert index.pop_due(1, T + 1_000) == ["e"]
+    assert len(index) == 0
+
+
+def test_a_timer_moved_away_and_back_is_due_once() -> None:
+    index = engine_module.TimerIndex()
+    index.set(0, "a", T)
+    index.set(0, "a", T + 50)
+    index.set(0, "a", T)  # two entries at T now, and a stale one at T + 50
+    assert index.pop_due(0, T + 100) == ["a"]
+    index.clear()
+    index.set(0, "b", T)
+    assert index.pop_due(0, T) == ["b"] and len(index) == 0
+
+
+async def test_a_write_failing_after_others_keeps_it_and_the_rest_dirty() -> None:
+    class RefusingC2(dict[bytes, bytes]):
+        refuse = True
+
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            if key == b"c2" and RefusingC2.refuse:
+                raise OSError("the store is closed")
+            super().__setitem__(key, value)
+
+    world = World(RefusingC2())
+    for customer in ("c1", "c2", "c3"):
+        await world.engine.on_event(placed("e-" + customer, customer), "shop.orders", 0, 5)
+    with pytest.raises(OSError):
+        await world.engine.write_states()
+    assert set(world.table) == {b"c1"}  # written before the failure, and not dirty any more
+    RefusingC2.refuse = False
+    await world.engine.write_states()
+    assert set(world.table) == {b"c1", b"c2", b"c3"}
+    assert world.engine.state_writes == 3  # c1 was not written twice
