@@ -18,10 +18,7 @@ time (``occurred_at``; a tick by its clock time). So:
   while the worker was busy with a backlog). ``idle_topics`` (the worker's own ticks) do not
   count as input. Once the wait has run out the partition number flows freely until every
   laggard has caught up or delivered (as ``max.task.idle.ms``). Live, every empty
-  topic-partition is caught up, so nothing waits. ``idle_topics`` are never waited for either:
-  live, the worker's tick is on the broker a fetch before it is received, four times a second,
-  and holding a partition number's events for it added its round trip to their latency (a tick
-  only fires due timers, and ``step`` fires a customer's due timers before applying its event).
+  topic-partition is caught up, so nothing waits.
 * **Ties** (the same time) go in a fixed topic order (``topic_order``: who sets consent and time
   zone first, ticks last), so the outcome never depends on delivery order.
 * **Bounded memory, by pausing the fetch** (Kafka Streams' ``buffered.records.per.partition``):
@@ -307,7 +304,7 @@ class EventTimeBuffer(Generic[T]):
     def _laggards(self, partition: int, group: _PartitionGroup[T]) -> bool:
         """Whether an empty topic-partition of this partition number may still deliver."""
         for topic in self._assigned.get(partition, ()):
-            if topic in group.queues or topic in self.idle_topics:
+            if topic in group.queues:
                 continue
             end = self.end_offset(topic, partition)
             if end is None:

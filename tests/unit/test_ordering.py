@@ -133,26 +133,6 @@ def test_the_wait_counts_idle_time_only_and_ticks_are_not_input() -> None:
     assert buffer.forced[FORCED_BY_WAIT] == 1
 
 
-def test_a_tick_not_fetched_yet_holds_nothing_back() -> None:
-    """Live, the worker's own tick is appended every 250 ms and fetched a round trip later:
-    waiting for it held every event of its partition number meanwhile, then released them all
-    at once (the trigger latency's tail). A tick only fires due timers, which ``step`` fires
-    first anyway for the customer of a later event: it is not waited for."""
-    broker = Broker()
-    broker.caught_up(*TOPICS)
-    broker.end[("ticks", 0)] = 1  # a tick on the broker, not fetched yet
-    broker.caught_up(*[t for t in TOPICS if t != "ticks"], partition=1)  # ticks/1: end unknown
-    buffer = make(broker, wait_ms=100, partitions=2)
-    buffer.push("o1", "orders", 0, 0, 1_000, now_ms=0)
-    broker.end[("orders", 0)] = 1
-    buffer.push("o2", "orders", 1, 0, 1_000, now_ms=0)
-    broker.end[("orders", 1)] = 1
-    assert buffer.pop_ready(now_ms=0) == ["o1", "o2"]
-    buffer.push("tick", "ticks", 0, 0, 900, now_ms=5)  # older than o1 (a clock behind): so be it
-    assert buffer.pop_ready(now_ms=5) == ["tick"]
-    assert buffer.forced[FORCED_BY_WAIT] == 0
-
-
 def test_a_topic_partition_whose_end_is_unknown_is_waited_for() -> None:
     broker = Broker()
     broker.caught_up("customers", "cart", "orders", "ticks")  # feedback/0: not fetched yet
@@ -263,8 +243,7 @@ def test_any_arrival_gives_per_topic_order_and_event_time_order_when_sorted(
     arrivals: list[tuple[str, int]], capacity: int
 ) -> None:
     """Whatever the arrival interleaving and cap: nothing is lost or duplicated, every topic's
-    offsets leave in order; with room for everything, the inputs leave sorted by (time, topic)
-    (ticks are not waited for: they may leave before an older input not received yet)."""
+    offsets leave in order; with room for everything, the output is sorted by (time, topic)."""
     broker = Broker()
     for topic in TOPICS:
         broker.caught_up(topic)
@@ -291,11 +270,7 @@ def test_any_arrival_gives_per_topic_order_and_event_time_order_when_sorted(
         offsets = [int(item.split("/")[1]) for item in out if item.startswith(topic + "/")]
         assert offsets == sorted(offsets)
     if capacity >= len(arrivals):
-        keys = [
-            (per_topic[t][int(o)], TOPICS.index(t))
-            for t, o in (i.split("/") for i in out)
-            if t != "ticks"
-        ]
+        keys = [(per_topic[t][int(o)], TOPICS.index(t)) for t, o in (i.split("/") for i in out)]
         assert keys == sorted(keys)
         assert not buffer.forced
 
