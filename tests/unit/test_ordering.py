@@ -133,6 +133,20 @@ def test_the_wait_counts_idle_time_only_and_ticks_are_not_input() -> None:
     assert buffer.forced[FORCED_BY_WAIT] == 1
 
 
+def test_a_tick_waits_for_an_older_event_not_received_yet() -> None:
+    """A catch-up: the cart addition that cancels a timer is on the broker, not fetched yet. The
+    tick that would fire the timer waits for it, so the timer is cancelled, as live."""
+    broker = Broker()
+    broker.caught_up(*TOPICS)
+    broker.end[("cart", 0)] = 1  # the cart addition: on the broker, not received yet
+    buffer = make(broker, wait_ms=100)
+    buffer.push("tick", "ticks", 0, 0, 9_000, now_ms=0)
+    assert buffer.pop_ready(now_ms=50) == []
+    buffer.push("cart-add", "cart", 0, 0, 5_000, now_ms=60)
+    assert buffer.pop_ready(now_ms=60) == ["cart-add", "tick"]
+    assert not buffer.forced
+
+
 def test_a_topic_partition_whose_end_is_unknown_is_waited_for() -> None:
     broker = Broker()
     broker.caught_up("customers", "cart", "orders", "ticks")  # feedback/0: not fetched yet
