@@ -71,6 +71,27 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
+class QuietMonitor(faust.Monitor):
+    """Faust's ``Monitor`` (the app's sensor) without its per-message and per-event statistics
+    (rates, latencies, counts): nothing here reads them (the worker's metrics are
+    ``streams/web/metrics.py``), and they were a call and a dict update per message and per event.
+    It stays among the sensors: Faust warns at every rebalance when no sensor kept a state."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+
 class _App(faust.App):
     """Before a rebalance goes on, and before a stop, Faust waits until every message it handed
     to the agent is acked (``_consumer_wait_empty``). Messages held by the event-time merge are
@@ -81,16 +102,6 @@ class _App(faust.App):
     stream hands the agent nothing more) and it runs on the event loop."""
 
     ordering: EventTimeBuffer[Any] | None = None
-
-    def on_init_dependencies(self) -> Any:
-        """Faust's ``Monitor`` keeps statistics of every message and event (rates, latencies,
-        counts) that nothing here reads (the worker's metrics are ``streams/web/metrics.py``);
-        taken out of the sensors, it costs no calls per message. Faust's direct calls to it
-        (commits, end offsets) still work."""
-        dependencies = super().on_init_dependencies()
-        if self.monitor in set(self.sensors):
-            self.sensors.remove(self.monitor)
-        return dependencies
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         self.drop_held()
@@ -303,6 +314,7 @@ def create_pipeline(
         consumer_group_instance_id=group_instance_id(settings),
         web_enabled=False,
         autodiscover=False,
+        Monitor=QuietMonitor,
     )
     install_commit_guard(app)  # commit an offset only when every message below it was acked
     install_fetch_control(app)  # the event-time merge pauses what it has enough of

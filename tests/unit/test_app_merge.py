@@ -96,9 +96,18 @@ async def test_the_input_topics_events_carry_the_messages_own_bytes() -> None:
         assert event.headers == {"h": b"1"}
 
 
-def test_fausts_monitor_is_not_called_per_message() -> None:
-    app = _App("test-no-monitor", broker="kafka://127.0.0.1:1", autodiscover=False)
+def test_fausts_monitor_keeps_no_per_message_statistics_and_rebalances_quietly() -> None:
+    from streams.runtime.app import QuietMonitor
+
+    app = _App("test-quiet-monitor", broker="kafka://127.0.0.1:1", autodiscover=False,
+               Monitor=QuietMonitor)  # fmt: skip
     app.on_init_dependencies()
-    assert app.monitor not in set(app.sensors)
-    app.on_init_dependencies()  # again (a restart of the app's services): no error
-    assert app.monitor not in set(app.sensors)
+    assert isinstance(app.monitor, QuietMonitor) and app.monitor in set(app.sensors)
+    tp, message = ("journey.orders", 0), Message()
+    app.sensors.on_message_in(tp, 5, message)  # type: ignore[arg-type]
+    state = app.sensors.on_stream_event_in(tp, 5, None, Event())  # type: ignore[arg-type]
+    app.sensors.on_stream_event_out(tp, 5, None, Event(), state)  # type: ignore[arg-type]
+    app.sensors.on_message_out(tp, 5, message)  # type: ignore[arg-type]
+    assert app.monitor.messages_received_total == 0 and app.monitor.events_total == 0
+    # Faust warns "Missing sensor state for rebalance" when no sensor kept a state.
+    assert app.sensors.on_rebalance_start(app)
