@@ -21,8 +21,7 @@ time (``occurred_at``; a tick by its clock time). So:
   topic-partition is caught up, so nothing waits. A tick waits for the laggards like any input
   (fired before an older event not received yet, a cart addition that cancels a timer, its
   timers would be decided otherwise), and holds back what is behind it while it is not received
-  yet (session 8 let inputs pass an unreceived tick, for latency; the multi-worker kill test then
-  lost a CANCELLED decision once, and that change was reverted).
+  yet, like any input (``bench/README.md``, session 8: letting inputs pass it lost a decision).
 * **Ties** (the same time) go in a fixed topic order (``topic_order``: who sets consent and time
   zone first, ticks last), so the outcome never depends on delivery order.
 * **Bounded memory, by pausing the fetch** (Kafka Streams' ``buffered.records.per.partition``):

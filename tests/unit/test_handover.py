@@ -9,20 +9,14 @@ import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import faust
 import pytest
 
-from streams.runtime.commit_guard import install_commit_guard
-from streams.runtime.fetching import install_fetch_control
 from streams.runtime.handover import OneTaskHandover, install_one_task_handover
+from tests.unit.faust_apps import app_with
 
 
 def consumer() -> Any:
-    app = faust.App("test-handover", broker="kafka://127.0.0.1:1", autodiscover=False)
-    install_commit_guard(app)
-    install_fetch_control(app)
-    install_one_task_handover(app)
-    made: Any = app.consumer  # created, not started: no broker needed
+    made: Any = app_with("test-handover", install_one_task_handover).consumer  # created, not started: no broker needed
     assert isinstance(made, OneTaskHandover)
     return made
 

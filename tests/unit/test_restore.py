@@ -6,12 +6,10 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-import faust
 from faust.types import TP
 
-from streams.runtime.commit_guard import install_commit_guard
-from streams.runtime.fetching import install_fetch_control
 from streams.runtime.restore import RESTORE_POLL_RECORDS, BulkRestore, install_bulk_restore
+from tests.unit.faust_apps import app_with
 
 C0, C1 = TP("app-journeys-changelog", 0), TP("app-journeys-changelog", 1)
 INPUT = TP("shop.orders", 0)
@@ -45,10 +43,7 @@ def record(offset: int, key: bytes = b"k", value: bytes | None = b"v") -> Any:
 
 
 def restoring(thread: FakeThread) -> tuple[Any, Any, FakeTable]:
-    app = faust.App("test-restore", broker="kafka://127.0.0.1:1", autodiscover=False)
-    install_commit_guard(app)
-    install_fetch_control(app)
-    install_bulk_restore(app)
+    app = app_with("test-restore", install_bulk_restore)
     consumer: Any = app.consumer  # created, not started: no broker needed
     assert isinstance(consumer, BulkRestore)
     consumer._thread = thread
@@ -113,10 +108,9 @@ def test_a_batch_fetched_across_a_rebalance_is_left_to_faust() -> None:
 
 
 def test_the_consumer_gets_the_fetch_long_poll_of_the_settings() -> None:
-    app = faust.App("test-restore-wait", broker="kafka://127.0.0.1:1", autodiscover=False)
-    install_commit_guard(app)
-    install_fetch_control(app)
-    install_bulk_restore(app, fetch_max_wait_ms=200)
+    app = app_with(
+        "test-restore-wait", lambda app: install_bulk_restore(app, fetch_max_wait_ms=200)
+    )
     thread: Any = app.consumer._thread  # type: ignore[attr-defined]
 
     async def made() -> Any:
