@@ -16,7 +16,9 @@ from tests.unit.faust_apps import app_with
 
 
 def consumer() -> Any:
-    made: Any = app_with("test-handover", install_one_task_handover).consumer  # created, not started: no broker needed
+    made: Any = app_with(
+        "test-handover", install_one_task_handover
+    ).consumer  # created, not started: no broker needed
     assert isinstance(made, OneTaskHandover)
     return made
 
