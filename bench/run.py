@@ -464,6 +464,7 @@ def run_latency(
             seconds=args.latency_seconds,
             tag=world.tag + tag,
             timer_rate=args.latency_timer_rate,
+            worker_pid=worker.process.pid,
         )
     )
     after = read_settle_status(worker, 1.5)
@@ -481,6 +482,30 @@ def run_latency(
         f"{latency['worker_timer_lateness_p99_ms']} ms"
     )
     return latency
+
+
+def half_max_rate(latency: dict[str, Any], rate: float) -> dict[str, Any] | None:
+    """Half the maximum rate of the latency probe's own workload, when it is well below the
+    ``rate`` probed (the e2e rate's fraction): orders of new customers each make a trigger, a
+    decision, a snapshot and a state, dearer than the e2e mix, so the same fraction of the e2e
+    rate is more than that fraction of what the worker sustains on orders. The maximum is what
+    one core sustains (orders per worker CPU-second in the probe), or what the worker sustained
+    while it fell behind, whichever is lower. None: the probe's rate was half the maximum
+    already (within 10 %)."""
+    per_cpu = latency.get("orders_per_worker_cpu_s")
+    sustained = latency.get("triggers_per_s")
+    behind = bool(sustained) and ((latency.get("p99_ms") or 0) > 1000 or sustained < 0.9 * rate)
+    candidates = []
+    if per_cpu:
+        candidates.append((float(per_cpu), "orders per worker CPU-second in the probe"))
+    if behind:
+        candidates.append((float(sustained), "what the worker sustained while behind"))
+    if not candidates:
+        return None
+    maximum, how = min(candidates)
+    if 0.5 * maximum >= 0.9 * rate:
+        return None
+    return {"rate": round(0.5 * maximum, 1), "maximum": round(maximum, 1), "how": how}
 
 
 def run_without_merge(
@@ -719,19 +744,14 @@ def main(argv: list[str] | None = None) -> int:
                     "running baseline worker"
                 )
                 results["latency"] = latency = run_latency(worker2, base_world, codec, args, rate)
-                sustained = latency.get("triggers_per_s")
-                if sustained and ((latency.get("p99_ms") or 0) > 1000 or sustained < 0.9 * rate):
-                    # The worker fell behind: that rate was more than half of what it sustains on
-                    # this workload (orders of new customers cost more than the e2e mix). Probe
-                    # again at half of what it sustained while behind.
-                    half = 0.5 * sustained
+                half = half_max_rate(latency, rate)
+                if half is not None:
                     log(
-                        f"[3] the worker fell behind at {rate:,.0f} orders/s (sustained "
-                        f"{sustained:,.0f}/s): the probe again at half of that, {half:,.0f}/s"
+                        f"[3] half the maximum rate of this workload: {half['rate']:,.0f} "
+                        f"orders/s ({half['how']}): the probe again at that rate"
                     )
-                    again = run_latency(worker2, base_world, codec, args, half, tag="h")
-                    again["sustained_triggers_per_s"] = sustained
-                    results["latency_half_max"] = again
+                    again = run_latency(worker2, base_world, codec, args, half["rate"], tag="h")
+                    results["latency_half_max"] = {**again, "max_rate": half}
             worker2.stop()
 
             if "latency" not in args.skip and "merge" not in args.skip:

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import log, percentile
+from bench.common import log, percentile, process_cpu_s
 from schemas.codec import Codec
 from schemas.records import CartChanged, OrderChanged, OrderItem, Trigger
 from streams.journey.config import JourneyConfig
@@ -177,6 +177,7 @@ async def latency_probe(
     timer_rate: float,
     timer_lead_s: float = 2.0,
     timer_spread_s: float = 10.0,
+    worker_pid: int | None = None,
 ) -> dict[str, Any]:
     """Produce OrderChanged PLACED for new customers at ``rate``/s for ``seconds``; each gives an
     ORDER_CONFIRMATION at once. Latency = broker append time of the trigger - broker append time
@@ -184,7 +185,11 @@ async def latency_probe(
 
     Alongside, ``timer_rate``/s CartChanged PRODUCT_ADDED of other new customers, dated so that
     their first abandoned-cart timer comes due during the probe: the worker's own
-    ``timer_lateness_p99_ms`` then has samples from this run."""
+    ``timer_lateness_p99_ms`` then has samples from this run.
+
+    ``worker_pid``: the worker's CPU seconds are read when the first order is sent and when the
+    last order's trigger is in: orders per worker CPU-second is what one core would sustain on
+    this workload (its ticks and the cart timers count against it)."""
     orders_topic = settings.topic("orders")
     cart_topic = settings.topic("cart")
     triggers_topic = settings.topic("triggers")
@@ -229,6 +234,8 @@ async def latency_probe(
         return done
 
     reader = asyncio.ensure_future(consume())
+    cpu_start = process_cpu_s(worker_pid)
+    cpu_done: float | None = None
     sent = carts = 0
     last_due = 0
     started = time.monotonic()
@@ -278,7 +285,9 @@ async def latency_probe(
         while time.monotonic() < deadline and (
             len(trigger_at) < sent or wall_clock_ms() < last_due + 1000
         ):
-            await asyncio.sleep(0.2)
+            if cpu_done is None and len(trigger_at) >= sent:
+                cpu_done = process_cpu_s(worker_pid)
+            await asyncio.sleep(0.05 if cpu_done is None else 0.2)
     finally:
         stop_consuming.set()
         await reader
@@ -289,8 +298,11 @@ async def latency_probe(
     # the most it sustains on this workload (orders of new customers, one trigger each).
     times = sorted(trigger_at.values())
     span_s = (times[-1] - times[0]) / 1000 if len(times) > 1 else 0.0
+    cpu_s = cpu_done - cpu_start if cpu_done is not None and cpu_start is not None else None
     return {
         "triggers_per_s": round((len(times) - 1) / span_s, 1) if span_s > 0 else None,
+        "worker_cpu_s": round(cpu_s, 2) if cpu_s is not None else None,
+        "orders_per_worker_cpu_s": round(sent / cpu_s, 1) if cpu_s else None,
         "orders_sent": sent,
         "orders_per_s": round(sent / seconds, 1),
         "carts_sent": carts,
