@@ -324,6 +324,7 @@ def targets_section(r: dict[str, Any]) -> list[str]:
                 "not the target; " + by(wc / tc if wc and tc else None, 1.0, higher=False),
             )
         )
+    most = _get(r, "latency_half_max", "max_rate", "maximum")
     rows += [
         (
             ">= 10,000 events/s end to end, one worker process (median of the rounds)",
@@ -341,20 +342,25 @@ def targets_section(r: dict[str, Any]) -> list[str]:
         (
             f"p99 append-to-append trigger latency <= 100 ms at half the maximum rate "
             f"({_num(_get(r, 'latency', 'orders_per_s'))} orders/s = "
-            f"{_get(r, 'args', 'latency_fraction')} x the e2e rate; the worker handled "
-            f"{_num(_get(r, 'latency', 'orders_per_worker_cpu_s'))} orders per CPU-second)",
+            f"{_get(r, 'args', 'latency_fraction')} x the e2e rate"
+            + (
+                f" = {_num(_get(r, 'latency', 'orders_per_s') / most, digits=2)} x the maximum "
+                "rate of this workload, below"
+                if most and _get(r, "latency", "orders_per_s")
+                else ""
+            )
+            + ")",
             _num(p99, "ms"),
             by(p99, 100, higher=False),
         ),
     ]
     half = r.get("latency_half_max")
     if half:
-        most = half.get("max_rate") or {}
-        if most:  # this bench's own estimate of the workload's maximum (bench/run.py)
+        found = half.get("max_rate") or {}
+        if found:  # this bench's own estimate of the workload's maximum (bench/run.py)
             how = (
-                f"{_num(most.get('maximum'))} orders/s, {most.get('how')} above; orders of new "
-                "customers, each a trigger, a decision, a snapshot and a state: dearer than the "
-                "e2e mix"
+                f"{_num(found.get('maximum'))} {found.get('how')} (orders of new customers, each a "
+                "trigger, a decision, a snapshot and a state: dearer than the e2e mix)"
             )
         else:  # an older latest.json: only the rate sustained while behind
             how = (
@@ -782,7 +788,16 @@ def notes(r: dict[str, Any]) -> list[str]:
         f"missing. Alongside, {lat.get('carts_sent', 0):,} cart events of other new customers "
         "dated so that their first abandoned-cart timer came due 2-12 s later, so that the "
         "worker's own `timer_lateness_p99_ms` (tick handled - fire_at, which includes the tick's "
-        "Kafka round trip) has samples from this run.",
+        "Kafka round trip) has samples from this run. Then the maximum rate of that workload: "
+        f"{_num(_get(r, 'latency_backlog', 'orders_sent'))} orders sent at once (a backlog), "
+        "and the rate at which the worker appended their triggers, from the first to the last: "
+        f"{_num(_get(r, 'latency_backlog', 'triggers_per_s'), '/s')} "
+        f"({_num(_get(r, 'latency_backlog', 'orders_per_worker_cpu_s'))} orders per worker "
+        "CPU-second). The probe again at half that rate (the target's reading of 'half the "
+        "maximum rate'): p50 "
+        f"{_num(_get(r, 'latency_half_max', 'p50_ms'), 'ms')}, p99 "
+        f"{_num(_get(r, 'latency_half_max', 'p99_ms'), 'ms')}; p99 per second of that probe: "
+        f"{_get(r, 'latency_half_max', 'p99_ms_by_second')}.",
         f"4: in-process, no Kafka: `JourneyEngine` over a dict, the worker's `Outputs` and "
         "`Acks` over a broker that acknowledges each record at once (records encoded, outbox "
         f"and acknowledgements included), the real clock; {tim.get('customers', 0):,} "

@@ -178,6 +178,7 @@ async def latency_probe(
     timer_lead_s: float = 2.0,
     timer_spread_s: float = 10.0,
     worker_pid: int | None = None,
+    wait_s: float = 30,
 ) -> dict[str, Any]:
     """Produce OrderChanged PLACED for new customers at ``rate``/s for ``seconds``; each gives an
     ORDER_CONFIRMATION at once. Latency = broker append time of the trigger - broker append time
@@ -189,7 +190,8 @@ async def latency_probe(
 
     ``worker_pid``: the worker's CPU seconds are read when the first order is sent and when the
     last order's trigger is in: orders per worker CPU-second is what one core would sustain on
-    this workload (its ticks and the cart timers count against it)."""
+    this workload (its ticks and the cart timers count against it). ``wait_s``: how long the
+    triggers may take after the last order was sent."""
     orders_topic = settings.topic("orders")
     cart_topic = settings.topic("cart")
     triggers_topic = settings.topic("triggers")
@@ -281,7 +283,7 @@ async def latency_probe(
         produced_s = time.monotonic() - started
         log(f"  latency probe: {sent:,} orders, {carts:,} carts sent in {produced_s:.1f}s")
         # Wait for the triggers, and until the last cart timer is due (and a tick later).
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and (
             len(trigger_at) < sent or wall_clock_ms() < last_due + 1000
         ):
@@ -294,6 +296,13 @@ async def latency_probe(
         await consumer.stop()
         await producer.stop()
     latencies = [trigger_at[e] - appended[e] for e in trigger_at if e in appended]
+    # Where in the probe the slow ones were: p99 per second of the probe (by the order's append).
+    first_append = min(appended.values(), default=0)
+    by_second: dict[int, list[int]] = {}
+    for e in trigger_at:
+        if e in appended:
+            second = (appended[e] - first_append) // 1000
+            by_second.setdefault(second, []).append(trigger_at[e] - appended[e])
     # How fast the worker appended this probe's triggers: while it was behind the offered rate,
     # the most it sustains on this workload (orders of new customers, one trigger each).
     times = sorted(trigger_at.values())
@@ -311,6 +320,7 @@ async def latency_probe(
         "p50_ms": percentile(latencies, 0.50),
         "p90_ms": percentile(latencies, 0.90),
         "p99_ms": percentile(latencies, 0.99),
+        "p99_ms_by_second": [percentile(by_second[k], 0.99) for k in sorted(by_second)],
         "max_ms": max(latencies, default=None),
         "timestamp_types": {
             ("LogAppendTime" if k == LOG_APPEND_TIME else "CreateTime"): v
