@@ -290,6 +290,8 @@ async def latency_probe(
             if cpu_done is None and len(trigger_at) >= sent:
                 cpu_done = process_cpu_s(worker_pid)
             await asyncio.sleep(0.05 if cpu_done is None else 0.2)
+        if cpu_done is None and len(trigger_at) >= sent:
+            cpu_done = process_cpu_s(worker_pid)
     finally:
         stop_consuming.set()
         await reader
