@@ -38,16 +38,61 @@ def bounds_problem(record: Any) -> str | None:
     return _check(record, "")
 
 
+# Per record type, its fields with the bounds their names give: (name, the longest string, the
+# smallest and the largest int). Looked up once per type, not per record (every input record
+# is checked: ``dataclasses.fields`` and the name tests per field were 4 % of the worker's CPU).
+_Plan = tuple[tuple[str, int, int, int], ...]
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type) -> _Plan:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = tuple(
+            (item.name, _str_limit(item.name), *_int_range(item.name))
+            for item in dataclasses.fields(cls)
+        )
+    return plan
+
+
 def _check(record: Any, prefix: str) -> str | None:
-    for item in dataclasses.fields(record):
-        name = item.name
+    for name, limit, low, high in _plan(type(record)):
         value = getattr(record, name)
         if value is None:
+            continue
+        kind = type(value)
+        # The common cases, accepted at once; the rest (and every problem, for its message) as
+        # ``_field_problem`` says.
+        if kind is int:
+            if low <= value <= high:
+                continue
+        elif kind is str:
+            if len(value) <= limit:
+                continue
+        elif kind is float:
             continue
         problem = _field_problem(prefix + name, name, value)
         if problem is not None:
             return problem
     return _totals_problem(record, prefix)
+
+
+def _str_limit(name: str) -> int:
+    short = name.endswith("_id") or name in SHORT_FIELDS or name == "key"
+    return MAX_ID_CHARS if short else MAX_TEXT_CHARS
+
+
+def _int_range(name: str) -> tuple[int, int]:
+    """The ints ``_int_problem`` accepts for a field of this name (both ends included)."""
+    if name.endswith("_at"):
+        return MIN_TIME_MS, MAX_TIME_MS - 1
+    if name.endswith("_minor"):
+        return 0, MAX_MONEY_MINOR
+    if name == "quantity":
+        return 0, MAX_QUANTITY
+    if name == "birthday":
+        return MIN_BIRTHDAY_DAYS, MAX_BIRTHDAY_DAYS - 1
+    return -INT64_MAX, INT64_MAX
 
 
 def _field_problem(path: str, name: str, value: Any) -> str | None:
@@ -56,8 +101,7 @@ def _field_problem(path: str, name: str, value: Any) -> str | None:
     if isinstance(value, int):
         return _int_problem(path, name, value)
     if isinstance(value, str):
-        short = name.endswith("_id") or name in SHORT_FIELDS or name == "key"
-        limit = MAX_ID_CHARS if short else MAX_TEXT_CHARS
+        limit = _str_limit(name)
         if len(value) > limit:
             return f"{path} has {len(value)} characters; at most {limit} are accepted"
         return None

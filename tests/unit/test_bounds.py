@@ -83,3 +83,47 @@ def test_simulated_traffic_passes_the_bounds() -> None:
     events = [e.record for e in generate(config) if e.record is not None]
     assert len(events) > 3_000
     assert [r for r in events if semantic_problem(r) is not None] == []
+
+
+def _reference(record: object, prefix: str = "") -> str | None:
+    """The check field by field, without the per-type plan: what ``bounds_problem`` must say."""
+    import dataclasses
+
+    from schemas import bounds
+
+    for item in dataclasses.fields(record):  # type: ignore[arg-type]
+        value = getattr(record, item.name)
+        if value is not None:
+            problem = bounds._field_problem(prefix + item.name, item.name, value)
+            if problem is not None:
+                return problem
+    return bounds._totals_problem(record, prefix)
+
+
+def test_the_per_type_plan_says_what_the_field_by_field_check_says_at_every_edge() -> None:
+    import dataclasses
+
+    from schemas import bounds
+
+    edges = {
+        "occurred_at": [0, 1, bounds.MAX_TIME_MS - 1, bounds.MAX_TIME_MS, -5],
+        "total_minor": [-1, 0, MAX_MONEY_MINOR, MAX_MONEY_MINOR + 1, True],
+        "unit_price_minor": [-1, 0, MAX_MONEY_MINOR, MAX_MONEY_MINOR + 1],
+        "quantity": [-1, 0, bounds.MAX_QUANTITY, bounds.MAX_QUANTITY + 1],
+        "product_id": ["", "p" * bounds.MAX_ID_CHARS, "p" * (bounds.MAX_ID_CHARS + 1)],
+        "url": ["u" * bounds.MAX_TEXT_CHARS, "u" * (bounds.MAX_TEXT_CHARS + 1)],
+        "currency": ["E" * bounds.MAX_ID_CHARS, "E" * (bounds.MAX_ID_CHARS + 1)],
+    }
+    config = SimulationConfig(seed=3, customers=200, start_ms=T)
+    base = [e.record for e in generate(config) if e.record is not None][:600]
+    checked = 0
+    for record in base:
+        assert bounds_problem(record) == _reference(record)
+        for name, values in edges.items():
+            if name not in {f.name for f in dataclasses.fields(record)}:
+                continue
+            for value in values:
+                changed = dataclasses.replace(record, **{name: value})
+                assert bounds_problem(changed) == _reference(changed), (name, value)
+                checked += 1
+    assert checked > 1_000
