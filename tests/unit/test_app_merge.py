@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,3 +112,36 @@ def test_fausts_monitor_keeps_no_per_message_statistics_and_rebalances_quietly()
     assert app.monitor.messages_received_total == 0 and app.monitor.events_total == 0
     # Faust warns "Missing sensor state for rebalance" when no sensor kept a state.
     assert app.sensors.on_rebalance_start(app)
+
+
+def test_end_offsets_are_the_highwaters_of_the_current_assignment() -> None:
+    """``ConsumerOffsets.end_offset`` reads aiokafka's partition states directly: the same as
+    the consumer's ``highwater``, and those of a new assignment once a rebalance made one."""
+    asyncio.run(_end_offsets())
+
+
+async def _end_offsets() -> None:  # aiokafka's subscription state wants a running loop
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.subscription_state import SubscriptionState
+    from aiokafka.structs import TopicPartition
+
+    from streams.runtime.app import ConsumerOffsets
+
+    subscription = SubscriptionState()
+    aiokafka_consumer = SimpleNamespace(_subscription=subscription)
+    thread = SimpleNamespace(_ensure_consumer=lambda: aiokafka_consumer)
+    offsets = ConsumerOffsets(SimpleNamespace(consumer=SimpleNamespace(_thread=thread)))  # type: ignore[arg-type]
+    assert offsets.end_offset("orders", 0) is None  # not subscribed yet
+
+    subscription.subscribe({"orders", "cart"})
+    subscription.assign_from_subscribed({TopicPartition("orders", 0), TopicPartition("cart", 0)})
+    assert offsets.end_offset("orders", 0) is None  # assigned, not fetched yet
+    subscription.subscription.assignment.state_value(TopicPartition("orders", 0)).highwater = 42
+    assert offsets.end_offset("orders", 0) == 42
+    assert offsets.end_offset("orders", 1) is None  # not assigned here
+
+    subscription.assign_from_subscribed({TopicPartition("orders", 1)})  # a rebalance
+    assert offsets.end_offset("orders", 0) is None
+    subscription.subscription.assignment.state_value(TopicPartition("orders", 1)).highwater = 7
+    assert offsets.end_offset("orders", 1) == 7
