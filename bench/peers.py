@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codec import Codec
-from schemas.records import TOPIC_RECORDS, CustomerChanged, Decision
+from schemas.records import TOPIC_RECORDS, CustomerChanged, Decision, JourneyEvent
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Drop, Emit, Erase
 from streams.journey.model import fire_due, new_state, step
@@ -139,6 +139,12 @@ def _decision_writer(codec: Codec) -> Any:
     return codec.row_encoder(Decision, facts.OUTBOX_FIELDS)
 
 
+@functools.cache
+def _event_writer(codec: Codec) -> Any:
+    """A canonical event from its row, as the engine writes it (``Codec.row_encoder``)."""
+    return codec.row_encoder(JourneyEvent, facts.JOURNEY_EVENT_FIELDS)
+
+
 def apply_facts(
     state: JourneyState,
     record: Any,
@@ -158,7 +164,7 @@ def apply_facts(
         return state, out
     state, decisions = step(state, record, now, config)
     if not state.erased:
-        out.append(("events", codec.encode(facts.canonical_event(record, now, *where))))
+        out.append(("events", _event_writer(codec)(facts.canonical_event_row(record, now, *where))))
     erase = _decided(decisions, state.stage, codec, out)
     fire = state.next_fire_at()
     if fire is not None and fire <= now and not state.erased:

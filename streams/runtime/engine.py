@@ -73,6 +73,7 @@ from schemas.records import (
     CustomerPrediction,
     CustomerSnapshot,
     InputEvent,
+    JourneyEvent,
     Trigger,
 )
 from schemas.records import (
@@ -323,6 +324,7 @@ class JourneyEngine:
         # An outbox entry's decision and trigger are written from its rows.
         self._encode_decision = codec.row_encoder(DecisionRecord, facts.OUTBOX_FIELDS)
         self._encode_trigger = codec.row_encoder(Trigger, TRIGGER_FIELDS)
+        self._encode_event = codec.row_encoder(JourneyEvent, facts.JOURNEY_EVENT_FIELDS)
         self.config = config
         self.clock = clock
         self.observe_lateness = observe_lateness
@@ -485,8 +487,8 @@ class JourneyEngine:
         state, decisions = step(state, record, now, self.config)
         prepared = self._prepare(state, decisions, now, partition)
         if not state.erased:
-            prepared.event = self.codec.encode(
-                facts.canonical_event(record, wall_clock_ms(), topic, partition, offset)
+            prepared.event = self._encode_event(
+                facts.canonical_event_row(record, wall_clock_ms(), topic, partition, offset)
             )
         await self._commit(prepared)
 

@@ -125,3 +125,58 @@ def test_varint_is_avros_zigzag_encoding_around_the_edges_of_its_tables() -> Non
         assert bytes(_varint(n)) == out.getvalue(), n
     with pytest.raises(OverflowError):
         _varint(2**63)
+
+
+def _canonical_by_name(record: Any, ingested_at: int, where: tuple[str, int, int]) -> Any:
+    """The canonical event field by field, by name: what ``canonical_event_row`` must hold."""
+    from schemas.records import (
+        CartChanged,
+        FeedbackGiven,
+        JourneyEvent,
+        MessageEngagement,
+        OrderChanged,
+        PageViewed,
+        ShipmentChanged,
+    )
+    from streams.runtime.facts import event_type, saturate
+
+    names = {
+        PageViewed: ("session_id", "product_id", "category", "page_type"),
+        CartChanged: ("cart_id", "product_id", "category", "currency"),
+        OrderChanged: ("cart_id", "order_id", "currency"),
+        ShipmentChanged: ("order_id", "shipment_id", "carrier"),
+        FeedbackGiven: ("order_id", "product_id", "score"),
+        MessageEngagement: ("trigger_id",),
+    }.get(type(record), ())
+    fields = {name: getattr(record, name) for name in names}
+    if isinstance(record, OrderChanged):
+        fields["amount_minor"] = record.total_minor
+    if isinstance(record, CartChanged) and record.unit_price_minor is not None:
+        fields["amount_minor"] = saturate(record.unit_price_minor * (record.quantity or 1))
+    topic, partition, offset = where
+    return JourneyEvent(
+        record.event_id, event_type(record), record.customer_id, record.occurred_at,
+        ingested_at, topic, partition, offset, **fields,
+    )  # fmt: skip
+
+
+def test_a_canonical_event_row_holds_each_field_of_the_input_in_its_place() -> None:
+    """Every kind of simulated input: the row has each value in the field of its name, and its
+    encoding (the worker's and the bench contestants') is that of the record."""
+    from schemas.records import JourneyEvent
+    from streams.ops.simulator import SimulationConfig, generate
+    from streams.runtime.facts import JOURNEY_EVENT_FIELDS, canonical_event_row
+
+    codec = Codec.load()
+    encode_row = codec.row_encoder(JourneyEvent, JOURNEY_EVENT_FIELDS)
+    config = SimulationConfig(seed=5, customers=300, start_ms=1_780_000_000_000)
+    records = [e.record for e in generate(config) if e.record is not None]
+    kinds = set()
+    for i, record in enumerate(records[:3000]):
+        where = ("journey.orders", i % 12, i)
+        row = canonical_event_row(record, 1_790_000_000_000, *where)
+        expected = _canonical_by_name(record, 1_790_000_000_000, where)
+        assert JourneyEvent(*row) == expected
+        assert encode_row(row) == codec.encode(expected)
+        kinds.add(type(record).__name__)
+    assert len(kinds) >= 6, kinds
