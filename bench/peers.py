@@ -46,13 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codec import Codec
-from schemas.records import TOPIC_RECORDS, CustomerChanged, Decision, JourneyEvent
+from schemas.records import TOPIC_RECORDS, CustomerChanged, CustomerSnapshot, Decision, JourneyEvent
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import Drop, Emit, Erase
 from streams.journey.model import fire_due, new_state, step
 from streams.journey.state import JourneyState, decode_state, encode_state
 from streams.runtime import facts
-from streams.runtime.engine import customer_snapshot
+from streams.runtime.engine import customer_snapshot_row
 from streams.runtime.ingest import wall_clock_ms
 from streams.settings import Settings
 
@@ -140,6 +140,12 @@ def _decision_writer(codec: Codec) -> Any:
 
 
 @functools.cache
+def _snapshot_writer(codec: Codec) -> Any:
+    """A snapshot from its row, as the engine writes it (``Codec.row_encoder``)."""
+    return codec.row_encoder(CustomerSnapshot, facts.SNAPSHOT_FIELDS)
+
+
+@functools.cache
 def _event_writer(codec: Codec) -> Any:
     """A canonical event from its row, as the engine writes it (``Codec.row_encoder``)."""
     return codec.row_encoder(JourneyEvent, facts.JOURNEY_EVENT_FIELDS)
@@ -173,7 +179,8 @@ def apply_facts(
     if erase:
         out.append(("tombstones", None))
     elif not state.erased:
-        out.append(("snapshots", codec.encode(customer_snapshot(state, now, config))))
+        row = customer_snapshot_row(state, now, config)
+        out.append(("snapshots", _snapshot_writer(codec)(row)))
     return state, out
 
 

@@ -182,10 +182,10 @@ def snapshot_shows(state: JourneyState, now: int, config: JourneyConfig) -> fact
     return facts.snapshot_shows(state, segment(state, now, config), consent, now)
 
 
-def customer_snapshot(state: JourneyState, now: int, config: JourneyConfig) -> CustomerSnapshot:
-    """The customer's snapshot (``journey.customers``) at ``now``. Pure (the bench's contestants
-    build theirs with it)."""
-    return facts.snapshot(snapshot_shows(state, now, config), now)
+def customer_snapshot_row(state: JourneyState, now: int, config: JourneyConfig) -> tuple[Any, ...]:
+    """The customer's snapshot (``journey.customers``) at ``now``, as the row the engine encodes
+    (``facts.snapshot_row``). Pure (the bench's contestants encode theirs from it)."""
+    return facts.snapshot_row(snapshot_shows(state, now, config), now)
 
 
 # The fields of a Trigger, in the order the outbox keeps them. ``dataclasses.fields`` per call
@@ -325,6 +325,7 @@ class JourneyEngine:
         self._encode_decision = codec.row_encoder(DecisionRecord, facts.OUTBOX_FIELDS)
         self._encode_trigger = codec.row_encoder(Trigger, TRIGGER_FIELDS)
         self._encode_event = codec.row_encoder(JourneyEvent, facts.JOURNEY_EVENT_FIELDS)
+        self._encode_snapshot = codec.row_encoder(CustomerSnapshot, facts.SNAPSHOT_FIELDS)
         self.config = config
         self.clock = clock
         self.observe_lateness = observe_lateness
@@ -606,7 +607,7 @@ class JourneyEngine:
         if (snapshot or resend) and not state.erased:
             shows = self._shows(state, now)
             if resend or not _unchanged(shows, published, state):
-                prepared.snapshot = self.codec.encode(facts.snapshot(shows, now))
+                prepared.snapshot = self._encode_snapshot(facts.snapshot_row(shows, now))
         return prepared
 
     def _shows(self, state: JourneyState, now: int) -> facts.SnapshotShows:

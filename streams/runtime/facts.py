@@ -1,8 +1,10 @@
 """The records a journey worker publishes about what it knows, built from the model's values.
 
 One definition each: the canonical event (``journey.events``), a decision (``journey.decisions``)
-and the customer snapshot (``journey.customers``). The loader stores them in ClickHouse as they
-are (``sinks/clickhouse/rows.py``); any other consumer reads the same records.
+and the customer snapshot (``journey.customers``). Each is a row of values in its record's field
+order, encoded with ``Codec.row_encoder`` (no record instance is built on the way). The loader
+stores them in ClickHouse as they are (``sinks/clickhouse/rows.py``); any other consumer reads
+the same records.
 """
 
 from __future__ import annotations
@@ -106,13 +108,6 @@ def canonical_event_row(
     return (*head, *_NONE12)
 
 
-def canonical_event(
-    record: InputEvent, ingested_at: int, topic: str, partition: int, offset: int
-) -> JourneyEvent:
-    """``canonical_event_row`` as a record."""
-    return JourneyEvent(*canonical_event_row(record, ingested_at, topic, partition, offset))
-
-
 # A decision as the customer's outbox keeps it (a list in the state): these fields, this order.
 OUTBOX_FIELDS = (
     "trigger_id", "trigger_type", "category", "customer_id", "status", "reason", "due_at",
@@ -170,28 +165,19 @@ def snapshot_shows(state: JourneyState, segment: Segment, consent: bool, now: in
     )  # fmt: skip
 
 
-def snapshot(shows: SnapshotShows, now: int) -> CustomerSnapshot:
-    prediction: dict[str, Any] = {}
-    if shows.prediction is not None:
-        alive, clv, next_order_at, orders_90d = shows.prediction
-        prediction = {
-            "probability_alive": alive,
-            "predicted_clv_minor": clv,
-            "expected_next_order_at": next_order_at,
-            "expected_orders_90d": orders_90d,
-        }
-    return CustomerSnapshot(
-        customer_id=shows.customer_id,
-        stage=shows.stage,
-        segment=shows.segment,
-        first_seen_at=shows.first_seen_at,
-        first_order_at=shows.first_order_at,
-        last_order_at=shows.last_order_at,
-        orders_count=shows.orders_count,
-        revenue_minor=shows.revenue_minor,
-        last_nps=shows.last_nps,
-        marketing_consent=shows.marketing_consent,
-        time_zone=shows.time_zone,
-        updated_at=now,
-        **prediction,
-    )
+# journey.customers' fields in ``CustomerSnapshot``'s order: a snapshot is encoded from such a row
+# (``Codec.row_encoder``), not built as a record first.
+SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(CustomerSnapshot))
+
+
+def snapshot_row(shows: SnapshotShows, now: int) -> tuple[Any, ...]:
+    """The values of ``SNAPSHOT_FIELDS``: customer_id, stage, segment, first_seen_at,
+    orders_count, revenue_minor, marketing_consent, updated_at, first_order_at, last_order_at,
+    last_nps, time_zone, then the prediction's probability_alive, predicted_clv_minor,
+    expected_next_order_at, expected_orders_90d."""
+    prediction = (None, None, None, None) if shows.prediction is None else shows.prediction
+    return (
+        shows.customer_id, shows.stage, shows.segment, shows.first_seen_at, shows.orders_count,
+        shows.revenue_minor, shows.marketing_consent, now, shows.first_order_at,
+        shows.last_order_at, shows.last_nps, shows.time_zone, *prediction,
+    )  # fmt: skip

@@ -180,3 +180,50 @@ def test_a_canonical_event_row_holds_each_field_of_the_input_in_its_place() -> N
         assert encode_row(row) == codec.encode(expected)
         kinds.add(type(record).__name__)
     assert len(kinds) >= 6, kinds
+
+
+def test_a_snapshot_row_holds_each_field_in_its_place() -> None:
+    """Customers through the model (with and without a prediction): the snapshot row has each
+    value in the field of its name, and encodes as the record does."""
+    from schemas.records import CustomerPrediction, CustomerSnapshot
+    from streams.journey.config import JourneyConfig
+    from streams.journey.model import new_state, predicted, step
+    from streams.ops.simulator import SimulationConfig, generate
+    from streams.runtime.engine import snapshot_shows
+    from streams.runtime.facts import SNAPSHOT_FIELDS, snapshot_row
+
+    codec = Codec.load()
+    encode_row = codec.row_encoder(CustomerSnapshot, SNAPSHOT_FIELDS)
+    config = JourneyConfig()
+    states: dict[str, Any] = {}
+    simulated = SimulationConfig(seed=7, customers=100, start_ms=1_780_000_000_000)
+    checked = 0
+    for i, event in enumerate(generate(simulated)):
+        record = event.record
+        if record is None or isinstance(record, CustomerPrediction):
+            continue
+        state = states.get(record.customer_id) or new_state(record.customer_id)
+        state, _ = step(state, record, record.occurred_at, config)
+        if i % 3 == 0:
+            prediction = CustomerPrediction(
+                f"p{i}", record.customer_id, record.occurred_at, 0.5, 1.5, 12_000,
+                record.occurred_at + 86_400_000,
+            )  # fmt: skip
+            state = predicted(state, prediction)
+        states[record.customer_id] = state
+        shows = snapshot_shows(state, record.occurred_at, config)
+        row = snapshot_row(shows, record.occurred_at + 5)
+        alive, clv, next_at, orders_90d = shows.prediction or (None, None, None, None)
+        expected = CustomerSnapshot(
+            customer_id=shows.customer_id, stage=shows.stage, segment=shows.segment,
+            first_seen_at=shows.first_seen_at, orders_count=shows.orders_count,
+            revenue_minor=shows.revenue_minor, marketing_consent=shows.marketing_consent,
+            updated_at=record.occurred_at + 5, first_order_at=shows.first_order_at,
+            last_order_at=shows.last_order_at, last_nps=shows.last_nps,
+            time_zone=shows.time_zone, probability_alive=alive, predicted_clv_minor=clv,
+            expected_next_order_at=next_at, expected_orders_90d=orders_90d,
+        )  # fmt: skip
+        assert CustomerSnapshot(*row) == expected
+        assert encode_row(row) == codec.encode(expected)
+        checked += 1
+    assert checked > 500
