@@ -38,7 +38,7 @@ from streams.runtime.batching import BatchProducer
 from streams.runtime.commit_guard import install_commit_guard
 from streams.runtime.engine import JourneyEngine
 from streams.runtime.fetching import FetchControl, install_fetch_control
-from streams.runtime.handover import install_one_task_handover, stream_events
+from streams.runtime.handover import install_one_task_handover
 from streams.runtime.health import BrokerProbe, Health
 from streams.runtime.ingest import Ingest
 from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
@@ -376,7 +376,7 @@ def create_pipeline(
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
         stream = stream.noack()
-        async for event in stream_events(stream):  # Faust's stream iteration, leaner (handover.py)
+        async for event in stream.events():
             # Event-time merge across the inputs of each partition number (ordering.py).
             # It is re-checked on every message; the worker's own ticks arrive every
             # timer_tick_interval, so an idle wait is noticed within about that much.

@@ -1,5 +1,4 @@
-"""How a fetched message reaches the agent: Faust's fetch loop hands it over with one task, not
-four, and the agent takes it from its stream's queue without a turn of the event loop first.
+"""Faust's fetch loop hands each message over with one task, not four.
 
 ``Consumer._drain_messages`` (faust-streaming, pinned: ``commit_guard.PINNED_FAUST_VERSION``)
 hands every fetched message to the conductor with
@@ -19,32 +18,19 @@ is None.
 
 * If the flow is already suspended, or the consumer stopped or crashed, the call is mode's, as
   it is for every other ``wait_first`` of the consumer (another signature, a timeout).
-* Only the waiting changes: the callback and the conductor are Faust's. (Running the callback at
-  once, without a task, was tried in session 7 and lost messages in the multi-worker test: not
-  this.)
-
-``stream_events(stream)`` is the agent's side: what Faust's stream iteration (its Cython
-``StreamIterator``) does per event, without its turn of the event loop before each one (an
-``asyncio.sleep(0)``: the agent mostly waits for the next message, so each message cost a turn
-more than its hand-over needs) and without its layers of generators and sensor calls. Per event,
-as Faust does when the agent takes it: an event of another consumer generation, or taken while
-the flow is suspended (a rebalance), is skipped (neither tracked nor acknowledged: the consumer
-delivers it again from the committed offset); one of an acking topic is tracked (the consumer's
-``unacked`` set, which a rebalance and a stop wait on). Where events queue up (a backlog) the
-agent turns the loop at least every ``YIELD_EVERY_S`` of its own, so the fetch loop, the
-acknowledgements and the ticks go on.
+* Only the waiting changes: the callback, the conductor and the stream are Faust's. (Running the
+  callback at once, without a task, was tried in session 7 and lost messages in the
+  multi-worker test: not this.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
-from time import perf_counter
+from collections.abc import Coroutine
 from typing import Any
 
 import faust
 from faust.transport.consumer import Consumer
-from faust.types import EventT
 from mode.utils.locks import Event
 
 from streams.runtime.fetching import install_consumer_mixin
@@ -96,44 +82,3 @@ def install_one_task_handover(app: faust.App) -> None:
     """Give ``app``'s consumer the one-task hand-over. Call before the consumer exists, after
     ``install_commit_guard`` (which checks the Faust version)."""
     install_consumer_mixin(app, OneTaskHandover, "OneTask")
-
-
-# The longest the agent handles queued events without a turn of the event loop.
-YIELD_EVERY_S = 0.005
-
-
-async def stream_events(stream: Any) -> AsyncIterator[Any]:
-    """The events of ``stream`` (an agent's stream, Faust's ``Stream``), as its ``events()``
-    gives them: see the module's docstring."""
-    started = await stream.maybe_start()
-    channel = stream.channel
-    queue = channel.queue
-    app = stream.app
-    flow_active = app.flow_control.is_active
-    acking = app.topics.acking_topics
-    track = app.consumer.unacked.add
-    turned = perf_counter()
-    try:
-        while not stream.should_stop:
-            if queue.empty():  # (also false while an error waits: get_nowait raises it)
-                value = await queue.get()
-                turned = perf_counter()
-            else:
-                value = queue.get_nowait()
-                if perf_counter() - turned > YIELD_EVERY_S:
-                    await asyncio.sleep(0)
-                    turned = perf_counter()
-            if not isinstance(value, EventT):
-                continue
-            message = value.message
-            if not flow_active() or message.generation_id != app.consumer_generation_id:
-                continue
-            if not message.tracked and message.topic in acking:
-                message.tracked = True
-                track(message)
-            yield value
-    finally:
-        stream._channel_stop_iteration(channel)
-        if started:
-            await stream.stop()
-            stream.service_reset()
