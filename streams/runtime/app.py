@@ -510,35 +510,37 @@ ORDERING_TOPICS = (
 
 
 class ConsumerOffsets:
-    """Where each assigned input partition ends (highwater) and where consumption began."""
+    """Where each assigned input partition ends, as the consumer knew it when it last polled
+    (``taken``), and where consumption began."""
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
         self.earliest: dict[tuple[str, int], int] = {}
-        # aiokafka's per-partition state of the current assignment (see ``end_offset``).
-        self._subscribed: Any = None
-        self._assignment: Any = None
-        self._states: dict[tuple[str, int], Any] = {}
+        self._subscribed: Any = None  # aiokafka's subscription state (see ``_subscription``)
+        self._ends: dict[tuple[str, int], int | None] = {}
+        self._listening = False
 
     def end_offset(self, topic: str, partition: int) -> int | None:
-        """The highwater the consumer last saw: what ``Consumer.highwater`` returns (aiokafka's
-        partition state of the current assignment), read from that state directly. The merge asks
-        for every empty topic-partition of a partition number per message released, and Faust's
-        and aiokafka's five calls per lookup were 2 % of the worker's CPU. The states are those of
-        the assignment in force at each call (a rebalance makes a new one)."""
+        """The highwater of the topic-partition when the consumer last took records from its
+        fetcher (a poll; None: not known then). An empty topic-partition below it has records on
+        their way: taken by that poll and not handed to the agent yet, or fetched and left for
+        the next one. What the fetcher learns after a poll waits for the next one, as the
+        records it fetched do: the merge does not hold the events of a poll back for a record
+        appended after them (the worker's own tick, a live event), which comes with a later
+        poll (bench/README.md, session 10: that wait was most of the latency's p99)."""
+        return self._ends.get((topic, partition))
+
+    def taken(self) -> None:
+        """The consumer polled: remember every highwater of the current assignment (aiokafka's
+        partition states, set by its fetcher as fetch responses arrive)."""
         try:
             assignment = self._subscription().subscription.assignment
-            if assignment is not self._assignment:
-                self._assignment, self._states = assignment, {}
-            state = self._states.get((topic, partition))
-            if state is None:
-                state = self._states[(topic, partition)] = assignment.state_value(
-                    TP(topic, partition)
-                )
-            highwater: int | None = state.highwater
-        except Exception:  # no assignment, not assigned (any more), or not started
-            return None
-        return highwater
+            state_value = assignment.state_value
+            self._ends = {
+                (tp.topic, tp.partition): state_value(tp).highwater for tp in assignment.tps
+            }
+        except Exception:  # no assignment (a rebalance), or not started
+            self._ends = {}
 
     def _subscription(self) -> Any:
         """The subscription state of the aiokafka consumer under Faust's consumer thread (made
@@ -559,6 +561,10 @@ class ConsumerOffsets:
         return max(int(committed), earliest)
 
     async def assigned(self, tps: list[TP]) -> None:
+        if not self._listening:
+            cast(FetchControl, self.app.consumer).after_poll.append(self.taken)
+            self._listening = True
+        self.taken()  # the new assignment's: unknown (None) until fetched
         self.earliest.clear()
         try:
             found = await self.app.consumer.earliest_offsets(*tps)

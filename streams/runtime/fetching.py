@@ -24,7 +24,7 @@ thread when it fetches, as it is when Faust changes it itself).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import faust
@@ -36,10 +36,20 @@ class FetchControl(Consumer):
     """Mixin for a concrete Faust consumer class (see ``with_fetch_control``)."""
 
     _merge_paused: set[TP]
+    # Called each time the consumer has taken records from aiokafka's fetcher (a poll), on the
+    # event loop, before Faust hands any of them over (``ConsumerOffsets.taken``).
+    after_poll: list[Callable[[], object]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._merge_paused = set()
+        self.after_poll = []
         super().__init__(*args, **kwargs)
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        records = await super()._getmany(active_partitions, timeout)  # type: ignore[safe-super]
+        for listener in self.after_poll:
+            listener()
+        return records
 
     @property
     def merge_paused(self) -> frozenset[TP]:

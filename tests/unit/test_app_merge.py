@@ -114,9 +114,10 @@ def test_fausts_monitor_keeps_no_per_message_statistics_and_rebalances_quietly()
     assert app.sensors.on_rebalance_start(app)
 
 
-def test_end_offsets_are_the_highwaters_of_the_current_assignment() -> None:
-    """``ConsumerOffsets.end_offset`` reads aiokafka's partition states directly: the same as
-    the consumer's ``highwater``, and those of a new assignment once a rebalance made one."""
+def test_end_offsets_are_the_highwaters_of_the_current_assignment_at_the_last_poll() -> None:
+    """``ConsumerOffsets.end_offset`` is what aiokafka's partition states said when the consumer
+    last polled (``taken``): a highwater its fetcher learns after that waits for the next poll,
+    as the records it fetched do; a rebalance's new assignment is read at its next poll."""
     asyncio.run(_end_offsets())
 
 
@@ -132,16 +133,24 @@ async def _end_offsets() -> None:  # aiokafka's subscription state wants a runni
     aiokafka_consumer = SimpleNamespace(_subscription=subscription)
     thread = SimpleNamespace(_ensure_consumer=lambda: aiokafka_consumer)
     offsets = ConsumerOffsets(SimpleNamespace(consumer=SimpleNamespace(_thread=thread)))  # type: ignore[arg-type]
+    offsets.taken()
     assert offsets.end_offset("orders", 0) is None  # not subscribed yet
 
     subscription.subscribe({"orders", "cart"})
     subscription.assign_from_subscribed({TopicPartition("orders", 0), TopicPartition("cart", 0)})
+    state = subscription.subscription.assignment.state_value
+    offsets.taken()
     assert offsets.end_offset("orders", 0) is None  # assigned, not fetched yet
-    subscription.subscription.assignment.state_value(TopicPartition("orders", 0)).highwater = 42
+    state(TopicPartition("orders", 0)).highwater = 42
+    assert offsets.end_offset("orders", 0) is None  # fetched after the poll: not yet
+    offsets.taken()
     assert offsets.end_offset("orders", 0) == 42
     assert offsets.end_offset("orders", 1) is None  # not assigned here
+    state(TopicPartition("orders", 0)).highwater = 50
+    assert offsets.end_offset("orders", 0) == 42  # until the next poll
 
     subscription.assign_from_subscribed({TopicPartition("orders", 1)})  # a rebalance
-    assert offsets.end_offset("orders", 0) is None
     subscription.subscription.assignment.state_value(TopicPartition("orders", 1)).highwater = 7
+    offsets.taken()
+    assert offsets.end_offset("orders", 0) is None
     assert offsets.end_offset("orders", 1) == 7

@@ -72,3 +72,22 @@ def test_a_partition_no_longer_assigned_is_not_fetched_again_on_resume() -> None
     c.assignment = lambda: {B}
     c.resume_fetching(A)
     assert A not in c._get_active_partitions()
+
+
+def test_each_poll_is_announced_after_its_records_are_taken_and_before_they_are_handed_over() -> None:
+    """``after_poll`` listeners (the merge's end offsets) run once per ``_getmany``, after the
+    records came back from the fetcher: Faust hands none over before they ran."""
+    import asyncio
+
+    c = consumer({A, B})
+    seen: list[str] = []
+    fetched = {A: ["record"]}
+
+    async def fetcher_getmany(active: Any, timeout: float) -> Any:
+        seen.append("fetched")
+        return fetched
+
+    c._thread.getmany = fetcher_getmany  # Faust's consumer thread: aiokafka's fetcher
+    c.after_poll.append(lambda: seen.append("announced"))
+    assert asyncio.run(c._getmany({A, B}, 0.1)) is fetched
+    assert seen == ["fetched", "announced"]
