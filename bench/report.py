@@ -357,16 +357,10 @@ def targets_section(r: dict[str, Any]) -> list[str]:
     half = r.get("latency_half_max")
     if half:
         found = half.get("max_rate") or {}
-        if found:  # this bench's own estimate of the workload's maximum (bench/run.py)
-            how = (
-                f"{_num(found.get('maximum'))} {found.get('how')} (orders of new customers, each a "
-                "trigger, a decision, a snapshot and a state: dearer than the e2e mix)"
-            )
-        else:  # an older latest.json: only the rate sustained while behind
-            how = (
-                f"{_num(half.get('sustained_triggers_per_s'))} orders/s the worker sustained "
-                "while it was behind in the probe above"
-            )
+        how = (
+            f"{_num(found.get('maximum'))} {found.get('how')} (orders of new customers, each a "
+            "trigger, a decision, a snapshot and a state: dearer than the e2e mix)"
+        )
         rows.append(
             (
                 f"... at half the maximum rate of the probe's own workload: "

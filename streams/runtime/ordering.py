@@ -11,17 +11,19 @@ time (``occurred_at``; a tick by its clock time). So:
 * **Within a topic-partition** the order never changes: only heads are compared, hence the
   offsets of one topic-partition are handed over (and acked) in increasing order.
 * **An empty topic-partition** holds its partition number back while it may still deliver an
-  older message: until it is caught up to its end offset (the highwater the consumer saw), or
-  until no input at all has arrived for ``wait_ms`` (``JOURNEY_ORDERING_WAIT``). The wait counts
-  idle time, not time spent handling other messages: during a catch-up the laggard's message is
-  usually queued behind others (measured: a wall-clock bound of 200 ms released out of order
-  while the worker was busy with a backlog). ``idle_topics`` (the worker's own ticks) do not
-  count as input. Once the wait has run out the partition number flows freely until every
-  laggard has caught up or delivered (as ``max.task.idle.ms``). Live, every empty
-  topic-partition is caught up, so nothing waits. A tick waits for the laggards like any input
-  (fired before an older event not received yet, a cart addition that cancels a timer, its
-  timers would be decided otherwise), and holds back what is behind it while it is not received
-  yet, like any input (``bench/README.md``, session 8: letting inputs pass it lost a decision).
+  older message: until it is caught up to its end offset (the highwater the consumer knew when
+  it last polled: a record appended after the messages of a poll comes with a later poll and
+  does not hold them back), or until no input at all has arrived for ``wait_ms``
+  (``JOURNEY_ORDERING_WAIT``). The wait counts idle time, not time spent handling other
+  messages: during a catch-up the laggard's message is usually queued behind others
+  (measured: a wall-clock bound of 200 ms released out of order while the worker was busy with
+  a backlog). ``idle_topics`` (the worker's own ticks) do not count as input. Once the wait
+  has run out the partition number flows freely until every laggard has caught up or delivered
+  (as ``max.task.idle.ms``). Live, every empty topic-partition is caught up, so nothing waits
+  for it. A tick waits for the laggards like any input (fired before an older event not
+  received yet, a cart addition that cancels a timer, its timers would be decided otherwise),
+  and holds back what is behind it while it is not received yet, like any input
+  (``bench/README.md``, session 8: letting inputs pass it lost a decision).
 * **Ties** (the same time) go in a fixed topic order (``topic_order``: who sets consent and time
   zone first, ticks last), so the outcome never depends on delivery order.
 * **Bounded memory, by pausing the fetch** (Kafka Streams' ``buffered.records.per.partition``):
@@ -101,7 +103,8 @@ class EventTimeBuffer(Generic[T]):
     ) -> None:
         """``topic_order``: every topic merged, in tie-break order.
 
-        ``end_offset``: the highwater the consumer last saw for a topic-partition.
+        ``end_offset``: the highwater of a topic-partition as the consumer knew it at its last
+        poll (``app.ConsumerOffsets``).
         ``start_offset``: where consumption of a topic-partition began after it was assigned
         (the committed offset), used until a message from it has been received.
         ``pause``/``resume``: stop and restart fetching a topic-partition (see the module's
