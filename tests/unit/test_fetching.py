@@ -74,7 +74,7 @@ def test_a_partition_no_longer_assigned_is_not_fetched_again_on_resume() -> None
     assert A not in c._get_active_partitions()
 
 
-def test_each_poll_is_announced_after_its_records_are_taken_and_before_they_are_handed_over() -> None:
+def test_each_poll_is_announced_after_its_records_came_back_before_any_is_handed_over() -> None:
     """``after_poll`` listeners (the merge's end offsets) run once per ``_getmany``, after the
     records came back from the fetcher: Faust hands none over before they ran."""
     import asyncio
