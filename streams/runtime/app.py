@@ -527,7 +527,8 @@ class ConsumerOffsets:
         the next one. What the fetcher learns after a poll waits for the next one, as the
         records it fetched do: the merge does not hold the events of a poll back for a record
         appended after them (the worker's own tick, a live event), which comes with a later
-        poll (bench/README.md, session 10: that wait was most of the latency's p99)."""
+        poll (bench/README.md, session 10: that wait held an order up to 104 ms, p99 17 ms, at
+        1,000 orders/s; 2-3 ms since)."""
         return self._ends.get((topic, partition))
 
     def taken(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -77,8 +78,6 @@ def test_a_partition_no_longer_assigned_is_not_fetched_again_on_resume() -> None
 def test_each_poll_is_announced_after_its_records_came_back_before_any_is_handed_over() -> None:
     """``after_poll`` listeners (the merge's end offsets) run once per ``_getmany``, after the
     records came back from the fetcher: Faust hands none over before they ran."""
-    import asyncio
-
     c = consumer({A, B})
     seen: list[str] = []
     fetched = {A: ["record"]}
