@@ -18,18 +18,28 @@ never acked, so the offset is committed past it and nothing ever delivers it aga
    acked and O in flight, it commits O+2.
 
 The guard replaces ``_new_offset`` with a conservative walk: from the committed offset (or, when
-none is committed, the first offset fetched for the partition since it was assigned: the position
-the consumer started from) it advances over acked offsets and over **holes**, offsets proven not
-to be messages (compacted away, transaction markers, deleted by retention). Holes are recorded by
-the guard itself from the records aiokafka hands to the consumer (``_getmany``, before Faust
-filters any): the offsets between two consecutive records of a partition, and those between the
-offset a seek went to and the first record after it (a fetch that was in flight across a seek
-proves nothing). Faust's own gap tree is not used (it is trimmed so it does not grow). Every
-record fetched counts as a message that must be acked, so a message that was fetched and then
-dropped unacked (by a stream, a buffer, a rebalance, Faust's own filters) stalls the partition's
-commit instead of being skipped: it is delivered again by the next seek to the committed offset
-(a rebalance or a restart). A hole the guard could not prove (a fetch across a seek) stalls the
-same way, until that next seek.
+none is committed, where the first fetch since the partition was assigned began: the position the
+consumer started from) it advances over acked offsets and over **holes**, offsets proven not to
+be messages (compacted away, transaction markers, aborted transactions, deleted by retention).
+
+**A hole is proven only by aiokafka's own fetch.** Each batch of records aiokafka hands over
+comes from one fetch response, and covers the offsets from where that fetch began (the
+consumer's position, checked by aiokafka against the response) to where the next one begins:
+every offset of that range that is not one of the records is not a message. ``FetchResult.getall``
+is wrapped to return the records as a ``FetchedRecords`` list that carries the range
+(``record_fetch_ranges``, checked against the pinned aiokafka version). Nothing is inferred
+between two batches or from a seek: where the guard believed a seek put the consumer is not
+evidence of where aiokafka fetched. (Session 10 found such an inference wrong: after a seek to
+279 the first batch fetched began at 332, and the commit walked over 53 unhandled page views.
+Faust seeks from the worker's thread into aiokafka's consumer, which runs in its own thread, so
+a response in flight can land after the seek.) An offset no range covers stalls the commit, and
+a stalled commit heals (below): the fetch from the stalled offset covers it.
+
+Every record fetched counts as a message that must be acked, so a message that was fetched and
+then dropped unacked (by a stream, a buffer, a rebalance, Faust's own filters) stalls the
+partition's commit instead of being skipped: it is delivered again by the next seek to the
+committed offset (a rebalance, a restart or a heal). Faust's own gap tree is not used (it is
+trimmed so it does not grow).
 
 4. **A message the stream skipped is acked.** Faust's stream drops a message that arrives while a
    rebalance has stopped the flow (or from an older generation) and acks it, although nothing
@@ -50,8 +60,9 @@ back to that offset itself (``guard_heal``, every ``STALL_CHECK_SECONDS``), logs
 rows are idempotent (event ids, trigger ids, unique keys).
 
 The overridden methods and the private bookkeeping they use (``_acked``, ``_acked_index``,
-``_committed_offset``, ``_gap``) are those of the pinned faust-streaming version; another version
-refuses to install until this module has been checked against it (``install_commit_guard``).
+``_committed_offset``, ``_gap``) are those of the pinned faust-streaming version, and the wrapped
+``FetchResult.getall`` that of the pinned aiokafka version; another version of either refuses to
+install until this module has been checked against it (``install_commit_guard``).
 """
 
 from __future__ import annotations
@@ -61,7 +72,9 @@ from collections.abc import Iterable, Mapping
 from time import monotonic
 from typing import Any
 
+import aiokafka
 import faust
+from aiokafka.consumer.fetcher import FetchResult
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.types.tuples import ack_lock
@@ -72,30 +85,65 @@ log = logging.getLogger(__name__)
 STALL_SECONDS = 10.0
 STALL_CHECK_SECONDS = 2.0
 
-# The version whose Consumer internals this module was checked against (read the module docstring
-# again, and the tests in tests/unit/test_commit_guard.py, before changing it).
+# The versions whose internals this module was checked against (read the module docstring again,
+# and the tests in tests/unit/test_commit_guard.py, before changing either).
 PINNED_FAUST_VERSION = "0.15.3"
+PINNED_AIOKAFKA_VERSION = "0.14.0"
+
+
+class FetchedRecords(list[Any]):
+    """The records aiokafka handed over from one fetch response for one partition, and the
+    offsets that hand-over covered: ``[begin, end)``. Every offset of it that is not one of the
+    records is not a message."""
+
+    __slots__ = ("begin", "end")
+
+    def __init__(self, records: Iterable[Any], begin: int, end: int) -> None:
+        super().__init__(records)
+        self.begin = begin
+        self.end = end
+
+
+def record_fetch_ranges() -> None:
+    """Make aiokafka's ``FetchResult.getall`` return ``FetchedRecords`` (once per process; other
+    aiokafka consumers just get a list that carries two more attributes).
+
+    ``getall`` hands over records only when the consumer's position is where the response's
+    records continue (``check_assignment``: ``position == next_fetch_offset``). The
+    ``PartitionRecords`` skips the records below the fetch offset, control batches and aborted
+    transactions, and moves ``next_fetch_offset`` past each record and past the last offset of
+    each batch (kept in a compacted batch): so ``next_fetch_offset`` before and after ``getall``
+    bound the offsets it covered."""
+    if getattr(FetchResult.getall, "records_ranges", False):
+        return
+    getall = FetchResult.getall
+
+    def wrapped(self: Any, max_records: int | None = None) -> Any:
+        partition_records = self._partition_records
+        begin = None if partition_records is None else partition_records.next_fetch_offset
+        records = getall(self, max_records)
+        if not records or begin is None:
+            return records
+        return FetchedRecords(records, begin, partition_records.next_fetch_offset)
+
+    wrapped.records_ranges = True  # type: ignore[attr-defined]
+    FetchResult.getall = wrapped
 
 
 class CommitGuard(Consumer):
     """Mixin for a concrete Faust consumer class (see ``guarded``): a conservative
     ``_new_offset`` and the hole bookkeeping it needs."""
 
-    # Per partition of an acked topic: the offset right after the last record taken (or the
-    # offset a seek went to, before any record), the first offset taken since the partition was
-    # assigned, and the holes (half-open [begin, end) ranges, ascending) not yet committed past.
-    _guard_next: dict[TP, int]
+    # Per partition of an acked topic: where the first fetch since the partition was assigned
+    # began, and the holes (half-open [begin, end) ranges, ascending, disjoint) not yet
+    # committed past.
     _guard_first: dict[TP, int]
     _guard_holes: dict[TP, list[tuple[int, int]]]
-    # Counts the seeks per partition, to tell the fetches that were in flight across one.
-    _guard_epoch: dict[TP, int]
     # Partitions whose commit waits at an offset while later ones are acked: since when.
     _guard_waiting: dict[TP, tuple[int, float]]
     heals: int
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._guard_epoch = {}
-        self._guard_next = {}
         self._guard_first = {}
         self._guard_holes = {}
         self._guard_waiting = {}
@@ -111,43 +159,42 @@ class CommitGuard(Consumer):
         # Every record aiokafka hands over counts, before Faust filters any (a paused partition,
         # a changed generation, an offset below its read offset): one Faust drops unacked
         # stalls the commit instead of looking like a hole.
-        epochs = dict(self._guard_epoch)
         records = await super()._getmany(active_partitions, timeout)  # type: ignore[safe-super]
         acks_enabled_for = self.app.topics.acks_enabled_for
         for tp, batch in records.items():
-            if batch and acks_enabled_for(tp.topic):
-                # A seek while the fetch was in flight: the records may be from the old position.
-                trusted = epochs.get(tp, 0) == self._guard_epoch.get(tp, 0)
-                for record in batch:
-                    self.guard_fetched(tp, record.offset, trusted=trusted)
+            if batch and isinstance(batch, FetchedRecords) and acks_enabled_for(tp.topic):
+                self.guard_fetched(tp, batch.begin, [record.offset for record in batch], batch.end)
         return records
 
-    def guard_fetched(self, tp: TP, offset: int, *, trusted: bool = True) -> None:
-        """The consumer took the record at ``offset`` of ``tp`` from aiokafka. An untrusted one
-        (fetched across a seek) proves no hole and does not mark where the partition starts."""
-        expected = self._guard_next.get(tp)
-        if not trusted:
-            if expected is not None and offset >= expected:
-                self._guard_next[tp] = offset + 1
-            return
-        if expected is None:
-            self._guard_first.setdefault(tp, offset)
-        elif offset > expected:
-            self._guard_holes.setdefault(tp, []).append((expected, offset))
-        # offset < expected: read again after a seek back; what was learnt about it still holds.
-        self._guard_next[tp] = offset + 1
+    def guard_fetched(self, tp: TP, begin: int, offsets: list[int], end: int) -> None:
+        """aiokafka handed over the records at ``offsets`` (ascending) of ``tp``, from one
+        fetch that covered ``[begin, end)``: the other offsets of that range are holes."""
+        self._guard_first.setdefault(tp, begin)
+        position = begin
+        for offset in offsets:
+            if offset > position:
+                self.guard_hole(tp, position, offset)
+            position = offset + 1
+        if end > position:
+            self.guard_hole(tp, position, end)
 
-    def guard_positioned(self, tp: TP, offset: int) -> None:
-        """The consumer's position in ``tp`` was set to ``offset``: the next record fetched is
-        the first message at or after it."""
-        self._guard_epoch[tp] = self._guard_epoch.get(tp, 0) + 1
-        self._guard_next[tp] = offset
+    def guard_hole(self, tp: TP, begin: int, end: int) -> None:
+        """Offsets ``[begin, end)`` of ``tp`` are not messages (kept merged and in order: a seek
+        back fetches the same holes again)."""
+        holes = self._guard_holes.setdefault(tp, [])
+        if not holes or begin > holes[-1][1]:
+            holes.append((begin, end))
+            return
+        merged: list[tuple[int, int]] = []
+        for hole in sorted([*holes, (begin, end)]):
+            if merged and hole[0] <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hole[1]))
+            else:
+                merged.append(hole)
+        holes[:] = merged
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()  # type: ignore[safe-super]
-        for tp, offset in committed.items():
-            if offset is not None and offset > 0:
-                self.guard_positioned(tp, offset)
         # aiokafka seeks only to a committed offset above 0: with nothing committed the position
         # stays where the fetches got to, and the messages fetched before (held by the event-time
         # merge, skipped by the stream during the rebalance) would never come again. The
@@ -160,13 +207,8 @@ class CommitGuard(Consumer):
             for tp in fresh:
                 start = int(beginnings.get(tp) or 0)
                 await self._seek(tp, start)
-                self.guard_positioned(tp, start)
                 self._guard_first[tp] = start
         return committed
-
-    async def seek(self, partition: TP, offset: int) -> None:
-        await super().seek(partition, offset)
-        self.guard_positioned(partition, offset)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self.guard_forget(revoked)
@@ -174,8 +216,6 @@ class CommitGuard(Consumer):
 
     def guard_forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:
-            self._guard_epoch[tp] = self._guard_epoch.get(tp, 0) + 1
-            self._guard_next.pop(tp, None)
             self._guard_first.pop(tp, None)
             self._guard_holes.pop(tp, None)
             self._guard_waiting.pop(tp, None)
@@ -281,8 +321,17 @@ def install_commit_guard(app: faust.App) -> None:
             f"module's docstring, run tests/unit/test_commit_guard.py, then update "
             f"PINNED_FAUST_VERSION"
         )
+    if aiokafka.__version__ != PINNED_AIOKAFKA_VERSION:
+        raise RuntimeError(
+            f"streams/runtime/commit_guard.py wraps aiokafka {PINNED_AIOKAFKA_VERSION}'s "
+            f"FetchResult.getall, but {aiokafka.__version__} is installed: check getall, "
+            f"check_assignment and PartitionRecords.next_fetch_offset against "
+            f"record_fetch_ranges, run tests/unit/test_commit_guard.py, then update "
+            f"PINNED_AIOKAFKA_VERSION"
+        )
     if getattr(app, "_consumer", None) is not None:
         raise RuntimeError("install_commit_guard must run before the app's consumer is created")
+    record_fetch_ranges()
     transport: Any = app.transport
     transport.Consumer = guarded(transport.Consumer)
 

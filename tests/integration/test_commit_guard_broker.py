@@ -1,6 +1,8 @@
 """The commit guard in a real Faust app against the real broker: offsets 0, 1, 3 and 4 of a
 partition are acked, 2 never is. The group's committed offset must reach 2 and never pass it
-(stock faust-streaming 0.15.3 commits 5: ``streams/runtime/commit_guard.py``, case 2)."""
+(stock faust-streaming 0.15.3 commits 5: ``streams/runtime/commit_guard.py``, case 2). And a
+partition written in transactions, whose commit markers take offsets that are not messages: the
+guard commits over them to the end (the holes are proven by aiokafka's own fetches)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from confluent_kafka import Producer
 
 from streams.runtime.commit_guard import install_commit_guard
 from tests.integration.conftest import BOOTSTRAP
@@ -27,9 +30,25 @@ async def committed(admin: AIOKafkaAdminClient, group: str, tp: TopicPartition) 
     return None if found is None or found.offset < 0 else int(found.offset)
 
 
-async def run(tmp: Path, guard: bool) -> list[int | None]:
+def produce_in_transactions(topic: str, tag: str) -> int:
+    """Three committed transactions (another client library, as a shop's producer might be):
+    m0 m1 marker m2 marker m3 marker. Returns the partition's end offset."""
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": f"guard-it-{tag}"})
+    producer.init_transactions(30)
+    for values in ([b"m0", b"m1"], [b"m2"], [b"m3"]):
+        producer.begin_transaction()
+        for value in values:
+            producer.produce(topic, value=value, partition=0)
+        producer.commit_transaction(30)
+    return 7
+
+
+async def run(
+    tmp: Path, guard: bool, *, never_acked: int | None = NEVER_ACKED, transactions: bool = False
+) -> list[int | None]:
     """The committed offsets seen while a Faust app handles the partition; the first entry is
-    the one after everything but offset 2 was acked and several commit intervals passed."""
+    the one after everything but offset ``never_acked`` was acked and several commit intervals
+    passed."""
     tag = uuid.uuid4().hex[:10]
     topic, group = f"it-{tag}.guard", f"guard-it-{tag}"
     tp = TopicPartition(topic, 0)
@@ -37,13 +56,18 @@ async def run(tmp: Path, guard: bool) -> list[int | None]:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
-        await producer.start()
-        try:
-            for n in range(MESSAGES):
-                await producer.send_and_wait(topic, f"m{n}".encode(), partition=0)
-        finally:
-            await producer.stop()
+        if transactions:
+            end = await asyncio.to_thread(produce_in_transactions, topic, tag)
+            expected = [0, 1, 3, 5]
+        else:
+            producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+            await producer.start()
+            try:
+                for n in range(MESSAGES):
+                    await producer.send_and_wait(topic, f"m{n}".encode(), partition=0)
+            finally:
+                await producer.stop()
+            end, expected = MESSAGES, list(range(MESSAGES))
 
         app = faust.App(
             group,
@@ -64,15 +88,16 @@ async def run(tmp: Path, guard: bool) -> list[int | None]:
         async def agent(stream: Any) -> None:
             async for event in stream.noack().events():
                 handled.append(event.message.offset)
-                if event.message.offset != NEVER_ACKED:
+                if event.message.offset != never_acked:
                     event.ack()
 
         await app.start()
         try:
             deadline = time.monotonic() + 60
-            while len(handled) < MESSAGES and time.monotonic() < deadline:
+            while len(handled) < len(expected) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            assert sorted(handled) == list(range(MESSAGES)), handled
+            assert sorted(handled) == expected, handled
+            assert end >= expected[-1] + 1
             seen: list[int | None] = []
             for _ in range(10):  # 2 s: ten commit intervals
                 await asyncio.sleep(0.2)
@@ -96,3 +121,11 @@ def test_without_the_guard_faust_commits_past_it(tmp_path: Path) -> None:
     """The attack is real: stock Faust commits 5 (re-check the guard if this ever fails)."""
     seen = asyncio.run(run(tmp_path, guard=False))
     assert seen[-1] == MESSAGES, seen
+
+
+def test_the_guard_commits_over_transaction_markers(tmp_path: Path) -> None:
+    """Offsets 2, 4 and 6 are commit markers: no record is fetched there, and the guard must not
+    stall its commit at them (it would heal by seeking back to them for ever). The last one ends
+    the partition: only the range of aiokafka's fetch tells it is not a message."""
+    seen = asyncio.run(run(tmp_path, guard=True, never_acked=None, transactions=True))
+    assert seen[-1] == 7, seen

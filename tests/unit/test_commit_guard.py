@@ -2,7 +2,9 @@
 
 Each scenario runs the consumer's real ``_drain_messages`` (read offsets, ``_add_gap``), its real
 ``perform_seek``, ``ack`` and ``_filter_committable_offsets`` (which calls ``_new_offset``); only
-aiokafka underneath is replaced by a list of records. The stock consumer commits past a message
+aiokafka underneath is replaced by batches of records, each with the offsets its fetch covered
+(what ``record_fetch_ranges`` makes aiokafka return; tested against aiokafka's own fetcher at the
+end). The stock consumer commits past a message
 that was never acked in the three cases of ``streams/runtime/commit_guard.py``; the guarded one never
 does, and still commits over offsets that are not messages.
 """
@@ -11,17 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
+import aiokafka
 import faust
 import pytest
+from aiokafka.consumer.fetcher import READ_UNCOMMITTED, FetchResult, PartitionRecords
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
 from streams.runtime import commit_guard
-from streams.runtime.commit_guard import CommitGuard, guarded, install_commit_guard
+from streams.runtime.commit_guard import (
+    CommitGuard,
+    FetchedRecords,
+    guarded,
+    install_commit_guard,
+)
 
 TOPIC = "journey-test.shop.orders"
 TP0 = TP(TOPIC, 0)
@@ -52,6 +64,7 @@ class Partition:
         self.committed: int | None = None
         self.log_start = 0  # the partition's first offset (retention deletes below it)
         self.sought: list[tuple[TP, int]] = []  # seeks to the beginning (nothing committed)
+        self.position: int | None = None  # where aiokafka fetches next
 
     async def seek_to_committed(self) -> None:
         """What a rebalance or a restart does: aiokafka seeks to the committed offset (only
@@ -65,10 +78,13 @@ class Partition:
 
         def seek(tp: TP, offset: int) -> None:  # Faust calls the thread's seek directly
             self.sought.append((tp, offset))
+            self.position = offset
 
         self.consumer._thread.seek_to_committed = from_broker
         self.consumer._thread.earliest_offsets = beginning
         self.consumer._thread.seek = seek
+        if self.committed:
+            self.position = self.committed
         await self.consumer.perform_seek()
 
     async def rebalance(self) -> None:
@@ -79,10 +95,13 @@ class Partition:
         self.consumer._active_partitions = {TP0}
         await self.seek_to_committed()
 
-    async def fetch(self, offsets: Iterable[int]) -> None:
-        """The broker returns records at these offsets (the others are not messages)."""
-        records = [ConsumerRecord(TOPIC, 0, o, 0, 0, None, b"v", None, 0, 1, ()) for o in offsets]
-        batches = [{TP0: records}]
+    async def fetch(self, offsets: Iterable[int], *, begin: int | None = None) -> None:
+        """aiokafka hands over the records at these offsets, from a fetch that began at
+        ``begin`` (by default where the consumer's position is) and ends after the last one:
+        the other offsets in between are not messages."""
+        batch = records(offsets, begin=self.position if begin is None else begin)
+        self.position = batch.end
+        batches = [{TP0: batch}]
         fetcher = SimpleNamespace(_stopped=asyncio.Event())
 
         async def getmany(active_partitions: Any, timeout: float) -> Any:
@@ -109,6 +128,12 @@ class Partition:
             self.committed = offsets[TP0]
             self.consumer._committed_offset.update(offsets)
         return offsets.get(TP0)
+
+
+def records(offsets: Iterable[int], *, begin: int | None = None) -> FetchedRecords:
+    found = [ConsumerRecord(TOPIC, 0, o, 0, 0, None, b"v", None, 0, 1, ()) for o in offsets]
+    first = found[0].offset
+    return FetchedRecords(found, first if begin is None else begin, found[-1].offset + 1)
 
 
 STOCK = faust.App("stock", broker="kafka://127.0.0.1:1").transport.Consumer
@@ -242,9 +267,7 @@ async def test_a_fetch_in_flight_across_a_seek_proves_no_hole() -> None:
 
     async def stale_fetch(active_partitions: Any, timeout: float) -> Any:
         await p.seek_to_committed()  # completes while the fetch is in flight
-        return {
-            TP0: [ConsumerRecord(TOPIC, 0, o, 0, 0, None, b"v", None, 0, 1, ()) for o in (15, 16)]
-        }
+        return {TP0: records([15, 16])}
 
     fetcher = SimpleNamespace(_stopped=asyncio.Event())
     calls = 0
@@ -265,6 +288,54 @@ async def test_a_fetch_in_flight_across_a_seek_proves_no_hole() -> None:
     assert p.commit() is None
 
 
+async def test_a_batch_that_does_not_begin_where_a_seek_went_proves_no_hole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Session 10's loss: a poll took 279..331, the rebalance's seek to the committed 279
+    followed, and the first batch after it began at 332 (a fetch that landed after the seek: Faust
+    seeks from its own thread). The guard took 279..331 for a hole, because it believed the seek,
+    and committed past 53 page views nobody handled. Only the fetch's own range proves a hole:
+    the commit stalls at 279, heals by seeking back, and moves once 279..331 are handled."""
+    clock = Clock()
+    monkeypatch.setattr(commit_guard, "monotonic", clock)
+    p = Partition(GUARDED)
+    p.committed = 279
+    await p.seek_to_committed()
+    await p.fetch(range(279, 332))  # taken; the rebalance drops them unacked
+    await p.rebalance()  # seeks to 279
+    await p.fetch(range(332, 340), begin=332)
+    p.ack(range(332, 340))
+    assert p.commit() is None
+    assert p.consumer._guard_holes.get(TP0, []) == []
+
+    sought: list[tuple[TP, int]] = []
+    seek = p.consumer.seek
+
+    async def heal_seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+        await seek(tp, offset)
+
+    p.consumer.assignment = lambda: {TP0}
+    p.consumer.seek = heal_seek
+    clock.now += commit_guard.STALL_SECONDS
+    assert await p.consumer.guard_heal() == 1 and sought == [(TP0, 279)]
+    await p.fetch(range(279, 340))
+    p.ack(range(279, 340))
+    assert p.commit() == 340
+
+
+async def test_holes_fetched_again_after_a_seek_back_are_kept_once() -> None:
+    p = Partition(GUARDED)
+    await p.fetch([0, 3, 4, 9], begin=0)
+    await p.fetch([0, 3, 4, 9], begin=0)  # a seek back to 0
+    await p.fetch([12], begin=10)
+    await p.fetch([3, 4, 9], begin=2)
+    assert p.consumer._guard_holes[TP0] == [(1, 3), (5, 9), (10, 12)]
+    p.ack([0, 3, 4, 9, 12])
+    assert p.commit() == 13
+    assert p.consumer._guard_holes[TP0] == []
+
+
 @pytest.mark.parametrize("seed", range(40))
 async def test_random_fetches_acks_and_rebalances_never_commit_past_an_unacked_message(
     seed: int,
@@ -274,6 +345,7 @@ async def test_random_fetches_acks_and_rebalances_never_commit_past_an_unacked_m
     p = Partition(GUARDED)
     processed: set[int] = set()  # acked at some point (before a rebalance counts too)
     position = 0
+    stale: list[int] = []  # a fetch from before the last seek, landing after it
 
     def check() -> None:
         first_unprocessed = min((m for m in messages if m not in processed), default=None)
@@ -282,11 +354,15 @@ async def test_random_fetches_acks_and_rebalances_never_commit_past_an_unacked_m
 
     for _ in range(30):
         step = rng.random()
-        if step < 0.4:  # the broker returns the next few messages
+        if step < 0.35:  # the broker returns the next few messages
             batch = [m for m in messages if m >= position][: rng.randint(1, 8)]
             if batch:
-                await p.fetch(batch)
+                await p.fetch(batch, begin=position)
                 position = batch[-1] + 1
+        elif step < 0.4:  # a fetch from the position before the last seek lands after it
+            if stale:
+                await p.fetch(stale, begin=stale[0])
+                stale = []
         elif step < 0.7:  # the streams ack some of what was delivered, in any order
             pending = [o for o in p.delivered if o not in p.consumer._acked_index[TP0]]
             chosen = rng.sample(pending, min(len(pending), rng.randint(0, 4)))
@@ -295,12 +371,13 @@ async def test_random_fetches_acks_and_rebalances_never_commit_past_an_unacked_m
         elif step < 0.9:
             p.commit()
         else:  # a rebalance: what is in flight is dropped and fetched again
+            stale = [m for m in messages if m >= position][: rng.randint(1, 8)]
             await p.rebalance()
             position = p.committed or 0
         check()
     # and it is not stuck: once everything is processed, everything is committed
     await p.rebalance()
-    await p.fetch([m for m in messages if m >= (p.committed or 0)])
+    await p.fetch([m for m in messages if m >= (p.committed or 0)], begin=p.committed or 0)
     p.ack(p.delivered)
     processed.update(p.delivered)
     p.commit()
@@ -422,3 +499,72 @@ async def test_the_beginning_is_where_retention_left_the_log() -> None:
     await p.fetch(range(40, 45))
     p.ack(range(40, 45))
     assert p.commit() == 45
+
+
+def batch_bytes(base: int, deltas: list[int], *, last_delta: int | None = None) -> bytes:
+    """One record batch (message format v2) with records at ``base + delta``: the offsets
+    between them were compacted away. ``last_delta`` keeps the batch's last offset after its
+    last record was compacted away too."""
+    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+    for delta in deltas:
+        builder.append(delta, timestamp=1, key=None, value=b"v", headers=[])
+    buffer = builder.build()
+    struct.pack_into(">q", buffer, 0, base)  # base offset (not covered by the CRC)
+    if last_delta is not None:
+        struct.pack_into(">i", buffer, 23, last_delta)  # last offset delta (not checked here)
+    return bytes(buffer)
+
+
+class PartitionState:
+    """aiokafka's view of one assigned partition, as ``FetchResult`` reads and moves it."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self.paused = False
+
+    def consumed_to(self, position: int) -> None:
+        self.position = position
+
+
+def fetch_result(fetch_offset: int, data: bytes) -> tuple[Any, PartitionState]:
+    state = PartitionState(fetch_offset)
+    assignment = SimpleNamespace(active=True, state_value=lambda tp: state)
+    partition_records = PartitionRecords(
+        TP0, MemoryRecords(data), None, fetch_offset, None, None, False, READ_UNCOMMITTED
+    )
+    result = FetchResult(TP0, assignment=assignment, partition_records=partition_records, backoff=0)
+    return result, state
+
+
+def test_aiokafkas_fetch_results_carry_the_offsets_they_covered() -> None:
+    """Through aiokafka's own ``FetchResult`` and ``PartitionRecords``: a fetch from 10 whose
+    response begins with the batch holding 8 (records below the fetch offset are skipped), with
+    12 and 13 compacted away, and a last batch whose records after 20 were compacted away."""
+    commit_guard.record_fetch_ranges()
+    data = batch_bytes(8, [0, 2, 3, 6]) + batch_bytes(15, [0, 5], last_delta=7)
+    result, state = fetch_result(10, data)
+    first = result.getall(max_records=2)
+    assert isinstance(first, FetchedRecords)
+    assert [r.offset for r in first] == [10, 11] and (first.begin, first.end) == (10, 12)
+    rest = result.getall()
+    assert [r.offset for r in rest] == [14, 15, 20] and (rest.begin, rest.end) == (12, 23)
+    assert state.position == 23  # aiokafka fetches next from where the range ends
+
+    guard = Partition(GUARDED)
+    for batch in (first, rest):
+        guard.consumer.guard_fetched(TP0, batch.begin, [r.offset for r in batch], batch.end)
+    assert guard.consumer._guard_holes[TP0] == [(12, 14), (16, 20), (21, 23)]
+
+
+def test_a_fetch_result_moved_by_a_seek_hands_over_nothing() -> None:
+    commit_guard.record_fetch_ranges()
+    result, state = fetch_result(10, batch_bytes(10, [0, 1, 2]))
+    state.position = 4  # a seek before the records were taken
+    assert result.getall() == []
+
+
+def test_install_refuses_another_aiokafka_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = faust.App("guard-aiokafka-version", broker="kafka://127.0.0.1:1")
+    monkeypatch.setattr(aiokafka, "__version__", "0.99.0")
+    with pytest.raises(RuntimeError, match=r"aiokafka 0\.14\.0's FetchResult.getall, but 0\.99\.0"):
+        install_commit_guard(app)
