@@ -234,21 +234,39 @@ class CommitGuard(Consumer):
         return [(tp, offset) for tp, offset in due if (tp, offset) not in in_flight]
 
     async def guard_heal(self) -> int:
-        """Seek every stalled partition back to where its commit waits. Returns how many."""
-        stalled = self.guard_stalled(monotonic())
+        """Seek every stalled partition back to where its commit waits. Returns how many.
+
+        Where retention deleted the offsets the commit waits at before anyone handled them (a
+        group stopped longer than the topic's retention), no fetch can cover them again: the
+        broker's log start is the proof that they are no longer messages, and the commit goes
+        on from it (logged: those events are lost to retention, not to the guard)."""
+        stalled = [(tp, o) for tp, o in self.guard_stalled(monotonic()) if self._assigned(tp)]
+        beginnings = await self.earliest_offsets(*[tp for tp, _ in stalled]) if stalled else {}
         for tp, offset in stalled:
-            if tp not in self.assignment():
-                self._guard_waiting.pop(tp, None)
+            self._guard_waiting.pop(tp, None)
+            start = int(beginnings.get(tp) or 0)
+            if start > offset:
+                log.warning(
+                    "%s[%d]: offsets %d..%d were deleted by the topic's retention before this "
+                    "group handled them; the commit goes on from %d",
+                    tp.topic, tp.partition, offset, start - 1, start,
+                )  # fmt: skip
+                self.guard_hole(tp, offset, start)
                 continue
             log.warning(
                 "%s[%d]: the message at offset %d was fetched but never handled, and the commit "
                 "waits for it; seeking back to it (the messages after it are delivered again)",
                 tp.topic, tp.partition, offset,
             )  # fmt: skip
-            self._guard_waiting.pop(tp, None)
             self.heals += 1
             await self.seek(tp, offset)
         return len(stalled)
+
+    def _assigned(self, tp: TP) -> bool:
+        if tp in self.assignment():
+            return True
+        self._guard_waiting.pop(tp, None)
+        return False
 
     def ack(self, message: Any) -> bool:
         if not message.tracked:  # skipped by the stream (see 4. above): not handled

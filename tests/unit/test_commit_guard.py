@@ -66,6 +66,11 @@ class Partition:
         self.sought: list[tuple[TP, int]] = []  # seeks to the beginning (nothing committed)
         self.position: int | None = None  # where aiokafka fetches next
 
+        async def beginning(*tps: TP) -> dict[TP, int]:
+            return {tp: self.log_start for tp in tps}
+
+        self.consumer._thread.earliest_offsets = beginning
+
     async def seek_to_committed(self) -> None:
         """What a rebalance or a restart does: aiokafka seeks to the committed offset (only
         to one above 0), Faust's ``perform_seek`` resets its read and committed offsets."""
@@ -73,15 +78,11 @@ class Partition:
         async def from_broker() -> dict[TP, int | None]:
             return {TP0: self.committed}
 
-        async def beginning(*tps: TP) -> dict[TP, int]:
-            return {tp: self.log_start for tp in tps}
-
         def seek(tp: TP, offset: int) -> None:  # Faust calls the thread's seek directly
             self.sought.append((tp, offset))
             self.position = offset
 
         self.consumer._thread.seek_to_committed = from_broker
-        self.consumer._thread.earliest_offsets = beginning
         self.consumer._thread.seek = seek
         if self.committed:
             self.position = self.committed
@@ -448,6 +449,28 @@ async def test_a_commit_stalled_at_a_message_nobody_handles_seeks_back_to_it(
     assert await p.consumer.guard_heal() == 1
     assert sought == [(TP0, 4)] and p.consumer.heals == 1
     assert await p.consumer.guard_heal() == 0  # once
+
+
+async def test_offsets_deleted_by_retention_before_they_were_handled_end_the_stall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Committed 10, but the group was stopped longer than the retention: the log starts at 40
+    now, aiokafka's fetch from 10 is out of range and it resets to 40. No fetch covers 10..39
+    again, so seeking back would stall the commit for ever; the broker's log start proves them
+    gone, and the commit goes on from it."""
+    clock = Clock()
+    monkeypatch.setattr(commit_guard, "monotonic", clock)
+    p = Partition(GUARDED)
+    p.committed, p.log_start = 10, 40
+    await p.seek_to_committed()
+    await p.fetch(range(40, 45), begin=40)  # after aiokafka's reset to the earliest offset
+    p.ack(range(40, 45))
+    assert p.commit() is None
+    p.consumer.assignment = lambda: {TP0}
+    clock.now += commit_guard.STALL_SECONDS
+    assert await p.consumer.guard_heal() == 1
+    assert p.consumer.heals == 0  # no seek
+    assert p.commit() == 45
 
 
 async def test_no_seek_while_the_message_is_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
