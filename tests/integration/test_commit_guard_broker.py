@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from confluent_kafka import Producer
 
+from streams.runtime import commit_guard
 from streams.runtime.commit_guard import install_commit_guard
 from tests.integration.conftest import BOOTSTRAP
 
@@ -43,12 +45,36 @@ def produce_in_transactions(topic: str, tag: str) -> int:
     return 7
 
 
+async def commit_and_delete(group: str, tp: TopicPartition, committed: int, before: int) -> None:
+    """The group committed ``committed`` long ago; retention has since deleted the records
+    below ``before`` (the group was stopped longer than the topic's retention)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=group)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.commit({tp: committed})
+    finally:
+        await consumer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.delete_records({tp: RecordsToDelete(before)})
+    finally:
+        await admin.close()
+
+
 async def run(
-    tmp: Path, guard: bool, *, never_acked: int | None = NEVER_ACKED, transactions: bool = False
+    tmp: Path,
+    guard: bool,
+    *,
+    never_acked: int | None = NEVER_ACKED,
+    transactions: bool = False,
+    retention: tuple[int, int] | None = None,
+    watch: int = 10,
 ) -> list[int | None]:
     """The committed offsets seen while a Faust app handles the partition; the first entry is
     the one after everything but offset ``never_acked`` was acked and several commit intervals
-    passed."""
+    passed. ``retention``: (committed, deleted before) before the app starts."""
     tag = uuid.uuid4().hex[:10]
     topic, group = f"it-{tag}.guard", f"guard-it-{tag}"
     tp = TopicPartition(topic, 0)
@@ -68,6 +94,9 @@ async def run(
             finally:
                 await producer.stop()
             end, expected = MESSAGES, list(range(MESSAGES))
+        if retention is not None:
+            await commit_and_delete(group, tp, *retention)
+            expected = list(range(retention[1], MESSAGES))
 
         app = faust.App(
             group,
@@ -99,7 +128,7 @@ async def run(
             assert sorted(handled) == expected, handled
             assert end >= expected[-1] + 1
             seen: list[int | None] = []
-            for _ in range(10):  # 2 s: ten commit intervals
+            for _ in range(watch):  # 0.2 s each: a commit interval
                 await asyncio.sleep(0.2)
                 seen.append(await committed(admin, group, tp))
             return seen
@@ -129,3 +158,16 @@ def test_the_guard_commits_over_transaction_markers(tmp_path: Path) -> None:
     the partition: only the range of aiokafka's fetch tells it is not a message."""
     seen = asyncio.run(run(tmp_path, guard=True, never_acked=None, transactions=True))
     assert seen[-1] == 7, seen
+
+
+def test_the_guard_commits_over_offsets_retention_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group committed 1 and was stopped; retention deleted offsets 0..2 meanwhile. aiokafka's
+    fetch from 1 is out of range and it resets to 3: no fetch covers 1 and 2 again, so the
+    commit stalls there until the guard's heal finds the broker's log start beyond them and goes
+    on from it (no seek back for ever)."""
+    monkeypatch.setattr(commit_guard, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(commit_guard, "STALL_CHECK_SECONDS", 0.5)
+    seen = asyncio.run(run(tmp_path, guard=True, never_acked=None, retention=(1, 3), watch=25))
+    assert seen[-1] == MESSAGES, seen
