@@ -38,7 +38,7 @@ from streams.runtime.batching import BatchProducer
 from streams.runtime.commit_guard import install_commit_guard
 from streams.runtime.engine import JourneyEngine
 from streams.runtime.fetching import FetchControl, install_fetch_control
-from streams.runtime.handover import install_one_task_handover
+from streams.runtime.handover import install_handover, stream_events
 from streams.runtime.health import BrokerProbe, Health
 from streams.runtime.ingest import Ingest
 from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
@@ -318,7 +318,7 @@ def create_pipeline(
     )
     install_commit_guard(app)  # commit an offset only when every message below it was acked
     install_fetch_control(app)  # the event-time merge pauses what it has enough of
-    install_one_task_handover(app)  # the fetch loop hands a message over with one task, not four
+    install_handover(app)  # a fetched message reaches the agent without a loop turn (handover.py)
     # tables restored from their changelog a poll at a time
     install_bulk_restore(app, fetch_max_wait_ms=settings.consumer_fetch_max_wait)
     metrics = Metrics()
@@ -376,7 +376,7 @@ def create_pipeline(
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
         stream = stream.noack()
-        async for event in stream.events():
+        async for event in stream_events(stream):  # Faust's stream iteration, leaner (handover.py)
             # Event-time merge across the inputs of each partition number (ordering.py).
             # It is re-checked on every message; the worker's own ticks arrive every
             # timer_tick_interval, so an idle wait is noticed within about that much.

@@ -1,84 +1,154 @@
-"""Faust's fetch loop hands each message over with one task, not four.
+"""How a fetched message reaches the agent, without a turn of the event loop per message on
+either side.
 
-``Consumer._drain_messages`` (faust-streaming, pinned: ``commit_guard.PINNED_FAUST_VERSION``)
-hands every fetched message to the conductor with
-``await self.wait_first(callback(message), self.suspend_flow.wait())``. mode's ``wait_first``
-makes a task of the callback and of three waits (the flow suspended, the consumer stopped, the
-consumer crashed), waits for the first with ``asyncio.wait``, then cancels the other three: four
-tasks, three cancellations and a wait per message, the biggest single block of Faust's share of
-the worker's CPU (issue 13's profiles, ``bench/README.md``).
+**The fetch loop's side** (``EagerHandover``). Faust's ``Consumer._drain_messages`` (faust-
+streaming, pinned: ``commit_guard.PINNED_FAUST_VERSION``) hands every fetched message to the
+conductor with ``await self.wait_first(callback(message), self.suspend_flow.wait())``. mode's
+``wait_first`` makes a task of the callback and of three waits (the flow suspended, the consumer
+stopped, the consumer crashed), waits for the first with ``asyncio.wait`` and cancels the other
+three: four tasks and a turn of the loop per message, the biggest single block of Faust's share
+of the worker's CPU (issue 13's profiles, ``bench/README.md``). ``EagerHandover.wait_first`` runs
+the callback's first step at once, in a copy of the context (what a task would do). The callback
+(the conductor putting the message in the agent's queue) nearly always finishes there; then its
+result is returned at once: the other three waits could only have cancelled a callback that had
+already finished, and ``_drain_messages`` ignores the result. If it suspends (a full stream
+buffer, flow control during a rebalance), the started callback goes on in a task in that same
+context, handed to mode's ``wait_first`` with the flow's wait as before: a suspended flow still
+cuts it short. Only that exact call (a coroutine and one other waitable, no timeout), with the
+flow running, takes this path; every other ``wait_first`` of the consumer is mode's.
 
-``OneTaskHandover.wait_first`` does the same with one task and one future: the callback runs in
-a task of its own, as before (so it starts on the loop's next turn, as before, and a suspended
-flow cuts it short, as before), and one future is woken by whichever comes first: the callback
-finishing, or one of the three events being set (the future is put among each event's waiters,
-where ``Event.wait`` would put its own). What follows is mode's: a callback still running is
-cancelled, a callback that failed raises, and the result (which ``_drain_messages`` ignores)
-is None.
+**The agent's side** (``stream_events(stream)``): what Faust's stream iteration (its Cython
+``StreamIterator``) does per event, without its turn of the event loop before each one (an
+``asyncio.sleep(0)``) and without its layers of generators and sensor calls. Per event, as Faust
+does when the agent takes it: an event of another consumer generation, or taken while the flow
+is suspended (a rebalance), is skipped (neither tracked nor acknowledged: the consumer delivers
+it again from the committed offset); one of an acking topic is tracked (the consumer's
+``unacked`` set, which a rebalance and a stop wait on). Where events queue up (a backlog) the
+agent turns the loop at least every ``YIELD_EVERY_S`` of its own, so the fetch loop, the
+acknowledgements and the ticks go on.
 
-* If the flow is already suspended, or the consumer stopped or crashed, the call is mode's, as
-  it is for every other ``wait_first`` of the consumer (another signature, a timeout).
-* Only the waiting changes: the callback, the conductor and the stream are Faust's. (Running the
-  callback at once, without a task, was tried in session 7 and lost messages in the
-  multi-worker test: not this.)
+Measured together (session 11, the e2e step alone, alternated with the one-task hand-over they
+replace): about 1.5 x the events per worker CPU-second. Each alone had lost messages in the
+multi-worker kill test (sessions 7 and 9); the cause was the commit guard's false holes after a
+seek, fixed in session 11 (``commit_guard.py``): the kill test then passed with each.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextvars
+from collections.abc import AsyncIterator, Coroutine
+from functools import partial
+from time import perf_counter
 from typing import Any
 
 import faust
 from faust.transport.consumer import Consumer
-from mode.utils.locks import Event
+from faust.types import EventT
 
 from streams.runtime.fetching import install_consumer_mixin
 
-# The flow's wait: ``suspend_flow`` is an asyncio event in the pinned Faust, mode's elsewhere.
-_EVENT_WAITS = frozenset({asyncio.Event.wait.__code__, Event.wait.__code__})
+
+async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    """Go on with ``coro``, suspended on ``yielded`` (a future, or None: a bare yield), as a
+    task would: resumed once what it waits for is done, or thrown into what that raised (a
+    cancellation of this task cancels the future awaited, and the callback gets it)."""
+    while True:
+        step: Any
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                # What the task running the callback would have done with what it yielded:
+                # awaited again, a future still marked as blocking would refuse.
+                yielded._asyncio_future_blocking = False
+                await yielded
+        except BaseException as exc:
+            step = partial(coro.throw, exc)
+        else:
+            step = partial(coro.send, None)
+        try:
+            yielded = step()
+        except StopIteration as stop:
+            return stop.value
 
 
-def _wake(waiter: asyncio.Future[None], _: Any) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+def _close(waitable: Any) -> None:
+    if asyncio.iscoroutine(waitable):
+        waitable.close()
 
 
-class OneTaskHandover(Consumer):
-    """Mixin for a concrete Faust consumer class (see ``install_one_task_handover``)."""
+class EagerHandover(Consumer):
+    """Mixin for a concrete Faust consumer class (see ``install_handover``)."""
+
+    eager_finished: int = 0  # callbacks that finished in their first step
+    eager_suspended: int = 0  # callbacks that suspended and went on in a task
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
-        if (
-            timeout is not None
-            or len(coros) != 2
-            or not asyncio.iscoroutine(coros[0])
-            or getattr(coros[1], "cr_code", None) not in _EVENT_WAITS
-        ):
+        if timeout is not None:
             return await super().wait_first(*coros, timeout=timeout)
-        events = (self.suspend_flow, self._stopped, self._crashed)
-        if events[0].is_set() or events[1].is_set() or events[2].is_set():
+        if len(coros) != 2 or not asyncio.iscoroutine(coros[0]):
             return await super().wait_first(*coros)
-        callback: Coroutine[Any, Any, Any] = coros[0]
-        coros[1].close()  # the flow's own wait is never started: its event is watched below
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(callback)
-        waiter: asyncio.Future[None] = loop.create_future()
-        task.add_done_callback(lambda done: _wake(waiter, done))
-        for event in events:
-            event._waiters.append(waiter)
+        if self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set():
+            return await super().wait_first(*coros)  # mode's: the flow's wait wins, as before
+        callback, flow = coros
+        context = contextvars.copy_context()
         try:
-            await waiter
-        finally:
-            for event in events:
-                event._waiters.remove(waiter)
-            if not task.done():
-                task.cancel()
-        if task.done():
-            task.result()  # raises what the callback raised (or its cancellation), as mode does
-        return None
+            yielded = context.run(callback.send, None)
+        except StopIteration:
+            _close(flow)  # never awaited: the callback finished first
+            self.eager_finished += 1
+            return None
+        except BaseException:
+            _close(flow)
+            raise
+        self.eager_suspended += 1
+        task = asyncio.get_running_loop().create_task(_resume(callback, yielded), context=context)
+        return await super().wait_first(task, flow)
 
 
-def install_one_task_handover(app: faust.App) -> None:
-    """Give ``app``'s consumer the one-task hand-over. Call before the consumer exists, after
+def install_handover(app: faust.App) -> None:
+    """Give ``app``'s consumer the eager hand-over. Call before the consumer exists, after
     ``install_commit_guard`` (which checks the Faust version)."""
-    install_consumer_mixin(app, OneTaskHandover, "OneTask")
+    install_consumer_mixin(app, EagerHandover, "Eager")
+
+
+# The longest the agent handles queued events without a turn of the event loop.
+YIELD_EVERY_S = 0.005
+
+
+async def stream_events(stream: Any) -> AsyncIterator[Any]:
+    """The events of ``stream`` (an agent's stream, Faust's ``Stream``), as its ``events()``
+    gives them: see the module's docstring."""
+    started = await stream.maybe_start()
+    channel = stream.channel
+    queue = channel.queue
+    app = stream.app
+    flow_active = app.flow_control.is_active
+    acking = app.topics.acking_topics
+    track = app.consumer.unacked.add
+    turned = perf_counter()
+    try:
+        while not stream.should_stop:
+            if queue.empty():  # (also false while an error waits: get_nowait raises it)
+                value = await queue.get()
+                turned = perf_counter()
+            else:
+                value = queue.get_nowait()
+                if perf_counter() - turned > YIELD_EVERY_S:
+                    await asyncio.sleep(0)
+                    turned = perf_counter()
+            if not isinstance(value, EventT):
+                continue
+            message = value.message
+            if not flow_active() or message.generation_id != app.consumer_generation_id:
+                continue
+            if not message.tracked and message.topic in acking:
+                message.tracked = True
+                track(message)
+            yield value
+    finally:
+        stream._channel_stop_iteration(channel)
+        if started:
+            await stream.stop()
+            stream.service_reset()

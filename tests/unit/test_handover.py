@@ -1,9 +1,12 @@
-"""The fetch loop's hand-over with one task (streams/runtime/handover.py), on Faust's real
-consumer class: what mode's ``wait_first`` did, with one task and one future."""
+"""The fetch loop's side of the hand-over (``handover.EagerHandover``), on Faust's real consumer
+class: a callback that finishes in its first step costs no task and no turn of the loop; one
+that suspends behaves as in mode's ``wait_first`` (a suspended flow, a stop or a crash cuts it
+short). The agent's side is in ``test_stream_events.py``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import warnings
 from collections.abc import Callable, Coroutine
@@ -11,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from streams.runtime.handover import OneTaskHandover, install_one_task_handover
+from streams.runtime.handover import EagerHandover, install_handover
 from tests.unit.faust_apps import app_with
+
+CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="none")
 
 
 def consumer() -> Any:
-    made: Any = app_with(
-        "test-handover", install_one_task_handover
-    ).consumer  # created, not started: no broker needed
-    assert isinstance(made, OneTaskHandover)
+    made: Any = app_with("test-handover", install_handover).consumer  # not started: no broker
+    assert isinstance(made, EagerHandover)
     return made
 
 
@@ -37,27 +40,7 @@ def blocked(cancelled: list[str]) -> Callable[[str], Coroutine[Any, Any, None]]:
     return callback
 
 
-def waiters(c: Any) -> int:
-    return sum(len(event._waiters) for event in (c.suspend_flow, c._stopped, c._crashed))
-
-
-async def test_the_callback_runs_in_a_task_of_its_own_and_is_awaited() -> None:
-    c = consumer()
-    seen: list[str] = []
-    outer = asyncio.current_task()
-
-    async def callback(message: str) -> None:
-        seen.append(message)
-        assert asyncio.current_task() is not outer  # a task, as with mode's wait_first
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the flow's wait, never awaited, must not warn
-        assert await c.wait_first(callback("m1"), c.suspend_flow.wait()) is None
-        gc.collect()
-    assert seen == ["m1"] and waiters(c) == 0
-
-
-async def test_it_starts_on_the_next_turn_of_the_loop_as_before() -> None:
+async def test_a_callback_that_does_not_suspend_finishes_at_once_without_tasks() -> None:
     c = consumer()
     order: list[str] = []
 
@@ -67,25 +50,37 @@ async def test_it_starts_on_the_next_turn_of_the_loop_as_before() -> None:
     async def other() -> None:
         order.append("other")
 
-    asyncio.get_running_loop().create_task(other())  # scheduled first: runs first
-    await c.wait_first(callback("m1"), c.suspend_flow.wait())
-    assert order == ["other", "m1"]
+    tasks = len(asyncio.all_tasks())
+    asyncio.get_running_loop().create_task(other())  # scheduled first, runs after: no loop turn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the flow's wait, never awaited, must not warn
+        assert await c.wait_first(callback("m1"), c.suspend_flow.wait()) is None
+        gc.collect()
+    assert order == ["m1"] and c.eager_finished == 1 and c.eager_suspended == 0
+    assert len(asyncio.all_tasks()) == tasks + 1  # only ``other``
+    await asyncio.sleep(0)
+    assert order == ["m1", "other"]
 
 
-async def test_a_callback_that_waits_is_awaited_until_it_finishes() -> None:
+async def test_a_callback_that_suspends_goes_on_in_its_own_context() -> None:
     c = consumer()
     gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    seen: list[str] = []
+    seen: list[tuple[str, str]] = []
 
-    async def callback(message: str) -> None:
-        seen.append(await gate)
+    async def callback(message: str) -> str:
+        CURRENT.set(message)
+        got = await gate
+        await asyncio.sleep(0)  # a bare yield too
+        seen.append((got, CURRENT.get()))
+        return got
 
     waiting = asyncio.ensure_future(c.wait_first(callback("m1"), c.suspend_flow.wait()))
     await asyncio.sleep(0.01)
-    assert not waiting.done() and waiters(c) == 3
+    assert not waiting.done() and c.eager_suspended == 1
     gate.set_result("opened")
     await asyncio.wait_for(waiting, 1)
-    assert seen == ["opened"] and waiters(c) == 0
+    assert seen == [("opened", "m1")]
+    assert CURRENT.get() == "none"  # the callback's context is its own, as in a task
 
 
 @pytest.mark.parametrize("event", ["suspend_flow", "_stopped", "_crashed"])
@@ -99,7 +94,7 @@ async def test_a_suspended_flow_or_a_stop_cuts_a_waiting_callback_short(event: s
     getattr(c, event).set()
     await asyncio.wait_for(waiting, 1)
     await asyncio.sleep(0)
-    assert cancelled == ["m1"] and waiters(c) == 0
+    assert cancelled == ["m1"]
 
 
 async def test_with_the_flow_already_suspended_it_is_modes_wait_first() -> None:
@@ -111,7 +106,7 @@ async def test_with_the_flow_already_suspended_it_is_modes_wait_first() -> None:
     result = await asyncio.wait_for(c.wait_first(callback("m1"), c.suspend_flow.wait()), 1)
     await asyncio.sleep(0)
     assert len(result.done) == 1 and result.results == [True]  # mode's: the flow's wait won
-    assert cancelled == ["m1"]
+    assert cancelled == ["m1"] and c.eager_finished == 0
 
 
 async def test_an_error_in_the_callback_reaches_the_fetch_loop() -> None:
@@ -128,11 +123,9 @@ async def test_an_error_in_the_callback_reaches_the_fetch_loop() -> None:
         await c.wait_first(callback("m1"), c.suspend_flow.wait())
     with pytest.raises(RuntimeError, match="later m2"):
         await c.wait_first(failing_later("m2"), c.suspend_flow.wait())
-    await asyncio.sleep(0)
-    assert waiters(c) == 0
 
 
-async def test_the_fetch_loop_cancelled_cancels_the_callback() -> None:
+async def test_the_fetch_loop_cancelled_cancels_a_suspended_callback() -> None:
     c = consumer()
     cancelled: list[str] = []
     callback = blocked(cancelled)
@@ -142,8 +135,8 @@ async def test_the_fetch_loop_cancelled_cancels_the_callback() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    await asyncio.sleep(0)
-    assert cancelled == ["m1"] and waiters(c) == 0
+    await asyncio.sleep(0.01)
+    assert cancelled == ["m1"]
 
 
 async def test_other_waits_are_modes() -> None:

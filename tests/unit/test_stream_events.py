@@ -1,0 +1,135 @@
+"""The agent's side of the hand-over (``handover.stream_events``): what Faust's stream iteration
+does per event, on Faust's own queue, messages and events (the stream around them is a stand-in:
+a started Faust stream needs a running app)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.events import Event
+from faust.types.tuples import ConsumerMessage
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
+
+from streams.runtime import handover
+from streams.runtime.handover import stream_events
+
+TOPIC = "journey.orders"
+
+
+class Stand:
+    """A stream, its app and consumer: what ``stream_events`` reads of them."""
+
+    def __init__(self) -> None:
+        self.flow = FlowControlEvent(initially_suspended=False)
+        self.queue: ThrowableQueue[Any] = ThrowableQueue(flow_control=self.flow)
+        self.unacked: set[Any] = set()
+        self.app = SimpleNamespace(
+            flow_control=self.flow,
+            topics=SimpleNamespace(acking_topics={TOPIC}),
+            consumer=SimpleNamespace(unacked=self.unacked),
+            consumer_generation_id=3,
+        )
+        self.channel = SimpleNamespace(queue=self.queue)
+        self.should_stop = False
+        self.stopped = False
+
+    async def maybe_start(self) -> bool:
+        return True
+
+    def _channel_stop_iteration(self, channel: Any) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def service_reset(self) -> None:
+        pass
+
+    def put(self, offset: int, topic: str = TOPIC, generation: int = 3) -> ConsumerMessage:
+        message = ConsumerMessage(
+            topic, 0, offset, 0.0, 0, [], b"k", b"v", None, generation_id=generation
+        )
+        self.queue.put_nowait(Event(self.app, b"k", b"v", {}, message))  # type: ignore[arg-type]
+        return message
+
+
+async def take(stand: Stand, count: int) -> list[int]:
+    offsets: list[int] = []
+    events = stream_events(stand)
+    async for event in events:
+        offsets.append(event.message.offset)
+        if len(offsets) == count:
+            break
+    await events.aclose()
+    return offsets
+
+
+async def test_events_come_in_order_and_are_tracked_as_faust_tracks_them() -> None:
+    stand = Stand()
+    messages = [stand.put(offset) for offset in range(3)]
+    other = stand.put(3, topic="journey.not-acking")
+    assert await asyncio.wait_for(take(stand, 4), 2) == [0, 1, 2, 3]
+    assert all(m.tracked for m in messages) and set(messages) <= stand.unacked
+    assert not other.tracked and other not in stand.unacked
+    assert stand.stopped  # started by the iteration, stopped with it, as Faust's
+
+
+async def test_an_event_of_another_generation_or_of_a_suspended_flow_is_skipped() -> None:
+    stand = Stand()
+    stale = stand.put(0, generation=2)  # fetched before a rebalance
+    stand.put(1)
+    assert await asyncio.wait_for(take(stand, 1), 2) == [1]
+    assert not stale.tracked and stale not in stand.unacked  # delivered again, not awaited
+
+    stand.put(2)
+    stand.flow.suspend()  # a rebalance began
+    taking = asyncio.ensure_future(take(stand, 1))
+    await asyncio.sleep(0.05)
+    assert not taking.done()  # skipped, and it waits for the next one
+    stand.flow.resume()
+    stand.put(3)
+    assert await asyncio.wait_for(taking, 2) == [3]
+
+
+async def test_it_waits_for_the_next_event_and_raises_what_the_channel_throws() -> None:
+    stand = Stand()
+    taking = asyncio.ensure_future(take(stand, 1))
+    await asyncio.sleep(0.02)
+    assert not taking.done()
+    stand.put(5)
+    assert await asyncio.wait_for(taking, 2) == [5]
+    await stand.queue.throw(RuntimeError("decode failed"))
+    with pytest.raises(RuntimeError, match="decode failed"):
+        await asyncio.wait_for(take(stand, 1), 2)
+
+
+async def test_queued_events_leave_the_loop_its_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog in the queue: the agent turns the loop every YIELD_EVERY_S of its own."""
+    monkeypatch.setattr(handover, "YIELD_EVERY_S", 0.001)
+    stand = Stand()
+    for offset in range(200):
+        stand.put(offset)
+    ticks = 0
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_task())
+    await asyncio.sleep(0)
+    ticks = 0
+    seen = 0
+    async for _ in stream_events(stand):
+        seen += 1
+        busy = asyncio.get_running_loop().time() + 0.0002
+        while asyncio.get_running_loop().time() < busy:  # the agent's own work, 0.2 ms
+            pass
+        if seen == 200:
+            break
+    other.cancel()
+    assert 10 <= ticks < 200  # about one turn per 5 events, not one per event
