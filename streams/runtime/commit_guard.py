@@ -29,11 +29,14 @@ every offset of that range that is not one of the records is not a message. ``Fe
 is wrapped to return the records as a ``FetchedRecords`` list that carries the range
 (``record_fetch_ranges``, checked against the pinned aiokafka version). Nothing is inferred
 between two batches or from a seek: where the guard believed a seek put the consumer is not
-evidence of where aiokafka fetched. (Session 10 found such an inference wrong: after a seek to
-279 the first batch fetched began at 332, and the commit walked over 53 unhandled page views.
-Faust seeks from the worker's thread into aiokafka's consumer, which runs in its own thread, so
-a response in flight can land after the seek.) An offset no range covers stalls the commit, and
-a stalled commit heals (below): the fetch from the stalled offset covers it.
+evidence of where aiokafka fetched. (Session 10 found such an inference wrong. aiokafka's
+``seek_to_committed`` seeks one partition after another, awaiting each committed offset, while
+the consumer's thread goes on polling: a poll took 279..331 after aiokafka's seek to 279 and
+before the guard heard of the seek, the next batch began at 332, and the commit walked over 53
+page views nobody handled.) An offset no range covers stalls the commit, and a stalled commit
+heals (below): the fetch from the stalled offset covers it. Offsets deleted by retention before
+the group handled them are the one kind of hole no fetch can cover again; the heal proves them
+from the broker's log start instead.
 
 Every record fetched counts as a message that must be acked, so a message that was fetched and
 then dropped unacked (by a stream, a buffer, a rebalance, Faust's own filters) stalls the
