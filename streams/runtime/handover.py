@@ -148,6 +148,11 @@ async def stream_events(stream: Any) -> AsyncIterator[Any]:
                 message.tracked = True
                 track(message)
             yield value
+    except StopAsyncIteration:
+        # What Faust throws into the channel's queue when the stream stops (a worker's
+        # shutdown): the iteration ends, as Faust's own does. Raised out of an async generator
+        # it would be a RuntimeError, and the agent would crash with a traceback.
+        return
     finally:
         stream._channel_stop_iteration(channel)
         if started:

@@ -116,14 +116,24 @@ class Worker:
     statuses: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     output: list[str] = field(default_factory=list)
     last: dict[str, Any] = field(default_factory=dict)
+    read_all: threading.Event = field(default_factory=threading.Event)
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            if line.startswith("{"):
-                with contextlib.suppress(json.JSONDecodeError):
-                    self.statuses.put(json.loads(line))
+        try:
+            for line in self.process.stdout:
+                self.output.append(line)
+                if line.startswith("{"):
+                    with contextlib.suppress(json.JSONDecodeError):
+                        self.statuses.put(json.loads(line))
+        finally:
+            self.read_all.set()
+
+    def crashes(self) -> list[str]:
+        """What the pipeline's processes logged of a crashed agent or service (Faust and mode
+        log "Crashed reason=..."), once all it printed has been read."""
+        self.read_all.wait(10)
+        return [line for line in self.output if "Crashed reason=" in line]
 
     def wait_until(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 90

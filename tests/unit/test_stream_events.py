@@ -106,6 +106,28 @@ async def test_it_waits_for_the_next_event_and_raises_what_the_channel_throws() 
         await asyncio.wait_for(take(stand, 1), 2)
 
 
+@pytest.mark.parametrize("waiting", [True, False])
+async def test_a_stopped_channel_ends_the_iteration_as_faust_does(waiting: bool) -> None:
+    """At a worker's shutdown Faust throws StopAsyncIteration into the stream's queue: the
+    agent's loop ends (Faust's own iteration returns), it does not crash with a RuntimeError."""
+    stand = Stand()
+    stand.put(1)
+    seen: list[int] = []
+
+    async def agent() -> None:
+        async for event in stream_events(stand):
+            seen.append(event.message.offset)
+
+    if not waiting:  # thrown while events are still queued
+        await stand.queue.throw(StopAsyncIteration())
+    running = asyncio.ensure_future(agent())
+    await asyncio.sleep(0.02)
+    if waiting:  # thrown into the agent waiting for its next event
+        await stand.queue.throw(StopAsyncIteration())
+    await asyncio.wait_for(running, 2)
+    assert seen == ([1] if waiting else []) and stand.stopped
+
+
 async def test_queued_events_leave_the_loop_its_turns(monkeypatch: pytest.MonkeyPatch) -> None:
     """A backlog in the queue: the agent turns the loop every YIELD_EVERY_S of its own."""
     monkeypatch.setattr(handover, "YIELD_EVERY_S", 0.001)
