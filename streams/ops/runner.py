@@ -348,7 +348,14 @@ class Supervisor:
             try:
                 child.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                # Said, so that a hang at shutdown names its process (a kill is a crash: what
+                # it had not acknowledged is delivered again).
+                sys.stderr.write(
+                    f"journey run: {child.name} did not stop within {timeout:g} s of SIGTERM; "
+                    f"killed it\n"
+                )
                 child.process.kill()
+                child.process.wait()
 
     def status(self) -> dict[str, Any]:
         """The children's figures as one: worker counts summed, per worker listed, the loader's."""

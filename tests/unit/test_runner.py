@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streams.clock import Clock
-from streams.ops.runner import Supervisor, worker_instance_ids
+from streams.ops.runner import Child, Supervisor, worker_instance_ids
 from streams.settings import Settings
 
 
@@ -54,3 +57,21 @@ def test_none_turns_static_membership_off() -> None:
     assert group_instance_id(config) is None
     assert group_instance_id(settings()) is None
     assert group_instance_id(settings(group_instance_id="pod-0")) == "pod-0"
+
+
+def test_a_child_that_ignores_sigterm_is_named_and_killed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hang at shutdown (session 10 saw one, and no log said which process it was)."""
+    supervisor = Supervisor(settings(data_dir=tmp_path), 1, Clock(), "warning")
+    ignoring = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ok', flush=True); time.sleep(60)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", ignoring], stdout=subprocess.PIPE, text=True)
+    supervisor.children.append(Child("worker-1", process))
+    assert process.stdout is not None and process.stdout.readline() == "ok\n"
+    supervisor.stop(timeout=0.5)
+    assert process.returncode == -signal.SIGKILL
+    assert "worker-1 did not stop within 0.5 s of SIGTERM; killed it" in capsys.readouterr().err
+    process.stdout.close()
