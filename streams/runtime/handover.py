@@ -46,6 +46,7 @@ from typing import Any
 import faust
 from faust.transport.consumer import Consumer
 from faust.types import EventT
+from mode.utils.locks import Event
 
 from streams.runtime.fetching import install_consumer_mixin
 
@@ -79,6 +80,11 @@ def _close(waitable: Any) -> None:
         waitable.close()
 
 
+# The flow's wait in the fetch loop's call: ``suspend_flow`` is an asyncio event in the pinned
+# Faust, mode's elsewhere. Any other ``wait_first`` (whose result its caller may read) is mode's.
+_EVENT_WAITS = frozenset({asyncio.Event.wait.__code__, Event.wait.__code__})
+
+
 class EagerHandover(Consumer):
     """Mixin for a concrete Faust consumer class (see ``install_handover``)."""
 
@@ -86,12 +92,17 @@ class EagerHandover(Consumer):
     eager_suspended: int = 0  # callbacks that suspended and went on in a task
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
-        if timeout is not None:
+        if (
+            timeout is not None
+            or len(coros) != 2
+            or not asyncio.iscoroutine(coros[0])
+            or getattr(coros[1], "cr_code", None) not in _EVENT_WAITS
+            # the flow already suspended (or the consumer stopped): mode's, the wait wins
+            or self.suspend_flow.is_set()
+            or self._stopped.is_set()
+            or self._crashed.is_set()
+        ):
             return await super().wait_first(*coros, timeout=timeout)
-        if len(coros) != 2 or not asyncio.iscoroutine(coros[0]):
-            return await super().wait_first(*coros)
-        if self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set():
-            return await super().wait_first(*coros)  # mode's: the flow's wait wins, as before
         callback, flow = coros
         context = contextvars.copy_context()
         try:

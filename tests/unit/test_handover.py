@@ -139,6 +139,17 @@ async def test_the_fetch_loop_cancelled_cancels_a_suspended_callback() -> None:
     assert cancelled == ["m1"]
 
 
+async def test_a_wait_on_anything_but_the_flow_is_modes() -> None:
+    """Only the fetch loop's call takes the eager path; another caller reads mode's result."""
+    c = consumer()
+
+    async def callback() -> str:
+        return "done"
+
+    result = await c.wait_first(callback(), asyncio.sleep(10))
+    assert result.results == ["done"] and c.eager_finished == 0
+
+
 async def test_other_waits_are_modes() -> None:
     c = consumer()
     event = asyncio.Event()
