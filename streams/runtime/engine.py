@@ -60,7 +60,7 @@ import operator
 import struct
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -149,6 +149,13 @@ def unpack_prefix(value: bytes) -> tuple[int, int, bool]:
     """(partition, next timer time, has an outbox), without decoding the state."""
     partition, next_fire = _PREFIX.unpack_from(value)
     return partition & ~OUTBOX_FLAG, next_fire, bool(partition & OUTBOX_FLAG)
+
+
+def _put_each(
+    table: MutableMapping[bytes, bytes], entries: Sequence[tuple[int, bytes, bytes]]
+) -> None:
+    for _, key, value in entries:
+        table[key] = value
 
 
 def wall_clock_ms() -> int:
@@ -308,12 +315,13 @@ class JourneyEngine:
         cache_size: int = 50_000,
         observe_lateness: Callable[[float], object] | None = None,
         on_failure: OnFailure | None = None,
-        write: Callable[[int, bytes, bytes], None] | None = None,
+        write: Callable[[Sequence[tuple[int, bytes, bytes]]], None] | None = None,
     ) -> None:
-        """``write(partition, key, value)``: how a state goes into ``table`` (the worker's sets
-        the partition Faust's table writes go to; default: ``table[key] = value``)."""
+        """``write(entries)``: how states ``(partition, key, value)`` go into ``table`` (the
+        worker's, ``app.table_writer``, one write per partition of the table's store; default:
+        ``table[key] = value`` each)."""
         self.table = table
-        self._write = write or (lambda partition, key, value: table.__setitem__(key, value))
+        self._write = write or partial(_put_each, table)
         # Customers whose newest state is not in the table yet: (partition, stored value, where
         # its outbox is in it, if known).
         self._dirty: dict[str, tuple[int, bytes, OutboxAt | None]] = {}
@@ -387,31 +395,34 @@ class JourneyEngine:
         once, before the messages that made it are acknowledged (``Acks.after_deliveries``: the
         broker has acknowledged the records of those messages, and the outbox entries it made
         durable are dropped from the value written, so a fired timer costs one write, not a
-        second one to trim its outbox)."""
+        second one to trim its outbox). All of them in one ``write``: if it fails, every one
+        stays dirty (a newer state of the customer, made meanwhile, wins) and the flush fails:
+        the messages behind them are not acknowledged until a later flush has written them."""
         dirty, self._dirty = self._dirty, {}
-        write = self._write
         durable = self._durable
-        done = 0
-        try:
-            for customer_id, (partition, value, outbox_at) in dirty.items():
-                kept = value
-                if outbox_at is not None and customer_id in durable:
-                    kept = self._drop_durable(customer_id, value, outbox_at)
-                write(partition, customer_id.encode(), kept)
-                done += 1
+        entries: list[tuple[int, bytes, bytes]] = []
+        trimmed: list[tuple[str, bytes, bytes]] = []  # (customer, value, the value written)
+        for customer_id, (partition, value, outbox_at) in dirty.items():
+            kept = value
+            if outbox_at is not None and customer_id in durable:
+                kept = self._drop_durable(customer_id, value, outbox_at)
                 if kept is not value:
-                    if self._cache.get(customer_id) is value:
-                        self._cache[customer_id] = kept
-                    if not kept[0] & _OUTBOX_BYTE:  # every entry up to ``_sent`` is durable
-                        self._sent.pop(customer_id, None)
-                        self._durable.pop(customer_id, None)
-        finally:
-            self.state_writes += done
-            # A write that failed (and those after it) stays dirty, and the flush fails: the
-            # messages behind it are not acknowledged until a later flush has written it.
-            if done < len(dirty):
-                for customer_id, entry in list(dirty.items())[done:]:
-                    self._dirty.setdefault(customer_id, entry)
+                    trimmed.append((customer_id, value, kept))
+            entries.append((partition, customer_id.encode(), kept))
+        try:
+            self._write(entries)
+        except BaseException:
+            for customer_id, entry in dirty.items():
+                self._dirty.setdefault(customer_id, entry)
+            raise
+        self.state_writes += len(entries)
+        cache = self._cache
+        for customer_id, value, kept in trimmed:
+            if cache.get(customer_id) is value:
+                cache[customer_id] = kept
+            if not kept[0] & _OUTBOX_BYTE:  # every entry up to ``_sent`` is durable
+                self._sent.pop(customer_id, None)
+                self._durable.pop(customer_id, None)
 
     def keep_dirty(self, partitions: set[int]) -> int:
         """Partitions were reassigned: states not written yet of partitions this worker no longer

@@ -103,3 +103,75 @@ def install_fetch_control(app: faust.App) -> None:
     """Give ``app``'s consumer the merge's pauses. Call before the consumer exists, after
     ``install_commit_guard`` (it wraps that class)."""
     install_consumer_mixin(app, FetchControl, "FetchControlled")
+
+
+# What the broker gathers for a fetch while records keep coming, at most (a fetch returns at
+# once when it has this much): more than any moderate rate brings in ``gather`` milliseconds.
+GATHER_BYTES = 1 << 20
+
+
+class FetchPacing(Consumer):
+    """Mixin for a concrete Faust consumer class (see ``install_fetch_pacing``).
+
+    aiokafka asks the broker for records with ``fetch_min_bytes=1``: a fetch returns as soon as
+    one record is there. At a moderate rate that is a fetch round trip for a handful of records
+    each (1,000 orders/s over 12 partitions, measured in session 12: the consumer's thread spent
+    a fifth of its time writing fetch requests, and the worker used 0.76 cores). Paced, the
+    fetch after one that brought records asks the broker to gather up to ``GATHER_BYTES`` for at
+    most ``gather_ms``, and the fetch after one that brought nothing is a long poll again
+    (``long_poll_ms``, returning at the first record): an idle worker waits as before and the
+    first record after a pause is fetched at once; a busy one makes at most one fetch per
+    ``gather_ms`` and partition leader, with more records each."""
+
+    #: aiokafka's fetch long poll (ms) when the last fetch brought nothing; None: Faust's 1500.
+    long_poll_ms: int | None = None
+    #: How long the broker may gather records after a fetch that brought some (ms); 0: no pacing.
+    gather_ms: int = 0
+
+    def _new_consumer_thread(self) -> Any:
+        thread = super()._new_consumer_thread()  # type: ignore[misc]
+        create = thread._create_worker_consumer
+        long_poll_ms, gather_ms = self.long_poll_ms, self.gather_ms
+
+        def create_worker_consumer(transport: Any) -> Any:
+            consumer = create(transport)
+            if long_poll_ms is not None:
+                consumer._fetch_max_wait_ms = long_poll_ms  # read by its Fetcher, made at start()
+            if gather_ms > 0:
+                pace_fetches(consumer, gather_ms)
+            return consumer
+
+        thread._create_worker_consumer = create_worker_consumer
+        return thread
+
+
+def pace_fetches(consumer: Any, gather_ms: int) -> None:
+    """Pace the fetches of an aiokafka consumer (``FetchPacing``), from its ``start`` on: each
+    fetch response sets the next request's ``min_bytes`` and ``max_wait_ms``, which aiokafka's
+    fetcher reads from itself as it builds each request."""
+    start = consumer.start
+
+    async def start_paced() -> None:
+        await start()
+        fetcher = consumer._fetcher
+        long_poll = (1, fetcher._fetch_max_wait_ms)
+        gather = (GATHER_BYTES, gather_ms)
+        fetch = fetcher._proc_fetch_request
+
+        async def paced(assignment: Any, node_id: int, request: Any) -> bool:
+            found: bool = await fetch(assignment, node_id, request)
+            fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = gather if found else long_poll
+            return found
+
+        fetcher._proc_fetch_request = paced
+
+    consumer.start = start_paced
+
+
+def install_fetch_pacing(app: faust.App, long_poll_ms: int | None, gather_ms: int) -> None:
+    """Pace ``app``'s consumer's fetches (``FetchPacing``). Call before the consumer exists."""
+    base = install_consumer_mixin(app, FetchPacing, "Paced")
+    transport: Any = app.transport
+    transport.Consumer = type(
+        base.__name__, (base,), {"long_poll_ms": long_poll_ms, "gather_ms": gather_ms}
+    )

@@ -70,22 +70,6 @@ class BulkRestore(Consumer):
 
     restored_records: int = 0
     _restore_poll_default: int | None = None
-    #: aiokafka's fetch long poll (ms); None: Faust's 1500.
-    fetch_max_wait_ms: int | None = None
-
-    def _new_consumer_thread(self) -> Any:
-        thread = super()._new_consumer_thread()  # type: ignore[misc]
-        wait = self.fetch_max_wait_ms
-        if wait is not None:
-            create = thread._create_worker_consumer
-
-            def create_worker_consumer(transport: Any) -> Any:
-                consumer = create(transport)
-                consumer._fetch_max_wait_ms = wait  # read by its Fetcher, made at start()
-                return consumer
-
-            thread._create_worker_consumer = create_worker_consumer
-        return thread
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         app: Any = self.app
@@ -146,10 +130,7 @@ class BulkRestore(Consumer):
             consumer._max_poll_records = wanted
 
 
-def install_bulk_restore(app: faust.App, fetch_max_wait_ms: int | None = None) -> None:
+def install_bulk_restore(app: faust.App) -> None:
     """Make ``app``'s consumer restore tables a poll at a time. Call before the consumer exists
     (with the commit guard and the fetch control: it wraps whichever class is there)."""
-    base = install_consumer_mixin(app, BulkRestore, "BulkRestoring")
-    if fetch_max_wait_ms is not None:
-        transport: Any = app.transport
-        transport.Consumer = type(base.__name__, (base,), {"fetch_max_wait_ms": fetch_max_wait_ms})
+    install_consumer_mixin(app, BulkRestore, "BulkRestoring")

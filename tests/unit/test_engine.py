@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -388,11 +389,15 @@ async def test_a_state_write_that_fails_keeps_the_messages_unacknowledged() -> N
     assert len(world.decisions()) == decided  # nothing re-sent
 
 
-async def test_the_worker_writes_states_into_a_faust_table_outside_of_a_message() -> None:
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_the_worker_writes_states_into_a_faust_table_outside_of_a_message(
+    store: str, tmp_path: Path
+) -> None:
     """The write-behind goes through Faust's Table API from the acks loop, where no event is
-    current: the store gets the value, the changelog a record of the given partition (in that
-    partition's record batch), the acknowledgements wait for it, and once it is on the broker
-    its offset is the store's persisted offset."""
+    current: the store gets the value (in RocksDB, the database of the given partition: one
+    write batch each), the changelog a record of the given partition (in that partition's record
+    batch), the acknowledgements wait for it, and once it is on the broker its offset is the
+    store's persisted offset."""
     from types import SimpleNamespace
 
     import faust
@@ -401,7 +406,9 @@ async def test_the_worker_writes_states_into_a_faust_table_outside_of_a_message(
     from streams.runtime.batching import BatchProducer
     from tests.unit.test_batching import FakeProducer
 
-    app = faust.App("write-behind-test", broker="kafka://127.0.0.1:1", store="memory://")
+    app = faust.App(
+        "write-behind-test", broker="kafka://127.0.0.1:1", store=store, datadir=str(tmp_path)
+    )
     table = app.Table("journeys", default=None, key_type=bytes, value_type=bytes, partitions=4)
     app.consumer.topic_partitions = lambda topic: 0  # metadata without the changelog yet
     persisted: list[tuple[Any, int]] = []
@@ -411,10 +418,11 @@ async def test_the_worker_writes_states_into_a_faust_table_outside_of_a_message(
     batches = BatchProducer(producer)
     await batches.start([])
     write = table_writer(table, batches, acks)
-    write(3, b"c1", b"state-1")
-    write(1, b"c2", b"state-2")
-    write(3, b"c3", b"state-3")
+    write([(3, b"c1", b"state-1"), (1, b"c2", b"state-2"), (3, b"c3", b"state-3")])
     assert table[b"c1"] == b"state-1" and table[b"c2"] == b"state-2"
+    if store == "rocksdb://":  # in the partition's own database, and indexed there
+        assert table.data._dbs[3][b"c3"] == b"state-3" and b"c3" not in table.data._dbs[1]
+        assert table.data._key_index[b"c2"] == 1
     assert acks.pending == 3
     flush = asyncio.ensure_future(acks.flush())
     await asyncio.sleep(0.05)

@@ -105,16 +105,3 @@ def test_a_batch_fetched_across_a_rebalance_is_left_to_faust() -> None:
     thread.getmany = rebalance_meanwhile  # type: ignore[method-assign]
     left = asyncio.run(consumer._getmany({C0}, 1.0))
     assert set(left) == {C0} and table.written == []
-
-
-def test_the_consumer_gets_the_fetch_long_poll_of_the_settings() -> None:
-    app = app_with(
-        "test-restore-wait", lambda app: install_bulk_restore(app, fetch_max_wait_ms=200)
-    )
-    thread: Any = app.consumer._thread  # type: ignore[attr-defined]
-
-    async def made() -> Any:
-        return thread._create_worker_consumer(app.transport)
-
-    consumer = asyncio.run(made())
-    assert consumer._fetch_max_wait_ms == 200
