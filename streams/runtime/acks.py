@@ -132,6 +132,14 @@ class Acks:
             await self._deliveries()
             for callback in durable:
                 callback()
+            if durable and self.after_deliveries:
+                # Let the loop turn between the bookkeeping and the hooks: each holds it for a
+                # while (a worker at 2,300 orders/s: 7,000 callbacks in 20 ms, then its states
+                # written in 40-60 ms, once a second); messages that arrive meanwhile wait for
+                # the longer of the two, not for both. (Messages handled in between make states
+                # dirty that this flush writes too, as during ``_deliveries`` above: a state may
+                # be written before its message is acknowledged, never the other way round.)
+                await asyncio.sleep(0)
             try:
                 for hook in self.after_deliveries:
                     await hook()

@@ -302,3 +302,28 @@ async def test_a_refused_changelog_record_acknowledges_nothing() -> None:
     with pytest.raises(RuntimeError):
         await acks.flush()
     assert acked == [] and len(fatal) == 1
+
+
+async def test_the_loop_turns_between_the_durable_callbacks_and_the_hooks() -> None:
+    """A flush does not hold the event loop through both its bookkeeping and its hooks (the
+    worker's state writes): a message waiting to be handled is handled in between."""
+    acks = Acks()
+    order: list[str] = []
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)  # the broker has the record already: awaiting it does not yield
+    acks.wait_for(done)
+    acks.durable(lambda: order.append("durable"))
+
+    async def hook() -> None:
+        order.append("hook")
+
+    acks.after_deliveries.append(hook)
+
+    async def message() -> None:
+        order.append("message")
+
+    flushing = asyncio.ensure_future(acks.flush())
+    handled = asyncio.ensure_future(message())  # waits for the loop to turn once the flush runs
+    await flushing
+    await handled
+    assert order == ["durable", "message", "hook"]
