@@ -1,4 +1,5 @@
-"""Pausing the fetch of one topic-partition, for the event-time merge (ordering.py).
+"""How the worker's consumer fetches: pausing one topic-partition for the event-time merge
+(ordering.py), and pacing the fetches while records flow (``FetchPacing``, at the end).
 
 The merge pauses a topic-partition that holds its share of its buffer, so that in a catch-up
 the topic behind fetches its next batch while the others wait (``pause_fetching``,
