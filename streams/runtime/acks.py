@@ -51,9 +51,14 @@ class Acks:
         self.interval = interval
         self.max_pending = max_pending
         self.on_fatal = on_fatal
+        # Run by every flush as it takes the callbacks, in the same step (nothing is handled in
+        # between): the worker's engine takes its dirty states then, and the flush writes those
+        # (the states of exactly the messages it acknowledges, or of more), not the ones made
+        # while it waits for the broker.
+        self.on_take: list[Callable[[], object]] = []
         # Run first by every flush: what was coalesced until now goes out (the worker: the
-        # engine's states, written behind, and the outputs' snapshots; the loader: the sink's
-        # rows), before the callbacks that depend on it.
+        # outputs' snapshots; the loader: the sink's rows), before the callbacks that depend on
+        # it.
         self.before_flush: list[Callable[[], Awaitable[object]]] = []
         # Run by every flush once the deliveries it took are acknowledged, after the ``durable``
         # callbacks and before the others (the worker: the engine's states, written behind once
@@ -122,6 +127,8 @@ class Acks:
             # states and snapshots are queued already, so the hooks send them in this flush.
             callbacks, self._callbacks = self._callbacks, []
             durable, self._durable = self._durable, []
+            for take in self.on_take:
+                take()
             try:
                 for hook in self.before_flush:
                     await hook()

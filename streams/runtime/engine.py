@@ -6,10 +6,12 @@
   Stored values are kept in a bounded cache in front of the table; this process is the only
   writer of its partitions, so the cache is coherent and is dropped on every rebalance.
 * **Written behind, once per customer per batch.** A handled message leaves its customer's new
-  state in ``_dirty``; every flush of ``Acks`` (each ``JOURNEY_ACK_INTERVAL``) awaits the
-  broker's acknowledgement of the records sent so far, then writes each dirty customer's newest
-  state to the table (with the outbox entries just made durable already dropped), then
-  acknowledges the messages. A customer
+  state in ``_dirty``; every flush of ``Acks`` (each ``JOURNEY_ACK_INTERVAL``) takes the dirty
+  states as it takes the messages to acknowledge (``take_dirty``), awaits the broker's
+  acknowledgement of the records sent so far, then writes each taken customer's state to the
+  table (with the outbox entries just made durable already dropped), then acknowledges the
+  messages. States made while it waits are the next flush's: their records are not durable yet,
+  and written now they would need a second write to drop their outbox entries. A customer
   with ten events in a batch costs one RocksDB write and one changelog record, not ten (the
   table's write path was most of the worker's CPU: issue 13). The changelog record of a state
   is registered with ``Acks`` like every other record (``app.table_writer``) and awaited by the
@@ -325,7 +327,10 @@ class JourneyEngine:
         # Customers whose newest state is not in the table yet: (partition, stored value, where
         # its outbox is in it, if known).
         self._dirty: dict[str, tuple[int, bytes, OutboxAt | None]] = {}
+        # Those a flush took (``take_dirty``) and has not written yet.
+        self._taken: dict[str, tuple[int, bytes, OutboxAt | None]] = {}
         self.state_writes = 0  # table writes (one per dirty customer per flush)
+        outputs.acks.on_take.append(self.take_dirty)
         outputs.acks.after_deliveries.append(self.write_states)
         self.outputs = outputs
         self.codec = codec
@@ -366,7 +371,7 @@ class JourneyEngine:
 
     def _stored(self, customer_id: str) -> bytes | None:
         """The customer's newest stored value."""
-        dirty = self._dirty.get(customer_id)
+        dirty = self._dirty.get(customer_id) or self._taken.get(customer_id)
         if dirty is not None:  # not written yet (it may have left the cache meanwhile)
             return dirty[1]
         stored = self._cache.get(customer_id)
@@ -390,19 +395,31 @@ class JourneyEngine:
             self._cache.popitem(last=False)
         self.index.set(partition, customer_id, next_fire)
 
+    def take_dirty(self) -> None:
+        """``Acks.on_take``: a flush takes the dirty states as it takes the messages to
+        acknowledge (theirs, and maybe more); what is handled from here on is the next flush's.
+        States a failed flush took and did not write stay taken (a newer one of a customer
+        replaces its older)."""
+        if self._taken:
+            self._taken.update(self._dirty)
+        else:
+            self._taken = self._dirty
+        self._dirty = {}
+
     async def write_states(self) -> None:
-        """Write behind: each dirty customer's newest state into the table (and its changelog),
-        once, before the messages that made it are acknowledged (``Acks.after_deliveries``: the
-        broker has acknowledged the records of those messages, and the outbox entries it made
-        durable are dropped from the value written, so a fired timer costs one write, not a
-        second one to trim its outbox). All of them in one ``write``: if it fails, every one
-        stays dirty (a newer state of the customer, made meanwhile, wins) and the flush fails:
-        the messages behind them are not acknowledged until a later flush has written them."""
-        dirty, self._dirty = self._dirty, {}
+        """Write behind: each taken customer's state into the table (and its changelog), once,
+        before the messages that made it are acknowledged (``Acks.after_deliveries``: the broker
+        has acknowledged the records of those messages, and the outbox entries it made durable
+        are dropped from the value written, so a fired timer costs one write, not a second one
+        to trim its outbox). All of them in one ``write``: if it fails, every one stays taken
+        and the flush fails: the messages behind them are not acknowledged until a later flush
+        has written them. A customer changed again since the take keeps its newer state dirty,
+        for the next flush."""
+        taken, self._taken = self._taken, {}
         durable = self._durable
         entries: list[tuple[int, bytes, bytes]] = []
         trimmed: list[tuple[str, bytes, bytes]] = []  # (customer, value, the value written)
-        for customer_id, (partition, value, outbox_at) in dirty.items():
+        for customer_id, (partition, value, outbox_at) in taken.items():
             kept = value
             if outbox_at is not None and customer_id in durable:
                 kept = self._drop_durable(customer_id, value, outbox_at)
@@ -412,15 +429,16 @@ class JourneyEngine:
         try:
             self._write(entries)
         except BaseException:
-            for customer_id, entry in dirty.items():
-                self._dirty.setdefault(customer_id, entry)
+            taken.update(self._taken)  # (nothing took meanwhile: no await since)
+            self._taken = taken
             raise
         self.state_writes += len(entries)
-        cache = self._cache
+        cache, dirty = self._cache, self._dirty
         for customer_id, value, kept in trimmed:
             if cache.get(customer_id) is value:
                 cache[customer_id] = kept
-            if not kept[0] & _OUTBOX_BYTE:  # every entry up to ``_sent`` is durable
+            if not kept[0] & _OUTBOX_BYTE and customer_id not in dirty:
+                # every entry up to ``_sent`` is durable (unless a newer state sent more)
                 self._sent.pop(customer_id, None)
                 self._durable.pop(customer_id, None)
 
@@ -428,10 +446,13 @@ class JourneyEngine:
         """Partitions were reassigned: states not written yet of partitions this worker no longer
         owns are dropped (their messages are not acknowledged: the new owner takes them again);
         the others stay, to be written by the next flush. Returns how many were dropped."""
-        gone = [c for c, (partition, *_) in self._dirty.items() if partition not in partitions]
-        for customer_id in gone:
-            del self._dirty[customer_id]
-        return len(gone)
+        gone = 0
+        for states in (self._dirty, self._taken):
+            revoked = [c for c, (partition, *_) in states.items() if partition not in partitions]
+            for customer_id in revoked:
+                del states[customer_id]
+            gone += len(revoked)
+        return gone
 
     def rebuild(self, items: Iterable[tuple[bytes, bytes]], partitions: set[int]) -> int:
         """After a rebalance: forget cached states, index the timers of our partitions, and
@@ -448,7 +469,9 @@ class JourneyEngine:
         self._durable.clear()
         self._visit.clear()
         count = customers = outboxes = 0
-        pending = {c.encode(): value for c, (_, value, _) in self._dirty.items()}
+        pending = {
+            c.encode(): value for c, (_, value, _) in (*self._taken.items(), *self._dirty.items())
+        }
 
         def states() -> Iterable[tuple[bytes, bytes]]:
             for key, stored in items:
@@ -715,5 +738,5 @@ class JourneyEngine:
         visit on the partition's next tick."""
         if seq > self._durable.get(customer_id, 0):
             self._durable[customer_id] = seq
-            if customer_id not in self._dirty:
+            if customer_id not in self._dirty and customer_id not in self._taken:
                 self._visit.setdefault(partition, set()).add(customer_id)

@@ -101,6 +101,12 @@ class World:
         await flushing
 
 
+async def write_dirty(engine: JourneyEngine) -> None:
+    """What a flush does with the states: take the dirty ones, write them."""
+    engine.take_dirty()
+    await engine.write_states()
+
+
 def placed(event_id: str = "e1", customer: str = "c1") -> OrderChanged:
     return OrderChanged(
         event_id, customer, T, "o1", "PLACED", 2_000, "EUR", [OrderItem("p", 1, 2_000)]
@@ -111,16 +117,16 @@ async def test_decisions_stay_in_the_outbox_until_the_broker_acknowledged_them()
     world = World()
     await world.engine.on_event(placed(), "shop.orders", 0, 5)
     (confirmation,) = world.sent
-    await world.engine.write_states()  # what a flush does first
+    await write_dirty(world.engine)  # what a flush does first
     value = world.table[b"c1"]
     assert unpack_prefix(value)[2] is True  # flagged: the rebuild finds it without decoding
     assert [entry[1][0] for entry in unpack(value).outbox] == [confirmation.trigger_id]
     await world.engine.on_tick(0, "journey.ticks", 1)
-    await world.engine.write_states()
+    await write_dirty(world.engine)
     assert unpack(world.table[b"c1"]).outbox != []  # not acknowledged yet: kept
     await world.durable()
     await world.engine.on_tick(0, "journey.ticks", 2)  # trims what became durable
-    await world.engine.write_states()
+    await write_dirty(world.engine)
     value = world.table[b"c1"]
     assert unpack_prefix(value)[2] is False and unpack(value).outbox == []
     assert [d.trigger_id for d in world.decisions()] == [confirmation.trigger_id]
@@ -179,7 +185,7 @@ async def test_a_crash_before_the_flush_resends_the_outbox_with_the_same_ids() -
     await first.engine.on_event(placed(), "shop.orders", 0, 5)
     # A flush wrote the state (with its outbox) to the changelog; kill -9 before the broker
     # acknowledged the decisions, so before the message was acknowledged.
-    await first.engine.write_states()
+    await write_dirty(first.engine)
     second = World(first.table)
     second.engine.rebuild(second.table.items(), {0})
     # The redelivered event is a duplicate for the model, but its outputs are not lost.
@@ -192,7 +198,7 @@ async def test_a_crash_before_the_flush_resends_the_outbox_with_the_same_ids() -
     assert [e.event_id for e in second.broker.on("journey_events", JourneyEvent)] == ["e1"]
     assert second.engine.resent == 1
     await second.engine.on_tick(0, "journey.ticks", 10)
-    await second.engine.write_states()
+    await write_dirty(second.engine)
     assert unpack(second.table[b"c1"]).outbox == []
 
 
@@ -234,14 +240,31 @@ async def test_a_rebalance_drops_unwritten_states_of_revoked_partitions_only() -
     await world.engine.on_event(placed(), "shop.orders", 0, 5)
     await world.engine.on_event(placed("x", customer="c2"), "shop.orders", 1, 5)
     world.engine.rebuild(world.table.items(), {1})  # partition 0 went to another worker
-    await world.engine.write_states()
+    await write_dirty(world.engine)
     assert set(world.table) == {b"c2"}
+
+
+async def test_a_rebalance_while_a_flush_holds_taken_states_drops_those_of_revoked_partitions() -> (
+    None
+):
+    """States a flush took and has not written yet count as unwritten: a rebalance drops those
+    of revoked partitions, and the rebuilt index sees the others over what the table holds."""
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    await world.engine.on_event(placed("x", customer="c2"), "shop.orders", 1, 5)
+    world.engine.take_dirty()  # a flush took both, and awaits the broker
+    await world.engine.on_event(placed("y", customer="c3"), "shop.orders", 1, 6)
+    assert world.engine.rebuild(world.table.items(), {1}) == 2  # c2 and c3 have timers
+    await world.engine.write_states()
+    assert set(world.table) == {b"c2"}  # c1's partition is another worker's now; c3 is dirty
+    await write_dirty(world.engine)
+    assert set(world.table) == {b"c2", b"c3"}
 
 
 async def test_a_recovered_outbox_is_resent_on_the_partitions_tick() -> None:
     first = World()
     await first.engine.on_event(placed(), "shop.orders", 0, 5)
-    await first.engine.write_states()
+    await write_dirty(first.engine)
     second = World(first.table)
     second.engine.rebuild(second.table.items(), {0})
     await second.engine.on_tick(0, "journey.ticks", 9)
@@ -257,7 +280,7 @@ async def test_a_failing_step_leaves_the_stored_state_as_it_was(
 ) -> None:
     world = World()
     await world.engine.on_event(placed(), "shop.orders", 0, 5)
-    await world.engine.write_states()
+    await write_dirty(world.engine)
     before = world.table[b"c1"]
     real_step: Callable[..., Any] = engine_module.step
 
@@ -269,7 +292,7 @@ async def test_a_failing_step_leaves_the_stored_state_as_it_was(
     monkeypatch.setattr(engine_module, "step", half_applies)
     with pytest.raises(ValueError):
         await world.engine.on_event(placed("e2"), "shop.orders", 0, 6)
-    await world.engine.write_states()
+    await write_dirty(world.engine)
     assert world.table[b"c1"] == before
     loaded = world.engine.load("c1")
     assert "half-applied" not in loaded.seen and loaded.orders
@@ -581,11 +604,14 @@ async def test_a_flush_writes_the_state_once_its_records_are_durable_without_its
     assert world.engine.state_writes == 1 and len(world.decisions()) == 1
 
 
-async def test_a_state_changed_while_a_flush_awaits_the_broker_keeps_its_new_entries() -> None:
+async def test_a_state_changed_while_a_flush_awaits_the_broker_is_written_by_the_next() -> None:
+    """A flush writes the states it took with its messages, trimmed of what became durable; a
+    customer changed again while it awaits the broker keeps its newer state for the next flush,
+    which writes it trimmed too: one write per flush, none to trim an outbox afterwards."""
     world = World()
     await world.engine.on_event(placed(), "shop.orders", 0, 5)
     flushing = asyncio.ensure_future(world.acks.flush())
-    await asyncio.sleep(0)  # the flush sent the snapshot and awaits the deliveries
+    await asyncio.sleep(0)  # the flush took the state, sent the snapshot, awaits the deliveries
     taken = len(world.broker.waiting)
     # Handled while the flush awaits the broker: its decision is not durable in this flush.
     second = OrderChanged(
@@ -603,26 +629,28 @@ async def test_a_state_changed_while_a_flush_awaits_the_broker_keeps_its_new_ent
     world.broker.acknowledge()
     await flushing
     stored = unpack(world.table[b"c1"])
-    # The first decision's entry is dropped, the second's is kept (written with its state).
-    assert [entry[0] for entry in stored.outbox] == list(range(2, stored.outbox_seq + 1))
-    assert len(stored.outbox) == len(world.decisions()) - 1 >= 1
+    # The state of the first message, its decision durable and dropped; the second's is dirty.
+    assert stored.outbox == [] and stored.outbox_seq == 1 and stored.orders_count == 1
     world.broker.acknowledge()
-    await world.durable()  # c1 was written already: the next tick trims it
-    await world.engine.on_tick(0, "journey.ticks", 1)
     await world.durable()
-    assert unpack(world.table[b"c1"]).outbox == []
+    stored = unpack(world.table[b"c1"])
+    assert stored.orders_count == 2 and stored.outbox == [] and stored.outbox_seq > 1
+    assert world.engine.state_writes == 2
+    await world.engine.on_tick(0, "journey.ticks", 1)  # nothing left to trim
+    await world.durable()
+    assert world.engine.state_writes == 2
     assert len(world.decisions()) == stored.outbox_seq  # each sent once, none re-sent
 
 
 async def test_a_state_written_before_its_records_were_durable_is_trimmed_on_a_tick() -> None:
     world = World()
     await world.engine.on_event(placed(), "shop.orders", 0, 5)
-    await world.engine.write_states()  # as a flush that took the state but not its records
+    await write_dirty(world.engine)  # as a flush that took the state but not its records
     assert unpack(world.table[b"c1"]).outbox
     await world.durable()  # not dirty any more: a visit of the next tick trims it
     assert unpack(world.table[b"c1"]).outbox
     await world.engine.on_tick(0, "journey.ticks", 1)
-    await world.engine.write_states()
+    await write_dirty(world.engine)
     assert unpack(world.table[b"c1"]).outbox == []
 
 
@@ -671,9 +699,9 @@ async def test_a_write_failing_after_others_keeps_it_and_the_rest_dirty() -> Non
     for customer in ("c1", "c2", "c3"):
         await world.engine.on_event(placed("e-" + customer, customer), "shop.orders", 0, 5)
     with pytest.raises(OSError):
-        await world.engine.write_states()
+        await write_dirty(world.engine)
     assert set(world.table) == {b"c1"}  # written before the failure, and not dirty any more
     RefusingC2.refuse = False
-    await world.engine.write_states()
+    await write_dirty(world.engine)
     assert set(world.table) == {b"c1", b"c2", b"c3"}
     assert world.engine.state_writes == 3  # c1 was not written twice
