@@ -11,26 +11,25 @@ from streams.runtime.fetching import GATHER_BYTES, install_fetch_pacing, pace_fe
 from tests.unit.faust_apps import app_with
 
 
-def test_the_consumer_gets_the_long_poll_and_the_pacing_of_the_settings() -> None:
-    app = app_with("test-pacing", lambda app: install_fetch_pacing(app, 200, 10))
+def consumer_made(name: str, long_poll_ms: int, gather_ms: int) -> Any:
+    """The aiokafka consumer Faust's consumer thread makes, with the pacing installed."""
+    app = app_with(name, lambda app: install_fetch_pacing(app, long_poll_ms, gather_ms))
     thread: Any = app.consumer._thread  # type: ignore[attr-defined]
 
     async def made() -> Any:
         return thread._create_worker_consumer(app.transport)
 
-    consumer = asyncio.run(made())
+    return asyncio.run(made())
+
+
+def test_the_consumer_gets_the_long_poll_and_the_pacing_of_the_settings() -> None:
+    consumer = consumer_made("test-pacing", 200, 10)
     assert consumer._fetch_max_wait_ms == 200
     assert consumer.start.__name__ == "start_paced"
 
 
 def test_without_gather_the_consumer_is_not_paced() -> None:
-    app = app_with("test-pacing-off", lambda app: install_fetch_pacing(app, 200, 0))
-    thread: Any = app.consumer._thread  # type: ignore[attr-defined]
-
-    async def made() -> Any:
-        return thread._create_worker_consumer(app.transport)
-
-    consumer = asyncio.run(made())
+    consumer = consumer_made("test-pacing-off", 200, 0)
     assert consumer._fetch_max_wait_ms == 200 and consumer.start.__name__ != "start_paced"
 
 
