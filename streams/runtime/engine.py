@@ -54,7 +54,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import gc
 import heapq
@@ -66,7 +65,6 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
 from typing import Any
 
 import orjson
@@ -112,9 +110,6 @@ OutboxAt = tuple[int, int, int]
 # trigger kept here is freed when it leaves, cold by then (with 1,000 kept, that was 1.7 % of a
 # fired timer's CPU with a million pending timers).
 RECENT_TRIGGERS = 5
-# States written per table write by a flush, the event loop turning between two: a flush of
-# 2,500 states in one held it 35-90 ms at 2,300 orders/s (bench/README.md, "Session 12").
-WRITE_CHUNK = 500
 # (topic, partition, offset, customer_id, exception): one customer's work in a tick failed.
 OnFailure = Callable[[str, int, int, str, BaseException], Awaitable[None]]
 
@@ -416,32 +411,27 @@ class JourneyEngine:
         before the messages that made it are acknowledged (``Acks.after_deliveries``: the broker
         has acknowledged the records of those messages, and the outbox entries it made durable
         are dropped from the value written, so a fired timer costs one write, not a second one
-        to trim its outbox). ``WRITE_CHUNK`` states per ``write``, the event loop turning in
-        between (a state not written yet is still found among the taken ones). If a write
-        fails, its states and the rest stay taken and the flush fails: the messages behind them
-        are not acknowledged until a later flush has written them. A customer changed again
-        since the take keeps its newer state dirty, for the next flush."""
-        taken = self._taken
-        while taken:
-            chunk = list(islice(taken.items(), WRITE_CHUNK))
-            self._write_taken(chunk)
-            for customer_id, _ in chunk:
-                del taken[customer_id]
-            if taken:
-                await asyncio.sleep(0)
-
-    def _write_taken(self, chunk: list[tuple[str, tuple[int, bytes, OutboxAt | None]]]) -> None:
+        to trim its outbox). All of them in one ``write``: if it fails, every one stays taken
+        and the flush fails: the messages behind them are not acknowledged until a later flush
+        has written them. A customer changed again since the take keeps its newer state dirty,
+        for the next flush."""
+        taken, self._taken = self._taken, {}
         durable = self._durable
         entries: list[tuple[int, bytes, bytes]] = []
         trimmed: list[tuple[str, bytes, bytes]] = []  # (customer, value, the value written)
-        for customer_id, (partition, value, outbox_at) in chunk:
+        for customer_id, (partition, value, outbox_at) in taken.items():
             kept = value
             if outbox_at is not None and customer_id in durable:
                 kept = self._drop_durable(customer_id, value, outbox_at)
                 if kept is not value:
                     trimmed.append((customer_id, value, kept))
             entries.append((partition, customer_id.encode(), kept))
-        self._write(entries)
+        try:
+            self._write(entries)
+        except BaseException:
+            taken.update(self._taken)  # (nothing took meanwhile: no await since)
+            self._taken = taken
+            raise
         self.state_writes += len(entries)
         cache, dirty = self._cache, self._dirty
         for customer_id, value, kept in trimmed:

@@ -705,29 +705,3 @@ async def test_a_write_failing_after_others_keeps_it_and_the_rest_dirty() -> Non
     await write_dirty(world.engine)
     assert set(world.table) == {b"c1", b"c2", b"c3"}
     assert world.engine.state_writes == 3  # c1 was not written twice
-
-
-async def test_a_flush_writes_its_states_a_chunk_at_a_time_and_messages_are_handled_between(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The event loop turns between two chunks of a flush's state writes; a message handled
-    then, for a customer whose taken state is not written yet, builds on that state (not on
-    what the table holds), and its own state is the next flush's."""
-    monkeypatch.setattr(engine_module, "WRITE_CHUNK", 2)
-    world = World()
-    for n in range(5):
-        await world.engine.on_event(placed(f"e{n}", f"c{n}"), "shop.orders", 0, n)
-    world.engine.take_dirty()
-    writing = asyncio.ensure_future(world.engine.write_states())
-    await asyncio.sleep(0)  # the first chunk is written, then the loop turns
-    assert len(world.table) == 2 and b"c4" not in world.table
-    world.engine._cache.clear()  # (so that only the taken state can give c4's first order)
-    second = OrderChanged(
-        "e9", "c4", T + 1, "o9", "PLACED", 1_000, "EUR", [OrderItem("p", 1, 1_000)]
-    )
-    await world.engine.on_event(second, "shop.orders", 0, 9)
-    await writing
-    assert len(world.table) == 5 and world.engine.state_writes == 5
-    assert unpack(world.table[b"c4"]).orders_count == 1  # what the flush took
-    await write_dirty(world.engine)
-    assert unpack(world.table[b"c4"]).orders_count == 2
