@@ -361,7 +361,9 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     env.journey("topics", "create")
     publish(env, as_messages(first))
     worker = start_worker(**SETTINGS)
-    worker.wait_until(lambda s: s.get("consumed", 0) >= len(first), timeout=90)
+    # Ready too: `journey sql` asks the loader, which owns ClickHouse, and its server may still
+    # be starting when the worker has consumed everything (connection refused, seen once).
+    worker.wait_until(lambda s: s.get("consumed", 0) >= len(first) and s.get("ready"), timeout=90)
 
     scripted = reminders_sent(env)
     sent: dict[str, list[int]] = {}
