@@ -45,7 +45,7 @@ from streams.runtime.health import BrokerProbe, Health
 from streams.runtime.ingest import Ingest
 from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
 from streams.runtime.outputs import Outputs
-from streams.runtime.restore import install_bulk_restore
+from streams.runtime.restore import PromptTableManager, install_bulk_restore
 from streams.runtime.status import RateMeter
 from streams.settings import Settings
 from streams.web.metrics import Metrics
@@ -347,6 +347,7 @@ def create_pipeline(
         web_enabled=False,
         autodiscover=False,
         Monitor=QuietMonitor,
+        TableManager=PromptTableManager,  # no second's wait when it starts (restore.py)
     )
     install_commit_guard(app)  # commit an offset only when every message below it was acked
     install_fetch_control(app)  # the event-time merge pauses what it has enough of

@@ -60,6 +60,7 @@ from streams.runtime.acks import Acks
 from streams.runtime.app import broker_credentials
 from streams.runtime.commit_guard import install_commit_guard
 from streams.runtime.health import BrokerProbe, Health
+from streams.runtime.restore import PromptTableManager
 from streams.schema_registry import resolver_for
 from streams.settings import Settings
 from streams.web.metrics import LoaderMetrics
@@ -168,6 +169,7 @@ def create_loader(settings: Settings, *, clock: Clock | None = None) -> Loader:
         broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3000),
         web_enabled=False,
         autodiscover=False,
+        TableManager=PromptTableManager,  # no second's wait when it starts (restore.py)
     )
     install_commit_guard(app)  # commit an offset only when every message below it was stored
     metrics = LoaderMetrics()

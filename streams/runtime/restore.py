@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from faust.tables import TableManager
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
@@ -134,3 +135,20 @@ def install_bulk_restore(app: faust.App) -> None:
     """Make ``app``'s consumer restore tables a poll at a time. Call before the consumer exists
     (with the commit guard and the fetch control: it wraps whichever class is there)."""
     install_consumer_mixin(app, BulkRestore, "BulkRestoring")
+
+
+class PromptTableManager(TableManager):
+    """Faust's table manager without the second it waits when it starts.
+
+    ``TableManager.on_start`` (pinned faust-streaming) sleeps a second before it subscribes to
+    the changelog topics and starts the recovery, room for tables an agent would still define
+    while the app starts. Every table of ours is defined with its app, before the app starts,
+    and one defined later fails loudly ("Too late to add tables at this point", once
+    ``_update_channels`` has run). So the second was only a wait: every start of a worker or a
+    loader (a restart after a crash, a deploy, a rebalance's new member) was a second later.
+    ``app.conf.TableManager`` of both roles."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()

@@ -37,6 +37,7 @@ import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -117,6 +118,13 @@ class Group:
     def stop_worker(self, name: str) -> int:
         return self.workers.pop(name).stop()
 
+    def stop_workers(self) -> None:
+        """Every worker stopped (SIGTERM) at once; each must stop cleanly."""
+        stopping, self.workers = self.workers, {}
+        with ThreadPoolExecutor(len(stopping) or 1) as pool:
+            codes = dict(zip(stopping, pool.map(Worker.stop, stopping.values()), strict=True))
+        assert set(codes.values()) <= {0}, f"workers did not stop cleanly: {codes}"
+
     def partitions(self) -> dict[str, set[int]]:
         """Each live worker's partitions, as it last reported them. A worker that died by
         itself fails the test."""
@@ -167,8 +175,7 @@ class Group:
                                  f"{lagging(s.app_id, inputs)}; workers: {status}") from exc  # fmt: skip
         ticks = end_offsets([s.topic("ticks")])
         self.wait(lambda: lagging(s.app_id, [s.topic("ticks")], ticks) == [], "ticks handled")
-        for name in list(self.workers):
-            assert self.stop_worker(name) == 0, f"{name} did not stop cleanly"
+        self.stop_workers()
         self.wait(
             lambda: lagging(f"{s.app_id}-loader", s.fact_topics()) == [],
             "the loader stored every fact",
@@ -304,7 +311,8 @@ def check_stored_once(env: Env, group: Group, kept: set[str], erased: set[str]) 
     print(f"stored: {counts}")
     stored = {r["event_id"] for r in sql(env, "SELECT event_id FROM journey.events")}
     facts = read_topic(group.settings.topic("journey_events"), PARTITIONS)
-    on_topic = {CODEC.decode(m.value, JourneyEvent).event_id for m in facts}
+    event_ids = [CODEC.decode(m.value, JourneyEvent).event_id for m in facts]
+    on_topic = set(event_ids)
     missing = kept - stored
     assert stored == kept, (
         f"accepted but not stored: {sorted(missing)[:10]} (of these, published on "
@@ -330,12 +338,12 @@ def check_stored_once(env: Env, group: Group, kept: set[str], erased: set[str]) 
         r["trigger_id"]
         for r in sql(env, "SELECT trigger_id FROM journey.triggers WHERE status = 'EMITTED'")
     }
-    on_topic = {i for i, records in by_id.items() if records[0].customer_id not in erased}
-    assert on_topic == emitted_rows, (
-        f"published but not stored: {sorted(on_topic - emitted_rows)[:10]}; "
-        f"stored but not published: {sorted(emitted_rows - on_topic)[:10]}"
+    sent = {i for i, records in by_id.items() if records[0].customer_id not in erased}
+    assert sent == emitted_rows, (
+        f"published but not stored: {sorted(sent - emitted_rows)[:10]}; "
+        f"stored but not published: {sorted(emitted_rows - sent)[:10]}"
     )
-    again_events = len(facts) - len(on_topic)
+    again_events = len(event_ids) - len(on_topic)
     again_triggers = sum(len(records) - 1 for records in by_id.values())
     print(f"published again: {again_events} events, {again_triggers} triggers")
     return again_events + again_triggers
@@ -366,8 +374,9 @@ def check_against_clean(
 
 def check(env: Env, group: Group, clean: Group, seed: int) -> int:
     """Everything consumed and loaded, then the checks; returns what was published again."""
-    for world in (group, clean):
-        world.drain()
+    with ThreadPoolExecutor(2) as pool:  # each world its own groups, topics and ClickHouse
+        for done in [pool.submit(world.drain) for world in (group, clean)]:
+            done.result()
     events, erased, kept = published(env, group)
     again = check_stored_once(env, group, kept, erased)
     (row,) = sql(env, "SELECT count() AS n FROM journey.events", **clean.extra)
@@ -428,7 +437,7 @@ def test_worker_added_and_removed_mid_stream(env: Env, start_role: Any) -> None:
     group, clean = worlds(env, start_role)
     group.start_worker("w1")
     group.wait(lambda: group.shared_by({"w1"}), "w1 has every partition")
-    simulator = simulate(env, seed, rate=1.5 * RATE)  # no session timeouts to wait for here
+    simulator = simulate(env, seed, rate=3 * RATE)  # no session timeouts to wait for here
     try:
         group.wait(lambda: group.consumed("w1") > 300, "w1 consumes")
         group.start_worker("w2")  # joins mid-stream: w1 hands some partitions over

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -315,7 +316,13 @@ def run_two_workers(env: Env, *, crc32: bool) -> dict[str, Any]:
 def test_a_crc32_producer_with_two_workers_gives_the_triggers_of_a_murmur2_one(
     env: Env, tmp_path: Path
 ) -> None:
-    crc = run_two_workers(env, crc32=True)
+    murmur_env = new_env(tmp_path / "murmur2")
+    murmur_env.tmp.mkdir(parents=True, exist_ok=True)
+    # The two worlds (each its own topics, groups and ClickHouse) run side by side.
+    with ThreadPoolExecutor(2) as pool:
+        crc_run = pool.submit(run_two_workers, env, crc32=True)
+        murmur_run = pool.submit(run_two_workers, murmur_env, crc32=False)
+        crc, murmur = crc_run.result(), murmur_run.result()
     # The CRC32 producer put each cart change on another partition than its order, and the
     # pairs of partitions are all three there are.
     pairs = {
@@ -325,9 +332,6 @@ def test_a_crc32_producer_with_two_workers_gives_the_triggers_of_a_murmur2_one(
     assert pairs == {frozenset(pair) for pair in ((0, 1), (0, 2), (1, 2))}
     assert all((c, zlib.crc32(c.encode()) % 3) in crc["placed"] for c in CART_CUSTOMERS)
 
-    murmur_env = new_env(tmp_path / "murmur2")
-    murmur_env.tmp.mkdir(parents=True, exist_ok=True)
-    murmur = run_two_workers(murmur_env, crc32=False)
     assert all(key_partition(c.encode(), 3) == p for c, p in murmur["placed"])
 
     assert {tid for tid, _, _ in crc["sent"]} == EMITTED

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.types import TP
 
-from streams.runtime.restore import RESTORE_POLL_RECORDS, BulkRestore, install_bulk_restore
+from streams.runtime.app import create_pipeline
+from streams.runtime.loader import create_loader
+from streams.runtime.restore import (
+    RESTORE_POLL_RECORDS,
+    BulkRestore,
+    PromptTableManager,
+    install_bulk_restore,
+)
+from streams.settings import Settings
 from tests.unit.faust_apps import app_with
 
 C0, C1 = TP("app-journeys-changelog", 0), TP("app-journeys-changelog", 1)
@@ -105,3 +116,28 @@ def test_a_batch_fetched_across_a_rebalance_is_left_to_faust() -> None:
     thread.getmany = rebalance_meanwhile  # type: ignore[method-assign]
     left = asyncio.run(consumer._getmany({C0}, 1.0))
     assert set(left) == {C0} and table.written == []
+
+
+@pytest.mark.parametrize("role", ["worker", "loader"])
+async def test_tables_start_without_the_second_faust_waits(
+    role: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=tmp_path, clickhouse_url=f"chdb://{tmp_path / 'chdb'}"
+    )
+    app = create_pipeline(settings).app if role == "worker" else create_loader(settings).app
+    tables: Any = app.tables
+    assert isinstance(tables, PromptTableManager)
+    started: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        raise AssertionError(f"the table manager slept {seconds}s as it started")
+
+    async def step(name: str) -> None:
+        started.append(name)
+
+    monkeypatch.setattr(tables, "sleep", sleep)
+    monkeypatch.setattr(tables, "_update_channels", partial(step, "channels"))
+    monkeypatch.setattr(tables.recovery, "start", partial(step, "recovery"))
+    await tables.on_start()
+    assert started == ["channels", "recovery"]
