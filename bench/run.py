@@ -436,6 +436,20 @@ def run_recovery(
     }
 
 
+def run_timers(args: argparse.Namespace) -> dict[str, Any]:
+    """Step 4 in a process of its own (``bench/timers.py``); its log lines pass through."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "timers.json"
+        subprocess.run(
+            [sys.executable, "-m", "bench.timers", "--customers", str(args.timer_customers),
+             "--spread", str(args.timer_spread), "--partitions", str(args.partitions),
+             "--out", str(out)],
+            check=True,
+        )  # fmt: skip
+        result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
 def run_latency(
     worker: WorkerProcess,
     world: World,
@@ -797,17 +811,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
         if "timers" not in args.skip:
-            from bench.timers import timer_lateness
-
             log(f"[4] timers: {args.timer_customers:,} pending timers in-process (no Kafka)")
-            results["timers"] = asyncio.run(
-                timer_lateness(
-                    customers=args.timer_customers,
-                    spread_s=args.timer_spread,
-                    lead_s=3.0,
-                    partitions=args.partitions,
-                )
-            )
+            results["timers"] = run_timers(args)
             t = results["timers"]
             log(
                 f"  timer lateness p50 {t['lateness_at_tick_p50_ms']} ms, p99 "

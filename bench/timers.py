@@ -12,15 +12,23 @@ late the end of that tick's work was (an upper bound of when its decision was ou
 
 The Kafka round trip of the tick message, and the Faust table (RocksDB) reads and changelog
 writes, are not part of this figure.
+
+``make bench`` runs it in a process of its own (``python -m bench.timers``, the result as JSON
+in ``--out``), as a worker is one: not in the bench's process after the other steps, whose objects
+(every latency sample, the contest's results) a young collection would meet, nor in any heap
+but the engine's.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
+import json
 import time
 from collections import Counter, deque
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bench.common import log, percentile
@@ -230,3 +238,27 @@ def _build(
         partition = i % partitions
         next_fire = state.next_fire_at()
         engine._store(partition, customer, pack(partition, state, next_fire), next_fire)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.timers", description=__doc__.split("\n")[0])
+    p.add_argument("--customers", type=int, required=True)
+    p.add_argument("--spread", type=float, required=True, help="seconds the timers come due over")
+    p.add_argument("--lead", type=float, default=3.0, help="seconds before the first is due")
+    p.add_argument("--partitions", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True, help="where the result goes, as JSON")
+    args = p.parse_args(argv)
+    result = asyncio.run(
+        timer_lateness(
+            customers=args.customers,
+            spread_s=args.spread,
+            lead_s=args.lead,
+            partitions=args.partitions,
+        )
+    )
+    args.out.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
