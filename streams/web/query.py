@@ -10,7 +10,9 @@ by the ``JOURNEY_QUERY_*`` limits; against a ClickHouse server every query carri
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -114,6 +116,42 @@ def worker_headers(settings: Settings) -> dict[str, str]:
     return headers
 
 
+# How long `journey sql` waits for the loader that owns the data path to start answering: it
+# records itself (serving.json) before its HTTP server is up, a few seconds after it starts.
+OWNER_START_WAIT_S = 20.0
+
+
+def _post(request: urllib.request.Request, timeout: float, wait_while_starting: int | None) -> Any:
+    """The JSON answer to ``request``. ``wait_while_starting``: the pid of the process recorded
+    as the owner; while it lives and refuses connections (its server is not listening yet), ask
+    again for up to ``OWNER_START_WAIT_S``."""
+    deadline = time.monotonic() + OWNER_START_WAIT_S
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, ConnectionRefusedError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if (
+                not isinstance(reason, ConnectionRefusedError)
+                or wait_while_starting is None
+                or time.monotonic() >= deadline
+                or not _alive(wait_while_starting)
+            ):
+                raise
+        time.sleep(0.25)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return True
+
+
 def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
     """Ask the worker that owns *our* data path: the one recorded in ``serving.json``, else the
     one on the configured port."""
@@ -130,9 +168,10 @@ def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
         endpoint, data=statement.encode(), method="POST", headers=worker_headers(settings)
     )
     timeout = settings.query_max_execution_time / 1000 + 30
+    owner = serving if serving is not None and serving.clickhouse == url and serving.url else None
+    asked = time.monotonic()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = json.loads(response.read())
+        body = _post(request, timeout, wait_while_starting=owner.pid if owner else None)
     except urllib.error.HTTPError as exc:
         text = exc.read().decode("utf-8", "replace")
         try:
@@ -141,10 +180,10 @@ def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
             message = f"{exc.code} from the worker at {endpoint}: {text.strip()}"
         raise QueryFailed(message) from exc
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        if serving is not None and serving.clickhouse == url and serving.url:
+        if owner is not None:
             raise QueryFailed(
-                f"the worker (pid {serving.pid}) that owns {url} does not answer at {endpoint}: "
-                f"{exc}; is it still starting?"
+                f"the loader (pid {owner.pid}) that owns {url} does not answer at {endpoint}: "
+                f"{exc} (asked for {time.monotonic() - asked:.0f}s: still starting, or gone)"
             ) from exc
         return None  # no worker here: open the data path directly
     if body.get("clickhouse") != redact_url(url):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +20,7 @@ from streams.clock import Clock
 from streams.ops.cli import main
 from streams.ops.serving import find_serving, record_path, record_serving
 from streams.settings import Settings
+from streams.web import query
 from streams.web.query import QueryFailed, run_query, split_format
 
 
@@ -108,3 +111,58 @@ def test_cli_sql_with_format_clause(worker: tuple[Settings, int], tmp_path: Path
         main, ["sql", "SELECT 1 FORMAT CSVWithNames"], env={"JOURNEY_DATA_DIR": str(tmp_path)}
     )
     assert csv_out.output.splitlines() == ["n,q", "1,SELECT 1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_sql_waits_for_the_owner_that_is_still_starting(tmp_path: Path) -> None:
+    """The loader records itself before its server listens (the window test_views once hit)."""
+    served = settings(tmp_path)
+    port = _free_port()
+    record_serving(settings(tmp_path, web_port=port), Clock())  # this process: alive
+    handler = type("H", (_Worker,), {"clickhouse": served.resolved_clickhouse_url()})
+    servers: list[ThreadingHTTPServer] = []
+
+    def start_late() -> None:
+        time.sleep(1.0)
+        servers.append(ThreadingHTTPServer(("127.0.0.1", port), handler))
+        servers[0].serve_forever()
+
+    threading.Thread(target=start_late, daemon=True).start()
+    try:
+        started = time.monotonic()
+        result = run_query(served, "SELECT 1")
+        assert result.rows == [[1, "SELECT 1"]]
+        assert time.monotonic() - started >= 0.9  # it was refused, waited, and asked again
+    finally:
+        if servers:
+            servers[0].shutdown()
+
+
+def test_sql_gives_up_on_an_owner_that_never_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(query, "OWNER_START_WAIT_S", 0.6)
+    port = _free_port()
+    record_serving(settings(tmp_path, web_port=port), Clock())
+    with pytest.raises(QueryFailed, match=r"does not answer .*asked for 1s: still starting"):
+        run_query(settings(tmp_path), "SELECT 1")
+
+
+def test_sql_stops_waiting_when_the_owner_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = subprocess.Popen(["sleep", "1"])
+    threading.Thread(target=owner.wait, daemon=True).start()  # reaped as it exits, as a real one
+    port = _free_port()
+    record_serving(settings(tmp_path, web_port=port), Clock())
+    record = json.loads(record_path(settings(tmp_path)).read_text())
+    record_path(settings(tmp_path)).write_text(json.dumps({**record, "pid": owner.pid}))
+    started = time.monotonic()
+    with pytest.raises(QueryFailed, match="does not answer"):
+        run_query(settings(tmp_path), "SELECT 1")
+    assert time.monotonic() - started < query.OWNER_START_WAIT_S / 2
