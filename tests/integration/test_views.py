@@ -35,7 +35,8 @@ from schemas.records import (
 from streams.ops.simulator import DAY, HOUR, MINUTE, Behaviour, SimulationConfig, generate
 from streams.settings import parse_duration_ms
 from tests.integration import expected_views as expect
-from tests.integration.conftest import Env, Worker, consume_all, publish
+from tests.integration.conftest import Env, Worker, publish
+from tests.integration.test_crash_consistency import read_topic
 from tests.integration.test_ingest_path import CODEC, as_messages
 
 WINDOW = "5d"
@@ -393,10 +394,11 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
     # ... and handed to the journey workers (journey.predictions): the snapshots carry them.
     snapshots_topic = env.settings().topic("snapshots")
     deadline = time.monotonic() + 90
+    partitions = env.settings().partitions
     while True:
         carried = {
             snapshot.customer_id
-            for message in consume_all(env, snapshots_topic, 10**9, timeout=3)
+            for message in read_topic(snapshots_topic, partitions)  # up to its end offsets
             if message.value
             for snapshot in (CODEC.decode(message.value, CustomerSnapshot),)
             if snapshot.probability_alive is not None
@@ -404,10 +406,11 @@ def test_views_equal_an_independent_computation(env: Env, start_worker: Any) -> 
         if len(carried) >= buyers_now:
             break
         assert time.monotonic() < deadline, f"snapshots with a prediction: {len(carried)}"
+        time.sleep(1)
     assert worker.stop() == 0
     published = [
         CODEC.decode(message.value, CustomerSnapshot)
-        for message in consume_all(env, snapshots_topic, 10**9, timeout=3)
+        for message in read_topic(snapshots_topic, partitions)
         if message.value
     ]
 
