@@ -71,10 +71,16 @@ def find_serving(settings: Settings) -> Serving | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    try:
-        os.kill(serving.pid, 0)
-    except ProcessLookupError:
+    if not process_alive(serving.pid):
         return None  # it crashed or was killed: the record is stale
+    return serving
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
     except PermissionError:
         pass  # alive, another user's
-    return serving
+    return True

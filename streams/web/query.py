@@ -10,7 +10,6 @@ by the ``JOURNEY_QUERY_*`` limits; against a ClickHouse server every query carri
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import urllib.error
@@ -22,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from sinks.clickhouse.client import AnalystQueries, QueryError, read_only_statement, redact_url
-from streams.ops.serving import find_serving
+from streams.ops.serving import find_serving, process_alive
 from streams.settings import Settings
 
 
@@ -136,20 +135,10 @@ def _post(request: urllib.request.Request, timeout: float, wait_while_starting: 
                 not isinstance(reason, ConnectionRefusedError)
                 or wait_while_starting is None
                 or time.monotonic() >= deadline
-                or not _alive(wait_while_starting)
+                or not process_alive(wait_while_starting)
             ):
                 raise
         time.sleep(0.25)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, another user's
-    return True
 
 
 def _ask_worker(settings: Settings, statement: str, url: str) -> Result | None:
