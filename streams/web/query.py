@@ -129,10 +129,9 @@ def _post(request: urllib.request.Request, timeout: float, wait_while_starting: 
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return json.loads(response.read())
-        except (urllib.error.URLError, ConnectionRefusedError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        except urllib.error.URLError as exc:  # urlopen wraps a refused connection in one
             if (
-                not isinstance(reason, ConnectionRefusedError)
+                not isinstance(exc.reason, ConnectionRefusedError)
                 or wait_while_starting is None
                 or time.monotonic() >= deadline
                 or not process_alive(wait_while_starting)
