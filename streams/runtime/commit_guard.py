@@ -51,6 +51,18 @@ trimmed so it does not grow).
    commit until the seek that follows the rebalance delivers it again (the multi-worker test lost
    such messages).
 
+5. **A message fetched again below Faust's read offset is dropped.** Faust's fetch loop hands
+   on a message only at or above the partition's read offset, which it sets after handing on
+   each message and which a seek resets. A seek made while the fetch loop is in the middle of a
+   batch from the old position (the rebalance's seek to the committed offset, the heal below)
+   is overwritten by the batch's next message, and the messages the seek fetches again below
+   it are dropped unacked: the commit stalls until a heal, whose own seek can be overwritten
+   the same way (session 14 saw a partition heal twice, 12 s apart). For the acked topics the
+   guard's consumer reads no read offset (``ReadOffsets``): every message aiokafka hands over
+   goes on to the stream. One handled before (a batch fetched before a seek back, then again
+   after it) is handled again: the journey's outputs and the loader's rows are idempotent
+   (event ids, trigger ids, unique keys), as for every redelivery.
+
 **A stalled partition heals itself.** A message that was fetched and then dropped unacked is
 normally delivered again by the next seek to the committed offset, but that seek only comes with
 a rebalance or a restart: a worker that keeps its partitions would stall the partition's commit
@@ -133,6 +145,23 @@ def record_fetch_ranges() -> None:
     FetchResult.getall = wrapped
 
 
+class ReadOffsets(dict[TP, int | None]):
+    """Faust's read offsets (``Consumer._read_offset``) for a guarded consumer: the read offset
+    of a partition of an acked topic is never known, so Faust's fetch loop drops none of its
+    messages (see 5. above). Written as before (seeks, the fetch loop), read as None."""
+
+    __slots__ = ("acking",)
+
+    def __init__(self, acking: set[str]) -> None:
+        super().__init__()
+        self.acking = acking  # the conductor's set of acked topics (the same object, kept up)
+
+    def __getitem__(self, tp: TP) -> int | None:
+        if tp.topic in self.acking:
+            return None
+        return self.get(tp)
+
+
 class CommitGuard(Consumer):
     """Mixin for a concrete Faust consumer class (see ``guarded``): a conservative
     ``_new_offset`` and the hole bookkeeping it needs."""
@@ -152,6 +181,7 @@ class CommitGuard(Consumer):
         self._guard_waiting = {}
         self.heals = 0
         super().__init__(*args, **kwargs)
+        self._read_offset = ReadOffsets(self.app.topics.acking_topics)
 
     # -- bookkeeping of what was fetched -------------------------------------------------------
 

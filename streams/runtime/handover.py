@@ -27,6 +27,23 @@ it again from the committed offset); one of an acking topic is tracked (the cons
 agent turns the loop at least every ``YIELD_EVERY_S`` of its own, so the fetch loop, the
 acknowledgements and the ticks go on.
 
+**Nothing queued for the agent is thrown away when the flow resumes** (``keep_queue``). Faust
+makes every channel's queue with ``clear_on_resume``: mode's flow control empties it each time
+it resumes the flow. After a rebalance of an app with tables (the worker), Faust's recovery
+resumes the flow before it restores them (or finds nothing to restore), and again at the end
+(``Recovery.on_recovery_completed``), after resuming the stream partitions and seeking them to
+the committed offsets. (The loader has no tables: Faust resumes its flow once, after the seek.)
+Messages of the new assignment fetched in between were in the agent's queue when the
+second resume emptied it: dropped, never handled, never acked, and not fetched again (the seek
+found the consumer where it already was). The commit guard then held the partition's commit
+until its heal sought back 10-14 s later and delivered everything since again (the multi-worker
+hand-over test: one message per partition of every topic, in about a third of its runs; traced
+in session 14). The emptying is not needed: an event of an older consumer generation, or taken
+while the flow is suspended, is skipped where it is taken (here, as in Faust's own stream), and
+is delivered again from the committed offset. So the agent's queue is taken out of the flow
+control's care; that changes only this: it is never emptied (the conductor still waits for a
+suspended flow before it puts a message in it).
+
 Measured together (session 11, the e2e step alone, alternated with the one-task hand-over they
 replace): about 1.5 x the events per worker CPU-second. Each alone had lost messages in the
 multi-worker kill test (sessions 7 and 9). Session 10 traced such a loss to the commit guard's
@@ -129,9 +146,22 @@ def install_handover(app: faust.App) -> None:
 YIELD_EVERY_S = 0.005
 
 
+def keep_queue(stream: Any) -> None:
+    """Take the queue of ``stream`` (an agent's stream) out of mode's flow control, which empties
+    it whenever the flow resumes (see the module's docstring). Call before iterating it."""
+    queues = getattr(stream.app.flow_control, "_queues", None)
+    if queues is None:  # another mode: its flow control keeps its queues elsewhere
+        raise RuntimeError(
+            "streams/runtime/handover.py keep_queue: the flow control has no _queues; check "
+            "mode's FlowControlEvent.resume, which must not empty the agents' queues"
+        )
+    queues.discard(stream.channel.queue)
+
+
 async def stream_events(stream: Any) -> AsyncIterator[Any]:
     """The events of ``stream`` (an agent's stream, Faust's ``Stream``), as its ``events()``
     gives them: see the module's docstring."""
+    keep_queue(stream)
     started = await stream.maybe_start()
     channel = stream.channel
     queue = channel.queue

@@ -258,18 +258,11 @@ async def test_a_redelivery_after_a_rebalance_commits_from_the_committed_offset(
     assert p.commit() == 8
 
 
-async def test_a_fetch_in_flight_across_a_seek_proves_no_hole() -> None:
-    """A rebalance seeks back to 10 while a fetch from the old position is in flight: it
-    returns 15 and 16, Faust delivers them (above its read offset 10) and then drops 10..14 when
-    they come again (below its read offset 16). They are messages nobody acked."""
-    p = Partition(GUARDED)
+async def fetch_in_flight_across_a_seek(p: Partition) -> None:
+    """A rebalance seeks back to the committed 10 while a fetch from the old position is in
+    flight: it returns 15 and 16, and Faust hands them on (at or above its read offset 10, which
+    each message handed on then moves up). Then the fetch from 10 brings 10..16."""
     p.committed = 10
-    p.consumer._thread.getmany = None  # set below
-
-    async def stale_fetch(active_partitions: Any, timeout: float) -> Any:
-        await p.seek_to_committed()  # completes while the fetch is in flight
-        return {TP0: records([15, 16])}
-
     fetcher = SimpleNamespace(_stopped=asyncio.Event())
     calls = 0
 
@@ -277,16 +270,53 @@ async def test_a_fetch_in_flight_across_a_seek_proves_no_hole() -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
-            return await stale_fetch(active_partitions, timeout)
+            await p.seek_to_committed()  # completes while the fetch is in flight
+            return {TP0: records([15, 16])}
         fetcher._stopped.set()
         return {}
 
     p.consumer._thread.getmany = getmany
     await p.consumer._drain_messages(fetcher)
     await p.fetch(range(10, 17))  # the fresh fetch from 10
-    assert sorted(p.delivered) == [15, 16]  # Faust dropped 10..14
+
+
+async def test_faust_drops_what_a_seek_fetches_again_below_its_read_offset() -> None:
+    """Stock Faust drops 10..14 (below its read offset 16): messages nobody handled, never to be
+    delivered again but by another seek (the stall and heal of session 14)."""
+    p = Partition(STOCK)
+    await fetch_in_flight_across_a_seek(p)
+    assert sorted(p.delivered) == [15, 16]
+
+
+async def test_the_guard_hands_on_what_a_seek_fetches_again() -> None:
+    """The guarded consumer hands on every message fetched (5. in commit_guard.py); the commit
+    waits for 10..14 (a fetch in flight across the seek proves no hole below 15) and goes on
+    once they are acked."""
+    p = Partition(GUARDED)
+    await fetch_in_flight_across_a_seek(p)
+    assert sorted(p.delivered) == list(range(10, 17))
     p.ack([15, 16])
     assert p.commit() is None
+    p.ack(range(10, 15))
+    assert p.commit() == 17
+
+
+async def test_a_heal_overwritten_by_a_batch_in_progress_still_delivers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Session 14 saw a partition heal twice, 12 s apart: the heal's seek back to 4 set Faust's
+    read offset to 4, the batch the fetch loop was in the middle of handed on 12 after it (read
+    offset 12), and the fetch from 4 came below it. The guarded consumer delivers 4..11 again."""
+    p, clock, sought = await stalled(monkeypatch)  # waits at 4; 5..11 acked
+    clock.now += commit_guard.STALL_SECONDS
+    assert await p.consumer.guard_heal() == 1 and sought == [(TP0, 4)]
+    p.consumer._read_offset[TP0] = 4  # what Faust's seek sets (the stand-in seek does not)
+    await p.fetch([12], begin=12)  # the batch in progress
+    p.delivered.clear()
+    await p.fetch(range(4, 13), begin=4)  # the heal's fetch from 4
+    assert sorted(p.delivered) == list(range(4, 13))
+    p.ack([4, 12])
+    assert p.commit() == 13
 
 
 async def test_a_batch_that_does_not_begin_where_a_seek_went_proves_no_hole(

@@ -155,3 +155,31 @@ async def test_queued_events_leave_the_loop_its_turns(monkeypatch: pytest.Monkey
             break
     other.cancel()
     assert 10 <= ticks < 200  # about one turn per 5 events, not one per event
+
+
+async def test_what_is_queued_for_the_agent_survives_the_flow_resuming() -> None:
+    """Faust's channel queues are emptied whenever the flow resumes (``clear_on_resume``); after
+    a rebalance that recovers the table it resumes twice, the second time after messages of the
+    new assignment were queued (session 14: dropped unacked, the commit stalled until a heal).
+    The agent's queue is taken out of that (``keep_queue``); another channel's still is not."""
+    stand = Stand()
+    stand.queue = ThrowableQueue(flow_control=stand.flow, clear_on_resume=True)
+    stand.channel = SimpleNamespace(queue=stand.queue)
+    other: ThrowableQueue[Any] = ThrowableQueue(flow_control=stand.flow, clear_on_resume=True)
+    other.put_nowait("queued elsewhere")
+    for offset in range(3):
+        stand.put(offset)
+    events = stream_events(stand)
+    first = await asyncio.wait_for(events.__anext__(), 2)
+    stand.flow.resume()  # the recovery's second resume, with 1 and 2 queued
+    rest = [await asyncio.wait_for(events.__anext__(), 2) for _ in range(2)]
+    await events.aclose()
+    assert [e.message.offset for e in [first, *rest]] == [0, 1, 2]
+    assert other.empty()  # the flow control does empty the queues it manages
+
+
+def test_keep_queue_refuses_a_flow_control_it_does_not_know() -> None:
+    stand = Stand()
+    stand.app.flow_control = SimpleNamespace()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="_queues"):
+        handover.keep_queue(stand)
