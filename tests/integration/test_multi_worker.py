@@ -102,6 +102,7 @@ class Group:
         self.loader: Worker | None = None
         self.workers: dict[str, Worker] = {}
         self.ports: dict[str, str] = {}
+        self.heals: dict[str, int] = {}  # commit heals of each stopped worker (its last status)
 
     def start_loader(self) -> None:
         self.loader = self.start_role("loader", **self.extra)
@@ -116,11 +117,15 @@ class Group:
         self.workers.pop(name).kill()
 
     def stop_worker(self, name: str) -> int:
-        return self.workers.pop(name).stop()
+        worker = self.workers.pop(name)
+        self.heals[name] = int(status_of(worker).get("commit_heals", 0))
+        return worker.stop()
 
     def stop_workers(self) -> None:
         """Every worker stopped (SIGTERM) at once; each must stop cleanly."""
         stopping, self.workers = self.workers, {}
+        for name, worker in stopping.items():
+            self.heals[name] = int(status_of(worker).get("commit_heals", 0))
         with ThreadPoolExecutor(len(stopping) or 1) as pool:
             codes = dict(zip(stopping, pool.map(Worker.stop, stopping.values()), strict=True))
         assert set(codes.values()) <= {0}, f"workers did not stop cleanly: {codes}"
@@ -452,3 +457,6 @@ def test_worker_added_and_removed_mid_stream(env: Env, start_role: Any) -> None:
         if simulator.poll() is None:
             simulator.kill()
     check(env, group, clean, seed)
+    # A graceful hand-over drops nothing it fetched, so no commit waits for a heal (session 14:
+    # the agent's queue emptied by the table recovery's second resume did, in a third of runs).
+    assert sum(group.heals.values()) == 0, f"commits healed after a hand-over: {group.heals}"
