@@ -47,6 +47,28 @@ def test_repeated_kafka_errors_are_let_through_once_per_interval() -> None:
     assert quiet.filter(summary) and "3199 more like it" in str(summary.msg)
 
 
+def test_a_routine_rebalance_heartbeat_is_info_not_a_warning() -> None:
+    """aiokafka warns "Heartbeat failed ... because it is rebalancing" whenever a member joins
+    or leaves the group: shown at INFO (``--log-level info``), hidden at the default level."""
+    quiet = QuietKafkaLogs()
+    name = "aiokafka.consumer.group_coordinator"
+    logger = logging.getLogger(name)
+    before = logger.level
+    try:
+        for level, shown in ((logging.WARNING, False), (logging.INFO, True)):
+            logger.setLevel(level)
+            record = logging.LogRecord(
+                name, logging.WARNING, __file__, 1,
+                "Heartbeat failed for group %s because it is rebalancing", ("g",), None,
+            )  # fmt: skip
+            assert quiet.filter(record) is shown
+            assert record.levelname == "INFO"
+        other = logging.LogRecord(name, logging.WARNING, __file__, 1, "Heartbeat failed", (), None)
+        assert quiet.filter(other) and other.levelname == "WARNING"  # other warnings stay
+    finally:
+        logger.setLevel(before)
+
+
 async def test_a_failing_acknowledgement_makes_the_worker_not_ready() -> None:
     from streams.runtime.acks import Acks
 
