@@ -32,6 +32,7 @@ import logging
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -429,7 +430,7 @@ class LoaderWeb(_Server):
                     [d.Series("repeat rate %", [100 * float(r[2]) for r in cohorts], d.PALETTE[4])],
                     "Repeat purchase",
                 ),
-                "Share of each first-order month's customers who ordered again.",
+                repeat_note(cohorts),
             )
         )
         nps = await self._rows(reports.NPS_BY_DAY)
@@ -616,3 +617,13 @@ class LoaderWeb(_Server):
             )
         )
         return sections
+
+
+def repeat_note(cohorts: Sequence[Sequence[Any]]) -> str:
+    """The note under "Repeat purchase by cohort": an all-zero chart says why it is empty."""
+    note = "Share of each first-order month's customers who ordered again."
+    if not cohorts:
+        return f"{note} No orders yet."
+    if all(float(row[2]) == 0 for row in cohorts):
+        return f"{note} No customer has ordered a second time yet."
+    return note

@@ -28,3 +28,13 @@ def test_axis_labels_do_not_overlap(days: int, chart: str) -> None:
     width = 5 * 6.2  # five characters at the tick font size
     assert all(b[0] - a[0] >= width for a, b in itertools.pairwise(ticks)), ticks
     assert len(ticks) >= min(days, 8)  # still labelled, not thinned to nothing
+
+
+def test_an_empty_repeat_purchase_chart_says_why() -> None:
+    from streams.web.server import repeat_note
+
+    assert repeat_note([]).endswith("No orders yet.")
+    assert repeat_note([("2026-11-01", 60, 0.0), ("2026-12-01", 417, 0)]).endswith(
+        "No customer has ordered a second time yet."
+    )
+    assert repeat_note([("2026-11-01", 60, 0.05)]).endswith("ordered again.")
