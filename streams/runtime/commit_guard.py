@@ -63,6 +63,13 @@ trimmed so it does not grow).
    after it) is handled again: the journey's outputs and the loader's rows are idempotent
    (event ids, trigger ids, unique keys), as for every redelivery.
 
+6. **A seek from the wrong thread.** Faust's consumer seeks (``_seek``) by calling aiokafka's
+   ``seek`` directly from the event loop's thread, while aiokafka runs in the consumer's own
+   thread: it changes the fetcher's positions and records under a running fetch, and resolves
+   a future of that thread's loop without waking it. The guard's own seeks (to a partition's
+   beginning, the heal's) go through the consumer's thread (``call_thread``), as Faust's
+   ``seek_to_committed`` and the table recovery's seeks already do.
+
 **A stalled partition heals itself.** A message that was fetched and then dropped unacked is
 normally delivered again by the next seek to the committed offset, but that seek only comes with
 a rebalance or a restart: a worker that keeps its partitions would stall the partition's commit
@@ -85,7 +92,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 import aiokafka
 import faust
@@ -242,6 +249,11 @@ class CommitGuard(Consumer):
                 await self._seek(tp, start)
                 self._guard_first[tp] = start
         return committed
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """aiokafka's ``seek``, run in the consumer's thread (see 6. above)."""
+        thread: Any = cast(Any, self)._thread  # the ThreadDelegateConsumer's (the concrete class)
+        await thread.call_thread(thread.seek, partition, offset)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self.guard_forget(revoked)

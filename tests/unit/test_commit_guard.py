@@ -69,7 +69,11 @@ class Partition:
         async def beginning(*tps: TP) -> dict[TP, int]:
             return {tp: self.log_start for tp in tps}
 
+        async def call_thread(fun: Any, *args: Any) -> Any:  # the thread is not started here
+            return fun(*args)
+
         self.consumer._thread.earliest_offsets = beginning
+        self.consumer._thread.call_thread = call_thread
 
     async def seek_to_committed(self) -> None:
         """What a rebalance or a restart does: aiokafka seeks to the committed offset (only
@@ -621,3 +625,22 @@ def test_install_refuses_another_aiokafka_version(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(aiokafka, "__version__", "0.99.0")
     with pytest.raises(RuntimeError, match=r"aiokafka 0\.14\.0's FetchResult.getall, but 0\.99\.0"):
         install_commit_guard(app)
+
+
+async def test_the_guards_seeks_run_in_the_consumers_thread() -> None:
+    """Faust's ``_seek`` calls aiokafka's ``seek`` from the event loop's thread; the guard's
+    consumer hands it to the consumer's thread, where aiokafka runs (6. in commit_guard.py)."""
+    p = Partition(GUARDED)
+    calls: list[Any] = []
+
+    async def call_thread(fun: Any, *args: Any) -> Any:
+        calls.append((fun, args))
+        return fun(*args)
+
+    def seek(tp: TP, offset: int) -> None:
+        calls.append(("seek", tp, offset))
+
+    p.consumer._thread.call_thread = call_thread
+    p.consumer._thread.seek = seek
+    await p.consumer.seek(TP0, 7)
+    assert calls == [(seek, (TP0, 7)), ("seek", TP0, 7)]  # the seek ran inside call_thread
