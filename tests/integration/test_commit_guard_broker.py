@@ -71,10 +71,15 @@ async def run(
     transactions: bool = False,
     retention: tuple[int, int] | None = None,
     watch: int = 10,
+    dropped_once: int | None = None,
+    handled: list[int] | None = None,
 ) -> list[int | None]:
     """The committed offsets seen while a Faust app handles the partition; the first entry is
     the one after everything but offset ``never_acked`` was acked and several commit intervals
-    passed. ``retention``: (committed, deleted before) before the app starts."""
+    passed. ``retention``: (committed, deleted before) before the app starts.
+    ``dropped_once``: that offset's first delivery is dropped unhandled (neither acked nor
+    waited for, as a buffer emptied by a rebalance once did): only the guard's heal brings it
+    again. ``handled``: filled with the offsets the agent received, in order."""
     tag = uuid.uuid4().hex[:10]
     topic, group = f"it-{tag}.guard", f"guard-it-{tag}"
     tp = TopicPartition(topic, 0)
@@ -111,21 +116,28 @@ async def run(
         )
         if guard:
             install_commit_guard(app)
-        handled: list[int] = []
+        if handled is None:
+            handled = []
+        received = handled
 
         @app.agent(app.topic(topic, key_serializer="raw", value_serializer="raw"))
         async def agent(stream: Any) -> None:
             async for event in stream.noack().events():
-                handled.append(event.message.offset)
-                if event.message.offset != never_acked:
+                offset = event.message.offset
+                received.append(offset)
+                if offset == dropped_once and received.count(offset) == 1:
+                    app.consumer.unacked.discard(event.message)
+                    continue
+                if offset != never_acked:
                     event.ack()
 
         await app.start()
         try:
             deadline = time.monotonic() + 60
-            while len(handled) < len(expected) and time.monotonic() < deadline:
+            while len(set(received)) < len(expected) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            assert sorted(handled) == expected, handled
+            assert sorted(set(received)) == expected, received
+            assert dropped_once is not None or len(received) == len(expected), received
             assert end >= expected[-1] + 1
             seen: list[int | None] = []
             for _ in range(watch):  # 0.2 s each: a commit interval
@@ -170,4 +182,21 @@ def test_the_guard_commits_over_offsets_retention_deleted(
     monkeypatch.setattr(commit_guard, "STALL_SECONDS", 1.0)
     monkeypatch.setattr(commit_guard, "STALL_CHECK_SECONDS", 0.5)
     seen = asyncio.run(run(tmp_path, guard=True, never_acked=None, retention=(1, 3), watch=25))
+    assert seen[-1] == MESSAGES, seen
+
+
+def test_a_dropped_message_is_delivered_again_by_the_guards_heal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offset 2 is dropped unhandled on its first delivery, 3 and 4 are acked: the commit waits
+    at 2, and after ``STALL_SECONDS`` the heal seeks the partition back to it on the real
+    consumer (a seek run in the consumer's thread, ``CommitGuard._seek``). 2 comes again, is
+    acked, and the commit reaches the end."""
+    monkeypatch.setattr(commit_guard, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(commit_guard, "STALL_CHECK_SECONDS", 0.5)
+    handled: list[int] = []
+    seen = asyncio.run(
+        run(tmp_path, guard=True, never_acked=None, dropped_once=2, handled=handled, watch=25)
+    )
+    assert handled.count(2) == 2, handled  # dropped, then delivered again by the heal
     assert seen[-1] == MESSAGES, seen
