@@ -116,16 +116,20 @@ class Group:
     def kill_worker(self, name: str) -> None:
         self.workers.pop(name).kill()
 
+    def note_heals(self, name: str, worker: Worker) -> None:
+        """Keep the commit heals ``worker`` last reported, before it stops."""
+        self.heals[name] = int(status_of(worker).get("commit_heals", 0))
+
     def stop_worker(self, name: str) -> int:
         worker = self.workers.pop(name)
-        self.heals[name] = int(status_of(worker).get("commit_heals", 0))
+        self.note_heals(name, worker)
         return worker.stop()
 
     def stop_workers(self) -> None:
         """Every worker stopped (SIGTERM) at once; each must stop cleanly."""
         stopping, self.workers = self.workers, {}
         for name, worker in stopping.items():
-            self.heals[name] = int(status_of(worker).get("commit_heals", 0))
+            self.note_heals(name, worker)
         with ThreadPoolExecutor(len(stopping) or 1) as pool:
             codes = dict(zip(stopping, pool.map(Worker.stop, stopping.values()), strict=True))
         assert set(codes.values()) <= {0}, f"workers did not stop cleanly: {codes}"
