@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import hashlib
 import json
 import logging
@@ -84,8 +85,58 @@ class SimulationOptions:
     run_id: str | None = None  # None: derived from the start time, so runs never collide
 
 
+# A stop takes a second or two. One that still runs after this long says what it waits for, so
+# that a hang at shutdown can be traced from its log (``journey run`` kills a child after 60 s).
+STOP_REPORT_SECONDS = 25.0
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, which reports what a slow stop waits for (``arm_stop_report``)."""
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            arm_stop_report(self.loop, STOP_REPORT_SECONDS)
+        super()._schedule_shutdown(signal)
+
+
+def arm_stop_report(
+    loop: asyncio.AbstractEventLoop, seconds: float, *, threads_after: float = 5.0, file: Any = None
+) -> None:
+    """After ``seconds``, log where every task of ``loop`` waits; ``threads_after`` later, unless
+    the process has exited, dump every thread's stack to stderr (from a C thread: it works even
+    if the loop is blocked, or if a thread keeps the process from exiting after the loop closed).
+    """
+    loop.call_later(seconds, report_waiting_tasks, loop, seconds)
+    faulthandler.dump_traceback_later(seconds + threads_after, file=file or sys.stderr)
+
+
+def report_waiting_tasks(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    lines = [f"still stopping {seconds:g} s after the signal; what each task waits in:"]
+    for task in sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name()):
+        where = " > ".join(
+            f"{frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)}:"
+            f"{frame.f_lineno})"
+            for frame in awaiting_frames(task.get_coro())
+        )
+        lines.append(f"  {task.get_name()}: {where or '?'}")
+    log.warning("\n".join(lines))
+
+
+def awaiting_frames(coro: Any) -> list[Any]:
+    """The frames of a suspended coroutine and of what it awaits, outermost first (a task's
+    ``get_stack`` has only the outermost)."""
+    frames = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
 def _faust_worker(app: faust.App, loglevel: str, log_format: str) -> None:
-    worker = faust.Worker(
+    worker = _Worker(
         app,
         loglevel=loglevel,
         quiet=True,

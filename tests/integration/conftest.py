@@ -168,15 +168,17 @@ class Worker:
         time.sleep(1)
         return self.wait_until(caught_up, timeout)
 
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, as an operator would: the pipeline shuts down cleanly."""
+    def stop(self, timeout: float = 75) -> int:
+        """SIGTERM, as an operator would: the pipeline shuts down cleanly. Longer than
+        ``journey run`` waits for its children (60 s), so that a hang is named in the output,
+        after each slow process's report of what it waits for (``arm_stop_report``)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError("pipeline did not stop within a minute of SIGTERM") from None
+            raise AssertionError(f"pipeline did not stop within {timeout:g} s of SIGTERM") from None
         self._kill_group()  # nothing may outlive it
         return code
 
@@ -245,7 +247,7 @@ def start_worker(env: Env) -> Iterator[Callable[..., Worker]]:
         # it with a failure; CI keeps only that).
         (env.tmp / f"worker-{number}.log").write_text("".join(worker.output))
         said = [line for line in worker.output if not line.startswith("{")]
-        print(f"--- pipeline {number}: last status {worker.last}\n{''.join(said[-30:])}")
+        print(f"--- pipeline {number}: last status {worker.last}\n{''.join(said[-150:])}")
 
 
 @pytest.fixture

@@ -370,7 +370,7 @@ def test_a_worker_holding_messages_for_order_still_stops_and_loses_nothing(env: 
         publish(env, as_messages([order]))
         time.sleep(5)  # the order is received and held: feedback/p looks one offset behind
         assert not consume_all(env, env.settings().topic("triggers"), 1, timeout=2)
-        assert worker.stop(timeout=60) == 0
+        assert worker.stop() == 0
         assert worker.crashes() == []  # the agent's loop ended; it did not crash at the stop
     finally:
         if worker.process.poll() is None:

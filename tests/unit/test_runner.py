@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
+import logging
 import signal
 import subprocess
 import sys
@@ -11,7 +14,7 @@ from typing import Any
 import pytest
 
 from streams.clock import Clock
-from streams.ops.runner import Child, Supervisor, worker_instance_ids
+from streams.ops.runner import Child, Supervisor, arm_stop_report, worker_instance_ids
 from streams.settings import Settings
 
 
@@ -75,3 +78,36 @@ def test_a_child_that_ignores_sigterm_is_named_and_killed(
     assert process.returncode == -signal.SIGKILL
     assert "worker-1 did not stop within 0.5 s of SIGTERM; killed it" in capsys.readouterr().err
     process.stdout.close()
+
+
+def test_a_slow_stop_reports_where_each_task_waits_and_every_threads_stack(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hang at a stop seen in CI (sessions 10 and 14) left no trace of what it waited for."""
+    dump = tmp_path / "threads.txt"
+
+    async def flush_forever(never: asyncio.Event) -> None:
+        await never.wait()
+
+    async def stopping() -> None:
+        await flush_forever(asyncio.Event())
+
+    async def main() -> None:
+        task = asyncio.create_task(stopping(), name="the-stuck-stop")
+        with dump.open("w") as file:
+            arm_stop_report(asyncio.get_running_loop(), 0.2, threads_after=0.2, file=file)
+            try:
+                await asyncio.sleep(0.8)
+            finally:
+                faulthandler.cancel_dump_traceback_later()
+        task.cancel()
+
+    with caplog.at_level(logging.WARNING, logger="streams.ops.runner"):
+        asyncio.run(main())
+    report = caplog.text
+    assert "still stopping 0.2 s after the signal" in report
+    assert "the-stuck-stop: stopping (test_runner.py:" in report
+    assert "> flush_forever (test_runner.py:" in report
+    assert "> wait (locks.py:" in report
+    threads = dump.read_text()  # the loop's thread, where it waits for the next event
+    assert "Thread 0x" in threads and "in run_until_complete" in threads
