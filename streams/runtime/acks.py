@@ -35,6 +35,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from streams.runtime.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 STOP_SECONDS = 10.0
@@ -209,12 +211,11 @@ class Acks:
         everything): what it does not acknowledge is redelivered."""
         self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         try:
-            await asyncio.wait_for(self.flush(), timeout=STOP_SECONDS)
+            async with asyncio.timeout(STOP_SECONDS):
+                await self.flush()
         except Exception as exc:
             log.warning("stopping before everything was stored or acknowledged by the broker "
                         "(%r): the messages not acknowledged are redelivered", exc)  # fmt: skip

@@ -26,7 +26,6 @@ records go the same way (``app.table_writer``), with their partition given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from typing import Any
 
 from streams.runtime.ingest import key_partition
 from streams.runtime.outputs import Headers
+from streams.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,7 @@ class BatchProducer:
     async def stop(self) -> None:
         """Send what is open (after the last acknowledgement flush has awaited it, nothing is)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self.drain()
 

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from streams.runtime.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 2.0
@@ -53,9 +55,10 @@ class BrokerProbe:
     async def probe_once(self) -> bool:
         for host, port in self.servers:
             try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), timeout=PROBE_TIMEOUT
-                )
+                # Not asyncio.wait_for: it forgets a cancel (a stop) that comes as the
+                # connection opens, and the probe went on for ever (streams/runtime/tasks.py).
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    _, writer = await asyncio.open_connection(host, port)
             except (OSError, TimeoutError):
                 continue
             writer.close()
@@ -90,9 +93,7 @@ class BrokerProbe:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
 

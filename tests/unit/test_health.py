@@ -30,6 +30,38 @@ async def test_the_probe_sees_a_broker_go_away_and_come_back(caplog) -> None:  #
     assert Health(probe, lambda: False).problem() == "ClickHouse is unreachable or not answering"
 
 
+async def test_a_stop_as_the_probe_connects_ends_the_probe(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A stop whose cancel arrives in the turn of the loop in which the probe's connection
+    opens. ``asyncio.wait_for`` of Python 3.11 then returned the connection and forgot the
+    cancel: the probe went on for ever, and so did the stop that awaited it."""
+    for turns in range(4):  # the cancel 0-3 turns of the loop after the connection opened
+        connected: asyncio.Future[tuple[None, Writer]] = asyncio.get_running_loop().create_future()
+
+        async def open_connection(host: str, port: int, opened=connected) -> tuple[None, Writer]:  # type: ignore[no-untyped-def]
+            return await opened
+
+        monkeypatch.setattr(asyncio, "open_connection", open_connection)
+        probe = BrokerProbe("127.0.0.1:1")
+        probe.start()
+        task = probe._task
+        assert task is not None
+        await asyncio.sleep(0.01)  # the probe waits for its connection
+        connected.set_result((None, Writer()))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(probe.stop())
+        await asyncio.wait([stopping], timeout=0.5)  # the probe's retry cancel is 1 s away
+        assert stopping.done() and task.done(), f"still probing {turns} turns after the connection"
+
+
+class Writer:
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass
+
+
 def test_repeated_kafka_errors_are_let_through_once_per_interval() -> None:
     now = [0.0]
     quiet = QuietKafkaLogs(every=30, clock=lambda: now[0])
