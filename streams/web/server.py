@@ -292,9 +292,8 @@ class LoaderWeb(_Server):
         query = request.query.get("query")
         if query is None and request.method == "POST":
             try:
-                query = await asyncio.wait_for(
-                    request.text(), self.settings.web_request_timeout / 1000
-                )
+                async with asyncio.timeout(self.settings.web_request_timeout / 1000):
+                    query = await request.text()
             except TimeoutError:
                 return json_response({"error": "request body too slow"}, status=408)
         try:

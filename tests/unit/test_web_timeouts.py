@@ -15,9 +15,10 @@ import pytest
 
 from streams.settings import Settings
 from streams.web.metrics import LoaderMetrics
-from streams.web.server import LoaderWeb
+from streams.web.server import CLIENT_HEADER, LoaderWeb
 
 HEADER_TIMEOUT = 1.0
+REQUEST_TIMEOUT = 1.5
 # Generous: 5 other engineers' test suites share 2 cores. A connection that is never cut fails
 # the test anyway (the slow client below sends for far longer than this).
 SLACK = 10.0
@@ -35,6 +36,7 @@ async def server(tmp_path: Path) -> AsyncIterator[LoaderWeb]:
     overrides: dict[str, Any] = {
         "web_port": free_port(),
         "web_header_timeout": f"{HEADER_TIMEOUT}s",
+        "web_request_timeout": f"{REQUEST_TIMEOUT}s",
         "data_dir": tmp_path,
     }
     settings = Settings(_env_file=None, **overrides)
@@ -131,3 +133,21 @@ async def test_a_prompt_request_is_answered(server: LoaderWeb) -> None:
     writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # reuses the connection
     assert (await asyncio.wait_for(reader.readuntil(b"ok\n"), 5)).startswith(b"HTTP/1.1 200")
     writer.close()
+
+
+async def test_a_query_whose_body_trickles_in_is_refused_after_the_request_timeout(
+    server: LoaderWeb,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.settings.web_port)
+    head = (
+        "POST /sql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
+        f"{CLIENT_HEADER[0]}: {CLIENT_HEADER[1]}\r\nConnection: close\r\n\r\nSELECT "
+    ).encode()
+    started = time.monotonic()
+    sender = asyncio.create_task(trickle(writer, head, REQUEST_TIMEOUT + SLACK))
+    answer = await asyncio.wait_for(reader.readuntil(b"too slow"), REQUEST_TIMEOUT + SLACK)
+    elapsed = time.monotonic() - started
+    sender.cancel()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert REQUEST_TIMEOUT * 0.9 <= elapsed < REQUEST_TIMEOUT + SLACK
