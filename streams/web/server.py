@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 # Without a token, /sql also wants this header: a page in a browser cannot send a custom header
 # to another origin without a CORS preflight, which this server never grants.
 CLIENT_HEADER = ("X-Requested-By", "journey")
+STOP_GRACE_SECONDS = 3.0  # for requests in progress when the process stops
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -160,11 +161,15 @@ class _Server:
         # keepalive_timeout: aiohttp arms it when a connection opens and after each response, and
         # closes the connection if no whole request head has arrived by then (bytes trickling in
         # do not re-arm it): the bound on slow (slowloris) and idle connections.
+        # shutdown_timeout: at a stop, a request in progress (a long analyst query, a body that
+        # trickles in) has this long to finish before it is cancelled; aiohttp's default, 60 s,
+        # let any client hold the process's stop past `journey run`'s kill.
         self._runner = web.AppRunner(
             self.app,
             access_log=None,
             handler_cancellation=True,
             keepalive_timeout=self.settings.web_header_timeout / 1000,
+            shutdown_timeout=STOP_GRACE_SECONDS,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

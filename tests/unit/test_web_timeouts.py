@@ -15,7 +15,7 @@ import pytest
 
 from streams.settings import Settings
 from streams.web.metrics import LoaderMetrics
-from streams.web.server import CLIENT_HEADER, LoaderWeb
+from streams.web.server import CLIENT_HEADER, STOP_GRACE_SECONDS, LoaderWeb
 
 HEADER_TIMEOUT = 1.0
 REQUEST_TIMEOUT = 1.5
@@ -151,3 +151,35 @@ async def test_a_query_whose_body_trickles_in_is_refused_after_the_request_timeo
     writer.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert REQUEST_TIMEOUT * 0.9 <= elapsed < REQUEST_TIMEOUT + SLACK
+
+
+async def test_a_request_in_progress_does_not_hold_the_stop(tmp_path: Path) -> None:
+    """A client whose request runs long (an analyst query, a trickling body) gets the stop's
+    grace, then its handler is cancelled: aiohttp's default waited 60 s, past `journey run`'s
+    kill of the process."""
+    settings = Settings(_env_file=None, web_port=free_port(), data_dir=tmp_path)  # type: ignore[call-arg]
+    loader: Any = SimpleNamespace(
+        settings=settings, metrics=LoaderMetrics(), stats=SimpleNamespace(consumed={})
+    )
+    web = LoaderWeb(loader)
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow(request: Any) -> Any:
+        started.set()
+        try:
+            await asyncio.sleep(120)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    web.app.router.add_get("/slow", slow)
+    await web.start()
+    _reader, writer = await asyncio.open_connection("127.0.0.1", settings.web_port)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await asyncio.wait_for(started.wait(), 5)
+    stopping = time.monotonic()
+    await asyncio.wait_for(web.stop(), STOP_GRACE_SECONDS + SLACK)
+    assert time.monotonic() - stopping >= STOP_GRACE_SECONDS * 0.9
+    assert cancelled.is_set()
+    writer.close()
