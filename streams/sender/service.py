@@ -67,7 +67,7 @@ class EmailSender:
         self.publisher = Publisher(settings, self.codec)
         self.retry_backoff_s = retry_backoff_s
         self.retry_backoff_max_s = retry_backoff_max_s
-        self.counts: Counter[str] = Counter()  # delivered, bounced, duplicate, undecodable, ...
+        self.counts: Counter[str] = Counter()  # delivered, bounced, duplicate, ... (``describe``)
         self._unreported: dict[str, None] = {}  # engagement sent, not yet acknowledged by Kafka
         self.triggers_topic = settings.topic("triggers")
         self.customers_topic = settings.topic("customers")
@@ -139,10 +139,14 @@ class EmailSender:
         try:
             record = self.codec.decode(value, expected)
         except DecodeError as exc:
-            # journey.triggers is written by the pipeline; shop.customers is the pipeline's to
-            # dead-letter. The sender only says what it skipped.
-            self.counts["undecodable"] += 1
-            # Bad input on shop.customers is the pipeline's to dead-letter: no warning here.
+            # journey.triggers is written by the pipeline: a record it cannot read is a problem
+            # (a warning). Bad input on shop.customers is the pipeline's to dead-letter: the
+            # sender only counts what it skipped, apart, so that the console does not make a
+            # shop's malformed customer record look like a lost email.
+            if expected is Trigger:
+                self.counts["undecodable triggers"] += 1
+            else:
+                self.counts["malformed customer records skipped"] += 1
             level = logging.WARNING if expected is Trigger else logging.INFO
             log.log(level, "skipping an undecodable message on %s: %s", topic, exc)
             return

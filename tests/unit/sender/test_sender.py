@@ -24,7 +24,7 @@ from schemas.records import CustomerChanged, MessageEngagement, Trigger
 from streams.sender.local_smtp import free_port
 from streams.sender.outbox import latest_emails, outbox_path
 from streams.sender.render import Renderer, language_of, money
-from streams.sender.service import EmailSender
+from streams.sender.service import EmailSender, describe
 from streams.settings import Settings
 
 T0 = 1_732_300_000_000
@@ -422,3 +422,18 @@ def test_latest_emails_readable_after_the_sender_stopped(tmp_path: Path) -> None
         )
     outbox.close()
     assert [e.subject for e in latest_emails(path, 2)] == ["s2", "s1"]
+
+
+async def test_what_it_skips_is_counted_by_topic(tmp_path: Path) -> None:
+    """A shop's malformed customer record is not a lost email: the console says which it was."""
+    sender, _ = make_sender(tmp_path, 1)
+    await sender.handle_message(sender.customers_topic, b"not a record")
+    await sender.handle_message(sender.triggers_topic, b"not a trigger")
+    await sender.handle_message(sender.customers_topic, None)  # a tombstone: nothing to count
+    assert dict(sender.counts) == {
+        "malformed customer records skipped": 1,
+        "undecodable triggers": 1,
+    }
+    assert describe(sender.counts) == (
+        "malformed customer records skipped 1, undecodable triggers 1"
+    )
