@@ -97,7 +97,7 @@ def test_a_slow_stop_reports_where_each_task_waits_and_every_threads_stack(
         with dump.open("w") as file:
             arm_stop_report(asyncio.get_running_loop(), 0.2, threads_after=0.2, file=file)
             try:
-                await asyncio.sleep(0.8)
+                await asyncio.sleep(1.5)  # the thread dump is due at 0.4 s
             finally:
                 faulthandler.cancel_dump_traceback_later()
         task.cancel()
