@@ -34,6 +34,14 @@ from streams.settings import Settings
 BOOTSTRAP = os.environ.get("JOURNEY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 JOURNEY = str(Path(sys.executable).parent / "journey")
 
+# A shell that starts `make test` in the background (`make test &`, a CI runner's script) hands
+# every process SIGINT ignored, and an ignored signal stays ignored across exec: the shop
+# simulator, which the tests stop with SIGINT as Ctrl-C would, then ran on until it was killed
+# 30 s later (each multi-worker test took 30 s longer). A handled signal is reset to the default
+# in a child, so handling it here gives every process the tests start its default Ctrl-C.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @dataclass
 class Env:
