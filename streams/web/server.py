@@ -41,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sinks.clickhouse.client import AnalystQueries, NotReadOnly, QueryError, redact_url
 from streams.runtime.status import loader_status, worker_status
+from streams.runtime.tasks import cancel_and_wait
 from streams.settings import Settings
 from streams.web import reports
 from streams.web.query import to_json
@@ -260,7 +261,8 @@ class LoaderWeb(_Server):
 
     async def stop(self) -> None:
         if self._sampler is not None:
-            self._sampler.cancel()
+            await cancel_and_wait(self._sampler)
+            self._sampler = None
         await super().stop()
         self.analyst.close()
 

@@ -31,8 +31,8 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[LoaderWeb]:
+def loader_web(tmp_path: Path) -> LoaderWeb:
+    """The loader's HTTP endpoint with these tests' timeouts, on a free port, not started."""
     overrides: dict[str, Any] = {
         "web_port": free_port(),
         "web_header_timeout": f"{HEADER_TIMEOUT}s",
@@ -43,7 +43,12 @@ async def server(tmp_path: Path) -> AsyncIterator[LoaderWeb]:
     loader: Any = SimpleNamespace(
         settings=settings, metrics=LoaderMetrics(), stats=SimpleNamespace(consumed={})
     )
-    web = LoaderWeb(loader)
+    return LoaderWeb(loader)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[LoaderWeb]:
+    web = loader_web(tmp_path)
     await web.start()
     try:
         yield web
@@ -157,11 +162,7 @@ async def test_a_request_in_progress_does_not_hold_the_stop(tmp_path: Path) -> N
     """A client whose request runs long (an analyst query, a trickling body) gets the stop's
     grace, then its handler is cancelled: aiohttp's default waited 60 s, past `journey run`'s
     kill of the process."""
-    settings = Settings(_env_file=None, web_port=free_port(), data_dir=tmp_path)  # type: ignore[call-arg]
-    loader: Any = SimpleNamespace(
-        settings=settings, metrics=LoaderMetrics(), stats=SimpleNamespace(consumed={})
-    )
-    web = LoaderWeb(loader)
+    web = loader_web(tmp_path)
     started = asyncio.Event()
     cancelled = asyncio.Event()
 
@@ -175,7 +176,7 @@ async def test_a_request_in_progress_does_not_hold_the_stop(tmp_path: Path) -> N
 
     web.app.router.add_get("/slow", slow)
     await web.start()
-    _reader, writer = await asyncio.open_connection("127.0.0.1", settings.web_port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", web.settings.web_port)
     writer.write(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await asyncio.wait_for(started.wait(), 5)
     stopping = time.monotonic()
