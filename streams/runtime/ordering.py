@@ -69,11 +69,17 @@ FORCED_BY_CAPACITY = "capacity"
 FORCED_BY_WAIT = "wait"
 
 
+# The order key of a message without an event time: before any other.
+_NO_TIME = -(2**63)
+
+
 @dataclass(slots=True)
 class _Buffered(Generic[T]):
     item: T
     offset: int
     time_ms: int | None  # None: no event time, released as soon as it is a head
+    # (event time or _NO_TIME, the topic's rank): heads are released smallest first.
+    key: tuple[int, int]
 
 
 class _PartitionGroup(Generic[T]):
@@ -209,7 +215,8 @@ class EventTimeBuffer(Generic[T]):
         queue = group.queues.get(topic)
         if queue is None:
             queue = group.queues[topic] = deque()
-        queue.append(_Buffered(item, offset, time_ms))
+        key = (_NO_TIME if time_ms is None else time_ms, self.rank.get(topic, len(self.rank)))
+        queue.append(_Buffered(item, offset, time_ms, key))
         self._next_offset[(topic, partition)] = offset + 1
         self._size += 1
         if topic not in self.idle_topics:
@@ -265,18 +272,15 @@ class EventTimeBuffer(Generic[T]):
         return out
 
     # --- internals -------------------------------------------------------------------------
-    def _key(self, topic: str, buffered: _Buffered[T]) -> tuple[int, int]:
-        time_ms = -(2**63) if buffered.time_ms is None else buffered.time_ms
-        return time_ms, self.rank.get(topic, len(self.rank))
-
-    def _oldest_head(self, group: _PartitionGroup[T]) -> tuple[str, _Buffered[T]] | None:
-        best: tuple[str, _Buffered[T]] | None = None
-        best_key: tuple[int, int] | None = None
+    @staticmethod
+    def _oldest_head(group: _PartitionGroup[T]) -> tuple[str, _Buffered[T]] | None:
+        best: _Buffered[T] | None = None
+        best_topic = ""
         for topic, queue in group.queues.items():
-            key = self._key(topic, queue[0])
-            if best_key is None or key < best_key:
-                best, best_key = (topic, queue[0]), key
-        return best
+            head = queue[0]
+            if best is None or head.key < best.key:
+                best, best_topic = head, topic
+        return None if best is None else (best_topic, best)
 
     def _take(self, partition: int, group: _PartitionGroup[T], topic: str, out: list[T]) -> bool:
         """Release the head of ``topic``'s queue; True if that emptied the queue."""
@@ -298,7 +302,7 @@ class EventTimeBuffer(Generic[T]):
         for partition, group in self._groups.items():
             head = self._oldest_head(group)
             if head is not None:
-                candidate = (self._key(*head), partition, head[0])
+                candidate = (head[1].key, partition, head[0])
                 if chosen is None or candidate < chosen:
                     chosen = candidate
         if chosen is None:

@@ -154,3 +154,51 @@ async def _end_offsets() -> None:  # aiokafka's subscription state wants a runni
     offsets.taken()
     assert offsets.end_offset("orders", 0) is None
     assert offsets.end_offset("orders", 1) == 7
+
+
+def test_start_offsets_are_the_committed_or_earliest_offsets_as_at_the_last_poll() -> None:
+    """``ConsumerOffsets.start_offset``: the committed offset (the earliest where retention
+    deleted below it, or where none is committed), looked up once per poll: a commit made since
+    is seen at the next poll, as the end offsets are; the earliest offsets of a new assignment
+    at once."""
+    asyncio.run(_start_offsets())
+
+
+async def _start_offsets() -> None:
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.runtime.app import ConsumerOffsets
+
+    earliest: dict[Any, int] = {}
+
+    async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+        return {tp: earliest[tp] for tp in tps if tp in earliest}
+
+    subscription = SimpleNamespace(subscription=None)  # ``taken`` finds no assignment: no ends
+    consumer = SimpleNamespace(
+        _committed_offset={},
+        _thread=SimpleNamespace(
+            _ensure_consumer=lambda: SimpleNamespace(_subscription=subscription)
+        ),
+        after_poll=[],
+        earliest_offsets=earliest_offsets,
+    )
+    offsets = ConsumerOffsets(SimpleNamespace(consumer=consumer))  # type: ignore[arg-type]
+    orders, cart = TP("orders", 0), TP("cart", 0)
+    await offsets.assigned([orders, cart])
+    assert consumer.after_poll == [offsets.taken]
+    assert offsets.start_offset("orders", 0) is None  # nothing known
+    consumer._committed_offset[orders] = 40
+    assert offsets.start_offset("orders", 0) is None  # until the next poll
+    offsets.taken()
+    assert offsets.start_offset("orders", 0) == 40
+    earliest.update({orders: 55, cart: 3})  # retention deleted orders up to 55
+    await offsets.assigned([orders, cart])
+    assert offsets.start_offset("orders", 0) == 55
+    assert offsets.start_offset("cart", 0) == 3  # nothing committed: the earliest
+    consumer._committed_offset[orders] = 60
+    assert offsets.start_offset("orders", 0) == 55
+    offsets.taken()
+    assert offsets.start_offset("orders", 0) == 60
