@@ -160,6 +160,11 @@ def _put_each(
         table[key] = value
 
 
+def _get_from(table: MutableMapping[bytes, bytes]) -> Callable[[int, bytes], bytes | None]:
+    get = table.get
+    return lambda partition, key: get(key)
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -318,12 +323,16 @@ class JourneyEngine:
         observe_lateness: Callable[[float], object] | None = None,
         on_failure: OnFailure | None = None,
         write: Callable[[Sequence[tuple[int, bytes, bytes]]], None] | None = None,
+        read: Callable[[int, bytes], bytes | None] | None = None,
     ) -> None:
         """``write(entries)``: how states ``(partition, key, value)`` go into ``table`` (the
         worker's, ``app.table_writer``, one write per partition of the table's store; default:
-        ``table[key] = value`` each)."""
+        ``table[key] = value`` each). ``read(partition, key)``: a stored value from ``table``,
+        ``None`` if it has none (the worker's, ``app.table_reader``, from the partition's store;
+        default: ``table.get(key)``)."""
         self.table = table
         self._write = write or partial(_put_each, table)
+        self._read = read or _get_from(table)
         # Customers whose newest state is not in the table yet: (partition, stored value, where
         # its outbox is in it, if known).
         self._dirty: dict[str, tuple[int, bytes, OutboxAt | None]] = {}
@@ -364,12 +373,13 @@ class JourneyEngine:
         self.last_rebuild: dict[str, float] = {}
 
     # --- state ---------------------------------------------------------------------------------
-    def load(self, customer_id: str) -> JourneyState:
-        """A fresh copy of the customer's state: the caller may mutate it freely."""
-        stored = self._stored(customer_id)
+    def load(self, customer_id: str, partition: int | None = None) -> JourneyState:
+        """A fresh copy of the customer's state: the caller may mutate it freely. ``partition``:
+        the customer's (the table's partition that holds it), if known."""
+        stored = self._stored(customer_id, partition)
         return unpack(stored) if stored is not None else new_state(customer_id)
 
-    def _stored(self, customer_id: str) -> bytes | None:
+    def _stored(self, customer_id: str, partition: int | None = None) -> bytes | None:
         """The customer's newest stored value."""
         dirty = self._dirty.get(customer_id) or self._taken.get(customer_id)
         if dirty is not None:  # not written yet (it may have left the cache meanwhile)
@@ -378,7 +388,8 @@ class JourneyEngine:
         if stored is not None:
             self._cache.move_to_end(customer_id)
             return stored
-        return self.table.get(customer_id.encode())
+        key = customer_id.encode()
+        return self.table.get(key) if partition is None else self._read(partition, key)
 
     def _store(
         self,
@@ -508,7 +519,7 @@ class JourneyEngine:
     ) -> None:
         """Apply one event. Raises if handling it failed; then nothing of it was applied."""
         now = self.clock.now_ms()
-        state = self.load(record.customer_id)
+        state = self.load(record.customer_id, partition)
         if isinstance(record, CustomerPrediction):
             # Not an event of the shop: kept in the state, in the next snapshot, decides nothing.
             if not state.erased:
@@ -533,7 +544,7 @@ class JourneyEngine:
         now = self.clock.now_ms()
         for customer_id in self.index.pop_due(partition, now):
             try:
-                state = self.load(customer_id)
+                state = self.load(customer_id, partition)
                 fire_at = state.next_fire_at()
                 if fire_at is not None:
                     late = max(0, now - fire_at)
@@ -552,7 +563,9 @@ class JourneyEngine:
             try:
                 if self._trim(customer_id, partition):
                     continue
-                prepared = self._prepare(self.load(customer_id), [], now, partition, snapshot=False)
+                prepared = self._prepare(
+                    self.load(customer_id, partition), [], now, partition, snapshot=False
+                )
                 if prepared.changed:
                     await self._commit(prepared)
             except Exception as exc:
@@ -692,7 +705,7 @@ class JourneyEngine:
         in it is left to send: on the positional row, without building the state's objects (a
         second decode per fired timer otherwise). False: the full path is needed (entries to
         re-send, another state version, no state)."""
-        stored = self._stored(customer_id)
+        stored = self._stored(customer_id, partition)
         if stored is None:
             return False
         row = orjson.loads(memoryview(stored)[_PREFIX.size :])

@@ -202,3 +202,30 @@ async def _start_offsets() -> None:
     assert offsets.start_offset("orders", 0) == 55
     offsets.taken()
     assert offsets.start_offset("orders", 0) == 60
+
+
+def test_the_producer_buffer_is_waited_for_only_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conductor awaits ``producer.buffer.wait_until_ebb()`` per message: the worker's waits
+    only when the buffer holds more than its maximum, then with Faust's own wait."""
+    asyncio.run(_ebb(monkeypatch))
+
+
+async def _ebb(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust.transport.producer import ProducerBuffer
+
+    waited: list[int] = []
+
+    async def faust_wait(buffer: Any) -> None:
+        waited.append(buffer.pending.qsize())
+
+    monkeypatch.setattr(ProducerBuffer, "wait_until_ebb", faust_wait)
+    app = _App("test-ebb", broker="kafka://127.0.0.1:1", autodiscover=False, web_enabled=False)
+    buffer = app.producer.buffer
+    await buffer.wait_until_ebb()
+    for n in range(buffer.max_messages):
+        buffer.pending.put_nowait(n)
+    await buffer.wait_until_ebb()
+    assert waited == []  # at its maximum: not full
+    buffer.pending.put_nowait("one more")
+    await buffer.wait_until_ebb()
+    assert waited == [buffer.max_messages + 1]

@@ -465,6 +465,31 @@ async def test_the_worker_writes_states_into_a_faust_table_outside_of_a_message(
     await batches.stop()
 
 
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_the_worker_reads_a_state_from_its_partition_of_a_faust_table(
+    store: str, tmp_path: Path
+) -> None:
+    """``table_reader``: what the table holds for a key (``None`` for a key it has not), read
+    in RocksDB from the given partition's database (where ``table_writer`` put it), as the
+    store's own read with that partition's event current; indexed there, as that read does."""
+    import faust
+
+    from streams.runtime.app import table_reader
+
+    app = faust.App("read-test", broker="kafka://127.0.0.1:1", store=store, datadir=str(tmp_path))
+    table = app.Table("journeys", default=None, key_type=bytes, value_type=bytes, partitions=4)
+    read = table_reader(table)
+    assert read(2, b"c1") is None
+    if store == "rocksdb://":
+        table.data._db_for_partition(2)[b"c1"] = b"state-1"
+        assert read(1, b"c1") is None  # another partition's database
+        assert read(2, b"c1") == b"state-1"
+        assert table.data._key_index[b"c1"] == 2
+    else:
+        table.data[b"c1"] = b"state-1"
+        assert read(2, b"c1") == b"state-1"
+
+
 async def test_more_customers_changed_between_flushes_than_the_cache_holds() -> None:
     """A state not written yet is found even after it left the cache (it raised KeyError once:
     more customers changed within one acknowledgement interval than the cache holds)."""
