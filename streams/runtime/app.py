@@ -120,7 +120,7 @@ class _App(faust.App):
                 if buffer.pending.qsize() > buffer.max_messages:
                     await type(buffer).wait_until_ebb(buffer)
 
-            buffer.wait_until_ebb = wait_until_ebb
+            buffer.wait_until_ebb = wait_until_ebb  # type: ignore[method-assign]
         return producer
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
