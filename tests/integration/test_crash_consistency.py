@@ -11,10 +11,10 @@ clean run emitted and every decision row it stored must be in the crashed world 
 of *different* topics arrive (Kafka orders each partition, not across topics; issue 11 fixes
 that) may legitimately differ between two runs. They are found with the pure model: each
 customer's events are replayed in ``INTERLEAVINGS`` random merges of their per-topic sequences,
-and only decisions taken in every merge are compared. Also excluded: customers whose events are
-dated within ``EARLY_MS`` of the simulation's start (the worker's clock runs in real time and
-the shop's 20,000 times faster, so only their timers can fall due during the test, at a moment
-that depends on ticks), and erased customers (their rows are deleted in both worlds). The test
+and only decisions taken in every merge are compared (``support.order_robust_decisions``). Also
+excluded: customers whose events are dated within ``EARLY_MS`` of the simulation's start (the
+worker's clock runs in real time and the shop's 20,000 times faster, so only their timers can
+fall due during the test, at a moment that depends on ticks), and erased customers (their rows are deleted in both worlds). The test
 asserts that what is left is most of the clean run, so the comparison is never vacuous.
 
 ``JOURNEY_CRASH_EVENTS`` and ``JOURNEY_CRASH_KILLS`` scale it up (the acceptance run: 50,000
@@ -25,64 +25,24 @@ events, 4 kills); ``make test`` runs the small default. The workers are static g
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
 import subprocess
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import Codec
 from schemas.records import TOPIC_RECORDS, CustomerChanged, InputEvent, Trigger
-from streams.journey.config import JourneyConfig
-from streams.journey.decisions import Drop, Emit
-from streams.journey.model import new_state, step
-from tests.integration.conftest import BOOTSTRAP, JOURNEY, Env, Worker, separate_outputs
+from tests.integration.conftest import JOURNEY, Env, Worker, separate_outputs
+from tests.integration.support import decisions_in, order_robust_decisions, read_topic, sql
 
 CODEC = Codec.load()
 EVENTS = int(os.environ.get("JOURNEY_CRASH_EVENTS", "2500"))
 KILLS = int(os.environ.get("JOURNEY_CRASH_KILLS", "3"))
-INTERLEAVINGS = 12
-EARLY_MS = 30 * 60_000
-
-
-def read_topic(topic: str, partitions: int = 3) -> list[Any]:
-    """Every record of ``topic`` (``partitions``: the test topics'), partition by partition in
-    offset order."""
-
-    async def go() -> list[Any]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(partitions)]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:  # explicit: seek_to_beginning races with the reset of a new assignment
-                consumer.seek(tp, 0)
-            records: list[Any] = []
-            for tp in tps:
-                while await consumer.position(tp) < ends[tp]:
-                    batch = await consumer.getmany(tp, timeout_ms=1000)
-                    records.extend(batch.get(tp, []))
-            return records
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(go())
-
-
-def sql(env: Env, query: str, **extra: str) -> list[dict[str, Any]]:
-    rows = json.loads(env.journey("sql", "--format", "json", query, **extra).stdout)
-    assert isinstance(rows, list)
-    return rows
 
 
 def wait_idle(worker: Worker, quiet_for: float = 5.0, timeout: float = 240) -> dict[str, Any]:
@@ -98,58 +58,6 @@ def wait_idle(worker: Worker, quiet_for: float = 5.0, timeout: float = 240) -> d
         elif time.monotonic() - since >= quiet_for:
             return status
     raise AssertionError(f"worker never went idle; last status {worker.last}")
-
-
-def order_robust_decisions(
-    events: list[tuple[str, InputEvent]], config: JourneyConfig, seed: int
-) -> tuple[set[tuple[str, str, str]], set[str]]:
-    """Decisions (trigger_id, status, reason) the model takes in every sampled interleaving of
-    each customer's per-topic event sequences, and the emitted trigger ids among them."""
-    by_customer: dict[str, dict[str, list[InputEvent]]] = defaultdict(lambda: defaultdict(list))
-    for topic, event in events:
-        by_customer[event.customer_id][topic].append(event)
-    start = min(event.occurred_at for _, event in events)
-    rng = random.Random(seed)
-    robust: set[tuple[str, str, str]] = set()
-    for per_topic in by_customer.values():
-        mine = [e for seq in per_topic.values() for e in seq]
-        if any(e.occurred_at < start + EARLY_MS for e in mine) or any(
-            isinstance(e, CustomerChanged) and e.action == "ERASED" for e in mine
-        ):
-            continue
-        common: set[tuple[str, str, str]] | None = None
-        # The order the shop published (event time), each topic's events first, and uniform
-        # random merges: a decision must come out of every one of them to be compared.
-        orders = [sorted(mine, key=lambda e: e.occurred_at)]
-        for first in per_topic:
-            orders.append([*per_topic[first], *(e for t, s in per_topic.items() if t != first
-                                                for e in s)])  # fmt: skip
-        for _ in range(INTERLEAVINGS):
-            queues = [list(seq) for seq in per_topic.values()]
-            order: list[InputEvent] = []
-            while queues:
-                weights = [len(q) for q in queues]
-                queue = rng.choices(queues, weights)[0]
-                order.append(queue.pop(0))
-                queues = [q for q in queues if q]
-            orders.append(order)
-        for order in orders:
-            state, taken = new_state(order[0].customer_id), set()
-            for event in order:
-                state, decisions = step(state, event, start, config)
-                for d in decisions:
-                    if isinstance(d, Emit):
-                        taken.add((d.trigger.trigger_id, "EMITTED", ""))
-                    elif isinstance(d, Drop):
-                        taken.add((d.trigger_id, d.status, d.reason))
-            common = taken if common is None else common & taken
-        robust |= common or set()
-    return robust, {trigger_id for trigger_id, status, _ in robust if status == "EMITTED"}
-
-
-def decisions_in(env: Env, **extra: str) -> set[tuple[str, str, str]]:
-    rows = sql(env, "SELECT trigger_id, status, reason FROM journey.triggers FINAL", **extra)
-    return {(r["trigger_id"], r["status"], r["reason"]) for r in rows}
 
 
 @pytest.mark.timeout(1800)

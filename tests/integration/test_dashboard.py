@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.conftest import Env, publish
-from tests.integration.test_ingest_path import as_messages, valid_events
+from tests.integration.support import as_messages, valid_events
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 SECTIONS = (

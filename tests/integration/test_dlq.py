@@ -8,8 +8,7 @@ from typing import Any
 from schemas.records import OrderChanged, OrderItem
 from streams.journey.decisions import trigger_id
 from tests.integration.conftest import Env, publish
-from tests.integration.test_ingest_path import CODEC
-from tests.integration.test_journeys import triggers_on_topic
+from tests.integration.support import CODEC, triggers_on_topic
 
 
 def test_dead_letters_are_explained_and_replayed_once_the_cause_is_fixed(

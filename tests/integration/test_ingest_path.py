@@ -8,90 +8,14 @@ import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from schemas.codec import Codec
 from schemas.records import (
-    CartChanged,
-    CustomerChanged,
     DeadLetter,
     FeedbackGiven,
-    InputEvent,
-    MessageEngagement,
     OrderChanged,
-    OrderItem,
     PageViewed,
-    ShipmentChanged,
 )
 from tests.integration.conftest import BOOTSTRAP, Env, consume_all, publish
-
-CODEC = Codec.load()
-TOPIC_OF = {
-    PageViewed: "page_views",
-    CartChanged: "cart",
-    OrderChanged: "orders",
-    ShipmentChanged: "shipments",
-    FeedbackGiven: "feedback",
-    MessageEngagement: "engagement",
-    CustomerChanged: "customers",
-}
-
-
-def journey_of(customer: str, start: int) -> list[InputEvent]:
-    """One customer's events, one of each record type and more."""
-    t = start
-    return [
-        CustomerChanged(
-            f"{customer}-e1", customer, t, "UPDATED", True, "Europe/Amsterdam", "nl-NL"
-        ),
-        PageViewed(
-            f"{customer}-e2", customer, t + 1, "s1", "PRODUCT", "https://shop/p/1", "p-1", "shoes"
-        ),
-        CartChanged(
-            f"{customer}-e3",
-            customer,
-            t + 2,
-            "cart-1",
-            "PRODUCT_ADDED",
-            "p-1",
-            "shoes",
-            2,
-            4_995,
-            "EUR",
-        ),
-        OrderChanged(
-            f"{customer}-e4",
-            customer,
-            t + 3,
-            f"o-{customer}",
-            "PLACED",
-            9_990,
-            "EUR",
-            [OrderItem("p-1", 2, 4_995, "shoes")],
-            "cart-1",
-        ),
-        ShipmentChanged(
-            f"{customer}-e5",
-            customer,
-            t + 4,
-            f"o-{customer}",
-            "sh-1",
-            "SHIPPED",
-            "PostNL",
-            "3S123",
-            "https://track.example/PostNL/3S123",
-        ),
-        ShipmentChanged(f"{customer}-e6", customer, t + 5, f"o-{customer}", "sh-1", "DELIVERED"),
-        FeedbackGiven(f"{customer}-e7", customer, t + 6, "NPS", 9, f"o-{customer}"),
-        MessageEngagement(f"{customer}-e8", customer, t + 7, "OPENED", "EMAIL"),
-    ]
-
-
-def valid_events(customers: int) -> list[InputEvent]:
-    now = int(time.time() * 1000)
-    return [e for i in range(customers) for e in journey_of(f"c-{i:04d}", now - 3_600_000)]
-
-
-def as_messages(events: list[InputEvent]) -> list[tuple[str, bytes | None, bytes]]:
-    return [(TOPIC_OF[type(e)], e.customer_id.encode(), CODEC.encode(e)) for e in events]
+from tests.integration.support import CODEC, as_messages, valid_events
 
 
 def test_topics_create_is_idempotent_and_complete(env: Env) -> None:

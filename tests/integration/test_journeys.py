@@ -22,43 +22,12 @@ from schemas.records import (
     OrderItem,
     PageViewed,
     ShipmentChanged,
-    Trigger,
 )
 from streams.journey.decisions import trigger_id
 from tests.integration.conftest import Env, consume_all, publish
-from tests.integration.test_ingest_path import as_messages
+from tests.integration.support import FAST, as_messages, now_ms, triggers_on_topic
 
 CODEC = Codec.load()
-
-FAST = {
-    "JOURNEY_ABANDONED_CART_FIRST_DELAY": "2s",
-    "JOURNEY_ABANDONED_CART_SECOND_DELAY": "4s",
-    "JOURNEY_BROWSE_ABANDONMENT_DELAY": "3s",
-    "JOURNEY_DELIVERY_CHECK_IN_DELAY": "2s",
-    "JOURNEY_NPS_SURVEY_DELAY": "3s",
-    "JOURNEY_REVIEW_REQUEST_DELAY": "4s",
-    "JOURNEY_CROSS_SELL_DELAY": "5s",
-    "JOURNEY_WIN_BACK_DELAY": "6s",
-    "JOURNEY_FREQUENCY_CAP": "0s",
-    "JOURNEY_QUIET_HOURS_START": "0",
-    "JOURNEY_QUIET_HOURS_END": "0",
-    "JOURNEY_MARKETING_CONSENT_DEFAULT": "true",
-}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def triggers_on_topic(env: Env, expected: int, settle: float = 4.0) -> list[Trigger]:
-    """Everything on journey.triggers once `expected` arrived and nothing more came."""
-    messages = consume_all(env, env.settings().topic("triggers"), expected, timeout=90)
-    time.sleep(settle)
-    messages = consume_all(env, env.settings().topic("triggers"), len(messages) + 1, timeout=3)
-    triggers: list[Trigger] = [CODEC.decode(m.value, Trigger) for m in messages]
-    for message, trigger in zip(messages, triggers, strict=True):
-        assert message.key == trigger.customer_id.encode()
-    return triggers
 
 
 def noon_zone(at: int) -> ZoneInfo:

@@ -22,7 +22,7 @@ event (what was published, minus dead letters and erased customers), ``triggers`
 published on ``journey.triggers`` carries one decision (its records differ at most in
 ``emitted_at``) and is a row, and no decision of the clean world is missing (compared where the
 decision does not depend on the order of a customer's topics, as ``test_crash_consistency``
-does, with its helpers).
+does, with the helpers in ``support.py``).
 """
 
 from __future__ import annotations
@@ -60,13 +60,7 @@ from tests.integration.conftest import (
     free_port,
     separate_outputs,
 )
-from tests.integration.test_crash_consistency import (
-    CODEC,
-    decisions_in,
-    order_robust_decisions,
-    read_topic,
-    sql,
-)
+from tests.integration.support import CODEC, decisions_in, order_robust_decisions, read_topic, sql
 
 PARTITIONS = 6
 # Events per second the shop publishes while processes are killed, added and removed.

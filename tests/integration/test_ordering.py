@@ -45,8 +45,7 @@ from tests.integration.conftest import (
     new_env,
     publish,
 )
-from tests.integration.test_ingest_path import TOPIC_OF, as_messages
-from tests.integration.test_journeys import FAST, now_ms, triggers_on_topic
+from tests.integration.support import FAST, TOPIC_OF, as_messages, now_ms, triggers_on_topic
 
 CODEC = Codec.load()
 ITEM = OrderItem("sku-1", 1, 2_000, "shoes")

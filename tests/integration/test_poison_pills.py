@@ -9,7 +9,7 @@ from typing import Any
 from schemas.codec import Codec
 from schemas.records import DeadLetter
 from tests.integration.conftest import Env, consume_all, publish
-from tests.integration.test_ingest_path import TOPIC_OF, as_messages, valid_events
+from tests.integration.support import TOPIC_OF, as_messages, valid_events
 from tests.unit.test_bounds import PILLS
 
 CODEC = Codec.load()

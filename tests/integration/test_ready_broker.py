@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Env
-from tests.integration.test_web import get
+from tests.integration.support import get
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO / "deploy" / "local" / "kafka.sh"

@@ -19,7 +19,7 @@ from typing import Any
 
 from schemas.records import DeadLetter, ShipmentChanged, Trigger
 from tests.integration.conftest import Env, consume_all, publish
-from tests.integration.test_ingest_path import CODEC, as_messages, valid_events
+from tests.integration.support import CODEC, as_messages, valid_events
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "attack-table-token-" + uuid.uuid4().hex

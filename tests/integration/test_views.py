@@ -36,8 +36,7 @@ from streams.ops.simulator import DAY, HOUR, MINUTE, Behaviour, SimulationConfig
 from streams.settings import parse_duration_ms
 from tests.integration import expected_views as expect
 from tests.integration.conftest import Env, Worker, publish
-from tests.integration.test_crash_consistency import read_topic
-from tests.integration.test_ingest_path import CODEC, as_messages
+from tests.integration.support import CODEC, as_messages, read_topic
 
 WINDOW = "5d"
 WINDOW_MS = parse_duration_ms(WINDOW)

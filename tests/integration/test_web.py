@@ -4,22 +4,11 @@
 from __future__ import annotations
 
 import re
-import urllib.error
-import urllib.request
 from typing import Any
 
 from streams.web.metrics import LOADER_METRIC_NAMES, WORKER_METRIC_NAMES
 from tests.integration.conftest import Env, publish
-from tests.integration.test_ingest_path import as_messages, valid_events
-
-
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    try:
-        request = urllib.request.Request(url, headers=headers or {})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+from tests.integration.support import as_messages, get, valid_events
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:
