@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -80,10 +81,32 @@ class Env:
         return rows
 
 
+# The HTTP ports of the processes the tests start: below the kernel's ephemeral range (32768 and
+# up on Linux), so that no outgoing connection (a Kafka client's, say) is given one between the
+# moment a port is found free and the moment the process binds it: a port the kernel had picked
+# (``bind(0)``) was taken that way once, and the worker could not start ("address already in
+# use"). Above the brokers' ports, and apart from ``test_ready_broker``'s own brokers (20000 to
+# 29999). Each is handed out once per test run (worlds run side by side in threads).
+_PORTS = range(30_000, 32_700)
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    rng = random.Random()
+    with _ports_lock:
+        for _ in range(500):
+            port = rng.choice(_PORTS)
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise AssertionError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 @pytest.fixture
