@@ -160,11 +160,6 @@ def _put_each(
         table[key] = value
 
 
-def _get_from(table: MutableMapping[bytes, bytes]) -> Callable[[int, bytes], bytes | None]:
-    get = table.get
-    return lambda partition, key: get(key)
-
-
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -332,7 +327,7 @@ class JourneyEngine:
         default: ``table.get(key)``)."""
         self.table = table
         self._write = write or partial(_put_each, table)
-        self._read = read or _get_from(table)
+        self._read = read
         # Customers whose newest state is not in the table yet: (partition, stored value, where
         # its outbox is in it, if known).
         self._dirty: dict[str, tuple[int, bytes, OutboxAt | None]] = {}
@@ -389,7 +384,9 @@ class JourneyEngine:
             self._cache.move_to_end(customer_id)
             return stored
         key = customer_id.encode()
-        return self.table.get(key) if partition is None else self._read(partition, key)
+        if partition is None or self._read is None:
+            return self.table.get(key)
+        return self._read(partition, key)
 
     def _store(
         self,
