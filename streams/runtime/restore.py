@@ -14,6 +14,10 @@ turns them into messages) and applies them at once, as ``_slurp_changelogs`` wou
 
 * only records above the offset Faust has for the partition (``active_offsets``, where it
   started reading: the offset stored in RocksDB), in offset order;
+* after the records Faust's ``_slurp_changelogs`` has buffered and not applied yet (it may have
+  taken some of the partition's records from its queue: a standby partition that became
+  active). Those are older, and Faust applies its buffer only when it is full or recovery
+  ends: applied after ours, an older state of a customer overwrote the newer one;
 * written with the store's own ``apply_changelog_batch`` (one RocksDB write batch per partition,
   then the persisted offset: what a crash later restarts from), and ``active_offsets`` advanced;
 * when no active partition has anything left (``need_recovery()``), the end is signalled the way
@@ -95,6 +99,11 @@ class BulkRestore(Consumer):
         taken = [tp for tp in records if tp in active_tps]
         if not taken:
             return records
+        if any(recovery.buffers.values()):
+            # Records Faust's ``_slurp_changelogs`` buffered are older than these (it advanced
+            # ``active_offsets`` past them, and these are above it): applied first, as Faust
+            # would apply them, never over a newer state of the same key.
+            recovery.flush_buffers()
         for tp in taken:
             self._restore(recovery, tp, records.pop(tp))
         if not recovery.need_recovery():
