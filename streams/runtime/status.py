@@ -43,10 +43,11 @@ def commit_heals(app: Any) -> int:
     return int(getattr(consumer, "heals", 0) or 0)
 
 
-def restored_records(app: Any) -> int:
-    """Changelog records this worker applied to its table in bulk while restoring it."""
+def restored_records(app: Any, kind: str = "restored_records") -> int:
+    """Changelog records this worker applied to its table in bulk while restoring it (``kind``
+    ``"standby_records"``: to its standby partitions)."""
     consumer = getattr(app, "_consumer", None)
-    return int(getattr(consumer, "restored_records", 0) or 0)
+    return int(getattr(consumer, kind, 0) or 0)
 
 
 def worker_status(pipeline: Pipeline) -> dict[str, Any]:
@@ -84,6 +85,7 @@ def worker_status(pipeline: Pipeline) -> dict[str, Any]:
         "ready": engine.rebuilds > 0,
         "index_rebuild": engine.last_rebuild,
         "restored_records": restored_records(pipeline.app),
+        "standby_records": restored_records(pipeline.app, "standby_records"),
         "timer_lateness_p99_ms": percentile(engine.timer_lateness_ms, 0.99),
         "clock": datetime.fromtimestamp(pipeline.clock.now_ms() / 1000, UTC).isoformat(
             timespec="minutes"

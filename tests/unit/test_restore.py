@@ -127,17 +127,46 @@ def test_other_partitions_and_fetches_outside_a_recovery_go_to_faust_with_the_us
     assert thread.limits == [500, 500]
 
 
+def test_standby_records_are_applied_as_fetched_not_left_in_the_queue_a_resume_empties() -> None:
+    """Faust's changelog queue is emptied by every ``flow_control.resume()``, and its recovery
+    resumes the flow after the standby partitions were resumed (``on_recovery_completed``):
+    standby records fetched meanwhile were lost to the standby's RocksDB for good (its
+    position and offsets went past them). They are applied from the fetched batch instead."""
+    standby = TP("app-journeys-changelog", 3)
+    thread = FakeThread(
+        {standby: [record(1), record(3, b"a"), record(4, b"b")], INPUT: [record(0)]},
+        {standby: [record(5, b"a", None)]},
+    )
+    consumer, recovery, table = restoring(thread)
+    recovery._set_recovery_ended()
+    recovery.active_tps = set()
+    recovery.standby_tps = {standby}
+    recovery.tp_to_table[standby] = table
+    recovery.standby_offsets[standby] = 2  # applied up to 2 (stored in RocksDB)
+    left = asyncio.run(consumer._getmany({standby, INPUT}, 1.0))
+    assert list(left) == [INPUT]
+    consumer.app.flow_control.resume()  # empties Faust's queue: nothing of ours was there
+    asyncio.run(consumer._getmany({standby, INPUT}, 1.0))
+    assert table.written == [(3, 3, b"a", b"v"), (3, 4, b"b", b"v"), (3, 5, b"a", None)]
+    assert recovery.standby_offsets[standby] == 5
+    assert consumer.standby_records == 3 and consumer.restored_records == 0
+    assert thread.limits == [500, 500]  # not a restore: the usual bound
+
+
 def test_a_batch_fetched_across_a_rebalance_is_left_to_faust() -> None:
+    standby = TP("app-journeys-changelog", 3)
     thread = FakeThread({C0: [record(0)]})
-    consumer, _, table = restoring(thread)
+    consumer, recovery, table = restoring(thread)
+    recovery.standby_tps = {standby}
+    recovery.tp_to_table[standby] = table
 
     async def rebalance_meanwhile(active: Any, timeout: float) -> dict[TP, list[Any]]:
         consumer.app.consumer_generation_id += 1
-        return {C0: [record(0)]}
+        return {C0: [record(0)], standby: [record(0)]}
 
     thread.getmany = rebalance_meanwhile  # type: ignore[method-assign]
-    left = asyncio.run(consumer._getmany({C0}, 1.0))
-    assert set(left) == {C0} and table.written == []
+    left = asyncio.run(consumer._getmany({C0, standby}, 1.0))
+    assert set(left) == {C0, standby} and table.written == []
 
 
 @pytest.mark.parametrize("role", ["worker", "loader"])
