@@ -30,6 +30,9 @@ def duration(text: str) -> Any:
 
 
 # The contract's input topics, by the short name used throughout the code.
+# The worker's Faust table of journeys (one state per customer); Faust names its changelog
+# topic after the app id and it: ``Settings.changelog_topic()``.
+JOURNEY_TABLE = "journeys"
 INPUT_TOPICS = ("page_views", "cart", "orders", "shipments", "feedback", "engagement", "customers")
 
 
@@ -210,11 +213,12 @@ class Settings(BaseSettings):
     # --- Local state --------------------------------------------------------------------------
     data_dir: Path = Path(".local")
     table_store: str = "rocksdb://"
-    # The journeys table's changelog topic, when the worker creates it (Faust leaves an existing
-    # topic as it is): a worker restoring the table reads every record the cleaner has not
-    # compacted yet. Kafka never compacts the active segment (7 days or 1 GiB by default) and
-    # cleans only once half the log is dirty: a recovery read 3.6 records per customer. A segment
-    # rolls after changelog_segment_ms, and is cleaned once changelog_dirty_ratio of the log is.
+    # The journeys table's changelog topic, when `journey topics create` or a start creates it
+    # (an existing topic is left as it is): a worker restoring the table reads every record the
+    # cleaner has not compacted yet. Kafka never compacts the active segment (7 days or 1 GiB
+    # by default) and cleans only once half the log is dirty: a recovery read 3.6 records per
+    # customer. A segment rolls after changelog_segment_ms, and is cleaned once
+    # changelog_dirty_ratio of the log is.
     changelog_segment_ms: DurationMs = duration("10s")
     changelog_dirty_ratio: float = Field(default=0.1, gt=0, le=1)
 
@@ -319,6 +323,19 @@ class Settings(BaseSettings):
             self.topic("snapshots"),
             self.topic("deadletter"),
         ]
+
+    def changelog_topic(self) -> str:
+        """The journey table's changelog (what Faust names it): ``journey topics create`` and
+        every start create it before a worker joins its group, see ``streams/ops/topics.py``."""
+        return f"{self.app_id}-{JOURNEY_TABLE}-changelog"
+
+    def changelog_config(self) -> dict[str, str]:
+        """The changelog topic's compaction (see ``changelog_segment_ms``): fewer records for a
+        restoring worker to read. (Faust adds ``cleanup.policy=compact`` itself.)"""
+        return {
+            "segment.ms": str(self.changelog_segment_ms),
+            "min.cleanable.dirty.ratio": str(self.changelog_dirty_ratio),
+        }
 
     def copartitioned_topics(self) -> list[str]:
         """Topics the journey agent reads together: they must have the same partition count."""

@@ -117,11 +117,12 @@ def topics_create(ctx: click.Context, partitions: int | None) -> None:
 @click.pass_context
 @friendly
 def topics_list(ctx: click.Context) -> None:
-    """Partition count of every contract topic."""
+    """Partition count of every contract topic (and of the journey table's changelog)."""
     from streams.ops.topics import partition_counts
 
     settings = _settings(ctx)
-    for topic, count in asyncio.run(partition_counts(settings, settings.all_topics())).items():
+    wanted = [*settings.all_topics(), settings.changelog_topic()]
+    for topic, count in asyncio.run(partition_counts(settings, wanted)).items():
         click.echo(f"{topic:<28} {'missing' if count is None else count}")
 
 

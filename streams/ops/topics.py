@@ -96,10 +96,31 @@ async def create_topics(settings: Settings, partitions: int | None = None) -> di
                 outcome[topic] = "exists"
             except KafkaError as exc:
                 raise TopicLayoutError(f"could not create topic {topic}: {exc}") from exc
+        # The journey table's changelog too, before any worker starts. Left to Faust, a worker
+        # creates it as it starts, while its consumer already has the cluster's metadata:
+        # missing there, the topic is left out of every assignment the worker makes as the
+        # group's leader ("Ignoring missing topic") until its metadata is refreshed (5 minutes):
+        # no partition of the table is restored or kept as a standby, and a worker taking a
+        # partition over starts from an empty table (tests/integration/test_multi_worker.py).
+        changelog = settings.changelog_topic()
+        if changelog in existing:
+            outcome[changelog] = "exists"
+        else:
+            config = {"cleanup.policy": "compact", **settings.changelog_config()}
+            try:
+                await admin.create_topics(
+                    [NewTopic(changelog, partitions, settings.replication_factor,
+                              topic_configs=config)]
+                )  # fmt: skip
+                outcome[changelog] = "created"
+            except TopicAlreadyExistsError:
+                outcome[changelog] = "exists"
+            except KafkaError as exc:
+                raise TopicLayoutError(f"could not create topic {changelog}: {exc}") from exc
         # A new topic takes a moment to appear in every broker's metadata: wait for it, so
         # that whatever runs next (the worker's layout check) sees the topics just created.
         deadline = asyncio.get_running_loop().time() + 30
-        while not set(settings.all_topics()) <= set(await admin.list_topics()):
+        while not {*settings.all_topics(), changelog} <= set(await admin.list_topics()):
             if asyncio.get_running_loop().time() > deadline:
                 raise TopicLayoutError("created topics did not appear in the metadata within 30 s")
             await asyncio.sleep(0.2)

@@ -47,7 +47,7 @@ from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
 from streams.runtime.outputs import Outputs
 from streams.runtime.restore import PromptTableManager, install_bulk_restore
 from streams.runtime.status import RateMeter
-from streams.settings import Settings
+from streams.settings import JOURNEY_TABLE, Settings
 from streams.web.metrics import Metrics
 from streams.web.server import WorkerWeb
 
@@ -255,15 +255,6 @@ def table_reader(table: Any) -> Callable[[int, bytes], bytes | None] | None:
     return read
 
 
-def changelog_config(settings: Settings) -> dict[str, str]:
-    """The changelog topic's compaction (see ``Settings.changelog_segment_ms``): fewer records
-    for a restoring worker to read."""
-    return {
-        "segment.ms": str(settings.changelog_segment_ms),
-        "min.cleanable.dirty.ratio": str(settings.changelog_dirty_ratio),
-    }
-
-
 def group_instance_id(settings: Settings) -> str | None:
     """Static membership id (one per worker, stable across its restarts), or None (dynamic:
     unset or ``none``)."""
@@ -420,12 +411,12 @@ def create_pipeline(
         )
 
     journeys = app.Table(
-        "journeys",
+        JOURNEY_TABLE,
         default=None,
         key_type=bytes,  # bytes in and out: Faust then uses its "raw" serializer everywhere
         value_type=bytes,
         partitions=partitions,
-        extra_topic_configs=changelog_config(settings),
+        extra_topic_configs=settings.changelog_config(),
     )
     engine = JourneyEngine(
         journeys,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Env, publish
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from tests.integration.conftest import BOOTSTRAP, Env, publish
 
 
 def test_publish_then_tail_triggers_decisions_and_deadletters(
@@ -48,3 +52,38 @@ def test_publish_then_tail_triggers_decisions_and_deadletters(
     ).stdout
     (decision,) = [json.loads(line) for line in decisions.splitlines()]
     assert (decision["status"], decision["customer_id"]) == ("EMITTED", "pub-1")
+
+
+def test_topics_create_makes_the_journey_tables_changelog_before_any_worker(env: Env) -> None:
+    """Left to Faust, a starting worker created the changelog while its consumer already had the
+    cluster's metadata: as the group's leader it then left the topic out of every assignment for
+    minutes (no restore, no standby: a worker taking a partition over started from an empty
+    table). ``journey topics create`` (and every start) makes it first, compacted as the table
+    needs, with the inputs' partition count; ``topics list`` shows it."""
+    settings = env.settings()
+    changelog = settings.changelog_topic()
+    out = env.journey("topics", "create", "--partitions", "3").stdout
+    assert f" created  {changelog}" in out
+    again = env.journey("topics", "create", "--partitions", "3").stdout
+    assert f"  exists  {changelog}" in again
+
+    async def describe() -> tuple[int, dict[str, str]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            (meta,) = await admin.describe_topics([changelog])
+            (response,) = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, changelog)]
+            )
+            configs = {c[0]: c[1] for c in response.resources[0][4]}
+            return len(meta["partitions"]), configs
+        finally:
+            await admin.close()
+
+    partitions, configs = asyncio.run(describe())
+    assert partitions == 3
+    assert configs["cleanup.policy"] == "compact"
+    assert configs["segment.ms"] == str(settings.changelog_segment_ms)
+    assert configs["min.cleanable.dirty.ratio"] == str(settings.changelog_dirty_ratio)
+    listed = env.journey("topics", "list").stdout
+    assert any(line.split() == [changelog, "3"] for line in listed.splitlines())
