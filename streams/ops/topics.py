@@ -102,15 +102,18 @@ async def create_topics(settings: Settings, partitions: int | None = None) -> di
         # group's leader ("Ignoring missing topic") until its metadata is refreshed (5 minutes):
         # no partition of the table is restored or kept as a standby, and a worker taking a
         # partition over starts from an empty table (tests/integration/test_multi_worker.py).
+        # Its partition count is the inputs' (they may have been created with another count).
         changelog = settings.changelog_topic()
         if changelog in existing:
             outcome[changelog] = "exists"
         else:
             config = {"cleanup.policy": "compact", **settings.changelog_config()}
+            (first_input, *_) = settings.copartitioned_topics()
+            counts = await partition_counts(settings, [first_input])
             try:
                 await admin.create_topics(
-                    [NewTopic(changelog, partitions, settings.replication_factor,
-                              topic_configs=config)]
+                    [NewTopic(changelog, counts[first_input] or partitions,
+                              settings.replication_factor, topic_configs=config)]
                 )  # fmt: skip
                 outcome[changelog] = "created"
             except TopicAlreadyExistsError:
@@ -152,7 +155,9 @@ async def verify_layout(settings: Settings, wait_for_missing: float = 10.0) -> i
     """Partition count of the journey's inputs, or a TopicLayoutError saying what to fix.
 
     A topic created a moment ago may not be in every broker's metadata yet: missing topics are
-    asked for again for a few seconds before they count as missing.
+    asked for again for a few seconds before they count as missing. The journey table's
+    changelog, where it exists, must have the inputs' count too (its partition p holds the
+    states of the inputs' partition p).
     """
     deadline = asyncio.get_running_loop().time() + wait_for_missing
     while True:
@@ -162,7 +167,17 @@ async def verify_layout(settings: Settings, wait_for_missing: float = 10.0) -> i
         if asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.5)
-    return check_copartitioning(settings, counts)
+    count = check_copartitioning(settings, counts)
+    changelog = settings.changelog_topic()
+    stored = (await partition_counts(settings, [changelog]))[changelog]
+    if stored is not None and stored != count:
+        raise TopicLayoutError(
+            f"the journey table's changelog {changelog} has {stored} partitions and the input "
+            f"topics {count}: its partition p must hold the states of the inputs' partition p. "
+            "A changelog is never repartitioned in place: follow docs/runbook.md (adding "
+            "partitions)."
+        )
+    return count
 
 
 async def wait_for_group_coordinator(

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.integration.conftest import BOOTSTRAP, Env, publish
@@ -87,3 +87,24 @@ def test_topics_create_makes_the_journey_tables_changelog_before_any_worker(env:
     assert configs["min.cleanable.dirty.ratio"] == str(settings.changelog_dirty_ratio)
     listed = env.journey("topics", "list").stdout
     assert any(line.split() == [changelog, "3"] for line in listed.splitlines())
+
+
+def test_a_changelog_with_another_partition_count_than_the_inputs_is_refused(env: Env) -> None:
+    """The changelog's partition p holds the states of the inputs' partition p: a changelog
+    made by hand with another count is an error that names both, not a worker that starts."""
+    changelog = env.settings().changelog_topic()
+
+    async def make() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(changelog, 2, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(make())
+    done = env.journey("topics", "create", "--partitions", "3", check=False)
+    assert done.returncode != 0
+    assert f"{changelog} has 2 partitions and the input topics 3" in done.stderr
+    worker = env.journey("worker", check=False)
+    assert worker.returncode != 0 and "has 2 partitions" in worker.stderr
