@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from types import SimpleNamespace
@@ -253,6 +253,14 @@ def table_reader(table: Any) -> Callable[[int, bytes], bytes | None] | None:
         return value
 
     return read
+
+
+def unrestored(partitions: set[int], actives: Iterable[TP], changelog: str) -> set[int]:
+    """Of the table partitions a worker owns (``partitions``), those whose changelog partition is
+    not among its active assignments (``actives``, the assignor's): Faust neither restored their
+    state nor keeps it. That happens when the group leader's metadata lacks the changelog topic
+    (it logs "Ignoring missing topic"): missing, or not describable by the worker's user."""
+    return partitions - {tp.partition for tp in actives if tp.topic == changelog}
 
 
 def group_instance_id(settings: Settings) -> str | None:
@@ -509,6 +517,15 @@ def create_pipeline(
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _rebuild_timers(app: _App, **kwargs: Any) -> None:
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_topic}
+        missing = unrestored(mine, app.assignor.assigned_actives(), settings.changelog_topic())
+        if missing:
+            log.error(
+                "the state of partitions %s was not restored: the changelog %s is not in this "
+                "worker's assignment (is it missing, or not describable by the worker's user?); "
+                "decisions for their customers start from an empty journey. Check the topic and "
+                "restart the workers (docs/runbook.md)",
+                sorted(missing), settings.changelog_topic(),
+            )  # fmt: skip
         engine.rebuild(journeys.items(), mine)
         # The merge learns the new assignment (it was emptied when the rebalance began; what
         # arrived since is kept) and where each assigned input partition begins.

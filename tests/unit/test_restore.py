@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from streams.runtime.app import create_pipeline
+from streams.runtime.app import create_pipeline, unrestored
 from streams.runtime.loader import create_loader
 from streams.runtime.restore import (
     RESTORE_POLL_RECORDS,
@@ -192,3 +192,29 @@ async def test_tables_start_without_the_second_faust_waits(
     monkeypatch.setattr(tables.recovery, "start", partial(step, "recovery"))
     await tables.on_start()
     assert started == ["channels", "recovery"]
+
+
+def test_the_changelog_topics_create_makes_is_the_one_fausts_table_uses(tmp_path: Path) -> None:
+    """``journey topics create`` makes ``Settings.changelog_topic()`` before any worker starts:
+    it must be the topic the worker's table writes, with the config the table asks for."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=tmp_path, clickhouse_url=f"chdb://{tmp_path / 'chdb'}",
+        app_id="shop-7", changelog_segment_ms="5s",
+    )  # fmt: skip
+    app: Any = create_pipeline(settings).app
+    (table,) = app.tables.values()
+    topic = table.changelog_topic
+    assert topic.get_topic_name() == settings.changelog_topic() == "shop-7-journeys-changelog"
+    assert settings.changelog_config().items() <= topic.config.items()
+    assert settings.changelog_config()["segment.ms"] == "5000"
+
+
+def test_owned_partitions_without_their_changelog_partition_are_reported() -> None:
+    """A leader whose metadata lacked the changelog left it out of the assignment: the worker
+    owns input partitions whose state Faust neither restored nor keeps. ``unrestored`` names
+    them (the worker logs an error at every such rebalance)."""
+    changelog = "app-journeys-changelog"
+    actives = {TP(changelog, 0), TP(changelog, 2), TP("shop.orders", 1), TP("other-changelog", 1)}
+    assert unrestored({0, 1, 2}, actives, changelog) == {1}
+    assert unrestored({0, 2}, actives, changelog) == set()
+    assert unrestored({0, 1}, set(), changelog) == {0, 1}
