@@ -29,10 +29,10 @@ def duration(text: str) -> Any:
     return Field(default=text, validate_default=True)
 
 
-# The contract's input topics, by the short name used throughout the code.
 # The worker's Faust table of journeys (one state per customer); Faust names its changelog
 # topic after the app id and it: ``Settings.changelog_topic()``.
 JOURNEY_TABLE = "journeys"
+# The contract's input topics, by the short name used throughout the code.
 INPUT_TOPICS = ("page_views", "cart", "orders", "shipments", "feedback", "engagement", "customers")
 
 

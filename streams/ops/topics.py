@@ -159,17 +159,17 @@ async def verify_layout(settings: Settings, wait_for_missing: float = 10.0) -> i
     changelog, where it exists, must have the inputs' count too (its partition p holds the
     states of the inputs' partition p).
     """
+    changelog = settings.changelog_topic()
     deadline = asyncio.get_running_loop().time() + wait_for_missing
     while True:
-        counts = await partition_counts(settings, settings.copartitioned_topics())
+        counts = await partition_counts(settings, [*settings.copartitioned_topics(), changelog])
+        stored = counts.pop(changelog)
         if all(n is not None for n in counts.values()):
             break
         if asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.5)
     count = check_copartitioning(settings, counts)
-    changelog = settings.changelog_topic()
-    stored = (await partition_counts(settings, [changelog]))[changelog]
     if stored is not None and stored != count:
         raise TopicLayoutError(
             f"the journey table's changelog {changelog} has {stored} partitions and the input "

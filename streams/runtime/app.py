@@ -514,17 +514,19 @@ def create_pipeline(
         app.drop_held()  # unhandled, so unacked: delivered again from the committed offset
         ingest.forget_decoded()
 
+    changelog = settings.changelog_topic()
+
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _rebuild_timers(app: _App, **kwargs: Any) -> None:
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_topic}
-        missing = unrestored(mine, app.assignor.assigned_actives(), settings.changelog_topic())
+        missing = unrestored(mine, app.assignor.assigned_actives(), changelog)
         if missing:
             log.error(
                 "the state of partitions %s was not restored: the changelog %s is not in this "
                 "worker's assignment (is it missing, or not describable by the worker's user?); "
                 "decisions for their customers start from an empty journey. Check the topic and "
                 "restart the workers (docs/runbook.md)",
-                sorted(missing), settings.changelog_topic(),
+                sorted(missing), changelog,
             )  # fmt: skip
         engine.rebuild(journeys.items(), mine)
         # The merge learns the new assignment (it was emptied when the rebalance began; what

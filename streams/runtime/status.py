@@ -37,17 +37,12 @@ def percentile(samples: Any, q: float) -> int | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
-def commit_heals(app: Any) -> int:
-    """Partitions the commit guard sought back to a message nobody handled."""
-    consumer = getattr(app, "_consumer", None)
-    return int(getattr(consumer, "heals", 0) or 0)
-
-
-def restored_records(app: Any, kind: str = "restored_records") -> int:
-    """Changelog records this worker applied to its table in bulk while restoring it (``kind``
-    ``"standby_records"``: to its standby partitions)."""
-    consumer = getattr(app, "_consumer", None)
-    return int(getattr(consumer, kind, 0) or 0)
+def consumer_count(app: Any, name: str) -> int:
+    """A counter the worker's consumer keeps (0 before it exists): ``heals``, partitions the
+    commit guard sought back to a message nobody handled; ``restored_records`` and
+    ``standby_records``, changelog records applied in bulk to partitions restored before they
+    became active and to standby partitions (``restore.py``)."""
+    return int(getattr(getattr(app, "_consumer", None), name, 0) or 0)
 
 
 def worker_status(pipeline: Pipeline) -> dict[str, Any]:
@@ -78,14 +73,14 @@ def worker_status(pipeline: Pipeline) -> dict[str, Any]:
         ),
         "resent": engine.resent,
         "state_writes": engine.state_writes,
-        "commit_heals": commit_heals(pipeline.app),
+        "commit_heals": consumer_count(pipeline.app, "heals"),
         "ordering": ordering_status(pipeline),
         "pending_timers": len(engine.index),
         "partitions": partitions,
         "ready": engine.rebuilds > 0,
         "index_rebuild": engine.last_rebuild,
-        "restored_records": restored_records(pipeline.app),
-        "standby_records": restored_records(pipeline.app, "standby_records"),
+        "restored_records": consumer_count(pipeline.app, "restored_records"),
+        "standby_records": consumer_count(pipeline.app, "standby_records"),
         "timer_lateness_p99_ms": percentile(engine.timer_lateness_ms, 0.99),
         "clock": datetime.fromtimestamp(pipeline.clock.now_ms() / 1000, UTC).isoformat(
             timespec="minutes"
@@ -119,7 +114,7 @@ def loader_status(loader: Loader) -> dict[str, Any]:
         "sink_failures": sink.stats.failures,
         "duplicate_rows": sink.stats.duplicate_rows,
         "erased": stats.erased,
-        "commit_heals": commit_heals(loader.app),
+        "commit_heals": consumer_count(loader.app, "heals"),
         "undecodable_facts": stats.undecodable,
         "loader_ready": loader.rebuilt,
         # Fact-topic messages not stored yet (0 once everything the workers published is in).
