@@ -66,7 +66,9 @@ class FakeBroker:
 class World:
     """A table that outlives workers (the changelog), and one worker's engine and outputs."""
 
-    def __init__(self, table: dict[bytes, bytes] | None = None) -> None:
+    def __init__(
+        self, table: dict[bytes, bytes] | None = None, clock: Clock | None = None, **engine: Any
+    ) -> None:
         self.table: dict[bytes, bytes] = {} if table is None else table
         self.broker = FakeBroker()
         self.acks = Acks()
@@ -81,8 +83,9 @@ class World:
             self.outputs,
             CODEC,
             JourneyConfig(),
-            Clock(wall_ms=lambda: T),
+            clock or Clock(wall_ms=lambda: T),
             on_failure=failed,
+            **engine,
         )
 
     @property
@@ -753,3 +756,91 @@ async def test_a_write_failing_after_others_keeps_it_and_the_rest_dirty() -> Non
     await write_dirty(world.engine)
     assert set(world.table) == {b"c1", b"c2", b"c3"}
     assert world.engine.state_writes == 3  # c1 was not written twice
+
+
+def _shared_containers(state: Any) -> list[str]:
+    """Lists, dicts and records reachable from ``state`` by two paths: none may be, or changing
+    one through the state kept live would change it elsewhere too (a decode never shares)."""
+    seen: dict[int, str] = {}
+    shared: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, list | dict) or hasattr(value, "__slots__"):
+            if id(value) in seen:
+                shared.append(f"{path} is {seen[id(value)]}")
+                return
+            seen[id(value)] = path
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}[{key!r}]")
+        elif hasattr(value, "__slots__") and not isinstance(value, str | int | float):
+            for name in value.__slots__:
+                walk(getattr(value, name), f"{path}.{name}")
+
+    walk(state, "state")
+    return shared
+
+
+async def _replay_simulated(
+    monkeypatch: pytest.MonkeyPatch, live_size: int, events: int = 4_000
+) -> tuple[list[tuple[str, bytes, bytes | None]], dict[bytes, bytes], int]:
+    """Simulated shop traffic through one engine, with ticks and flushes in between, the clock
+    following the events; every live state checked against a decode of its stored value."""
+    from streams.ops.simulator import SimulationConfig, generate
+    from streams.runtime.ingest import key_partition
+
+    monkeypatch.setattr(engine_module, "wall_clock_ms", lambda: T)
+    now = [T]
+    world = World(clock=Clock(wall_ms=lambda: now[0]), live_size=live_size)
+    engine = world.engine
+    config = SimulationConfig(seed=7, customers=400, start_ms=T, arrival_window_ms=86_400_000)
+    for offset, event in enumerate(generate(config)):
+        if offset == events:
+            break
+        assert event.record is not None
+        now[0] = max(now[0], event.record.occurred_at)
+        partition = key_partition(event.key.encode(), 4)
+        await engine.on_event(event.record, SETTINGS.topic(event.topic), partition, offset)
+        live = engine._live.get(event.key)
+        if live is not None:
+            assert unpack(live[0]) == live[1]
+            assert _shared_containers(live[1]) == []
+        if offset % 97 == 0:
+            for tick in range(4):
+                await engine.on_tick(tick, SETTINGS.topic("ticks"), offset)
+        if offset % 331 == 0:
+            await world.durable()
+    await world.durable()
+    return world.broker.records, world.table, engine.live_hits
+
+
+async def test_a_state_kept_live_decides_and_publishes_as_its_decode_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The state object a customer's last message left is stepped on by its next message instead
+    of a decode of the stored value: the same records and stored values, byte for byte, as with
+    a decode every time (and each live state equals the decode of its value and shares nothing)."""
+    live, live_table, hits = await _replay_simulated(monkeypatch, engine_module.LIVE_STATES)
+    decoded, decoded_table, no_hits = await _replay_simulated(monkeypatch, 0)
+    assert hits > 1_000 and no_hits == 0  # the live path was taken, and not taken
+    assert len(live) > 4_000 and {t for t, _, _ in live} >= {SETTINGS.topic("triggers")}
+    assert live == decoded
+    assert live_table == decoded_table
+
+
+async def test_a_live_state_is_not_used_once_its_stored_value_changed_otherwise() -> None:
+    """The live state goes with the value its commit stored: once the flush stored the value
+    without the outbox entries that became durable, the next message decodes that value."""
+    world = World()
+    await world.engine.on_event(placed(), "shop.orders", 0, 5)
+    assert world.engine.load("c1").outbox  # (taken: the next load decodes)
+    await world.engine.on_event(placed("e2"), "shop.orders", 0, 6)
+    assert b"c1" not in world.table and "c1" in world.engine._live
+    await world.durable()  # the outbox is durable: the value is written without it
+    assert unpack(world.table[b"c1"]).outbox == []
+    hits = world.engine.live_hits
+    state = world.engine.load("c1")
+    assert world.engine.live_hits == hits and state.outbox == []
