@@ -1,8 +1,9 @@
 """Where a consumed message is acknowledged, in both roles: here, and nowhere else.
 
 A message is acknowledged (so Faust may commit its offset) once what it caused is durable. Its
-agent hands the message's ``ack`` to ``Acks.after``, and every record it caused on Kafka to
-``Acks.wait_for`` (the producer's delivery future), in that order. A background loop, every
+agent hands the message's ``ack`` to ``Acks.after`` (the worker: the event to ``Acks.after_event``,
+acknowledged in bulk), and every record it caused on Kafka to ``Acks.wait_for`` (the producer's
+delivery future), in that order. A background loop, every
 ``interval`` or as soon as it is woken (``max_pending`` deliveries wait, or ``wake()``), runs the
 ``before_flush`` hooks (what was coalesced or buffered until now goes out), awaits the deliveries
 registered so far, runs the ``Acks.durable`` callbacks registered before them (bookkeeping of
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 STOP_SECONDS = 10.0
 
 
+def _each_ack(events: list[Any]) -> None:
+    for event in events:
+        event.ack()
+
+
 class Acks:
     def __init__(
         self,
@@ -70,6 +76,10 @@ class Acks:
         self._pending: dict[Awaitable[Any], None] = {}
         self._records = 0  # records registered since the last flush took them
         self._callbacks: list[Callable[[], object]] = []
+        # Consumed events to acknowledge (``after_event``), and how, all at once: the consumer's
+        # ``ack_events`` (``commit_guard.py``), or each ``event.ack()``.
+        self._events: list[Any] = []
+        self.ack_events: Callable[[list[Any]], object] = _each_ack
         self._durable: list[Callable[[], object]] = []
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -94,6 +104,11 @@ class Acks:
         """Run ``callback`` once every record registered so far is acknowledged by the broker
         (and the hooks of a flush that took it succeeded)."""
         self._callbacks.append(callback)
+
+    def after_event(self, event: Any) -> None:
+        """``after(event.ack)`` for a consumed Faust event, acknowledged with the others of the
+        same flush in one ``ack_events`` call, after the callbacks registered with it."""
+        self._events.append(event)
 
     def durable(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` as soon as every record registered so far is acknowledged by the
@@ -123,11 +138,12 @@ class Acks:
 
     async def flush(self) -> int:
         """Await the deliveries registered so far, then run the callbacks registered before them.
-        Returns the callbacks run."""
+        Returns the callbacks run and events acknowledged."""
         async with self._lock:
             # The callbacks of the messages handled so far, taken before the hooks run: their
             # states and snapshots are queued already, so the hooks send them in this flush.
             callbacks, self._callbacks = self._callbacks, []
+            events, self._events = self._events, []
             durable, self._durable = self._durable, []
             for take in self.on_take:
                 take()
@@ -136,6 +152,7 @@ class Acks:
                     await hook()
             except BaseException:
                 self._callbacks[:0] = callbacks  # acknowledged by a later flush that succeeds
+                self._events[:0] = events
                 self._durable[:0] = durable
                 raise
             await self._deliveries()
@@ -153,6 +170,7 @@ class Acks:
                     await hook()
             except BaseException:
                 self._callbacks[:0] = callbacks
+                self._events[:0] = events
                 raise
             if self.after_deliveries:
                 # What those hooks sent (the worker: the states' changelog records) is on the
@@ -160,10 +178,12 @@ class Acks:
                 await self._deliveries()
             for callback in callbacks:
                 callback()
-            self.acked += len(callbacks)
+            if events:
+                self.ack_events(events)
+            self.acked += len(callbacks) + len(events)
             self.flushes += 1
             self._room.set()
-            return len(callbacks)
+            return len(callbacks) + len(events)
 
     async def _deliveries(self) -> None:
         """Await every delivery registered so far."""

@@ -37,7 +37,7 @@ from schemas.codec import Codec
 from streams.clock import Clock
 from streams.runtime.acks import Acks
 from streams.runtime.batching import BatchProducer
-from streams.runtime.commit_guard import install_commit_guard
+from streams.runtime.commit_guard import CommitGuard, install_commit_guard
 from streams.runtime.engine import JourneyEngine
 from streams.runtime.fetching import FetchControl, install_fetch_control, install_fetch_pacing
 from streams.runtime.handover import install_handover, stream_events
@@ -401,6 +401,8 @@ def create_pipeline(
         max_pending=settings.max_pending_records,
         on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)),
     )
+    # The handled messages, acknowledged together by the guarded consumer (commit_guard.py).
+    acks.ack_events = lambda events: cast(CommitGuard, app.consumer).ack_events(events)
 
     # The facts and the table's changelog records go out in record batches, one per
     # topic-partition (batching.py), on Faust's aiokafka producer.
@@ -492,7 +494,7 @@ def create_pipeline(
             return False
         # Only now, after the table write (changelog) and every send it caused are registered:
         # acked once the broker has them all (streams/runtime/acks.py).
-        acks.after(event.ack)
+        acks.after_event(event)
         if message.topic != ticks_topic:
             processing.observe(perf_counter() - started)
         await acks.wait_for_room()

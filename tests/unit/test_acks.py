@@ -5,6 +5,7 @@ row is stored)."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -327,3 +328,46 @@ async def test_the_loop_turns_between_the_durable_callbacks_and_the_hooks() -> N
     await flushing
     await handled
     assert order == ["durable", "message", "hook"]
+
+
+async def test_events_are_acknowledged_in_bulk_after_their_records_and_kept_when_a_flush_fails() -> (
+    None
+):
+    """The worker's messages (``after_event``) are acknowledged by one ``ack_events`` call per
+    flush, once the records before them and the states written behind them are on the broker;
+    a flush whose hook fails acknowledges none of them, and the next one does."""
+    acks = Acks()
+    bulk: list[list[str]] = []
+    acks.ack_events = lambda events: bulk.append(list(events))
+    record: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    acks.wait_for(record)
+    acks.after_event("m1")
+    acks.after_event("m2")
+    failing = [True]
+
+    async def write_states() -> None:
+        if failing[0]:
+            raise OSError("the store is closed")
+
+    acks.after_deliveries.append(write_states)
+    acks.durable(lambda: None)
+    flush = asyncio.ensure_future(acks.flush())
+    await asyncio.sleep(0.01)
+    assert bulk == [] and not flush.done()  # the record is not on the broker yet
+    record.set_result(None)
+    with pytest.raises(OSError):
+        await flush
+    assert bulk == []
+    acks.after_event("m3")
+    failing[0] = False
+    assert await acks.flush() == 3
+    assert bulk == [["m1", "m2", "m3"]] and acks.acked == 3
+
+
+async def test_events_are_acknowledged_one_by_one_without_a_bulk_acknowledger() -> None:
+    acks = Acks()
+    acked: list[str] = []
+    events = [SimpleNamespace(ack=lambda name=name: acked.append(name)) for name in ("a", "b")]
+    for event in events:
+        acks.after_event(event)
+    assert await acks.flush() == 2 and acked == ["a", "b"]

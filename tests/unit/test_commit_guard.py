@@ -644,3 +644,58 @@ async def test_the_guards_seeks_run_in_the_consumers_thread() -> None:
     p.consumer._thread.seek = seek
     await p.consumer.seek(TP0, 7)
     assert calls == [(seek, (TP0, 7)), ("seek", TP0, 7)]  # the seek ran inside call_thread
+
+
+@pytest.mark.parametrize("seed", range(25))
+async def test_acking_events_in_bulk_does_what_acking_each_does(seed: int) -> None:
+    """``ack_events`` (the worker's acknowledgement flush) against each ``event.ack()`` (Faust's
+    own path) on two consumers given the same messages: tracked or skipped by the stream, taken
+    by one stream or two (refcount), acked before, below the committed offset, acked twice, of
+    a topic without acks: the same acked offsets, unacked set, counters and message flags."""
+    rng = random.Random(seed)
+    offsets = sorted(rng.sample(range(0, 60), 25))
+    committed = rng.choice([None, offsets[3], offsets[10]])
+    plan = [
+        (rng.random() < 0.85, rng.choice([1, 1, 1, 2]), rng.random() < 0.1) for _ in offsets
+    ]  # (tracked, refcount, acked before)
+    order = [*offsets, *rng.sample(offsets, 5)]  # some twice
+    rng.shuffle(order)
+    results = []
+    for bulk in (False, True):
+        p = Partition(GUARDED)
+        p.app._consumer = p.consumer  # the consumer of the events' app
+        await p.fetch(offsets)
+        p.consumer._committed_offset[TP0] = committed
+        if seed % 5 == 4:  # a topic without acks: the messages are marked acked, nothing more
+            p.app.topics._acking_topics.discard(TOPIC)
+        events = {}
+        for offset, (tracked, refcount, acked_before) in zip(offsets, plan, strict=True):
+            message = p.delivered[offset]
+            message.tracked = tracked
+            message.incref(refcount)
+            p.consumer._unacked_messages.add(message)
+            if acked_before:
+                p.consumer.ack(message)
+            events[offset] = faust.Event(p.app, None, b"v", {}, message)
+        other = faust.types.Message("another-topic", 0, 7, 0.0, 0, {}, None, b"v", None)
+        other_event = faust.Event(p.app, None, b"v", {}, other)  # a message of no consumer
+        chosen = [events[o] for o in order] + [other_event]
+        if bulk:
+            returned = p.consumer.ack_events(chosen)
+        else:
+            returned = sum(bool(event.ack()) for event in chosen)
+        c = p.consumer
+        results.append(
+            (
+                returned,
+                dict(c._acked),
+                {tp: sorted(index) for tp, index in c._acked_index.items()},
+                c._n_acked,
+                sorted(m.offset for m in c._unacked_messages),
+                [(m.acked, m.refcount) for m in (e.message for e in events.values())],
+                (other.acked, other.refcount),
+            )
+        )
+    stock, bulk_result = results
+    assert bulk_result == stock
+    assert stock[0] > 0 or seed % 5 == 4  # something became committable
