@@ -48,13 +48,14 @@
 * **A message either applies completely or not at all.** The model mutates the state it is given,
   so every message is stepped on a state of its own, and everything that can fail for the
   message's sake (the model, building and encoding the records, packing) runs before the first
-  output; the new state is swapped in only at the end. An exception leaves the stored state as
-  it was; the agent turns it into a dead letter. The state a message steps on is a fresh decode
-  of the customer's newest stored value, or the very object the customer's last message left
-  (``_live``) while the newest stored value is still the one encoded from it: the same state (the
-  round-trip tests hold ``decode_state(encode_state(s)) == s``), without decoding it again. It is
-  taken out of ``_live`` before it is stepped on, and put back only by a complete commit, so a
-  failure leaves nothing half-applied there either.
+  output; the new state is swapped in only at the end. (The snapshot's row is built then too,
+  and encoded only when sent, once per customer per flush: ``outputs.py``.) An exception leaves
+  the stored state as it was; the agent turns it into a dead letter. The state a message steps
+  on is a fresh decode of the customer's newest stored value, or the very object the customer's
+  last message left (``_live``) while the newest stored value is still the one packed from it:
+  the same state (tested: equal to its value's decode, sharing no container), without decoding
+  it again. It is taken out of ``_live`` before it is stepped on, and put back only by a
+  complete commit, so a failure leaves nothing half-applied there either.
 """
 
 from __future__ import annotations
@@ -308,7 +309,7 @@ class _Prepared:
     outbox_at: OutboxAt | None
     next_fire: int | None
     outgoing: list[_Outgoing] = field(default_factory=list)
-    snapshot: bytes | None = None
+    snapshot: tuple[Any, ...] | None = None  # its row (encoded when sent)
     event: bytes | None = None
     erase: bool = False
     decided: list[Decision] = field(default_factory=list)
@@ -352,7 +353,7 @@ class JourneyEngine:
         self._encode_decision = codec.row_encoder(DecisionRecord, facts.OUTBOX_FIELDS)
         self._encode_trigger = codec.row_encoder(Trigger, TRIGGER_FIELDS)
         self._encode_event = codec.row_encoder(JourneyEvent, facts.JOURNEY_EVENT_FIELDS)
-        self._encode_snapshot = codec.row_encoder(CustomerSnapshot, facts.SNAPSHOT_FIELDS)
+        outputs.encode_snapshot = codec.row_encoder(CustomerSnapshot, facts.SNAPSHOT_FIELDS)
         self.config = config
         self.clock = clock
         self.observe_lateness = observe_lateness
@@ -676,7 +677,9 @@ class JourneyEngine:
         if (snapshot or resend) and not state.erased:
             shows = self._shows(state, now)
             if resend or not _unchanged(shows, published, state):
-                prepared.snapshot = self._encode_snapshot(facts.snapshot_row(shows, now))
+                # Encoded when sent (``Outputs.send_snapshots``): only the newest per customer
+                # per flush is, one in three events' snapshots in a backlog.
+                prepared.snapshot = facts.snapshot_row(shows, now)
         return prepared
 
     def _shows(self, state: JourneyState, now: int) -> facts.SnapshotShows:

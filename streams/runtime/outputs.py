@@ -17,11 +17,14 @@ the first four fact topics in ClickHouse.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from streams.runtime.acks import Acks
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 # (topic, key, value or None for a tombstone, headers) -> the broker's delivery future
@@ -39,7 +42,12 @@ class Outputs:
         self.snapshots = settings.topic("snapshots")
         self.deadletters = settings.topic("deadletter")
         self.repartition_topic = settings.topic("repartition")
-        self._snapshots: dict[bytes, bytes] = {}
+        # Per customer, the newest snapshot not sent yet: its row, encoded when it is sent (a
+        # customer's snapshots replaced within a flush are never encoded), or its value.
+        self._snapshots: dict[bytes, Any] = {}
+        # A queued snapshot -> the record's value (the engine's encoder of snapshot rows).
+        self.encode_snapshot: Callable[[Any], bytes] = _as_is
+        self.unencodable_snapshots = 0
         self.sent: dict[str, int] = dict.fromkeys(
             ("triggers", "decisions", "events", "snapshots", "tombstones", "deadletters",
              "repartitioned"), 0,
@@ -57,9 +65,10 @@ class Outputs:
         self.acks.wait_for(await self.produce(self.events, key, value, None))
         self.sent["events"] += 1
 
-    def snapshot(self, key: bytes, value: bytes) -> None:
-        """The customer's newest snapshot: sent before the next acknowledgements."""
-        self._snapshots[key] = value
+    def snapshot(self, key: bytes, snapshot: Any) -> None:
+        """The customer's newest snapshot (for ``encode_snapshot``): sent before the next
+        acknowledgements."""
+        self._snapshots[key] = snapshot
 
     async def erased(self, key: bytes) -> None:
         """A tombstone on the compacted snapshot topic: consumers delete the customer."""
@@ -92,10 +101,29 @@ class Outputs:
         rest stay queued and the flush fails: nothing behind them is acknowledged."""
         queue = self._snapshots
         for key in list(queue):
-            value = queue.get(key)
-            if value is None:  # erased meanwhile: its tombstone is sent, the snapshot must not be
+            snapshot = queue.get(key)
+            if (
+                snapshot is None
+            ):  # erased meanwhile: its tombstone is sent, the snapshot must not be
+                continue
+            try:
+                value = self.encode_snapshot(snapshot)
+            except Exception as exc:
+                # Not the input's fault (the events were accepted and applied): a bug, or a value
+                # outside the snapshot's schema. This snapshot is not sent, nothing else is held
+                # back; the customer's next snapshot replaces it.
+                self.unencodable_snapshots += 1
+                log.error("the snapshot of customer %r cannot be encoded and is not sent: %r",
+                          key, exc, exc_info=exc)  # fmt: skip
+                if queue.get(key) is snapshot:
+                    del queue[key]
                 continue
             self.acks.wait_for(await self.produce(self.snapshots, key, value, None))
             self.sent["snapshots"] += 1
-            if queue.get(key) is value:
+            if queue.get(key) is snapshot:
                 del queue[key]
+
+
+def _as_is(value: Any) -> bytes:
+    """A snapshot queued as its record's value already."""
+    return bytes(value)

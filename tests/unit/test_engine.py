@@ -844,3 +844,35 @@ async def test_a_live_state_is_not_used_once_its_stored_value_changed_otherwise(
     hits = world.engine.live_hits
     state = world.engine.load("c1")
     assert world.engine.live_hits == hits and state.outbox == []
+
+
+async def test_only_the_snapshot_sent_is_encoded_and_one_that_cannot_be_is_logged_not_held(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A customer's snapshot is encoded when the flush sends it: three events of one customer
+    within a flush encode one snapshot, the newest. A snapshot that cannot be encoded (a bug, or
+    a value outside its schema) is logged and not sent; the messages are acknowledged and the
+    other customers' snapshots sent."""
+    world = World()
+    real = world.outputs.encode_snapshot
+    encoded: list[tuple[Any, ...]] = []
+
+    def encode(row: Any) -> bytes:
+        encoded.append(row)
+        if row[0] == "c2":
+            raise OverflowError("int too big to convert")
+        return real(row)
+
+    world.outputs.encode_snapshot = encode
+    for offset, event_id in enumerate(("e1", "e2", "e3")):
+        await world.engine.on_event(placed(event_id), "shop.orders", 0, offset)
+    await world.engine.on_event(placed("e4", "c2"), "shop.orders", 0, 3)
+    acked: list[str] = []
+    world.acks.after(lambda: acked.append("m"))
+    await world.durable()
+    assert [row[0] for row in encoded] == ["c1", "c2"]
+    (snapshot,) = world.broker.on("snapshots", CustomerSnapshot)
+    assert snapshot.customer_id == "c1" and snapshot.orders_count == 1
+    assert acked == ["m"] and world.outputs.queued == 0
+    assert world.outputs.unencodable_snapshots == 1
+    assert "the snapshot of customer b'c2' cannot be encoded" in caplog.text
