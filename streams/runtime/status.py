@@ -65,6 +65,7 @@ def worker_status(pipeline: Pipeline) -> dict[str, Any]:
         "dead_letters": dict(ingest.dead),
         "repartitioned": ingest.repartitioned,
         "sent": dict(outputs.sent),
+        "unencodable_snapshots": outputs.unencodable_snapshots,
         "unacknowledged": pipeline.unacknowledged,
         "acked": pipeline.acks.acked,
         "triggers": {f"{t}/{status}": n for (t, status), n in sorted(engine.decisions.items())},
