@@ -13,6 +13,7 @@ to a schema is bounded without another rule here.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 INT64_MAX = 2**63 - 1
@@ -35,7 +36,40 @@ MIN_BIRTHDAY_DAYS, MAX_BIRTHDAY_DAYS = -25_567, 84_006
 
 def bounds_problem(record: Any) -> str | None:
     """Why ``record`` (an input record, nested records included) is out of bounds, or ``None``."""
-    return _check(record, "")
+    check = _CHECKS.get(type(record))
+    if check is None:
+        check = _CHECKS[type(record)] = _compile_check(type(record))
+    return check(record)
+
+
+# Per record type, ``_check(record, "")`` compiled to straight-line code: the same tests in the
+# same order, without the loop over the plan and its tuple per field (every input record is
+# checked: the loop was 2 % of the worker's CPU).
+_CHECKS: dict[type, Callable[[Any], str | None]] = {}
+
+
+def _compile_check(cls: type) -> Callable[[Any], str | None]:
+    lines = ["def check(r):"]
+    for name, limit, low, high in _plan(cls):
+        problem = [f"p = _field_problem({name!r}, {name!r}, v)", "if p is not None: return p"]
+        lines += [
+            f" v = r.{name}",
+            " if v is not None:",
+            "  t = type(v)",
+            "  if t is int:",
+            f"   if not {low} <= v <= {high}:",
+            *(f"    {line}" for line in problem),
+            "  elif t is str:",
+            f"   if len(v) > {limit}:",
+            *(f"    {line}" for line in problem),
+            "  elif t is not float:",
+            *(f"   {line}" for line in problem),
+        ]
+    lines.append(" return _totals_problem(r, '')")
+    scope: dict[str, Any] = {"_field_problem": _field_problem, "_totals_problem": _totals_problem}
+    exec("\n".join(lines), scope)  # the source is built from the dataclass's field names
+    check: Callable[[Any], str | None] = scope["check"]
+    return check
 
 
 # Per record type, its fields with the bounds their names give: (name, the longest string, the
