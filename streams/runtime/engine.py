@@ -559,7 +559,7 @@ class JourneyEngine:
             prepared.event = self._encode_event(
                 facts.canonical_event_row(record, wall_clock_ms(), topic, partition, offset)
             )
-        await self._commit(prepared)
+        await self._commit(prepared, live=True)
 
     async def on_tick(self, partition: int, topic: str, offset: int) -> None:
         """Fire the due timers of the partition, then trim or re-send outboxes. A customer whose
@@ -685,8 +685,11 @@ class JourneyEngine:
     def _shows(self, state: JourneyState, now: int) -> facts.SnapshotShows:
         return snapshot_shows(state, now, self.config)
 
-    async def _commit(self, prepared: _Prepared) -> None:
-        """Do what ``_prepare`` computed, then swap the new state in."""
+    async def _commit(self, prepared: _Prepared, live: bool = False) -> None:
+        """Do what ``_prepare`` computed, then swap the new state in. ``live``: keep the state
+        object for the customer's next message (an event's: a customer's events come in runs; a
+        fired timer's customer seldom comes back soon, and states kept alive for nothing are
+        work for the garbage collector: 48 -> 69 us per fired timer with a million pending)."""
         outputs = self.outputs
         state = prepared.state
         customer_id = state.customer_id
@@ -724,11 +727,10 @@ class JourneyEngine:
         self._store(
             prepared.partition, customer_id, prepared.value, prepared.next_fire, prepared.outbox_at
         )
-        live = self._live
-        if len(live) >= self._live_size:
-            live.clear()
-        if self._live_size:
-            live[customer_id] = (prepared.value, state)
+        if live and self._live_size:
+            if len(self._live) >= self._live_size:
+                self._live.clear()
+            self._live[customer_id] = (prepared.value, state)
 
     def _trim(self, customer_id: str, partition: int) -> bool:
         """Drop the durable entries of the customer's outbox from its stored value, when nothing
