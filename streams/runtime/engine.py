@@ -359,8 +359,9 @@ class JourneyEngine:
         self.observe_lateness = observe_lateness
         self.on_failure = on_failure
         self.index = TimerIndex()
-        # Stored values (bytes), not live states: the model mutates what it is given, so each
-        # message works on its own decode and a failure cannot leave a half-applied state here.
+        # Stored values (bytes), not live states: the model mutates what it is given, so a
+        # message works on its own decode (or on the live state below, taken out before use) and
+        # a failure cannot leave a half-applied state here.
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
         # The state object each of the last committed messages left, with the stored value it was

@@ -43,7 +43,9 @@ class Outputs:
         self.deadletters = settings.topic("deadletter")
         self.repartition_topic = settings.topic("repartition")
         # Per customer, the newest snapshot not sent yet: its row, encoded when it is sent (a
-        # customer's snapshots replaced within a flush are never encoded), or its value.
+        # customer's snapshots replaced within a flush are never encoded), or its value. A row
+        # holds scalars copied out of the state (``facts.snapshot_row``): the engine stepping
+        # the same state object again later cannot change a queued row.
         self._snapshots: dict[bytes, Any] = {}
         # A queued snapshot -> the record's value (the engine's encoder of snapshot rows).
         self.encode_snapshot: Callable[[Any], bytes] = _as_is
@@ -102,9 +104,8 @@ class Outputs:
         queue = self._snapshots
         for key in list(queue):
             snapshot = queue.get(key)
-            if (
-                snapshot is None
-            ):  # erased meanwhile: its tombstone is sent, the snapshot must not be
+            # None: erased meanwhile (its tombstone is sent, the snapshot must not be).
+            if snapshot is None:
                 continue
             try:
                 value = self.encode_snapshot(snapshot)
