@@ -34,6 +34,7 @@ from streams.ops.simulator import SimulationConfig, generate
 from streams.runtime.acks import Acks
 from streams.runtime.app import MessageHandler, ordered_intake
 from streams.runtime.engine import JourneyEngine, tune_gc
+from streams.runtime.handover import Turns
 from streams.runtime.ingest import Ingest, key_partition, wall_clock_ms
 from streams.runtime.outputs import Outputs
 from streams.settings import Settings
@@ -101,6 +102,7 @@ async def run(events: int, profile: bool) -> None:
     acks.start()
     profiler = cProfile.Profile() if profile else None
     started, handled = time.process_time(), 0
+    turns = Turns()
     if profiler is not None:
         profiler.enable()
     for index, event in enumerate(messages):
@@ -109,6 +111,8 @@ async def run(events: int, profile: bool) -> None:
         now = time.monotonic() * 1000
         ordering.push(event, m.topic, m.partition, m.offset, time_ms, now)
         for ready in ordering.pop_ready(now, m.partition):
+            if turns.due():  # as the worker's agent (app.py)
+                await turns.turn()
             await apply(ready.message)
             acks.after_event(ready)
             handled += 1

@@ -40,7 +40,7 @@ from streams.runtime.batching import BatchProducer
 from streams.runtime.commit_guard import CommitGuard, install_commit_guard
 from streams.runtime.engine import JourneyEngine
 from streams.runtime.fetching import FetchControl, install_fetch_control, install_fetch_pacing
-from streams.runtime.handover import install_handover, stream_events
+from streams.runtime.handover import Turns, install_handover, stream_events
 from streams.runtime.health import BrokerProbe, Health
 from streams.runtime.ingest import Ingest
 from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
@@ -453,7 +453,8 @@ def create_pipeline(
     @app.agent(inputs, name="journey", concurrency=1)
     async def journey(stream: Any) -> None:
         stream = stream.noack()
-        async for event in stream_events(stream):  # Faust's stream iteration, leaner (handover.py)
+        turns = Turns()  # the loop turns every few ms of this agent's work (handover.py)
+        async for event in stream_events(stream, turns):  # Faust's iteration, leaner
             # Event-time merge across the inputs of each partition number (ordering.py).
             # It is re-checked on every message; the worker's own ticks arrive every
             # timer_tick_interval, so an idle wait is noticed within about that much.
@@ -475,6 +476,11 @@ def create_pipeline(
             now = monotonic() * 1000
             ordering.push(event, message.topic, message.partition, message.offset, time_ms, now)
             for ready in ordering.pop_ready(now, message.partition):
+                # Hundreds can come at once (a backlog held until a tick). A turn of the loop
+                # in between is safe: each is tracked, so a rebalance or a stop waits until the
+                # agent has handled and acknowledged it (as when wait_for_room waits).
+                if turns.due():
+                    await turns.turn()
                 # Faust's table writes go to the partition of the "current" event: make it the
                 # one handled (released events can come from another partition).
                 stream._set_current_event(ready)

@@ -25,7 +25,8 @@ is suspended (a rebalance), is skipped (neither tracked nor acknowledged: the co
 it again from the committed offset); one of an acking topic is tracked (the consumer's
 ``unacked`` set, which a rebalance and a stop wait on). Where events queue up (a backlog) the
 agent turns the loop at least every ``YIELD_EVERY_S`` of its own, so the fetch loop, the
-acknowledgements and the ticks go on.
+acknowledgements and the ticks go on; so does the worker's agent while it handles what the
+event-time merge released at once (``Turns``).
 
 **Nothing queued for the agent is thrown away when the flow resumes** (``keep_queue``). Faust
 makes every channel's queue with ``clear_on_resume``: mode's flow control empties it each time
@@ -146,6 +147,29 @@ def install_handover(app: faust.App) -> None:
 YIELD_EVERY_S = 0.005
 
 
+class Turns:
+    """When the agent last let the event loop turn, shared by the two places where it can work
+    through many events at once: ``stream_events`` (a queue of fetched events) and the worker's
+    agent handling what the event-time merge releases in one go (``app.py``: a merge that held a
+    backlog's events until a tick came released up to a thousand at once, 0.2-0.5 s without a
+    turn on this machine, while the acknowledgement flush, the ticks and the worker's HTTP
+    endpoint waited). Either turns the loop once ``YIELD_EVERY_S`` of the agent's own work has
+    passed since the last turn, whichever of them made it."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since = perf_counter()
+
+    def due(self) -> bool:
+        """``YIELD_EVERY_S`` passed since the last turn (a plain call: no coroutine per event)."""
+        return perf_counter() - self.since > YIELD_EVERY_S
+
+    async def turn(self) -> None:
+        await asyncio.sleep(0)
+        self.since = perf_counter()
+
+
 def keep_queue(stream: Any) -> None:
     """Take the queue of ``stream`` (an agent's stream) out of mode's flow control, which empties
     it whenever the flow resumes (see the module's docstring). Call before iterating it."""
@@ -158,9 +182,9 @@ def keep_queue(stream: Any) -> None:
     queues.discard(stream.channel.queue)
 
 
-async def stream_events(stream: Any) -> AsyncIterator[Any]:
+async def stream_events(stream: Any, turns: Turns | None = None) -> AsyncIterator[Any]:
     """The events of ``stream`` (an agent's stream, Faust's ``Stream``), as its ``events()``
-    gives them: see the module's docstring."""
+    gives them: see the module's docstring. ``turns``: shared with the agent's own work."""
     keep_queue(stream)
     started = await stream.maybe_start()
     channel = stream.channel
@@ -169,17 +193,16 @@ async def stream_events(stream: Any) -> AsyncIterator[Any]:
     flow_active = app.flow_control.is_active
     acking = app.topics.acking_topics
     track = app.consumer.unacked.add
-    turned = perf_counter()
+    turns = turns or Turns()
     try:
         while not stream.should_stop:
             if queue.empty():  # (also false while an error waits: get_nowait raises it)
                 value = await queue.get()
-                turned = perf_counter()
+                turns.since = perf_counter()
             else:
                 value = queue.get_nowait()
-                if perf_counter() - turned > YIELD_EVERY_S:
-                    await asyncio.sleep(0)
-                    turned = perf_counter()
+                if perf_counter() - turns.since > YIELD_EVERY_S:
+                    await turns.turn()
             if not isinstance(value, EventT):
                 continue
             message = value.message

@@ -157,6 +157,55 @@ async def test_queued_events_leave_the_loop_its_turns(monkeypatch: pytest.Monkey
     assert 10 <= ticks < 200  # about one turn per 5 events, not one per event
 
 
+async def test_the_agents_own_work_on_released_events_shares_the_streams_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's agent handles what the event-time merge releases at once (up to a thousand
+    events for one message received) with the same ``Turns`` as the stream: the loop turns every
+    YIELD_EVERY_S of the agent's work in either place, and not again just after a turn."""
+    monkeypatch.setattr(handover, "YIELD_EVERY_S", 0.001)
+    stand = Stand()
+    stand.put(0)
+    stand.put(1)
+    ticks = 0
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    def work(seconds: float) -> None:
+        busy = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < busy:
+            pass
+
+    other = asyncio.ensure_future(other_task())
+    await asyncio.sleep(0)
+    turns = handover.Turns()
+    per_message: list[int] = []
+    handled = 0
+    async for event in stream_events(stand, turns):
+        ticks = 0
+        for _ in range(100):  # released by the merge for this message, 0.1 ms each
+            if turns.due():
+                await turns.turn()
+            work(0.0001)
+            handled += 1
+        per_message.append(ticks)
+        if event.message.offset == 1:
+            break
+    other.cancel()
+    assert handled == 200
+    # 10 ms of work per message: about one turn per ms, never one per event.
+    assert all(4 <= n < 50 for n in per_message), per_message
+    # Just after a turn it is not due; after YIELD_EVERY_S of work it is.
+    await turns.turn()
+    assert not turns.due()
+    work(0.002)
+    assert turns.due()
+
+
 async def test_what_is_queued_for_the_agent_survives_the_flow_resuming() -> None:
     """Faust's channel queues are emptied whenever the flow resumes (``clear_on_resume``); after
     a rebalance that recovers the table it resumes twice, the second time after messages of the
