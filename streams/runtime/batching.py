@@ -39,6 +39,13 @@ from streams.runtime.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 
+def _unsent_batches(producer: Any) -> Any:
+    """aiokafka's batches handed over and not sent yet, per ``TopicPartition`` (its message
+    accumulator's, pinned aiokafka: ``commit_guard.PINNED_AIOKAFKA_VERSION``); an empty dict
+    for a producer without one (``drain`` then waits in ``send_batch`` as aiokafka makes it)."""
+    return getattr(getattr(producer, "_message_accumulator", None), "_batches", None) or {}
+
+
 def _settle(placeholder: asyncio.Future[Any], delivery: asyncio.Future[Any]) -> None:
     if placeholder.done():
         return
@@ -81,6 +88,9 @@ class BatchProducer:
         self.linger = linger
         self._open: dict[tuple[str, int], _Open] = {}
         self._full: list[tuple[str, int, _Open]] = []
+        # Full batches of a topic-partition whose previous batch aiokafka has not sent yet (see
+        # ``drain``): the oldest, handed over first.
+        self._held: list[tuple[str, int, _Open]] = []
         self._partitions: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -157,18 +167,39 @@ class BatchProducer:
                 await asyncio.sleep(self.linger)  # let the batches fill
             self._wake.clear()
             try:
-                await self.drain()
+                await self.drain(wait=False)
             except Exception as exc:  # every batch's future carries its own failure
                 log.error("sending record batches failed: %r", exc, exc_info=exc)
 
-    async def drain(self) -> None:
+    async def drain(self, *, wait: bool = True) -> None:
         """Hand every full and open batch to aiokafka, in the order they were opened per
-        topic-partition; a batch aiokafka refuses fails its delivery future."""
+        topic-partition; a batch aiokafka refuses fails its delivery future.
+
+        aiokafka takes a topic-partition's batch only once it has sent the previous one, and it
+        has one produce request in flight per broker: ``send_batch`` waits until that request
+        is answered. Awaited in turn, one busy topic-partition (the changelog's, a second ago)
+        held back every batch behind it, a trigger's too, past the next request: a request's
+        round trip more for everything (session 19). ``wait=False`` (the drain task): a batch of
+        a topic-partition whose previous batch aiokafka still holds stays here, the others go
+        at once; its open batch goes on filling (one batch per request, as before), and the
+        next drain, a ``linger`` later, tries again. ``wait=True`` (a stop): everything goes."""
+        held, self._held = self._held, []
         full, self._full = self._full, []
-        batches = full + [(*tp, batch) for tp, batch in self._open.items()]
-        self._open = {}
+        opened, self._open = self._open, {}
+        batches = held + full + [(*tp, batch) for tp, batch in opened.items()]
         producer = self.producer
+        # aiokafka's batches not yet sent, per topic-partition (a TopicPartition is a tuple).
+        unsent: dict[Any, Any] = {} if wait else _unsent_batches(producer)
+        blocked: set[tuple[str, int]] = set()
         for topic, partition, batch in batches:
+            tp = (topic, partition)
+            if tp in blocked or unsent.get(tp):
+                blocked.add(tp)  # and every later batch of it, to keep their order
+                if opened.get(tp) is batch and tp not in self._open:
+                    self._open[tp] = batch  # its newest: it goes on filling
+                else:
+                    self._held.append((topic, partition, batch))
+                continue
             batch.builder.close()
             try:
                 delivery = await producer.send_batch(batch.builder, topic, partition=partition)
@@ -181,6 +212,8 @@ class BatchProducer:
             report = self.on_delivered.get(topic)
             if report is not None:
                 delivery.add_done_callback(partial(_report, report, partition, batch.records))
+        if blocked:
+            self._wake.set()  # tried again a linger later
         now = time.monotonic()
         if now - self._refreshed > 1.0:  # partitions added to an output topic
             self._refreshed = now

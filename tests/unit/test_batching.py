@@ -4,6 +4,8 @@ message is still acknowledged only after every record it caused is on the broker
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -208,3 +210,68 @@ async def test_pending_counts_records_not_batches() -> None:
     await room
     assert acks.pending == 0
     await batches.stop()
+
+
+class OneRequestInFlight(FakeProducer):
+    """aiokafka's producer as it sends: a topic-partition's batch is taken only once the
+    previous one has gone out in a request (``send_batch`` waits until then), and one request
+    is in flight per broker; the test sends the next request (``request``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._message_accumulator = SimpleNamespace(_batches={})
+        self.requests: list[list[tuple[str, int, list[Any]]]] = []
+        self._sent = asyncio.Event()
+
+    async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> Any:
+        unsent = self._message_accumulator._batches
+        while unsent.get((topic, partition)):
+            self._sent.clear()
+            await self._sent.wait()  # aiokafka: wait_drain of the batch before
+        batch = DefaultRecordBatch(bytes(builder._build()))
+        unsent[(topic, partition)] = deque([(topic, partition, [r.value for r in batch])])
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.deliveries.append(delivery)
+        return delivery
+
+    def request(self) -> list[tuple[str, int, list[Any]]]:
+        """The sender: every batch not sent yet goes out in one request."""
+        unsent = self._message_accumulator._batches
+        request = [queued.popleft() for queued in unsent.values() if queued]
+        self.requests.append(request)
+        self._sent.set()
+        return request
+
+
+async def test_a_busy_partition_holds_back_only_its_own_batches() -> None:
+    """While aiokafka still holds a topic-partition's batch (its request in flight), the drain
+    hands every other batch over (a trigger is not held behind the changelog) and keeps that
+    partition's records in one open batch, handed over in order once the batch before it went."""
+    producer = OneRequestInFlight()
+    batches = await started(producer)
+    busy, other = SETTINGS.topic("journey_events"), SETTINGS.topic("triggers")
+    batches.append(busy, 0, b"k", b"busy-1", None)
+    await settle()
+    assert producer.request() == [(busy, 0, [b"busy-1"])]  # in flight
+    batches.append(busy, 0, b"k", b"busy-2", None)  # waits in aiokafka for the next request
+    await settle()
+    batches.append(busy, 0, b"k", b"busy-3", None)  # must wait behind busy-2
+    batches.append(other, 1, b"k", b"trigger", None)
+    await settle()
+    # The trigger is in the next request, with busy-2; busy-3 stays with us, busy-4 joins it.
+    batches.append(busy, 0, b"k", b"busy-4", None)
+    assert sorted(producer.request()) == [(busy, 0, [b"busy-2"]), (other, 1, [b"trigger"])]
+    await settle()
+    assert producer.request() == [(busy, 0, [b"busy-3", b"busy-4"])]
+    await settle()
+    assert producer.request() == []
+    # A stop hands over what is left even while aiokafka still holds a batch of it.
+    batches.append(busy, 0, b"k", b"busy-5", None)
+    await settle()
+    batches.append(busy, 0, b"k", b"busy-6", None)
+    await settle()
+    stop = asyncio.ensure_future(batches.stop())
+    await settle()
+    assert producer.request() == [(busy, 0, [b"busy-5"])]
+    await stop
+    assert producer.request() == [(busy, 0, [b"busy-6"])]
