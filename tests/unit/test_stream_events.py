@@ -128,33 +128,46 @@ async def test_a_stopped_channel_ends_the_iteration_as_faust_does(waiting: bool)
     assert seen == ([1] if waiting else []) and stand.stopped
 
 
+class LoopTurns:
+    """Another task on the event loop, counting the turns it gets."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+def work(seconds: float) -> None:
+    """The agent's own work, without a turn of the loop."""
+    busy = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < busy:
+        pass
+
+
 async def test_queued_events_leave_the_loop_its_turns(monkeypatch: pytest.MonkeyPatch) -> None:
     """A backlog in the queue: the agent turns the loop every YIELD_EVERY_S of its own."""
     monkeypatch.setattr(handover, "YIELD_EVERY_S", 0.001)
     stand = Stand()
     for offset in range(200):
         stand.put(offset)
-    ticks = 0
-
-    async def other_task() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    other = asyncio.ensure_future(other_task())
+    other = LoopTurns()
     await asyncio.sleep(0)
-    ticks = 0
+    other.count = 0
     seen = 0
     async for _ in stream_events(stand):
         seen += 1
-        busy = asyncio.get_running_loop().time() + 0.0002
-        while asyncio.get_running_loop().time() < busy:  # the agent's own work, 0.2 ms
-            pass
+        work(0.0002)
         if seen == 200:
             break
-    other.cancel()
-    assert 10 <= ticks < 200  # about one turn per 5 events, not one per event
+    other.stop()
+    assert 10 <= other.count < 200  # about one turn per 5 events, not one per event
 
 
 async def test_the_agents_own_work_on_released_events_shares_the_streams_turns(
@@ -167,35 +180,22 @@ async def test_the_agents_own_work_on_released_events_shares_the_streams_turns(
     stand = Stand()
     stand.put(0)
     stand.put(1)
-    ticks = 0
-
-    async def other_task() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    def work(seconds: float) -> None:
-        busy = asyncio.get_running_loop().time() + seconds
-        while asyncio.get_running_loop().time() < busy:
-            pass
-
-    other = asyncio.ensure_future(other_task())
+    other = LoopTurns()
     await asyncio.sleep(0)
     turns = handover.Turns()
     per_message: list[int] = []
     handled = 0
     async for event in stream_events(stand, turns):
-        ticks = 0
+        other.count = 0
         for _ in range(100):  # released by the merge for this message, 0.1 ms each
             if turns.due():
                 await turns.turn()
             work(0.0001)
             handled += 1
-        per_message.append(ticks)
+        per_message.append(other.count)
         if event.message.offset == 1:
             break
-    other.cancel()
+    other.stop()
     assert handled == 200
     # 10 ms of work per message: about one turn per ms, never one per event.
     assert all(4 <= n < 50 for n in per_message), per_message
