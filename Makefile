@@ -84,10 +84,16 @@ integration: install ## integration tests against their own broker on TEST_KAFKA
 	@CHROMIUM="$$(deploy/local/chromium.sh)" && export CHROMIUM && \
 		deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q --durations=12
 
+# The integration step's tools (kcat, Chromium) and the broker's jars are fetched while lint and
+# the unit tests run (downloads: 1-2 minutes of a fresh machine's run); the integration step
+# checks them again and fetches what is still missing. One apt-get at a time: they run in turn.
 test: install ## lint + unit + integration
-	$(MAKE) lint
-	$(MAKE) unit
-	$(MAKE) integration
+	@mkdir -p .local; \
+	{ deploy/local/kcat.sh && deploy/local/chromium.sh && deploy/local/kafka.sh fetch; } \
+		>.local/prefetch.log 2>&1 & fetching=$$!; \
+	$(MAKE) lint && $(MAKE) unit; status=$$?; \
+	wait $$fetching || echo "fetching the integration tests' tools failed (.local/prefetch.log); the integration step tries again"; \
+	[ $$status -eq 0 ] && $(MAKE) integration
 
 # Its own broker port, so that a `make test` running meanwhile (port 19092) never stops it.
 bench: install ## performance run, own broker (BENCH_KAFKA_PORT, default 19094)
