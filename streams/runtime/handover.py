@@ -166,6 +166,7 @@ class Turns:
         return perf_counter() - self.since > YIELD_EVERY_S
 
     async def turn(self) -> None:
+        """Let the event loop run whatever else is ready, once."""
         await asyncio.sleep(0)
         self.since = perf_counter()
 
@@ -201,7 +202,7 @@ async def stream_events(stream: Any, turns: Turns | None = None) -> AsyncIterato
                 turns.since = perf_counter()
             else:
                 value = queue.get_nowait()
-                if perf_counter() - turns.since > YIELD_EVERY_S:
+                if turns.due():
                     await turns.turn()
             if not isinstance(value, EventT):
                 continue
