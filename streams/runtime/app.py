@@ -444,7 +444,7 @@ def create_pipeline(
     ticks_topic = settings.topic("ticks")
     inputs = app.topic(*settings.copartitioned_topics(), schema=RawSchema(), partitions=partitions)
 
-    offsets = ConsumerOffsets(app)
+    offsets = ConsumerOffsets(app, settings.copartitioned_topics())
     fetching = FetchSwitch(app)
     ordering = app.ordering = ordered_intake(settings, offsets, fetching)
 
@@ -605,10 +605,11 @@ ORDERING_TOPICS = (
 
 class ConsumerOffsets:
     """Where each assigned input partition ends, as the consumer knew it when it last polled
-    (``taken``), and where consumption began."""
+    (``taken``), and where consumption began. ``topics``: the merged input topics."""
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, topics: Iterable[str] = ()) -> None:
         self.app = app
+        self.topics = frozenset(topics)
         self.earliest: dict[tuple[str, int], int] = {}
         self._subscribed: Any = None  # aiokafka's subscription state (see ``_subscription``)
         self._ends: dict[tuple[str, int], int | None] = {}
@@ -618,27 +619,30 @@ class ConsumerOffsets:
 
     def end_offset(self, topic: str, partition: int) -> int | None:
         """The highwater of the topic-partition when the consumer last took records from its
-        fetcher (a poll; None: not known then). An empty topic-partition below it has records on
-        their way: taken by that poll and not handed to the agent yet, or fetched and left for
-        the next one. What the fetcher learns after a poll waits for the next one, as the
-        records it fetched do: the merge does not hold the events of a poll back for a record
-        appended after them (the worker's own tick, a live event), which comes with a later
-        poll (bench/README.md, session 10: that wait held an order up to 104 ms, p99 17 ms, at
-        1,000 orders/s; 2-3 ms since)."""
+        fetcher (a poll; None: not known then, or older than records fetched since for its
+        partition number). An empty topic-partition below it has records on their way: taken
+        by that poll and not handed to the agent yet, or fetched and left for the next one.
+        What the fetcher learns after a poll waits for the next one, as the records it fetched
+        do: the merge does not hold the events of a poll back for a record appended after them
+        (the worker's own tick, a live event), which comes with a later poll (bench/README.md,
+        session 10: that wait held an order up to 104 ms, p99 17 ms, at 1,000 orders/s; 2-3 ms
+        since)."""
         return self._ends.get((topic, partition))
 
     def taken(self) -> None:
-        """The consumer polled: remember every highwater of the current assignment (aiokafka's
-        partition states, set by its fetcher as fetch responses arrive)."""
+        """The consumer polled: remember where every topic-partition of the current assignment
+        ends, as the fetch responses said (``fetching.FetchedEnds``). An end older than the
+        newest records fetched for any merged topic of the same partition number is unknown
+        (None): aiokafka left that topic-partition out of the fetch that brought them (it
+        still held records of it), so records appended to it before them may be missing."""
         self._starts = {}
         try:
-            assignment = self._subscription().subscription.assignment
-            state_value = assignment.state_value
-            self._ends = {
-                (tp.topic, tp.partition): state_value(tp).highwater for tp in assignment.tps
-            }
+            tps = self._subscription().subscription.assignment.tps
         except Exception:  # no assignment (a rebalance), or not started
             self._ends = {}
+            return
+        fetched = cast(FetchControl, self.app.consumer).fetched_ends
+        self._ends = fetched.known_ends(((tp.topic, tp.partition) for tp in tps), self.topics)
 
     def _subscription(self) -> Any:
         """The subscription state of the aiokafka consumer under Faust's consumer thread (made
