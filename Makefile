@@ -75,8 +75,8 @@ lint: install ## ruff + mypy --strict
 	$(BIN)/ruff format --check streams schemas sinks tests
 	$(BIN)/mypy
 
-unit: install ## unit tests (no broker)
-	$(BIN)/pytest tests/unit -q
+unit: install ## unit tests (no broker), on every core
+	$(BIN)/pytest tests/unit -q -n auto
 
 # The dashboard test drives a real headless Chromium: install Debian's package if missing.
 integration: install ## integration tests against their own broker on TEST_KAFKA_PORT
