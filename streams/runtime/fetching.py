@@ -103,7 +103,9 @@ class FetchedEnds:
 
 def watch_fetches(consumer: Any, fetched: FetchedEnds) -> None:
     """Record every fetch response of an aiokafka consumer in ``fetched`` (its client's
-    ``send``, which its fetcher awaits for each fetch; other requests pass untouched)."""
+    ``send``, which its fetcher awaits for each fetch; other requests pass untouched). The
+    response's layout is aiokafka's, pinned (``commit_guard.PINNED_AIOKAFKA_VERSION``) and
+    checked against the real broker (tests/integration/test_fetched_ends_broker.py)."""
     client = consumer._client
     send = client.send
 
