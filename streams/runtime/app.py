@@ -444,7 +444,7 @@ def create_pipeline(
     ticks_topic = settings.topic("ticks")
     inputs = app.topic(*settings.copartitioned_topics(), schema=RawSchema(), partitions=partitions)
 
-    offsets = ConsumerOffsets(app, settings.copartitioned_topics())
+    offsets = ConsumerOffsets(app)
     fetching = FetchSwitch(app)
     ordering = app.ordering = ordered_intake(settings, offsets, fetching)
 
@@ -605,11 +605,10 @@ ORDERING_TOPICS = (
 
 class ConsumerOffsets:
     """Where each assigned input partition ends, as the consumer knew it when it last polled
-    (``taken``), and where consumption began. ``topics``: the merged input topics."""
+    (``taken``), and where consumption began."""
 
-    def __init__(self, app: faust.App, topics: Iterable[str] = ()) -> None:
+    def __init__(self, app: faust.App) -> None:
         self.app = app
-        self.topics = frozenset(topics)
         self.earliest: dict[tuple[str, int], int] = {}
         self._subscribed: Any = None  # aiokafka's subscription state (see ``_subscription``)
         self._ends: dict[tuple[str, int], int | None] = {}
@@ -619,8 +618,8 @@ class ConsumerOffsets:
 
     def end_offset(self, topic: str, partition: int) -> int | None:
         """The highwater of the topic-partition when the consumer last took records from its
-        fetcher (a poll; None: not known then, or older than records fetched since for its
-        partition number). An empty topic-partition below it has records on their way: taken
+        fetcher (a poll; None: not known then, or left out of its broker's latest fetch
+        response). An empty topic-partition below it has records on their way: taken
         by that poll and not handed to the agent yet, or fetched and left for the next one.
         What the fetcher learns after a poll waits for the next one, as the records it fetched
         do: the merge does not hold the events of a poll back for a record appended after them
@@ -631,10 +630,10 @@ class ConsumerOffsets:
 
     def taken(self) -> None:
         """The consumer polled: remember where every topic-partition of the current assignment
-        ends, as the fetch responses said (``fetching.FetchedEnds``). An end older than the
-        newest records fetched for any merged topic of the same partition number is unknown
-        (None): aiokafka left that topic-partition out of the fetch that brought them (it
-        still held records of it), so records appended to it before them may be missing."""
+        ends, as its broker's latest fetch response said (``fetching.FetchedEnds``). One that
+        response left out has no known end (None): aiokafka leaves out a topic-partition whose
+        fetched records it still holds, so records appended since may be missing from its
+        older end while the response brought later ones of other topics."""
         self._starts = {}
         try:
             tps = self._subscription().subscription.assignment.tps
@@ -642,7 +641,7 @@ class ConsumerOffsets:
             self._ends = {}
             return
         fetched = cast(FetchControl, self.app.consumer).fetched_ends
-        self._ends = fetched.known_ends(((tp.topic, tp.partition) for tp in tps), self.topics)
+        self._ends = fetched.known_ends((tp.topic, tp.partition) for tp in tps)
 
     def _subscription(self) -> Any:
         """The subscription state of the aiokafka consumer under Faust's consumer thread (made

@@ -36,8 +36,8 @@ from faust.types import TP
 
 
 class FetchedEnds:
-    """Where each topic-partition ends (its highwater), as the newest fetch response carrying it
-    said, and how new that response is: responses are numbered as they arrive.
+    """Where each topic-partition ends (its highwater), as the fetch responses said, and whether
+    the latest fetch response from its leader said it.
 
     aiokafka's own highwater of a topic-partition (its partition state's) can be older than
     records the consumer hands over from another: its fetcher leaves a topic-partition out of
@@ -48,56 +48,52 @@ class FetchedEnds:
     before the order). The merge took page_views for caught up and handled the order first, and
     the customer's browse-abandonment decisions came out otherwise than in order.
 
-    So the merge counts a topic-partition as caught up to its end only when that end is as new
-    as the newest records fetched for its partition number (``ConsumerOffsets.taken``): the
-    same response, or a later one. With one broker every fetch that leaves nothing waiting
-    carries every partition, so live nothing waits for it. With several, an event can wait for
-    the next response of another leader (at most ``consumer_fetch_max_wait`` when it is idle).
+    So an end counts only while the latest fetch response from the topic-partition's leader
+    carried it (``known_ends``; ``ConsumerOffsets.taken``): a topic-partition left out of it
+    (records of it wait in the fetcher, or an error) has no known end until a response carries
+    it again, and a failed fetch makes every end of that broker unknown. Live, every fetch
+    carries every partition its broker leads, so nothing waits for it. Across brokers the ends
+    are each broker's latest, as before: a record appended to one broker while the poll took a
+    later one from another is missed only within a fetch's round trip and gather (10 ms).
 
     Written by the consumer's thread as responses arrive, read on the event loop
     (``known_ends`` copies the dicts first: a copy is atomic under the interpreter lock)."""
 
-    __slots__ = ("ends", "fetched", "responses")
+    __slots__ = ("ends", "latest", "responses")
 
     def __init__(self) -> None:
-        self.responses = 0
-        # (topic, partition) -> (highwater, number of the response that said it)
-        self.ends: dict[tuple[str, int], tuple[int, int]] = {}
-        # (topic, partition) -> number of the newest response that brought records for it
-        self.fetched: dict[tuple[str, int], int] = {}
+        self.responses = 0  # numbers the fetch responses (and failed fetches) as they come
+        # (topic, partition) -> (highwater, number of the response that said it, its broker)
+        self.ends: dict[tuple[str, int], tuple[int, int, int]] = {}
+        # broker (node id) -> the number of its latest fetch response, or failed fetch
+        self.latest: dict[int, int] = {}
 
-    def record(self, response: Any) -> None:
-        """One fetch response: for each topic-partition it answered without error, its
-        highwater, and whether it brought records (the last field, the record set)."""
+    def record(self, node_id: int, response: Any) -> None:
+        """A fetch response from ``node_id``: the highwater of each topic-partition it
+        answered without error."""
         self.responses += 1
         number = self.responses
-        ends, fetched = self.ends, self.fetched
+        ends = self.ends
         for topic, partitions in response.topics:
-            for partition, error_code, highwater, *data in partitions:
+            for partition, error_code, highwater, *_ in partitions:
                 if error_code == 0:
-                    ends[(topic, partition)] = (highwater, number)
-                    if data and data[-1]:
-                        fetched[(topic, partition)] = number
+                    ends[(topic, partition)] = (highwater, number, node_id)
+        self.latest[node_id] = number  # last: a reader in between sees these ends as older
 
-    def known_ends(
-        self, tps: Iterable[tuple[str, int]], merged: Iterable[str]
-    ) -> dict[tuple[str, int], int | None]:
-        """The end of each of ``tps`` as far as it is known to be current: None where no
-        response said it, or where the one that did is older than the newest response that
-        brought records for a ``merged`` topic of the same partition number (the same response
-        or a later one is current). Copies first (the consumer's thread writes meanwhile)."""
-        tps, merged = list(tps), frozenset(merged)
-        ends, fetched = self.ends.copy(), self.fetched.copy()
-        newest: dict[int, int] = {}  # partition number -> newest response that brought records
-        for topic, partition in tps:
-            if topic in merged:
-                number = fetched.get((topic, partition), 0)
-                if number > newest.get(partition, 0):
-                    newest[partition] = number
+    def failed(self, node_id: int) -> None:
+        """A fetch from ``node_id`` failed: none of its ends is known to be current."""
+        self.responses += 1
+        self.latest[node_id] = self.responses
+
+    def known_ends(self, tps: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        """The end of each of ``tps`` where the latest fetch response from its broker said it;
+        None where it did not (left out, an error, a failed fetch) or none ever did."""
+        ends = self.ends.copy()  # first: a response recorded in between makes them older
+        latest = self.latest.copy()
         known: dict[tuple[str, int], int | None] = {}
         for tp in tps:
             end = ends.get(tp)
-            known[tp] = end[0] if end is not None and end[1] >= newest.get(tp[1], 0) else None
+            known[tp] = end[0] if end is not None and latest.get(end[2]) == end[1] else None
         return known
 
 
@@ -110,9 +106,14 @@ def watch_fetches(consumer: Any, fetched: FetchedEnds) -> None:
     send = client.send
 
     async def send_watched(node_id: int, request: Any, **kwargs: Any) -> Any:
-        response = await send(node_id, request, **kwargs)
-        if isinstance(request, FetchRequest):
-            fetched.record(response)
+        if not isinstance(request, FetchRequest):
+            return await send(node_id, request, **kwargs)
+        try:
+            response = await send(node_id, request, **kwargs)
+        except BaseException:
+            fetched.failed(node_id)
+            raise
+        fetched.record(node_id, response)
         return response
 
     client.send = send_watched

@@ -13,8 +13,8 @@ time (``occurred_at``; a tick by its clock time). So:
 * **An empty topic-partition** holds its partition number back while it may still deliver an
   older message: until it is caught up to its end offset (the highwater the consumer knew when
   it last polled: a record appended after the messages of a poll comes with a later poll and
-  does not hold them back; an end older than records fetched since for the partition number is
-  not known, ``fetching.FetchedEnds``), or until no input at all has arrived for ``wait_ms``
+  does not hold them back; an end its broker's latest fetch left out is not known,
+  ``fetching.FetchedEnds``), or until no input at all has arrived for ``wait_ms``
   (``JOURNEY_ORDERING_WAIT``). The wait counts idle time, not time spent handling other
   messages: during a catch-up the laggard's message is usually queued behind others
   (measured: a wall-clock bound of 200 ms released out of order while the worker was busy with

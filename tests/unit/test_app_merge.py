@@ -149,7 +149,7 @@ async def _end_offsets() -> None:  # aiokafka's subscription state wants a runni
     thread = SimpleNamespace(_ensure_consumer=lambda: aiokafka_consumer)
     fetched = FetchedEnds()
     consumer = SimpleNamespace(_thread=thread, fetched_ends=fetched)
-    offsets = ConsumerOffsets(SimpleNamespace(consumer=consumer), ["orders", "cart"])  # type: ignore[arg-type]
+    offsets = ConsumerOffsets(SimpleNamespace(consumer=consumer))  # type: ignore[arg-type]
     offsets.taken()
     assert offsets.end_offset("orders", 0) is None  # not subscribed yet
 
@@ -157,53 +157,49 @@ async def _end_offsets() -> None:  # aiokafka's subscription state wants a runni
     subscription.assign_from_subscribed({TopicPartition("orders", 0), TopicPartition("cart", 0)})
     offsets.taken()
     assert offsets.end_offset("orders", 0) is None  # assigned, not fetched yet
-    fetched.record(fetch_response(("orders", 0, 0, 42, b"records"), ("cart", 0, 0, 3, b"")))
+    fetched.record(1, fetch_response(("orders", 0, 0, 42, b"records"), ("cart", 0, 0, 3, b"")))
     assert offsets.end_offset("orders", 0) is None  # fetched after the poll: not yet
     offsets.taken()
     assert offsets.end_offset("orders", 0) == 42
     assert offsets.end_offset("cart", 0) == 3  # the same response: as current as the orders
     assert offsets.end_offset("orders", 1) is None  # not assigned here
-    fetched.record(fetch_response(("orders", 0, 0, 50, b""), ("cart", 0, 0, 3, b"")))
+    fetched.record(1, fetch_response(("orders", 0, 0, 50, b""), ("cart", 0, 0, 3, b"")))
     assert offsets.end_offset("orders", 0) == 42  # until the next poll
 
     subscription.assign_from_subscribed({TopicPartition("orders", 1)})  # a rebalance
-    fetched.record(fetch_response(("orders", 1, 0, 7, b"")))
+    fetched.record(1, fetch_response(("orders", 1, 0, 7, b"")))
     offsets.taken()
     assert offsets.end_offset("orders", 0) is None
     assert offsets.end_offset("orders", 1) == 7
 
 
-def test_an_end_older_than_records_fetched_since_for_its_partition_number_is_unknown() -> None:
+def test_an_end_left_out_of_its_brokers_latest_fetch_is_unknown() -> None:
     """aiokafka leaves a topic-partition out of its fetches while it holds records fetched for
     it: its highwater is then older than what the next fetches brought for the others (the
     worker hand-over test, seed 4811: an order released before the page views appended ahead of
-    it). Such an end is unknown until a response as new as those records says it again; the
-    records of a topic outside the merge (the changelog) and of other partition numbers do not
-    age it; an error in a response says nothing about the end."""
+    it). An end counts only while its broker's latest fetch response carried it: one left out,
+    answered with an error or behind a failed fetch is unknown until a response carries it
+    again. Another broker's responses do not age it (each broker is fetched on its own)."""
     from streams.runtime.fetching import FetchedEnds
 
     fetched = FetchedEnds()
-    tps = [("page_views", 0), ("orders", 0), ("orders", 1), ("changelog", 0)]
-    merged = ["page_views", "orders"]
-    fetched.record(fetch_response(("page_views", 0, 0, 61, b"60"), ("orders", 0, 0, 1, b""),
-                                  ("orders", 1, 0, 5, b""), ("changelog", 0, 0, 9, b"")))  # fmt: skip
-    assert fetched.known_ends(tps, merged) == {
-        ("page_views", 0): 61, ("orders", 0): 1, ("orders", 1): 5, ("changelog", 0): 9
-    }  # fmt: skip
-    # page_views 0 still holds record 60: the next fetch leaves it out, and brings an order.
-    fetched.record(fetch_response(("orders", 0, 0, 2, b"1"), ("orders", 1, 0, 5, b"")))
-    known = fetched.known_ends(tps, merged)
-    assert known[("page_views", 0)] is None  # records may have come since 61: unknown
-    assert known[("orders", 0)] == 2
-    assert known[("orders", 1)] == 5  # another partition number's records do not age it
-    assert known[("changelog", 0)] is None  # (nor do they make the changelog current)
-    fetched.record(fetch_response(("changelog", 0, 0, 12, b"restored")))
-    assert fetched.known_ends(tps, merged)[("orders", 0)] == 2  # the changelog's records neither
-    fetched.record(fetch_response(("page_views", 0, 6, -1, b"")))  # an error: no end
-    assert fetched.known_ends(tps, merged)[("page_views", 0)] is None
-    fetched.record(fetch_response(("page_views", 0, 0, 71, b"61-70")))
-    assert fetched.known_ends(tps, merged)[("page_views", 0)] == 71  # current again
-    assert fetched.known_ends(tps, merged)[("orders", 0)] is None  # now it is the older one
+    views, orders, other = ("page_views", 0), ("orders", 0), ("orders", 1)  # other: broker 2
+    tps = [views, orders, other]
+    fetched.record(1, fetch_response(("page_views", 0, 0, 61, b"60"), ("orders", 0, 0, 1, b"")))
+    fetched.record(2, fetch_response(("orders", 1, 0, 5, b"")))
+    assert fetched.known_ends(tps) == {views: 61, orders: 1, other: 5}
+    # page_views 0 still holds record 60: broker 1's next fetch leaves it out, brings an order.
+    fetched.record(1, fetch_response(("orders", 0, 0, 2, b"1")))
+    assert fetched.known_ends(tps) == {views: None, orders: 2, other: 5}
+    fetched.record(2, fetch_response(("orders", 1, 0, 6, b"5")))  # broker 2 flows meanwhile
+    assert fetched.known_ends(tps) == {views: None, orders: 2, other: 6}
+    fetched.record(1, fetch_response(("page_views", 0, 6, -1, b""), ("orders", 0, 0, 2, b"")))
+    assert fetched.known_ends(tps)[views] is None  # an error says nothing about the end
+    fetched.record(1, fetch_response(("page_views", 0, 0, 71, b"61-70"), ("orders", 0, 0, 2, b"")))
+    assert fetched.known_ends(tps) == {views: 71, orders: 2, other: 6}  # current again
+    fetched.failed(2)  # broker 2 did not answer: its ends are no longer known to be current
+    assert fetched.known_ends(tps) == {views: 71, orders: 2, other: None}
+    assert fetched.known_ends([("cart", 0)]) == {("cart", 0): None}  # never fetched
 
 
 def test_start_offsets_are_the_committed_or_earliest_offsets_as_at_the_last_poll() -> None:
