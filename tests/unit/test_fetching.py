@@ -1,4 +1,5 @@
-"""The event-time merge's pauses on Faust's consumer (streams/runtime/fetching.py)."""
+"""The event-time merge's pauses on Faust's consumer, and the fetch responses it reads the ends
+from (streams/runtime/fetching.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from typing import Any
 
 import faust
+import pytest
 from faust.types import TP
 
 from streams.runtime.commit_guard import install_commit_guard
@@ -90,3 +92,44 @@ def test_each_poll_is_announced_after_its_records_came_back_before_any_is_handed
     c.after_poll.append(lambda: seen.append("announced"))
     assert asyncio.run(c._getmany({A, B}, 0.1)) is fetched
     assert seen == ["fetched", "announced"]
+
+
+async def test_watched_fetches_are_recorded_and_a_failed_one_makes_its_brokers_ends_unknown() -> (
+    None
+):
+    """``watch_fetches``: each fetch response a consumer's client receives is recorded with its
+    broker; a fetch that raises (the broker gone, a timeout, a cancelled fetch) makes that
+    broker's ends unknown and still raises; other requests pass untouched."""
+    from types import SimpleNamespace
+
+    from aiokafka.protocol.fetch import FetchRequest
+
+    from streams.runtime.fetching import FetchedEnds, watch_fetches
+
+    answers: list[Any] = []
+    sent: list[Any] = []
+
+    async def send(node_id: int, request: Any, **kwargs: Any) -> Any:
+        sent.append((node_id, request, kwargs))
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    consumer = SimpleNamespace(_client=SimpleNamespace(send=send))
+    fetched = FetchedEnds()
+    watch_fetches(consumer, fetched)
+    fetch = FetchRequest(500, 1, 1 << 20, 0, [("orders", [(0, 40, 1 << 20)])])
+    response = SimpleNamespace(topics=[("orders", [(0, 0, 42, 42, 0, None, -1, b"")])])
+    answers.append(response)
+    assert await consumer._client.send(1, fetch) is response
+    assert fetched.known_ends([("orders", 0)]) == {("orders", 0): 42}
+    metadata = object()  # not a fetch: passed on, not read
+    answers.append("metadata answer")
+    assert await consumer._client.send(1, metadata, group=2) == "metadata answer"
+    assert sent[-1] == (1, metadata, {"group": 2})
+    assert fetched.known_ends([("orders", 0)]) == {("orders", 0): 42}
+    answers.append(TimeoutError("no answer"))
+    with pytest.raises(TimeoutError):
+        await consumer._client.send(1, fetch)
+    assert fetched.known_ends([("orders", 0)]) == {("orders", 0): None}
