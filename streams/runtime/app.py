@@ -610,7 +610,6 @@ class ConsumerOffsets:
     def __init__(self, app: faust.App) -> None:
         self.app = app
         self.earliest: dict[tuple[str, int], int] = {}
-        self._subscribed: Any = None  # aiokafka's subscription state (see ``_subscription``)
         self._ends: dict[tuple[str, int], int | None] = {}
         # Start offsets looked up since the last poll (``start_offset``).
         self._starts: dict[tuple[str, int], int | None] = {}
@@ -636,20 +635,12 @@ class ConsumerOffsets:
         older end while the response brought later ones of other topics."""
         self._starts = {}
         try:
-            tps = self._subscription().subscription.assignment.tps
-        except Exception:  # no assignment (a rebalance), or not started
+            tps = self.app.consumer.assignment()
+        except Exception:  # not started
             self._ends = {}
             return
         fetched = cast(FetchControl, self.app.consumer).fetched_ends
         self._ends = fetched.known_ends((tp.topic, tp.partition) for tp in tps)
-
-    def _subscription(self) -> Any:
-        """The subscription state of the aiokafka consumer under Faust's consumer thread (made
-        once, with that consumer, when the thread starts)."""
-        if self._subscribed is None:
-            thread: Any = self.app.consumer._thread  # type: ignore[attr-defined]
-            self._subscribed = thread._ensure_consumer()._subscription
-        return self._subscribed
 
     def start_offset(self, topic: str, partition: int) -> int | None:
         """Where consumption of the topic-partition began, as known at the last poll (like

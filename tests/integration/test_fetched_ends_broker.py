@@ -9,7 +9,6 @@ decision that way, seed 4811)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -69,4 +68,3 @@ async def test_an_end_left_out_of_the_fetch_that_brought_a_later_record_is_unkno
     finally:
         await producer.stop()
         await consumer.stop()
-        await asyncio.sleep(0)

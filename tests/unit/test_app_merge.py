@@ -144,11 +144,9 @@ async def _end_offsets() -> None:  # aiokafka's subscription state wants a runni
     from streams.runtime.app import ConsumerOffsets
     from streams.runtime.fetching import FetchedEnds
 
-    subscription = SubscriptionState()
-    aiokafka_consumer = SimpleNamespace(_subscription=subscription)
-    thread = SimpleNamespace(_ensure_consumer=lambda: aiokafka_consumer)
+    subscription = SubscriptionState()  # the assignment as aiokafka keeps it
     fetched = FetchedEnds()
-    consumer = SimpleNamespace(_thread=thread, fetched_ends=fetched)
+    consumer = SimpleNamespace(assignment=subscription.assigned_partitions, fetched_ends=fetched)
     offsets = ConsumerOffsets(SimpleNamespace(consumer=consumer))  # type: ignore[arg-type]
     offsets.taken()
     assert offsets.end_offset("orders", 0) is None  # not subscribed yet
@@ -216,18 +214,17 @@ async def _start_offsets() -> None:
     from faust.types import TP
 
     from streams.runtime.app import ConsumerOffsets
+    from streams.runtime.fetching import FetchedEnds
 
     earliest: dict[Any, int] = {}
 
     async def earliest_offsets(*tps: Any) -> dict[Any, int]:
         return {tp: earliest[tp] for tp in tps if tp in earliest}
 
-    subscription = SimpleNamespace(subscription=None)  # ``taken`` finds no assignment: no ends
     consumer = SimpleNamespace(
         _committed_offset={},
-        _thread=SimpleNamespace(
-            _ensure_consumer=lambda: SimpleNamespace(_subscription=subscription)
-        ),
+        assignment=set,  # ``taken`` finds no assignment: no ends
+        fetched_ends=FetchedEnds(),
         after_poll=[],
         earliest_offsets=earliest_offsets,
     )
