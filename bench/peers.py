@@ -76,7 +76,6 @@ class Meter:
         self.count = 0
         self.triggers = 0
         self.t0 = self.c0 = self.t1 = self.c1 = 0.0
-        self.process_start_cpu = cpu_s()
 
     def start(self) -> None:
         self.t0, self.c0 = time.monotonic(), cpu_s()

@@ -119,13 +119,6 @@ def _owner(path: Path) -> str | None:
     return f"pid {pid}" + (f": {command[:200]}" if command else "")
 
 
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
 class _Engine:
     """A client and the single thread that calls it; one per ClickHouse URL per process."""
 

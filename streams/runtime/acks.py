@@ -89,7 +89,6 @@ class Acks:
         self._failing = False
         self._stopping = False
         self.acked = 0  # callbacks run (messages acknowledged, outbox entries made durable)
-        self.flushes = 0
 
     def wait_for(self, delivery: Awaitable[Any]) -> None:
         """A record on its way: what is registered after this waits for its acknowledgement.
@@ -181,7 +180,6 @@ class Acks:
             if events:
                 self.ack_events(events)
             self.acked += len(callbacks) + len(events)
-            self.flushes += 1
             self._room.set()
             return len(callbacks) + len(events)
 

@@ -60,7 +60,6 @@ SETTINGS = {
 }
 RECOVERING = ("v-a1", "v-a2", "v-a3", "v-a4", "v-a5", "v-a6", "v-a7", "v-a8", "v-a9")
 BUYERS = ("v-b1", "v-b2", "v-b3")
-EDGE = ("v-f1", "v-f2", "v-f3", "v-f4", "v-f5")
 
 
 def now_ms() -> int:
