@@ -12,6 +12,9 @@ export KAFKA_PORT
 export JOURNEY_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 # make test runs its own broker on another port, so it never disturbs a `make run` broker.
 TEST_KAFKA_PORT ?= 19092
+# The integration tests run this many at a time (pytest-xdist; 0: one after the other). Each has
+# its own topics, group, ports and chdb path; most of a test's time is waiting on processes.
+TEST_WORKERS ?= 2
 
 .PHONY: help install install-runtime kafka-up kafka-down kafka-status topics migrate run worker \
         simulate sender lint unit integration test bench reset clean
@@ -82,7 +85,7 @@ unit: install ## unit tests (no broker), on every core
 integration: install ## integration tests against their own broker on TEST_KAFKA_PORT
 	@deploy/local/kcat.sh
 	@CHROMIUM="$$(deploy/local/chromium.sh)" && export CHROMIUM && \
-		deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q --durations=12
+		deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q -n $(TEST_WORKERS) --dist worksteal --durations=12
 
 # The integration step's tools (kcat, Chromium) and the broker's jars are fetched while lint and
 # the unit tests run (downloads: 1-2 minutes of a fresh machine's run); the integration step
