@@ -703,6 +703,54 @@ def merge_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def profile_section(r: dict[str, Any]) -> list[str]:
+    """Step 10: what the profiles show, for the targets the figures miss (issue 13: "where a
+    target is missed, the file says by how much and what the profile shows")."""
+    p = r.get("profile")
+    if not p:
+        return []
+    lines = [
+        "## Where the time goes: the profiles behind the missed targets (step 10)",
+        "",
+        f"py-spy (`record --nonblocking --rate 200`, nothing paused) for {_num(p.get('seconds'))} "
+        "s, samples of the busiest thread (the event loop's). The events/s and latency targets "
+        "follow the worker's CPU per event: the first profile is of a worker of its own over the "
+        f"same events ({_num(p.get('worker_events_per_cpu_s'))} events per CPU-second in that "
+        "run). The timers target follows the CPU per fired timer: the second is of "
+        f"{_num(p.get('timers_customers'))} timers firing over 20 s in-process, as step 4 "
+        f"({_num(p.get('timers_process_cpu_us_per_timer'), 'us', 1)} of process CPU per timer). "
+        "Layer: that of the innermost Python frame (C code, RocksDB, fastavro, sockets, counts "
+        "for the Python frame that called it). Self: the innermost frame. Inclusive: anywhere "
+        "in the stack (the entry point's and the event loop's own frames left out). Neither "
+        "run's figures count for any target.",
+        "",
+    ]
+    for key, title in (("worker", "The worker over the backlog"), ("timers", "Timers firing")):
+        prof = p.get(key) or {}
+        if not prof.get("samples"):
+            error = str(prof.get("error") or "no samples").strip().splitlines()
+            lines += [f"**{title}**: not profiled ({error[-1] if error else ''}).", ""]
+            continue
+        layers = prof.get("main_thread_by_layer_pct") or []
+        own = prof.get("main_thread_self_top_pct") or []
+        inclusive = prof.get("main_thread_inclusive_top_pct") or []
+        lines += [
+            f"**{title}** ({_num(prof.get('samples'))} samples):",
+            "",
+            "| layer | % | top frames, self | % | top frames, inclusive | % |",
+            "|---|---:|---|---:|---|---:|",
+        ]
+        for i in range(12):
+            cells: list[str] = []
+            for column in (layers, own, inclusive):
+                name, pct = column[i] if i < len(column) else ("", "")
+                cells += [f"`{name}`".replace("|", "\\|") if name else "", str(pct)]
+            if any(cells):
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def write_markdown(r: dict[str, Any], path: Path) -> None:
     m = r.get("machine", {})
     lines = [
@@ -717,6 +765,7 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         "",
     ]
     lines += contest_section(r)
+    lines += profile_section(r)
     lines += roles_section(r)
     lines += merge_section(r)
     lines += [

@@ -81,7 +81,7 @@ from streams.settings import parse_duration_ms
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-STEPS = ("e2e", "contest", "state", "recovery", "latency", "timers", "merge", "roles")
+STEPS = ("e2e", "contest", "state", "recovery", "latency", "timers", "merge", "roles", "profile")
 
 
 def _env(name: str, default: str) -> str:
@@ -136,8 +136,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         type=float,
-        default=float(_env("PROFILE", "0")),
-        help="seconds of py-spy (bench extra) on the last round's worker; 0: no profile",
+        default=float(_env("PROFILE", "30")),
+        help="step 10: seconds of py-spy (bench extra) on a worker of its own over the same "
+        "events, and on the firing of --profile-timers timers; 0: no profile",
     )
     p.add_argument(
         "--prototypes",
@@ -179,6 +180,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--timer-customers", type=int, default=int(_env("TIMER_CUSTOMERS", "1000000")))
     p.add_argument("--timer-spread", type=float, default=float(_env("TIMER_SPREAD", "60")))
+    p.add_argument(
+        "--profile-timers",
+        type=int,
+        default=int(_env("PROFILE_TIMERS", "300000")),
+        help="step 10: timers due over 20 s in the profiled timer run",
+    )
     p.add_argument(
         "--worker-env",
         action="append",
@@ -314,7 +321,8 @@ def run_e2e(
     step: str = "e2e",
 ) -> Any:
     """One worker consumes the pre-filled topics (step 1; step 8 runs it with other settings)."""
-    label = "[1] e2e" if step == "e2e" else f"[{9 if step.startswith('roles') else 8}] {step}"
+    number = {"e2e": 1, "profile": 10}.get(step, 9 if step.startswith("roles") else 8)
+    label = f"[{number}] {step}"
     log(f"{label}: one journey worker ({world.app_id}) consumes the {total:,} events")
     worker = WorkerProcess(world, "1", status_every=args.status_every)
     results["workers"].append({"step": step, "argv": worker.argv, "env": worker.env})
@@ -436,18 +444,50 @@ def run_recovery(
     }
 
 
-def run_timers(args: argparse.Namespace) -> dict[str, Any]:
+def run_timers(
+    args: argparse.Namespace,
+    customers: int,
+    spread_s: float,
+    profile_to: Path | None = None,
+) -> dict[str, Any]:
     """Step 4 in a process of its own (``bench/timers.py``); its log lines pass through."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "timers.json"
+        profile = ["--profile-to", str(profile_to)] if profile_to is not None else []
         subprocess.run(
-            [sys.executable, "-m", "bench.timers", "--customers", str(args.timer_customers),
-             "--spread", str(args.timer_spread), "--partitions", str(args.partitions),
-             "--out", str(out)],
+            [sys.executable, "-m", "bench.timers", "--customers", str(customers),
+             "--spread", str(spread_s), "--partitions", str(args.partitions),
+             "--out", str(out), *profile],
             check=True,
         )  # fmt: skip
         result: dict[str, Any] = json.loads(out.read_text())
     return result
+
+
+def run_profiles(
+    world: World, args: argparse.Namespace, total: int, results: dict[str, Any]
+) -> dict[str, Any]:
+    """Step 10: where the time goes, for the targets the figures above miss. py-spy
+    (``--nonblocking``: nothing is paused) on a worker of its own over the same events, and on
+    the firing of a shorter timer run; neither run's figures count for anything else."""
+    profiles: dict[str, Any] = {"seconds": args.profile}
+    log(f"[10] profile: py-spy for {args.profile:.0f}s on a worker over the same events")
+    run = run_e2e(
+        replace(world, app_suffix="-profile"),
+        args,
+        total,
+        results,
+        profile_to=args.out / "profile-worker",
+        step="profile",
+    )
+    profiles["worker"] = run.get("profile")
+    profiles["worker_events_per_cpu_s"] = run.get("events_per_worker_cpu_s")
+    log(f"[10] profile: py-spy on {args.profile_timers:,} timers firing over 20 s (in-process)")
+    timers = run_timers(args, args.profile_timers, 20, profile_to=args.out / "profile-timers")
+    profiles["timers"] = timers.get("profile")
+    profiles["timers_process_cpu_us_per_timer"] = timers.get("process_cpu_us_per_timer")
+    profiles["timers_customers"] = args.profile_timers
+    return profiles
 
 
 def run_latency(
@@ -694,19 +734,16 @@ def main(argv: list[str] | None = None) -> int:
                 merge_pairs.append(pair)
             if merging and round_no % 2 == 0:
                 run_without_merge(main_world, args, total, results, pair)
-            last = round_no == max(1, args.rounds)
-            profiled = last and args.profile > 0
             if "e2e" not in args.skip:
                 world = (
                     main_world if round_no == 1 else replace(main_world, app_suffix=f"-r{round_no}")
                 )
-                profile_to = args.out / "profile-worker" if profiled else None
-                e2e_round = run_e2e(world, args, total, results, profile_to)
+                e2e_round = run_e2e(world, args, total, results)
                 rounds.setdefault("worker", []).append(worker_round(e2e_round))
                 results.setdefault("e2e_rounds", []).append(e2e_round)
                 if round_no == 1:  # recovery restores this run's table
                     e2e = e2e_round
-                if merging and not profiled:  # (py-spy would share the CPU)
+                if merging:
                     pair["with"] = merge_round(e2e_round, default_buffer)
                     pair["order"].append("with")
             if merging and "with" not in pair:
@@ -812,12 +849,15 @@ def main(argv: list[str] | None = None) -> int:
 
         if "timers" not in args.skip:
             log(f"[4] timers: {args.timer_customers:,} pending timers in-process (no Kafka)")
-            results["timers"] = run_timers(args)
+            results["timers"] = run_timers(args, args.timer_customers, args.timer_spread)
             t = results["timers"]
             log(
                 f"  timer lateness p50 {t['lateness_at_tick_p50_ms']} ms, p99 "
                 f"{t['lateness_at_tick_p99_ms']} ms; {t['timers_fired_per_s']} timers/s"
             )
+
+        if "profile" not in args.skip and args.profile > 0:
+            results["profile"] = run_profiles(main_world, args, total, results)
     except (Exception, KeyboardInterrupt):
         failed = True
         results["error"] = traceback.format_exc()

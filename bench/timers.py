@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import time
 from collections import Counter, deque
 from datetime import UTC, datetime, timedelta
@@ -77,8 +78,16 @@ def daytime_zone(now_ms: int, config: JourneyConfig, minutes: int) -> str:
 
 
 async def timer_lateness(
-    *, customers: int, spread_s: float, lead_s: float, partitions: int, tick_ms: int = 250
+    *,
+    customers: int,
+    spread_s: float,
+    lead_s: float,
+    partitions: int,
+    tick_ms: int = 250,
+    profile_to: Path | None = None,
 ) -> dict[str, Any]:
+    """``profile_to``: py-spy samples this process while the timers fire (not while they are
+    built), the summary goes in the result's ``profile``."""
     tune_gc()  # as the worker does
     config = JourneyConfig()
     codec = Codec.load()
@@ -125,6 +134,11 @@ async def timer_lateness(
     lateness = engine.timer_lateness_ms
     # The whole process's CPU while the timers fire: the acks task's flushes (snapshots sent,
     # states written, outboxes marked durable) run outside the ticks that ``busy_s`` times.
+    profiler = None
+    if profile_to is not None:
+        from bench.profile import start_py_spy
+
+        profiler = start_py_spy(os.getpid(), lead_s + spread_s, profile_to)
     cpu_started = time.process_time()
     next_tick = time.monotonic()
     deadline = next_tick + lead_s + spread_s + 600
@@ -154,7 +168,13 @@ async def timer_lateness(
     cpu_s = time.process_time() - cpu_started
     fire_s = (last_fire - first_fire) if first_fire is not None else 0.0
     fired_total = len(tick_lateness)
+    profile = None
+    if profiler is not None:
+        from bench.profile import finish_py_spy
+
+        profile = finish_py_spy(profiler, profile_to)
     return {
+        "profile": profile,
         "customers": customers,
         "pending_timers_at_start": pending,
         "due_spread_s": spread_s,
@@ -247,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lead", type=float, default=3.0, help="seconds before the first is due")
     p.add_argument("--partitions", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="where the result goes, as JSON")
+    p.add_argument(
+        "--profile-to", type=Path, help="py-spy's samples of the firing go here (bench extra)"
+    )
     args = p.parse_args(argv)
     result = asyncio.run(
         timer_lateness(
@@ -254,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             spread_s=args.spread,
             lead_s=args.lead,
             partitions=args.partitions,
+            profile_to=args.profile_to,
         )
     )
     args.out.write_text(json.dumps(result))
