@@ -35,6 +35,8 @@ LAYERS = (
     ("ours: engine + agent", ("streams/", "schemas/", "sinks/")),
     ("chdb / clickhouse", ("chdb", "clickhouse_connect")),
     ("fastavro", ("fastavro",)),
+    # The codecs' writers and checks, compiled from the schemas at start (schemas/codec).
+    ("ours: compiled codecs", ("<string>",)),
     ("logging, gc, other stdlib", ("/lib/python3",)),
 )
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::\d+)?\)$")
@@ -75,8 +77,9 @@ def layer_of(frame: str) -> str:
 
 
 _ENTRY = re.compile(
-    r"\((click/|mode/worker\.py|asyncio/(base_events|events)\.py|streams/(cli|runner)\.py|journey:)"
-    r"|^<module>"
+    r"\((click/|mode/worker\.py|asyncio/(base_events|events|runners)\.py|streams/(ops/)?(cli|runner)"
+    r"\.py|journey:|<frozen runpy>)"
+    r"|^<module>|^main \(bench/"
 )
 _STDLIB = ("asyncio", "logging, gc, other stdlib", "other")
 
@@ -91,8 +94,8 @@ def caller_layer(frames: list[str]) -> str:
 
 def summarize(path: Path, top: int = 25) -> dict[str, Any]:
     """Samples by thread; for the busiest thread (the event loop's): by layer (innermost
-    frame, and by caller), the top innermost frames (self time) and the top frames anywhere
-    in the stack (inclusive time; the entry point's frames and the event loop's own, which
+    frame, and by caller), the top innermost functions (self time) and the top functions
+    anywhere in the stack (inclusive time; the entry point's and the event loop's own, which
     are in nearly every sample, left out)."""
     threads: Counter[str] = Counter()
     layers: Counter[str] = Counter()
@@ -115,9 +118,9 @@ def summarize(path: Path, top: int = 25) -> dict[str, Any]:
             continue
         layers[layer_of(frames[-1])] += count
         callers[caller_layer(frames)] += count
-        self_frames[_short(frames[-1])] += count
-        for frame in set(frames):
-            inclusive[_short(frame)] += count
+        self_frames[_function(frames[-1])] += count
+        for function in {_function(frame) for frame in frames}:
+            inclusive[function] += count
 
     def pct(counter: Counter[str], n: int) -> list[tuple[str, float]]:
         return [(k, round(100 * v / main_samples, 1)) for k, v in counter.most_common(n)]
@@ -140,6 +143,11 @@ def _short(frame: str) -> str:
     """``func (/long/path/site-packages/pkg/mod.py:12)`` -> ``func (pkg/mod.py:12)``."""
     frame = frame.replace(f"{REPO}/", "")
     return re.sub(r"\([^()]*?(?:site-packages|lib/python3\.\d+)/", "(", frame)
+
+
+def _function(frame: str) -> str:
+    """A frame without its line number: a function's samples counted together."""
+    return re.sub(r":\d+\)$", ")", _short(frame))
 
 
 def main(argv: list[str]) -> int:
