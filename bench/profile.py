@@ -42,11 +42,13 @@ LAYERS = (
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::\d+)?\)$")
 
 
+PY_SPY = REPO / ".local" / "bench-venv" / "bin" / "py-spy"  # the bench extra's venv
+
+
 def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     out.parent.mkdir(parents=True, exist_ok=True)
-    py_spy = REPO / ".local" / "bench-venv" / "bin" / "py-spy"  # the bench extra's venv
     argv = [
-        str(py_spy), "record", "--nonblocking", "--threads", "--rate", "200",
+        str(PY_SPY), "record", "--nonblocking", "--threads", "--rate", "200",
         "--duration", str(int(seconds)), "--format", "raw", "--pid", str(pid),
         "--output", str(out.with_suffix(".txt")),
     ]  # fmt: skip

@@ -470,7 +470,13 @@ def run_profiles(
     """Step 10: where the time goes, for the targets the figures above miss. py-spy
     (``--nonblocking``: nothing is paused) on a worker of its own over the same events, and on
     the firing of a shorter timer run; neither run's figures count for anything else."""
+    from bench.profile import PY_SPY
+
     profiles: dict[str, Any] = {"seconds": args.profile}
+    if not PY_SPY.exists():
+        missing = f"{PY_SPY} is missing: `make bench` installs it (the bench extra)"
+        log(f"[10] profile: not run, {missing}")
+        return {**profiles, "worker": {"error": missing}, "timers": {"error": missing}}
     log(f"[10] profile: py-spy for {args.profile:.0f}s on a worker over the same events")
     run = run_e2e(
         replace(world, app_suffix="-profile"),

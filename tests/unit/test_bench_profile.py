@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+import pytest
 
 from bench.profile import summarize
 from bench.report import profile_section
@@ -60,3 +63,17 @@ def test_the_report_shows_both_profiles_and_says_when_one_is_missing(tmp_path: P
     assert "4,460 events per CPU-second" in text and "300,000 timers" in text
     assert "**Timers firing**: not profiled (py-spy: permission denied)." in text
     assert profile_section({}) == []  # a run with --profile 0 or --skip profile
+
+
+def test_without_py_spy_the_step_runs_nothing_and_the_report_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.profile
+    from bench.run import run_profiles
+
+    monkeypatch.setattr(bench.profile, "PY_SPY", tmp_path / "py-spy")
+    args = argparse.Namespace(profile=30.0, profile_timers=300_000, out=tmp_path)
+    profiles = run_profiles(None, args, 300_000, {})  # type: ignore[arg-type]  # no worker starts
+    text = "\n".join(profile_section({"profile": profiles}))
+    assert "**The worker over the backlog**: not profiled (" in text
+    assert "**Timers firing**: not profiled (" in text and "is missing" in text
