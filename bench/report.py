@@ -720,7 +720,7 @@ def profile_section(r: dict[str, Any]) -> list[str]:
         f"{_num(p.get('timers_customers'))} timers firing over 20 s in-process, as step 4 "
         f"({_num(p.get('timers_process_cpu_us_per_timer'), 'us', 1)} of process CPU per timer). "
         "Layer: that of the innermost Python frame (C code, RocksDB, fastavro, sockets, counts "
-        "for the Python frame that called it). Self: the innermost frame. Inclusive: anywhere "
+        "for the Python frame that called it). Self: the innermost function. Inclusive: anywhere "
         "in the stack (the entry point's and the event loop's own frames left out). Neither "
         "run's figures count for any target.",
         "",
@@ -737,7 +737,7 @@ def profile_section(r: dict[str, Any]) -> list[str]:
         lines += [
             f"**{title}** ({_num(prof.get('samples'))} samples):",
             "",
-            "| layer | % | top frames, self | % | top frames, inclusive | % |",
+            "| layer | % | top functions, self | % | top functions, inclusive | % |",
             "|---|---:|---|---:|---|---:|",
         ]
         for i in range(12):

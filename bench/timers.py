@@ -132,13 +132,13 @@ async def timer_lateness(
     first_fire: float | None = None
     last_fire = 0.0
     lateness = engine.timer_lateness_ms
-    # The whole process's CPU while the timers fire: the acks task's flushes (snapshots sent,
-    # states written, outboxes marked durable) run outside the ticks that ``busy_s`` times.
     profiler = None
     if profile_to is not None:
         from bench.profile import start_py_spy
 
         profiler = start_py_spy(os.getpid(), lead_s + spread_s, profile_to)
+    # The whole process's CPU while the timers fire: the acks task's flushes (snapshots sent,
+    # states written, outboxes marked durable) run outside the ticks that ``busy_s`` times.
     cpu_started = time.process_time()
     next_tick = time.monotonic()
     deadline = next_tick + lead_s + spread_s + 600

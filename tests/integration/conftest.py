@@ -87,11 +87,15 @@ class Env:
 # (``bind(0)``) was taken that way once, and the worker could not start ("address already in
 # use"). Above the brokers' ports, and apart from ``test_ready_broker``'s own brokers (20000 to
 # 29999). Each is handed out once per test run (worlds run side by side in threads).
-# Under pytest-xdist each test process (gw0, gw1, ...) draws from its own slice of the range.
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-_SLICE = (32_700 - 30_000) // _WORKERS
-_PORTS = range(30_000 + _WORKER * _SLICE, 30_000 + (_WORKER + 1) * _SLICE)
+def own_slice(ports: range) -> range:
+    """This test process's share of ``ports``: under pytest-xdist the test processes (gw0, gw1,
+    ...) run side by side, each drawing from its own slice; alone, the whole range."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = len(ports) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return ports[worker * size : (worker + 1) * size]
+
+
+_PORTS = own_slice(range(30_000, 32_700))
 _handed_out: set[int] = set()
 _ports_lock = threading.Lock()
 

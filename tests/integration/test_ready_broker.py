@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Env
+from tests.integration.conftest import Env, own_slice
 from tests.integration.support import get
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,12 +42,9 @@ def free_port_pair() -> int:
     """A port whose successor is free too (kafka.sh puts the controller on port + 1), outside
     the ephemeral range and the ports the project's brokers use."""
     rng = random.Random()
-    # Tests running side by side (pytest-xdist) draw from their own slices of the range.
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-    slice_ = 10_000 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    start = 20_000 + worker * slice_
+    pairs = own_slice(range(20_000, 29_998, 2))  # tests side by side: a slice each
     for _ in range(200):
-        port = rng.randrange(start, start + slice_ - 2, 2)
+        port = rng.choice(pairs)
         if _free(port) and _free(port + 1):
             return port
     raise AssertionError("no free port pair for a broker of the test's own")
