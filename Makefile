@@ -17,7 +17,7 @@ TEST_KAFKA_PORT ?= 19092
 TEST_WORKERS ?= 2
 
 .PHONY: help install install-runtime kafka-up kafka-down kafka-status topics migrate run worker \
-        simulate sender lint unit integration test bench reset clean
+        simulate sender compile lint unit integration test bench reset clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)$$/  make \1\t\2/' | expand -t 24
@@ -44,6 +44,12 @@ install: $(STAMP) ## the virtualenv with the pipeline and the test tools (.venv)
 
 install-runtime: $(RUNTIME_STAMP) ## the virtualenv with the pipeline only
 
+# The worker's hot modules compiled with Cython (streams/compiled.py): only what changed is
+# compiled again. `make run` goes on without (pure Python) if there is no C compiler; the tests
+# and the bench need the build, since they measure and check what ships.
+compile: install-runtime ## compile the hot modules with Cython (pure Python runs without)
+	@$(BIN)/journey compile $(COMPILE_ARGS)
+
 kafka-up: ## start the local single-node KRaft broker on 127.0.0.1:$KAFKA_PORT
 	@deploy/local/kafka.sh up
 
@@ -62,6 +68,7 @@ migrate: install-runtime ## apply the ClickHouse migrations
 # Everything in one process (worker + simulator + email sender + status); the broker is stopped
 # on the way out.
 run: install-runtime ## Kafka + pipeline + simulated shop + email sender + dashboard; Ctrl-C stops all (ARGS=...)
+	@$(MAKE) --no-print-directory compile COMPILE_ARGS=--optional
 	@deploy/local/run.sh $(BIN)/journey run $(ARGS)
 
 worker: install-runtime kafka-up ## one worker against the local broker
@@ -78,11 +85,13 @@ lint: install ## ruff + mypy --strict
 	$(BIN)/ruff format --check streams schemas sinks tests
 	$(BIN)/mypy
 
-unit: install ## unit tests (no broker), on every core
-	$(BIN)/pytest tests/unit -q -n auto
+# Twice: with the compiled modules (what runs), then as Python (what runs without a compiler).
+unit: install compile ## unit tests (no broker), on every core
+	JOURNEY_EXPECT_COMPILED=1 $(BIN)/pytest tests/unit -q -n auto
+	JOURNEY_COMPILED=0 $(BIN)/pytest tests/unit -q -n auto
 
 # The dashboard test drives a real headless Chromium: install Debian's package if missing.
-integration: install ## integration tests against their own broker on TEST_KAFKA_PORT
+integration: install compile ## integration tests against their own broker on TEST_KAFKA_PORT
 	@deploy/local/kcat.sh
 	@CHROMIUM="$$(deploy/local/chromium.sh)" && export CHROMIUM && \
 		deploy/local/with-kafka.sh $(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q -n $(TEST_WORKERS) --dist worksteal --durations=12
@@ -99,7 +108,7 @@ test: install ## lint + unit + integration
 	[ $$status -eq 0 ] && $(MAKE) integration
 
 # Its own broker port, so that a `make test` running meanwhile (port 19092) never stops it.
-bench: install ## performance run, own broker (BENCH_KAFKA_PORT, default 19094)
+bench: install compile ## performance run, own broker (BENCH_KAFKA_PORT, default 19094)
 	@test .local/bench-venv/.stamp -nt pyproject.toml || { $(PYTHON) -m venv .local/bench-venv && .local/bench-venv/bin/pip install --quiet --quiet -e '.[bench]' && touch .local/bench-venv/.stamp; }
 	@deploy/local/with-kafka.sh $${BENCH_KAFKA_PORT:-19094} $(BIN)/python -m bench.run $(ARGS)
 

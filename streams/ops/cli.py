@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import logging
 import ssl
 import sys
 import time
@@ -15,11 +16,13 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from streams import compiled
 from streams.logs import setup_logging
 from streams.ops import simulator
 from streams.settings import Settings, load_settings
 from streams.web.query import to_json
 
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -79,6 +82,9 @@ def main(ctx: click.Context, log_level: str, log_format: str) -> None:
     Configuration comes from JOURNEY_* environment variables and a .env file (see README).
     """
     setup_logging(log_level, log_format)
+    found = compiled.status()
+    if found.stale and ctx.invoked_subcommand != "compile":
+        log.warning("%s", found.summary())
     ctx.meta["log_format"] = log_format
     ctx.meta["log_level"] = log_level.lower()
     try:
@@ -89,6 +95,33 @@ def main(ctx: click.Context, log_level: str, log_format: str) -> None:
             for err in exc.errors()
         )
         raise click.ClickException(f"configuration is wrong: {problems}") from exc
+
+
+@main.command("compile")
+@click.option(
+    "--optional",
+    is_flag=True,
+    help="If compiling fails (no C compiler), say so and exit 0: the modules run as Python.",
+)
+@click.option("--status", "show", is_flag=True, help="Only say what a process started now runs.")
+def compile_(optional: bool, show: bool) -> None:
+    """Compile the worker's hot modules with Cython (those whose source changed since).
+
+    The same source, about a quarter less CPU per event and per fired timer (streams/compiled.py).
+    A module edited since its build runs as Python until it is compiled again.
+    """
+    if show:
+        click.echo(compiled.check(compiled.PACKAGE_DIR.parent, compiled.BUILD_DIR)[0].summary())
+        return
+    try:
+        done, unchanged = compiled.build()
+    except compiled.BuildError as exc:
+        message = f"could not compile; those modules run as Python:\n{exc}"
+        if optional:
+            click.echo(f"journey compile: {message}", err=True)
+            return
+        raise click.ClickException(message) from exc
+    click.echo(f"journey compile: {len(done)} compiled, {len(unchanged)} unchanged")
 
 
 # --- topics ----------------------------------------------------------------------------------
