@@ -721,8 +721,11 @@ def profile_section(r: dict[str, Any]) -> list[str]:
         f"({_num(p.get('timers_process_cpu_us_per_timer'), 'us', 1)} of process CPU per timer). "
         "Layer: that of the innermost Python frame (C code, RocksDB, fastavro, sockets, counts "
         "for the Python frame that called it). Self: the innermost function. Inclusive: anywhere "
-        "in the stack (the entry point's and the event loop's own frames left out). Neither "
-        "run's figures count for any target.",
+        "in the stack (the entry point's and the event loop's own frames left out). Both run "
+        "the modules as Python (`JOURNEY_COMPILED=0`): py-spy sees no frames of compiled code, "
+        "whose time would count for the Python function that called it; the measured steps "
+        "run them compiled, about a quarter less CPU in those modules. Neither run's figures "
+        "count for any target.",
         "",
     ]
     for key, title in (("worker", "The worker over the backlog"), ("timers", "Timers firing")):
@@ -761,7 +764,8 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         f"(`{m.get('kafka_jar')}`, single local KRaft broker) · commit "
         f"{_get(m, 'git', 'commit')} · load average {m.get('load_average_at_start')} at the "
         f"start, {m.get('load_average_at_end')} at the end · `make bench` took "
-        f"{_num(r.get('bench_seconds'), 's')}",
+        f"{_num(r.get('bench_seconds'), 's')} · "
+        f"{_get(m, 'compiled', 'summary') or 'compiled modules: not recorded'}",
         "",
     ]
     lines += contest_section(r)

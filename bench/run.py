@@ -77,6 +77,7 @@ from bench.roles import (
     scaling,
 )
 from schemas.codec import Codec
+from streams import compiled
 from streams.settings import parse_duration_ms
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,6 +227,8 @@ def machine() -> dict[str, Any]:
     for name in ("faust-streaming", "aiokafka", "fastavro", "orjson", "chdb", "rocksdict"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             packages[name] = importlib.metadata.version(name)
+    # What the workers and step 4 run: the compiled modules, unless a source changed since.
+    build = compiled.check(compiled.PACKAGE_DIR.parent, compiled.BUILD_DIR)[0]
     git: dict[str, Any] = {}
     with contextlib.suppress(Exception):
         git["commit"] = subprocess.run(
@@ -252,6 +255,7 @@ def machine() -> dict[str, Any]:
         "kafka": kafka,
         "kafka_jar": jar,
         "packages": packages,
+        "compiled": {**build.as_dict(), "summary": build.summary()},
         "git": git,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -449,8 +453,10 @@ def run_timers(
     customers: int,
     spread_s: float,
     profile_to: Path | None = None,
+    as_python: bool = False,
 ) -> dict[str, Any]:
-    """Step 4 in a process of its own (``bench/timers.py``); its log lines pass through."""
+    """Step 4 in a process of its own (``bench/timers.py``); its log lines pass through.
+    ``as_python``: without the compiled modules (``JOURNEY_COMPILED=0``)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "timers.json"
         profile = ["--profile-to", str(profile_to)] if profile_to is not None else []
@@ -459,6 +465,7 @@ def run_timers(
              "--spread", str(spread_s), "--partitions", str(args.partitions),
              "--out", str(out), *profile],
             check=True,
+            env={**os.environ, compiled.DISABLE_ENV: "0"} if as_python else None,
         )  # fmt: skip
         result: dict[str, Any] = json.loads(out.read_text())
     return result
@@ -478,8 +485,11 @@ def run_profiles(
         log(f"[10] profile: not run, {missing}")
         return {**profiles, "worker": {"error": missing}, "timers": {"error": missing}}
     log(f"[10] profile: py-spy for {args.profile:.0f}s on a worker over the same events")
+    # As Python (JOURNEY_COMPILED=0): py-spy sees no frame of the compiled modules, whose time
+    # would count for whichever Python function called them.
+    as_python = {**world.extra_env, compiled.DISABLE_ENV: "0"}
     run = run_e2e(
-        replace(world, app_suffix="-profile"),
+        replace(world, app_suffix="-profile", extra_env=as_python),
         args,
         total,
         results,
@@ -489,7 +499,9 @@ def run_profiles(
     profiles["worker"] = run.get("profile")
     profiles["worker_events_per_cpu_s"] = run.get("events_per_worker_cpu_s")
     log(f"[10] profile: py-spy on {args.profile_timers:,} timers firing over 20 s (in-process)")
-    timers = run_timers(args, args.profile_timers, 20, profile_to=args.out / "profile-timers")
+    timers = run_timers(
+        args, args.profile_timers, 20, profile_to=args.out / "profile-timers", as_python=True
+    )
     profiles["timers"] = timers.get("profile")
     profiles["timers_process_cpu_us_per_timer"] = timers.get("process_cpu_us_per_timer")
     profiles["timers_customers"] = args.profile_timers
