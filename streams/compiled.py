@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.abc
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -75,6 +76,16 @@ def manifest_path(build_dir: Path = BUILD_DIR) -> Path:
 def source_of(module: str, root: Path) -> Path:
     """``root`` holds the top package: ``streams.journey.model`` is ``streams/journey/model.py``."""
     return root.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def build_key() -> str:
+    """What else a build depends on than the source: Cython's version and directives. A build
+    made with others is compiled again."""
+    try:
+        cython = importlib.metadata.version("cython")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise BuildError("Cython is not installed (it is a dependency: pip install cython)") from exc
+    return json.dumps({"cython": cython, "directives": DIRECTIVES}, sort_keys=True)
 
 
 def digest(path: Path) -> str:
@@ -228,8 +239,10 @@ def build(
     stale at once). Returns (compiled now, unchanged). Raises ``BuildError`` if one fails."""
     build_dir.mkdir(parents=True, exist_ok=True)
     manifest = manifest_path(build_dir)
+    key = build_key()
     try:
-        previous: dict[str, dict[str, str]] = json.loads(manifest.read_text())["modules"]
+        found = json.loads(manifest.read_text())
+        previous: dict[str, dict[str, str]] = found["modules"] if found["key"] == key else {}
     except (OSError, ValueError, KeyError, TypeError):
         previous = {}
     entries: dict[str, dict[str, str]] = {}
@@ -257,10 +270,14 @@ def build(
 
         with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:
             list(pool.map(one, todo))
-    manifest.write_text(
-        json.dumps({"python": sys.version.split()[0], "modules": dict(sorted(entries.items()))},
-                   indent=2) + "\n"
+    # Replaced whole: a process starting meanwhile reads the old manifest or the new one (an
+    # unreadable one would trust nothing, safe but slow).
+    written = manifest.with_suffix(f".{os.getpid()}.tmp")
+    written.write_text(
+        json.dumps({"python": sys.version.split()[0], "key": key,
+                    "modules": dict(sorted(entries.items()))}, indent=2) + "\n"
     )  # fmt: skip
+    os.replace(written, manifest)
     if failed:
         raise BuildError("\n".join(failed))
     done = {module for module, _, _ in todo}

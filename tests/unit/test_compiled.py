@@ -80,6 +80,11 @@ def test_a_build_is_loaded_while_its_source_is_unchanged_and_never_after(
     assert hot.answer() == "2 x cart"  # type: ignore[attr-defined]
     # A second build compiles nothing: the source is the one compiled.
     assert compiled.build([module], root=root, build_dir=out, jobs=1) == ([], [module])
+    # Another Cython or other directives: compiled again.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiled, "DIRECTIVES", {**compiled.DIRECTIVES, "binding": "False"})
+        assert compiled.build([module], root=root, build_dir=out, jobs=1) == ([module], [])
+    assert compiled.build([module], root=root, build_dir=out, jobs=1) == ([module], [])
 
     # The source is edited after the build: the build is stale, the module runs as written.
     source = root / name / "hot.py"
