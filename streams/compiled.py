@@ -84,7 +84,7 @@ def build_key() -> str:
     try:
         cython = importlib.metadata.version("cython")
     except importlib.metadata.PackageNotFoundError as exc:
-        raise BuildError("Cython is not installed (it is a dependency: pip install cython)") from exc
+        raise BuildError("Cython is not installed (a dependency: pip install cython)") from exc
     return json.dumps({"cython": cython, "directives": DIRECTIVES}, sort_keys=True)
 
 
