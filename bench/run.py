@@ -228,7 +228,7 @@ def machine() -> dict[str, Any]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             packages[name] = importlib.metadata.version(name)
     # What the workers and step 4 run: the compiled modules, unless a source changed since.
-    build = compiled.check(compiled.PACKAGE_DIR.parent, compiled.BUILD_DIR)[0]
+    found = compiled.check()[0]
     git: dict[str, Any] = {}
     with contextlib.suppress(Exception):
         git["commit"] = subprocess.run(
@@ -255,7 +255,7 @@ def machine() -> dict[str, Any]:
         "kafka": kafka,
         "kafka_jar": jar,
         "packages": packages,
-        "compiled": {**build.as_dict(), "summary": build.summary()},
+        "compiled": {**found.as_dict(), "summary": found.summary()},
         "git": git,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }

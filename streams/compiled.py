@@ -142,7 +142,9 @@ class _Finder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, extension, loader=loader)
 
 
-def check(root: Path, build_dir: Path) -> tuple[Status, dict[str, Path]]:
+def check(
+    root: Path = PACKAGE_DIR.parent, build_dir: Path = BUILD_DIR
+) -> tuple[Status, dict[str, Path]]:
     """Which modules of the build in ``build_dir`` still match their source under ``root``."""
     status = Status(disabled=disabled())
     manifest = manifest_path(build_dir)
@@ -184,7 +186,7 @@ def install(root: Path = PACKAGE_DIR.parent, build_dir: Path = BUILD_DIR) -> Sta
 
 
 def status() -> Status:
-    """What this process runs: ``install``'s finding, and which modules were imported from it."""
+    """What this process runs: ``install``'s finding (``loaded_compiled``: what it imported)."""
     return _status
 
 
@@ -237,7 +239,10 @@ def build(
     """Compile the modules whose source changed since the last build; the manifest is written
     last, with the sources' hashes as read before compiling (a source edited meanwhile is
     stale at once). Returns (compiled now, unchanged). Raises ``BuildError`` if one fails."""
-    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. an installed package's read-only directory
+        raise BuildError(f"cannot write the build into {build_dir}: {exc}") from exc
     manifest = manifest_path(build_dir)
     key = build_key()
     try:

@@ -111,7 +111,7 @@ def compile_(optional: bool, show: bool) -> None:
     A module edited since its build runs as Python until it is compiled again.
     """
     if show:
-        click.echo(compiled.check(compiled.PACKAGE_DIR.parent, compiled.BUILD_DIR)[0].summary())
+        click.echo(compiled.check()[0].summary())
         return
     try:
         done, unchanged = compiled.build()

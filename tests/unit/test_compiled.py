@@ -120,6 +120,15 @@ def test_a_module_that_does_not_compile_fails_the_build_and_is_not_trusted(
     assert built == {} and status.compiled == []
 
 
+def test_a_build_directory_that_cannot_be_made_is_a_clear_error(
+    package: tuple[str, Path],
+) -> None:
+    name, root = package
+    (root / "a-file").write_text("")
+    with pytest.raises(compiled.BuildError, match="cannot write the build"):
+        compiled.build([f"{name}.hot"], root=root, build_dir=root / "a-file" / "_compiled")
+
+
 def test_an_unreadable_manifest_trusts_nothing(package: tuple[str, Path]) -> None:
     name, root = package
     module, out = f"{name}.hot", root / "_compiled"
