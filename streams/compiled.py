@@ -3,17 +3,20 @@
 ``MODULES`` are plain Python files, compiled as they are (no Cython types, annotations not
 enforced: ``annotation_typing=False``, so a ``StrEnum`` passes where ``str`` is annotated, as in
 Python). Measured (bench/README.md, session 22): a fired timer 108-113 -> 79 us of CPU, the
-worker's own per-message path (``bench.own_path``) 113-122 -> 86-96 us.
+worker's own per-message path (``bench.own_path``) 113-122 -> 86-96 us. One of them,
+``schemas/codec/writer.py`` (the Avro writer of what the worker publishes), also has C code of
+its own in Cython's pure-Python mode: branches on ``cython.compiled`` and C types declared with
+``cython.locals``, which Python ignores (session 23: a record written in a fifth of the time).
 
 * **Build**: ``journey compile`` (``make compile``; ``make run``, ``make test`` and
   ``make bench`` run it first) writes one extension per module into ``streams/_compiled/``
   and a manifest with the SHA-256 of each source it compiled. Only changed sources are compiled
   again. It needs Cython (a dependency) and a C compiler; without one, the pure modules run.
-* **Loading**: ``install()`` (``streams/__init__.py``, so before any of them is imported) puts a
-  finder in front of Python's: a module of the manifest is loaded from its extension **only if
-  its source is still the one compiled**. A source edited since (or a build for another Python)
-  runs as the source says (every ``journey`` command warns: build again): a stale build never
-  decides anything.
+* **Loading**: ``install()`` (``streams/__init__.py``, which ``schemas/__init__.py`` imports, so
+  before any of them is imported) puts a finder in front of Python's: a module of the manifest
+  is loaded from its extension **only if its source is still the one compiled**. A source
+  edited since (or a build for another Python) runs as the source says (every ``journey``
+  command warns: build again): a stale build never decides anything.
 * ``JOURNEY_COMPILED=0`` runs the pure Python modules whatever is built (profiling with py-spy,
   which sees no frames of compiled code; or to rule the compiled code out).
 
@@ -42,9 +45,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-# The per-message and per-timer path (engine.py's docstring): the model and what the engine runs
-# for every event and fired timer. Module names, under the ``streams`` package.
+# The per-message and per-timer path (engine.py's docstring): the model, what the engine runs
+# for every event and fired timer, and the Avro writer of what it publishes. Module names, of
+# the packages beside ``streams`` (``schemas/__init__.py`` installs the finder too).
 MODULES = (
+    "schemas.codec.writer",
     "streams.journey.decisions",
     "streams.journey.model",
     "streams.journey.state",

@@ -115,8 +115,56 @@ def test_a_row_the_compiled_writer_refuses_goes_through_encode() -> None:
         CODEC.row_encoder(Decision, OUTBOX_FIELDS[:-1])
 
 
+def test_values_a_writer_cannot_write_are_refused_as_fastavro_refuses_them() -> None:
+    """What a careless caller hands the writer (compiled: C conversions; as Python: ``bytes``)
+    raises inside it, and the record goes to fastavro, which refuses it with its reason: never
+    bytes that decode to something else."""
+    from schemas.records import Decision
+    from streams.runtime.facts import OUTBOX_FIELDS
+
+    encode_row = CODEC.row_encoder(Decision, OUTBOX_FIELDS)
+    good = ["t", "ABANDONED_CART", "MARKETING", "c", "EMITTED", "", 1, 2, None, None, None, "s",
+            "e", {}]  # fmt: skip
+    for at, value in (
+        (0, "\ud800"),  # a lone surrogate: no UTF-8 for it
+        (0, b"bytes"),  # bytes where a string belongs
+        (6, "1"),  # a string where a long belongs
+        (6, -(2**63) - 1),  # below a long
+        (8, 7),  # an int in an optional string
+        (13, {1: "a"}),  # a key that is not a string
+        (13, ["a"]),  # not a map
+    ):
+        bad = [*good[:at], value, *good[at + 1 :]]
+        with pytest.raises(EncodeError):
+            encode_row(bad)
+    # Booleans are integers to Python and to fastavro: True is the long 1.
+    assert encode_row([*good[:6], True, *good[7:]]) == encode_row([*good[:6], 1, *good[7:]])
+    from schemas.records import CartChanged
+
+    cart = CartChanged("e", "c", 1, "cart", "PRODUCT_ADDED", "p", None, 1, 100, "EUR")
+    assert CODEC.decode(CODEC.encode(cart)) == cart
+    with pytest.raises(EncodeError):  # not a symbol of the enum
+        CODEC.encode(dataclasses.replace(cart, action="product_added"))  # type: ignore[arg-type]
+
+
+def test_a_record_larger_than_the_writers_first_buffer_is_written_whole() -> None:
+    """The compiled writer starts on 1 KiB of stack and moves to the heap as the record grows
+    (here: several times, through a map's entries)."""
+    from schemas.records import Decision
+    from streams.runtime.facts import OUTBOX_FIELDS
+
+    encode_row = CODEC.row_encoder(Decision, OUTBOX_FIELDS)
+    for entries in (0, 10, 100, 5_000):
+        attributes = {f"key-{i}-é": "v" * (i % 50) for i in range(entries)}
+        row = ["t", "ABANDONED_CART", "MARKETING", "c", "EMITTED", "", 1, 2, None, "cart",
+               None, "s", "e", attributes]  # fmt: skip
+        record = Decision(**dict(zip(OUTBOX_FIELDS, row, strict=True)))
+        assert encode_row(row) == fastavro_encoding("Decision", record)
+        assert CODEC.decode(encode_row(row)) == record
+
+
 def test_varint_is_avros_zigzag_encoding_around_the_edges_of_its_tables() -> None:
-    from schemas.codec.compiled import _varint
+    from schemas.codec.writer import _varint
 
     edges = [sign * (2**k + d) for k in range(5, 63) for d in (-1, 0, 1) for sign in (1, -1)]
     for n in [*range(-200, 200), *edges, 1_780_000_000_000, -(2**63), 2**63 - 1]:
