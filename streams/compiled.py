@@ -49,6 +49,7 @@ from typing import Any
 # for every event and fired timer, and the Avro writer of what it publishes. Module names, of
 # the packages beside ``streams`` (``schemas/__init__.py`` installs the finder too).
 MODULES = (
+    "schemas.codec.reader",
     "schemas.codec.writer",
     "streams.journey.decisions",
     "streams.journey.model",

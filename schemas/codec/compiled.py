@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from schemas.codec import writer
+from schemas.codec import reader, writer
 from schemas.codec.base import _BAD_ENUM, _COMPLEX, Build, Check, SchemaLoadError
 
 # --------------------------------------------------------------------------------------------
@@ -319,3 +319,45 @@ def _compile_writer(
         return lambda record, header: write((getattr(record, only),), header)
     values = operator.attrgetter(*names)
     return lambda record, header: write(values(record), header)
+
+
+# --------------------------------------------------------------------------------------------
+# Readers: the Avro binary body of a record's newest version -> the dict fastavro would return,
+# through a program compiled once per schema (``reader.py`` runs it, compiled)
+# --------------------------------------------------------------------------------------------
+
+
+def _read_op(node: Any, named: Mapping[str, Any], name: str) -> reader.Op | None:
+    """The op reading a value of this type into ``name``; ``None``: fastavro reads the record
+    (arrays, records inside records, unions of more than null and one other type)."""
+    node = _deref(node, named)
+    if isinstance(node, list):
+        if len(node) != 2 or "null" not in node:
+            return None
+        null_index = node.index("null")
+        other = _read_op(node[1 - null_index], named, name)
+        return None if other is None else reader.op("optional", name, (null_index, other))
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if kind == "enum":
+            return reader.op("enum", name, tuple(node["symbols"]))
+        if kind == "map":
+            values = _read_op(node["values"], named, name)
+            return None if values is None else reader.op("map", name, values)
+        return None
+    return reader.op(node, name) if node in _PRIMITIVES else None
+
+
+def _compile_reader(schema: Any, named: Mapping[str, Any]) -> reader.Read | None:
+    """``read(value, start) -> dict`` for a flat record's body, or ``None`` (fastavro reads it).
+    ``schema``: the version's writing schema (its enums without the reading schema's padding)."""
+    node = _deref(schema, named)
+    if not isinstance(node, dict) or node.get("type") != "record":
+        return None
+    ops = []
+    for f in node["fields"]:
+        op = _read_op(f["type"], named, f["name"])
+        if op is None:
+            return None
+        ops.append(op)
+    return reader.reader_for(tuple(ops))

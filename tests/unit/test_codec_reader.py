@@ -1,0 +1,139 @@
+"""The compiled reader (``schemas/codec/reader.py``) decides nothing on its own: every value, valid
+or not, gets from the codec what fastavro gives it (the same record, or a dead letter with the
+same reason and message). Attacked with what a careless or hostile producer sends: truncated
+values, corrupted bytes, lengths and counts past the end, overlong varints, bad UTF-8, stray
+bytes after the record, random bodies behind a valid header."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.codec import Codec, DecodeError
+from streams import compiled
+from streams.ops.simulator import SimulationConfig, generate
+from tests.unit.test_codec_writer import value_for
+
+FAST = Codec.load()
+SLOW = Codec.load()
+for _reader in SLOW._by_fingerprint.values():
+    _reader.fast = None
+READERS = {r.record.name: r for r in FAST._by_fingerprint.values() if r.version is r.record.newest}
+
+
+def outcome(codec: Codec, value: Any) -> tuple[Any, ...]:
+    try:
+        return ("record", codec.decode(value))
+    except DecodeError as exc:
+        return ("dead letter", exc.reason, str(exc))
+
+
+def assert_same(value: Any) -> tuple[Any, ...]:
+    fast = outcome(FAST, value)
+    assert fast == outcome(SLOW, value), value
+    return fast
+
+
+def simulated_values() -> list[bytes]:
+    """Encoded input events of the simulator, a few hundred of each record."""
+    config = SimulationConfig(seed=7, bad_event_rate=0.0, start_ms=1_780_000_000_000)
+    per_kind: dict[str, list[bytes]] = {}
+    for event in itertools.islice(generate(config), 30_000):
+        if event.record is not None:
+            values = per_kind.setdefault(type(event.record).__name__, [])
+            if len(values) < 300:
+                values.append(FAST.encode(event.record))
+    return [value for values in per_kind.values() for value in values]
+
+
+VALUES = simulated_values()
+
+
+def test_flat_records_have_a_compiled_reader_when_compiled() -> None:
+    """So that the comparisons below compare something: each input record but ``OrderChanged``
+    (its items are an array of records: fastavro reads it) is read by the compiled reader in
+    the compiled run, and none is as Python (fastavro reads everything)."""
+    flat = {name for name in READERS if name != "OrderChanged"}
+    has_fast = {name for name, reader in READERS.items() if reader.fast is not None}
+    if compiled.disabled() or "schemas.codec.reader" not in compiled.loaded_compiled():
+        assert has_fast == set()
+    else:
+        assert has_fast == flat
+
+
+def test_valid_values_read_as_fastavro_reads_them() -> None:
+    for value in VALUES:
+        assert assert_same(value)[0] == "record"
+    for name in READERS:
+        rec = FAST._record(name)
+        if rec.write is None:  # not flat (OrderChanged): value_for makes flat records only
+            continue
+        schema = rec.newest.write_schema
+        named = schema.get("__named_schemas", {})
+        for kind in ("small", "big", "long"):
+            datum = {f["name"]: value_for(f["type"], named, kind) for f in schema["fields"]}
+            assert assert_same(FAST.encode(rec.build(datum)))[0] == "record"
+
+
+def test_every_truncation_and_trailing_bytes_get_fastavros_answer() -> None:
+    for value in VALUES[::7]:
+        for end in range(len(value)):
+            assert_same(value[:end])
+        for tail in (b"\x00", b"\x01", b"\xff\xff", b"x" * 20):
+            assert assert_same(value + tail)[0] == "dead letter"
+
+
+def test_corrupted_bytes_get_fastavros_answer() -> None:
+    rng = random.Random(13)
+    for value in VALUES[::5]:
+        for at in range(10, len(value)):  # the body, behind the header
+            for byte in (0x00, 0x01, 0x02, 0x7F, 0x80, 0xFF, rng.randrange(256)):
+                assert_same(value[:at] + bytes((byte,)) + value[at + 1 :])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xff" * 11,  # a varint past 64 bits
+        b"\x80" * 9 + b"\x02",  # 64 bits and one more
+        b"\x80" * 9 + b"\x01",  # the largest 64-bit varint
+        b"\x01",  # a length below zero
+        b"\xfe\xff\xff\xff\x0f",  # a length far past the end
+        b"\x04\xed\xa0",  # a surrogate's UTF-8, cut
+        b"\x06\xed\xa0\x80",  # a surrogate's UTF-8 (not valid UTF-8)
+        b"\x04\xc3\x28",  # an invalid continuation byte
+    ],
+)
+def test_hostile_bodies_behind_each_header_get_fastavros_answer(body: bytes) -> None:
+    for reader in READERS.values():
+        header = reader.version.header
+        assert_same(header + body)
+        assert_same(header + b"\x02a" + body)  # behind a first string field
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(sorted(READERS)), body=st.binary(max_size=120))
+def test_random_bodies_behind_a_valid_header_get_fastavros_answer(name: str, body: bytes) -> None:
+    assert_same(READERS[name].version.header + body)
+
+
+def test_the_compiled_reader_reads_bytes_only() -> None:
+    """It reads the value's buffer in place: anything but ``bytes`` is left to fastavro."""
+    from schemas.codec.reader import Unread
+
+    reader = READERS["PageViewed"]
+    if reader.fast is None:
+        pytest.skip("as Python, fastavro reads everything")
+    value = next(v for v in VALUES if v.startswith(reader.version.header))
+    assert SLOW.decode(value) == reader.record.build(reader.fast(value, 10))
+    for other in (bytearray(value), memoryview(value), value.decode("latin-1"), None):
+        with pytest.raises(Unread):
+            reader.fast(other, 10)
+    for start in (-1, len(value) + 1):
+        with pytest.raises(Unread):
+            reader.fast(value, start)
