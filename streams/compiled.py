@@ -4,9 +4,10 @@
 enforced: ``annotation_typing=False``, so a ``StrEnum`` passes where ``str`` is annotated, as in
 Python). Measured (bench/README.md, session 22): a fired timer 108-113 -> 79 us of CPU, the
 worker's own per-message path (``bench.own_path``) 113-122 -> 86-96 us. One of them,
-``schemas/codec/writer.py`` (the Avro writer of what the worker publishes), also has C code of
-its own in Cython's pure-Python mode: branches on ``cython.compiled`` and C types declared with
-``cython.locals``, which Python ignores (session 23: a record written in a fifth of the time).
+``schemas/codec/binary.py`` (Avro's binary encoding: what the worker reads and publishes), also
+has C code of its own in Cython's pure-Python mode: branches on ``cython.compiled`` and C types
+declared with ``cython.locals``, which Python ignores (session 23: an input event read in a
+third of fastavro's time, a record written in a fifth of the Python writer's).
 
 * **Build**: ``journey compile`` (``make compile``; ``make run``, ``make test`` and
   ``make bench`` run it first) writes one extension per module into ``streams/_compiled/``
@@ -49,8 +50,7 @@ from typing import Any
 # for every event and fired timer, and the Avro writer of what it publishes. Module names, of
 # the packages beside ``streams`` (``schemas/__init__.py`` installs the finder too).
 MODULES = (
-    "schemas.codec.reader",
-    "schemas.codec.writer",
+    "schemas.codec.binary",
     "streams.journey.decisions",
     "streams.journey.model",
     "streams.journey.state",
@@ -289,6 +289,12 @@ def build(
                     "modules": dict(sorted(entries.items()))}, indent=2) + "\n"
     )  # fmt: skip
     os.replace(written, manifest)
+    # Extensions of this Python that the manifest no longer lists (a module taken off the list,
+    # or one that failed): never loaded, and not left lying about.
+    kept = {entry["extension"] for entry in entries.values()}
+    for path in build_dir.glob(f"*{_ext_suffix()}"):
+        if path.name not in kept:
+            path.unlink(missing_ok=True)
     if failed:
         raise BuildError("\n".join(failed))
     done = {module for module, _, _ in todo}

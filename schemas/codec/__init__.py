@@ -36,6 +36,11 @@ decoded sentinel is reported as a corrupt index. (Negative *union* indexes are n
 way; they misalign the rest of the body, which then nearly always fails or leaves trailing
 bytes.) :meth:`Codec.encode` trusts the types of the dataclass (mypy checks them) and leaves the
 remaining checks to fastavro; :meth:`Codec.encode_dict` validates every field first.
+
+Compiled (``journey compile``): the newest version of a flat record is read by ``binary.py``,
+which reads only what it reads exactly as fastavro does and leaves everything else (and every
+older version) to fastavro, so each value's record or rejection is fastavro's; records are
+written by ``binary.py`` from a program compiled per schema (as Python: generated code).
 """
 
 from __future__ import annotations
@@ -164,7 +169,7 @@ class _Reader:
             if version is newest
             else None
         )
-        # The newest version of a flat record, compiled (``reader.py``): read without fastavro
+        # The newest version of a flat record, compiled (``binary.py``): read without fastavro
         # where the value reads exactly as fastavro reads it; anything else goes to fastavro.
         self.fast = (
             _compile_reader(version.write_schema, _named(version.write_schema))

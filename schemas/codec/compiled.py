@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from schemas.codec import reader, writer
+from schemas.codec import binary
 from schemas.codec.base import _BAD_ENUM, _COMPLEX, Build, Check, SchemaLoadError
 
 # --------------------------------------------------------------------------------------------
@@ -255,36 +255,35 @@ def _compile_enum_check(node: Any, named: Mapping[str, Any]) -> Check | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Writers: a record (an instance, or a row of its field values) -> Avro binary body, through a
-# program compiled once per schema (``writer.py`` runs it)
+# Avro's binary encoding of flat records: programs compiled once per schema (``binary.py`` runs
+# them) that write a record (an instance, or a row of its field values) and read one
 # --------------------------------------------------------------------------------------------
 
 Write = Callable[[Any, bytes], bytes]
 _PRIMITIVES = ("string", "bytes", "long", "int", "boolean", "double", "float", "null")
 
 
-def _write_op(node: Any, named: Mapping[str, Any], index: int) -> writer.Op | None:
-    """The op writing a value of this type found at ``index`` of the row; ``None``: a type this
-    writer leaves to fastavro (arrays, records inside records, unions of more than null and one
-    other type)."""
+def _op(node: Any, named: Mapping[str, Any], where: int | str) -> binary.Op | None:
+    """The op of a value of this type at ``where`` (its index in the row, or its field's name);
+    ``None``: a type left to fastavro (arrays, records inside records, unions of more than null
+    and one other type)."""
     node = _deref(node, named)
     if isinstance(node, list):
         if len(node) != 2 or "null" not in node:
             return None
         null_index = node.index("null")
-        other = _write_op(node[1 - null_index], named, index)
-        if other is None:
-            return None
-        return writer.op("optional", index, (null_index, 1 - null_index, other))
+        other = _op(node[1 - null_index], named, where)
+        return None if other is None else binary.op("optional", where, (null_index, other))
     if isinstance(node, dict):
         kind = node.get("type")
         if kind == "enum":
-            return writer.op("enum", index, {s: i for i, s in enumerate(node["symbols"])})
+            symbols = tuple(node["symbols"])
+            return binary.op("enum", where, (symbols, {s: i for i, s in enumerate(symbols)}))
         if kind == "map":
-            values = _write_op(node["values"], named, 0)
-            return None if values is None else writer.op("map", index, values)
+            values = _op(node["values"], named, where)
+            return None if values is None else binary.op("map", where, values)
         return None
-    return writer.op(node, index) if node in _PRIMITIVES else None
+    return binary.op(node, where) if node in _PRIMITIVES else None
 
 
 def _compile_writer(
@@ -307,11 +306,11 @@ def _compile_writer(
         raise SchemaLoadError(f"a row of {node['name']} must have each of its fields once: {row}")
     ops = []
     for at, f in enumerate(node["fields"]):
-        op = _write_op(f["type"], named, row.index(f["name"]) if row is not None else at)
+        op = _op(f["type"], named, row.index(f["name"]) if row is not None else at)
         if op is None:
             return None
         ops.append(op)
-    write = writer.writer_for(tuple(ops))
+    write = binary.writer_for(tuple(ops))
     if row is not None:
         return write
     if len(names) == 1:
@@ -321,34 +320,7 @@ def _compile_writer(
     return lambda record, header: write(values(record), header)
 
 
-# --------------------------------------------------------------------------------------------
-# Readers: the Avro binary body of a record's newest version -> the dict fastavro would return,
-# through a program compiled once per schema (``reader.py`` runs it, compiled)
-# --------------------------------------------------------------------------------------------
-
-
-def _read_op(node: Any, named: Mapping[str, Any], name: str) -> reader.Op | None:
-    """The op reading a value of this type into ``name``; ``None``: fastavro reads the record
-    (arrays, records inside records, unions of more than null and one other type)."""
-    node = _deref(node, named)
-    if isinstance(node, list):
-        if len(node) != 2 or "null" not in node:
-            return None
-        null_index = node.index("null")
-        other = _read_op(node[1 - null_index], named, name)
-        return None if other is None else reader.op("optional", name, (null_index, other))
-    if isinstance(node, dict):
-        kind = node.get("type")
-        if kind == "enum":
-            return reader.op("enum", name, tuple(node["symbols"]))
-        if kind == "map":
-            values = _read_op(node["values"], named, name)
-            return None if values is None else reader.op("map", name, values)
-        return None
-    return reader.op(node, name) if node in _PRIMITIVES else None
-
-
-def _compile_reader(schema: Any, named: Mapping[str, Any]) -> reader.Read | None:
+def _compile_reader(schema: Any, named: Mapping[str, Any]) -> binary.Read | None:
     """``read(value, start) -> dict`` for a flat record's body, or ``None`` (fastavro reads it).
     ``schema``: the version's writing schema (its enums without the reading schema's padding)."""
     node = _deref(schema, named)
@@ -356,8 +328,8 @@ def _compile_reader(schema: Any, named: Mapping[str, Any]) -> reader.Read | None
         return None
     ops = []
     for f in node["fields"]:
-        op = _read_op(f["type"], named, f["name"])
+        op = _op(f["type"], named, f["name"])
         if op is None:
             return None
         ops.append(op)
-    return reader.reader_for(tuple(ops))
+    return binary.reader_for(tuple(ops))

@@ -1,4 +1,4 @@
-"""The compiled reader (``schemas/codec/reader.py``) decides nothing on its own: every value, valid
+"""The compiled reader (``schemas/codec/binary.py``) decides nothing on its own: every value, valid
 or not, gets from the codec what fastavro gives it (the same record, or a dead letter with the
 same reason and message). Attacked with what a careless or hostile producer sends: truncated
 values, corrupted bytes, lengths and counts past the end, overlong varints, bad UTF-8, stray
@@ -60,7 +60,7 @@ def test_flat_records_have_a_compiled_reader_when_compiled() -> None:
     the compiled run, and none is as Python (fastavro reads everything)."""
     flat = {name for name in READERS if name != "OrderChanged"}
     has_fast = {name for name, reader in READERS.items() if reader.fast is not None}
-    if compiled.disabled() or "schemas.codec.reader" not in compiled.loaded_compiled():
+    if compiled.disabled() or "schemas.codec.binary" not in compiled.loaded_compiled():
         assert has_fast == set()
     else:
         assert has_fast == flat
@@ -124,7 +124,7 @@ def test_random_bodies_behind_a_valid_header_get_fastavros_answer(name: str, bod
 
 def test_the_compiled_reader_reads_bytes_only() -> None:
     """It reads the value's buffer in place: anything but ``bytes`` is left to fastavro."""
-    from schemas.codec.reader import Unread
+    from schemas.codec.binary import Unread
 
     reader = READERS["PageViewed"]
     if reader.fast is None:
@@ -137,3 +137,34 @@ def test_the_compiled_reader_reads_bytes_only() -> None:
     for start in (-1, len(value) + 1):
         with pytest.raises(Unread):
             reader.fast(value, start)
+
+
+def test_registry_framed_values_get_fastavros_answer() -> None:
+    """A registry schema identical to our newest version is read by that version's reader (the
+    compiled one too), behind the 5-byte Confluent framing."""
+    import json
+
+    from schemas.registry import confluent_frame
+
+    codecs = (Codec.load(), Codec.load())
+    for reader in codecs[1]._by_fingerprint.values():
+        reader.fast = None
+    rec = FAST._record("PageViewed")
+    for codec in codecs:
+        codec.add_registry_schema(41, json.dumps(rec.newest.schema))
+    value = next(v for v in VALUES if v.startswith(rec.newest.header))
+    framed = confluent_frame(41, value[10:])
+    record = codecs[1].decode(framed)
+    assert codecs[0].decode(framed) == record == FAST.decode(value)
+    for mutated in (
+        *(framed[:end] for end in range(5, len(framed))),
+        *(framed[:at] + b"\xff" + framed[at + 1 :] for at in range(5, len(framed))),
+        framed + b"\x00",
+    ):
+        answers = []
+        for codec in codecs:
+            try:
+                answers.append(("record", codec.decode(mutated)))
+            except DecodeError as exc:
+                answers.append(("dead letter", exc.reason, str(exc)))
+        assert answers[0] == answers[1], mutated

@@ -164,7 +164,7 @@ def test_a_record_larger_than_the_writers_first_buffer_is_written_whole() -> Non
 
 
 def test_varint_is_avros_zigzag_encoding_around_the_edges_of_its_tables() -> None:
-    from schemas.codec.writer import _varint
+    from schemas.codec.binary import _varint
 
     edges = [sign * (2**k + d) for k in range(5, 63) for d in (-1, 0, 1) for sign in (1, -1)]
     for n in [*range(-200, 200), *edges, 1_780_000_000_000, -(2**63), 2**63 - 1]:

@@ -120,6 +120,20 @@ def test_a_module_that_does_not_compile_fails_the_build_and_is_not_trusted(
     assert built == {} and status.compiled == []
 
 
+def test_a_module_taken_off_the_list_leaves_no_extension_behind(
+    package: tuple[str, Path],
+) -> None:
+    name, root = package
+    (root / name / "other.py").write_text("VALUE = 1\n")
+    hot, other, out = f"{name}.hot", f"{name}.other", root / "_compiled"
+    compiled.build([hot, other], root=root, build_dir=out, jobs=1)
+    suffix = compiled._ext_suffix()
+    assert sorted(p.name for p in out.glob(f"*{suffix}")) == [f"{hot}{suffix}", f"{other}{suffix}"]
+    assert compiled.build([hot], root=root, build_dir=out, jobs=1) == ([], [hot])
+    assert [p.name for p in out.glob(f"*{suffix}")] == [f"{hot}{suffix}"]
+    assert compiled.check(root, out)[0].compiled == [hot]
+
+
 def test_a_build_directory_that_cannot_be_made_is_a_clear_error(
     package: tuple[str, Path],
 ) -> None:
