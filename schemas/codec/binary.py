@@ -73,6 +73,8 @@ KINDS = {
     "optional": _OPTIONAL,
 }  # fmt: skip
 
+COMPILED: bool = cython.compiled  # this module runs compiled (else as Python)
+
 Op = tuple[int, Any, Any]
 Program = tuple[Op, ...]
 Writer = Callable[[Sequence[Any], bytes], bytes]
@@ -112,6 +114,8 @@ def write_row(program: Program, row: Sequence[Any], header: bytes) -> bytes:
     """The compiled writer (``writer_for``)."""
     if not cython.compiled:
         raise RuntimeError("write_row runs compiled; as Python, writer_for generates the writer")
+    if not isinstance(header, bytes):  # read in place below
+        raise TypeError(f"the header must be bytes, not {type(header).__name__}")
     out = cython.declare(_Out)
     stack = cython.declare(cython.char[1024])
     out.data = stack
@@ -119,7 +123,7 @@ def write_row(program: Program, row: Sequence[Any], header: bytes) -> bytes:
     out.capacity = _STACK
     out.heap = False
     try:
-        _put(cython.address(out), PyBytes_AS_STRING(header), len(header))
+        _put(cython.address(out), PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header))
         for op in program:
             _write(cython.address(out), op, row[op[1]])
         return PyBytes_FromStringAndSize(out.data, out.size)

@@ -275,3 +275,17 @@ def test_a_snapshot_row_holds_each_field_in_its_place() -> None:
         assert encode_row(row) == codec.encode(expected)
         checked += 1
     assert checked > 500
+
+
+def test_the_compiled_writer_takes_its_header_as_bytes_only() -> None:
+    """It copies the header's bytes in place: anything else is refused before."""
+    from schemas.codec import binary
+
+    program = (binary.op("string", 0),)
+    write = binary.writer_for(program)
+    assert write(["é"], b"H") == b"H\x04\xc3\xa9"
+    if not binary.COMPILED:
+        pytest.skip("as Python the generated writer joins whatever it is given")
+    for header in (None, bytearray(b"H"), "H", memoryview(b"H")):
+        with pytest.raises(TypeError):
+            write(["é"], header)
