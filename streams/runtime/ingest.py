@@ -18,8 +18,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from schemas.bounds import bounds_problem
 from schemas.codec import Codec, DecodeError
 from schemas.records import (
@@ -33,6 +31,8 @@ from schemas.records import (
     ShipmentChanged,
 )
 from streams.runtime.outputs import Outputs
+from streams.runtime.partitioner import COMPILED as MURMUR2_COMPILED
+from streams.runtime.partitioner import murmur2
 from streams.schema_registry import resolver_for
 from streams.settings import Settings
 
@@ -94,14 +94,21 @@ def is_web_url(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
-# Keys whose hash is kept (murmur2 is pure Python, and a customer's key comes again and again).
+# Keys whose hash is kept when murmur2 runs as Python (aiokafka's, 2 us a key; a customer's key
+# comes again and again). Compiled, murmur2 is faster than the cache (``partitioner.py``).
 KEY_HASHES_KEPT = 1 << 18
 
 
-@functools.lru_cache(maxsize=KEY_HASHES_KEPT)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key) & 0x7FFFFFFF)
+
+
+_kept_key_hash = functools.lru_cache(maxsize=KEY_HASHES_KEPT)(_key_hash)
+
+
 def key_hash(key: bytes) -> int:
     """Kafka's default partitioner's hash of a key: murmur2, positive."""
-    return int(murmur2(key) & 0x7FFFFFFF)
+    return _key_hash(key) if MURMUR2_COMPILED else _kept_key_hash(key)
 
 
 def key_partition(key: bytes, partitions: int) -> int:

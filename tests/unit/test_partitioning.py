@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 
 import pytest
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.codec import Codec
 from schemas.records import FeedbackGiven
 from streams.runtime.acks import Acks
 from streams.runtime.ingest import SOURCE_HEADER, Ingest, key_partition
 from streams.runtime.outputs import Outputs
+from streams.runtime.partitioner import murmur2
 from streams.settings import Settings
 from tests.unit.test_engine import FakeBroker
 
@@ -30,6 +34,24 @@ JAVA_MURMUR2 = {
 def test_key_partition_is_the_java_clients_default(key: bytes, partitions: int) -> None:
     # Java: Utils.toPositive(Utils.murmur2(key)) % numPartitions
     assert key_partition(key, partitions) == (JAVA_MURMUR2[key] & 0x7FFFFFFF) % partitions
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(key=st.binary(max_size=80))
+def test_murmur2_is_aiokafkas_for_any_key(key: bytes) -> None:
+    """Compiled, ``partitioner.murmur2`` is C of its own: every length (and so every tail of
+    0-3 bytes), every byte value, against aiokafka's (the Java client's, by the vectors above)."""
+    assert murmur2(key) == aiokafka_murmur2(key)
+    assert key_partition(key, 12) == (aiokafka_murmur2(key) & 0x7FFFFFFF) % 12
+
+
+def test_murmur2_runs_compiled_in_the_compiled_build() -> None:
+    from streams import compiled
+    from streams.runtime import partitioner
+
+    loaded = "streams.runtime.partitioner" in compiled.loaded_compiled()
+    assert loaded == partitioner.COMPILED
+    assert murmur2(bytearray(b"21")) == JAVA_MURMUR2[b"21"] & 0xFFFFFFFF  # not bytes: aiokafka's
 
 
 async def test_a_record_on_another_partition_than_its_key_is_rerouted_not_applied(
