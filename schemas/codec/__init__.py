@@ -462,8 +462,9 @@ class Codec:
             except Exception:  # Unread (or a bug there): fastavro reads it, and says what is wrong
                 pass
             else:
-                if reader.check is None or reader.check(fast):
-                    return reader.record.build(fast)
+                # No sentinel to look for (``check``): it reads an enum only into one of the
+                # schema's own symbols (any other index is Unread).
+                return reader.record.build(fast)
         stream = io.BytesIO(value)
         stream.seek(start)
         try:

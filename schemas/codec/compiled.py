@@ -304,13 +304,11 @@ def _compile_writer(
     names = [f["name"] for f in node["fields"]]
     if row is not None and sorted(row) != sorted(names):
         raise SchemaLoadError(f"a row of {node['name']} must have each of its fields once: {row}")
-    ops = []
-    for at, f in enumerate(node["fields"]):
-        op = _op(f["type"], named, row.index(f["name"]) if row is not None else at)
-        if op is None:
-            return None
-        ops.append(op)
-    write = binary.writer_for(tuple(ops))
+    where = [row.index(name) for name in names] if row is not None else list(range(len(names)))
+    program = _program(node, named, where)
+    if program is None:
+        return None
+    write = binary.writer_for(program)
     if row is not None:
         return write
     if len(names) == 1:
@@ -326,10 +324,19 @@ def _compile_reader(schema: Any, named: Mapping[str, Any]) -> binary.Read | None
     node = _deref(schema, named)
     if not isinstance(node, dict) or node.get("type") != "record":
         return None
+    program = _program(node, named, [f["name"] for f in node["fields"]])
+    return None if program is None else binary.reader_for(program)
+
+
+def _program(
+    record: dict[str, Any], named: Mapping[str, Any], where: Sequence[int | str]
+) -> binary.Program | None:
+    """The ops of the record's fields in the schema's order, each at its ``where``; ``None`` if
+    a field has a type left to fastavro."""
     ops = []
-    for f in node["fields"]:
-        op = _op(f["type"], named, f["name"])
+    for f, at in zip(record["fields"], where, strict=True):
+        op = _op(f["type"], named, at)
         if op is None:
             return None
         ops.append(op)
-    return binary.reader_for(tuple(ops))
+    return tuple(ops)

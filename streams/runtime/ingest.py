@@ -10,7 +10,6 @@ message's coordinates; acking it is ``acks.py``'s, after the journey has run.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import urllib.parse
@@ -31,7 +30,6 @@ from schemas.records import (
     ShipmentChanged,
 )
 from streams.runtime.outputs import Outputs
-from streams.runtime.partitioner import COMPILED as MURMUR2_COMPILED
 from streams.runtime.partitioner import murmur2
 from streams.schema_registry import resolver_for
 from streams.settings import Settings
@@ -94,21 +92,9 @@ def is_web_url(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
-# Keys whose hash is kept when murmur2 runs as Python (aiokafka's, 2 us a key; a customer's key
-# comes again and again). Compiled, murmur2 is faster than the cache (``partitioner.py``).
-KEY_HASHES_KEPT = 1 << 18
-
-
-def _key_hash(key: bytes) -> int:
-    return int(murmur2(key) & 0x7FFFFFFF)
-
-
-_kept_key_hash = functools.lru_cache(maxsize=KEY_HASHES_KEPT)(_key_hash)
-
-
 def key_hash(key: bytes) -> int:
     """Kafka's default partitioner's hash of a key: murmur2, positive."""
-    return _key_hash(key) if MURMUR2_COMPILED else _kept_key_hash(key)
+    return int(murmur2(key) & 0x7FFFFFFF)
 
 
 def key_partition(key: bytes, partitions: int) -> int:
