@@ -9,9 +9,24 @@ integers are what the wire carries. Enums are their symbol strings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar, dataclass_transform
+
+_T = TypeVar("_T")
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def record(cls: type[_T]) -> type[_T]:
+    """A value that nothing changes once it is built: a frozen dataclass to the type checker
+    (mypy refuses an assignment to its fields), a slots dataclass with the frozen one's equality
+    and hash at run time.
+
+    Not frozen at run time for speed: the ``__init__`` of a frozen dataclass sets each field
+    through ``object.__setattr__``. A ``Trigger`` took 2.2 us to build, against 0.24 us now, and
+    the worker builds one record per input event and a trigger per fired timer (session 24)."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
+
+@record
 class PageViewed:
     event_id: str
     customer_id: str
@@ -27,7 +42,7 @@ class PageViewed:
     utm_campaign: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class CartChanged:
     event_id: str
     customer_id: str
@@ -41,7 +56,7 @@ class CartChanged:
     currency: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class OrderItem:
     product_id: str
     quantity: int
@@ -49,7 +64,7 @@ class OrderItem:
     category: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class OrderChanged:
     event_id: str
     customer_id: str
@@ -63,7 +78,7 @@ class OrderChanged:
     coupon: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class ShipmentChanged:
     event_id: str
     customer_id: str
@@ -76,7 +91,7 @@ class ShipmentChanged:
     tracking_url: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class FeedbackGiven:
     event_id: str
     customer_id: str
@@ -88,7 +103,7 @@ class FeedbackGiven:
     comment: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class MessageEngagement:
     event_id: str
     customer_id: str
@@ -98,7 +113,7 @@ class MessageEngagement:
     trigger_id: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class CustomerChanged:
     event_id: str
     customer_id: str
@@ -121,7 +136,7 @@ InputEvent = (
 )
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class Trigger:
     trigger_id: str
     trigger_type: str
@@ -137,7 +152,7 @@ class Trigger:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class DeadLetter:
     dead_letter_id: str  # "<topic>/<partition>/<offset>": unique per input message
     topic: str
@@ -151,7 +166,7 @@ class DeadLetter:
     record_type: str | None = None  # the record the topic expects
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class Decision:
     """A trigger decision of any status (journey.decisions); EMITTED ones are also a Trigger."""
 
@@ -171,7 +186,7 @@ class Decision:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class JourneyEvent:
     """An accepted input event in canonical form (journey.events)."""
 
@@ -197,7 +212,7 @@ class JourneyEvent:
     trigger_id: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class CustomerSnapshot:
     """The customer as the journey knows them now (journey.customers, compacted)."""
 
@@ -219,7 +234,7 @@ class CustomerSnapshot:
     expected_orders_90d: float | None = None  # since v2
 
 
-@dataclass(slots=True, frozen=True)
+@record
 class CustomerPrediction:
     """The loader's newest lifetime-value prediction for a customer (journey.predictions)."""
 

@@ -62,31 +62,6 @@ def _check_class(cls: type, record: dict[str, Any]) -> None:
         )
 
 
-def _constructor(cls: type) -> Build:
-    """dict with every field -> instance, bypassing the dataclass ``__init__``.
-
-    Setting the slots through their descriptors takes half the time of the generated frozen
-    ``__init__`` (which goes through ``object.__setattr__``). Falls back to ``cls(**d)`` for
-    classes with ``__post_init__`` or without slots.
-    """
-    names = _class_field_names(cls)
-    descriptors: list[Any] = [cls.__dict__.get(name) for name in names]
-    if hasattr(cls, "__post_init__") or not all(
-        type(d).__name__ == "member_descriptor" for d in descriptors
-    ):
-        return lambda d: cls(**d)
-    setters = [(d.__set__, name) for d, name in zip(descriptors, names, strict=True)]
-    new = object.__new__
-
-    def construct(d: dict[str, Any]) -> Any:
-        obj: Any = new(cls)
-        for setter, name in setters:
-            setter(obj, d[name])
-        return obj
-
-    return construct
-
-
 def _compile_build(
     node: Any, named: Mapping[str, Any], classes: Mapping[str, type]
 ) -> Build | None:
@@ -115,7 +90,11 @@ def _compile_build(
             for f in node["fields"]
             if (sub := _compile_build(f["type"], named, classes)) is not None
         ]
-        make = _constructor(cls)
+
+        # The dataclass's own __init__: records are not frozen at run time (``records.record``).
+        def make(d: dict[str, Any]) -> Any:
+            return cls(**d)
+
         if not subs:
             return make
 

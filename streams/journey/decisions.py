@@ -7,10 +7,9 @@ the encoded state hold the plain values while the code names the allowed ones.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from enum import StrEnum
 
-from schemas.records import Trigger
+from schemas.records import Trigger, record
 
 
 class Status(StrEnum):
@@ -76,14 +75,14 @@ class Reason(StrEnum):
     BIRTHDAY_WINDOW = "birthday_window"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Emit:
     """Send this trigger to the messaging topic (and record it as EMITTED)."""
 
     trigger: Trigger
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Drop:
     """A trigger that sends nothing: SUPPRESSED, EXPIRED or CANCELLED, and why."""
 
@@ -99,7 +98,7 @@ class Drop:
     cart_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Erase:
     """Delete everything stored about the customer (ClickHouse rows included)."""
 

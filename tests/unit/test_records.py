@@ -172,3 +172,28 @@ def test_times_are_timestamp_millis(record: str, field: str) -> None:
     schema = CODEC.schema_for(record)
     (spec,) = [f for f in schema["fields"] if f["name"] == field]
     assert spec["type"] == {"type": "long", "logicalType": "timestamp-millis"}
+
+
+def test_records_are_frozen_to_the_type_checker_and_compare_by_value() -> None:
+    """``records.record``: mypy treats every record (and the model's decisions) as a frozen
+    dataclass, so an assignment to a field fails ``make lint``; at run time they compare and hash
+    by value as frozen dataclasses do."""
+    from streams.journey.decisions import Drop, Emit, Erase
+
+    transform = records.record.__dataclass_transform__  # type: ignore[attr-defined]
+    # (Python 3.11 keeps the parameters it does not know yet in "kwargs".)
+    assert {**transform.get("kwargs", {}), **transform}["frozen_default"] is True
+    decorated = [
+        cls
+        for cls in vars(records).values()
+        if isinstance(cls, type) and cls.__module__ == records.__name__
+    ]
+    assert len(decorated) >= 12
+    for cls in [*decorated, Emit, Drop, Erase]:
+        assert dataclasses.is_dataclass(cls) and cls.__slots__, cls
+        assert cls.__hash__ is not None, cls  # as a frozen dataclass's
+    a = records.PageViewed("e", "c", 1, "s", "HOME", "/")
+    b = records.PageViewed("e", "c", 1, "s", "HOME", "/")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != dataclasses.replace(a, url="/x")
+    assert Erase("c") == Erase("c") and hash(Erase("c")) == hash(Erase("c"))
