@@ -57,6 +57,7 @@ import fastavro
 import orjson
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 
+from schemas.codec import binary
 from schemas.codec.base import (
     _HEADER_LEN,
     _VERSION_FILE,
@@ -82,6 +83,7 @@ from schemas.codec.compiled import (
     _compile_unbuild,
     _compile_writer,
     _named,
+    _row_program,
 )
 from schemas.codec.diagnose import _Walker
 from schemas.codec.json_input import _compile_conv, _describe, _plural
@@ -205,13 +207,16 @@ class Codec:
         self._by_class: dict[type, _Record] = {}
         self._by_fingerprint: dict[bytes, _Reader] = {}
         self._aliases: dict[str, _Record] = {}
-        # Schema Registry: readers by schema id, our records' output ids (registry framing out).
+        # Schema Registry: readers by schema id.
         self.registry_url: str | None = None
         self._by_schema_id: dict[int, _Reader | DecodeError] = {}
-        self._output_ids: dict[str, int] = {}
+        # What each record's values start with: its single-object header, or the registry
+        # framing of its id once ``use_output_ids`` gave one.
+        self._headers: dict[str, bytes] = {}
         for full_name, group in sorted(by_name.items()):
             record = _Record(group, classes)
             self._records[full_name] = record
+            self._headers[full_name] = record.newest.header
             if record.cls in self._by_class:
                 raise SchemaLoadError(f"{record.cls.__qualname__} is used for two records")
             self._by_class[record.cls] = record
@@ -323,8 +328,7 @@ class Codec:
         return out.getvalue()
 
     def _header(self, rec: _Record) -> bytes:
-        schema_id = self._output_ids.get(rec.full_name)
-        return rec.newest.header if schema_id is None else confluent_frame(schema_id, b"")
+        return self._headers[rec.full_name]
 
     def row_encoder(self, cls: type, fields: Sequence[str]) -> Callable[[Sequence[Any]], bytes]:
         """``encode(cls(**dict(zip(fields, row))))`` for rows of these fields in this order, the
@@ -333,18 +337,15 @@ class Codec:
         with fastavro or says what is wrong."""
         rec = self._record(cls)
         schema = rec.newest.write_schema
-        write = _compile_writer(schema, _named(schema), fields)
+        program = _row_program(schema, _named(schema), fields)
         names = tuple(fields)
 
-        def encode_row(row: Sequence[Any]) -> bytes:
-            if write is not None:
-                try:
-                    return write(row, self._header(rec))
-                except Exception:
-                    pass
+        def encode_instance(row: Sequence[Any]) -> bytes:
             return self.encode(cls(**dict(zip(names, row, strict=True))))
 
-        return encode_row
+        if program is None:
+            return encode_instance
+        return binary.row_writer(program, self._headers, rec.full_name, encode_instance)
 
     def encode_dict(
         self, record_name: str, data: Mapping[str, Any], version: int | None = None
@@ -572,7 +573,7 @@ class Codec:
         registry framing from now on; the codec also reads those ids without asking."""
         for name, schema_id in ids.items():
             record = self._record(name)
-            self._output_ids[record.full_name] = schema_id
+            self._headers[record.full_name] = confluent_frame(schema_id, b"")
             self._by_schema_id[schema_id] = self._by_fingerprint[record.newest.fingerprint]
 
     def _expected_record(self, expected: type) -> _Record:

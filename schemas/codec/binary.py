@@ -101,6 +101,37 @@ def writer_for(program: Program) -> Writer:
     return _python_writer(program)
 
 
+def row_writer(
+    program: Program,
+    headers: dict[str, bytes],
+    name: str,
+    fallback: Callable[[Sequence[Any]], bytes],
+) -> Callable[[Sequence[Any]], bytes]:
+    """``Codec.row_encoder``'s function: ``row`` written by the program after the record's header
+    as it is at the call (``headers[name]``: the registry framing may replace it), or by
+    ``fallback`` (fastavro, which says what is wrong) where the writer raises. A closure of this
+    module: compiled, a row costs no interpreted frame (two before: about 1 % of a fired timer's
+    instructions)."""
+    if cython.compiled:
+
+        def encode_row(row: Sequence[Any]) -> bytes:
+            try:
+                return write_row(program, row, headers[name])
+            except Exception:
+                return fallback(row)
+
+        return encode_row
+    write = _python_writer(program)
+
+    def encode_python_row(row: Sequence[Any]) -> bytes:
+        try:
+            return write(row, headers[name])
+        except Exception:
+            return fallback(row)
+
+    return encode_python_row
+
+
 # --- compiled: the program run over a buffer of C bytes -------------------------------------
 _STACK = 1024  # the bytes a record is written into before it needs the heap
 _Out = cython.struct(

@@ -265,36 +265,42 @@ def _op(node: Any, named: Mapping[str, Any], where: int | str) -> binary.Op | No
     return binary.op(node, where) if node in _PRIMITIVES else None
 
 
-def _compile_writer(
-    schema: Any, named: Mapping[str, Any], row: Sequence[str] | None = None
-) -> Write | None:
+def _compile_writer(schema: Any, named: Mapping[str, Any]) -> Write | None:
     """``write(record, header) -> header + Avro body`` for a flat record (primitives, enums,
     maps, optional fields), straight from the dataclass's attributes: a fraction of the time of
-    fastavro's ``schemaless_writer`` and the dict built for it (a fired timer encodes two or
-    three records). ``None`` when the record has a type this writer leaves to fastavro. It trusts
-    the dataclass's types as ``Codec.encode`` does; whatever it raises on, the caller encodes
-    again with fastavro, which says what is wrong.
-
-    ``row``: the record comes as a sequence of its field values in this order (every field of
-    the schema, once) instead of as an instance: the same bytes, without building it."""
+    fastavro's ``schemaless_writer`` and the dict built for it. ``None`` when the record has a
+    type this writer leaves to fastavro. It trusts the dataclass's types as ``Codec.encode``
+    does; whatever it raises on, the caller encodes again with fastavro, which says what is
+    wrong."""
     node = _deref(schema, named)
     if not isinstance(node, dict) or node.get("type") != "record":
         return None
     names = [f["name"] for f in node["fields"]]
-    if row is not None and sorted(row) != sorted(names):
-        raise SchemaLoadError(f"a row of {node['name']} must have each of its fields once: {row}")
-    where = [row.index(name) for name in names] if row is not None else list(range(len(names)))
-    program = _program(node, named, where)
+    program = _program(node, named, list(range(len(names))))
     if program is None:
         return None
     write = binary.writer_for(program)
-    if row is not None:
-        return write
     if len(names) == 1:
         only = names[0]
         return lambda record, header: write((getattr(record, only),), header)
     values = operator.attrgetter(*names)
     return lambda record, header: write(values(record), header)
+
+
+def _row_program(
+    schema: Any, named: Mapping[str, Any], row: Sequence[str]
+) -> binary.Program | None:
+    """The writer's program for a record that comes as a sequence of its field values in the
+    order ``row`` names them (every field of the schema, once) instead of as an instance: the
+    same bytes, without building it (a fired timer writes two or three). ``None`` as for
+    ``_compile_writer``."""
+    node = _deref(schema, named)
+    if not isinstance(node, dict) or node.get("type") != "record":
+        return None
+    names = [f["name"] for f in node["fields"]]
+    if sorted(row) != sorted(names):
+        raise SchemaLoadError(f"a row of {node['name']} must have each of its fields once: {row}")
+    return _program(node, named, [row.index(name) for name in names])
 
 
 def _compile_reader(schema: Any, named: Mapping[str, Any]) -> binary.Read | None:

@@ -4,6 +4,7 @@ replay of the registry's API, and an outage as backpressure (never a dead letter
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import struct
@@ -166,6 +167,20 @@ def test_output_framing_writes_and_reads_registry_ids(codec: Codec) -> None:
     assert value[:5] == b"\x00" + struct.pack(">I", 9)
     assert codec.decode(value, None) == trigger
     assert codec.encode(ORDER)[:2] == b"\xc3\x01"  # other records keep single-object encoding
+
+
+def test_a_row_encoder_made_before_the_output_ids_writes_their_framing(codec: Codec) -> None:
+    """The engine's row encoders may exist before ``use_output_ids``: the header is the one of
+    the call, never the one of the encoder's making."""
+    trigger = next(s for s in SAMPLES if isinstance(s, Trigger))
+    names = [f.name for f in dataclasses.fields(Trigger)]
+    encode_row = codec.row_encoder(Trigger, names)
+    row = [getattr(trigger, name) for name in names]
+    assert encode_row(row) == codec.encode(trigger) and encode_row(row)[:2] == b"\xc3\x01"
+    codec.use_output_ids({"Trigger": 9})
+    value = encode_row(row)
+    assert value == codec.encode(trigger) and value[:5] == b"\x00" + struct.pack(">I", 9)
+    assert codec.decode(value, None) == trigger
 
 
 @pytest.mark.parametrize(
