@@ -182,6 +182,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timer-customers", type=int, default=int(_env("TIMER_CUSTOMERS", "1000000")))
     p.add_argument("--timer-spread", type=float, default=float(_env("TIMER_SPREAD", "60")))
     p.add_argument(
+        "--timer-processes",
+        type=int,
+        default=int(_env("TIMER_PROCESSES", "2")),
+        help="step 4 again, the same timers split over this many processes at once, each with "
+        "its share of the partitions (as N workers on N cores); 0 or 1: not run",
+    )
+    p.add_argument(
         "--profile-timers",
         type=int,
         default=int(_env("PROFILE_TIMERS", "300000")),
@@ -469,6 +476,34 @@ def run_timers(
         )  # fmt: skip
         result: dict[str, Any] = json.loads(out.read_text())
     return result
+
+
+def run_timers_split(args: argparse.Namespace, customers: int, processes: int) -> dict[str, Any]:
+    """Step 4 with its timers split over ``processes`` processes that run at once, as that many
+    workers would share the partitions: each fires ``customers / processes`` timers due over the
+    same ``--timer-spread`` on ``partitions / processes`` partitions. The lateness p99 is the
+    largest of the processes' (each reports its own)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / f"timers-{n}.json" for n in range(processes)]
+        argv = [
+            sys.executable, "-m", "bench.timers", "--customers", str(customers // processes),
+            "--spread", str(args.timer_spread),
+            "--partitions", str(max(1, args.partitions // processes)),
+        ]  # fmt: skip
+        running = [subprocess.Popen([*argv, "--out", str(out)]) for out in outs]
+        codes = [process.wait() for process in running]
+        if any(codes):
+            raise RuntimeError(f"bench.timers processes exited with {codes}")
+        each: list[dict[str, Any]] = [json.loads(out.read_text()) for out in outs]
+    return {
+        "processes": processes,
+        "customers": sum(r["customers"] for r in each),
+        "timers_fired": sum(r["timers_fired"] for r in each),
+        "lateness_at_tick_p99_ms": max(r["lateness_at_tick_p99_ms"] for r in each),
+        "lateness_at_tick_p50_ms": max(r["lateness_at_tick_p50_ms"] for r in each),
+        "process_cpu_us_per_timer": [r["process_cpu_us_per_timer"] for r in each],
+        "each": each,
+    }
 
 
 def run_profiles(
@@ -873,6 +908,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"  timer lateness p50 {t['lateness_at_tick_p50_ms']} ms, p99 "
                 f"{t['lateness_at_tick_p99_ms']} ms; {t['timers_fired_per_s']} timers/s"
             )
+            if args.timer_processes > 1:
+                log(
+                    f"[4] timers: the same {args.timer_customers:,} split over "
+                    f"{args.timer_processes} processes at once"
+                )
+                split = run_timers_split(args, args.timer_customers, args.timer_processes)
+                results["timers_split"] = split
+                log(
+                    f"  timer lateness p99 {split['lateness_at_tick_p99_ms']} ms (the largest); "
+                    f"process CPU per timer {split['process_cpu_us_per_timer']} us"
+                )
 
         if "profile" not in args.skip and args.profile > 0:
             results["profile"] = run_profiles(main_world, args, total, results)
