@@ -648,12 +648,13 @@ class JourneyEngine:
         if durable:
             state.outbox = [entry for entry in state.outbox if entry[0] > durable]
         sent = self._sent.get(customer_id, 0)
+        # Positional, in the dataclasses' field order: keywords build a dict per call.
         outgoing = [
             _Outgoing(
-                seq=seq,
-                decision=self._encode_decision(entry),
-                trigger=self._encode_trigger(fields) if fields is not None else None,
-                resend=seq <= recovered,
+                seq,
+                self._encode_decision(entry),
+                self._encode_trigger(fields) if fields is not None else None,
+                seq <= recovered,  # resend
             )
             for seq, entry, fields in state.outbox
             if seq > sent
@@ -662,15 +663,17 @@ class JourneyEngine:
         next_fire = state.next_fire_at()
         value, outbox_at = pack_outbox(partition, state, next_fire)
         prepared = _Prepared(
-            state=state,
-            partition=partition,
-            value=value,
-            outbox_at=outbox_at,
-            next_fire=next_fire,
-            outgoing=outgoing,
-            erase=erase,
-            decided=decisions,
-            changed=bool(decisions) or bool(outgoing) or len(state.outbox) != before,
+            state,
+            partition,
+            value,
+            outbox_at,
+            next_fire,
+            outgoing,
+            None,  # snapshot: below
+            None,  # event: the caller's
+            erase,
+            decisions,
+            bool(decisions) or bool(outgoing) or len(state.outbox) != before,  # changed
         )
         # A re-sent outbox goes with a fresh snapshot: the one of its message may be lost too.
         # (Re-sent entries come first: the outbox is in sequence order.)
