@@ -1,6 +1,8 @@
-"""Instructions per fired timer, counted by valgrind: a figure the host's load does not move.
+"""Instructions per fired timer or per message, counted by valgrind: figures the host's load
+does not move.
 
-``python -m bench.instructions [--customers N]`` (not part of ``make bench``; needs valgrind).
+``python -m bench.instructions [--customers N] [--events N]`` (not part of ``make bench``;
+needs valgrind).
 On this shared 2-core host the CPU time of the same code moves by 10-30 % from run to run, too
 much to judge a change of a few per cent. Instructions executed move by well under 1 %. It runs
 itself under ``valgrind --tool=callgrind``, which counts only the firing: ``time.thread_time``
@@ -13,6 +15,10 @@ at once, one tick per partition and an acknowledgement flush after every third, 
 flush. Instructions are not time (a cache miss costs more than an add), so compare builds with
 it, and take the time from ``bench.timers``. Callgrind runs about 50 times slower than the
 process: 3,000 timers take about a minute.
+
+``--events N``: also the worker's own per-message path over the first N events of the
+``make bench`` workload, as ``python -m bench.own_path N`` runs it (which marks its messages
+the same way).
 """
 
 from __future__ import annotations
@@ -71,8 +77,9 @@ async def fire(customers: int) -> None:
         raise SystemExit(f"{fired:,} decisions for {customers:,} timers")
 
 
-def count(customers: int) -> int:
-    """Instructions of the firing of ``customers`` timers, under callgrind."""
+def count(customers: int, events: int = 0) -> int:
+    """Instructions of the firing of ``customers`` timers (or, ``events``: of that many
+    messages through ``bench.own_path``), under callgrind."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("bench.instructions needs valgrind (apt install valgrind)")
@@ -82,7 +89,7 @@ def count(customers: int) -> int:
             [
                 valgrind, "--tool=callgrind", "--dump-before=time_thread_time",
                 f"--callgrind-out-file={out}", sys.executable, "-m", "bench.instructions",
-                "--customers", str(customers),
+                "--customers", str(customers), "--events", str(events),
             ],
             env={**os.environ, _INNER: "1"},
             check=True,
@@ -101,15 +108,27 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.instructions", description=__doc__.split("\n")[0]
     )
     p.add_argument("--customers", type=int, default=3000, help="timers fired (default 3000)")
+    p.add_argument("--events", type=int, default=0, help="also messages through bench.own_path")
     args = p.parse_args(argv)
     if os.environ.get(_INNER):
-        asyncio.run(fire(args.customers))
+        if args.events:
+            from bench import own_path
+
+            asyncio.run(own_path.run(args.events, profile=False))
+        else:
+            asyncio.run(fire(args.customers))
         return 0
     total = count(args.customers)
     print(
         f"{total:,} instructions to fire {args.customers:,} timers: "
         f"{total / args.customers:,.0f} per timer"
     )
+    if args.events:
+        total = count(0, args.events)
+        print(
+            f"{total:,} instructions for {args.events:,} messages (bench.own_path): "
+            f"{total / args.events:,.0f} per message"
+        )
     return 0
 
 

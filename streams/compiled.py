@@ -51,6 +51,7 @@ from typing import Any
 # for every event and fired timer, and the Avro writer of what it publishes. Module names, of
 # the packages beside ``streams`` (``schemas/__init__.py`` installs the finder too).
 MODULES = (
+    "schemas.bounds",
     "schemas.codec.binary",
     "streams.journey.decisions",
     "streams.journey.model",
