@@ -172,9 +172,10 @@ class _Reader:
             else None
         )
         # The newest version of a flat record, compiled (``binary.py``): read without fastavro
-        # where the value reads exactly as fastavro reads it; anything else goes to fastavro.
+        # where the value reads exactly as fastavro reads it, straight into its class; anything
+        # else goes to fastavro.
         self.fast = (
-            _compile_reader(version.write_schema, _named(version.write_schema))
+            _compile_reader(version.write_schema, _named(version.write_schema), record.cls)
             if version is newest
             else None
         )
@@ -463,9 +464,9 @@ class Codec:
             except Exception:  # Unread (or a bug there): fastavro reads it, and says what is wrong
                 pass
             else:
-                # No sentinel to look for (``check``): it reads an enum only into one of the
-                # schema's own symbols (any other index is Unread).
-                return reader.record.build(fast)
+                # Already the record. No sentinel to look for (``check``): it reads an enum only
+                # into one of the schema's own symbols (any other index is Unread).
+                return fast
         stream = io.BytesIO(value)
         stream.seek(start)
         try:

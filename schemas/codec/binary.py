@@ -399,12 +399,14 @@ class Unread(ValueError):
     """Not read here: fastavro reads it (and says what is wrong with it, if anything)."""
 
 
-def reader_for(program: Program) -> Read | None:
+def reader_for(program: Program, build: Callable[..., Any] | None = None) -> Read | None:
     """``read(value, start) -> the record's dict`` (the body from ``start`` to the end), compiled;
     ``None`` as Python (fastavro reads), and on a big-endian machine (Avro's doubles are
-    little-endian; the C code copies them as the machine holds them)."""
+    little-endian; the C code copies them as the machine holds them). ``build``: the record is
+    ``build(*values)`` instead, the values in the program's (the schema's) field order: a
+    dataclass whose fields are the schema's, in its order, built without a dict of keywords."""
     if cython.compiled and sys.byteorder == "little":
-        return partial(read_record, program)
+        return partial(read_record, program, build)
     return None
 
 
@@ -413,8 +415,10 @@ _In = cython.struct(data=cython.p_const_uchar, at=cython.Py_ssize_t, end=cython.
 _InP = cython.typedef(cython.pointer(_In))
 
 
-@cython.locals(program=tuple, op=tuple, record=dict)
-def read_record(program: Program, value: bytes, start: int) -> dict[str, Any]:
+@cython.locals(program=tuple, op=tuple, record=dict, values=list)
+def read_record(
+    program: Program, build: Callable[..., Any] | None, value: bytes, start: int
+) -> Any:
     """The compiled reader (``reader_for``)."""
     if not cython.compiled:
         raise RuntimeError("read_record runs compiled; as Python, fastavro reads")
@@ -426,6 +430,11 @@ def read_record(program: Program, value: bytes, start: int) -> dict[str, Any]:
     source.end = PyBytes_GET_SIZE(value)
     if source.at < 0 or source.at > source.end:
         raise Unread("start outside the value")
+    if build is not None:
+        values = [_read(cython.address(source), op) for op in program]
+        if source.at != source.end:
+            raise Unread("bytes after the record")
+        return build(*values)
     record = {}
     for op in program:
         record[op[1]] = _read(cython.address(source), op)

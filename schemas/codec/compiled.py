@@ -303,14 +303,21 @@ def _row_program(
     return _program(node, named, [row.index(name) for name in names])
 
 
-def _compile_reader(schema: Any, named: Mapping[str, Any]) -> binary.Read | None:
+def _compile_reader(
+    schema: Any, named: Mapping[str, Any], cls: type | None = None
+) -> binary.Read | None:
     """``read(value, start) -> dict`` for a flat record's body, or ``None`` (fastavro reads it).
-    ``schema``: the version's writing schema (its enums without the reading schema's padding)."""
+    ``schema``: the version's writing schema (its enums without the reading schema's padding).
+    ``cls``: ``read`` gives its instance instead, built from the values in the schema's order
+    (a flat record has no nested record to build; ``_check_class`` holds the class to the
+    newest schema's fields, names and order)."""
     node = _deref(schema, named)
     if not isinstance(node, dict) or node.get("type") != "record":
         return None
+    if cls is not None:
+        _check_class(cls, node)
     program = _program(node, named, [f["name"] for f in node["fields"]])
-    return None if program is None else binary.reader_for(program)
+    return None if program is None else binary.reader_for(program, cls)
 
 
 def _program(

@@ -130,7 +130,7 @@ def test_the_compiled_reader_reads_bytes_only() -> None:
     if reader.fast is None:
         pytest.skip("as Python, fastavro reads everything")
     value = next(v for v in VALUES if v.startswith(reader.version.header))
-    assert SLOW.decode(value) == reader.record.build(reader.fast(value, 10))
+    assert SLOW.decode(value) == reader.fast(value, 10)
     for other in (bytearray(value), memoryview(value), value.decode("latin-1"), None):
         with pytest.raises(Unread):
             reader.fast(other, 10)
