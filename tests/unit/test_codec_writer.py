@@ -238,7 +238,7 @@ def test_a_snapshot_row_holds_each_field_in_its_place() -> None:
     from streams.journey.model import new_state, predicted, step
     from streams.ops.simulator import SimulationConfig, generate
     from streams.runtime.engine import snapshot_shows
-    from streams.runtime.facts import SNAPSHOT_FIELDS, snapshot_row
+    from streams.runtime.facts import SNAPSHOT_FIELDS, SnapshotShows, snapshot_row
 
     codec = Codec.load()
     encode_row = codec.row_encoder(CustomerSnapshot, SNAPSHOT_FIELDS)
@@ -260,6 +260,8 @@ def test_a_snapshot_row_holds_each_field_in_its_place() -> None:
             state = predicted(state, prediction)
         states[record.customer_id] = state
         shows = snapshot_shows(state, record.occurred_at, config)
+        # Built without SnapshotShows' __new__ (facts.snapshot_shows): one value per field.
+        assert type(shows) is SnapshotShows and SnapshotShows(*shows) == shows
         row = snapshot_row(shows, record.occurred_at + 5)
         alive, clv, next_at, orders_90d = shows.prediction or (None, None, None, None)
         expected = CustomerSnapshot(
