@@ -117,9 +117,12 @@ class JourneyState:
     prediction: list[Any] | None = None
 
     def next_fire_at(self) -> int | None:
-        if not self.timers:
-            return None
-        return min(timer.fire_at for timer in self.timers.values())
+        # A loop, not ``min(...)`` over a generator: three calls per fired timer.
+        first = None
+        for timer in self.timers.values():
+            if first is None or timer.fire_at < first:
+                first = timer.fire_at
+        return first
 
 
 # --- encoding -------------------------------------------------------------------------------

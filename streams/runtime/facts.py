@@ -34,7 +34,11 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def saturate(value: int | None) -> int | None:
     """Aggregates (a customer's revenue over all orders) are bounded per input, not in sum: they
     stop at the Int64 range instead of failing downstream."""
-    return None if value is None else max(INT64_MIN, min(INT64_MAX, value))
+    # Comparisons, not ``max(INT64_MIN, min(INT64_MAX, value))``: the builtins iterate their
+    # arguments (several per fired timer and event).
+    if value is None or INT64_MIN <= value <= INT64_MAX:
+        return value
+    return INT64_MAX if value > INT64_MAX else INT64_MIN
 
 
 def event_type(record: InputEvent) -> str:
