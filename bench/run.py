@@ -468,14 +468,19 @@ def run_timers(
         out = Path(tmp) / "timers.json"
         profile = ["--profile-to", str(profile_to)] if profile_to is not None else []
         subprocess.run(
-            [sys.executable, "-m", "bench.timers", "--customers", str(customers),
-             "--spread", str(spread_s), "--partitions", str(args.partitions),
-             "--out", str(out), *profile],
+            [*_timers_argv(customers, spread_s, args.partitions), "--out", str(out), *profile],
             check=True,
             env={**os.environ, compiled.DISABLE_ENV: "0"} if as_python else None,
         )  # fmt: skip
         result: dict[str, Any] = json.loads(out.read_text())
     return result
+
+
+def _timers_argv(customers: int, spread_s: float, partitions: int) -> list[str]:
+    return [
+        sys.executable, "-m", "bench.timers", "--customers", str(customers),
+        "--spread", str(spread_s), "--partitions", str(partitions),
+    ]  # fmt: skip
 
 
 def run_timers_split(args: argparse.Namespace, customers: int, processes: int) -> dict[str, Any]:
@@ -485,11 +490,9 @@ def run_timers_split(args: argparse.Namespace, customers: int, processes: int) -
     largest of the processes' (each reports its own)."""
     with tempfile.TemporaryDirectory() as tmp:
         outs = [Path(tmp) / f"timers-{n}.json" for n in range(processes)]
-        argv = [
-            sys.executable, "-m", "bench.timers", "--customers", str(customers // processes),
-            "--spread", str(args.timer_spread),
-            "--partitions", str(max(1, args.partitions // processes)),
-        ]  # fmt: skip
+        argv = _timers_argv(
+            customers // processes, args.timer_spread, max(1, args.partitions // processes)
+        )
         running = [subprocess.Popen([*argv, "--out", str(out)]) for out in outs]
         codes = [process.wait() for process in running]
         if any(codes):

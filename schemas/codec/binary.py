@@ -112,24 +112,15 @@ def row_writer(
     ``fallback`` (fastavro, which says what is wrong) where the writer raises. A closure of this
     module: compiled, a row costs no interpreted frame (two before: about 1 % of a fired timer's
     instructions)."""
-    if cython.compiled:
+    write = writer_for(program)
 
-        def encode_row(row: Sequence[Any]) -> bytes:
-            try:
-                return write_row(program, row, headers[name])
-            except Exception:
-                return fallback(row)
-
-        return encode_row
-    write = _python_writer(program)
-
-    def encode_python_row(row: Sequence[Any]) -> bytes:
+    def encode_row(row: Sequence[Any]) -> bytes:
         try:
             return write(row, headers[name])
         except Exception:
             return fallback(row)
 
-    return encode_python_row
+    return encode_row
 
 
 # --- compiled: the program run over a buffer of C bytes -------------------------------------
