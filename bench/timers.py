@@ -51,7 +51,7 @@ class InstantBroker:
     def __init__(self) -> None:
         self.records: Counter[str] = Counter()
 
-    async def produce(self, topic: str, key: bytes, value: bytes | None, headers: Any) -> Any:
+    def produce(self, topic: str, key: bytes, value: bytes | None, headers: Any) -> Any:
         self.records[topic] += 1
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -121,18 +121,29 @@ class BatchProducer:
             self._task = None
         await self.drain()
 
-    async def produce(
+    def produce(
         self, topic: str, key: bytes, value: bytes | None, headers: Headers | None
-    ) -> asyncio.Future[Any]:
-        """Append the record to its topic-partition's open batch; the batch's delivery future."""
+    ) -> Awaitable[Any]:
+        """Append the record to its topic-partition's open batch; the batch's delivery future.
+        A plain call, not a coroutine: one coroutine less per record (two per fired timer).
+
+        A topic whose partitions are not known yet (``start`` has not learnt them) or a record
+        without a key goes through ``producer.send``, in a task of its own that resolves once the
+        broker has the record (or fails with its error): ``Acks`` awaits it like a batch's
+        delivery. ``Outputs`` never produces before ``start`` nor without a key."""
         partitions = self._partitions.get(topic)
         if not partitions or key is None:
             self.unbatched += 1
-            delivery: asyncio.Future[Any] = await self.producer.send(
-                topic, value, key=key, headers=list(headers) if headers else None
-            )
-            return delivery
+            return asyncio.ensure_future(self._send_one(topic, key, value, headers))
         return self.append(topic, key_partition(key, partitions), key, value, headers)
+
+    async def _send_one(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+    ) -> Any:
+        delivery = await self.producer.send(
+            topic, value, key=key, headers=list(headers) if headers else None
+        )
+        return await delivery
 
     def append(
         self, topic: str, partition: int, key: bytes, value: bytes | None, headers: Headers | None

@@ -547,12 +547,12 @@ class JourneyEngine:
         if isinstance(record, CustomerPrediction):
             # Not an event of the shop: kept in the state, in the next snapshot, decides nothing.
             if not state.erased:
-                await self._commit(self._prepare(predicted(state, record), [], now, partition))
+                self._commit(self._prepare(predicted(state, record), [], now, partition))
             return
         if state.erased:
             if isinstance(record, CustomerChanged) and record.action == "ERASED":
                 # Erasing again is harmless, and finishes one a crash interrupted.
-                await self.outputs.erased(state.customer_id.encode())
+                self.outputs.erased(state.customer_id.encode())
             return  # nothing about an erased customer is kept or sent
         state, decisions = step(state, record, now, self.config)
         prepared = self._prepare(state, decisions, now, partition)
@@ -560,7 +560,7 @@ class JourneyEngine:
             prepared.event = self._encode_event(
                 facts.canonical_event_row(record, wall_clock_ms(), topic, partition, offset)
             )
-        await self._commit(prepared, live=True)
+        self._commit(prepared, live=True)
 
     async def on_tick(self, partition: int, topic: str, offset: int) -> None:
         """Fire the due timers of the partition, then trim or re-send outboxes. A customer whose
@@ -580,7 +580,7 @@ class JourneyEngine:
                 published = None if state.erased else self._shows(state, now)
                 state, decisions = fire_due(state, now, self.config)
                 prepared = self._prepare(state, decisions, now, partition, published=published)
-                await self._commit(prepared)
+                self._commit(prepared)
             except Exception as exc:
                 await self._failed(topic, partition, offset, customer_id, exc)
         for customer_id in self._visit.pop(partition, ()):
@@ -591,7 +591,7 @@ class JourneyEngine:
                     self.load(customer_id, partition), [], now, partition, snapshot=False
                 )
                 if prepared.changed:
-                    await self._commit(prepared)
+                    self._commit(prepared)
             except Exception as exc:
                 await self._failed(topic, partition, offset, customer_id, exc)
 
@@ -689,7 +689,7 @@ class JourneyEngine:
     def _shows(self, state: JourneyState, now: int) -> facts.SnapshotShows:
         return snapshot_shows(state, now, self.config)
 
-    async def _commit(self, prepared: _Prepared, live: bool = False) -> None:
+    def _commit(self, prepared: _Prepared, live: bool = False) -> None:
         """Do what ``_prepare`` computed, then swap the new state in. ``live``: keep the state
         object for the customer's next message (an event's: a customer's events come in runs; a
         fired timer's customer seldom comes back soon, and states kept alive for nothing are
@@ -699,11 +699,11 @@ class JourneyEngine:
         customer_id = state.customer_id
         key = customer_id.encode()
         if prepared.event is not None:
-            await outputs.event(key, prepared.event)
+            outputs.event(key, prepared.event)
         for out in prepared.outgoing:
-            await outputs.decision(key, out.decision)
+            outputs.decision(key, out.decision)
             if out.trigger is not None:
-                await outputs.trigger(key, out.trigger)
+                outputs.trigger(key, out.trigger)
             if out.resend:
                 self.resent += 1
         for decision in prepared.decided:
@@ -714,7 +714,7 @@ class JourneyEngine:
                 case Drop():
                     self.decisions[(decision.trigger_type, decision.status)] += 1
         if prepared.erase:
-            await outputs.erased(key)
+            outputs.erased(key)
             self._sent.pop(customer_id, None)
             self._durable.pop(customer_id, None)
         elif prepared.snapshot is not None:

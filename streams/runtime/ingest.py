@@ -164,23 +164,9 @@ class Ingest:
         journey, has been handed to the producer.
         """
         self.consumed[topic] += 1
-        record = await self._accept(topic, partition, offset, key, value, headers)
-        if record is not None:
-            self.accepted[topic] += 1
-        return record
-
-    async def _accept(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any,
-    ) -> Accepted | None:
         short, expected = self._record_type(topic, headers)
         if short is None or expected is None:
-            await self._dead_letter(
+            self._dead_letter(
                 topic,
                 partition,
                 offset,
@@ -193,18 +179,35 @@ class Ingest:
             return None
         if self.schema_resolver is not None and value:
             await self.schema_resolver.ensure(value)
+        record = self._accept(topic, partition, offset, key, value, short, expected)
+        if record is not None:
+            self.accepted[topic] += 1
+        return record
+
+    def _accept(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        short: str,
+        expected: type[Accepted],
+    ) -> Accepted | None:
+        """The decoded event, checked and on its customer's partition; else ``None`` (dead
+        letter, or re-routed)."""
         try:
             record: Accepted = self._decoded.pop((topic, partition, offset), None) or (
                 self.codec.decode(value or b"", expected)
             )
         except DecodeError as exc:
-            await self._dead_letter(
+            self._dead_letter(
                 topic, partition, offset, key, value, expected.__name__, exc.reason_code, exc.reason
             )
             return None
         problem = semantic_problem(record)
         if problem is not None:
-            await self._dead_letter(
+            self._dead_letter(
                 topic, partition, offset, key, value, expected.__name__, "validation", problem
             )
             return None
@@ -214,7 +217,7 @@ class Ingest:
                 try:
                     self.codec.decode_key(key)
                 except DecodeError as exc:
-                    await self._dead_letter(
+                    self._dead_letter(
                         topic,
                         partition,
                         offset,
@@ -227,13 +230,13 @@ class Ingest:
                     return None
             # Keyed otherwise (or not at all): the event belongs to the partition that owns
             # its customer. Re-key it there instead of dropping it.
-            await self._reroute(customer_key, value, short)
+            self._reroute(customer_key, value, short)
             return None
         if partition != key_partition(customer_key, self.partitions):
             # Keyed right but partitioned otherwise (a CRC32 producer): another worker may own
             # this customer. Never apply it here; send it to the customer's partition.
             self._report_misrouted(topic, partition)
-            await self._reroute(customer_key, value, short)
+            self._reroute(customer_key, value, short)
             return None
         return record
 
@@ -292,10 +295,8 @@ class Ingest:
                 topic, self.misrouted[topic], partition, self.repartition_topic,
             )  # fmt: skip
 
-    async def _reroute(self, customer_key: bytes, value: bytes | None, short: str) -> None:
-        await self.outputs.repartition(
-            customer_key, value or b"", [(SOURCE_HEADER, short.encode())]
-        )
+    def _reroute(self, customer_key: bytes, value: bytes | None, short: str) -> None:
+        self.outputs.repartition(customer_key, value or b"", [(SOURCE_HEADER, short.encode())])
         self.repartitioned += 1
 
     async def processing_error(
@@ -314,7 +315,7 @@ class Ingest:
         summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         short = self.short_names.get(topic)
         expected = TOPIC_RECORDS.get(short) if short else None
-        await self._dead_letter(
+        self._dead_letter(
             topic,
             partition,
             offset,
@@ -325,7 +326,7 @@ class Ingest:
             f"{what}{': ' if what else ''}{summary[:1000]}",
         )
 
-    async def _dead_letter(
+    def _dead_letter(
         self,
         topic: str,
         partition: int,
@@ -356,6 +357,6 @@ class Ingest:
             record_type=record_type,
         )
         self.dead[reason_code] += 1
-        await self.outputs.dead_letter(
+        self.outputs.dead_letter(
             key if key else letter.dead_letter_id.encode(), self.codec.encode(letter)
         )

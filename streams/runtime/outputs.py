@@ -8,8 +8,10 @@
 * ``journey.repartition``: an input record re-routed to its customer's partition.
 
 Every send is registered with ``Acks``, so the message that caused it is acknowledged only after
-the broker has it (``acks.wait_for(await produce(...))`` in each method: a helper coroutine in
-between was one more coroutine per record, two per fired timer). Snapshots are coalesced: only
+the broker has it (``acks.wait_for(produce(...))`` in each method). ``produce`` is a plain call
+that returns the delivery to await (``batching.BatchProducer.produce``: its batch's future), and
+so is every method here but ``send_snapshots``: no coroutine per record (a fired timer made
+four, session 25). Snapshots are coalesced: only
 the newest per customer is sent, just before the acknowledgements that depend on it (a backlog
 of one customer's events gives one record, not one per event). The loader (``loader.py``) stores
 the first four fact topics in ClickHouse.
@@ -27,8 +29,8 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
-# (topic, key, value or None for a tombstone, headers) -> the broker's delivery future
-Produce = Callable[[str, bytes, bytes | None, Headers | None], Awaitable[Awaitable[Any]]]
+# (topic, key, value or None for a tombstone, headers) -> the broker's delivery, to await
+Produce = Callable[[str, bytes, bytes | None, Headers | None], Awaitable[Any]]
 
 
 class Outputs:
@@ -55,16 +57,16 @@ class Outputs:
              "repartitioned"), 0,
         )  # fmt: skip
 
-    async def trigger(self, key: bytes, value: bytes) -> None:
-        self.acks.wait_for(await self.produce(self.triggers, key, value, None))
+    def trigger(self, key: bytes, value: bytes) -> None:
+        self.acks.wait_for(self.produce(self.triggers, key, value, None))
         self.sent["triggers"] += 1
 
-    async def decision(self, key: bytes, value: bytes) -> None:
-        self.acks.wait_for(await self.produce(self.decisions, key, value, None))
+    def decision(self, key: bytes, value: bytes) -> None:
+        self.acks.wait_for(self.produce(self.decisions, key, value, None))
         self.sent["decisions"] += 1
 
-    async def event(self, key: bytes, value: bytes) -> None:
-        self.acks.wait_for(await self.produce(self.events, key, value, None))
+    def event(self, key: bytes, value: bytes) -> None:
+        self.acks.wait_for(self.produce(self.events, key, value, None))
         self.sent["events"] += 1
 
     def snapshot(self, key: bytes, snapshot: Any) -> None:
@@ -72,18 +74,18 @@ class Outputs:
         acknowledgements."""
         self._snapshots[key] = snapshot
 
-    async def erased(self, key: bytes) -> None:
+    def erased(self, key: bytes) -> None:
         """A tombstone on the compacted snapshot topic: consumers delete the customer."""
         self._snapshots.pop(key, None)
-        self.acks.wait_for(await self.produce(self.snapshots, key, None, None))
+        self.acks.wait_for(self.produce(self.snapshots, key, None, None))
         self.sent["tombstones"] += 1
 
-    async def dead_letter(self, key: bytes, value: bytes) -> None:
-        self.acks.wait_for(await self.produce(self.deadletters, key, value, None))
+    def dead_letter(self, key: bytes, value: bytes) -> None:
+        self.acks.wait_for(self.produce(self.deadletters, key, value, None))
         self.sent["deadletters"] += 1
 
-    async def repartition(self, key: bytes, value: bytes, headers: Headers) -> None:
-        self.acks.wait_for(await self.produce(self.repartition_topic, key, value, headers))
+    def repartition(self, key: bytes, value: bytes, headers: Headers) -> None:
+        self.acks.wait_for(self.produce(self.repartition_topic, key, value, headers))
         self.sent["repartitioned"] += 1
 
     @property
@@ -98,15 +100,12 @@ class Outputs:
         return len(self._snapshots)
 
     async def send_snapshots(self) -> None:
-        """Send the coalesced snapshots (``Acks.before_flush``): each is taken off the queue once
-        handed to the producer, unless a newer one replaced it meanwhile. If a send fails, the
-        rest stay queued and the flush fails: nothing behind them is acknowledged."""
+        """Send the coalesced snapshots (``Acks.before_flush``), each taken off the queue once
+        handed to the producer. If a send fails, the rest stay queued and the flush fails:
+        nothing behind them is acknowledged. Nothing in here awaits (``produce`` is a plain
+        call), so no snapshot is queued or erased while they are sent."""
         queue = self._snapshots
-        for key in list(queue):
-            snapshot = queue.get(key)
-            # None: erased meanwhile (its tombstone is sent, the snapshot must not be).
-            if snapshot is None:
-                continue
+        for key, snapshot in list(queue.items()):
             try:
                 value = self.encode_snapshot(snapshot)
             except Exception as exc:
@@ -116,13 +115,11 @@ class Outputs:
                 self.unencodable_snapshots += 1
                 log.error("the snapshot of customer %r cannot be encoded and is not sent: %r",
                           key, exc, exc_info=exc)  # fmt: skip
-                if queue.get(key) is snapshot:
-                    del queue[key]
-                continue
-            self.acks.wait_for(await self.produce(self.snapshots, key, value, None))
-            self.sent["snapshots"] += 1
-            if queue.get(key) is snapshot:
                 del queue[key]
+                continue
+            self.acks.wait_for(self.produce(self.snapshots, key, value, None))
+            self.sent["snapshots"] += 1
+            del queue[key]
 
 
 def _as_is(value: Any) -> bytes:

@@ -97,7 +97,7 @@ async def test_records_go_to_their_keys_partition_in_order_one_delivery_per_batc
     batches = await started(producer)
     topic = SETTINGS.topic("decisions")
     keys = [f"c{i}".encode() for i in range(30)]
-    futures = [await batches.produce(topic, key, key + b"-v", None) for key in keys]
+    futures = [batches.produce(topic, key, key + b"-v", None) for key in keys]
     await settle()
     sent = {partition: records for t, partition, records in producer.batches if t == topic}
     for key in keys:  # the partition aiokafka's default partitioner would choose
@@ -115,7 +115,7 @@ async def test_a_full_batch_goes_first_and_order_is_kept_across_batches() -> Non
     topic = SETTINGS.topic("journey_events")
     key = b"customer-1"
     for i in range(40):
-        await batches.produce(topic, key, b"value-%03d" % i, None)
+        batches.produce(topic, key, b"value-%03d" % i, None)
     await settle()
     assert len(producer.batches) > 2
     values = [v for _, _, records in producer.batches for _, v in records]
@@ -126,7 +126,7 @@ async def test_a_full_batch_goes_first_and_order_is_kept_across_batches() -> Non
 async def test_a_record_larger_than_a_batch_still_goes_alone() -> None:
     producer = FakeProducer(batch_size=100)
     batches = await started(producer)
-    await batches.produce(SETTINGS.topic("journey_events"), b"k", b"x" * 1000, None)
+    batches.produce(SETTINGS.topic("journey_events"), b"k", b"x" * 1000, None)
     await batches.stop()
     assert [len(r) for _, _, r in producer.batches] == [1]
 
@@ -134,8 +134,8 @@ async def test_a_record_larger_than_a_batch_still_goes_alone() -> None:
 async def test_tombstones_and_headers_are_kept() -> None:
     producer = FakeProducer()
     batches = await started(producer)
-    await batches.produce(SETTINGS.topic("snapshots"), b"gone", None, None)
-    await batches.produce(SETTINGS.topic("repartition"), b"k", b"v", [("source", b"orders")])
+    batches.produce(SETTINGS.topic("snapshots"), b"gone", None, None)
+    batches.produce(SETTINGS.topic("repartition"), b"k", b"v", [("source", b"orders")])
     await batches.stop()
     assert ("gone", None) in [(r[0].decode(), r[1]) for *_, rs in producer.batches for r in rs]
 
@@ -143,9 +143,29 @@ async def test_tombstones_and_headers_are_kept() -> None:
 async def test_a_topic_without_metadata_is_sent_record_by_record() -> None:
     producer = FakeProducer(known=set())
     batches = await started(producer)
-    await batches.produce(SETTINGS.topic("triggers"), b"k", b"v", None)
+    delivery = batches.produce(SETTINGS.topic("triggers"), b"k", b"v", None)
+    await delivery  # resolved once the broker has the record
     assert producer.single == [(SETTINGS.topic("triggers"), b"k", b"v")]
     assert batches.unbatched == 1 and producer.batches == []
+    await batches.stop()
+
+
+async def test_a_record_sent_alone_that_fails_fails_its_delivery() -> None:
+    producer = FakeProducer(known=set())
+
+    async def refused(topic: str, value: bytes | None, *, key: bytes | None, headers: Any) -> Any:
+        raise RuntimeError("the producer's buffer is full")
+
+    producer.send = refused  # type: ignore[method-assign]
+    batches = await started(producer)
+    acks = Acks()
+    outputs = Outputs(SETTINGS, batches.produce, acks)
+    outputs.trigger(b"c1", b"t1")
+    acked: list[str] = []
+    acks.after(lambda: acked.append("m1"))
+    with pytest.raises(RuntimeError, match="buffer is full"):
+        await acks.flush()  # what the message caused is not on the broker: no acknowledgement
+    assert acked == []
     await batches.stop()
 
 
@@ -155,14 +175,14 @@ async def test_a_message_is_acknowledged_only_after_its_batch_is() -> None:
     acks = Acks(interval=60)
     outputs = Outputs(SETTINGS, batches.produce, acks)
     acked: list[str] = []
-    await outputs.event(b"c1", b"e1")
-    await outputs.decision(b"c1", b"d1")
+    outputs.event(b"c1", b"e1")
+    outputs.decision(b"c1", b"d1")
     acks.after(lambda: acked.append("m1"))
     flush = asyncio.ensure_future(acks.flush())
     await settle()
     assert producer.batches and acked == [] and not flush.done()
     # A second message's record joins while the first flush waits; it has its own ack.
-    await outputs.event(b"c2", b"e2")
+    outputs.event(b"c2", b"e2")
     acks.after(lambda: acked.append("m2"))
     producer.deliver()
     assert await flush == 1 and acked == ["m1"]
@@ -182,7 +202,7 @@ async def test_a_refused_batch_acknowledges_nothing_and_stops_the_worker() -> No
     acks = Acks(interval=60, on_fatal=fatal.append)
     outputs = Outputs(SETTINGS, batches.produce, acks)
     acked: list[str] = []
-    await outputs.trigger(b"c1", b"t1")
+    outputs.trigger(b"c1", b"t1")
     acks.after(lambda: acked.append("m1"))
     flush = asyncio.ensure_future(acks.flush())
     await settle()
@@ -199,7 +219,7 @@ async def test_pending_counts_records_not_batches() -> None:
     acks = Acks(interval=60, max_pending=5)
     outputs = Outputs(SETTINGS, batches.produce, acks)
     for i in range(5):
-        await outputs.event(b"same", b"e%d" % i)
+        outputs.event(b"same", b"e%d" % i)
     assert acks.pending == 5
     room = asyncio.ensure_future(acks.wait_for_room())  # backpressure at max_pending records
     await asyncio.sleep(0)

@@ -40,7 +40,7 @@ class FakeBroker:
         self.headers: list[list[Any]] = []
         self.waiting: list[asyncio.Future[None]] = []
 
-    async def produce(
+    def produce(
         self, topic: str, key: bytes, value: bytes | None, headers: Sequence[Any] | None
     ) -> Any:
         self.records.append((topic, key, value))
