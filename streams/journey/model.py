@@ -37,14 +37,31 @@ from schemas.records import (
 from streams.journey import triggers
 from streams.journey.config import JourneyConfig
 from streams.journey.decisions import (
-    Category,
+    ADVOCACY,
+    AWARENESS,
+    BOUNCED,
+    CANCELLED,
+    COMPLAINED,
+    CONSIDERATION,
+    EXPIRED,
+    FREQUENCY_CAP,
+    LAPSED,
+    MARKETING,
+    NEW,
+    NO_CONSENT,
+    PROSPECT,
+    PURCHASE,
+    REPEAT,
+    REPLAY_GUARD,
+    SERVICE,
+    SUPPRESSED,
+    UNENGAGED,
     Decision,
     Drop,
     Emit,
     Erase,
     Reason,
     Segment,
-    Stage,
     Status,
     trigger_id,
 )
@@ -156,10 +173,10 @@ def fire_due(
 
 def segment(state: JourneyState, now: int, config: JourneyConfig) -> Segment:
     if state.orders_count == 0 or state.last_order_at is None:
-        return Segment.PROSPECT
+        return PROSPECT
     if now - state.last_order_at >= config.win_back_delay:
-        return Segment.LAPSED
-    return Segment.NEW if state.orders_count == 1 else Segment.REPEAT
+        return LAPSED
+    return NEW if state.orders_count == 1 else REPEAT
 
 
 def marketing_block(state: JourneyState, config: JourneyConfig) -> Reason | None:
@@ -168,7 +185,7 @@ def marketing_block(state: JourneyState, config: JourneyConfig) -> Reason | None
     complaint stops marketing too."""
     consent = state.consent if state.consent is not None else config.marketing_consent_default
     if not consent:
-        return Reason.NO_CONSENT
+        return NO_CONSENT
     return state.blocked
 
 
@@ -176,8 +193,8 @@ def marketing_block(state: JourneyState, config: JourneyConfig) -> Reason | None
 def _page_viewed(
     state: JourneyState, event: PageViewed, config: JourneyConfig, out: list[Decision]
 ) -> None:
-    if event.page_type in ("PRODUCT", "CART", "CHECKOUT") and state.stage == Stage.AWARENESS:
-        state.stage = Stage.CONSIDERATION
+    if event.page_type in ("PRODUCT", "CART", "CHECKOUT") and state.stage == AWARENESS:
+        state.stage = CONSIDERATION
     if event.page_type != "PRODUCT" or not event.product_id:
         return
     attributes = {"product_id": event.product_id, "viewed_at": str(event.occurred_at)}
@@ -227,8 +244,8 @@ def _cart_changed(
         return
     if event.occurred_at >= cart.last_change_at:
         cart.last_change_at = event.occurred_at
-    if state.stage != Stage.PURCHASE:
-        state.stage = Stage.CONSIDERATION
+    if state.stage != PURCHASE:
+        state.stage = CONSIDERATION
     if not cart.lines:
         return  # _cancel_exited records the pending reminders as CANCELLED (cart_emptied)
     schedule(
@@ -284,7 +301,7 @@ def _order_changed(
             state.carts[event.cart_id].ordered = True
         state.unengaged = 0  # ordering is engagement: it lifts a sunset
         if state.last_order_at is None or event.occurred_at >= state.last_order_at:
-            state.stage = Stage.PURCHASE
+            state.stage = PURCHASE
         if not order.cancelled and not order.confirmed:
             order.confirmed = True
             _confirm(state, order, event, config, first=state.orders_count == 0, out=out)
@@ -400,9 +417,9 @@ def _shipment_changed(
     if (
         event.status in ("SHIPPED", "OUT_FOR_DELIVERY", "DELIVERED", "DELIVERY_FAILED")
         and state.last_order_id in (None, order.order_id)
-        and state.stage != Stage.ADVOCACY
+        and state.stage != ADVOCACY
     ):
-        state.stage = Stage.SERVICE
+        state.stage = SERVICE
     if event.status == "SHIPPED" and event.shipment_id not in order.shipments_notified:
         order.shipments_notified.append(event.shipment_id)
         attributes = {}
@@ -483,11 +500,11 @@ def _feedback_given(
     if event.product_id:
         attributes["product_id"] = event.product_id
     if promoter:
-        state.stage = Stage.ADVOCACY
+        state.stage = ADVOCACY
         trigger_type = T.REFERRAL_INVITE
     elif detractor:
-        if state.stage == Stage.ADVOCACY:
-            state.stage = Stage.SERVICE
+        if state.stage == ADVOCACY:
+            state.stage = SERVICE
         trigger_type = T.DETRACTOR_FOLLOW_UP
     else:
         return
@@ -513,9 +530,9 @@ def _engagement(state: JourneyState, event: MessageEngagement) -> None:
             state.consent = True
             state.blocked = None
         case "BOUNCED":
-            state.blocked = Reason.BOUNCED
+            state.blocked = BOUNCED
         case "COMPLAINED":
-            state.blocked = Reason.COMPLAINED
+            state.blocked = COMPLAINED
 
 
 def _customer_changed(
@@ -524,7 +541,7 @@ def _customer_changed(
     if event.marketing_consent is not None:
         state.consent = event.marketing_consent
         if event.marketing_consent:
-            state.blocked = None if state.blocked == Reason.BOUNCED else state.blocked
+            state.blocked = None if state.blocked == BOUNCED else state.blocked
     if event.time_zone and _zone(event.time_zone) is not None:  # an unknown zone is no zone
         state.time_zone = event.time_zone
     born = _avro_date(event.birthday)
@@ -658,7 +675,7 @@ def _cancel_exited(state: JourneyState, now: int, out: list[Decision]) -> None:
         reason = triggers.exit_reason(state, timer)
         if reason is not None:
             del state.timers[key]
-            out.append(_drop(state, timer, Status.CANCELLED, reason, now))
+            out.append(_drop(state, timer, CANCELLED, reason, now))
 
 
 def _fire(
@@ -691,26 +708,26 @@ def _evaluate(
 
     reason = triggers.exit_reason(state, timer)
     if reason is not None:
-        return finish(Status.CANCELLED, reason)
+        return finish(CANCELLED, reason)
     # The deferred time counts as the due time for the replay guard.
     if now - timer.fire_at > config.replay_guard:
-        return finish(Status.EXPIRED, Reason.REPLAY_GUARD)
-    if spec.category == Category.MARKETING:
+        return finish(EXPIRED, REPLAY_GUARD)
+    if spec.category == MARKETING:
         reason = marketing_block(state, config)
         if reason is not None:
-            return finish(Status.SUPPRESSED, reason)
+            return finish(SUPPRESSED, reason)
         if state.unengaged >= config.sunset_after:
-            return finish(Status.SUPPRESSED, Reason.UNENGAGED)
+            return finish(SUPPRESSED, UNENGAGED)
         reason = triggers.window_reason(state, timer, now, config)
         if reason is not None:
-            return finish(Status.SUPPRESSED, reason)
+            return finish(SUPPRESSED, reason)
         at = max(now, timer.fire_at)
         last = state.last_marketing_at
         capped = last is not None and at < last + config.frequency_cap
         send_at = _allowed_time(state, at, config)
         # The original due time decides the drop, however often the trigger was deferred.
         if capped and send_at > timer.due_at + config.frequency_cap_drop_after:
-            return finish(Status.SUPPRESSED, Reason.FREQUENCY_CAP)
+            return finish(SUPPRESSED, FREQUENCY_CAP)
         if send_at > now:
             timer.fire_at = send_at  # deferred: evaluated again then
             return None
@@ -718,7 +735,7 @@ def _evaluate(
     out.append(Emit(_trigger(state, timer, now)))
     if spec.on_emit is not None:
         spec.on_emit(state, timer)
-    if spec.category == Category.MARKETING:
+    if spec.category == MARKETING:
         state.last_marketing_at = now
         state.unengaged += 1
         state.last_emitted[timer.trigger_type] = now

@@ -22,10 +22,22 @@ from enum import StrEnum
 
 from streams.durations import format_duration_ms
 from streams.journey.config import JourneyConfig
-from streams.journey.decisions import Category, Reason
+from streams.journey.decisions import (
+    ALREADY_REVIEWED,
+    CART_ADD,
+    CART_EMPTIED,
+    MARKETING,
+    NEW_ORDER,
+    NEWER_ORDER,
+    ORDER_CANCELLED,
+    ORDER_PLACED,
+    ORDER_REFUNDED,
+    ORDER_RETURNED,
+    TRANSACTIONAL,
+    Category,
+    Reason,
+)
 from streams.journey.state import JourneyState, Timer
-
-MARKETING, TRANSACTIONAL = Category.MARKETING, Category.TRANSACTIONAL
 
 
 class TriggerType(StrEnum):
@@ -110,18 +122,18 @@ def _order_problem(state: JourneyState, timer: Timer, *, returned: bool = True) 
     if order is None:
         return None
     if order.cancelled:
-        return Reason.ORDER_CANCELLED
+        return ORDER_CANCELLED
     if order.refunded or order.refunded_minor:
-        return Reason.ORDER_REFUNDED
+        return ORDER_REFUNDED
     if returned and order.returned:
-        return Reason.ORDER_RETURNED
+        return ORDER_RETURNED
     return None
 
 
 def order_cancelled(state: JourneyState, timer: Timer) -> Reason | None:
     """its order is cancelled"""
     order = state.orders.get(timer.order_id or "")
-    return Reason.ORDER_CANCELLED if order is not None and order.cancelled else None
+    return ORDER_CANCELLED if order is not None and order.cancelled else None
 
 
 def order_undone(state: JourneyState, timer: Timer) -> Reason | None:
@@ -133,7 +145,7 @@ def order_undone_or_reviewed(state: JourneyState, timer: Timer) -> Reason | None
     """the customer reviewed that order, or it is cancelled, refunded or returned"""
     order = state.orders.get(timer.order_id or "")
     if order is not None and order.reviewed:
-        return Reason.ALREADY_REVIEWED
+        return ALREADY_REVIEWED
     return _order_problem(state, timer)
 
 
@@ -141,11 +153,11 @@ def cart_ordered_or_emptied(state: JourneyState, timer: Timer) -> Reason | None:
     """an order is placed after the cart's last change, or the cart becomes empty"""
     cart = state.carts.get(timer.cart_id or "")
     if cart is None or cart.ordered:
-        return Reason.ORDER_PLACED
+        return ORDER_PLACED
     if not cart.lines:
-        return Reason.CART_EMPTIED
+        return CART_EMPTIED
     if state.last_order_at is not None and state.last_order_at >= cart.last_change_at:
-        return Reason.ORDER_PLACED
+        return ORDER_PLACED
     return None
 
 
@@ -153,9 +165,9 @@ def cart_add_or_order(state: JourneyState, timer: Timer) -> Reason | None:
     """a product is added to a cart, or an order is placed, after the view"""
     viewed_at = int(timer.attributes.get("viewed_at", timer.due_at))
     if state.last_cart_add_at is not None and state.last_cart_add_at >= viewed_at:
-        return Reason.CART_ADD
+        return CART_ADD
     if state.last_order_at is not None and state.last_order_at >= viewed_at:
-        return Reason.ORDER_PLACED
+        return ORDER_PLACED
     return None
 
 
@@ -168,13 +180,13 @@ def newer_order(state: JourneyState, timer: Timer) -> Reason | None:
         and state.last_order_at is not None
         and state.last_order_at > placed_at
     ):
-        return Reason.NEWER_ORDER
+        return NEWER_ORDER
     return _order_problem(state, timer, returned=False)
 
 
 def new_order(state: JourneyState, timer: Timer) -> Reason | None:
     """any new order (the timer belongs to the lapse after the order it names)"""
-    return Reason.NEW_ORDER if state.last_order_id != timer.order_id else None
+    return NEW_ORDER if state.last_order_id != timer.order_id else None
 
 
 def _count_cart_reminder(state: JourneyState, timer: Timer) -> None:

@@ -89,7 +89,7 @@ from schemas.records import (
 )
 from streams.clock import Clock
 from streams.journey.config import JourneyConfig
-from streams.journey.decisions import Decision, Drop, Emit, Erase, Segment, Status
+from streams.journey.decisions import EMITTED, LAPSED, Decision, Drop, Emit, Erase
 from streams.journey.model import fire_due, marketing_block, new_state, predicted, segment, step
 from streams.journey.state import (
     OUTBOX_AT,
@@ -189,9 +189,7 @@ def _unchanged(
     now; in both cases the snapshot is sent. Every stored state had its snapshot sent, or will
     have it sent again: a message whose snapshot a crash lost is redelivered (an event always
     sends one) and a timer's is re-sent with its recovered outbox."""
-    return (
-        shows == published and shows.segment != Segment.LAPSED and state.first_seen_at is not None
-    )
+    return shows == published and shows.segment != LAPSED and state.first_seen_at is not None
 
 
 def snapshot_shows(state: JourneyState, now: int, config: JourneyConfig) -> facts.SnapshotShows:
@@ -709,7 +707,7 @@ class JourneyEngine:
         for decision in prepared.decided:
             match decision:
                 case Emit(trigger=trigger):
-                    self.decisions[(trigger.trigger_type, Status.EMITTED)] += 1
+                    self.decisions[(trigger.trigger_type, EMITTED)] += 1
                     self.recent.append(trigger)
                 case Drop():
                     self.decisions[(decision.trigger_type, decision.status)] += 1

@@ -25,7 +25,7 @@ from schemas.records import (
     ShipmentChanged,
     Trigger,
 )
-from streams.journey.decisions import Drop, Segment, Status
+from streams.journey.decisions import EMITTED, Drop, Segment
 from streams.journey.state import JourneyState
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -123,7 +123,7 @@ def emitted(trigger: Trigger) -> list[Any]:
     """The outbox entry of an emitted trigger's decision (``OUTBOX_FIELDS``)."""
     return [
         trigger.trigger_id, trigger.trigger_type, trigger.category, trigger.customer_id,
-        Status.EMITTED, "", trigger.due_at, trigger.emitted_at, trigger.order_id,
+        EMITTED, "", trigger.due_at, trigger.emitted_at, trigger.order_id,
         trigger.cart_id, trigger.shipment_id, trigger.stage, trigger.source_event_id,
         dict(trigger.attributes),
     ]  # fmt: skip

@@ -17,7 +17,7 @@ import pytest
 from schemas.codec import Codec
 from schemas.records import InputEvent, Trigger
 from streams.journey.config import JourneyConfig
-from streams.journey.decisions import Category, Status
+from streams.journey.decisions import Category, Reason, Segment, Stage, Status
 from streams.journey.triggers import SPECS, markdown
 from streams.journey.triggers import TriggerType as T
 from tests.unit.journey.support import (
@@ -499,3 +499,15 @@ def test_without_a_prediction_win_back_carries_none_and_an_erased_customer_keeps
     assert "probability_alive" not in win_back.attributes
     gone = Sim().play((erased(B),))
     assert predicted(gone.state, prediction(B + DAY, 0.5)).prediction is None
+
+
+def test_each_members_module_name_is_that_member() -> None:
+    """``decisions`` names every member at module level too (read on every event and fired
+    timer); the names are unpacked from the classes, so a member moved within its class must
+    not hand its name to another."""
+    from streams.journey import decisions
+
+    members = [m for e in (Status, Category, Stage, Segment, Reason) for m in e]
+    assert len({m.name for m in members}) == len(members)  # no two enums share a name
+    for member in members:
+        assert getattr(decisions, member.name) is member, member
