@@ -73,8 +73,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import orjson
-
 from schemas.codec import Codec
 from schemas.records import (
     CustomerChanged,
@@ -92,12 +90,14 @@ from streams.journey.config import JourneyConfig
 from streams.journey.decisions import EMITTED, LAPSED, Decision, Drop, Emit, Erase
 from streams.journey.model import fire_due, marketing_block, new_state, predicted, segment, step
 from streams.journey.state import (
+    EMPTY_OUTBOX,
     OUTBOX_AT,
-    STATE_VERSION,
     JourneyState,
     decode_state,
+    encode_row,
     encode_state,
     encode_state_outbox,
+    state_row,
 )
 from streams.runtime import facts
 from streams.runtime.outputs import Outputs
@@ -109,8 +109,8 @@ _PREFIX = struct.Struct(">Hq")
 OUTBOX_FLAG = 0x8000
 _OUTBOX_BYTE = OUTBOX_FLAG >> 8  # the flag in the stored value's first byte
 NO_TIMER = 2**62
-# Where a stored value's outbox is: (start, end) of its JSON in the value, and the sequence of
-# its last entry (when that is durable, ``b"[]"`` in its place is the value without it).
+# Where a stored value's outbox is: (start, end) of its bytes in the value, and the sequence of
+# its last entry (when that is durable, ``EMPTY_OUTBOX`` in its place is the value without it).
 OutboxAt = tuple[int, int, int]
 # Live states kept (``JourneyEngine._live``): most customers' next event comes within the same
 # few thousand customers (a backlog is fetched per partition, a live customer clicks on). Beyond
@@ -742,20 +742,21 @@ class JourneyEngine:
         stored = self._stored(customer_id, partition)
         if stored is None:
             return False
-        row = orjson.loads(memoryview(stored)[_PREFIX.size :])
-        if row[0] != STATE_VERSION or row[OUTBOX_AT] is None:
+        row = state_row(memoryview(stored)[_PREFIX.size :])
+        if row is None:
             return False
-        outbox: list[list[Any]] = row[OUTBOX_AT]
+        fields: list[Any] = row[1]
+        outbox: list[list[Any]] = fields[OUTBOX_AT]
         sent = self._sent.get(customer_id, 0)
         if any(entry[0] > sent for entry in outbox):
             return False
         durable = self._durable.get(customer_id, 0)
         kept = [entry for entry in outbox if entry[0] > durable]
         if len(kept) != len(outbox):
-            row[OUTBOX_AT] = kept
+            fields[OUTBOX_AT] = kept
             _, next_fire = _PREFIX.unpack_from(stored)
             flags = OUTBOX_FLAG if kept else 0
-            value = _PREFIX.pack(partition | flags, next_fire) + orjson.dumps(row)
+            value = _PREFIX.pack(partition | flags, next_fire) + encode_row(row)
             self._store(partition, customer_id, value, next_fire)
         if not kept:
             self._sent.pop(customer_id, None)
@@ -764,19 +765,21 @@ class JourneyEngine:
 
     def _drop_durable(self, customer_id: str, value: bytes, outbox_at: OutboxAt) -> bytes:
         """``value`` (a dirty state about to be written) without its durable outbox entries. All
-        of them durable (the usual case): ``b"[]"`` in the outbox's place, without decoding;
-        some (decided while the flush awaited the broker): on the positional row."""
+        of them durable (the usual case): ``EMPTY_OUTBOX`` in the outbox's place, without
+        decoding; some (decided while the flush awaited the broker): on the plain row."""
         start, end, last = outbox_at
         durable = self._durable.get(customer_id, 0)
         if durable >= last:
-            return bytes((value[0] & ~_OUTBOX_BYTE,)) + value[1:start] + b"[]" + value[end:]
-        row = orjson.loads(memoryview(value)[_PREFIX.size :])
-        outbox: list[list[Any]] = row[OUTBOX_AT]
+            return bytes((value[0] & ~_OUTBOX_BYTE,)) + value[1:start] + EMPTY_OUTBOX + value[end:]
+        row = state_row(memoryview(value)[_PREFIX.size :])
+        assert row is not None  # encoded by this worker, in this version
+        fields: list[Any] = row[1]
+        outbox: list[list[Any]] = fields[OUTBOX_AT]
         kept = [entry for entry in outbox if entry[0] > durable]
         if len(kept) == len(outbox):
             return value
-        row[OUTBOX_AT] = kept  # not empty: the value keeps its outbox flag
-        return value[: _PREFIX.size] + orjson.dumps(row)
+        fields[OUTBOX_AT] = kept  # not empty: the value keeps its outbox flag
+        return value[: _PREFIX.size] + encode_row(row)
 
     def _became_durable(self, customer_id: str, partition: int, seq: int) -> None:
         """The broker acknowledged the outbox's records up to ``seq`` (``Acks.durable``: before

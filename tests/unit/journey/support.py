@@ -439,3 +439,32 @@ def _key_of(decision: Emit | Drop) -> tuple[str, str]:
         t = decision.trigger
         return t.trigger_type, t.order_id or t.cart_id or t.shipment_id or ""
     return decision.trigger_type, decision.order_id or decision.cart_id or ""
+
+
+def json_v3_row(state: JourneyState) -> list[Any]:
+    """The state as version 3 wrote it (a positional JSON array, before MessagePack): states of
+    older releases must still decode."""
+    s = state
+    orders = [
+        [o.order_id, o.placed_at, o.total_minor, o.currency, o.categories, o.cart_id,
+         o.cancelled, o.refunded_minor, o.refunded, o.returned, o.delivered_at, o.reviewed,
+         o.confirmed, o.post_delivery_scheduled, o.shipments_notified, o.refund_ids]
+        for o in s.orders.values()
+    ]  # fmt: skip
+    carts = [
+        [c.cart_id, c.lines, c.categories, c.value_minor, c.currency, c.last_change_at,
+         c.reminders_emitted, c.ordered]
+        for c in s.carts.values()
+    ]  # fmt: skip
+    timers = [
+        [t.trigger_id, t.trigger_type, t.due_at, t.fire_at, t.source_event_id, t.order_id,
+         t.cart_id, t.shipment_id, t.attributes]
+        for t in s.timers.values()
+    ]  # fmt: skip
+    return [
+        3, s.customer_id, s.stage, s.erased, s.first_seen_at, s.consent, s.blocked, s.time_zone,
+        orders, carts, s.first_order_at, s.last_order_at, s.last_order_id, s.orders_count,
+        s.revenue_minor, s.last_nps, None, s.last_cart_add_at, s.last_marketing_at, s.unengaged,
+        s.last_emitted, s.win_back_order, s.seen, timers, None, [*s.timers],
+        s.outbox, s.outbox_seq, s.feedback_seen, s.prediction,
+    ]  # fmt: skip
