@@ -432,6 +432,19 @@ class Codec:
             f"value starts with {shown}: neither Avro single-object encoding (C3 01) nor JSON",
         )
 
+    def decoder(self) -> Callable[[bytes, type | None], Any]:
+        """``decode`` for the worker's every message: the same record or ``DecodeError`` for
+        every value, with the usual case (single-object encoding of a record's newest version)
+        read without an interpreted frame when the codec is compiled (``binary.soe_decoder``)."""
+        fast = {
+            fingerprint: (reader.record.cls, reader.fast)
+            for fingerprint, reader in self._by_fingerprint.items()
+            if reader.fast is not None
+        }
+        if not fast:  # as Python: fastavro reads everything
+            return self.decode
+        return binary.soe_decoder(fast, self.max_value_bytes, SOE_MAGIC, _HEADER_LEN, self.decode)
+
     def _decode_avro(self, value: bytes, expected: type | None) -> Any:
         size = len(value)
         if size < _HEADER_LEN:

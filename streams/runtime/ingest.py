@@ -130,6 +130,7 @@ class Ingest:
     ) -> None:
         """``partitions``: the input topics' real partition count (the layout check's)."""
         self.codec = codec
+        self._decode = codec.decoder()  # codec.decode, its usual case compiled
         self.outputs = outputs
         self.clock = clock
         self.short_names = {full: short for short, full in settings.input_topics().items()}
@@ -198,7 +199,7 @@ class Ingest:
         letter, or re-routed)."""
         try:
             record: Accepted = self._decoded.pop((topic, partition, offset), None) or (
-                self.codec.decode(value or b"", expected)
+                self._decode(value or b"", expected)
             )
         except DecodeError as exc:
             self._dead_letter(
@@ -268,7 +269,7 @@ class Ingest:
         if expected is None:
             return None
         try:
-            record = self.codec.decode(value or b"", expected)
+            record = self._decode(value or b"", expected)
         except DecodeError:
             return None
         if partition is not None and offset is not None:

@@ -168,3 +168,29 @@ def test_registry_framed_values_get_fastavros_answer() -> None:
             except DecodeError as exc:
                 answers.append(("dead letter", exc.reason, str(exc)))
         assert answers[0] == answers[1], mutated
+
+
+def test_the_workers_decoder_gives_decode_s_answer_for_every_value() -> None:
+    """``Codec.decoder()`` (what the worker's ingest calls for every message: the usual case in
+    compiled code, anything else through ``decode``) gives every value, for the record the topic
+    expects and for another one, the record or dead letter ``decode`` gives it."""
+    decoder = FAST.decoder()
+    classes = sorted({r.record.cls for r in READERS.values()}, key=lambda c: c.__name__)
+
+    def answer(decode: Any, value: bytes, expected: type) -> tuple[Any, ...]:
+        try:
+            return ("record", decode(value, expected))
+        except DecodeError as exc:
+            return ("dead letter", exc.reason, str(exc))
+
+    small = FAST.max_value_bytes
+    cases = [b"", b"{}", b'{"event_id": 1}', b"\xc3\x01", b"\xc3\x01" + b"\x00" * 8, b"\x00\x00"]
+    for value in VALUES[::3]:
+        cases += [value, value[:-1], value + b"\x00", value[:12] + b"\xff" + value[13:]]
+    cases.append(VALUES[0] + b"\x00" * small)  # too large
+    records = 0
+    for value, expected in itertools.product(cases, classes):
+        got = answer(decoder, value, expected)
+        assert got == answer(SLOW.decode, value, expected), (value, expected)
+        records += got[0] == "record"
+    assert records >= len(VALUES[::3])  # each valid value read as its own record

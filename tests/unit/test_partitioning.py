@@ -93,14 +93,14 @@ async def test_a_record_decoded_for_the_merge_is_not_decoded_again(
     key, value = b"c-cart", codec.encode(record)
     topic, partition = settings.topic("feedback"), key_partition(key, 3)
     decodes = 0
-    decode = codec.decode
+    decode = ingest._decode
 
     def counting(*args: object, **kwargs: object) -> object:
         nonlocal decodes
         decodes += 1
         return decode(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(codec, "decode", counting)
+    monkeypatch.setattr(ingest, "_decode", counting)
     assert ingest.event_time(topic, value, [], partition, 7) == 1_000
     assert await ingest.handle(topic, partition, 7, key, value, []) == record
     assert decodes == 1
