@@ -100,21 +100,37 @@ _handed_out: set[int] = set()
 _ports_lock = threading.Lock()
 
 
-def free_port() -> int:
+def free_port(block: int = 1) -> int:
+    """A port no other test of this process was given, free now; with ``block``, the ``block``
+    ports from it up are (``journey run --workers N`` gives its workers
+    JOURNEY_WORKER_WEB_PORT and the ports above it: two worlds side by side once drew a
+    worker port one above the other's)."""
     rng = random.Random()
     with _ports_lock:
         for _ in range(500):
-            port = rng.choice(_PORTS)
-            if port in _handed_out:
+            port = rng.choice(_PORTS[: len(_PORTS) - block + 1])
+            ports = range(port, port + block)
+            if any(p in _handed_out for p in ports):
                 continue
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            _handed_out.add(port)
+            if not all(_bindable(p) for p in ports):
+                continue
+            _handed_out.update(ports)
             return port
-    raise AssertionError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1}")
+    raise AssertionError(f"no {block} free port(s) in {_PORTS.start}-{_PORTS.stop - 1}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# Ports for the workers of one world: ``journey run --workers N`` (N <= this) counts up from
+# JOURNEY_WORKER_WEB_PORT.
+WORKER_PORTS = 4
 
 
 @pytest.fixture
@@ -135,7 +151,7 @@ def new_env(tmp_path: Path) -> Env:
             "JOURNEY_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}",
             "JOURNEY_SINK_FLUSH_INTERVAL": "200ms",
             "JOURNEY_WEB_PORT": str(free_port()),
-            "JOURNEY_WORKER_WEB_PORT": str(free_port()),
+            "JOURNEY_WORKER_WEB_PORT": str(free_port(WORKER_PORTS)),
             # A killed worker's partitions move on after 6 s (the broker's minimum), not 45 s.
             "JOURNEY_CONSUMER_SESSION_TIMEOUT": "6s",
             # No scheduled lifetime-value fit unless a test asks for one (test_views does).
@@ -324,7 +340,7 @@ def separate_outputs(env: Env, name: str) -> dict[str, str]:
         "JOURNEY_CLICKHOUSE_URL": f"chdb://{env.tmp / f'chdb-{name}'}",
         "JOURNEY_DATA_DIR": str(env.tmp / f"data-{name}"),
         "JOURNEY_WEB_PORT": str(free_port()),
-        "JOURNEY_WORKER_WEB_PORT": str(free_port()),
+        "JOURNEY_WORKER_WEB_PORT": str(free_port(WORKER_PORTS)),
         **{f"JOURNEY_TOPIC_{topic.upper()}": f"{name}.{topic}" for topic in outputs},
     }
 
