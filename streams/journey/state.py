@@ -179,11 +179,10 @@ def decode_state(data: bytes | memoryview) -> JourneyState:
     except msgspec.ValidationError as exc:
         # A value of another type than its field's annotation says (nothing writes one, but a
         # customer must not be stuck on it): built from the plain values, as they are.
-        row: Any = msgspec.msgpack.decode(data)
-        if not isinstance(row, list) or row[0] != STATE_VERSION:
+        row = state_row(data)
+        if row is None:
             raise ValueError(
-                f"journey state version {row[0] if isinstance(row, list) else row!r}"
-                f" is not one of {(*_JSON_VERSIONS, STATE_VERSION)}"
+                f"journey state of another version than {(*_JSON_VERSIONS, STATE_VERSION)}"
             ) from None
         log.debug("journey state decoded from its plain values: %s", exc)
         return _from_fields(row[1])

@@ -11,9 +11,9 @@ Every send is registered with ``Acks``, so the message that caused it is acknowl
 the broker has it (``acks.wait_for(produce(...))`` in each method). ``produce`` is a plain call
 that returns the delivery to await (``batching.BatchProducer.produce``: its batch's future), and
 so is every method here but ``send_snapshots``: no coroutine per record (a fired timer made
-four, session 25). Snapshots are coalesced: only
-the newest per customer is sent, just before the acknowledgements that depend on it (a backlog
-of one customer's events gives one record, not one per event). The loader (``loader.py``) stores
+four, session 25). Snapshots are coalesced: only the newest per customer is sent, just before
+the acknowledgements that depend on it (a backlog of one customer's events gives one record,
+not one per event). The loader (``loader.py``) stores
 the first four fact topics in ClickHouse.
 """
 

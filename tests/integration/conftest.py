@@ -15,7 +15,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from streams.ops.publish import Publisher
+from streams.ops.runner import port_is_free
 from streams.settings import Settings
 
 BOOTSTRAP = os.environ.get("JOURNEY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
@@ -112,20 +112,11 @@ def free_port(block: int = 1) -> int:
             ports = range(port, port + block)
             if any(p in _handed_out for p in ports):
                 continue
-            if not all(_bindable(p) for p in ports):
+            if not all(port_is_free("127.0.0.1", p) for p in ports):
                 continue
             _handed_out.update(ports)
             return port
     raise AssertionError(f"no {block} free port(s) in {_PORTS.start}-{_PORTS.stop - 1}")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 # Ports for the workers of one world: ``journey run --workers N`` (N <= this) counts up from

@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,20 +21,12 @@ from typing import Any
 
 import pytest
 
+from streams.ops.runner import port_is_free
 from tests.integration.conftest import Env, own_slice
 from tests.integration.support import get
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO / "deploy" / "local" / "kafka.sh"
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def free_port_pair() -> int:
@@ -45,7 +36,7 @@ def free_port_pair() -> int:
     pairs = own_slice(range(20_000, 29_998, 2))  # tests side by side: a slice each
     for _ in range(200):
         port = rng.choice(pairs)
-        if _free(port) and _free(port + 1):
+        if port_is_free("127.0.0.1", port) and port_is_free("127.0.0.1", port + 1):
             return port
     raise AssertionError("no free port pair for a broker of the test's own")
 
