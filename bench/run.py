@@ -231,7 +231,15 @@ def machine() -> dict[str, Any]:
     jar = jars[-1].name if jars else None
     kafka = jar.removesuffix(".jar").split("-", 1)[1] if jar else None
     packages = {}
-    for name in ("faust-streaming", "aiokafka", "fastavro", "msgspec", "orjson", "chdb", "rocksdict"):
+    for name in (
+        "faust-streaming",
+        "aiokafka",
+        "fastavro",
+        "msgspec",
+        "orjson",
+        "chdb",
+        "rocksdict",
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             packages[name] = importlib.metadata.version(name)
     # What the workers and step 4 run: the compiled modules, unless a source changed since.

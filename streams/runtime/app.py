@@ -116,10 +116,15 @@ class _App(faust.App):
         buffer = producer.buffer
         if not self.conf.producer_threaded:  # (its size is then another queue's)
 
+            def ebbed() -> bool:
+                return bool(buffer.pending.qsize() <= buffer.max_messages)
+
             async def wait_until_ebb() -> None:
-                if buffer.pending.qsize() > buffer.max_messages:
+                if not ebbed():
                     await type(buffer).wait_until_ebb(buffer)
 
+            # the check alone, for a message put in its queue without the conductor (handover.py)
+            wait_until_ebb.ebbed = ebbed  # type: ignore[attr-defined]
             buffer.wait_until_ebb = wait_until_ebb  # type: ignore[method-assign]
         return producer
 
@@ -153,9 +158,14 @@ class RawSchema(faust.Schema[bytes, bytes]):
     def compile(self, app: Any, **kwargs: Any) -> Any:
         event = app.conf.Event  # what app.create_event makes, without a settings lookup each
 
-        async def decode(message: Any, *, propagate: bool = False) -> Any:
+        def event_of(message: Any) -> Any:
             return event(app, message.key, message.value, message.headers, message)
 
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            return event_of(message)
+
+        # the plain call, for a message put in its queue without the conductor (handover.py)
+        decode.event_of = event_of  # type: ignore[attr-defined]
         return decode
 
 

@@ -17,6 +17,21 @@ context, handed to mode's ``wait_first`` with the flow's wait as before: a suspe
 cuts it short. Only that exact call (a coroutine and one other waitable, no timeout), with the
 flow running, takes this path; every other ``wait_first`` of the consumer is mode's.
 
+**One poll, one loop** (``EagerHandover._drain_messages``, ``DirectPut``). Above that, per
+message, Faust's fetch loop stepped its ``getmany`` async generator, read the partition's
+highwater for the monitor, and the conductor ran three coroutines (``on_message`` under an
+asyncio lock, the handler, the schema's decode) to put the message in the agent's queue. The
+fetch loop is now a copy of Faust's (pinned version) over the poll's records in a plain loop,
+the same checks and bookkeeping message for message (tested against Faust's own over the same
+polls, and under the commit guard's attacks), the highwater read once per partition per poll.
+A message whose partition's one subscriber is an agent reading a ``RawSchema`` topic (the
+worker's inputs) goes into the agent's queue by a plain call when nothing would make the
+conductor wait: the conductor's lock free, the flow not suspended, the producer's buffer below
+its size, the queue not full. Anything else (the worker's ticks, a wait) is the conductor's, as
+before. Measured (a poll of 500 messages over 4 partitions, the agent's queue taken between
+polls, one process): 14.7-17.3 us per message with Faust's loop and the eager hand-over below,
+8.1-9.6 us with this one.
+
 **The agent's side** (``stream_events(stream)``): what Faust's stream iteration (its Cython
 ``StreamIterator``) does per event, without its turn of the event loop before each one (an
 ``asyncio.sleep(0)``) and without its layers of generators and sensor calls. Per event, as Faust
@@ -62,7 +77,8 @@ from time import perf_counter
 from typing import Any
 
 import faust
-from faust.transport.consumer import Consumer
+from faust.transport.conductor import ConductorHandler  # type: ignore[attr-defined]
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.types import EventT
 from mode.utils.locks import Event
 
@@ -135,6 +151,182 @@ class EagerHandover(Consumer):
         self.eager_suspended += 1
         task = asyncio.get_running_loop().create_task(_resume(callback, yielded), context=context)
         return await super().wait_first(task, flow)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Faust's fetch loop (``Consumer._drain_messages`` and ``getmany`` of the pinned
+        version), the same bookkeeping for every message: the stop checks, the flow and
+        consumer generation checks, the read offsets and gaps the commit guard reads,
+        ``commit_every``, a loop turn every 100 messages. What differs (the module's
+        docstring, "one poll, one loop"):
+
+        - the records of a poll are walked in a plain loop, not through the ``getmany`` async
+          generator (a coroutine step per message);
+        - a partition's highwater goes to the monitor once per poll, not once per message (it
+          keeps the last one it is given);
+        - a message the conductor would only put in its one agent's queue (``direct_put``) is
+          put there here, without its three coroutines and lock; any other goes to the
+          conductor through ``wait_first`` as before."""
+        app = self.app
+        callback = self.callback
+        direct = DirectPut(app) if callback == app.topics.on_message else None
+        consumer_should_stop = self._stopped.is_set
+        crashed = self._crashed.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = app.topics.acks_enabled_for
+        to_message = self._to_message
+        track_end = app.monitor.track_tp_end_offset
+        highwater = self.highwater
+        sleep = asyncio.sleep
+        yield_every = 100
+        num_since_yield = 0
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                await self.sleep(0)
+                if not self.should_stop:
+                    records, active = await self._wait_next_records(1.0)
+                    generation_id = app.consumer_generation_id
+                    if records is None or self.should_stop:
+                        pass
+                    elif not self.flow_active:
+                        try:
+                            await self.perform_seek()
+                        except Exception as ex:
+                            self.log.warning(f"exception performing seek when flow not active {ex}")
+                    else:
+                        buffered = self._buffered_partitions
+                        tracked: set[Any] = set()
+                        for tp, record in self.scheduler.iterate(records):
+                            if not self.flow_active:
+                                break
+                            if app.consumer_generation_id != generation_id:
+                                break
+                            if not (active is None or tp in active or tp in buffered):
+                                continue
+                            if tp not in tracked:
+                                tracked.add(tp)
+                                track_end(tp, highwater(tp))
+                            message = to_message(tp, record)
+                            num_since_yield += 1
+                            if num_since_yield > yield_every:
+                                await sleep(0)
+                                num_since_yield = 0
+                            offset = message.offset
+                            r_offset = get_read_offset(tp)
+                            if r_offset is None or offset >= r_offset:
+                                gap = offset - (r_offset or 0)
+                                if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                                    await self._add_gap(tp, r_offset + 1, offset)
+                                if commit_every is not None and self._n_acked >= commit_every:
+                                    self._n_acked = 0
+                                    await self.commit()
+                                if (
+                                    direct is None
+                                    or consumer_should_stop()
+                                    or crashed()
+                                    or not direct.put(message)
+                                ):
+                                    await self.wait_first(
+                                        callback(message), self.suspend_flow.wait()
+                                    )
+                                set_read_offset(tp, offset)
+                            else:
+                                self.log.dev(
+                                    "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                                    offset,
+                                    message.key,
+                                    message.value,
+                                )
+                unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
+
+class DirectPut:
+    """What the conductor does with a message of a partition whose one subscriber is an agent
+    reading a ``RawSchema`` topic, as a plain call: when nothing would make the conductor wait,
+    the message gets its event and goes into the agent's queue. ``put(message)`` says whether it
+    did; when it did not, nothing happened and the conductor takes the message.
+
+    The conductor (Faust's ``Conductor.on_message`` and its ``ConductorHandler`` of the
+    partition, pinned version) would: take the partition's handler under the conductor's lock;
+    wait for the flow control (suspended during a rebalance); wait for the producer's buffer to
+    ebb; count the message once per channel (``refcount``); decode it (``RawSchema``: the event
+    of its own key and value); put it in the channel's queue, telling the handler when the
+    queue's pressure is high, or wait for room if the queue is full. Here each of those waits is
+    a check: the lock held (the subscriptions changing), the flow suspended, the buffer full,
+    the queue full, the partition's handler not the conductor's or not one ``RawSchema``
+    channel's: the conductor's path."""
+
+    __slots__ = ("app", "conductor", "handlers", "lock", "routes", "suspended")
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.conductor = app.topics
+        self.handlers = self.conductor._tp_to_callback
+        self.lock = self.conductor._tp_to_callback_lock
+        self.suspended = app.flow_control._suspend.is_set
+        # tp -> (its handler, the channel's queue, the event maker, pressure callbacks)
+        self.routes: dict[Any, tuple[Any, Any, Any, Any, Any, Any]] = {}
+
+    def put(self, message: Any) -> bool:
+        if self.lock.locked() or self.suspended():
+            return False
+        tp = message.tp
+        handler = self.handlers.get(tp)
+        route = self.routes.get(tp)
+        if route is None or route[0] is not handler:
+            if handler is None:
+                return False
+            route = self._route(tp, handler)
+        _, queue, make_event, ebbed, high, drop = route
+        if make_event is None or not ebbed() or queue.full():
+            return False
+        message.refcount += 1
+        queue.put_nowait_enhanced(
+            value=make_event(message), on_pressure_high=high, on_pressure_drop=drop
+        )
+        return True
+
+    def _route(self, tp: Any, handler: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
+        make_event = ebbed = queue = high = drop = None
+        channels = getattr(handler, "channels", None)
+        if (
+            ConductorHandler is not None
+            and type(handler) is ConductorHandler
+            and channels
+            and len(channels) == 1
+        ):
+            (channel,) = channels
+            make_event = getattr(channel.decode, "event_of", None)
+            ebbed = getattr(handler.wait_until_producer_ebb, "ebbed", None)
+            queue = channel.queue
+            high, drop = handler.on_pressure_high, handler.on_pressure_drop
+            if ebbed is None:
+                make_event = None
+        route = (handler, queue, make_event, ebbed, high, drop)
+        if len(self.routes) > 4 * len(self.handlers) + 16:  # handlers of old assignments
+            self.routes.clear()
+        self.routes[tp] = route
+        return route
 
 
 def install_handover(app: faust.App) -> None:

@@ -34,6 +34,7 @@ from streams.runtime.commit_guard import (
     guarded,
     install_commit_guard,
 )
+from streams.runtime.handover import EagerHandover
 
 TOPIC = "journey-test.shop.orders"
 TP0 = TP(TOPIC, 0)
@@ -143,6 +144,8 @@ def records(offsets: Iterable[int], *, begin: int | None = None) -> FetchedRecor
 
 STOCK = faust.App("stock", broker="kafka://127.0.0.1:1").transport.Consumer
 GUARDED = guarded(STOCK)
+# The worker's: the guard under its own fetch loop (handover.py), not Faust's
+HANDED_OVER = type("EagerGuarded", (EagerHandover, GUARDED), {})
 
 
 async def nothing_committed_first_message_in_flight(p: Partition) -> int:
@@ -206,9 +209,12 @@ async def test_faust_commits_past_a_message_that_was_never_acked(attack: Any) ->
     assert offset is not None and offset > unacked
 
 
+@pytest.mark.parametrize("consumer", [GUARDED, HANDED_OVER])
 @pytest.mark.parametrize("attack", ATTACKS)
-async def test_the_guard_never_commits_past_a_message_that_was_never_acked(attack: Any) -> None:
-    p = Partition(GUARDED)
+async def test_the_guard_never_commits_past_a_message_that_was_never_acked(
+    attack: Any, consumer: type[Any]
+) -> None:
+    p = Partition(consumer)
     unacked = await attack(p)
     offset = p.commit()
     assert offset is None or offset <= unacked
@@ -292,11 +298,12 @@ async def test_faust_drops_what_a_seek_fetches_again_below_its_read_offset() -> 
     assert sorted(p.delivered) == [15, 16]
 
 
-async def test_the_guard_hands_on_what_a_seek_fetches_again() -> None:
+@pytest.mark.parametrize("consumer", [GUARDED, HANDED_OVER])
+async def test_the_guard_hands_on_what_a_seek_fetches_again(consumer: type[Any]) -> None:
     """The guarded consumer hands on every message fetched (5. in commit_guard.py); the commit
     waits for 10..14 (a fetch in flight across the seek proves no hole below 15) and goes on
     once they are acked."""
-    p = Partition(GUARDED)
+    p = Partition(consumer)
     await fetch_in_flight_across_a_seek(p)
     assert sorted(p.delivered) == list(range(10, 17))
     p.ack([15, 16])
@@ -371,13 +378,14 @@ async def test_holes_fetched_again_after_a_seek_back_are_kept_once() -> None:
     assert p.consumer._guard_holes[TP0] == []
 
 
+@pytest.mark.parametrize("consumer", [GUARDED, HANDED_OVER])
 @pytest.mark.parametrize("seed", range(40))
 async def test_random_fetches_acks_and_rebalances_never_commit_past_an_unacked_message(
-    seed: int,
+    seed: int, consumer: type[Any]
 ) -> None:
     rng = random.Random(seed)
     messages = sorted(rng.sample(range(0, 120), 60))  # the partition's messages; the rest holes
-    p = Partition(GUARDED)
+    p = Partition(consumer)
     processed: set[int] = set()  # acked at some point (before a rebalance counts too)
     position = 0
     stale: list[int] = []  # a fetch from before the last seek, landing after it

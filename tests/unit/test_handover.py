@@ -10,6 +10,8 @@ import contextvars
 import gc
 import warnings
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -156,3 +158,166 @@ async def test_other_waits_are_modes() -> None:
     event.set()
     result = await c.wait_first(event, timeout=1)
     assert result.done == [event] and not result.stopped
+
+
+# The fetch loop itself (``EagerHandover._drain_messages``): against Faust's own, over the same
+# polls, on an app as the worker builds it (its ``_App`` and ``RawSchema`` topic), no broker.
+
+TOPIC = "test-handover.orders"
+
+
+class Polls:
+    """A worker's app whose consumer gets ``polls`` (each ``{partition: [offsets]}``) from
+    aiokafka, then stops; the conductor's handlers built for 4 partitions of a ``RawSchema``
+    topic (and of ``other``, a topic of Faust's own schema, when given)."""
+
+    def __init__(self, polls: list[dict[int, list[int]]], other: bool = False) -> None:
+        from aiokafka.structs import ConsumerRecord
+        from faust.types import TP
+
+        from streams.runtime.app import RawSchema, _App
+        from streams.runtime.commit_guard import install_commit_guard
+        from streams.runtime.fetching import install_fetch_control
+
+        self.app = _App("test-handover-drain", broker="kafka://127.0.0.1:1", autodiscover=False)
+        for install in (install_commit_guard, install_fetch_control, install_handover):
+            install(self.app)
+        # the agent's channel (iterated: what an agent's stream reads)
+        self.topic = self.app.topic(TOPIC, schema=RawSchema(), partitions=4).__aiter__()
+        self.tps = [TP(TOPIC, p) for p in range(4)]
+        conductor = self.app.topics
+        for tp in self.tps:
+            conductor._tp_index[tp].add(self.topic)
+        if other:
+            self.other = self.app.topic("test-handover.other", value_serializer="raw").__aiter__()
+            self.tps.append(TP("test-handover.other", 0))
+            conductor._tp_index[self.tps[-1]].add(self.other)
+        conductor._update_callback_map()
+        self.app.flow_control.resume()
+        self.consumer: Any = self.app.consumer
+        self.consumer._active_partitions = set(self.tps)
+        self.consumer._thread.highwater = lambda tp: 1000 + tp.partition
+        self.polls = [
+            {
+                tp: [
+                    ConsumerRecord(tp.topic, tp.partition, o, 0, 0, b"k%d" % o, b"v%d" % o, None,
+                                   1, 1, ())
+                    for o in offsets
+                ]
+                for tp in self.tps
+                if (offsets := poll.get(tp.partition, []))
+            }
+            for poll in polls
+        ]  # fmt: skip
+        self.fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        self.delivered: list[tuple[int, int, bytes]] = []
+        self.holding = False  # the agent takes nothing
+        self.refcounts: list[int] = []
+
+    def queues(self) -> list[Any]:
+        return [self.topic.queue] + ([self.other.queue] if hasattr(self, "other") else [])
+
+    def take(self) -> None:
+        """The agent takes what is queued."""
+        for queue in [] if self.holding else self.queues():
+            while not queue.empty():
+                event = queue.get_nowait()
+                message = event.message
+                assert event.value == message.value and event.key == message.key
+                self.delivered.append((message.partition, message.offset, message.value))
+                self.refcounts.append(message.refcount)
+
+    async def run(self, drain: Any) -> None:
+        async def wait_next(timeout: float) -> Any:
+            self.take()
+            if not self.polls:
+                self.fetcher._stopped.set()
+                return {}, set(self.tps)
+            return self.polls.pop(0), set(self.tps)
+
+        self.consumer._wait_next_records = wait_next
+        await asyncio.wait_for(drain(self.consumer, self.fetcher), 5)
+        self.take()
+
+    def state(self) -> Any:
+        return (
+            self.delivered,
+            self.refcounts,
+            dict(self.consumer._read_offset),
+            dict(self.app.monitor.tp_end_offsets),
+        )
+
+
+POLLS = [
+    {0: [0, 1, 2], 1: [5, 6], 3: [9]},
+    {0: [3, 7, 8], 2: [0, 1]},  # 4..6 of partition 0 not messages (a gap)
+    {0: [1, 2, 9], 1: [7]},  # 1, 2 again (below the read offset: dropped, as Faust does)
+    {3: [10, 11, 12], 2: [2]},
+]
+
+
+async def test_the_fetch_loop_delivers_what_fausts_own_delivers() -> None:
+    from faust.transport.consumer import Consumer
+
+    stock, ours = Polls(POLLS), Polls(POLLS)
+    await stock.run(Consumer._drain_messages)
+    await ours.run(type(ours.consumer)._drain_messages)
+    assert ours.state() == stock.state()
+    assert len(ours.delivered) == 17
+    # each taken by the direct put, none through the conductor (which counts eager_finished)
+    assert ours.consumer.eager_finished == 0 and stock.consumer.eager_finished == 17
+
+
+async def test_a_topic_of_fausts_own_schema_goes_through_the_conductor() -> None:
+    polls = [{0: [0, 1]}, {0: [2]}]
+    ours = Polls(polls, other=True)
+    for poll in ours.polls:  # the same offsets on the other topic's partition 0 too
+        poll[ours.tps[-1]] = [replace(r, topic=ours.tps[-1].topic) for r in poll[ours.tps[0]]]
+    await ours.run(type(ours.consumer)._drain_messages)
+    assert sorted(ours.delivered) == sorted(2 * [(0, o, b"v%d" % o) for o in (0, 1, 2)])
+    assert ours.consumer.eager_finished == 3  # the other topic's, by the conductor
+
+
+@pytest.mark.parametrize("held", ["lock", "flow", "queue"])
+async def test_whatever_would_make_the_conductor_wait_goes_to_the_conductor(held: str) -> None:
+    """The subscriptions changing (the conductor's lock), the flow suspended (a rebalance), the
+    agent's queue full: the conductor takes the message and waits as it always did; once that
+    clears, everything is delivered once, in order."""
+    ours = Polls([{0: [0, 1, 2], 1: [3]}])
+    app, queue = ours.app, ours.topic.queue
+    release: Callable[[], None]
+    if held == "lock":
+        await app.topics._tp_to_callback_lock.acquire()
+        release = app.topics._tp_to_callback_lock.release
+    elif held == "flow":
+        app.flow_control.suspend()
+        release = app.flow_control.resume
+    else:
+        queue._maxsize = 1
+        queue.put_nowait(SimpleNamespace())  # full
+        ours.holding = True
+
+        def release() -> None:
+            ours.holding = False
+            queue.get_nowait()
+            queue._maxsize = 0
+
+    draining = asyncio.ensure_future(ours.run(type(ours.consumer)._drain_messages))
+    await asyncio.sleep(0.05)
+    assert not draining.done() and not ours.delivered  # waiting, as the conductor waits
+    release()
+    await asyncio.wait_for(draining, 5)
+    assert ours.delivered == [(0, 0, b"v0"), (1, 3, b"v3"), (0, 1, b"v1"), (0, 2, b"v2")]
+    assert ours.consumer.eager_suspended == 1  # the first one waited, in the conductor
+
+
+async def test_a_full_producer_buffer_leaves_the_message_to_the_conductor() -> None:
+    """Faust's own table writes fill the producer's buffer; the conductor flushes some of it
+    before it delivers (``wait_until_ebb``): with the buffer over its size, every message goes
+    through the conductor."""
+    ours = Polls([{0: [0, 1], 1: [3]}])
+    buffer = ours.app.producer.buffer
+    buffer.max_messages = -1  # always "over": Faust's flush finds nothing to wait for
+    await ours.run(type(ours.consumer)._drain_messages)
+    assert sorted(ours.delivered) == [(0, 0, b"v0"), (0, 1, b"v1"), (1, 3, b"v3")]
+    assert ours.consumer.eager_finished == 3
