@@ -429,8 +429,9 @@ def install_commit_guard(app: faust.App) -> None:
             f"streams/runtime/commit_guard.py overrides internals of faust-streaming "
             f"{PINNED_FAUST_VERSION}, but {faust.__version__} is installed: check Consumer."
             f"_new_offset, _getmany, _drain_messages, seek_to_committed and ack against the "
-            f"module's docstring, run tests/unit/test_commit_guard.py, then update "
-            f"PINNED_FAUST_VERSION"
+            f"module's docstring, and _drain_messages, getmany and the conductor's handler "
+            f"against streams/runtime/handover.py's copy; run tests/unit/test_commit_guard.py "
+            f"and tests/unit/test_handover.py, then update PINNED_FAUST_VERSION"
         )
     if aiokafka.__version__ != PINNED_AIOKAFKA_VERSION:
         raise RuntimeError(
