@@ -163,7 +163,7 @@ class EagerHandover(Consumer):
           generator (a coroutine step per message);
         - a partition's highwater goes to the monitor once per poll, not once per message (it
           keeps the last one it is given);
-        - a message the conductor would only put in its one agent's queue (``direct_put``) is
+        - a message the conductor would only put in its one agent's queue (``DirectPut``) is
           put there here, without its three coroutines and lock; any other goes to the
           conductor through ``wait_first`` as before."""
         app = self.app
