@@ -182,7 +182,7 @@ def decode_state(data: bytes | memoryview) -> JourneyState:
         row = state_row(data)
         if row is None:
             raise ValueError(
-                f"journey state of another version than {(*_JSON_VERSIONS, STATE_VERSION)}"
+                f"journey state of another version than {(*_JSON_VERSIONS, STATE_VERSION)}: {exc}"
             ) from None
         log.debug("journey state decoded from its plain values: %s", exc)
         return _from_fields(row[1])

@@ -276,15 +276,15 @@ class DirectPut:
     the queue full, the partition's handler not the conductor's or not one ``RawSchema``
     channel's: the conductor's path."""
 
-    __slots__ = ("app", "conductor", "handlers", "lock", "routes", "suspended")
+    __slots__ = ("handlers", "lock", "routes", "suspended")
 
     def __init__(self, app: Any) -> None:
-        self.app = app
-        self.conductor = app.topics
-        self.handlers = self.conductor._tp_to_callback
-        self.lock = self.conductor._tp_to_callback_lock
+        self.handlers = app.topics._tp_to_callback
+        self.lock = app.topics._tp_to_callback_lock
         self.suspended = app.flow_control._suspend.is_set
-        # tp -> (its handler, the channel's queue, the event maker, pressure callbacks)
+        # tp -> (its handler, the channel's queue, the event maker, the buffer's check, the
+        # pressure callbacks); the event maker None: not this path's. At most one per
+        # topic-partition the worker was ever assigned.
         self.routes: dict[Any, tuple[Any, Any, Any, Any, Any, Any]] = {}
 
     def put(self, message: Any) -> bool:
@@ -296,7 +296,7 @@ class DirectPut:
         if route is None or route[0] is not handler:
             if handler is None:
                 return False
-            route = self._route(tp, handler)
+            route = self.routes[tp] = _route(handler)
         _, queue, make_event, ebbed, high, drop = route
         if make_event is None or not ebbed() or queue.full():
             return False
@@ -306,27 +306,25 @@ class DirectPut:
         )
         return True
 
-    def _route(self, tp: Any, handler: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
-        make_event = ebbed = queue = high = drop = None
-        channels = getattr(handler, "channels", None)
-        if (
-            ConductorHandler is not None
-            and type(handler) is ConductorHandler
-            and channels
-            and len(channels) == 1
-        ):
-            (channel,) = channels
-            make_event = getattr(channel.decode, "event_of", None)
-            ebbed = getattr(handler.wait_until_producer_ebb, "ebbed", None)
-            queue = channel.queue
-            high, drop = handler.on_pressure_high, handler.on_pressure_drop
-            if ebbed is None:
-                make_event = None
-        route = (handler, queue, make_event, ebbed, high, drop)
-        if len(self.routes) > 4 * len(self.handlers) + 16:  # handlers of old assignments
-            self.routes.clear()
-        self.routes[tp] = route
-        return route
+
+def _route(handler: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """What ``DirectPut`` needs of a partition's handler: the conductor's, for one channel
+    whose decode is ``RawSchema``'s and with the worker's cheap producer-buffer check."""
+    if (
+        ConductorHandler is None
+        or type(handler) is not ConductorHandler
+        or len(handler.channels) != 1
+    ):
+        return (handler, None, None, None, None, None)
+    (channel,) = handler.channels
+    make_event = getattr(channel.decode, "event_of", None)
+    ebbed = getattr(handler.wait_until_producer_ebb, "ebbed", None)
+    if ebbed is None:
+        make_event = None
+    return (
+        handler, channel.queue, make_event, ebbed, handler.on_pressure_high,
+        handler.on_pressure_drop,
+    )  # fmt: skip
 
 
 def install_handover(app: faust.App) -> None:
