@@ -10,6 +10,21 @@ declared with ``cython.locals``, which Python ignores (session 23: an input even
 third of fastavro's time, a record written in a fifth of the Python writer's). So has
 ``streams/runtime/partitioner.py`` (Kafka's murmur2 of a key: 83 ns against aiokafka's 3.3 us).
 
+* **Classes as extension types** (``streams/runtime/*.pxd``, session 27). A module's augmenting
+  ``.pxd`` beside it (``engine.pxd`` for ``engine.py``) declares its hot classes ``cdef class``:
+  every attribute a C field (``public``: read and written from Python as the source does; a
+  plain ``dict``, ``list`` or ``set`` typed as such), the plain methods ``cpdef`` (called from
+  compiled code without a lookup). Python ignores the file, so the pure modules are unchanged.
+  What changes when compiled: an instance takes no attribute the ``.pxd`` does not declare,
+  and a method cannot be replaced on an instance (nothing does either). Compiled code reads
+  ``self.x`` as a C field instead of through ``PyObject_GenericGetAttr`` (about 150
+  instructions, 245 times per message before: 21 % of ``bench.own_path``). Counted by
+  ``bench.instructions``: 198,700 -> 178,900 per fired timer, 198,200 -> 176,900 per message.
+  A ``.pxd`` only types its own module's classes (no ``cimport`` of another module's: a stale
+  module run as Python would then break the import of the compiled one that needs its type).
+  The build's digest of a module covers its ``.pxd``: an edited one is stale like an edited
+  source.
+
 * **Build**: ``journey compile`` (``make compile``; ``make run``, ``make test`` and
   ``make bench`` run it first) writes one extension per module into ``streams/_compiled/``
   and a manifest with the SHA-256 of each source it compiled. Only changed sources are compiled
@@ -97,8 +112,19 @@ def build_key() -> str:
     return json.dumps({"cython": cython, "directives": DIRECTIVES}, sort_keys=True)
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def declarations_of(source: Path) -> Path:
+    """The module's augmenting ``.pxd`` beside it (``engine.py``: ``engine.pxd``), if it has one."""
+    return source.with_suffix(".pxd")
+
+
+def digest(source: Path) -> str:
+    """The SHA-256 of what a build compiles: the source, and its ``.pxd`` when it has one (a
+    changed declaration is a changed build)."""
+    sha = hashlib.sha256(source.read_bytes())
+    pxd = declarations_of(source)
+    if pxd.exists():
+        sha.update(b"\0pxd\0" + pxd.read_bytes())
+    return sha.hexdigest()
 
 
 def disabled() -> bool:

@@ -103,7 +103,7 @@ class _App(faust.App):
     a message it received after it; at ``_consumer_wait_empty`` the flow is suspended (the
     stream hands the agent nothing more) and it runs on the event loop."""
 
-    ordering: EventTimeBuffer[Any] | None = None
+    ordering: EventTimeBuffer | None = None
 
     def _new_producer(self) -> Any:
         """Faust's producer, whose buffer's ``wait_until_ebb`` is cheap while the buffer is not
@@ -348,7 +348,7 @@ class Pipeline:
     metrics: Metrics
     health: Health
     web: WorkerWeb | None = None
-    ordering: EventTimeBuffer[Any] | None = None
+    ordering: EventTimeBuffer | None = None
     rate: RateMeter = field(default_factory=RateMeter)
 
     @property
@@ -710,7 +710,7 @@ class FetchSwitch:
 
 def ordered_intake(
     settings: Settings, offsets: ConsumerOffsets, fetching: FetchSwitch | None = None
-) -> EventTimeBuffer[Any]:
+) -> EventTimeBuffer:
     topic_order = [
         *(settings.topic(name) for name in ORDERING_TOPICS),
         settings.topic("repartition"),

@@ -52,9 +52,11 @@ import struct
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+# What the buffer holds: the worker's Faust events (anything, to the buffer). Not a type
+# parameter: the compiled classes are extension types (ordering.pxd), which cannot be generic.
+Item = Any
 
 TopicPartition = tuple[str, int]
 # (topic, partition) -> the offset after the last message on the broker, None if not known yet.
@@ -75,26 +77,26 @@ _NO_TIME = -(2**63)
 
 
 @dataclass(slots=True)
-class _Buffered(Generic[T]):
-    item: T
+class _Buffered:
+    item: Item
     offset: int
     time_ms: int | None  # None: no event time, released as soon as it is a head
     # (event time or _NO_TIME, the topic's rank): heads are released smallest first.
     key: tuple[int, int]
 
 
-class _PartitionGroup(Generic[T]):
+class _PartitionGroup:
     """The topic-partitions sharing one partition number."""
 
     __slots__ = ("blocked_since", "queues", "waited_out")
 
     def __init__(self) -> None:
-        self.queues: dict[str, deque[_Buffered[T]]] = {}
+        self.queues: dict[str, deque[_Buffered]] = {}
         self.blocked_since: float | None = None
         self.waited_out = False  # the wait ran out: flow until the laggards deliver
 
 
-class EventTimeBuffer(Generic[T]):
+class EventTimeBuffer:
     def __init__(
         self,
         topic_order: Sequence[str],
@@ -129,7 +131,7 @@ class EventTimeBuffer(Generic[T]):
         self._last_input_ms: float | None = None
         self.sweep_ms = sweep_ms
         self._swept_ms = float("-inf")
-        self._groups: dict[int, _PartitionGroup[T]] = {}
+        self._groups: dict[int, _PartitionGroup] = {}
         self._assigned: dict[int, list[str]] = {}  # partition -> topics assigned to us there
         self._next_offset: dict[TopicPartition, int] = {}  # after the last message received
         self._size = 0
@@ -148,7 +150,7 @@ class EventTimeBuffer(Generic[T]):
         return self._size >= self.capacity
 
     # --- assignment ----------------------------------------------------------------------------
-    def assign(self, partitions: Iterable[TopicPartition]) -> list[T]:
+    def assign(self, partitions: Iterable[TopicPartition]) -> list[Item]:
         """The assignment after a rebalance; returns what was buffered for partitions not in it.
 
         What is buffered for a partition that stays assigned is kept: ``clear()`` emptied the
@@ -170,7 +172,7 @@ class EventTimeBuffer(Generic[T]):
         self._share = share if share >= 2 and self._pause is not None else 0
         # Pauses made since the rebalance began were made on the new assignment: kept.
         self.paused = {tp for tp in self.paused if tp[0] in self._assigned.get(tp[1], ())}
-        dropped: list[T] = []
+        dropped: list[Item] = []
         for partition, group in list(self._groups.items()):
             mine = self._assigned.get(partition, ())
             for topic in [t for t in group.queues if t not in mine]:
@@ -185,7 +187,7 @@ class EventTimeBuffer(Generic[T]):
         self._size -= len(dropped)
         return dropped
 
-    def clear(self) -> list[T]:
+    def clear(self) -> list[Item]:
         """Drop what is buffered (a rebalance or a stop begins), keeping the assignment: it was
         not handled, so not acked, and is delivered again from the committed offsets."""
         dropped = [
@@ -203,7 +205,7 @@ class EventTimeBuffer(Generic[T]):
     # --- in and out -----------------------------------------------------------------------------
     def push(
         self,
-        item: T,
+        item: Item,
         topic: str,
         partition: int,
         offset: int,
@@ -229,7 +231,7 @@ class EventTimeBuffer(Generic[T]):
                 self.pauses += 1
                 self._pause(topic, partition)
 
-    def pop_ready(self, now_ms: float, partition: int | None = None) -> list[T]:
+    def pop_ready(self, now_ms: float, partition: int | None = None) -> list[Item]:
         """Everything that may be handled now, in the order to handle it.
 
         ``partition``: the partition number that just received a message (the worker's call,
@@ -237,7 +239,7 @@ class EventTimeBuffer(Generic[T]):
         at, and only time (the wait) or a newly learned end offset can release it: those are
         looked at every ``sweep_ms``, not per message (per message, looking at all twelve was
         the merge's main cost). ``None``: look at all of them now."""
-        out: list[T] = []
+        out: list[Item] = []
         if partition is None or now_ms - self._swept_ms >= self.sweep_ms:
             self._swept_ms = now_ms
             partitions: Iterable[int] = sorted(self._groups)
@@ -265,17 +267,17 @@ class EventTimeBuffer(Generic[T]):
             self._release_oldest(out)
         return out
 
-    def drain(self) -> list[T]:
+    def drain(self) -> list[Item]:
         """Everything, heads by event time: when no more input can come (tests, shutdown)."""
-        out: list[T] = []
+        out: list[Item] = []
         while self._size:
             self._release_oldest(out)
         return out
 
     # --- internals -------------------------------------------------------------------------
     @staticmethod
-    def _oldest_head(group: _PartitionGroup[T]) -> tuple[str, _Buffered[T]] | None:
-        best: _Buffered[T] | None = None
+    def _oldest_head(group: _PartitionGroup) -> tuple[str, _Buffered] | None:
+        best: _Buffered | None = None
         best_topic = ""
         for topic, queue in group.queues.items():
             head = queue[0]
@@ -283,7 +285,7 @@ class EventTimeBuffer(Generic[T]):
                 best, best_topic = head, topic
         return None if best is None else (best_topic, best)
 
-    def _take(self, partition: int, group: _PartitionGroup[T], topic: str, out: list[T]) -> bool:
+    def _take(self, partition: int, group: _PartitionGroup, topic: str, out: list[Item]) -> bool:
         """Release the head of ``topic``'s queue; True if that emptied the queue."""
         queue = group.queues[topic]
         out.append(queue.popleft().item)
@@ -298,7 +300,7 @@ class EventTimeBuffer(Generic[T]):
             return True
         return False
 
-    def _release_oldest(self, out: list[T]) -> None:
+    def _release_oldest(self, out: list[Item]) -> None:
         chosen: tuple[tuple[int, int], int, str] | None = None
         for partition, group in self._groups.items():
             head = self._oldest_head(group)
@@ -312,7 +314,7 @@ class EventTimeBuffer(Generic[T]):
         group = self._groups[partition]
         self._take(partition, group, topic, out)
 
-    def _laggards(self, partition: int, group: _PartitionGroup[T]) -> bool:
+    def _laggards(self, partition: int, group: _PartitionGroup) -> bool:
         """Whether an empty topic-partition of this partition number may still deliver."""
         for topic in self._assigned.get(partition, ()):
             if topic in group.queues:
@@ -327,7 +329,7 @@ class EventTimeBuffer(Generic[T]):
                 return True
         return False
 
-    def _must_wait(self, group: _PartitionGroup[T], now_ms: float, lagging: bool) -> bool:
+    def _must_wait(self, group: _PartitionGroup, now_ms: float, lagging: bool) -> bool:
         """``lagging``: ``_laggards`` of the group."""
         if not lagging:
             group.blocked_since, group.waited_out = None, False

@@ -97,6 +97,55 @@ def test_a_build_is_loaded_while_its_source_is_unchanged_and_never_after(
     assert hot.answer() == "edited"  # type: ignore[attr-defined]
 
 
+COUNTER = """
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, short: int) -> int:
+        self.count += short
+        return self.count
+"""
+COUNTER_PXD = """
+cdef class Counter:
+    cdef public object count
+    cpdef add(self, object short)
+"""
+
+
+def test_a_modules_pxd_makes_its_class_an_extension_type_and_is_part_of_the_build(
+    package: tuple[str, Path],
+) -> None:
+    """An augmenting ``.pxd`` beside a module (``streams/runtime/*.pxd``) is compiled with it: its
+    class becomes an extension type that behaves as the source says (attributes read and written
+    from Python, no others), and an edited ``.pxd`` makes the build stale like an edited source."""
+    name, root = package
+    module, out = f"{name}.counter", root / "_compiled"
+    (root / name / "counter.py").write_text(COUNTER)
+    pxd = root / name / "counter.pxd"
+    pxd.write_text(COUNTER_PXD)
+    assert compiled.build([module], root=root, build_dir=out, jobs=1) == ([module], [])
+    status, built = compiled.check(root, out)
+    assert status.compiled == [module]
+    counter = _import_with(built, module).Counter()  # type: ignore[attr-defined]
+    assert not hasattr(counter, "__dict__")  # an extension type: its fields are C fields
+    assert counter.add(2) == 2 and counter.add(3) == 5  # (an argument named like a C type)
+    counter.count = 10  # written from Python, as in the source
+    assert counter.add(1) == 11
+    with pytest.raises(AttributeError):
+        counter.other = 1  # type: ignore[attr-defined]
+    # The declarations change, the source does not: stale, compiled again.
+    pxd.write_text(COUNTER_PXD.replace("cpdef add(self, object short)", ""))
+    status, built = compiled.check(root, out)
+    assert status.stale == [module] and built == {}
+    assert compiled.build([module], root=root, build_dir=out, jobs=1) == ([module], [])
+    # So does taking the .pxd away (an extension, once imported, is not imported again by this
+    # process: the build's outcome is what is checked).
+    pxd.unlink()
+    assert compiled.check(root, out)[0].stale == [module]
+    assert compiled.build([module], root=root, build_dir=out, jobs=1) == ([module], [])
+
+
 def test_off_runs_python_whatever_is_built(
     package: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

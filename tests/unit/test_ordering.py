@@ -33,8 +33,8 @@ class Broker:
 
 def make(
     broker: Broker, *, wait_ms: int = 100, capacity: int = 1_000, partitions: int = 1
-) -> EventTimeBuffer[str]:
-    buffer: EventTimeBuffer[str] = EventTimeBuffer(
+) -> EventTimeBuffer:
+    buffer: EventTimeBuffer = EventTimeBuffer(
         TOPICS,
         wait_ms=wait_ms,
         capacity=capacity,
@@ -358,7 +358,7 @@ class Fetcher:
         self.paused.discard((topic, partition))
         self.calls.append(("resume", topic, partition))
 
-    def run(self, buffer: EventTimeBuffer[Any]) -> list[Any]:
+    def run(self, buffer: EventTimeBuffer) -> list[Any]:
         out: list[Any] = []
         peak = 0
         while any(self.position[tp] < len(times) for tp, times in self.backlog.items()):
@@ -379,8 +379,8 @@ class Fetcher:
         return out
 
 
-def paused_buffer(broker: Broker, fetcher: Fetcher, capacity: int) -> EventTimeBuffer[Any]:
-    buffer: EventTimeBuffer[Any] = EventTimeBuffer(
+def paused_buffer(broker: Broker, fetcher: Fetcher, capacity: int) -> EventTimeBuffer:
+    buffer: EventTimeBuffer = EventTimeBuffer(
         TOPICS,
         wait_ms=60_000,
         capacity=capacity,
