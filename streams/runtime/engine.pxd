@@ -2,10 +2,20 @@
 # The compiled classes are extension types: their attributes C fields (each readable and
 # writable from Python, as in the source), their plain methods called without a Python lookup.
 
+cimport cython
+
 cdef class TimerIndex:
     cdef public dict _heaps, _due, _next
     cpdef set(self, object partition, object customer_id, object fire_at)
     cpdef pop_due(self, object partition, object now)
+
+cdef class _Outgoing:
+    cdef public object seq, decision, trigger, resend
+
+cdef class _Prepared:
+    cdef public object state, partition, value, outbox_at, next_fire, snapshot, event, erase
+    cdef public object changed
+    cdef public list outgoing, decided
 
 cdef class JourneyEngine:
     cdef public object table, _write, _read, state_writes, outputs, codec
@@ -28,6 +38,7 @@ cdef class JourneyEngine:
         object published=*
     )
     cpdef _shows(self, object state, object now)
-    cpdef _commit(self, object prepared, object live=*)
+    @cython.locals(out=_Outgoing)
+    cpdef _commit(self, _Prepared prepared, object live=*)
     cpdef _drop_durable(self, object customer_id, object value, object outbox_at)
     cpdef _became_durable(self, object customer_id, object partition, object seq)

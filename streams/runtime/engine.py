@@ -69,7 +69,6 @@ import struct
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -286,32 +285,54 @@ class TimerIndex:
         return len(self._next)
 
 
-@dataclass(slots=True)
 class _Outgoing:
     """One outbox entry on its way: its encoded decision and trigger (emits), and whether it is a
-    re-send of an entry found in a recovered state (then it may duplicate a published one)."""
+    re-send of an entry found in a recovered state (then it may duplicate a published one).
 
-    seq: int
-    decision: bytes
-    trigger: bytes | None
-    resend: bool
+    A plain class, not a dataclass: compiled, it is an extension type (``engine.pxd``) whose
+    ``__init__`` is compiled too (a dataclass's is generated Python, run interpreted)."""
+
+    __slots__ = ("decision", "resend", "seq", "trigger")
+
+    def __init__(self, seq: int, decision: bytes, trigger: bytes | None, resend: bool) -> None:
+        self.seq = seq
+        self.decision = decision
+        self.trigger = trigger
+        self.resend = resend
 
 
-@dataclass(slots=True)
 class _Prepared:
-    """Everything a message does to one customer, computed before any of it is done."""
+    """Everything a message does to one customer, computed before any of it is done (a plain
+    class, as ``_Outgoing``)."""
 
-    state: JourneyState
-    partition: int
-    value: bytes
-    outbox_at: OutboxAt | None
-    next_fire: int | None
-    outgoing: list[_Outgoing] = field(default_factory=list)
-    snapshot: tuple[Any, ...] | None = None  # its row (encoded when sent)
-    event: bytes | None = None
-    erase: bool = False
-    decided: list[Decision] = field(default_factory=list)
-    changed: bool = True
+    __slots__ = (
+        "changed", "decided", "erase", "event", "next_fire", "outbox_at", "outgoing",
+        "partition", "snapshot", "state", "value",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        state: JourneyState,
+        partition: int,
+        value: bytes,
+        outbox_at: OutboxAt | None,
+        next_fire: int | None,
+        outgoing: list[_Outgoing],
+        erase: bool,
+        decided: list[Decision],
+        changed: bool,
+    ) -> None:
+        self.state = state
+        self.partition = partition
+        self.value = value
+        self.outbox_at = outbox_at
+        self.next_fire = next_fire
+        self.outgoing = outgoing
+        self.snapshot: tuple[Any, ...] | None = None  # its row (encoded when sent)
+        self.event: bytes | None = None  # the canonical event's record (an event's)
+        self.erase = erase
+        self.decided = decided
+        self.changed = changed
 
 
 class JourneyEngine:
@@ -558,7 +579,7 @@ class JourneyEngine:
             prepared.event = self._encode_event(
                 facts.canonical_event_row(record, wall_clock_ms(), topic, partition, offset)
             )
-        self._commit(prepared, live=True)
+        self._commit(prepared, True)  # live (positional: a compiled call, engine.pxd)
 
     async def on_tick(self, partition: int, topic: str, offset: int) -> None:
         """Fire the due timers of the partition, then trim or re-send outboxes. A customer whose
@@ -577,7 +598,8 @@ class JourneyEngine:
                 # snapshot shows, and then none is sent (a third of a timer's encoding).
                 published = None if state.erased else self._shows(state, now)
                 state, decisions = fire_due(state, now, self.config)
-                prepared = self._prepare(state, decisions, now, partition, published=published)
+                # (snapshot, published) positional: a compiled call (engine.pxd)
+                prepared = self._prepare(state, decisions, now, partition, True, published)
                 self._commit(prepared)
             except Exception as exc:
                 await self._failed(topic, partition, offset, customer_id, exc)
@@ -586,7 +608,11 @@ class JourneyEngine:
                 if self._trim(customer_id, partition):
                     continue
                 prepared = self._prepare(
-                    self.load(customer_id, partition), [], now, partition, snapshot=False
+                    self.load(customer_id, partition),
+                    [],
+                    now,
+                    partition,
+                    False,  # snapshot
                 )
                 if prepared.changed:
                     self._commit(prepared)
@@ -667,8 +693,6 @@ class JourneyEngine:
             outbox_at,
             next_fire,
             outgoing,
-            None,  # snapshot: below
-            None,  # event: the caller's
             erase,
             decisions,
             bool(decisions) or bool(outgoing) or len(state.outbox) != before,  # changed

@@ -2,6 +2,11 @@
 # The compiled classes are extension types: their attributes C fields (each readable and
 # writable from Python, as in the source), their plain methods called without a Python lookup.
 
+cimport cython
+
+cdef class _Buffered:
+    cdef public object item, offset, time_ms, key
+
 cdef class _PartitionGroup:
     cdef public object blocked_since, waited_out
     cdef public dict queues
@@ -12,13 +17,18 @@ cdef class EventTimeBuffer:
     cdef public dict rank, _groups, _assigned, _next_offset
     cdef public set paused
     cpdef clear(self)
+    @cython.locals(group=_PartitionGroup)
     cpdef push(
         self, object item, object topic, object partition, object offset, object time_ms,
         object now_ms
     )
+    @cython.locals(group=_PartitionGroup, buffered=_Buffered)
     cpdef pop_ready(self, object now_ms, object partition=*)
     cpdef drain(self)
-    cpdef _take(self, object partition, object group, object topic, object out)
+    cpdef _take(self, object partition, _PartitionGroup group, object topic, object out)
     cpdef _release_oldest(self, object out)
-    cpdef _laggards(self, object partition, object group)
-    cpdef _must_wait(self, object group, object now_ms, object lagging)
+    cpdef _laggards(self, object partition, _PartitionGroup group)
+    cpdef _must_wait(self, _PartitionGroup group, object now_ms, object lagging)
+
+@cython.locals(best=_Buffered, head=_Buffered)
+cpdef _oldest_head(_PartitionGroup group)

@@ -51,7 +51,6 @@ from __future__ import annotations
 import struct
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 # What the buffer holds: the worker's Faust events (anything, to the buffer). Not a type
@@ -76,13 +75,18 @@ FORCED_BY_WAIT = "wait"
 _NO_TIME = -(2**63)
 
 
-@dataclass(slots=True)
 class _Buffered:
-    item: Item
-    offset: int
-    time_ms: int | None  # None: no event time, released as soon as it is a head
-    # (event time or _NO_TIME, the topic's rank): heads are released smallest first.
-    key: tuple[int, int]
+    """A message held, with what orders it. A plain class, not a dataclass: compiled, it is an
+    extension type (``ordering.pxd``) whose ``__init__`` is compiled too."""
+
+    __slots__ = ("item", "key", "offset", "time_ms")
+
+    def __init__(self, item: Item, offset: int, time_ms: int | None, key: tuple[int, int]) -> None:
+        self.item = item
+        self.offset = offset
+        self.time_ms = time_ms  # None: no event time, released as soon as it is a head
+        # (event time or _NO_TIME, the topic's rank): heads are released smallest first.
+        self.key = key
 
 
 class _PartitionGroup:
@@ -251,7 +255,7 @@ class EventTimeBuffer:
             # when a queue empties (nothing else here changes it).
             lagging: bool | None = None
             while True:
-                head = self._oldest_head(group)
+                head = _oldest_head(group)
                 if head is None:
                     break
                 topic, buffered = head
@@ -275,16 +279,6 @@ class EventTimeBuffer:
         return out
 
     # --- internals -------------------------------------------------------------------------
-    @staticmethod
-    def _oldest_head(group: _PartitionGroup) -> tuple[str, _Buffered] | None:
-        best: _Buffered | None = None
-        best_topic = ""
-        for topic, queue in group.queues.items():
-            head = queue[0]
-            if best is None or head.key < best.key:
-                best, best_topic = head, topic
-        return None if best is None else (best_topic, best)
-
     def _take(self, partition: int, group: _PartitionGroup, topic: str, out: list[Item]) -> bool:
         """Release the head of ``topic``'s queue; True if that emptied the queue."""
         queue = group.queues[topic]
@@ -303,7 +297,7 @@ class EventTimeBuffer:
     def _release_oldest(self, out: list[Item]) -> None:
         chosen: tuple[tuple[int, int], int, str] | None = None
         for partition, group in self._groups.items():
-            head = self._oldest_head(group)
+            head = _oldest_head(group)
             if head is not None:
                 candidate = (head[1].key, partition, head[0])
                 if chosen is None or candidate < chosen:
@@ -344,6 +338,17 @@ class EventTimeBuffer:
         group.waited_out = True
         self.forced[FORCED_BY_WAIT] += 1
         return False
+
+
+def _oldest_head(group: _PartitionGroup) -> tuple[str, _Buffered] | None:
+    """The group's head to release first (the smallest key), with its topic."""
+    best: _Buffered | None = None
+    best_topic = ""
+    for topic, queue in group.queues.items():
+        head = queue[0]
+        if best is None or head.key < best.key:
+            best, best_topic = head, topic
+    return None if best is None else (best_topic, best)
 
 
 # --- ticks carry the journey time at which they were sent ------------------------------------
