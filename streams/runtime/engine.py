@@ -95,7 +95,7 @@ from streams.journey.state import (
     decode_state,
     encode_row,
     encode_state,
-    encode_state_outbox,
+    encode_state_parts,
     state_row,
 )
 from streams.runtime import facts
@@ -151,9 +151,9 @@ def pack_outbox(
     prefix = _prefix(partition, state, next_fire)
     if not state.outbox:
         return prefix + encode_state(state), None
-    data, start, end = encode_state_outbox(state)
-    at = len(prefix)
-    return prefix + data, (at + start, at + end, state.outbox[-1][0])
+    head, outbox = encode_state_parts(state)
+    start = len(prefix) + len(head)
+    return b"".join((prefix, head, outbox)), (start, start + len(outbox), state.outbox[-1][0])
 
 
 def unpack_prefix(value: bytes) -> tuple[int, int, bool]:

@@ -787,6 +787,17 @@ def test_the_outbox_is_where_encode_state_outbox_says(
     assert decode_state(data[:start] + EMPTY_OUTBOX + data[end:]) == emptied
 
 
+def test_a_state_that_cannot_be_encoded_keeps_its_outbox() -> None:
+    """``encode_state_parts`` encodes the state with its outbox taken out: a failure puts it back."""
+    state = Sim().play(PURCHASE).state
+    outbox = [[1, ["a"], None]]
+    state.outbox = outbox
+    state.prediction = [object()]  # nothing MessagePack can encode
+    with pytest.raises(TypeError):
+        encode_state_outbox(state)
+    assert state.outbox is outbox
+
+
 def test_state_round_trip_after_every_step() -> None:
     sim = Sim(start=B - 3 * HOUR)
     assert decode_state(encode_state(sim.state)) == sim.state
