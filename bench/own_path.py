@@ -3,12 +3,13 @@
 ``python -m bench.own_path [EVENTS] [--profile]`` (not part of ``make bench``). The make bench
 workload (the simulator, seed 42, no malformed events) encoded as on the wire, handed over in
 fetch-sized runs of up to 500 records per topic-partition, round robin (a backlog as the
-consumer hands it over), through what the worker's agent does with each message
-(``streams/runtime/app.py``): the decode for the event-time merge (``Ingest.event_time``), the
-merge (``EventTimeBuffer``, the worker's topic order and settings), ``MessageHandler`` (the
-ingest's checks, the engine) and ``Acks.after_event``. The engine's table is a dict; its
-records go to a broker that acknowledges each at once (``bench.timers.InstantBroker``); the
-acknowledgement flush runs every ``JOURNEY_ACK_INTERVAL`` as in the worker.
+consumer hands it over), through what the worker's agent awaits for each message
+(``streams/runtime/intake.py``, ``Intake.take``): the decode for the event-time merge
+(``Ingest.event_time``), the merge (``EventTimeBuffer``, the worker's topic order and
+settings), ``MessageHandler`` (the ingest's checks, the engine) and ``Acks.after_event``. The
+engine's table is a dict; its records go to a broker that acknowledges each at once
+(``bench.timers.InstantBroker``); the acknowledgement flush runs every ``JOURNEY_ACK_INTERVAL``
+as in the worker.
 
 What it leaves out is everything beneath the agent: Faust's fetch, conductor and stream,
 aiokafka, producing to a real broker, RocksDB. On this machine its figure moves by about 1 %
@@ -32,12 +33,14 @@ from schemas.codec import Codec
 from streams.clock import Clock
 from streams.ops.simulator import SimulationConfig, generate
 from streams.runtime.acks import Acks
-from streams.runtime.app import MessageHandler, ordered_intake
+from streams.runtime.app import ordered_intake
 from streams.runtime.engine import JourneyEngine, tune_gc
 from streams.runtime.handover import Turns
 from streams.runtime.ingest import Ingest, key_partition, wall_clock_ms
+from streams.runtime.intake import Intake, MessageHandler
 from streams.runtime.outputs import Outputs
 from streams.settings import Settings
+from streams.web.metrics import Metrics
 
 FETCH_RECORDS = 500  # per topic-partition per hand-over
 
@@ -51,6 +54,13 @@ class _Event:
         self.message = message
 
     def ack(self) -> None:
+        pass
+
+
+class _Stream:
+    """What ``Intake.take`` calls on the agent's stream (Faust's current event: not needed here)."""
+
+    def _set_current_event(self, event: Any) -> None:
         pass
 
 
@@ -99,30 +109,24 @@ async def run(events: int, profile: bool) -> None:
         raise exc
 
     apply = MessageHandler(ingest, engine, settings.topic("ticks"), crash)
+    # What the worker's agent awaits per message (app.py), with its metrics' histogram.
+    processing = Metrics().processing
+    intake = Intake(ingest, ordering, apply, acks, settings.topic("ticks"), Turns(), {}, processing)
+    stream = _Stream()
     acks.start()
     profiler = cProfile.Profile() if profile else None
-    started, handled = time.process_time(), 0
-    turns = Turns()
+    started = time.process_time()
     if profiler is not None:
         profiler.enable()
     time.thread_time()  # callgrind's mark for ``bench.instructions``: the messages start
     for index, event in enumerate(messages):
-        m = event.message
-        time_ms = ingest.event_time(m.topic, m.value, m.headers, m.partition, m.offset)
-        now = time.monotonic() * 1000
-        ordering.push(event, m.topic, m.partition, m.offset, time_ms, now)
-        for ready in ordering.pop_ready(now, m.partition):
-            if turns.due():  # as the worker's agent (app.py)
-                await turns.turn()
-            await apply(ready.message)
-            acks.after_event(ready)
-            handled += 1
+        if not await intake.take(event, stream):
+            raise SystemExit("the intake stopped")
         if index % FETCH_RECORDS == 0:
             await asyncio.sleep(0)  # the flush runs in between, as in the worker
     for ready in ordering.drain():
-        await apply(ready.message)
-        acks.after_event(ready)
-        handled += 1
+        await intake.handle(ready)
+    handled = sum(processing.counts)  # every input message handled (there are no ticks here)
     await acks.flush()
     time.thread_time()  # ... and end
     if profiler is not None:

@@ -9,11 +9,12 @@ letters, re-keying, the key's partition) and accepted events to the ``JourneyEng
 publishes what they caused through ``Outputs``. A worker holds no database connection: the
 loader (``loader.py``) stores the published facts in ClickHouse.
 
-Where a message is acknowledged: ``handle`` below applies it (``MessageHandler``) and hands its
-``ack`` to ``Acks.after`` (``acks.py``), which runs it once the broker has acknowledged every
-record the message caused; only acked offsets are committed. No exception escapes a message:
-whatever fails while handling one becomes a ``processing_error`` dead letter (the engine has
-left the customer's state as it was) and the stream goes on.
+Where a message is acknowledged: the agent hands each message to ``Intake.take``
+(``intake.py``), which applies it (``MessageHandler``) and hands it to ``Acks.after_event``
+(``acks.py``), which acknowledges it once the broker has acknowledged every record the message
+caused; only acked offsets are committed. No exception escapes a message: whatever fails while
+handling one becomes a ``processing_error`` dead letter (the engine has left the customer's
+state as it was) and the stream goes on.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from time import monotonic, perf_counter
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -43,7 +43,8 @@ from streams.runtime.fetching import FetchControl, install_fetch_control, instal
 from streams.runtime.handover import Turns, install_handover, stream_events
 from streams.runtime.health import BrokerProbe, Health
 from streams.runtime.ingest import Ingest
-from streams.runtime.ordering import EventTimeBuffer, tick_time, tick_value
+from streams.runtime.intake import Intake, MessageHandler
+from streams.runtime.ordering import EventTimeBuffer, tick_value
 from streams.runtime.outputs import Outputs
 from streams.runtime.restore import PromptTableManager, install_bulk_restore
 from streams.runtime.status import RateMeter
@@ -282,61 +283,6 @@ def group_instance_id(settings: Settings) -> str | None:
 
 
 @dataclass
-class MessageHandler:
-    """Applies one message: a tick to the engine's timers, an input through ``Ingest`` to the
-    engine. No exception escapes it: whatever fails becomes a ``processing_error`` dead letter
-    with the exception's summary (the engine left the customer's state as it was)."""
-
-    ingest: Ingest
-    engine: JourneyEngine
-    ticks_topic: str
-    crash: Callable[[BaseException], Awaitable[Any]]
-
-    async def __call__(self, message: Any) -> bool:
-        """False if even the dead letter failed: then the worker stops (``crash``), and the
-        message, unacknowledged, is redelivered to the next one."""
-        try:
-            await self.apply(message)
-        except Exception as exc:
-            return await self.dead_letter(message, exc)
-        return True
-
-    async def apply(self, message: Any) -> None:
-        if message.topic == self.ticks_topic:
-            await self.engine.on_tick(message.partition, message.topic, message.offset)
-            return
-        record = await self.ingest.handle(
-            message.topic,
-            message.partition,
-            message.offset,
-            message.key,
-            message.value,
-            message.headers,
-        )
-        if record is not None:
-            await self.engine.on_event(record, message.topic, message.partition, message.offset)
-
-    async def dead_letter(self, message: Any, exc: Exception) -> bool:
-        log.error(
-            "handling %s/%d/%d failed: %r",
-            message.topic,
-            message.partition,
-            message.offset,
-            exc,
-            exc_info=exc,
-        )
-        try:
-            await self.ingest.processing_error(
-                message.topic, message.partition, message.offset, message.key, message.value, exc
-            )
-        except Exception as fatal:
-            log.critical("cannot write the dead letter either: %r; stopping", fatal)
-            await self.crash(fatal)
-            return False
-        return True
-
-
-@dataclass
 class Pipeline:
     settings: Settings
     app: faust.App
@@ -464,57 +410,14 @@ def create_pipeline(
     async def journey(stream: Any) -> None:
         stream = stream.noack()
         turns = Turns()  # the loop turns every few ms of this agent's work (handover.py)
+        intake = Intake(ingest, ordering, apply, acks, ticks_topic, turns, positions, processing)
         async for event in stream_events(stream, turns):  # Faust's iteration, leaner
-            # Event-time merge across the inputs of each partition number (ordering.py).
-            # It is re-checked on every message; the worker's own ticks arrive every
-            # timer_tick_interval, so an idle wait is noticed within about that much.
-            message = event.message
-            try:
-                time_ms = (
-                    tick_time(message.value, int(message.timestamp * 1000))
-                    if message.topic == ticks_topic
-                    else ingest.event_time(
-                        message.topic,
-                        message.value,
-                        message.headers,
-                        message.partition,
-                        message.offset,
-                    )
-                )
-            except Exception:  # undecodable: it goes first and becomes a dead letter in apply()
-                time_ms = None
-            now = monotonic() * 1000
-            ordering.push(event, message.topic, message.partition, message.offset, time_ms, now)
-            for ready in ordering.pop_ready(now, message.partition):
-                # Hundreds can come at once (a backlog held until a tick). A turn of the loop
-                # in between is safe: each is tracked, so a rebalance or a stop waits until the
-                # agent has handled and acknowledged it (as when wait_for_room waits).
-                if turns.due():
-                    await turns.turn()
-                # Faust's table writes go to the partition of the "current" event: make it the
-                # one handled (released events can come from another partition).
-                stream._set_current_event(ready)
-                if not await handle(ready):
-                    return
-            # Hold no reference to a message the merge keeps: on a stop the merge is emptied and
-            # Faust waits until every message still referenced (a weak set) is acked.
-            stream._set_current_event(None)
-            event = message = ready = None
-
-    async def handle(event: Any) -> bool:
-        """Apply one released message; False when the worker must stop (see dead_letter)."""
-        message = event.message
-        positions[(message.topic, message.partition)] = message.offset
-        started = perf_counter()
-        if not await apply(message):
-            return False
-        # Only now, after the table write (changelog) and every send it caused are registered:
-        # acked once the broker has them all (streams/runtime/acks.py).
-        acks.after_event(event)
-        if message.topic != ticks_topic:
-            processing.observe(perf_counter() - started)
-        await acks.wait_for_room()
-        return True
+            # The event-time merge, then each message it releases applied and acknowledged.
+            if not await intake.take(event, stream):
+                return
+            # Hold no reference to a message the merge keeps: on a stop the merge is emptied
+            # and Faust waits until every message still referenced (a weak set) is acked.
+            event = None
 
     @app.timer(interval=settings.timer_tick_interval / 1000)  # type: ignore[untyped-decorator]
     async def _tick() -> None:

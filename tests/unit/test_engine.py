@@ -539,8 +539,8 @@ async def test_a_message_that_fails_is_a_processing_error_dead_letter_and_the_ne
     from types import SimpleNamespace
 
     from schemas.records import DeadLetter
-    from streams.runtime.app import MessageHandler
     from streams.runtime.ingest import Ingest, key_partition
+    from streams.runtime.intake import MessageHandler
 
     world = World()
     crashes: list[BaseException] = []
