@@ -12,7 +12,7 @@ The state also carries its **outbox**: the trigger decisions the customer's mess
 that are not yet known to be stored in ClickHouse and acknowledged by the broker. The model
 never reads it; the engine appends to it, re-sends it after a crash and trims it once durable
 (see ``streams/runtime/engine.py``), so a state in the changelog is never ahead of what it caused.
-It is the last field, so its bytes end the encoded state (``encode_state_outbox``).
+It is the last field, so its bytes end the encoded state (``encode_state_parts``).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class JourneyState(msgspec.Struct, array_like=True):
     # expected_orders_90d, predicted_clv_minor, expected_next_order_at or None], or None.
     prediction: list[Any] | None = None
     # Outputs not yet durable: [sequence, triggers-table row without lineage, Trigger fields or
-    # None]. The last field: its bytes end the encoded state (``encode_state_outbox``). A field
+    # None]. The last field: its bytes end the encoded state (``encode_state_parts``). A field
     # added later goes before it (and makes a new STATE_VERSION).
     outbox: list[list[Any]] = msgspec.field(default_factory=list)
 
@@ -145,18 +145,11 @@ def encode_state(state: JourneyState) -> bytes:
     return _encode((STATE_VERSION, state))
 
 
-def encode_state_outbox(state: JourneyState) -> tuple[bytes, int, int]:
-    """``encode_state(state)`` (the same bytes) and where its outbox starts and ends in them:
-    the engine drops an outbox that became durable from the bytes, without decoding them
-    (``EMPTY_OUTBOX`` in its place gives the bytes of the same state with an empty outbox)."""
-    head, outbox = encode_state_parts(state)
-    start = len(head)
-    return head + outbox, start, start + len(outbox)
-
-
 def encode_state_parts(state: JourneyState) -> tuple[bytes, bytes]:
     """``encode_state(state)`` in two parts: the bytes before its outbox (the last field), and the
-    outbox's. Each part encoded once: the state without its outbox (``[]``, one byte, at its end:
+    outbox's (the engine drops an outbox that became durable from the stored bytes without
+    decoding them: ``EMPTY_OUTBOX`` in its place gives the same state with an empty outbox).
+    Each part encoded once: the state without its outbox (``[]``, one byte, at its end:
     a MessagePack array has its header in front and no end mark), then the outbox. (Encoding the
     whole state and the outbox again, for its length, encoded the outbox twice: a third of a
     fired timer's encoding.) The state's own outbox is put back whatever happens."""

@@ -579,7 +579,7 @@ class JourneyEngine:
             prepared.event = self._encode_event(
                 facts.canonical_event_row(record, wall_clock_ms(), topic, partition, offset)
             )
-        self._commit(prepared, True)  # live (positional: a compiled call, engine.pxd)
+        self._commit(prepared, live=True)
 
     async def on_tick(self, partition: int, topic: str, offset: int) -> None:
         """Fire the due timers of the partition, then trim or re-send outboxes. A customer whose
@@ -598,8 +598,7 @@ class JourneyEngine:
                 # snapshot shows, and then none is sent (a third of a timer's encoding).
                 published = None if state.erased else self._shows(state, now)
                 state, decisions = fire_due(state, now, self.config)
-                # (snapshot, published) positional: a compiled call (engine.pxd)
-                prepared = self._prepare(state, decisions, now, partition, True, published)
+                prepared = self._prepare(state, decisions, now, partition, published=published)
                 self._commit(prepared)
             except Exception as exc:
                 await self._failed(topic, partition, offset, customer_id, exc)
@@ -608,11 +607,7 @@ class JourneyEngine:
                 if self._trim(customer_id, partition):
                     continue
                 prepared = self._prepare(
-                    self.load(customer_id, partition),
-                    [],
-                    now,
-                    partition,
-                    False,  # snapshot
+                    self.load(customer_id, partition), [], now, partition, snapshot=False
                 )
                 if prepared.changed:
                     self._commit(prepared)

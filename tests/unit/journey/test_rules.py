@@ -30,7 +30,7 @@ from streams.journey.state import (
     JourneyState,
     decode_state,
     encode_state,
-    encode_state_outbox,
+    encode_state_parts,
 )
 from streams.journey.triggers import TriggerType as T
 from tests.unit.journey.support import (
@@ -771,7 +771,7 @@ def test_trigger_id_names_its_source_event() -> None:
         ([[1, ["a"], [1, None]], [2, ["b"], None]], [], [1, 0.5, 2.0, 300, 1_780_000_000_000]),
     ],
 )
-def test_the_outbox_is_where_encode_state_outbox_says(
+def test_the_outbox_is_where_encode_state_parts_says(
     outbox: list[list[object]], feedback_seen: list[str], prediction: list[object] | None
 ) -> None:
     """The engine drops a durable outbox from the stored bytes at the span given: the same bytes
@@ -779,7 +779,8 @@ def test_the_outbox_is_where_encode_state_outbox_says(
     state = Sim().play(PURCHASE).state
     state.outbox, state.outbox_seq = outbox, 9
     state.feedback_seen, state.prediction = feedback_seen, prediction
-    data, start, end = encode_state_outbox(state)
+    head, box = encode_state_parts(state)
+    data, start, end = head + box, len(head), len(head) + len(box)
     assert data == encode_state(state)
     assert msgspec.msgpack.decode(data[start:end]) == outbox
     emptied = msgspec.structs.replace(state, outbox=[])
@@ -794,7 +795,7 @@ def test_a_state_that_cannot_be_encoded_keeps_its_outbox() -> None:
     state.outbox = outbox
     state.prediction = [object()]  # nothing MessagePack can encode
     with pytest.raises(TypeError):
-        encode_state_outbox(state)
+        encode_state_parts(state)
     assert state.outbox is outbox
 
 
